@@ -1,0 +1,24 @@
+"""fastgrad: a small gradient engine with compiled kernels for training small CNNs on the
+CPU, behind a PyTorch-shaped API (``import fastgrad as torch`` runs small scripts)."""
+__version__ = "0.1.0"
+
+import numpy as _np
+
+from . import kernels
+from ._config import get_num_threads, manual_seed, set_num_threads, show_config
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .creation import (arange, as_tensor, empty, from_numpy, full, full_like, linspace, ones, ones_like,
+                       rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
+from .ops.activation import log_softmax, relu, sigmoid, softmax, tanh
+from .ops.elementwise import abs, clamp, exp, log, sqrt
+from .ops.linalg import matmul
+from .ops.reduce import argmax, argmin, max, mean, min, sum
+from .ops.shape import cat, flatten, permute, reshape, squeeze, stack, transpose, unsqueeze
+from .tensor import Tensor
+
+float32 = float = _np.dtype(_np.float32)
+float64 = double = _np.dtype(_np.float64)
+int64 = long = _np.dtype(_np.int64)
+int32 = int = _np.dtype(_np.int32)
+uint8 = _np.dtype(_np.uint8)
+bool = _np.dtype(_np.bool_)

@@ -1,0 +1,102 @@
+"""Process-wide settings read by every kernel call: the thread count, the RNG, and the
+``show_config`` report.
+
+The thread count is passed to each compiled kernel as an argument at call time, never
+stored inside the extension, so changing it from one Python thread cannot disturb a
+kernel already running in another.
+"""
+import os
+import platform
+import sys
+
+import numpy as np
+
+
+def _default_threads():
+    for var in ("FASTGRAD_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+_num_threads = _default_threads()
+
+
+def set_num_threads(n):
+    """Set how many threads every compiled kernel may use (as torch.set_num_threads)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_num_threads: expected a positive integer, got {n!r}")
+    _num_threads = int(n)
+
+
+def get_num_threads():
+    """The number of threads compiled kernels use."""
+    return _num_threads
+
+
+# One generator for factories, initializers and dropout; reseeded by manual_seed.
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed fastgrad's random number generator (as torch.manual_seed)."""
+    global _rng
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"manual_seed: expected an integer seed, got {type(seed).__name__}")
+    _rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    return _rng
+
+
+def rng():
+    """The current numpy Generator behind fastgrad's random factories."""
+    return _rng
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def config_dict():
+    """What ``show_config`` prints, as a dict."""
+    from . import __version__, kernels
+    info = {
+        "fastgrad": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "backend": kernels.backend,
+        "simd variant": kernels.simd_variant or "none (pure Python)",
+        "openmp": None,
+        "threads": get_num_threads(),
+        "cpu": _cpu_model(),
+    }
+    if kernels.runtime is not None:
+        info["openmp"] = kernels.runtime.openmp_enabled()
+        info["simd level"] = kernels.runtime.simd_level()
+    if kernels.load_error:
+        info["compiled load error"] = kernels.load_error
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if blas:
+            info["blas"] = f"{blas[0].get('internal_api')} {blas[0].get('version')} ({blas[0].get('num_threads')} threads)"
+    except ImportError:
+        pass
+    return info
+
+
+def show_config():
+    """Print the active backend, OpenMP, SIMD level, threads, CPU and versions."""
+    for key, value in config_dict().items():
+        print(f"{key:>20}: {value}")

@@ -1,0 +1,259 @@
+"""Reverse-mode automatic differentiation: Function nodes, grad mode, the backward
+driver, and gradcheck.
+
+The graph is built as code runs (define-by-run). Every differentiable operation is a
+``Function`` subclass whose ``forward`` maps numpy arrays to a numpy array and whose
+``backward`` maps the gradient of that output to one gradient per input (or None).
+``Function.apply`` runs ``forward`` and, when some input needs a gradient, records the
+node on the output tensor (``tensor._ctx``).
+
+``backward`` orders the nodes reachable from the output (an iterative depth-first
+search, so a 10,000-op chain needs no recursion) and hands the order to the
+chain-rule accumulation loop, ``kernels.backward_walk``: compiled or pure Python,
+chosen by ``fastgrad.kernels``.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+from . import kernels
+
+# --------------------------------------------------------------------------- grad mode
+
+class _GradMode(threading.local):
+    enabled = True  # per thread, as in PyTorch: no_grad in one thread never affects another
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled():
+    return _grad_mode.enabled
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Turn graph recording on or off, inside a ``with`` block or a decorated function."""
+
+    def __init__(self, mode=True):
+        self.mode = bool(mode)
+        self.prev = []
+
+    def __enter__(self):
+        self.prev.append(_grad_mode.enabled)
+        _grad_mode.enabled = self.mode
+        return self
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self.prev.pop()
+        return False
+
+
+class no_grad(set_grad_enabled):
+    """Disable graph recording, as torch.no_grad: ``with no_grad():``, ``@no_grad()``
+    or ``@no_grad``."""
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        if callable(func):  # used bare, as @no_grad
+            self.__init__()
+            return self(func)
+        return self
+
+    def __init__(self, func=None):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        super().__init__(True)
+
+
+# --------------------------------------------------------------------------- Function
+
+class Function:
+    """One node of the graph. Subclasses define ``forward`` and ``backward`` side by side.
+
+    ``forward(self, *arrays, **params)`` returns the output array and saves on ``self``
+    what ``backward`` will need. ``backward(self, grad)`` returns a tuple with one entry
+    per input: its gradient (same shape and dtype as the input) or None.
+    ``self.needs_input_grad[i]`` says whether input i wants a gradient, so work for
+    inputs that need none can be skipped.
+    """
+
+    # Engine state (read and written by kernels.backward_walk):
+    #   parents     the input Tensors, in forward's argument order
+    #   grad_out    the gradient gathered so far for this node's output, or None
+    #   grad_owned  True once grad_out is an array this node may add into in place
+    #   freed       True after a backward without retain_graph released saved state
+    grad_out = None
+    grad_owned = False
+    freed = False
+    parents = ()
+    needs_input_grad = ()
+
+    @classmethod
+    def apply(cls, *tensors, **params):
+        fn = cls()
+        if _grad_mode.enabled:
+            needs = tuple([t.requires_grad for t in tensors])
+            requires_grad = True in needs
+        else:
+            needs = (False,) * len(tensors)
+            requires_grad = False
+        fn.needs_input_grad = needs
+        out = fn.forward(*[t.data for t in tensors], **params)
+        if requires_grad:
+            fn.parents = tensors
+            return _tensor_cls._from_op(out, fn)
+        return _tensor_cls._from_op(out, None)
+
+    def forward(self, *arrays, **params):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def release(self):
+        """Drop saved arrays and inputs once backward is done (no retain_graph)."""
+        self.__dict__.clear()
+        self.parents = ()
+        self.freed = True
+
+    @classmethod
+    def name(cls):
+        return cls.__name__
+
+    def __repr__(self):
+        return f"<{self.name()}Backward>"
+
+
+_tensor_cls = None  # set by fastgrad.tensor, which imports this module
+
+
+# --------------------------------------------------------------------------- backward
+
+def topological_order(root):
+    """The Function nodes reachable from ``root``, each before all nodes it depends on."""
+    order = []
+    visited = set()
+    stack = [(root, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)
+            continue
+        if fn in visited:
+            continue
+        visited.add(fn)
+        stack.append((fn, True))
+        for parent in fn.parents:
+            node = parent._ctx
+            if node is not None and node not in visited:
+                stack.append((node, False))
+    order.reverse()
+    return order
+
+
+def backward(tensor, gradient=None, retain_graph=False):
+    """Accumulate d(tensor)/d(leaf) into every leaf's ``.grad`` (``Tensor.backward``)."""
+    data = tensor.data
+    if data.dtype.kind != "f":
+        raise RuntimeError(f"backward: only floating point tensors have gradients; got dtype {data.dtype}")
+    if not tensor.requires_grad:
+        raise RuntimeError("backward: the tensor does not require grad and has no grad_fn "
+                           "(was it computed under no_grad, or from tensors without requires_grad=True?)")
+    if gradient is None:
+        if data.size != 1:
+            raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs; "
+                               f"got a tensor of shape {tuple(data.shape)}: pass gradient=")
+        grad = np.ones_like(data)
+    else:
+        grad = np.asarray(getattr(gradient, "data", gradient))
+        if grad.shape != data.shape:
+            raise ValueError(f"backward: gradient has shape {tuple(grad.shape)}, "
+                             f"but the tensor has shape {tuple(data.shape)}")
+        if grad.dtype != data.dtype:
+            raise TypeError(f"backward: gradient has dtype {grad.dtype}, the tensor {data.dtype}")
+    root = tensor._ctx
+    if root is None:  # a leaf: its own gradient is the seed
+        if tensor.grad is None:
+            tensor.grad = _tensor_cls(np.array(grad, order="C", copy=True))
+        else:
+            kernels.accumulate(tensor.grad.data, np.ascontiguousarray(grad))
+        return
+    if root.freed:
+        raise RuntimeError(f"backward through {root.name()} a second time: the graph was freed "
+                           "by the first backward; pass retain_graph=True to the first call")
+    order = topological_order(root)
+    root.grad_out = grad
+    root.grad_owned = False
+    try:
+        kernels.backward_walk(order, _tensor_cls, bool(retain_graph))
+    finally:  # leave no half-gathered gradient behind if a backward raised
+        for fn in order:
+            fn.grad_out = None
+
+
+# --------------------------------------------------------------------------- gradcheck
+
+class GradcheckError(RuntimeError):
+    pass
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
+    """Compare the engine's gradients of ``fn(*inputs)`` with central finite differences.
+
+    Runs in float64 on copies of ``inputs`` (the ones with requires_grad=True are
+    checked). The output is contracted with a fixed random tensor ``v`` so that one
+    backward gives ``v^T J``; each input element is then perturbed by ``eps`` in both
+    directions. Returns True, or raises GradcheckError naming the input, the worst
+    element, and both values (returns False when ``raise_exception`` is False).
+    """
+    Tensor = _tensor_cls
+    if isinstance(inputs, Tensor):
+        inputs = (inputs,)
+    xs = []
+    for t in inputs:
+        if isinstance(t, Tensor) and t.data.dtype.kind == "f":
+            xs.append(Tensor(t.data.astype(np.float64), requires_grad=t.requires_grad))
+        else:
+            xs.append(t)
+    checked = [i for i, x in enumerate(xs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input has requires_grad=True")
+    with enable_grad():
+        out = fn(*xs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    v = np.random.default_rng(seed).standard_normal(out.shape)
+    if out.requires_grad:
+        (out * Tensor(v)).sum().backward()
+
+    def objective():
+        with no_grad():
+            return float(np.sum(fn(*xs).data.astype(np.float64) * v))
+
+    for i in checked:
+        x = xs[i]
+        analytic = x.grad.data if x.grad is not None else np.zeros_like(x.data)
+        numeric = np.zeros_like(x.data)
+        flat, num = x.data.reshape(-1), numeric.reshape(-1)
+        for j in range(flat.size):
+            orig = flat[j]
+            flat[j] = orig + eps
+            f_plus = objective()
+            flat[j] = orig - eps
+            f_minus = objective()
+            flat[j] = orig
+            num[j] = (f_plus - f_minus) / (2 * eps)
+        err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+        if err.size and err.max() > 0:
+            worst = np.unravel_index(int(np.argmax(err)), err.shape)
+            msg = (f"gradcheck: input {i} (shape {tuple(x.shape)}): gradient mismatch at index "
+                   f"{tuple(int(k) for k in worst)}: analytic {analytic[worst]!r}, numeric "
+                   f"{numeric[worst]!r} (atol={atol}, rtol={rtol})")
+            if raise_exception:
+                raise GradcheckError(msg)
+            return False
+    return True

@@ -1,0 +1,95 @@
+"""Helpers shared by the op families: operand coercion and broadcast-gradient reduction."""
+import numbers
+
+import numpy as np
+
+_FLOAT_KINDS = "f"
+
+
+def tensor_cls():
+    from ..tensor import Tensor
+    return Tensor
+
+
+def as_operands(op, a, b):
+    """Return ``a`` and ``b`` as Tensors of one dtype, for a binary op named ``op``.
+
+    Python numbers take the other operand's dtype; an integer or bool tensor is promoted
+    to the float operand's dtype (as in PyTorch); float32 and float64 do not mix.
+    """
+    Tensor = tensor_cls()
+    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
+    if a_is and b_is:
+        da, db = a.data.dtype, b.data.dtype
+        if da == db:
+            return a, b
+        if da.kind == "f" and db.kind == "f":
+            raise TypeError(f"{op}: dtype mismatch: {da} and {db} (shapes {tuple(a.shape)} and "
+                            f"{tuple(b.shape)}); convert one with .float() or .double()")
+        if da.kind == "f":
+            return a, Tensor._from_op(b.data.astype(da), None)
+        if db.kind == "f":
+            return Tensor._from_op(a.data.astype(db), None), b
+        return a, b
+    if a_is:
+        return a, _scalar_like(op, b, a)
+    if b_is:
+        return _scalar_like(op, a, b), b
+    raise TypeError(f"{op}: expected at least one Tensor, got {type(a).__name__} and {type(b).__name__}")
+
+
+def _scalar_like(op, value, like):
+    Tensor = tensor_cls()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and like.data.dtype.kind == "f" and value.dtype != like.data.dtype:
+            raise TypeError(f"{op}: dtype mismatch: tensor {like.data.dtype} and array {value.dtype}")
+        return Tensor._from_op(value.astype(like.data.dtype, copy=False) if like.data.dtype.kind == "f"
+                               else value, None)
+    if isinstance(value, numbers.Number):
+        dtype = like.data.dtype
+        if dtype.kind != "f" and isinstance(value, float):
+            dtype = np.dtype(np.float32)
+        return Tensor._from_op(np.asarray(value, dtype=dtype), None)
+    raise TypeError(f"{op}: unsupported operand type {type(value).__name__}")
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, to get ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def broadcast_shape(op, a, b):
+    try:
+        return np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast together") from None
+
+
+def normalize_dims(op, dim, ndim):
+    """``dim`` (None, int or sequence) as a sorted tuple of non-negative axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+            raise TypeError(f"{op}: dim must be an integer, got {d!r}")
+        if not -max(ndim, 1) <= d < max(ndim, 1):
+            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dimensions")
+        out.append(int(d) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: dim {dim} repeats an axis")
+    return tuple(sorted(out))
+
+
+def check_float(op, t):
+    if t.data.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a float32 or float64 tensor, got dtype {t.data.dtype}")

@@ -1,0 +1,89 @@
+"""The chain-rule accumulation loop of the backward pass, in pure Python.
+
+Twin of ``src_c/_engine.pyx``. ``backward_walk`` visits the graph's Function nodes in
+reverse topological order (the order is computed by ``fastgrad.autograd``), calls each
+node's ``backward`` on the gradient gathered for its output, and adds every returned
+input gradient into the right place: the producing node's pending gradient, or the
+``.grad`` of a leaf tensor. ``accumulate`` is that addition, in place.
+"""
+import numpy as np
+
+__all__ = ["accumulate", "backward_walk"]
+
+
+def accumulate(dst, src):
+    """dst += src, elementwise and in place.
+
+    dst: IN/OUT, C-contiguous, writable float32/float64 array.
+    src: IN, same shape and dtype, C-contiguous.
+    """
+    _check_accumulate(dst, src)
+    flat = dst.reshape(-1)
+    acc = flat.tolist()
+    add = src.reshape(-1).tolist()
+    for i in range(len(acc)):
+        acc[i] += add[i]
+    flat[:] = acc
+
+
+def _check_accumulate(dst, src):
+    for name, a in (("dst", dst), ("src", src)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"accumulate: {name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"accumulate: {name} must be float32 or float64, got {a.dtype}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"accumulate: {name} must be C-contiguous")
+    if dst.dtype != src.dtype:
+        raise TypeError(f"accumulate: dtypes differ: dst {dst.dtype}, src {src.dtype}")
+    if dst.shape != src.shape:
+        raise ValueError(f"accumulate: shapes differ: dst {dst.shape}, src {src.shape}")
+    if not dst.flags.writeable:
+        raise ValueError("accumulate: dst is read-only")
+
+
+def _add_into(dst, grad):
+    """Add a gradient into an owned buffer; gradients may arrive as strided views."""
+    accumulate(dst, np.ascontiguousarray(grad, dtype=dst.dtype))
+
+
+def backward_walk(order, tensor_cls, retain_graph):
+    """Run the backward pass over ``order`` (Function nodes, output first).
+
+    Each node's ``grad_out`` holds the gradient gathered so far for its output; the
+    caller seeds the first one. A gradient that arrives first is kept as it is (it may
+    be a view owned by someone else); a second arrival makes an owned sum, and later
+    ones are added into it in place, so no array is shared and none is copied twice.
+    """
+    for fn in order:
+        grad = fn.grad_out
+        if grad is None:  # nothing flowed here (a branch that needs no gradient)
+            continue
+        if fn.freed:
+            raise RuntimeError(
+                f"backward through {fn.name()} a second time: its saved tensors were freed "
+                "by the first backward; pass retain_graph=True to the first call")
+        fn.grad_out = None
+        input_grads = fn.backward(grad)
+        parents = fn.parents
+        if not retain_graph:
+            fn.release()
+        for parent, g in zip(parents, input_grads):
+            if g is None or not parent.requires_grad:
+                continue
+            node = parent._ctx
+            if node is None:  # a leaf: its .grad accumulates across backward calls
+                if parent.grad is None:
+                    parent.grad = tensor_cls(np.array(g, dtype=parent.data.dtype, order="C", copy=True))
+                else:
+                    _add_into(parent.grad.data, g)
+            elif node.grad_out is None:
+                node.grad_out = g
+                node.grad_owned = False
+            elif node.grad_owned:
+                _add_into(node.grad_out, g)
+            else:
+                summed = np.array(node.grad_out, order="C", copy=True)
+                _add_into(summed, g)
+                node.grad_out = summed
+                node.grad_owned = True

@@ -1,0 +1,438 @@
+"""Tensor: a numpy array with a gradient and a place in the autograd graph.
+
+A Tensor holds ``data`` (a numpy array: float32 by default, float64 on request,
+integers or bools for labels, indices and masks), ``requires_grad``, ``grad`` (a Tensor
+or None) and ``_ctx``, the Function that produced it (None for leaves). The methods
+here only dispatch: the math and its derivative live in ``fastgrad.ops``.
+"""
+import numbers
+
+import numpy as np
+
+from . import _config, autograd
+
+DEFAULT_FLOAT = np.dtype(np.float32)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_array(data, dtype=None):
+    """Convert user data to an array with fastgrad's default dtypes (float32 for floats)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.array(data, dtype=np.dtype(dtype))
+    if isinstance(data, np.ndarray):
+        arr = np.array(data)
+        if arr.dtype == np.float16:
+            arr = arr.astype(DEFAULT_FLOAT)
+        return arr
+    arr = np.array(data)
+    if arr.dtype.kind == "f":
+        return arr.astype(DEFAULT_FLOAT)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "b":
+        return arr
+    raise TypeError(f"tensor: cannot make a tensor from {type(data).__name__} (numpy dtype {arr.dtype})")
+
+
+class Tensor:
+    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "__weakref__")
+    __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self._data = _as_array(data, dtype)
+        self.grad = None
+        self._ctx = None
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _from_op(cls, array, ctx):
+        """Wrap the output of an op without copying or validating it (hot path)."""
+        t = object.__new__(Tensor)
+        t._data = array
+        t.grad = None
+        t._ctx = ctx
+        t._requires_grad = ctx is not None
+        return t
+
+    # ----------------------------------------------------------------- attributes
+    @property
+    def data(self):
+        """The underlying numpy array; assignable (``x.data = x.data - lr * x.grad.data``)."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if isinstance(value, Tensor):
+            value = value._data
+        if not isinstance(value, np.ndarray):
+            value = np.asarray(value, dtype=self._data.dtype)
+        self._data = value
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        flag = bool(flag)
+        if flag and self._data.dtype not in _FLOATS:
+            raise RuntimeError(f"requires_grad: only float32/float64 tensors can require gradients, "
+                               f"got dtype {self._data.dtype}")
+        if not flag and self._ctx is not None:
+            raise RuntimeError("requires_grad: cannot turn it off on a non-leaf tensor; use .detach()")
+        self._requires_grad = flag
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    @property
+    def shape(self):
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    @property
+    def T(self):
+        return shape_ops.permute(self, tuple(range(self.ndim - 1, -1, -1)))
+
+    @property
+    def device(self):
+        return "cpu"
+
+    def size(self, dim=None):
+        return self._data.shape if dim is None else self._data.shape[dim]
+
+    def dim(self):
+        return self._data.ndim
+
+    def numel(self):
+        return int(self._data.size)
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    # ----------------------------------------------------------------- conversion
+    def numpy(self):
+        if self._requires_grad:
+            raise RuntimeError("numpy: the tensor requires grad; call .detach().numpy()")
+        return self._data
+
+    def item(self):
+        if self._data.size != 1:
+            raise ValueError(f"item: only a tensor with one element can be converted to a Python "
+                             f"number, got shape {tuple(self._data.shape)}")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def detach(self):
+        return Tensor._from_op(self._data, None)
+
+    def clone(self):
+        return elementwise.clone(self)
+
+    def to(self, dtype=None, *args, **kwargs):
+        if isinstance(dtype, str) and dtype == "cpu":  # .to("cpu") / .to(device): one device here
+            return self
+        if dtype is None:
+            return self
+        return elementwise.cast(self, np.dtype(dtype))
+
+    def type(self, dtype):
+        return self.to(dtype)
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+    def long(self):
+        return self.to(np.int64)
+
+    def int(self):
+        return self.to(np.int32)
+
+    def bool(self):
+        return self.to(np.bool_)
+
+    def cpu(self):
+        return self
+
+    def contiguous(self):
+        return self
+
+    def backward(self, gradient=None, retain_graph=False):
+        autograd.backward(self, gradient, retain_graph)
+
+    def __repr__(self):
+        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        extra = ""
+        if self._data.dtype not in (DEFAULT_FLOAT, np.dtype(np.int64), np.dtype(np.bool_)):
+            extra += f", dtype={self._data.dtype}"
+        if self._ctx is not None:
+            extra += f", grad_fn={self._ctx!r}"
+        elif self._requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError(f"bool: the truth value of a tensor of shape {self._data.shape} is ambiguous")
+        return bool(self._data.reshape(()))
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self._data.dtype.kind not in "iu" or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be used as an index")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    __hash__ = object.__hash__
+
+    # ----------------------------------------------------------------- arithmetic
+    def __add__(self, other):
+        return elementwise.add(self, other)
+
+    def __radd__(self, other):
+        return elementwise.add(other, self)
+
+    def __sub__(self, other):
+        return elementwise.sub(self, other)
+
+    def __rsub__(self, other):
+        return elementwise.sub(other, self)
+
+    def __mul__(self, other):
+        return elementwise.mul(self, other)
+
+    def __rmul__(self, other):
+        return elementwise.mul(other, self)
+
+    def __truediv__(self, other):
+        return elementwise.div(self, other)
+
+    def __rtruediv__(self, other):
+        return elementwise.div(other, self)
+
+    def __pow__(self, other):
+        return elementwise.pow(self, other)
+
+    def __rpow__(self, other):
+        return elementwise.pow(other, self)
+
+    def __matmul__(self, other):
+        return linalg.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return linalg.matmul(other, self)
+
+    def __neg__(self):
+        return elementwise.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return elementwise.abs(self)
+
+    # In-place arithmetic changes ``data`` and is allowed where PyTorch allows it:
+    # on tensors outside the graph, or under no_grad (as in a hand-written SGD step).
+    def _inplace(self, other, ufunc, name):
+        if self._requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError(f"{name}: a tensor that requires grad cannot be changed in place "
+                               "while the graph is recorded; wrap the update in fastgrad.no_grad()")
+        other = other._data if isinstance(other, Tensor) else other
+        ufunc(self._data, other, out=self._data, casting="same_kind")
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(other, np.add, "+=")
+
+    def __isub__(self, other):
+        return self._inplace(other, np.subtract, "-=")
+
+    def __imul__(self, other):
+        return self._inplace(other, np.multiply, "*=")
+
+    def __itruediv__(self, other):
+        return self._inplace(other, np.true_divide, "/=")
+
+    def add_(self, other, alpha=1):
+        return self._inplace(other if alpha == 1 else other * alpha, np.add, "add_")
+
+    def sub_(self, other, alpha=1):
+        return self._inplace(other if alpha == 1 else other * alpha, np.subtract, "sub_")
+
+    def mul_(self, other):
+        return self._inplace(other, np.multiply, "mul_")
+
+    def div_(self, other):
+        return self._inplace(other, np.true_divide, "div_")
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def fill_(self, value):
+        self._inplace(None, lambda a, _, out, casting: out.fill(value), "fill_")
+        return self
+
+    def copy_(self, src):
+        return self._inplace(src, lambda a, b, out, casting: np.copyto(out, b, casting="same_kind"), "copy_")
+
+    def uniform_(self, a=0.0, b=1.0):
+        return self.copy_(_config.rng().uniform(a, b, self.shape).astype(self.dtype))
+
+    def normal_(self, mean=0.0, std=1.0):
+        return self.copy_(_config.rng().normal(mean, std, self.shape).astype(self.dtype))
+
+    # ----------------------------------------------------------------- comparisons (no grad)
+    def _compare(self, other, ufunc):
+        other = other._data if isinstance(other, Tensor) else other
+        return Tensor._from_op(ufunc(self._data, other), None)
+
+    def __eq__(self, other):
+        return self._compare(other, np.equal)
+
+    def __ne__(self, other):
+        return self._compare(other, np.not_equal)
+
+    def __lt__(self, other):
+        return self._compare(other, np.less)
+
+    def __le__(self, other):
+        return self._compare(other, np.less_equal)
+
+    def __gt__(self, other):
+        return self._compare(other, np.greater)
+
+    def __ge__(self, other):
+        return self._compare(other, np.greater_equal)
+
+    def eq(self, other):
+        return self == other
+
+    # ----------------------------------------------------------------- unary math
+    def exp(self):
+        return elementwise.exp(self)
+
+    def log(self):
+        return elementwise.log(self)
+
+    def sqrt(self):
+        return elementwise.sqrt(self)
+
+    def abs(self):
+        return elementwise.abs(self)
+
+    def clamp(self, min=None, max=None):
+        return elementwise.clamp(self, min, max)
+
+    clip = clamp
+
+    def relu(self):
+        return activation.relu(self)
+
+    def sigmoid(self):
+        return activation.sigmoid(self)
+
+    def tanh(self):
+        return activation.tanh(self)
+
+    def softmax(self, dim):
+        return activation.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        return activation.log_softmax(self, dim)
+
+    # ----------------------------------------------------------------- reductions
+    def sum(self, dim=None, keepdim=False):
+        return reduce.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return reduce.mean(self, dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        return reduce.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        return reduce.min(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return reduce.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        return reduce.argmin(self, dim, keepdim)
+
+    # ----------------------------------------------------------------- shape
+    def reshape(self, *shape):
+        return shape_ops.reshape(self, shape_ops.shape_arg(shape))
+
+    def view(self, *shape):
+        return shape_ops.reshape(self, shape_ops.shape_arg(shape))
+
+    def view_as(self, other):
+        return shape_ops.reshape(self, other.shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return shape_ops.flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0, dim1):
+        return shape_ops.transpose(self, dim0, dim1)
+
+    def t(self):
+        return shape_ops.transpose(self, 0, 1) if self.ndim == 2 else self
+
+    def permute(self, *dims):
+        return shape_ops.permute(self, shape_ops.shape_arg(dims))
+
+    def squeeze(self, dim=None):
+        return shape_ops.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return shape_ops.unsqueeze(self, dim)
+
+    def expand(self, *shape):
+        return shape_ops.expand(self, shape_ops.shape_arg(shape))
+
+    def __getitem__(self, index):
+        return shape_ops.index(self, index)
+
+    def __setitem__(self, index, value):
+        self._inplace(None, lambda a, _, out, casting: out.__setitem__(
+            shape_ops.plain_index(index), value._data if isinstance(value, Tensor) else value), "[]=")
+
+
+autograd._tensor_cls = Tensor
+
+# The ops import Tensor from this module; bind them last to keep the cycle benign.
+from .ops import activation, elementwise, linalg, reduce  # noqa: E402
+from .ops import shape as shape_ops  # noqa: E402

@@ -1,0 +1,142 @@
+"""Build the compiled kernels: one extension per ``src_c/_<family>.pyx``.
+
+Everything else about the package lives in pyproject.toml. This file only knows:
+- the extension list (every ``src_c/_*.pyx``, plus the C files a family names in EXTRA_C);
+- the compiler flags (``-O3 -fno-math-errno``; never ``-ffast-math``, it breaks NaN/inf);
+- the OpenMP probe (kernels build serial, with a warning, where ``-fopenmp`` fails);
+- a second, x86-64-v3 (AVX2+FMA) build of each extension under ``fastgrad/_ext/v3/``,
+  chosen at import time only on CPUs that have those instructions, so a wheel never
+  runs an instruction its CPU lacks;
+- the fallback: without a working C compiler the install still succeeds, and fastgrad
+  runs on its pure-Python kernels, with a loud warning.
+
+Environment knobs (all optional):
+  FASTGRAD_SANITIZE=address,undefined  build with ASan/UBSan (see README, Reliability)
+  FASTGRAD_NO_SIMD_VARIANT=1           skip the x86-64-v3 build (faster dev builds)
+  FASTGRAD_EXT=_conv,_pool             build only these families (dev builds)
+"""
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import textwrap
+from glob import glob
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = "src_c"
+# Hand-written C compiled into a family's extension, beside its .pyx.
+EXTRA_C = {}
+
+BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11"]
+V3_FLAGS = ["-march=x86-64-v3", "-mtune=generic"]
+
+
+def warn(msg):
+    bar = "!" * 78
+    print(f"\n{bar}\nfastgrad: {msg}\n{bar}\n", file=sys.stderr)
+
+
+def compiler_accepts(compiler, flags, source, link=True):
+    """Compile (and link) a tiny program with ``flags``; True when it works."""
+    tmp = tempfile.mkdtemp(prefix="fastgrad-probe-")
+    try:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(source))
+        objs = compiler.compile([path], output_dir=tmp, extra_postargs=flags)
+        if link:
+            compiler.link_executable(objs, os.path.join(tmp, "probe"), extra_postargs=flags)
+        return True
+    except Exception:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+OPENMP_PROBE = """
+    #include <omp.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        return n > 0 ? 0 : 1;
+    }
+"""
+
+
+class BuildExt(build_ext):
+    """Probes the compiler once, sets flags per extension, and never fails the install."""
+
+    def build_extensions(self):
+        cc = self.compiler
+        openmp = compiler_accepts(cc, ["-fopenmp"], OPENMP_PROBE)
+        if not openmp:
+            warn("the C compiler does not support OpenMP (-fopenmp); kernels build single-threaded.")
+        sanitize = os.environ.get("FASTGRAD_SANITIZE", "").strip()
+        san_flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
+        for ext in self.extensions:
+            extra = list(BASE_FLAGS) + san_flags
+            if ".v3." in ext.name:
+                extra += V3_FLAGS
+            if openmp:
+                extra.append("-fopenmp")
+            ext.extra_compile_args = extra
+            ext.extra_link_args = (["-fopenmp"] if openmp else []) + san_flags
+            ext.define_macros = list(ext.define_macros or []) + [
+                ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                ("FASTGRAD_OPENMP", "1" if openmp else "0"),
+            ]
+        try:
+            super().build_extensions()
+        except Exception as exc:  # no compiler, broken toolchain: fall back, loudly
+            warn(f"building the compiled kernels failed ({exc!r}).\n"
+                 "fastgrad is installed with its pure-Python kernels only: correct but\n"
+                 "hundreds of times slower. Install a C compiler and reinstall.")
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:
+            warn(f"no usable C compiler ({exc!r}); installing the pure-Python kernels only.")
+
+
+def extensions():
+    try:
+        import numpy
+        from Cython.Build import cythonize
+    except ImportError as exc:  # only when someone bypasses the PEP 517 build requirements
+        warn(f"Cython or numpy missing at build time ({exc}); pure-Python kernels only.")
+        return []
+    from setuptools import Extension
+
+    only = {s.strip() for s in os.environ.get("FASTGRAD_EXT", "").split(",") if s.strip()}
+    variants = [""]
+    is_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if is_x86 and not os.environ.get("FASTGRAD_NO_SIMD_VARIANT"):
+        variants.append("v3")
+    directives = {"language_level": "3", "boundscheck": False, "wraparound": False,
+                  "cdivision": True, "initializedcheck": False, "embedsignature": True}
+    built = []
+    for variant in variants:
+        pkg = "fastgrad._ext" + (f".{variant}" if variant else "")
+        exts = []
+        for pyx in sorted(glob(os.path.join(SRC, "_*.pyx"))):
+            family = os.path.splitext(os.path.basename(pyx))[0]
+            if only and family not in only:
+                continue
+            sources = [pyx] + [os.path.join(SRC, c) for c in EXTRA_C.get(family, [])]
+            exts.append(Extension(f"{pkg}.{family}", sources,
+                                  include_dirs=[numpy.get_include(), SRC]))
+        # One build folder per variant: the generated C embeds the full module name.
+        # A Cython error is a bug in fastgrad, not a missing tool: let it fail the build.
+        built += cythonize(exts, compiler_directives=directives, include_path=[SRC],
+                           build_dir=os.path.join("build", "cython", variant or "base"),
+                           quiet=True)
+    return built
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
