@@ -12,6 +12,9 @@ class MatMul(Function):
 
     def backward(self, grad):
         a, b = self.a, self.b
+        if a.ndim == 1 and b.ndim == 1:  # a dot product
+            return (grad * b if self.needs_input_grad[0] else None,
+                    grad * a if self.needs_input_grad[1] else None)
         # Promote 1-D operands to matrices as matmul does, then undo it on the way out.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
