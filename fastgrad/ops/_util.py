@@ -1,14 +1,20 @@
 """Helpers shared by the op families: operand coercion and broadcast-gradient reduction."""
-import numbers
 
 import numpy as np
 
 _FLOAT_KINDS = "f"
 
 
+_Tensor = None
+
+
 def tensor_cls():
-    from ..tensor import Tensor
-    return Tensor
+    """The Tensor class (imported late: fastgrad.tensor imports the ops)."""
+    global _Tensor
+    if _Tensor is None:
+        from ..tensor import Tensor
+        _Tensor = Tensor
+    return _Tensor
 
 
 def as_operands(op, a, b):
@@ -17,10 +23,10 @@ def as_operands(op, a, b):
     Python numbers take the other operand's dtype; an integer or bool tensor is promoted
     to the float operand's dtype (as in PyTorch); float32 and float64 do not mix.
     """
-    Tensor = tensor_cls()
+    Tensor = _Tensor or tensor_cls()
     a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
     if a_is and b_is:
-        da, db = a.data.dtype, b.data.dtype
+        da, db = a._data.dtype, b._data.dtype
         if da == db:
             return a, b
         if da.kind == "f" and db.kind == "f":
@@ -45,8 +51,8 @@ def _scalar_like(op, value, like):
             raise TypeError(f"{op}: dtype mismatch: tensor {like.data.dtype} and array {value.dtype}")
         return Tensor._from_op(value.astype(like.data.dtype, copy=False) if like.data.dtype.kind == "f"
                                else value, None)
-    if isinstance(value, numbers.Number):
-        dtype = like.data.dtype
+    if isinstance(value, (float, int, np.number)):
+        dtype = like._data.dtype
         if dtype.kind != "f" and isinstance(value, float):
             dtype = np.dtype(np.float32)
         return Tensor._from_op(np.asarray(value, dtype=dtype), None)
@@ -67,6 +73,9 @@ def unbroadcast(grad, shape):
 
 
 def broadcast_shape(op, a, b):
+    sa, sb = a._data.shape, b._data.shape
+    if sa == sb or not sa or not sb:  # equal shapes and scalars always broadcast
+        return
     try:
         return np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
