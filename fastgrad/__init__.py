@@ -5,7 +5,9 @@ __version__ = "0.1.0"
 import numpy as _np
 
 from . import kernels
-from ._config import get_num_threads, manual_seed, set_num_threads, show_config
+from ._config import (are_deterministic_algorithms_enabled, get_num_threads, manual_seed, set_flush_denormal,
+                      set_num_threads, show_config, use_deterministic_algorithms)
+from . import autograd
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (arange, as_tensor, empty, from_numpy, full, full_like, linspace, ones, ones_like,
                        rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)

@@ -39,6 +39,35 @@ def get_num_threads():
     return _num_threads
 
 
+_deterministic = False
+
+
+def use_deterministic_algorithms(mode, *, warn_only=False):
+    """Ask for deterministic kernels (as torch.use_deterministic_algorithms).
+
+    Every fastgrad kernel is already deterministic for a given thread count: work is split
+    statically and reductions run in a fixed order, with no atomics. The flag is recorded
+    so that code written for PyTorch runs unchanged, and any future kernel with a faster
+    non-deterministic path must consult it."""
+    global _deterministic
+    _deterministic = bool(mode)
+
+
+def are_deterministic_algorithms_enabled():
+    return _deterministic
+
+
+def set_flush_denormal(mode):
+    """Flush denormal floats to zero in the compiled kernels (as torch.set_flush_denormal).
+
+    Denormal weights or activations can slow CPU arithmetic tens of times. The mode is set
+    in the calling thread and the kernels' OpenMP threads. Returns True when supported."""
+    from . import kernels
+    if kernels.runtime is None:
+        return False
+    return kernels.runtime.set_flush_denormal(bool(mode), max(get_num_threads(), 1))
+
+
 # One generator for factories, initializers and dropout; reseeded by manual_seed.
 _rng = np.random.default_rng()
 

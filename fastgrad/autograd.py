@@ -13,7 +13,9 @@ chain-rule accumulation loop, ``kernels.backward_walk``: compiled or pure Python
 chosen by ``fastgrad.kernels``.
 """
 import contextlib
+import os
 import threading
+import traceback
 
 import numpy as np
 
@@ -103,6 +105,8 @@ class Function:
             requires_grad = False
         fn.needs_input_grad = needs
         out = fn.forward(*[t.data for t in tensors], **params)
+        if _anomaly.enabled:
+            _check_forward(fn, tensors, out)
         if requires_grad:
             fn.parents = tensors
             return _tensor_cls._from_op(out, fn)
@@ -186,6 +190,9 @@ def backward(tensor, gradient=None, retain_graph=False):
         raise RuntimeError(f"backward through {root.name()} a second time: the graph was freed "
                            "by the first backward; pass retain_graph=True to the first call")
     order = topological_order(root)
+    if _anomaly.enabled:
+        for fn in order:
+            fn.backward = _checked_backward(fn)
     root.grad_out = grad
     root.grad_owned = False
     try:
@@ -193,6 +200,88 @@ def backward(tensor, gradient=None, retain_graph=False):
     finally:  # leave no half-gathered gradient behind if a backward raised
         for fn in order:
             fn.grad_out = None
+
+
+# --------------------------------------------------------------------------- anomaly mode
+
+class AnomalyError(RuntimeError):
+    """A forward or backward pass produced a NaN or an infinity (under detect_anomaly)."""
+
+
+class _AnomalyMode(threading.local):
+    enabled = False
+
+
+_anomaly = _AnomalyMode()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_line():
+    """The innermost stack frame outside fastgrad: the user's line that made the op."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+            return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    return "<unknown>"
+
+
+def _describe_inputs(arrays):
+    return ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in arrays)
+
+
+def _nonfinite(a):
+    return a is not None and a.dtype.kind == "f" and not np.isfinite(a).all()
+
+
+def _check_forward(fn, tensors, out):
+    site = _user_line()
+    fn.anomaly_site = site  # kept for the backward check
+    if _nonfinite(out):
+        raise AnomalyError(f"{fn.name()} produced a non-finite value in its forward pass: inputs "
+                           f"[{_describe_inputs([t.data for t in tensors])}], output {tuple(out.shape)}; "
+                           f"created at {site}")
+
+
+def _checked_backward(fn):
+    op_backward = type(fn).backward
+    site = fn.__dict__.get("anomaly_site", "<made before detect_anomaly was enabled>")
+
+    def backward(grad):
+        shapes = _describe_inputs([p.data for p in fn.parents])
+        grads = op_backward(fn, grad)
+        for i, g in enumerate(grads):
+            if _nonfinite(g):
+                raise AnomalyError(f"{fn.name()} produced a non-finite gradient for input {i} in its "
+                                   f"backward pass: inputs [{shapes}], incoming gradient "
+                                   f"{tuple(grad.shape)}; the op was created at {site}")
+        return grads
+    return backward
+
+
+class detect_anomaly(contextlib.ContextDecorator):
+    """Raise at the first NaN or infinity produced by a forward or backward pass, naming the
+    operation, its input shapes and the line of user code that created it. Slow: for
+    debugging only (every op's output is scanned)."""
+
+    def __init__(self, check_nan=True):
+        self.check = bool(check_nan)
+        self.prev = []
+
+    def __enter__(self):
+        self.prev.append(_anomaly.enabled)
+        _anomaly.enabled = self.check
+        return self
+
+    def __exit__(self, *exc):
+        _anomaly.enabled = self.prev.pop()
+        return False
+
+
+def set_detect_anomaly(mode):
+    _anomaly.enabled = bool(mode)
+
+
+def is_anomaly_enabled():
+    return _anomaly.enabled
 
 
 # --------------------------------------------------------------------------- gradcheck

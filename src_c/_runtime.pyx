@@ -1,5 +1,6 @@
 # Design: facts about the compiled build that only C can tell (OpenMP on or off,
-# the OpenMP thread ceiling, the SIMD level the compiler targeted). No kernels here.
+# the OpenMP thread ceiling, the SIMD level the compiler targeted), and the one piece of
+# CPU state fastgrad sets: flush-to-zero / denormals-are-zero. No kernels here.
 
 cdef extern from *:
     """
@@ -10,6 +11,25 @@ cdef extern from *:
     #else
     static int fg_openmp_enabled(void) { return 0; }
     static int fg_omp_max_threads(void) { return 1; }
+    #endif
+    #if defined(__SSE2__)
+    #include <xmmintrin.h>
+    /* MXCSR bit 15 flushes denormal results to zero, bit 6 reads denormal inputs as zero. */
+    static void fg_set_ftz_daz_here(int on) {
+        unsigned int csr = _mm_getcsr();
+        _mm_setcsr(on ? (csr | 0x8040u) : (csr & ~0x8040u));
+    }
+    static int fg_set_flush_denormal(int on, int n_threads) {
+        fg_set_ftz_daz_here(on);
+        #ifdef _OPENMP
+        /* MXCSR is per thread: set it in every thread of the OpenMP pool as well. */
+        #pragma omp parallel num_threads(n_threads)
+        fg_set_ftz_daz_here(on);
+        #endif
+        return 1;
+    }
+    #else
+    static int fg_set_flush_denormal(int on, int n_threads) { return 0; }
     #endif
     #if defined(__AVX512F__)
     static const char *fg_simd_level(void) { return "avx512"; }
@@ -24,6 +44,7 @@ cdef extern from *:
     int fg_openmp_enabled() nogil
     int fg_omp_max_threads() nogil
     const char *fg_simd_level() nogil
+    int fg_set_flush_denormal(int on, int n_threads) nogil
 
 
 def openmp_enabled():
@@ -39,3 +60,15 @@ def omp_max_threads():
 def simd_level():
     """The instruction set the compiler targeted for this build variant."""
     return fg_simd_level().decode()
+
+
+def set_flush_denormal(bint on, int n_threads):
+    """Set flush-to-zero and denormals-are-zero in this thread and the OpenMP pool's threads.
+
+    Returns False where the CPU has no such mode (non-x86 builds)."""
+    if n_threads < 1:
+        raise ValueError(f"set_flush_denormal: n_threads must be positive, got {n_threads}")
+    cdef int ok
+    with nogil:
+        ok = fg_set_flush_denormal(on, n_threads)
+    return bool(ok)

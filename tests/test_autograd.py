@@ -266,3 +266,25 @@ def test_against_pytorch(name, fn):
     np.testing.assert_allclose(out_f.item(), out_t.item(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fa.grad.data, ta.grad.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(fb.grad.data, tb.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ anomaly mode
+
+def test_detect_anomaly_forward_names_op_shapes_and_line():
+    from fastgrad.autograd import AnomalyError, detect_anomaly
+    x = fastgrad.tensor([1.0, -1.0], requires_grad=True)
+    with detect_anomaly():
+        with pytest.raises(AnomalyError, match=r"Log produced a non-finite value.*\(2,\) float32.*test_autograd.py:\d+: y = x.log\(\)"):
+            y = x.log()
+
+
+def test_detect_anomaly_backward():
+    from fastgrad.autograd import AnomalyError, detect_anomaly
+    x = fastgrad.tensor([0.0, 4.0], requires_grad=True)
+    with detect_anomaly():
+        y = x.sqrt()  # finite forward, infinite gradient at 0
+        with pytest.raises(AnomalyError, match=r"Sqrt produced a non-finite gradient.*y = x.sqrt\(\)"):
+            y.sum().backward()
+    z = x.sqrt().sum()  # outside the mode: no check
+    z.backward()
+    assert np.isinf(x.grad.data[0])
