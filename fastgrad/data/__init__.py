@@ -1,0 +1,6 @@
+"""Datasets and batching, as ``torch.utils.data``: Dataset, TensorDataset, Subset,
+ConcatDataset, random_split and DataLoader."""
+from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, collate, random_split
+from .loader import DataLoader
+
+__all__ = ["ConcatDataset", "DataLoader", "Dataset", "Subset", "TensorDataset", "collate", "random_split"]

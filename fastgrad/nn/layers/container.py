@@ -1,0 +1,137 @@
+"""Containers: Sequential (runs its modules in order) and ModuleList (holds them).
+
+Both name their entries "0", "1", ... (Sequential also takes an OrderedDict of names),
+so their parameters get PyTorch's keys: "features.0.weight".
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from ..module import Module, _indent_after_first_line
+from .activation import ReLU
+from .conv import Conv2d
+from .linear import Linear
+
+# layers with a fused "<op>_relu" path, taken when a ReLU follows them in a Sequential
+_FUSES_RELU = (Conv2d, Linear)
+
+
+class _IndexedModules(Module):
+    """What Sequential and ModuleList share: integer indexing, len, iteration."""
+
+    def _key(self, idx):
+        if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
+            raise TypeError(f"{self._get_name()} indices must be integers or slices, not {type(idx).__name__}")
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range for a {self._get_name()} of length {n}")
+        return list(self._modules)[idx % n]
+
+    def _renumber(self, modules):
+        """Replace the entries by ``modules``, named 0..n-1."""
+        for name in list(self._modules):
+            self._unregister(name)
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __setitem__(self, idx, module):
+        setattr(self, self._key(idx), module)
+
+    def __delitem__(self, idx):
+        modules = list(self._modules.values())
+        del modules[idx]
+        self._renumber(modules)
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+
+
+class Sequential(_IndexedModules):
+    """``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=module, ...))``;
+    calling it feeds the input through each module in turn."""
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            for name, module in args[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(args):
+                self.add_module(str(i), module)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):  # keeps the original names, as PyTorch does
+            return Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return self._modules[self._key(idx)]
+
+    def forward(self, input):
+        for module, fused in self._steps():
+            input = module._forward_relu(input) if fused else module(input)
+        return input
+
+    def _steps(self):
+        """What forward runs: (module, fused) pairs. A Conv2d or Linear directly followed by
+        a ReLU runs as one fused call (conv2d_relu / linear_relu): the same values and
+        gradients, one pass over the output and one graph node fewer. Exact types only, so
+        a subclass with its own forward is always called as itself. Cached until the
+        modules change."""
+        modules = tuple(self._modules.values())
+        cached = self.__dict__.get("_plan")
+        if cached is not None and cached[0] == modules:
+            return cached[1]
+        steps, i = [], 0
+        while i < len(modules):
+            module = modules[i]
+            fused = type(module) in _FUSES_RELU and i + 1 < len(modules) and type(modules[i + 1]) is ReLU
+            steps.append((module, fused))
+            i += 2 if fused else 1
+        object.__setattr__(self, "_plan", (modules, steps))
+        return steps
+
+
+class ModuleList(_IndexedModules):
+    """A list of modules whose parameters belong to the owner; it has no forward."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return ModuleList(list(self._modules.values())[idx])
+        return self._modules[self._key(idx)]
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __repr__(self):
+        # consecutive equal entries print once, as "(0-2): 3 x Linear(...)", like PyTorch
+        reprs = [repr(m) for m in self._modules.values()]
+        if not reprs:
+            return self._get_name() + "()"
+        lines, start = [], 0
+        for i in range(1, len(reprs) + 1):
+            if i < len(reprs) and reprs[i] == reprs[start]:
+                continue
+            label = f"({start}): " if i - 1 == start else f"({start}-{i - 1}): {i - start} x "
+            lines.append(_indent_after_first_line(label + reprs[start], 2))
+            start = i
+        return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"

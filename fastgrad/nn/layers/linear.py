@@ -1,0 +1,66 @@
+"""Linear (y = x W^T + b over the last dimension) and Identity."""
+import math
+
+import numpy as np
+
+from ... import creation
+from .. import functional as F
+from .. import init
+from ..module import Module, Parameter
+from .conv import _float_dtype
+
+
+class Identity(Module):
+    """Returns its input; accepts and ignores any constructor arguments, as PyTorch's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        return input
+
+
+class Linear(Module):
+    """As torch.nn.Linear: input (*, in_features) -> (*, out_features); weight
+    (out_features, in_features) and bias start as PyTorch's defaults."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"Linear: {name} must be a non-negative integer, got {value!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        dtype = _float_dtype(dtype)
+        self.weight = Parameter(creation.empty(out_features, in_features, dtype=dtype))
+        if bias:
+            self.bias = Parameter(creation.empty(out_features, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        return self._run(F.linear, input)
+
+    def _forward_relu(self, input):
+        """relu(self(input)) in one fused call; Sequential uses it for Linear + ReLU."""
+        return self._run(F.linear_relu, input)
+
+    def _run(self, linear, input):
+        shape = input.shape
+        if len(shape) == 2 and shape[1] == self.in_features:
+            return linear(input, self.weight, self.bias)
+        if not shape or shape[-1] != self.in_features:
+            raise self._input_error(shape, f"(*, {self.in_features})")
+        # (*, in) -> (prod(*), in) -> (*, out): the op works on matrices
+        out = linear(input.reshape(-1, self.in_features), self.weight, self.bias)
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -1,0 +1,66 @@
+"""Pooling layers: MaxPool2d, AvgPool2d, AdaptiveAvgPool2d over (N, C, H, W) or (C, H, W).
+
+Settings are stored as given (``stride`` defaults to ``kernel_size``), as PyTorch stores
+and prints them.
+"""
+from .. import functional as F
+from ..module import Module
+
+
+def _pool(layer, fn, input, *args, **kwargs):
+    """Run ``fn`` on a batched input; an unbatched (C, H, W) one gets a batch of one."""
+    ndim = len(input.shape)
+    if ndim == 4:
+        return fn(input, *args, **kwargs)
+    if ndim == 3:
+        out = fn(input.unsqueeze(0), *args, **kwargs)
+        if isinstance(out, tuple):  # (values, indices)
+            return tuple(o.squeeze(0) for o in out)
+        return out.squeeze(0)
+    raise layer._input_error(input.shape, "(N, C, H, W) or (C, H, W)")
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input):
+        return _pool(self, F.max_pool2d, input, self.kernel_size, self.stride, self.padding, self.dilation,
+                     ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, input):
+        return _pool(self, F.avg_pool2d, input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                     self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):
+        return _pool(self, F.adaptive_avg_pool2d, input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"

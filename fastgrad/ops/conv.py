@@ -1,0 +1,185 @@
+"""2-D convolution as a differentiable op: ``conv2d`` (PyTorch's semantics) and the fused
+``conv2d_relu`` (convolution, bias and ReLU in one pass over the output).
+
+The kernels (``fastgrad.kernels.conv2d_*``) take explicit top/left padding and write into
+arrays allocated here; their scratch memory (a workspace array) is cached per Python
+thread and per dtype, grown when a larger convolution needs more, so a training loop
+allocates it once and two threads running two models never share one.
+"""
+import threading
+
+import numpy as np
+
+from .. import _config, kernels
+from ..autograd import Function
+from ._util import tensor_cls
+
+
+class _Workspaces(threading.local):
+    def __init__(self):
+        self.by_dtype = {}
+
+
+_workspaces = _Workspaces()
+
+
+def _workspace(kind, x_shape, w_shape, y_shape, params, dtype, n_threads):
+    """A scratch array of at least the size conv2d_<kind> needs (None when it needs none).
+    The kernels only use it during the call, so one buffer per thread and dtype serves
+    every layer."""
+    size = kernels.conv2d_workspace_size(kind, x_shape, w_shape, y_shape, *params, n_threads)
+    if size == 0:
+        return None
+    buf = _workspaces.by_dtype.get(dtype)
+    if buf is None or buf.shape[0] < size:
+        buf = np.empty(size, dtype=dtype)
+        _workspaces.by_dtype[dtype] = buf
+    return buf
+
+
+class Conv2d(Function):
+    """out = conv2d(x, weight) (+ bias) (then ReLU). Inputs: x, weight[, bias]."""
+
+    def forward(self, x, weight, bias=None, *, params, out_hw, relu):
+        # params: (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
+        x = np.ascontiguousarray(x)
+        weight = np.ascontiguousarray(weight)
+        if bias is not None:
+            bias = np.ascontiguousarray(bias)
+        out = np.empty((x.shape[0], weight.shape[0]) + out_hw, dtype=x.dtype)
+        n_threads = _config.get_num_threads()
+        ws = _workspace("forward", x.shape, weight.shape, out.shape, params, x.dtype, n_threads)
+        kernels.conv2d_forward(x, weight, bias, out, *params, relu, ws, n_threads)
+        needs = self.needs_input_grad
+        # keep only what backward reads: x for the weight gradient, weight for the input's
+        self.x = x if len(needs) > 1 and needs[1] else None
+        self.weight = weight if needs and needs[0] else None
+        self.x_shape, self.w_shape = x.shape, weight.shape
+        self.params, self.has_bias, self.dtype = params, bias is not None, x.dtype
+        self.out = out if relu else None
+        return out
+
+    def backward(self, grad):
+        dtype = self.dtype
+        grad = np.ascontiguousarray(grad, dtype=dtype)
+        if self.out is not None:  # ReLU: gradient flows where the output is positive
+            grad = np.multiply(grad, self.out > 0, dtype=dtype)
+        needs, params = self.needs_input_grad, self.params
+        n_threads = _config.get_num_threads()
+        gx = gw = gb = None
+        if needs[0]:
+            gx = np.empty(self.x_shape, dtype=dtype)
+            ws = _workspace("backward_input", self.x_shape, self.w_shape, grad.shape, params,
+                            dtype, n_threads)
+            kernels.conv2d_backward_input(grad, self.weight, gx, *params, ws, n_threads)
+        if needs[1]:
+            gw = np.empty(self.w_shape, dtype=dtype)
+            ws = _workspace("backward_weight", self.x_shape, self.w_shape, grad.shape, params,
+                            dtype, n_threads)
+            kernels.conv2d_backward_weight(self.x, grad, gw, *params, ws, n_threads)
+        if not self.has_bias:
+            return gx, gw
+        if needs[2]:
+            gb = np.empty(self.w_shape[0], dtype=dtype)
+            kernels.conv2d_backward_bias(grad, gb, n_threads)
+        return gx, gw, gb
+
+
+# --------------------------------------------------------------------------- arguments
+
+def _pair(fn, name, value, minimum):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in pair):
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _padding(fn, padding, stride, dilation, kernel_hw):
+    """(pad_top, pad_left) and whether 'same' asks for the input's size back."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), False
+        if padding != "same":
+            raise ValueError(f"{fn}: padding must be 'valid', 'same', an int or a pair of ints, "
+                             f"got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions "
+                             f"(stride={stride})")
+        # The total padding is dil*(k-1); an odd total puts the extra row/column at the
+        # bottom/right, as PyTorch does.
+        return tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel_hw)), True
+    return _pair(fn, "padding", padding, 0), False
+
+
+def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
+    Tensor = tensor_cls()
+    for name, t in (("input", input), ("weight", weight)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{fn}: {name} must be a Tensor, got {type(t).__name__}")
+        if t.dtype.kind != "f":
+            raise TypeError(f"{fn}: {name} must be a float32 or float64 tensor, got dtype {t.dtype}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"{fn}: bias must be a Tensor or None, got {type(bias).__name__}")
+    if input.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
+        out = _conv(fn, input.reshape(1, *input.shape), weight, bias, stride, padding, dilation,
+                    groups, relu)
+        return out.reshape(*out.shape[1:])
+    if input.ndim != 4:
+        raise ValueError(f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), "
+                         f"got shape {tuple(input.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"{fn}: expected weight with 4 dimensions (C_out, C_in/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    if input.dtype != weight.dtype:
+        raise TypeError(f"{fn}: input has dtype {input.dtype} but weight has {weight.dtype}; "
+                        "convert one with .float() or .double()")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
+    groups = int(groups)
+    stride = _pair(fn, "stride", stride, 1)
+    dilation = _pair(fn, "dilation", dilation, 1)
+    N, C, H, W = input.shape
+    Co, Cg, kh, kw = weight.shape
+    if min(Co, Cg, kh, kw) < 1:
+        raise ValueError(f"{fn}: weight has an empty dimension: shape {tuple(weight.shape)}")
+    if Co % groups:
+        raise ValueError(f"{fn}: {Co} output channels (weight {tuple(weight.shape)}) are not "
+                         f"divisible by groups={groups}")
+    if C != Cg * groups:
+        raise ValueError(f"{fn}: weight {tuple(weight.shape)} with groups={groups} expects input "
+                         f"with {Cg * groups} channels, got input of shape {tuple(input.shape)}")
+    if bias is not None:
+        if bias.dtype != input.dtype:
+            raise TypeError(f"{fn}: bias has dtype {bias.dtype} but input has {input.dtype}")
+        if tuple(bias.shape) != (Co,):
+            raise ValueError(f"{fn}: expected bias of shape ({Co},), got {tuple(bias.shape)}")
+    (pt, pl), same = _padding(fn, padding, stride, dilation, (kh, kw))
+    eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    ph, pw = (H + eh - 1, W + ew - 1) if same else (H + 2 * pt, W + 2 * pl)
+    if eh > ph or ew > pw:
+        raise ValueError(f"{fn}: kernel size ({kh}, {kw}) with dilation {dilation} spans "
+                         f"({eh}, {ew}), larger than the padded input ({ph}, {pw})")
+    out_hw = (H, W) if same else ((ph - eh) // stride[0] + 1, (pw - ew) // stride[1] + 1)
+    params = (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups)
+    if bias is None:
+        return Conv2d.apply(input, weight, params=params, out_hw=out_hw, relu=relu)
+    return Conv2d.apply(input, weight, bias, params=params, out_hw=out_hw, relu=relu)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation over (N, C_in, H, W) input (or unbatched (C_in, H, W)), as
+    torch.nn.functional.conv2d. weight (C_out, C_in/groups, kH, kW), bias (C_out,) or
+    None; stride, padding, dilation an int or a pair; padding also 'valid' or 'same'."""
+    return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, False)
+
+
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """relu(conv2d(...)) in one pass over the output: same arguments as conv2d."""
+    return _conv("conv2d_relu", input, weight, bias, stride, padding, dilation, groups, True)

@@ -1,0 +1,66 @@
+"""SGD with momentum, dampening, Nesterov momentum, weight decay and maximize (PyTorch's SGD)."""
+import numpy as np
+
+from .. import kernels
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as torch.optim.SGD (same arguments, defaults and math).
+
+    Per parameter: g = grad (+ weight_decay * p); with momentum, buf = momentum * buf +
+    (1 - dampening) * g (buf = g on the first step), g = g + momentum * buf (nesterov)
+    or buf; p = p - lr * g. State: ``momentum_buffer`` when momentum != 0.
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                 maximize=False):
+        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
+                    "nesterov": nesterov, "maximize": maximize}
+        self._validate_group(defaults)
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        if not 0.0 <= group["lr"]:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        if not 0.0 <= group["momentum"]:
+            raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        if not 0.0 <= group["weight_decay"]:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def _update_group(self, group, n_threads):
+        momentum = group["momentum"]
+        buckets = {}
+        if momentum == 0:
+            for p in group["params"]:
+                grad = p.grad
+                if grad is not None:
+                    data = p.data
+                    params, grads = self._bucket(buckets, data.dtype, 2)
+                    params.append(data)
+                    grads.append(grad.data)
+            calls = [(key, False, lists + ([],)) for key, lists in buckets.items()]
+        else:
+            state = self.state
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                data = p.data
+                entry = state[p]
+                buf = entry.get("momentum_buffer")
+                fresh = buf is None
+                if fresh:  # the first step writes the gradient into it, as PyTorch's clone
+                    buf = entry["momentum_buffer"] = np.empty(data.shape, data.dtype)
+                params, grads, bufs = self._bucket(buckets, (data.dtype, fresh), 3)
+                params.append(data)
+                grads.append(grad.data)
+                bufs.append(buf)
+            calls = [(key, key[1], lists) for key, lists in buckets.items()]
+        lr, dampening, wd = group["lr"], group["dampening"], group["weight_decay"]
+        nesterov, maximize = group["nesterov"], group["maximize"]
+        for _, first_step, (params, grads, bufs) in calls:
+            kernels.sgd_step(params, grads, bufs, lr, momentum, dampening, wd, nesterov, maximize,
+                             first_step, n_threads)

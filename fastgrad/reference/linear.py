@@ -1,0 +1,165 @@
+"""The linear layer's kernels in pure Python: y = x @ W.T + b (optionally relu'd) and its
+three gradients.
+
+Twin of ``src_c/_linear.pyx``: same names, same signatures, same checks, same results up
+to rounding (the compiled kernels sum in another order and may fuse multiply-adds).
+Each kernel reads its inputs with ``.tolist()``, loops over Python floats, and writes its
+output once, fresh. ``n_threads`` is accepted and ignored.
+"""
+import numpy as np
+
+__all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
+           "linear_backward_bias"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check(kernel, name, arr, ndim, dtype=None, writable=False):
+    """Same checks and messages as the compiled kernels; returns the array's dtype."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(arr).__name__}")
+    if dtype is None:
+        if arr.dtype not in _FLOATS:
+            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {arr.dtype}")
+    elif arr.dtype != dtype:
+        raise TypeError(f"{kernel}: {name} has dtype {arr.dtype}, expected {dtype} "
+                        "(all arrays of one call share one dtype)")
+    if arr.ndim != ndim:
+        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {arr.shape}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
+    if writable and not arr.flags.writeable:
+        raise ValueError(f"{kernel}: {name} is read-only, but it is an output")
+    return arr.dtype
+
+
+def _check_threads(kernel, n_threads):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+
+
+def _store(out, rows):
+    """Write a list of row lists into ``out`` (the only numpy call: no math)."""
+    out[...] = np.array(rows, dtype=out.dtype).reshape(out.shape)
+
+
+def linear_forward(x, weight, bias, out, apply_relu, n_threads):
+    """out = x @ weight.T + bias, then max(0, .) when apply_relu; out written fresh.
+
+    x: IN (N, in_features); weight: IN (out_features, in_features); bias: IN
+    (out_features,) or None; out: OUT (N, out_features). One dtype, float32 or float64,
+    all C-contiguous. apply_relu: bool (NaN stays NaN, as in PyTorch).
+    """
+    kn = "linear_forward"
+    dt = _check(kn, "x", x, 2)
+    _check(kn, "weight", weight, 2, dt)
+    _check(kn, "out", out, 2, dt, writable=True)
+    if bias is not None:
+        _check(kn, "bias", bias, 1, dt)
+    _check_threads(kn, n_threads)
+    n, k = x.shape
+    o = weight.shape[0]
+    if weight.shape[1] != k:
+        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
+                         f"{weight.shape[1]} (shape {weight.shape})")
+    if out.shape != (n, o):
+        raise ValueError(f"{kn}: out has shape {out.shape}, expected ({n}, {o})")
+    if bias is not None and bias.shape != (o,):
+        raise ValueError(f"{kn}: bias has shape {bias.shape}, expected ({o},)")
+    xs, ws = x.tolist(), weight.tolist()
+    bs = bias.tolist() if bias is not None else [0.0] * o
+    rows = []
+    for xrow in xs:
+        row = []
+        for j in range(o):
+            wrow = ws[j]
+            s = 0.0
+            for p in range(k):
+                s += xrow[p] * wrow[p]
+            s += bs[j]
+            if apply_relu and s < 0.0:  # NaN compares false: it stays
+                s = 0.0
+            row.append(s)
+        rows.append(row)
+    _store(out, rows)
+
+
+def linear_backward_input(grad_out, weight, grad_x, n_threads):
+    """grad_x = grad_out @ weight, written fresh.
+
+    grad_out: IN (N, out_features); weight: IN (out_features, in_features);
+    grad_x: OUT (N, in_features). One dtype, all C-contiguous.
+    """
+    kn = "linear_backward_input"
+    dt = _check(kn, "grad_out", grad_out, 2)
+    _check(kn, "weight", weight, 2, dt)
+    _check(kn, "grad_x", grad_x, 2, dt, writable=True)
+    _check_threads(kn, n_threads)
+    n, o = grad_out.shape
+    k = weight.shape[1]
+    if weight.shape[0] != o:
+        raise ValueError(f"{kn}: grad_out has {o} features (shape {grad_out.shape}), weight has "
+                         f"{weight.shape[0]} output features (shape {weight.shape})")
+    if grad_x.shape != (n, k):
+        raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
+    gs, ws = grad_out.tolist(), weight.tolist()
+    rows = []
+    for grow in gs:
+        row = []
+        for p in range(k):
+            s = 0.0
+            for j in range(o):
+                s += grow[j] * ws[j][p]
+            row.append(s)
+        rows.append(row)
+    _store(grad_x, rows)
+
+
+def linear_backward_weight(x, grad_out, grad_weight, n_threads):
+    """grad_weight = grad_out.T @ x, written fresh.
+
+    x: IN (N, in_features); grad_out: IN (N, out_features);
+    grad_weight: OUT (out_features, in_features). One dtype, all C-contiguous.
+    """
+    kn = "linear_backward_weight"
+    dt = _check(kn, "x", x, 2)
+    _check(kn, "grad_out", grad_out, 2, dt)
+    _check(kn, "grad_weight", grad_weight, 2, dt, writable=True)
+    _check_threads(kn, n_threads)
+    n, k = x.shape
+    o = grad_out.shape[1]
+    if grad_out.shape[0] != n:
+        raise ValueError(f"{kn}: x has {n} rows (shape {x.shape}), grad_out has "
+                         f"{grad_out.shape[0]} (shape {grad_out.shape})")
+    if grad_weight.shape != (o, k):
+        raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
+    xs, gs = x.tolist(), grad_out.tolist()
+    rows = []
+    for j in range(o):
+        row = []
+        for p in range(k):
+            s = 0.0
+            for i in range(n):
+                s += gs[i][j] * xs[i][p]
+            row.append(s)
+        rows.append(row)
+    _store(grad_weight, rows)
+
+
+def linear_backward_bias(grad_out, grad_bias, n_threads):
+    """grad_bias = grad_out.sum(axis=0), written fresh (rows added in order).
+
+    grad_out: IN (N, out_features); grad_bias: OUT (out_features,). One dtype.
+    """
+    kn = "linear_backward_bias"
+    dt = _check(kn, "grad_out", grad_out, 2)
+    _check(kn, "grad_bias", grad_bias, 1, dt, writable=True)
+    _check_threads(kn, n_threads)
+    n, o = grad_out.shape
+    if grad_bias.shape != (o,):
+        raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
+    sums = [0.0] * o
+    for grow in grad_out.tolist():
+        for j in range(o):
+            sums[j] += grow[j]
+    _store(grad_bias, sums)

@@ -1,0 +1,231 @@
+"""Batch normalization kernels in pure Python; twin of ``src_c/_norm.pyx``.
+
+The input is seen as (N, C, S): N samples, C channels, S values per channel and sample.
+Each channel is normalized over its N * S values. Statistics are sums of Python floats
+(doubles); the variance is two-pass (mean, then mean squared deviation).
+"""
+import math
+
+import numpy as np
+
+__all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
+
+
+class _Checker:
+    """Checks a kernel's arrays against the first one's dtype and (N, C, S) shape."""
+
+    def __init__(self, kernel, name, x):
+        self.kernel, self.dtype = kernel, None
+        self._basic(name, x, False)
+        if x.ndim != 3:
+            raise ValueError(f"{kernel}: {name} must have 3 dimensions (N, C, S), got shape {x.shape}")
+        self.dtype = x.dtype
+        self.N, self.C, self.S = x.shape
+
+    def _basic(self, name, a, output):
+        kernel = self.kernel
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype != np.float32 and a.dtype != np.float64:
+            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
+        if self.dtype is not None and a.dtype != self.dtype:
+            raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; "
+                            "all arrays must share one dtype")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
+                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
+        if output and not a.flags.writeable:
+            raise ValueError(f"{kernel}: output {name} is read-only")
+
+    def full(self, name, a, output):
+        self._basic(name, a, output)
+        if a.shape != (self.N, self.C, self.S):
+            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected "
+                             f"{(self.N, self.C, self.S)} (the input's)")
+
+    def channel(self, name, a, output, optional):
+        if a is None:
+            if optional:
+                return
+            raise TypeError(f"{self.kernel}: {name} is required, got None")
+        self._basic(name, a, output)
+        if a.shape != (self.C,):
+            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) "
+                             "(one value per channel of the input)")
+
+
+def _threads(kernel, n_threads):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+
+
+def _number(kernel, name, value):
+    if isinstance(value, bool):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
+
+
+def _values(a):
+    return None if a is None else a.reshape(-1).tolist()
+
+
+def _store(dst, values):
+    if dst is not None:
+        dst.reshape(-1)[:] = values
+
+
+def _affine(xs, out, N, C, S, c, mean, scale, shift):
+    for n in range(N):
+        base = (n * C + c) * S
+        for s in range(base, base + S):
+            out[s] = (xs[s] - mean) * scale + shift
+
+
+def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps, out,
+                             save_mean, save_invstd, n_threads=1):
+    """Normalize each channel by its batch statistics; update the running ones.
+
+    Same contract as the compiled kernel (see src_c/_norm.pyx).
+    """
+    kernel = "batch_norm_forward_train"
+    check = _Checker(kernel, "x", x)
+    check.full("out", out, True)
+    check.channel("weight", weight, False, True)
+    check.channel("bias", bias, False, True)
+    check.channel("running_mean", running_mean, True, True)
+    check.channel("running_var", running_var, True, True)
+    check.channel("save_mean", save_mean, True, False)
+    check.channel("save_invstd", save_invstd, True, False)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{kernel}: running_mean and running_var must both be given or both be None")
+    momentum = _number(kernel, "momentum", momentum)
+    eps = _number(kernel, "eps", eps)
+    _threads(kernel, n_threads)
+    N, C, S = check.N, check.C, check.S
+    m = N * S
+    if C > 0 and m < 1:
+        raise ValueError(f"{kernel}: no values per channel (input shape {x.shape}): batch statistics "
+                         "need at least one")
+    if C > 0 and running_mean is not None and m < 2:
+        raise ValueError(f"{kernel}: one value per channel (input shape {x.shape}): the unbiased "
+                         "variance for the running statistics needs at least two")
+    if C == 0:
+        return
+    xs = _values(x)
+    ws, bs = _values(weight), _values(bias)
+    rm, rv = _values(running_mean), _values(running_var)
+    means, invstds = [0.0] * C, [0.0] * C
+    ys = [0.0] * len(xs)
+    for c in range(C):
+        total = 0.0
+        for n in range(N):
+            base = (n * C + c) * S
+            for s in range(base, base + S):
+                total += xs[s]
+        mean = total / m
+        total = 0.0
+        for n in range(N):
+            base = (n * C + c) * S
+            for s in range(base, base + S):
+                d = xs[s] - mean
+                total += d * d
+        invstd = 1.0 / math.sqrt(total / m + eps)
+        means[c], invstds[c] = mean, invstd
+        if rm is not None:
+            rm[c] = (1 - momentum) * rm[c] + momentum * mean
+            rv[c] = (1 - momentum) * rv[c] + momentum * (total / (m - 1))
+        w = ws[c] if ws is not None else 1.0
+        b = bs[c] if bs is not None else 0.0
+        _affine(xs, ys, N, C, S, c, mean, w * invstd, b)
+    _store(out, ys)
+    _store(save_mean, means)
+    _store(save_invstd, invstds)
+    _store(running_mean, rm)
+    _store(running_var, rv)
+
+
+def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, save_invstd,
+                            n_threads=1):
+    """Normalize each channel by the running statistics.
+
+    Same contract as the compiled kernel (see src_c/_norm.pyx).
+    """
+    kernel = "batch_norm_forward_eval"
+    check = _Checker(kernel, "x", x)
+    check.full("out", out, True)
+    check.channel("weight", weight, False, True)
+    check.channel("bias", bias, False, True)
+    check.channel("running_mean", running_mean, False, False)
+    check.channel("running_var", running_var, False, False)
+    check.channel("save_invstd", save_invstd, True, False)
+    eps = _number(kernel, "eps", eps)
+    _threads(kernel, n_threads)
+    N, C, S = check.N, check.C, check.S
+    if C == 0:
+        return
+    xs = _values(x)
+    ws, bs = _values(weight), _values(bias)
+    rm, rv = _values(running_mean), _values(running_var)
+    invstds = [0.0] * C
+    ys = [0.0] * len(xs)
+    for c in range(C):
+        invstd = 1.0 / math.sqrt(rv[c] + eps)
+        invstds[c] = invstd
+        w = ws[c] if ws is not None else 1.0
+        b = bs[c] if bs is not None else 0.0
+        _affine(xs, ys, N, C, S, c, rm[c], w * invstd, b)
+    _store(out, ys)
+    _store(save_invstd, invstds)
+
+
+def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_stats, grad_input,
+                        grad_weight, grad_bias, n_threads=1):
+    """Gradients of batch normalization for the input, weight and bias.
+
+    Same contract as the compiled kernel (see src_c/_norm.pyx).
+    """
+    kernel = "batch_norm_backward"
+    check = _Checker(kernel, "grad_out", grad_out)
+    check.full("x", x, False)
+    check.channel("weight", weight, False, True)
+    check.channel("save_mean", save_mean, False, False)
+    check.channel("save_invstd", save_invstd, False, False)
+    if grad_input is not None:
+        check.full("grad_input", grad_input, True)
+    check.channel("grad_weight", grad_weight, True, True)
+    check.channel("grad_bias", grad_bias, True, True)
+    batch_stats = bool(use_batch_stats)
+    _threads(kernel, n_threads)
+    N, C, S = check.N, check.C, check.S
+    if C == 0:
+        return
+    m = N * S
+    gs, xs, ws = _values(grad_out), _values(x), _values(weight)
+    means, invstds = _values(save_mean), _values(save_invstd)
+    gws, gbs = [0.0] * C, [0.0] * C
+    dxs = [0.0] * len(gs)
+    for c in range(C):
+        mean, invstd = means[c], invstds[c]
+        sum_g = dot = 0.0
+        for n in range(N):
+            base = (n * C + c) * S
+            for s in range(base, base + S):
+                sum_g += gs[s]
+                dot += gs[s] * (xs[s] - mean)
+        gbs[c], gws[c] = sum_g, dot * invstd
+        scale = invstd * (ws[c] if ws is not None else 1.0)
+        if batch_stats and m > 0:
+            # dx = scale * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean)))
+            mean_g, k = sum_g / m, dot * invstd * invstd / m
+        else:  # constant statistics: a per-channel scale
+            mean_g = k = 0.0
+        for n in range(N):
+            base = (n * C + c) * S
+            for s in range(base, base + S):
+                dxs[s] = (gs[s] - mean_g - (xs[s] - mean) * k) * scale
+    _store(grad_input, dxs)
+    _store(grad_weight, gws)
+    _store(grad_bias, gbs)

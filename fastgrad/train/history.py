@@ -1,0 +1,78 @@
+"""History: what ``Trainer.fit`` measured, epoch by epoch and step by step.
+
+* ``epochs``: one dict per completed epoch: ``epoch`` (1-based), ``loss`` and ``accuracy``
+  (training, averaged over the epoch's samples as the weights moved), ``val_loss`` and
+  ``val_accuracy`` (when validation data was given), ``seconds`` (wall time of the
+  epoch, validation included), ``images_per_second``, ``updates``, ``lr``, and
+  ``grad_norm`` / ``update_norm``: per parameter name, the mean over the epoch's
+  sampled steps of ||grad|| and of ||theta_after - theta_before||.
+* per update: ``step_loss``, ``step_accuracy``, ``step_epoch`` (1-based) and
+  ``step_time`` (seconds of training since the run began).
+* sampled updates (every few steps, chosen so that it stays cheap): ``stat_steps`` (the
+  global update numbers, 1-based), and ``grad_norms[name]`` / ``update_norms[name]``,
+  lists aligned with ``stat_steps``.
+
+``history["val_accuracy"]`` is the list of that per-epoch value. ``to_dict`` /
+``from_dict`` make it JSON-able for checkpoints.
+"""
+import math
+
+
+class History:
+    def __init__(self):
+        self.epochs = []
+        self.step_loss = []
+        self.step_accuracy = []
+        self.step_epoch = []
+        self.step_time = []
+        self.stat_steps = []
+        self.grad_norms = {}
+        self.update_norms = {}
+        self.wall_time = 0.0
+
+    def __getitem__(self, key):
+        return [e.get(key) for e in self.epochs]
+
+    def __len__(self):
+        return len(self.epochs)
+
+    @property
+    def last(self):
+        return self.epochs[-1] if self.epochs else {}
+
+    def record_step(self, loss, accuracy, epoch, elapsed):
+        self.step_loss.append(loss)
+        self.step_accuracy.append(accuracy)
+        self.step_epoch.append(epoch)
+        self.step_time.append(elapsed)
+
+    def record_stats(self, step, grad_norms, update_norms):
+        self.stat_steps.append(step)
+        for name, value in grad_norms.items():
+            self.grad_norms.setdefault(name, []).append(value)
+        for name, value in update_norms.items():
+            self.update_norms.setdefault(name, []).append(value)
+
+    def epoch_means(self, series, first_step, last_step):
+        """Mean per name of ``series`` over sampled steps in [first_step, last_step]."""
+        picks = [i for i, s in enumerate(self.stat_steps) if first_step <= s <= last_step]
+        return {name: (math.fsum(values[i] for i in picks) / len(picks) if picks else None)
+                for name, values in series.items()}
+
+    def to_dict(self):
+        return {k: getattr(self, k) for k in ("epochs", "step_loss", "step_accuracy", "step_epoch",
+                                               "step_time", "stat_steps", "grad_norms", "update_norms",
+                                               "wall_time")}
+
+    @classmethod
+    def from_dict(cls, data):
+        h = cls()
+        for key, value in data.items():
+            if hasattr(h, key):
+                setattr(h, key, value)
+        return h
+
+    def __repr__(self):
+        last = self.last
+        bits = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
+        return f"History({len(self.epochs)} epochs, {len(self.step_loss)} updates{'; last: ' + bits if bits else ''})"

@@ -1,0 +1,100 @@
+"""Figures of training runs (matplotlib, the optional extra ``fastgrad[plot]``).
+
+Each function writes a PNG and returns its path. Without matplotlib they raise
+``MissingMatplotlib``, whose message names the extra to install.
+"""
+import numpy as np
+
+INSTALL_HINT = "plotting needs matplotlib: pip install fastgrad[plot]"
+
+
+class MissingMatplotlib(ImportError):
+    pass
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingMatplotlib(INSTALL_HINT) from None
+    return plt
+
+
+def smooth(values, window):
+    """Moving average over ``window`` points (shorter at the start), for noisy step losses."""
+    values = np.asarray(values, dtype=np.float64)
+    if window <= 1 or values.size < 2:
+        return values
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(1, values.size + 1)
+    lo = np.maximum(0, idx - window)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+def step_curve(history, start_loss=None):
+    """(fractional epochs, seconds, smoothed loss) of every update in ``history``,
+    starting from ``start_loss`` at epoch 0 when given."""
+    epochs = np.asarray(history.step_epoch, dtype=np.float64)
+    loss = np.asarray(history.step_loss, dtype=np.float64)
+    seconds = np.asarray(history.step_time, dtype=np.float64)
+    x = np.empty_like(loss)
+    for e in np.unique(epochs):  # spread each epoch's updates evenly over (e-1, e]
+        where = np.nonzero(epochs == e)[0]
+        x[where] = e - 1 + np.arange(1, where.size + 1) / where.size
+    per_epoch = max(1, int(round(loss.size / max(1, len(np.unique(epochs))))))
+    y = smooth(loss, max(1, per_epoch // 20))
+    if start_loss is not None:
+        x, seconds = np.concatenate([[0.0], x]), np.concatenate([[0.0], seconds])
+        y = np.concatenate([[start_loss], y])
+    return x, seconds, y
+
+
+def plot_history(history, path, title="training"):
+    """Loss (per update, smoothed, and per epoch with validation) and accuracy per epoch."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    x, _, y = step_curve(history)
+    ax_loss.plot(x, y, lw=1, alpha=0.6, label="training (per update, smoothed)")
+    epochs = history["epoch"]
+    if epochs:
+        ax_loss.plot(epochs, history["loss"], "o-", label="training (epoch mean)")
+        if any(v is not None for v in history["val_loss"]):
+            ax_loss.plot(epochs, history["val_loss"], "s-", label="held out")
+        acc = [100 * a if a is not None else np.nan for a in history["accuracy"]]
+        ax_acc.plot(epochs, acc, "o-", label="training")
+        val = [100 * a if a is not None else np.nan for a in history["val_accuracy"]]
+        if not all(np.isnan(val)):
+            ax_acc.plot(epochs, val, "s-", label="held out")
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{title}: loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{title}: accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_compare(results, path, start_loss=None):
+    """Loss against epochs and against seconds for each run in ``results``
+    (a list of dicts with ``label`` and ``history``)."""
+    plt = _pyplot()
+    fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in results:
+        x, seconds, y = step_curve(r["history"], start_loss)
+        style = "o-" if len(x) <= 30 else "-"
+        ax_e.plot(x, y, style, lw=1.4, ms=4, label=r["label"])
+        ax_s.plot(seconds, y, style, lw=1.4, ms=4, label=r["label"])
+    ax_e.set(xlabel="epochs (passes over the training set)", ylabel="training loss", yscale="log",
+             title="loss against epochs")
+    ax_s.set(xlabel="seconds", ylabel="training loss", yscale="log", title="loss against wall time")
+    for ax in (ax_e, ax_s):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,583 @@
+# Design: activation kernels; the twin of fastgrad/reference/activation.py (same names,
+# same signatures, same results).
+# - Elementwise kernels (relu, leaky_relu, sigmoid, tanh) see their arrays as one flat,
+#   C-contiguous buffer: any shape is accepted as long as every array has the same shape.
+#   Backward kernels read what forward saved: relu/sigmoid/tanh the forward OUTPUT (no
+#   extra pass to rebuild a mask), leaky_relu the input (a negative slope flips signs).
+# - softmax/log_softmax work on the last axis of a 2-D (rows, cols) array; the ops layer
+#   moves the softmax dim there. Each row subtracts its maximum before exp, so logits of
+#   any finite magnitude give finite results; row sums accumulate in double.
+# - Speed: loops are branch-free (selects, not ifs) so gcc vectorizes them; libm's expf is
+#   an opaque call that blocks vectorization, so float32 uses fg_exp_f below, written in
+#   plain arithmetic. float64 uses libm (the gradient-checking dtype, not the fast one).
+#   Row maxima and sums keep partial results in lanes (gcc does not vectorize a reduction
+#   into one scalar without -ffast-math).
+# - Every output may be the input array itself (each element is read before it is written
+#   at the same index); other overlaps are not supported.
+# - Threads: elementwise work is cut into BLOCK-sized chunks, softmax into rows, handed out
+#   with a static prange only when the work pays for a parallel region (~50 us). Each
+#   thread writes only its own chunk or rows.
+
+import numpy as np
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, fabs, log, tanh
+
+cnp.import_array()
+
+__all__ = [
+    "relu_forward", "relu_backward",
+    "leaky_relu_forward", "leaky_relu_backward",
+    "sigmoid_forward", "sigmoid_backward",
+    "tanh_forward", "tanh_backward",
+    "softmax_forward", "softmax_backward",
+    "log_softmax_forward", "log_softmax_backward",
+]
+
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
+    /* exp(x) in float32, in plain arithmetic that gcc vectorizes. Relative error below
+       2e-7; results under 2.7e-38 (x < -86.5, about FLT_MIN) flush to 0; overflow gives
+       inf; NaN stays NaN. x = n ln2 + r with |r| <= ln2/2: n comes from the low mantissa
+       bits of x / ln2 + 1.5 * 2^23 (round to nearest), ln2 is split in a part whose product
+       with n is exact plus a correction, exp(r) = 1 + r + r^2 q(r) with q a degree-5
+       least-squares fit of (exp(r) - 1 - r) / r^2 on Chebyshev nodes of that interval, and
+       2^n goes in the exponent bits (as 2^(n-1) * 2, so n = 128 fits). */
+    static inline float fg_exp_f(float x) {
+        const float round_magic = 12582912.0f;               /* 1.5 * 2^23 */
+        float xc = x >= -86.5f ? (x < 88.7228394f ? x : 88.7228394f) : -86.5f; /* NaN too */
+        float k = xc * 1.44269504088896341f + round_magic;
+        int32_t kbits, sbits;
+        memcpy(&kbits, &k, sizeof k);
+        int32_t n = kbits - 0x4B400000;                      /* the integer in k's low bits */
+        float nf = k - round_magic;
+        float r = (xc - nf * 0.693359375f) + nf * 2.12194440e-4f;
+        float q = 1.98992798687e-4f;
+        q = q * r + 1.39336474240e-3f;
+        q = q * r + 8.33329837769e-3f;
+        q = q * r + 4.16664667428e-2f;
+        q = q * r + 1.66666671634e-1f;
+        q = q * r + 0.5f;
+        float p = 1.0f + r + r * r * q;
+        float scale;
+        sbits = (n + 126) << 23;                             /* 2^(n-1), n >= -125 */
+        memcpy(&scale, &sbits, sizeof scale);
+        float y = p * scale * 2.0f;
+        y = x > 88.7228394f ? INFINITY : y;
+        y = x >= -86.5f ? y : 0.0f;
+        return x != x ? x : y;
+    }
+    /* 1 / (1 + exp(-x)) with exp of -|x| only: no overflow for any x. */
+    static inline float fg_sigmoid_f(float x) {
+        float e = fg_exp_f(-fabsf(x));
+        return (x >= 0.0f ? 1.0f : e) / (1.0f + e);
+    }
+    /* tanh(x): x + x^3 t(x^2) for |x| < 0.625 (t a least-squares fit; the exp form would
+       lose relative precision to cancellation there), else sign(x) (1 - e) / (1 + e) with
+       e = exp(-2|x|). */
+    static inline float fg_tanh_f(float x) {
+        float a = fabsf(x), z = x * x;
+        float e = fg_exp_f(-2.0f * a);
+        float big = copysignf((1.0f - e) / (1.0f + e), x);
+        float t = -6.15426525e-3f;
+        t = t * z + 2.10448988e-2f;
+        t = t * z - 5.38636968e-2f;
+        t = t * z + 1.33328885e-1f;
+        t = t * z - 3.33333313e-1f;
+        float small = x + x * z * t;
+        return a < 0.625f ? small : big;
+    }
+    """
+    float fg_exp_f(float x) noexcept nogil
+    float fg_sigmoid_f(float x) noexcept nogil
+    float fg_tanh_f(float x) noexcept nogil
+
+cdef enum:
+    OP_RELU
+    OP_LEAKY_RELU
+    OP_SIGMOID
+    OP_TANH
+
+cdef Py_ssize_t BLOCK = 8192
+# Below these element counts a parallel region costs more than it saves: relu is a memory
+# stream (~0.1 ns/element), sigmoid/tanh/softmax cost ~1 ns/element in float32 and ~5-10 ns
+# in float64 (scalar libm calls).
+cdef Py_ssize_t PARALLEL_MIN_CHEAP = 1 << 18
+cdef Py_ssize_t PARALLEL_MIN_EXP = 1 << 15
+
+
+# --------------------------------------------------------------------------- scalar math
+
+cdef inline floating _exp(floating v) noexcept nogil:
+    if floating is float:
+        return fg_exp_f(v)
+    else:
+        return exp(v)
+
+
+cdef inline floating _sigmoid(floating v) noexcept nogil:
+    # exp of a non-positive argument only: no overflow for large |v|
+    cdef double e
+    if floating is float:
+        return fg_sigmoid_f(v)
+    else:
+        e = exp(-fabs(v))
+        return (1 if v >= 0 else e) / (1 + e)
+
+
+cdef inline floating _tanh(floating v) noexcept nogil:
+    if floating is float:
+        return fg_tanh_f(v)
+    else:
+        return tanh(v)
+
+
+# --------------------------------------------------------------------------- elementwise
+
+cdef void _forward_block(int op, const floating *x, floating *y, Py_ssize_t n,
+                         floating slope) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    if op == OP_RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = 0 if v <= 0 else v  # NaN stays NaN, as in PyTorch
+    elif op == OP_LEAKY_RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if v > 0 else v * slope
+    elif op == OP_SIGMOID:
+        for i in range(n):
+            y[i] = _sigmoid(x[i])
+    else:
+        for i in range(n):
+            y[i] = _tanh(x[i])
+
+
+cdef void _backward_block(int op, const floating *saved, const floating *g, floating *gi,
+                          Py_ssize_t n, floating slope) noexcept nogil:
+    # Both operands are loaded before the select: a load inside one arm of a conditional
+    # cannot be if-converted, and the loop would stay scalar and branchy.
+    cdef Py_ssize_t i
+    cdef floating s, gv
+    if op == OP_RELU:           # saved: forward output
+        for i in range(n):
+            s, gv = saved[i], g[i]
+            gi[i] = gv if s > 0 else 0
+    elif op == OP_LEAKY_RELU:   # saved: forward input
+        for i in range(n):
+            s, gv = saved[i], g[i]
+            gi[i] = gv if s > 0 else gv * slope
+    elif op == OP_SIGMOID:      # saved: forward output y, dy/dx = y (1 - y)
+        for i in range(n):
+            s = saved[i]
+            gi[i] = g[i] * (s * (1 - s))
+    else:                       # saved: forward output y, dy/dx = 1 - y^2
+        for i in range(n):      # in double: 1 - y^2 cancels as |y| -> 1
+            s = saved[i]
+            gi[i] = <floating>(g[i] * (1 - <double>s * s))
+
+
+cdef inline Py_ssize_t _parallel_min(int op) noexcept nogil:
+    return PARALLEL_MIN_CHEAP if op == OP_RELU or op == OP_LEAKY_RELU else PARALLEL_MIN_EXP
+
+
+cdef void _forward(int op, const floating *x, floating *y, Py_ssize_t n, floating slope,
+                   int n_threads) noexcept nogil:
+    cdef Py_ssize_t b, start, nblocks
+    if n_threads <= 1 or n < _parallel_min(op):
+        _forward_block(op, x, y, n, slope)
+        return
+    nblocks = (n + BLOCK - 1) // BLOCK
+    for b in prange(nblocks, schedule="static", num_threads=n_threads):
+        start = b * BLOCK
+        _forward_block(op, x + start, y + start, min(BLOCK, n - start), slope)
+
+
+cdef void _backward(int op, const floating *saved, const floating *g, floating *gi,
+                    Py_ssize_t n, floating slope, int n_threads) noexcept nogil:
+    cdef Py_ssize_t b, start, nblocks
+    if n_threads <= 1 or n < _parallel_min(op):
+        _backward_block(op, saved, g, gi, n, slope)
+        return
+    nblocks = (n + BLOCK - 1) // BLOCK
+    for b in prange(nblocks, schedule="static", num_threads=n_threads):
+        start = b * BLOCK
+        _backward_block(op, saved + start, g + start, gi + start, min(BLOCK, n - start), slope)
+
+
+# --------------------------------------------------------------------------- softmax rows
+
+cdef enum:
+    CHUNK = 64  # exps computed into a stack buffer this long, then summed
+
+
+# Row reductions keep LANES independent partial results (array slots, not a loop-carried
+# scalar), which gcc maps onto vector registers; a plain running max or sum would stay
+# scalar, one element per add latency.
+cdef enum:
+    LANES = 8
+
+
+cdef floating _row_max(const floating *x, Py_ssize_t n) noexcept nogil:
+    cdef floating part[LANES]
+    cdef floating m
+    cdef Py_ssize_t j = LANES, k
+    if n < LANES:
+        m = x[0]
+        for j in range(1, n):
+            m = x[j] if x[j] > m else m
+        return m
+    for k in range(LANES):
+        part[k] = x[k]
+    while j + LANES <= n:
+        for k in range(LANES):
+            part[k] = x[j + k] if x[j + k] > part[k] else part[k]
+        j += LANES
+    m = part[0]
+    for k in range(1, LANES):
+        m = part[k] if part[k] > m else m
+    while j < n:
+        m = x[j] if x[j] > m else m
+        j += 1
+    return m
+
+
+cdef double _sum(const floating *a, Py_ssize_t n) noexcept nogil:
+    cdef double part[LANES]
+    cdef double total = 0
+    cdef Py_ssize_t j = 0, k
+    for k in range(LANES):
+        part[k] = 0
+    while j + LANES <= n:
+        for k in range(LANES):
+            part[k] += a[j + k]
+        j += LANES
+    while j < n:
+        total += a[j]
+        j += 1
+    for k in range(LANES):
+        total += part[k]
+    return total
+
+
+cdef double _dot(const floating *a, const floating *b, Py_ssize_t n) noexcept nogil:
+    cdef double part[LANES]
+    cdef double total = 0
+    cdef Py_ssize_t j = 0, k
+    for k in range(LANES):
+        part[k] = 0
+    while j + LANES <= n:
+        for k in range(LANES):
+            part[k] += <double>a[j + k] * b[j + k]
+        j += LANES
+    while j < n:
+        total += <double>a[j] * b[j]
+        j += 1
+    for k in range(LANES):
+        total += part[k]
+    return total
+
+
+cdef double _sum_exp_shifted(const floating *x, floating m, Py_ssize_t n) noexcept nogil:
+    """sum_j exp(x[j] - m) without writing anywhere but a stack buffer."""
+    cdef floating buf[CHUNK]
+    cdef Py_ssize_t start = 0, j, k
+    cdef double total = 0
+    while start < n:
+        k = min(<Py_ssize_t>CHUNK, n - start)
+        for j in range(k):
+            buf[j] = _exp(x[start + j] - m)
+        total += _sum(buf, k)
+        start += k
+    return total
+
+
+cdef void _softmax_row(const floating *x, floating *y, Py_ssize_t cols, bint log_out) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating m = _row_max(x, cols)
+    cdef double inv, log_total
+    if log_out:
+        log_total = log(_sum_exp_shifted(x, m, cols))
+        for j in range(cols):
+            y[j] = <floating>((<double>x[j] - m) - log_total)
+    else:
+        for j in range(cols):
+            y[j] = _exp(x[j] - m)  # x[j] is read before y[j] is written: y may be x
+        inv = 1 / _sum(y, cols)
+        for j in range(cols):
+            y[j] = <floating>(y[j] * inv)
+
+
+cdef void _softmax_backward_row(const floating *y, const floating *g, floating *gi,
+                                Py_ssize_t cols, bint log_out) noexcept nogil:
+    # softmax:     gi = y * (g - sum(g * y))
+    # log_softmax: gi = g - exp(y) * sum(g)
+    cdef Py_ssize_t j
+    cdef double total
+    if log_out:
+        total = _sum(g, cols)
+        for j in range(cols):
+            gi[j] = <floating>(g[j] - _exp(y[j]) * total)
+    else:
+        total = _dot(g, y, cols)
+        for j in range(cols):
+            gi[j] = <floating>(y[j] * (g[j] - total))
+
+
+cdef void _softmax(const floating *x, floating *y, Py_ssize_t rows, Py_ssize_t cols,
+                   bint log_out, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r
+    if n_threads <= 1 or rows < 2 or rows * cols < PARALLEL_MIN_EXP:
+        for r in range(rows):
+            _softmax_row(x + r * cols, y + r * cols, cols, log_out)
+        return
+    for r in prange(rows, schedule="static", num_threads=n_threads):
+        _softmax_row(x + r * cols, y + r * cols, cols, log_out)
+
+
+cdef void _softmax_backward(const floating *y, const floating *g, floating *gi, Py_ssize_t rows,
+                            Py_ssize_t cols, bint log_out, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r
+    if n_threads <= 1 or rows < 2 or rows * cols < PARALLEL_MIN_EXP:
+        for r in range(rows):
+            _softmax_backward_row(y + r * cols, g + r * cols, gi + r * cols, cols, log_out)
+        return
+    for r in prange(rows, schedule="static", num_threads=n_threads):
+        _softmax_backward_row(y + r * cols, g + r * cols, gi + r * cols, cols, log_out)
+
+
+# --------------------------------------------------------------------------- validation
+
+cdef object _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim):
+    """Check float arrays of one dtype and one shape (the last n_outputs writable; ndim
+    required when >= 0); return the dtype."""
+    cdef Py_ssize_t k
+    cdef object a, dtype = None, shape = None
+    for k in range(len(arrays)):
+        a, name = arrays[k], names[k]
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype != np.float32 and a.dtype != np.float64:
+            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
+        if ndim >= 0 and a.ndim != ndim:
+            raise ValueError(f"{kernel}: {name} must have {ndim} dimensions (rows, cols), "
+                             f"got shape {a.shape}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
+                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
+        if k >= len(arrays) - n_outputs and not a.flags.writeable:
+            raise ValueError(f"{kernel}: output {name} is read-only")
+        if dtype is None:
+            dtype, shape = a.dtype, a.shape
+        elif a.dtype != dtype:
+            raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but {names[0]} has {dtype}; "
+                            "all arrays must share one dtype")
+        elif a.shape != shape:
+            raise ValueError(f"{kernel}: {name} has shape {a.shape}, but {names[0]} has {shape}; "
+                             "all arrays must share one shape")
+    return dtype
+
+
+cdef int _threads(object n_threads) except -1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+    return <int>min(n_threads, 1 << 16)
+
+
+cdef void *_ptr(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
+
+
+cdef _run_forward(str kernel, int op, x, out, double slope, n_threads):
+    dtype = _checked(kernel, ("x", "out"), (x, out), 1, -1)
+    cdef int nt = _threads(n_threads)
+    cdef Py_ssize_t n = x.size
+    cdef void *px = _ptr(x)
+    cdef void *py = _ptr(out)
+    if n == 0:
+        return
+    if dtype == np.float32:
+        with nogil:
+            _forward(op, <const float *>px, <float *>py, n, <float>slope, nt)
+    else:
+        with nogil:
+            _forward(op, <const double *>px, <double *>py, n, slope, nt)
+
+
+cdef _run_backward(str kernel, str saved_name, int op, saved, grad_out, grad_input,
+                   double slope, n_threads):
+    dtype = _checked(kernel, (saved_name, "grad_out", "grad_input"),
+                     (saved, grad_out, grad_input), 1, -1)
+    cdef int nt = _threads(n_threads)
+    cdef Py_ssize_t n = saved.size
+    cdef void *ps = _ptr(saved)
+    cdef void *pg = _ptr(grad_out)
+    cdef void *pgi = _ptr(grad_input)
+    if n == 0:
+        return
+    if dtype == np.float32:
+        with nogil:
+            _backward(op, <const float *>ps, <const float *>pg, <float *>pgi, n, <float>slope, nt)
+    else:
+        with nogil:
+            _backward(op, <const double *>ps, <const double *>pg, <double *>pgi, n, slope, nt)
+
+
+cdef double _slope(str kernel, object negative_slope) except? -1:
+    try:
+        return float(negative_slope)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: negative_slope must be a number, got {negative_slope!r}") from None
+
+
+# --------------------------------------------------------------------------- public kernels
+
+def relu_forward(x, out, n_threads=1):
+    """out = max(x, 0) elementwise (NaN propagates).
+
+    x: IN, float32/float64, C-contiguous, any shape.
+    out: OUT, same shape and dtype, written fresh (may be x itself).
+    """
+    _run_forward("relu_forward", OP_RELU, x, out, 0.0, n_threads)
+
+
+def relu_backward(out, grad_out, grad_input, n_threads=1):
+    """grad_input = grad_out where the forward output is > 0, else 0.
+
+    out: IN, the output of relu_forward. grad_out: IN, same shape and dtype.
+    grad_input: OUT, same shape and dtype, written fresh.
+    """
+    _run_backward("relu_backward", "out", OP_RELU, out, grad_out, grad_input, 0.0, n_threads)
+
+
+def leaky_relu_forward(x, out, negative_slope, n_threads=1):
+    """out = x if x > 0 else negative_slope * x, elementwise.
+
+    x: IN, float32/float64, C-contiguous, any shape.
+    out: OUT, same shape and dtype, written fresh (may be x itself).
+    """
+    slope = _slope("leaky_relu_forward", negative_slope)
+    _run_forward("leaky_relu_forward", OP_LEAKY_RELU, x, out, slope, n_threads)
+
+
+def leaky_relu_backward(x, grad_out, grad_input, negative_slope, n_threads=1):
+    """grad_input = grad_out where the forward INPUT x > 0, else negative_slope * grad_out.
+
+    x: IN, the input of leaky_relu_forward. grad_out: IN, same shape and dtype.
+    grad_input: OUT, same shape and dtype, written fresh.
+    """
+    slope = _slope("leaky_relu_backward", negative_slope)
+    _run_backward("leaky_relu_backward", "x", OP_LEAKY_RELU, x, grad_out, grad_input, slope,
+                  n_threads)
+
+
+def sigmoid_forward(x, out, n_threads=1):
+    """out = 1 / (1 + exp(-x)), computed without overflow for any |x|.
+
+    x: IN, float32/float64, C-contiguous, any shape.
+    out: OUT, same shape and dtype, written fresh (may be x itself).
+    """
+    _run_forward("sigmoid_forward", OP_SIGMOID, x, out, 0.0, n_threads)
+
+
+def sigmoid_backward(out, grad_out, grad_input, n_threads=1):
+    """grad_input = grad_out * out * (1 - out).
+
+    out: IN, the output of sigmoid_forward. grad_out: IN, same shape and dtype.
+    grad_input: OUT, same shape and dtype, written fresh.
+    """
+    _run_backward("sigmoid_backward", "out", OP_SIGMOID, out, grad_out, grad_input, 0.0, n_threads)
+
+
+def tanh_forward(x, out, n_threads=1):
+    """out = tanh(x).
+
+    x: IN, float32/float64, C-contiguous, any shape.
+    out: OUT, same shape and dtype, written fresh (may be x itself).
+    """
+    _run_forward("tanh_forward", OP_TANH, x, out, 0.0, n_threads)
+
+
+def tanh_backward(out, grad_out, grad_input, n_threads=1):
+    """grad_input = grad_out * (1 - out^2).
+
+    out: IN, the output of tanh_forward. grad_out: IN, same shape and dtype.
+    grad_input: OUT, same shape and dtype, written fresh.
+    """
+    _run_backward("tanh_backward", "out", OP_TANH, out, grad_out, grad_input, 0.0, n_threads)
+
+
+cdef _run_softmax(str kernel, bint log_out, x, out, n_threads):
+    dtype = _checked(kernel, ("x", "out"), (x, out), 1, 2)
+    cdef int nt = _threads(n_threads)
+    cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
+    cdef void *px = _ptr(x)
+    cdef void *py = _ptr(out)
+    if rows == 0 or cols == 0:
+        return
+    if dtype == np.float32:
+        with nogil:
+            _softmax(<const float *>px, <float *>py, rows, cols, log_out, nt)
+    else:
+        with nogil:
+            _softmax(<const double *>px, <double *>py, rows, cols, log_out, nt)
+
+
+cdef _run_softmax_backward(str kernel, bint log_out, out, grad_out, grad_input, n_threads):
+    dtype = _checked(kernel, ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, 2)
+    cdef int nt = _threads(n_threads)
+    cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1]
+    cdef void *py = _ptr(out)
+    cdef void *pg = _ptr(grad_out)
+    cdef void *pgi = _ptr(grad_input)
+    if rows == 0 or cols == 0:
+        return
+    if dtype == np.float32:
+        with nogil:
+            _softmax_backward(<const float *>py, <const float *>pg, <float *>pgi,
+                              rows, cols, log_out, nt)
+    else:
+        with nogil:
+            _softmax_backward(<const double *>py, <const double *>pg, <double *>pgi,
+                              rows, cols, log_out, nt)
+
+
+def softmax_forward(x, out, n_threads=1):
+    """out[r, :] = exp(x[r, :] - max) / sum(exp(x[r, :] - max)), row by row.
+
+    x: IN, float32/float64, C-contiguous, shape (rows, cols).
+    out: OUT, same shape and dtype, written fresh (may be x itself).
+    """
+    _run_softmax("softmax_forward", False, x, out, n_threads)
+
+
+def softmax_backward(out, grad_out, grad_input, n_threads=1):
+    """grad_input[r, :] = out[r, :] * (grad_out[r, :] - sum(grad_out[r, :] * out[r, :])).
+
+    out: IN, the output of softmax_forward, shape (rows, cols). grad_out: IN, same shape.
+    grad_input: OUT, same shape and dtype, written fresh.
+    """
+    _run_softmax_backward("softmax_backward", False, out, grad_out, grad_input, n_threads)
+
+
+def log_softmax_forward(x, out, n_threads=1):
+    """out[r, :] = x[r, :] - max - log(sum(exp(x[r, :] - max))), row by row.
+
+    x: IN, float32/float64, C-contiguous, shape (rows, cols).
+    out: OUT, same shape and dtype, written fresh (may be x itself).
+    """
+    _run_softmax("log_softmax_forward", True, x, out, n_threads)
+
+
+def log_softmax_backward(out, grad_out, grad_input, n_threads=1):
+    """grad_input[r, :] = grad_out[r, :] - exp(out[r, :]) * sum(grad_out[r, :]).
+
+    out: IN, the output of log_softmax_forward, shape (rows, cols). grad_out: IN, same shape.
+    grad_input: OUT, same shape and dtype, written fresh.
+    """
+    _run_softmax_backward("log_softmax_backward", True, out, grad_out, grad_input, n_threads)

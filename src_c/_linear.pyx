@@ -1,0 +1,302 @@
+# Design: the linear layer's kernels, y = x @ W.T + b (optionally relu'd) and its three
+# gradients; the twin of fastgrad/reference/linear.py (same names, same signatures).
+# Data layout: C-contiguous float32/float64 matrices, x (N, in), W (out, in), y (N, out).
+# All three products are one blocked matrix-product core, fg_gemm in linear_kernels.h,
+# called with the strides that read W or grad_out transposed in place (no copies):
+#   forward          y  (N x out) = x (N x in)         * W.T (in x out)
+#   grad input       gx (N x in)  = grad_out (N x out) * W (out x in)
+#   grad weight      gW (out x in) = grad_out.T (out x N) * x (N x in)
+# A forward pass of at most 4 rows takes dot products of rows of x and W instead
+# (fg_gemm_nt): packing W would cost as much as the product itself.
+# Threads: when a product is big enough to pay for a parallel region (about 50 us), the
+# output matrix is cut into n_threads disjoint column ranges (aligned to the register
+# tile width, so each thread packs only its own panels of B), or row ranges when there
+# are too few columns; no two threads ever write the same element. The packed panel
+# is a 16 KiB buffer on each thread's stack, so the kernels take no workspace.
+# Every output is written fresh.
+
+import numpy as np
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+
+cnp.import_array()
+
+__all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
+           "linear_backward_bias"]
+
+cdef extern from "linear_kernels.h" nogil:
+    void fg_gemm_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     const float *a, Py_ssize_t a_rs, Py_ssize_t a_cs,
+                     const float *b, Py_ssize_t b_rs, Py_ssize_t b_cs,
+                     const float *bias, int relu, float *c, Py_ssize_t ldc)
+    void fg_gemm_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     const double *a, Py_ssize_t a_rs, Py_ssize_t a_cs,
+                     const double *b, Py_ssize_t b_rs, Py_ssize_t b_cs,
+                     const double *bias, int relu, double *c, Py_ssize_t ldc)
+    void fg_gemm_nt_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda,
+                        const float *w, Py_ssize_t ldw, const float *bias, int relu,
+                        float *c, Py_ssize_t ldc)
+    void fg_gemm_nt_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *a, Py_ssize_t lda,
+                        const double *w, Py_ssize_t ldw, const double *bias, int relu,
+                        double *c, Py_ssize_t ldc)
+    void fg_lin_sum_rows_f32(Py_ssize_t m, Py_ssize_t n, const float *g, float *out)
+    void fg_lin_sum_rows_f64(Py_ssize_t m, Py_ssize_t n, const double *g, double *out)
+    Py_ssize_t fg_lin_nr_f32()
+    Py_ssize_t fg_lin_nr_f64()
+    Py_ssize_t fg_lin_mr()
+    int fg_lin_set_narrow_only(int on)
+
+# Multiply-adds below which a product runs on one thread: about 50 us of work, the
+# point where an OpenMP region (a few us to start) stops costing more than it saves.
+cdef Py_ssize_t PARALLEL_MIN_MACS = 1 << 21
+# Batches up to this size run the forward pass as dot products over rows of W read in
+# place (fg_gemm_nt); larger ones pack W, whose cost is then shared by many rows.
+cdef Py_ssize_t DOT_FORWARD_MAX_ROWS = 4
+
+
+# --------------------------------------------------------------------------- the core
+
+cdef inline void _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                       const floating *a, Py_ssize_t a_rs, Py_ssize_t a_cs,
+                       const floating *b, Py_ssize_t b_rs, Py_ssize_t b_cs,
+                       const floating *bias, int relu, floating *c, Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        fg_gemm_f32(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, bias, relu, c, ldc)
+    else:
+        fg_gemm_f64(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, bias, relu, c, ldc)
+
+
+cdef void _gemm_threaded(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                         const floating *a, Py_ssize_t a_rs, Py_ssize_t a_cs,
+                         const floating *b, Py_ssize_t b_rs, Py_ssize_t b_cs,
+                         const floating *bias, int relu, floating *c, Py_ssize_t ldc,
+                         int n_threads) noexcept nogil:
+    """C = A * B (+ bias) (relu), C fresh, split over threads when the work is big."""
+    cdef Py_ssize_t nr = fg_lin_nr_f32() if floating is float else fg_lin_nr_f64()
+    cdef Py_ssize_t mr = fg_lin_mr()
+    cdef Py_ssize_t t, lo, hi, chunk
+    cdef int parts = 1
+    cdef bint by_columns = True
+    if n_threads > 1 and m * n * k >= PARALLEL_MIN_MACS:
+        if n >= 2 * nr * n_threads:
+            parts = n_threads
+        elif m >= 2 * mr * n_threads:
+            parts = n_threads
+            by_columns = False
+    if parts == 1:
+        _gemm(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, bias, relu, c, ldc)
+        return
+    if by_columns:  # whole register tiles per thread: ceil(ceil(n / nr) / parts) * nr
+        chunk = ((n + nr - 1) // nr + parts - 1) // parts * nr
+    else:
+        chunk = ((m + mr - 1) // mr + parts - 1) // parts * mr
+    for t in prange(parts, schedule='static', num_threads=parts):
+        lo = t * chunk
+        if by_columns:
+            hi = min(n, lo + chunk)
+            if lo < hi:
+                _gemm(m, hi - lo, k, a, a_rs, a_cs, b + lo * b_cs, b_rs, b_cs,
+                      bias + lo if bias != NULL else NULL, relu, c + lo, ldc)
+        else:
+            hi = min(m, lo + chunk)
+            if lo < hi:
+                _gemm(hi - lo, n, k, a + lo * a_rs, a_rs, a_cs, b, b_rs, b_cs,
+                      bias, relu, c + lo * ldc, ldc)
+
+
+cdef void _forward_dot_threaded(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *x,
+                                const floating *w, const floating *bias, int relu,
+                                floating *y, int n_threads) noexcept nogil:
+    """y = x @ w.T (+ bias) (relu) for a small batch; output features split over threads."""
+    cdef Py_ssize_t t, lo, hi, chunk
+    cdef int parts = n_threads if (n_threads > 1 and m * n * k >= PARALLEL_MIN_MACS
+                                   and n >= 8 * n_threads) else 1
+    chunk = ((n + 3) // 4 + parts - 1) // parts * 4  # whole groups of 4 rows of w
+    for t in prange(parts, schedule='static', num_threads=parts):
+        lo = t * chunk
+        hi = min(n, lo + chunk)
+        if lo < hi:
+            if floating is float:
+                fg_gemm_nt_f32(m, hi - lo, k, x, k, w + lo * k, k,
+                               bias + lo if bias != NULL else NULL, relu, y + lo, n)
+            else:
+                fg_gemm_nt_f64(m, hi - lo, k, x, k, w + lo * k, k,
+                               bias + lo if bias != NULL else NULL, relu, y + lo, n)
+
+
+# --------------------------------------------------------------------------- checks
+
+cdef str _dtype_name(int typenum):
+    return str(cnp.PyArray_DescrFromType(typenum))
+
+
+cdef int _check(str kernel, str name, object arr, int ndim, int typenum,
+                bint writable) except -1:
+    """arr must be an ndarray of ndim dims, C-contiguous, of typenum (or, when typenum is
+    -1, float32/float64); returns its type number."""
+    if not cnp.PyArray_Check(arr):
+        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(arr).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>arr
+    cdef int t = cnp.PyArray_TYPE(a)
+    if typenum == -1:
+        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {arr.dtype}")
+    elif t != typenum:
+        raise TypeError(f"{kernel}: {name} has dtype {arr.dtype}, expected {_dtype_name(typenum)} "
+                        "(all arrays of one call share one dtype)")
+    if cnp.PyArray_NDIM(a) != ndim:
+        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {arr.shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
+    if writable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{kernel}: {name} is read-only, but it is an output")
+    return t
+
+
+cdef int _check_threads(str kernel, object n_threads) except -1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    return min(<long long>n_threads, 1 << 16)
+
+
+cdef inline void *_data(object arr) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+
+cdef inline Py_ssize_t _dim(object arr, int i) noexcept:
+    return cnp.PyArray_DIMS(<cnp.ndarray>arr)[i]
+
+
+# --------------------------------------------------------------------------- kernels
+
+def linear_forward(x, weight, bias, out, apply_relu, n_threads):
+    """out = x @ weight.T + bias, then max(0, .) when apply_relu; out written fresh.
+
+    x: IN (N, in_features); weight: IN (out_features, in_features); bias: IN
+    (out_features,) or None; out: OUT (N, out_features). One dtype, float32 or float64,
+    all C-contiguous. apply_relu: bool (NaN stays NaN, as in PyTorch).
+    """
+    cdef str kn = "linear_forward"
+    cdef int t = _check(kn, "x", x, 2, -1, False)
+    _check(kn, "weight", weight, 2, t, False)
+    _check(kn, "out", out, 2, t, True)
+    if bias is not None:
+        _check(kn, "bias", bias, 1, t, False)
+    cdef int threads = _check_threads(kn, n_threads)
+    cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(weight, 0)
+    if _dim(weight, 1) != k:
+        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
+                         f"{_dim(weight, 1)} (shape {weight.shape})")
+    if _dim(out, 0) != n or _dim(out, 1) != o:
+        raise ValueError(f"{kn}: out has shape {out.shape}, expected ({n}, {o})")
+    if bias is not None and _dim(bias, 0) != o:
+        raise ValueError(f"{kn}: bias has shape {bias.shape}, expected ({o},)")
+    cdef int relu = 1 if apply_relu else 0
+    cdef void *bp = _data(bias) if bias is not None else NULL
+    cdef void *xp = _data(x)
+    cdef void *wp = _data(weight)
+    cdef void *cp = _data(out)
+    # A = x (rows of in_features), B(p, j) = weight[j, p]: weight read transposed in place
+    with nogil:
+        if n <= DOT_FORWARD_MAX_ROWS:
+            if t == cnp.NPY_FLOAT32:
+                _forward_dot_threaded[float](n, o, k, <const float *>xp, <const float *>wp,
+                                             <const float *>bp, relu, <float *>cp, threads)
+            else:
+                _forward_dot_threaded[double](n, o, k, <const double *>xp, <const double *>wp,
+                                              <const double *>bp, relu, <double *>cp, threads)
+        elif t == cnp.NPY_FLOAT32:
+            _gemm_threaded[float](n, o, k, <const float *>xp, k, 1, <const float *>wp, 1, k,
+                                  <const float *>bp, relu, <float *>cp, o, threads)
+        else:
+            _gemm_threaded[double](n, o, k, <const double *>xp, k, 1, <const double *>wp, 1, k,
+                                   <const double *>bp, relu, <double *>cp, o, threads)
+
+
+def linear_backward_input(grad_out, weight, grad_x, n_threads):
+    """grad_x = grad_out @ weight, written fresh.
+
+    grad_out: IN (N, out_features); weight: IN (out_features, in_features);
+    grad_x: OUT (N, in_features). One dtype, all C-contiguous.
+    """
+    cdef str kn = "linear_backward_input"
+    cdef int t = _check(kn, "grad_out", grad_out, 2, -1, False)
+    _check(kn, "weight", weight, 2, t, False)
+    _check(kn, "grad_x", grad_x, 2, t, True)
+    cdef int threads = _check_threads(kn, n_threads)
+    cdef Py_ssize_t n = _dim(grad_out, 0), o = _dim(grad_out, 1), k = _dim(weight, 1)
+    if _dim(weight, 0) != o:
+        raise ValueError(f"{kn}: grad_out has {o} features (shape {grad_out.shape}), weight has "
+                         f"{_dim(weight, 0)} output features (shape {weight.shape})")
+    if _dim(grad_x, 0) != n or _dim(grad_x, 1) != k:
+        raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
+    cdef void *gp = _data(grad_out)
+    cdef void *wp = _data(weight)
+    cdef void *cp = _data(grad_x)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _gemm_threaded[float](n, k, o, <const float *>gp, o, 1, <const float *>wp, k, 1,
+                                  NULL, 0, <float *>cp, k, threads)
+        else:
+            _gemm_threaded[double](n, k, o, <const double *>gp, o, 1, <const double *>wp, k, 1,
+                                   NULL, 0, <double *>cp, k, threads)
+
+
+def linear_backward_weight(x, grad_out, grad_weight, n_threads):
+    """grad_weight = grad_out.T @ x, written fresh.
+
+    x: IN (N, in_features); grad_out: IN (N, out_features);
+    grad_weight: OUT (out_features, in_features). One dtype, all C-contiguous.
+    """
+    cdef str kn = "linear_backward_weight"
+    cdef int t = _check(kn, "x", x, 2, -1, False)
+    _check(kn, "grad_out", grad_out, 2, t, False)
+    _check(kn, "grad_weight", grad_weight, 2, t, True)
+    cdef int threads = _check_threads(kn, n_threads)
+    cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(grad_out, 1)
+    if _dim(grad_out, 0) != n:
+        raise ValueError(f"{kn}: x has {n} rows (shape {x.shape}), grad_out has "
+                         f"{_dim(grad_out, 0)} (shape {grad_out.shape})")
+    if _dim(grad_weight, 0) != o or _dim(grad_weight, 1) != k:
+        raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
+    cdef void *xp = _data(x)
+    cdef void *gp = _data(grad_out)
+    cdef void *cp = _data(grad_weight)
+    # A(i, p) = grad_out[p, i]: grad_out read transposed in place; B = x
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _gemm_threaded[float](o, k, n, <const float *>gp, 1, o, <const float *>xp, k, 1,
+                                  NULL, 0, <float *>cp, k, threads)
+        else:
+            _gemm_threaded[double](o, k, n, <const double *>gp, 1, o, <const double *>xp, k, 1,
+                                   NULL, 0, <double *>cp, k, threads)
+
+
+def linear_backward_bias(grad_out, grad_bias, n_threads):
+    """grad_bias = grad_out.sum(axis=0), written fresh (rows added in order).
+
+    grad_out: IN (N, out_features); grad_bias: OUT (out_features,). One dtype.
+    Single-threaded: one pass over grad_out is memory-bound and small.
+    """
+    cdef str kn = "linear_backward_bias"
+    cdef int t = _check(kn, "grad_out", grad_out, 2, -1, False)
+    _check(kn, "grad_bias", grad_bias, 1, t, True)
+    _check_threads(kn, n_threads)
+    cdef Py_ssize_t n = _dim(grad_out, 0), o = _dim(grad_out, 1)
+    if _dim(grad_bias, 0) != o:
+        raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
+    cdef void *gp = _data(grad_out)
+    cdef void *bp = _data(grad_bias)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_lin_sum_rows_f32(n, o, <const float *>gp, <float *>bp)
+        else:
+            fg_lin_sum_rows_f64(n, o, <const double *>gp, <double *>bp)
+
+
+def _use_narrow_kernels(on):
+    """Testing hook: in a baseline build on an AVX2 CPU, run the portable 128-bit kernels
+    instead of the AVX2 ones (both are compiled in). Returns False when this build has
+    no such choice (the x86-64-v3 build, or a non-x86 CPU). Not thread-safe."""
+    return bool(fg_lin_set_narrow_only(1 if on else 0))

@@ -1,0 +1,428 @@
+# Design: batch normalization kernels; the twin of fastgrad/reference/norm.py (same names,
+# same signatures, same results).
+# - Layout: the input is seen as (N, C, S), C-contiguous: N samples, C channels, S values
+#   per channel and sample (S = H * W for BatchNorm2d, L for (N, C, L), 1 for (N, C)).
+#   Statistics are per channel, over its N * S values: N contiguous runs of S.
+# - Sums accumulate in double, with four independent partial sums per run so the loop is
+#   not one serial dependency chain; the variance is two-pass (mean first, then the mean
+#   squared deviation), which loses nothing to cancellation.
+# - Elementwise passes are axpy-shaped per run: out = (x - mean) * scale + shift with
+#   per-channel constants, which gcc vectorizes.
+# - Per-channel optional arrays (weight, bias, running statistics) arrive as NULL when
+#   absent: weight 1, bias 0, no running update.
+# - Threads: channels are split with a static prange when the input is big enough to pay
+#   for a parallel region (~50 us); each thread writes only its own channels' outputs.
+# - Outputs may be the matching input array itself (out = x, grad_input = grad_out or x):
+#   a channel's values are all read before any of them is written; other overlaps are
+#   not supported.
+
+import numpy as np
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+
+cnp.import_array()
+
+__all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
+
+# ~3 passes over the data at ~0.5 ns per element: below this a parallel region costs more
+# than it saves.
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
+
+
+# --------------------------------------------------------------------------- per-run sums
+
+cdef inline double _run_sum(const floating *p, Py_ssize_t n) noexcept nogil:
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t j = 0
+    while j + 4 <= n:
+        s0 += p[j]
+        s1 += p[j + 1]
+        s2 += p[j + 2]
+        s3 += p[j + 3]
+        j += 4
+    while j < n:
+        s0 += p[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double _run_sq_dev(const floating *p, Py_ssize_t n, double mean) noexcept nogil:
+    # sum of (p[j] - mean)^2
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
+    cdef Py_ssize_t j = 0
+    while j + 4 <= n:
+        d0 = p[j] - mean
+        d1 = p[j + 1] - mean
+        d2 = p[j + 2] - mean
+        d3 = p[j + 3] - mean
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        j += 4
+    while j < n:
+        d0 = p[j] - mean
+        s0 += d0 * d0
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double _run_dot_dev(const floating *g, const floating *x, Py_ssize_t n,
+                                double mean) noexcept nogil:
+    # sum of g[j] * (x[j] - mean)
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t j = 0
+    while j + 4 <= n:
+        s0 += g[j] * (x[j] - mean)
+        s1 += g[j + 1] * (x[j + 1] - mean)
+        s2 += g[j + 2] * (x[j + 2] - mean)
+        s3 += g[j + 3] * (x[j + 3] - mean)
+        j += 4
+    while j < n:
+        s0 += g[j] * (x[j] - mean)
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline void _run_affine(const floating *x, floating *y, Py_ssize_t n, floating mean,
+                             floating scale, floating shift) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        y[j] = (x[j] - mean) * scale + shift
+
+
+# --------------------------------------------------------------------------- one channel
+
+cdef void _train_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
+                         Py_ssize_t S, Py_ssize_t c, const floating *weight, const floating *bias,
+                         floating *running_mean, floating *running_var, double momentum,
+                         double eps, floating *save_mean, floating *save_invstd) noexcept nogil:
+    cdef Py_ssize_t n, m = N * S
+    cdef double total = 0, mean, var, invstd, w, b
+    for n in range(N):
+        total += _run_sum(x + (n * C + c) * S, S)
+    mean = total / m
+    total = 0
+    for n in range(N):
+        total += _run_sq_dev(x + (n * C + c) * S, S, mean)
+    var = total / m  # biased: what normalizes the batch
+    invstd = 1 / sqrt(var + eps)
+    save_mean[c] = <floating>mean
+    save_invstd[c] = <floating>invstd
+    if running_mean != NULL:
+        # PyTorch's update: the running variance takes the unbiased estimate
+        running_mean[c] = <floating>((1 - momentum) * running_mean[c] + momentum * mean)
+        running_var[c] = <floating>((1 - momentum) * running_var[c] + momentum * (total / (m - 1)))
+    w = weight[c] if weight != NULL else 1
+    b = bias[c] if bias != NULL else 0
+    for n in range(N):
+        _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, <floating>mean,
+                    <floating>(w * invstd), <floating>b)
+
+
+cdef void _eval_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
+                        Py_ssize_t S, Py_ssize_t c, const floating *weight, const floating *bias,
+                        const floating *running_mean, const floating *running_var, double eps,
+                        floating *save_invstd) noexcept nogil:
+    cdef Py_ssize_t n
+    cdef double invstd = 1 / sqrt(<double>running_var[c] + eps)
+    cdef double w = weight[c] if weight != NULL else 1
+    cdef double b = bias[c] if bias != NULL else 0
+    save_invstd[c] = <floating>invstd
+    for n in range(N):
+        _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, running_mean[c],
+                    <floating>(w * invstd), <floating>b)
+
+
+cdef void _backward_channel(const floating *g, const floating *x, Py_ssize_t N, Py_ssize_t C,
+                            Py_ssize_t S, Py_ssize_t c, const floating *weight,
+                            const floating *save_mean, const floating *save_invstd,
+                            bint batch_stats, floating *grad_input, floating *grad_weight,
+                            floating *grad_bias) noexcept nogil:
+    cdef Py_ssize_t n, j, m = N * S
+    cdef double sum_g = 0, dot = 0, mean = save_mean[c], invstd = save_invstd[c]
+    cdef double scale = invstd * (weight[c] if weight != NULL else 1)
+    cdef floating fmean = save_mean[c], fscale, mean_g, k
+    cdef const floating *gr
+    cdef const floating *xr
+    cdef floating *dr
+    for n in range(N):
+        sum_g += _run_sum(g + (n * C + c) * S, S)
+        dot += _run_dot_dev(g + (n * C + c) * S, x + (n * C + c) * S, S, mean)
+    if grad_bias != NULL:
+        grad_bias[c] = <floating>sum_g
+    if grad_weight != NULL:
+        grad_weight[c] = <floating>(dot * invstd)
+    if grad_input == NULL:
+        return
+    fscale = <floating>scale
+    if not batch_stats or m == 0:  # mean and invstd are constants: a per-channel scale
+        for n in range(N):
+            gr = g + (n * C + c) * S
+            dr = grad_input + (n * C + c) * S
+            for j in range(S):
+                dr[j] = gr[j] * fscale
+        return
+    # The batch statistics depend on every x of the channel:
+    # dx = scale * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean)))
+    mean_g = <floating>(sum_g / m)
+    k = <floating>(dot * invstd * invstd / m)
+    for n in range(N):
+        gr = g + (n * C + c) * S
+        xr = x + (n * C + c) * S
+        dr = grad_input + (n * C + c) * S
+        for j in range(S):
+            dr[j] = (gr[j] - mean_g - (xr[j] - fmean) * k) * fscale
+
+
+# --------------------------------------------------------------------------- channel loops
+
+cdef inline int _team(Py_ssize_t elements, Py_ssize_t C, int n_threads) noexcept nogil:
+    return n_threads if n_threads > 1 and C > 1 and elements >= PARALLEL_MIN_ELEMENTS else 1
+
+
+cdef void _train(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                 const floating *weight, const floating *bias, floating *running_mean,
+                 floating *running_var, double momentum, double eps, floating *save_mean,
+                 floating *save_invstd, int n_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef int team = _team(N * C * S, C, n_threads)
+    if team == 1:
+        for c in range(C):
+            _train_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, momentum,
+                           eps, save_mean, save_invstd)
+        return
+    for c in prange(C, schedule="static", num_threads=team):
+        _train_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, momentum,
+                       eps, save_mean, save_invstd)
+
+
+cdef void _eval(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                const floating *weight, const floating *bias, const floating *running_mean,
+                const floating *running_var, double eps, floating *save_invstd,
+                int n_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef int team = _team(N * C * S, C, n_threads)
+    if team == 1:
+        for c in range(C):
+            _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps, save_invstd)
+        return
+    for c in prange(C, schedule="static", num_threads=team):
+        _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps, save_invstd)
+
+
+cdef void _backward(const floating *g, const floating *x, Py_ssize_t N, Py_ssize_t C,
+                    Py_ssize_t S, const floating *weight, const floating *save_mean,
+                    const floating *save_invstd, bint batch_stats, floating *grad_input,
+                    floating *grad_weight, floating *grad_bias, int n_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef int team = _team(N * C * S, C, n_threads)
+    if team == 1:
+        for c in range(C):
+            _backward_channel(g, x, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
+                              grad_input, grad_weight, grad_bias)
+        return
+    for c in prange(C, schedule="static", num_threads=team):
+        _backward_channel(g, x, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
+                          grad_input, grad_weight, grad_bias)
+
+
+# --------------------------------------------------------------------------- validation
+
+cdef class _Checker:
+    """Checks a kernel's arrays against the first one's dtype and (N, C, S) shape."""
+    cdef str kernel
+    cdef object dtype
+    cdef Py_ssize_t N, C, S
+
+    def __init__(self, str kernel, str name, x):
+        self.kernel = kernel
+        self._basic(name, x, False)
+        if x.ndim != 3:
+            raise ValueError(f"{kernel}: {name} must have 3 dimensions (N, C, S), got shape {x.shape}")
+        self.dtype = x.dtype
+        self.N, self.C, self.S = x.shape[0], x.shape[1], x.shape[2]
+
+    cdef _basic(self, str name, a, bint output):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{self.kernel}: {name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype != np.float32 and a.dtype != np.float64:
+            raise TypeError(f"{self.kernel}: {name} must be float32 or float64, got {a.dtype}")
+        if self.dtype is not None and a.dtype != self.dtype:
+            raise TypeError(f"{self.kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; "
+                            "all arrays must share one dtype")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{self.kernel}: {name} must be C-contiguous (got strides {a.strides} "
+                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
+        if output and not a.flags.writeable:
+            raise ValueError(f"{self.kernel}: output {name} is read-only")
+
+    cdef void *full(self, str name, a, bint output) except? NULL:
+        """An (N, C, S) array: its data pointer."""
+        self._basic(name, a, output)
+        if a.shape != (self.N, self.C, self.S):
+            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected "
+                             f"{(self.N, self.C, self.S)} (the input's)")
+        return cnp.PyArray_DATA(a)
+
+    cdef void *channel(self, str name, a, bint output, bint optional) except? NULL:
+        """A (C,) array (None allowed when optional): its data pointer, NULL for None."""
+        if a is None:
+            if optional:
+                return NULL
+            raise TypeError(f"{self.kernel}: {name} is required, got None")
+        self._basic(name, a, output)
+        if a.shape != (self.C,):
+            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) "
+                             "(one value per channel of the input)")
+        return cnp.PyArray_DATA(a)
+
+
+cdef int _threads(str kernel, object n_threads) except -1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    return <int>min(n_threads, 1 << 16)
+
+
+cdef double _number(str kernel, str name, object value) except? -1:
+    if isinstance(value, bool):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
+
+
+# --------------------------------------------------------------------------- public kernels
+
+def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps, out,
+                             save_mean, save_invstd, n_threads=1):
+    """Normalize each channel by its batch statistics; update the running ones.
+
+    x: IN, (N, C, S) float32/float64, C-contiguous; N * S >= 1 (>= 2 with running stats).
+    weight, bias: IN, (C,) same dtype, or None (1 and 0).
+    running_mean, running_var: IN/OUT, (C,) or both None. When given:
+        running = (1 - momentum) * running + momentum * batch statistic, the variance's
+        being unbiased (divided by N * S - 1).
+    momentum, eps: numbers.
+    out: OUT, (N, C, S), written fresh: (x - mean) / sqrt(var + eps) * weight + bias with
+        the biased batch variance (may be x itself).
+    save_mean, save_invstd: OUT, (C,), written fresh: the batch mean and 1 / sqrt(var + eps),
+        for batch_norm_backward.
+    """
+    kernel = "batch_norm_forward_train"
+    check = _Checker(kernel, "x", x)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pout = check.full("out", out, True)
+    cdef void *pw = check.channel("weight", weight, False, True)
+    cdef void *pb = check.channel("bias", bias, False, True)
+    cdef void *prm = check.channel("running_mean", running_mean, True, True)
+    cdef void *prv = check.channel("running_var", running_var, True, True)
+    cdef void *psm = check.channel("save_mean", save_mean, True, False)
+    cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{kernel}: running_mean and running_var must both be given or both be None")
+    cdef double mom = _number(kernel, "momentum", momentum)
+    cdef double epsilon = _number(kernel, "eps", eps)
+    cdef int nt = _threads(kernel, n_threads)
+    cdef Py_ssize_t N = check.N, C = check.C, S = check.S
+    if C > 0 and N * S < 1:
+        raise ValueError(f"{kernel}: no values per channel (input shape {x.shape}): batch statistics "
+                         "need at least one")
+    if C > 0 and prm != NULL and N * S < 2:
+        raise ValueError(f"{kernel}: one value per channel (input shape {x.shape}): the unbiased "
+                         "variance for the running statistics needs at least two")
+    if C == 0:
+        return
+    if check.dtype == np.float32:
+        with nogil:
+            _train(<const float *>px, <float *>pout, N, C, S, <const float *>pw, <const float *>pb,
+                   <float *>prm, <float *>prv, mom, epsilon, <float *>psm, <float *>psi, nt)
+    else:
+        with nogil:
+            _train(<const double *>px, <double *>pout, N, C, S, <const double *>pw,
+                   <const double *>pb, <double *>prm, <double *>prv, mom, epsilon, <double *>psm,
+                   <double *>psi, nt)
+
+
+def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, save_invstd,
+                            n_threads=1):
+    """Normalize each channel by the running statistics.
+
+    x: IN, (N, C, S) float32/float64, C-contiguous.
+    weight, bias: IN, (C,) same dtype, or None (1 and 0).
+    running_mean, running_var: IN, (C,).
+    eps: a number.
+    out: OUT, (N, C, S), written fresh: (x - running_mean) / sqrt(running_var + eps) * weight
+        + bias (may be x itself).
+    save_invstd: OUT, (C,), written fresh: 1 / sqrt(running_var + eps), for batch_norm_backward.
+    """
+    kernel = "batch_norm_forward_eval"
+    check = _Checker(kernel, "x", x)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pout = check.full("out", out, True)
+    cdef void *pw = check.channel("weight", weight, False, True)
+    cdef void *pb = check.channel("bias", bias, False, True)
+    cdef void *prm = check.channel("running_mean", running_mean, False, False)
+    cdef void *prv = check.channel("running_var", running_var, False, False)
+    cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
+    cdef double epsilon = _number(kernel, "eps", eps)
+    cdef int nt = _threads(kernel, n_threads)
+    cdef Py_ssize_t N = check.N, C = check.C, S = check.S
+    if C == 0:
+        return
+    if check.dtype == np.float32:
+        with nogil:
+            _eval(<const float *>px, <float *>pout, N, C, S, <const float *>pw, <const float *>pb,
+                  <const float *>prm, <const float *>prv, epsilon, <float *>psi, nt)
+    else:
+        with nogil:
+            _eval(<const double *>px, <double *>pout, N, C, S, <const double *>pw,
+                  <const double *>pb, <const double *>prm, <const double *>prv, epsilon,
+                  <double *>psi, nt)
+
+
+def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_stats, grad_input,
+                        grad_weight, grad_bias, n_threads=1):
+    """Gradients of batch normalization for the input, weight and bias.
+
+    grad_out: IN, (N, C, S) float32/float64, C-contiguous: the gradient of the output.
+    x: IN, (N, C, S): the forward input.
+    weight: IN, (C,) or None (1).
+    save_mean, save_invstd: IN, (C,): the mean and 1 / sqrt(var + eps) the forward used
+        (batch statistics from batch_norm_forward_train, or the running mean and the
+        save_invstd of batch_norm_forward_eval).
+    use_batch_stats: true when the forward normalized by batch statistics (their own
+        dependence on x then enters grad_input), false for running statistics.
+    grad_input: OUT, (N, C, S) or None, written fresh (may be grad_out or x itself).
+    grad_weight, grad_bias: OUT, (C,) or None, written fresh: sum(grad_out * xhat), sum(grad_out).
+    """
+    kernel = "batch_norm_backward"
+    check = _Checker(kernel, "grad_out", grad_out)
+    cdef void *pg = cnp.PyArray_DATA(grad_out)
+    cdef void *px = check.full("x", x, False)
+    cdef void *pw = check.channel("weight", weight, False, True)
+    cdef void *psm = check.channel("save_mean", save_mean, False, False)
+    cdef void *psi = check.channel("save_invstd", save_invstd, False, False)
+    cdef void *pgi = NULL
+    if grad_input is not None:
+        pgi = check.full("grad_input", grad_input, True)
+    cdef void *pgw = check.channel("grad_weight", grad_weight, True, True)
+    cdef void *pgb = check.channel("grad_bias", grad_bias, True, True)
+    cdef bint batch_stats = bool(use_batch_stats)
+    cdef int nt = _threads(kernel, n_threads)
+    cdef Py_ssize_t N = check.N, C = check.C, S = check.S
+    if C == 0:
+        return
+    if check.dtype == np.float32:
+        with nogil:
+            _backward(<const float *>pg, <const float *>px, N, C, S, <const float *>pw,
+                      <const float *>psm, <const float *>psi, batch_stats, <float *>pgi,
+                      <float *>pgw, <float *>pgb, nt)
+    else:
+        with nogil:
+            _backward(<const double *>pg, <const double *>px, N, C, S, <const double *>pw,
+                      <const double *>psm, <const double *>psi, batch_stats, <double *>pgi,
+                      <double *>pgw, <double *>pgb, nt)

@@ -1,0 +1,487 @@
+/* SIMD micro-kernels of fastgrad's conv family (float32), used by src_c/_conv.pyx.
+ *
+ * Two register-tiled loops carry all of the convolution arithmetic:
+ *
+ *   gemm: C[m][n] = sum_k A[m][k] * B[off[k] + n]
+ *         Output positions n run along SIMD lanes; each "row" k of B is any contiguous run
+ *         of memory (a shifted view of the zero-padded input, or an im2col row), named by
+ *         its offset off[k]. A is packed in panels of MR rows: panel p holds
+ *         A[p*MR + r][k] at Ap[(p*K + k)*MR + r] (rows past M are zero).
+ *         Tiles of MR rows x NV vectors live in registers (6x16 ... 1x96 floats on AVX2,
+ *         8x48 ... 1x384 on AVX-512); the caller lists the column tiles, each with the
+ *         range of k that can be non-zero.
+ *   dot:  C[m][k] += sum_{y,x} A[m*a_chan + y*a_row + x] * B[off[k] + y*b_row + x]
+ *         A weight gradient: every (output channel, weight element) pair is a dot product
+ *         over output positions. Tiles of MR x NR accumulators, reduced at the tile's end;
+ *         row tails are read with masked loads, so nothing outside the rows is touched.
+ *
+ * The functions are compiled for AVX2+FMA (8-float vectors, 16 registers, 12-accumulator
+ * tiles) and for AVX-512F (16-float vectors, 32 registers, 24-accumulator tiles) through
+ * target attributes and chosen at run time (fgc_simd_level), so a baseline build still
+ * runs them on CPUs that have the instructions and never executes them on CPUs that do
+ * not. The portable fallback (and every float64 kernel) is Cython code in _conv.pyx.
+ */
+#ifndef FASTGRAD_CONV_KERNELS_H
+#define FASTGRAD_CONV_KERNELS_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FGC_HAVE_X86 1
+#include <immintrin.h>
+#define FGC_AVX2 __attribute__((target("avx2,fma")))
+#define FGC_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define FGC_INLINE static inline __attribute__((always_inline))
+#else
+#define FGC_HAVE_X86 0
+#endif
+
+/* 0: portable code only; 1: AVX2 + FMA; 2: AVX-512F (also has AVX2 + FMA). */
+static int fgc_simd_level(void)
+{
+#if FGC_HAVE_X86
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+        return 0;
+    if (__builtin_cpu_supports("avx512f"))
+        return 2;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#if FGC_HAVE_X86
+
+/* ------------------------------------------------------------------ AVX2: gemm tiles */
+
+/* One MR x (NV*8) tile of C over the whole K loop; rows >= mr are computed (A is zero
+   there) but not stored. MR and NV are compile-time constants at every call site, so the
+   accumulators stay in registers. */
+FGC_AVX2 FGC_INLINE void fgc_gemm_tile_avx2(const int MR, const int NV, Py_ssize_t K,
+                                            const float *a, const float *b,
+                                            const Py_ssize_t *off, float *c,
+                                            Py_ssize_t ldc, int mr)
+{
+    __m256 acc[6][12];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm256_setzero_ps();
+    for (Py_ssize_t k = 0; k < K; k++) {
+        const float *bk = b + off[k];
+        if (MR <= NV) {  /* few rows: stream B, broadcasts held in registers */
+            __m256 av[6];
+            for (int r = 0; r < MR; r++)
+                av[r] = _mm256_broadcast_ss(a + k * MR + r);
+            for (int v = 0; v < NV; v++) {
+                __m256 bv = _mm256_loadu_ps(bk + 8 * v);
+                for (int r = 0; r < MR; r++)
+                    acc[r][v] = _mm256_fmadd_ps(av[r], bv, acc[r][v]);
+            }
+        } else {
+            __m256 bv[6];
+            for (int v = 0; v < NV; v++)
+                bv[v] = _mm256_loadu_ps(bk + 8 * v);
+            for (int r = 0; r < MR; r++) {
+                __m256 av = _mm256_broadcast_ss(a + k * MR + r);
+                for (int v = 0; v < NV; v++)
+                    acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        if (r < mr)
+            for (int v = 0; v < NV; v++)
+                _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+}
+
+/* C (M rows, pitch ldc) = A (packed) * B over a list of column tiles: tile t covers
+   columns [tiles[3t], tiles[3t] + NV*8) and depth [tiles[3t+1], tiles[3t+2]) (the rest of
+   the depth is known to multiply zeros). The column tile is the outer loop so its slice
+   of B stays in L1 across all row panels. */
+FGC_AVX2 FGC_INLINE void fgc_gemm_avx2(const int MR, const int NV, Py_ssize_t M,
+                                       Py_ssize_t n_tiles, const Py_ssize_t *tiles,
+                                       Py_ssize_t K, const float *Ap, const float *B,
+                                       const Py_ssize_t *off, float *C, Py_ssize_t ldc)
+{
+    for (Py_ssize_t t = 0; t < n_tiles; t++) {
+        Py_ssize_t col = tiles[3 * t], k0 = tiles[3 * t + 1], k1 = tiles[3 * t + 2];
+        for (Py_ssize_t m0 = 0; m0 < M; m0 += MR) {
+            int mr = (int)(M - m0 < MR ? M - m0 : MR);
+            fgc_gemm_tile_avx2(MR, NV, k1 - k0, Ap + m0 * K + k0 * MR, B + col, off + k0,
+                               C + m0 * ldc + col, ldc, mr);
+        }
+    }
+}
+
+/* Five tile shapes, each 12 accumulators: 6x16, 4x24, 3x32, 2x48, 1x96 (rows x columns).
+   Few-row shapes serve convolutions with few output rows per group (the input gradient
+   of a first layer, depthwise convolutions). */
+#define FGC_GEMM_VARIANT(MR, NV)                                                          \
+    FGC_AVX2 static void fgc_gemm_f32_avx2_##MR##x##NV(                                   \
+        Py_ssize_t M, Py_ssize_t n_tiles, const Py_ssize_t *tiles, Py_ssize_t K,          \
+        const float *Ap, const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc) \
+    {                                                                                     \
+        fgc_gemm_avx2(MR, NV, M, n_tiles, tiles, K, Ap, B, off, C, ldc);                  \
+    }
+FGC_GEMM_VARIANT(6, 2)
+FGC_GEMM_VARIANT(4, 3)
+FGC_GEMM_VARIANT(3, 4)
+FGC_GEMM_VARIANT(2, 6)
+FGC_GEMM_VARIANT(1, 12)
+#undef FGC_GEMM_VARIANT
+
+/* ------------------------------------------------------------------ AVX2: dot tiles */
+
+static const int fgc_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+FGC_AVX2 FGC_INLINE float fgc_hsum_avx2(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+FGC_AVX2 FGC_INLINE __m256 fgc_load_avx2(const float *p, int masked, __m256i mask)
+{
+    return masked ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+}
+
+/* One 8-lane step of an MR x NR dot tile. The shorter side is held in registers and the
+   longer one streamed, so 12 accumulators + the held vectors + 1 fit in 16 registers. */
+FGC_AVX2 FGC_INLINE void fgc_dot_step_avx2(const int MR, const int NR, __m256 acc[6][6],
+                                           const float *const *pa, Py_ssize_t xa,
+                                           const float *const *pb, Py_ssize_t xb,
+                                           int masked, __m256i mask)
+{
+    if (MR <= NR) {
+        __m256 av[6];
+        for (int r = 0; r < MR; r++)
+            av[r] = fgc_load_avx2(pa[r] + xa, masked, mask);
+        for (int j = 0; j < NR; j++) {
+            __m256 bv = fgc_load_avx2(pb[j] + xb, masked, mask);
+            for (int r = 0; r < MR; r++)
+                acc[r][j] = _mm256_fmadd_ps(av[r], bv, acc[r][j]);
+        }
+    } else {
+        __m256 bv[6];
+        for (int j = 0; j < NR; j++)
+            bv[j] = fgc_load_avx2(pb[j] + xb, masked, mask);
+        for (int r = 0; r < MR; r++) {
+            __m256 av = fgc_load_avx2(pa[r] + xa, masked, mask);
+            for (int j = 0; j < NR; j++)
+                acc[r][j] = _mm256_fmadd_ps(av, bv[j], acc[r][j]);
+        }
+    }
+}
+
+/* One MR x NR tile of dot products. Rows past M and columns past K re-read the last valid
+   one (valid memory) and are not stored. */
+FGC_AVX2 FGC_INLINE void fgc_dot_tile_avx2(const int MR, const int NR, int mr, int nr,
+                                           const float *A, Py_ssize_t a_chan,
+                                           Py_ssize_t a_row, const float *B,
+                                           const Py_ssize_t *off, Py_ssize_t b_row,
+                                           Py_ssize_t rows, Py_ssize_t cols, float *C,
+                                           Py_ssize_t ldc)
+{
+    __m256 acc[6][6];
+    const float *pa[6], *pb[6];
+    for (int r = 0; r < MR; r++) {
+        pa[r] = A + (r < mr ? r : mr - 1) * a_chan;
+        for (int j = 0; j < NR; j++)
+            acc[r][j] = _mm256_setzero_ps();
+    }
+    for (int j = 0; j < NR; j++)
+        pb[j] = B + off[j < nr ? j : nr - 1];
+    Py_ssize_t full = cols & ~(Py_ssize_t)7;
+    __m256i tail = _mm256_loadu_si256((const __m256i *)(fgc_mask_table + 8 - (cols - full)));
+    for (Py_ssize_t y = 0; y < rows; y++) {
+        Py_ssize_t ya = y * a_row, yb = y * b_row;
+        for (Py_ssize_t x = 0; x < full; x += 8)
+            fgc_dot_step_avx2(MR, NR, acc, pa, ya + x, pb, yb + x, 0, tail);
+        if (full < cols)
+            fgc_dot_step_avx2(MR, NR, acc, pa, ya + full, pb, yb + full, 1, tail);
+    }
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            if (r < mr && j < nr)
+                C[r * ldc + j] += fgc_hsum_avx2(acc[r][j]);
+}
+
+FGC_AVX2 FGC_INLINE void fgc_dot_avx2(const int MR, const int NR, Py_ssize_t M, Py_ssize_t K,
+                                      const float *A, Py_ssize_t a_chan, Py_ssize_t a_row,
+                                      const float *B, const Py_ssize_t *off, Py_ssize_t b_row,
+                                      Py_ssize_t rows, Py_ssize_t cols, float *C,
+                                      Py_ssize_t ldc)
+{
+    for (Py_ssize_t m0 = 0; m0 < M; m0 += MR) {
+        int mr = (int)(M - m0 < MR ? M - m0 : MR);
+        for (Py_ssize_t k0 = 0; k0 < K; k0 += NR) {
+            int nr = (int)(K - k0 < NR ? K - k0 : NR);
+            fgc_dot_tile_avx2(MR, NR, mr, nr, A + m0 * a_chan, a_chan, a_row, B, off + k0,
+                              b_row, rows, cols, C + m0 * ldc + k0, ldc);
+        }
+    }
+}
+
+#define FGC_DOT_VARIANT(MR, NR)                                                           \
+    FGC_AVX2 static void fgc_dot_f32_avx2_##MR##x##NR(                                    \
+        Py_ssize_t M, Py_ssize_t K, const float *A, Py_ssize_t a_chan, Py_ssize_t a_row,  \
+        const float *B, const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,         \
+        Py_ssize_t cols, float *C, Py_ssize_t ldc)                                        \
+    {                                                                                     \
+        fgc_dot_avx2(MR, NR, M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc);  \
+    }
+FGC_DOT_VARIANT(4, 3)
+FGC_DOT_VARIANT(6, 2)
+FGC_DOT_VARIANT(3, 4)
+FGC_DOT_VARIANT(2, 6)
+#undef FGC_DOT_VARIANT
+
+/* ------------------------------------------------------------------ AVX-512 */
+
+/* The same two loops on 16-float vectors and 32 registers: 24 accumulators per tile. */
+
+FGC_AVX512 FGC_INLINE void fgc_gemm_tile_avx512(const int MR, const int NV, Py_ssize_t K,
+                                                const float *a, const float *b,
+                                                const Py_ssize_t *off, float *c,
+                                                Py_ssize_t ldc, int mr)
+{
+    __m512 acc[8][24];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    for (Py_ssize_t k = 0; k < K; k++) {
+        const float *bk = b + off[k];
+        if (MR <= NV) {
+            __m512 av[8];
+            for (int r = 0; r < MR; r++)
+                av[r] = _mm512_set1_ps(a[k * MR + r]);
+            for (int v = 0; v < NV; v++) {
+                __m512 bv = _mm512_loadu_ps(bk + 16 * v);
+                for (int r = 0; r < MR; r++)
+                    acc[r][v] = _mm512_fmadd_ps(av[r], bv, acc[r][v]);
+            }
+        } else {
+            __m512 bv[8];
+            for (int v = 0; v < NV; v++)
+                bv[v] = _mm512_loadu_ps(bk + 16 * v);
+            for (int r = 0; r < MR; r++) {
+                __m512 av = _mm512_set1_ps(a[k * MR + r]);
+                for (int v = 0; v < NV; v++)
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        if (r < mr)
+            for (int v = 0; v < NV; v++)
+                _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
+}
+
+FGC_AVX512 FGC_INLINE void fgc_gemm_avx512(const int MR, const int NV, Py_ssize_t M,
+                                           Py_ssize_t n_tiles, const Py_ssize_t *tiles,
+                                           Py_ssize_t K, const float *Ap, const float *B,
+                                           const Py_ssize_t *off, float *C, Py_ssize_t ldc)
+{
+    for (Py_ssize_t t = 0; t < n_tiles; t++) {
+        Py_ssize_t col = tiles[3 * t], k0 = tiles[3 * t + 1], k1 = tiles[3 * t + 2];
+        for (Py_ssize_t m0 = 0; m0 < M; m0 += MR) {
+            int mr = (int)(M - m0 < MR ? M - m0 : MR);
+            fgc_gemm_tile_avx512(MR, NV, k1 - k0, Ap + m0 * K + k0 * MR, B + col, off + k0,
+                                 C + m0 * ldc + col, ldc, mr);
+        }
+    }
+}
+
+#define FGC_GEMM512_VARIANT(MR, NV)                                                       \
+    FGC_AVX512 static void fgc_gemm_f32_avx512_##MR##x##NV(                               \
+        Py_ssize_t M, Py_ssize_t n_tiles, const Py_ssize_t *tiles, Py_ssize_t K,          \
+        const float *Ap, const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc) \
+    {                                                                                     \
+        fgc_gemm_avx512(MR, NV, M, n_tiles, tiles, K, Ap, B, off, C, ldc);                \
+    }
+FGC_GEMM512_VARIANT(8, 3)
+FGC_GEMM512_VARIANT(6, 4)
+FGC_GEMM512_VARIANT(4, 6)
+FGC_GEMM512_VARIANT(3, 8)
+FGC_GEMM512_VARIANT(2, 12)
+FGC_GEMM512_VARIANT(1, 24)
+#undef FGC_GEMM512_VARIANT
+
+FGC_AVX512 FGC_INLINE __m512 fgc_load_avx512(const float *p, __mmask16 mask)
+{
+    return _mm512_maskz_loadu_ps(mask, p);
+}
+
+/* Lane i of the result is the sum of the 16 lanes of a[i]. Each stage adds pairs of
+   vectors after interleaving them, halving the vector count while every vector keeps
+   partial sums of the inputs it stands for: 45 operations for 16 sums. */
+FGC_AVX512 FGC_INLINE __m512 fgc_sum16_avx512(const __m512 *a)
+{
+    __m512 t[8], u[4], v[2];
+    for (int i = 0; i < 8; i++)   /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] */
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                             _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 4; i++)   /* per 128-bit lane: partials of 4 inputs, in order */
+        u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int i = 0; i < 2; i++)   /* 128-bit lanes: [inputs 0-3, 0-3, 4-7, 4-7] */
+        v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+FGC_AVX512 FGC_INLINE void fgc_dot_step_avx512(const int MR, const int NR, __m512 acc[8][12],
+                                               const float *const *pa, Py_ssize_t xa,
+                                               const float *const *pb, Py_ssize_t xb,
+                                               __mmask16 mask)
+{
+    if (MR <= NR) {
+        __m512 av[8];
+        for (int r = 0; r < MR; r++)
+            av[r] = fgc_load_avx512(pa[r] + xa, mask);
+        for (int j = 0; j < NR; j++) {
+            __m512 bv = fgc_load_avx512(pb[j] + xb, mask);
+            for (int r = 0; r < MR; r++)
+                acc[r][j] = _mm512_fmadd_ps(av[r], bv, acc[r][j]);
+        }
+    } else {
+        __m512 bv[12];
+        for (int j = 0; j < NR; j++)
+            bv[j] = fgc_load_avx512(pb[j] + xb, mask);
+        for (int r = 0; r < MR; r++) {
+            __m512 av = fgc_load_avx512(pa[r] + xa, mask);
+            for (int j = 0; j < NR; j++)
+                acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
+        }
+    }
+}
+
+FGC_AVX512 FGC_INLINE void fgc_dot_tile_avx512(const int MR, const int NR, int mr, int nr,
+                                               const float *A, Py_ssize_t a_chan,
+                                               Py_ssize_t a_row, const float *B,
+                                               const Py_ssize_t *off, Py_ssize_t b_row,
+                                               Py_ssize_t rows, Py_ssize_t cols, float *C,
+                                               Py_ssize_t ldc)
+{
+    __m512 acc[8][12];
+    const float *pa[8], *pb[12];
+    for (int r = 0; r < MR; r++) {
+        pa[r] = A + (r < mr ? r : mr - 1) * a_chan;
+        for (int j = 0; j < NR; j++)
+            acc[r][j] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < NR; j++)
+        pb[j] = B + off[j < nr ? j : nr - 1];
+    Py_ssize_t full = cols & ~(Py_ssize_t)15;
+    __mmask16 tail = (__mmask16)((1u << (cols - full)) - 1u);
+    for (Py_ssize_t y = 0; y < rows; y++) {
+        Py_ssize_t ya = y * a_row, yb = y * b_row;
+        for (Py_ssize_t x = 0; x < full; x += 16)
+            fgc_dot_step_avx512(MR, NR, acc, pa, ya + x, pb, yb + x, (__mmask16)0xFFFF);
+        if (full < cols)
+            fgc_dot_step_avx512(MR, NR, acc, pa, ya + full, pb, yb + full, tail);
+    }
+    /* Sum each accumulator's 16 lanes: all sums come out together from a transpose-add
+       tree (~3 operations per sum instead of ~8 for one horizontal sum at a time). */
+    __m512 v[32];
+    float sums[32];
+    for (int i = MR * NR; i < 32; i++)
+        v[i] = _mm512_setzero_ps();
+    for (int r = 0; r < MR; r++)      /* constant indices: acc stays in registers */
+        for (int j = 0; j < NR; j++)
+            v[r * NR + j] = acc[r][j];
+    _mm512_storeu_ps(sums, fgc_sum16_avx512(v));
+    _mm512_storeu_ps(sums + 16, fgc_sum16_avx512(v + 16));
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            if (r < mr && j < nr)
+                C[r * ldc + j] += sums[r * NR + j];
+}
+
+FGC_AVX512 FGC_INLINE void fgc_dot_avx512(const int MR, const int NR, Py_ssize_t M,
+                                          Py_ssize_t K, const float *A, Py_ssize_t a_chan,
+                                          Py_ssize_t a_row, const float *B,
+                                          const Py_ssize_t *off, Py_ssize_t b_row,
+                                          Py_ssize_t rows, Py_ssize_t cols, float *C,
+                                          Py_ssize_t ldc)
+{
+    for (Py_ssize_t m0 = 0; m0 < M; m0 += MR) {
+        int mr = (int)(M - m0 < MR ? M - m0 : MR);
+        for (Py_ssize_t k0 = 0; k0 < K; k0 += NR) {
+            int nr = (int)(K - k0 < NR ? K - k0 : NR);
+            fgc_dot_tile_avx512(MR, NR, mr, nr, A + m0 * a_chan, a_chan, a_row, B, off + k0,
+                                b_row, rows, cols, C + m0 * ldc + k0, ldc);
+        }
+    }
+}
+
+#define FGC_DOT512_VARIANT(MR, NR)                                                        \
+    FGC_AVX512 static void fgc_dot_f32_avx512_##MR##x##NR(                                \
+        Py_ssize_t M, Py_ssize_t K, const float *A, Py_ssize_t a_chan, Py_ssize_t a_row,  \
+        const float *B, const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,         \
+        Py_ssize_t cols, float *C, Py_ssize_t ldc)                                        \
+    {                                                                                     \
+        fgc_dot_avx512(MR, NR, M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc);\
+    }
+FGC_DOT512_VARIANT(4, 6)
+FGC_DOT512_VARIANT(6, 4)
+FGC_DOT512_VARIANT(8, 3)
+FGC_DOT512_VARIANT(3, 8)
+#undef FGC_DOT512_VARIANT
+
+#endif /* FGC_HAVE_X86 */
+
+/* ------------------------------------------------------------------ entry points */
+
+/* `level` (1: AVX2, 2: AVX-512) and the tile shape (mr x nr: rows x columns for gemm,
+   rows x depth entries for dot) name one compiled variant; each entry point returns 0
+   when it has no such variant (then the caller runs its portable loop). */
+static int fgc_gemm_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t n_tiles,
+                        const Py_ssize_t *tiles, Py_ssize_t K, const float *Ap,
+                        const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc)
+{
+#if FGC_HAVE_X86
+#define FGC_CASE(L, ISA, W, R, V)                                                         \
+    if (level == L && mr == R && nr == W * V) {                                           \
+        fgc_gemm_f32_##ISA##_##R##x##V(M, n_tiles, tiles, K, Ap, B, off, C, ldc);         \
+        return 1;                                                                         \
+    }
+    FGC_CASE(1, avx2, 8, 6, 2) FGC_CASE(1, avx2, 8, 4, 3) FGC_CASE(1, avx2, 8, 3, 4)
+    FGC_CASE(1, avx2, 8, 2, 6) FGC_CASE(1, avx2, 8, 1, 12)
+    FGC_CASE(2, avx512, 16, 8, 3) FGC_CASE(2, avx512, 16, 6, 4) FGC_CASE(2, avx512, 16, 4, 6)
+    FGC_CASE(2, avx512, 16, 3, 8) FGC_CASE(2, avx512, 16, 2, 12) FGC_CASE(2, avx512, 16, 1, 24)
+#undef FGC_CASE
+#endif
+    (void)level; (void)mr; (void)nr; (void)M; (void)n_tiles; (void)tiles; (void)K; (void)Ap;
+    (void)B; (void)off; (void)C; (void)ldc;
+    return 0;
+}
+
+static int fgc_dot_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t K, const float *A,
+                       Py_ssize_t a_chan, Py_ssize_t a_row, const float *B,
+                       const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,
+                       Py_ssize_t cols, float *C, Py_ssize_t ldc)
+{
+#if FGC_HAVE_X86
+#define FGC_CASE(L, ISA, R, N)                                                            \
+    if (level == L && mr == R && nr == N) {                                               \
+        fgc_dot_f32_##ISA##_##R##x##N(M, K, A, a_chan, a_row, B, off, b_row, rows, cols,  \
+                                      C, ldc);                                            \
+        return 1;                                                                         \
+    }
+    FGC_CASE(1, avx2, 4, 3) FGC_CASE(1, avx2, 6, 2) FGC_CASE(1, avx2, 3, 4)
+    FGC_CASE(1, avx2, 2, 6)
+    FGC_CASE(2, avx512, 4, 6) FGC_CASE(2, avx512, 6, 4) FGC_CASE(2, avx512, 8, 3)
+    FGC_CASE(2, avx512, 3, 8)
+#undef FGC_CASE
+#endif
+    (void)level; (void)mr; (void)nr; (void)M; (void)K; (void)A; (void)a_chan; (void)a_row;
+    (void)B; (void)off; (void)b_row; (void)rows; (void)cols; (void)C; (void)ldc;
+    return 0;
+}
+
+#endif /* FASTGRAD_CONV_KERNELS_H */

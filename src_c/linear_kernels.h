@@ -1,0 +1,581 @@
+/* Design: the matrix-product core of the linear layer, C = A * B (+ bias, relu), for
+ * float and double.
+ *
+ * One routine, fg_gemm_f32 / fg_gemm_f64, serves the forward pass and both backward
+ * products, because A and B are addressed through (row, column) strides:
+ *   A(i, p) = a[i * a_rs + p * a_cs]      (M x K)
+ *   B(p, j) = b[p * b_rs + j * b_cs]      (K x N)
+ *   C(i, j) = c[i * ldc + j]              (M x N, row-major, written fresh)
+ * so x @ W.T, grad_out @ W and grad_out.T @ x are the same call with other strides,
+ * and no transposed copy of anything is ever made.
+ *
+ * Blocking (BLIS-like, B packed, A read in place):
+ *   for each depth block of KC (k0):          A's M x KC block stays in L2
+ *     for each column block of NR (j0):       B's KC x NR panel is packed, zero-padded to
+ *                                             NR columns, into an L1-sized stack buffer
+ *       for each row block of MR (i0):        a MR x NR register tile of C accumulates
+ *                                             A(i, p) * panel[p, :] over the KC depth
+ * The register tile is 2 * MR vector accumulators of L lanes (NR = 2 L columns); every
+ * step is a broadcast of one A value times one contiguous panel row: no horizontal sum,
+ * so the compiler needs no reassociation (no -ffast-math) to use SIMD. The first depth
+ * block writes C, later ones add to it; the last one also adds the bias and applies
+ * relu, so the fused linear+relu needs no second pass over C. A small batch's forward
+ * pass (fg_gemm_nt) instead takes dot products of rows of x and W, read in place.
+ *
+ * Width: "wide" kernels use 256-bit vectors, FMA and an in-register transpose (AVX2);
+ * "narrow" ones 128-bit GCC vector extensions with multiply-add, portable to any
+ * target. The x86-64-v3 build of the extension compiles only the wide kernels. The
+ * baseline build compiles both on x86-64, the wide ones under a target("avx2,fma")
+ * attribute, and picks per call from the CPU's features (two register-tile widths
+ * cannot share one source under target_clones, hence the explicit choice).
+ * Results differ from a naive dot product only by rounding (summation order, FMA).
+ *
+ * Row tiles shorter than MR (the last one, or a batch of 1) use a tile function
+ * specialised for their row count, so a small batch does not pay for six rows.
+ * Everything here is serial and allocation-free; threads split C among themselves
+ * in the Cython caller.
+ *
+ * This file includes itself: the outer part defines the shared types and instantiates
+ * the body (FG_LIN_BODY set) once per element type and width.
+ */
+#ifndef FG_LIN_BODY
+#ifndef FASTGRAD_LINEAR_KERNELS_H
+#define FASTGRAD_LINEAR_KERNELS_H
+
+#include <stddef.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#define FG_LIN_WIDE_NATIVE 1    /* the whole translation unit targets AVX2+FMA */
+#define FG_LIN_DISPATCH 0
+#elif defined(__GNUC__) && defined(__x86_64__)
+#define FG_LIN_WIDE_NATIVE 0
+#define FG_LIN_DISPATCH 1       /* baseline x86-64 build: wide kernels chosen at run time */
+#else
+#define FG_LIN_WIDE_NATIVE 0
+#define FG_LIN_DISPATCH 0
+#endif
+#if FG_LIN_WIDE_NATIVE || FG_LIN_DISPATCH
+#include <immintrin.h>
+#endif
+
+#define FG_LIN_MR 6    /* rows of C per register tile */
+#define FG_LIN_KC 256  /* depth of one packed panel of B: KC x NR elements = 16 KiB at most */
+
+/* Vectors for the packed panel (aligned); "_u" types for loads and stores anywhere else. */
+#define FG_LIN_VECTOR_TYPES(BYTES)                                                          \
+    typedef float fg_lin_vf##BYTES __attribute__((vector_size(BYTES)));                      \
+    typedef float fg_lin_vf##BYTES##_u __attribute__((vector_size(BYTES), aligned(4), may_alias)); \
+    typedef int fg_lin_vf##BYTES##_i __attribute__((vector_size(BYTES)));                    \
+    typedef double fg_lin_vd##BYTES __attribute__((vector_size(BYTES)));                     \
+    typedef double fg_lin_vd##BYTES##_u __attribute__((vector_size(BYTES), aligned(8), may_alias)); \
+    typedef long long fg_lin_vd##BYTES##_i __attribute__((vector_size(BYTES)));
+FG_LIN_VECTOR_TYPES(16)
+FG_LIN_VECTOR_TYPES(32)
+
+static inline ptrdiff_t fg_lin_mr(void) { return FG_LIN_MR; }
+
+/* grad_bias[j] = sum over rows i of g[i * n + j], written fresh; rows are added in order,
+ * each as one contiguous vectorisable pass. */
+#define FG_LIN_SUM_ROWS(T, SUF)                                                             \
+    static void fg_lin_sum_rows_##SUF(ptrdiff_t m, ptrdiff_t n, const T *g, T *out)         \
+    {                                                                                       \
+        ptrdiff_t i, j;                                                                     \
+        for (j = 0; j < n; j++)                                                             \
+            out[j] = 0;                                                                     \
+        for (i = 0; i < m; i++)                                                             \
+            for (j = 0; j < n; j++)                                                         \
+                out[j] += g[i * n + j];                                                     \
+    }
+FG_LIN_SUM_ROWS(float, f32)
+FG_LIN_SUM_ROWS(double, f64)
+
+/* One instantiation of the body: element type T, vector width BYTES, WIDE (AVX2
+ * intrinsics) or not, function attribute ATTR, names ending in SUF. */
+#define FG_LIN_BODY
+
+#if FG_LIN_WIDE_NATIVE
+#define FG_VB 32
+#define FG_WIDE 1
+#define FG_ATTR
+#define FG_T float
+#define FG_V fg_lin_vf32
+#define FG_VU fg_lin_vf32_u
+#define FG_VI fg_lin_vf32_i
+#define FG_IS_F32 1
+#define FG_NAME(base) base##_f32
+#include "linear_kernels.h"
+#undef FG_T
+#undef FG_V
+#undef FG_VU
+#undef FG_VI
+#undef FG_IS_F32
+#undef FG_NAME
+#define FG_T double
+#define FG_V fg_lin_vd32
+#define FG_VU fg_lin_vd32_u
+#define FG_VI fg_lin_vd32_i
+#define FG_IS_F32 0
+#define FG_NAME(base) base##_f64
+#include "linear_kernels.h"
+#undef FG_T
+#undef FG_V
+#undef FG_VU
+#undef FG_VI
+#undef FG_IS_F32
+#undef FG_NAME
+#undef FG_VB
+#undef FG_WIDE
+#undef FG_ATTR
+static int fg_lin_set_narrow_only(int on) { (void)on; return 0; }  /* nothing to choose */
+
+#else /* the narrow kernels, plus the wide ones behind a target attribute */
+
+#define FG_VB 16
+#define FG_WIDE 0
+#define FG_ATTR
+#define FG_T float
+#define FG_V fg_lin_vf16
+#define FG_VU fg_lin_vf16_u
+#define FG_VI fg_lin_vf16_i
+#define FG_IS_F32 1
+#define FG_NAME(base) base##_f32_narrow
+#include "linear_kernels.h"
+#undef FG_T
+#undef FG_V
+#undef FG_VU
+#undef FG_VI
+#undef FG_IS_F32
+#undef FG_NAME
+#define FG_T double
+#define FG_V fg_lin_vd16
+#define FG_VU fg_lin_vd16_u
+#define FG_VI fg_lin_vd16_i
+#define FG_IS_F32 0
+#define FG_NAME(base) base##_f64_narrow
+#include "linear_kernels.h"
+#undef FG_T
+#undef FG_V
+#undef FG_VU
+#undef FG_VI
+#undef FG_IS_F32
+#undef FG_NAME
+#undef FG_VB
+#undef FG_WIDE
+#undef FG_ATTR
+
+#if FG_LIN_DISPATCH
+#define FG_VB 32
+#define FG_WIDE 1
+#define FG_ATTR __attribute__((target("avx2,fma")))
+#define FG_T float
+#define FG_V fg_lin_vf32
+#define FG_VU fg_lin_vf32_u
+#define FG_VI fg_lin_vf32_i
+#define FG_IS_F32 1
+#define FG_NAME(base) base##_f32_wide
+#include "linear_kernels.h"
+#undef FG_T
+#undef FG_V
+#undef FG_VU
+#undef FG_VI
+#undef FG_IS_F32
+#undef FG_NAME
+#define FG_T double
+#define FG_V fg_lin_vd32
+#define FG_VU fg_lin_vd32_u
+#define FG_VI fg_lin_vd32_i
+#define FG_IS_F32 0
+#define FG_NAME(base) base##_f64_wide
+#include "linear_kernels.h"
+#undef FG_T
+#undef FG_V
+#undef FG_VU
+#undef FG_VI
+#undef FG_IS_F32
+#undef FG_NAME
+#undef FG_VB
+#undef FG_WIDE
+#undef FG_ATTR
+
+/* Set only by tests (fg_lin_set_narrow_only), so that the narrow kernels are checked
+ * on CPUs that would otherwise always run the wide ones. */
+static int fg_lin_narrow_only = 0;
+static int fg_lin_set_narrow_only(int on) { fg_lin_narrow_only = on; return 1; }
+
+/* Read each call (a load and a bit test): libgcc fills the CPU model at load time. */
+static inline int fg_lin_use_wide(void)
+{
+    return !fg_lin_narrow_only && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#define FG_LIN_PICK(name, ...) \
+    (fg_lin_use_wide() ? name##_wide(__VA_ARGS__) : name##_narrow(__VA_ARGS__))
+#else
+#define FG_LIN_PICK(name, ...) name##_narrow(__VA_ARGS__)
+static int fg_lin_set_narrow_only(int on) { (void)on; return 0; }  /* nothing to choose */
+#endif
+
+/* The public names: the variant this CPU runs best. */
+#define FG_LIN_PUBLIC(T, SUF)                                                               \
+    static ptrdiff_t fg_lin_nr_##SUF(void) { return FG_LIN_PICK(fg_lin_nr_##SUF); }         \
+    static void fg_gemm_##SUF(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,            \
+                              ptrdiff_t a_rs, ptrdiff_t a_cs, const T *b, ptrdiff_t b_rs,   \
+                              ptrdiff_t b_cs, const T *bias, int relu, T *c, ptrdiff_t ldc) \
+    {                                                                                       \
+        FG_LIN_PICK(fg_gemm_##SUF, m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, bias, relu, c, ldc); \
+    }                                                                                       \
+    static void fg_gemm_nt_##SUF(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,         \
+                                 ptrdiff_t lda, const T *w, ptrdiff_t ldw, const T *bias,   \
+                                 int relu, T *c, ptrdiff_t ldc)                             \
+    {                                                                                       \
+        FG_LIN_PICK(fg_gemm_nt_##SUF, m, n, k, a, lda, w, ldw, bias, relu, c, ldc);         \
+    }
+FG_LIN_PUBLIC(float, f32)
+FG_LIN_PUBLIC(double, f64)
+
+#endif /* FG_LIN_WIDE_NATIVE */
+#undef FG_LIN_BODY
+
+#endif /* FASTGRAD_LINEAR_KERNELS_H */
+
+#else /* FG_LIN_BODY: the kernels for one element type FG_T and width FG_VB */
+
+#if FG_WIDE && FG_IS_F32
+#define FG_MADD(acc, b, s) \
+    ((acc) = (FG_V)_mm256_fmadd_ps((__m256)(b), _mm256_set1_ps(s), (__m256)(acc)))
+#define FG_VMADD(acc, a, b) \
+    ((acc) = (FG_V)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(acc)))
+#elif FG_WIDE
+#define FG_MADD(acc, b, s) \
+    ((acc) = (FG_V)_mm256_fmadd_pd((__m256d)(b), _mm256_set1_pd(s), (__m256d)(acc)))
+#define FG_VMADD(acc, a, b) \
+    ((acc) = (FG_V)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(acc)))
+#else
+#define FG_MADD(acc, b, s) ((acc) += (b) * (s))
+#define FG_VMADD(acc, a, b) ((acc) += (a) * (b))
+#endif
+
+#define FG_L ((int)(FG_VB / sizeof(FG_T)))  /* lanes per vector */
+#define FG_NR (2 * FG_L)                            /* columns per register tile */
+
+/* Keep negatives out, NaN in (as PyTorch's relu): clear the lanes where v < 0. */
+FG_ATTR static inline FG_V FG_NAME(fg_lin_relu)(FG_V v)
+{
+    const FG_V zero = {0};
+    return (FG_V)((FG_VI)v & ~(FG_VI)(v < zero));
+}
+
+/* dst[q * ldd + r] = src[r * lds + q] for an L x L block. With 256-bit vectors this is
+ * the classic in-register transpose (unpack, shuffle, swap 128-bit halves); packing
+ * W.T, the forward pass's B, is then about as cheap as copying it. */
+#if FG_WIDE && FG_IS_F32
+#define FG_LIN_HAVE_TRANSPOSE 1
+FG_ATTR static inline void FG_NAME(fg_lin_transpose_block)(const FG_T *src, ptrdiff_t lds, FG_T *dst,
+                                                   ptrdiff_t ldd)
+{
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 a0 = _mm256_unpacklo_ps(r0, r1), a1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 a2 = _mm256_unpacklo_ps(r2, r3), a3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 a4 = _mm256_unpacklo_ps(r4, r5), a5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 a6 = _mm256_unpacklo_ps(r6, r7), a7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+    __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+    __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+    __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(b0, b4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(b1, b5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(b2, b6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(b3, b7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(b0, b4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(b1, b5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(b2, b6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(b3, b7, 0x31));
+}
+#elif FG_WIDE
+#define FG_LIN_HAVE_TRANSPOSE 1
+FG_ATTR static inline void FG_NAME(fg_lin_transpose_block)(const FG_T *src, ptrdiff_t lds, FG_T *dst,
+                                                   ptrdiff_t ldd)
+{
+    __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + lds);
+    __m256d r2 = _mm256_loadu_pd(src + 2 * lds), r3 = _mm256_loadu_pd(src + 3 * lds);
+    __m256d a0 = _mm256_unpacklo_pd(r0, r1), a1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d a2 = _mm256_unpacklo_pd(r2, r3), a3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(dst, _mm256_permute2f128_pd(a0, a2, 0x20));
+    _mm256_storeu_pd(dst + ldd, _mm256_permute2f128_pd(a1, a3, 0x20));
+    _mm256_storeu_pd(dst + 2 * ldd, _mm256_permute2f128_pd(a0, a2, 0x31));
+    _mm256_storeu_pd(dst + 3 * ldd, _mm256_permute2f128_pd(a1, a3, 0x31));
+}
+#else
+#define FG_LIN_HAVE_TRANSPOSE 0
+#endif
+
+/* panel[p * NR + j] = B(p, j) for p < kc, j < n; columns n..NR-1 are zero so that a
+ * narrow last block runs the same full-width tile. */
+FG_ATTR static void FG_NAME(fg_lin_pack)(FG_T *restrict panel, const FG_T *b, ptrdiff_t b_rs,
+                                 ptrdiff_t b_cs, ptrdiff_t kc, int n)
+{
+    ptrdiff_t p = 0;
+    int j;
+    if (b_cs == 1 && n == FG_NR) {  /* rows of B are contiguous: copy them as vectors */
+        for (p = 0; p < kc; p++) {
+            *(FG_V *)(panel + p * FG_NR) = *(const FG_VU *)(b + p * b_rs);
+            *(FG_V *)(panel + p * FG_NR + FG_L) = *(const FG_VU *)(b + p * b_rs + FG_L);
+        }
+        return;
+    }
+    if (b_cs == 1) {
+        for (p = 0; p < kc; p++)
+            for (j = 0; j < FG_NR; j++)
+                panel[p * FG_NR + j] = j < n ? b[p * b_rs + j] : 0;
+        return;
+    }
+    /* columns of B are contiguous (B = W.T): transpose L x L blocks, then the rest */
+#if FG_LIN_HAVE_TRANSPOSE
+    if (b_rs == 1 && n == FG_NR) {
+        for (p = 0; p + FG_L <= kc; p += FG_L) {
+            FG_NAME(fg_lin_transpose_block)(b + p, b_cs, panel + p * FG_NR, FG_NR);
+            FG_NAME(fg_lin_transpose_block)(b + FG_L * b_cs + p, b_cs, panel + p * FG_NR + FG_L,
+                                            FG_NR);
+        }
+    }
+#endif
+    for (j = 0; j < FG_NR; j++) {
+        const FG_T *src = b + j * b_cs;
+        ptrdiff_t q;
+        for (q = p; q < kc; q++)
+            panel[q * FG_NR + j] = j < n ? src[q * b_rs] : 0;
+    }
+}
+#undef FG_LIN_HAVE_TRANSPOSE
+
+/* One R x NR tile of C from R rows of A (R <= MR, a compile-time constant after
+ * inlining, so the accumulators live in registers) and a panel of B whose rows are
+ * ldp elements apart (NR when packed, B's own row stride when read in place).
+ * Writes n <= NR columns. */
+FG_ATTR static inline __attribute__((always_inline)) void
+FG_NAME(fg_lin_tile)(const int R, ptrdiff_t kc, const FG_T *a, ptrdiff_t a_rs, ptrdiff_t a_cs,
+                     const FG_T *panel, ptrdiff_t ldp, FG_T *c, ptrdiff_t ldc, int n,
+                     int accumulate, const FG_T *bias, int relu)
+{
+    FG_V acc0[FG_LIN_MR], acc1[FG_LIN_MR];
+    ptrdiff_t p;
+    int r, j;
+    for (r = 0; r < R; r++) {
+        acc0[r] = (FG_V){0};
+        acc1[r] = (FG_V){0};
+    }
+    for (p = 0; p < kc; p++) {
+        const FG_V b0 = *(const FG_VU *)(panel + p * ldp);
+        const FG_V b1 = *(const FG_VU *)(panel + p * ldp + FG_L);
+        const FG_T *ap = a + p * a_cs;
+        for (r = 0; r < R; r++) {
+            const FG_T s = ap[r * a_rs];
+            FG_MADD(acc0[r], b0, s);
+            FG_MADD(acc1[r], b1, s);
+        }
+    }
+    if (n == FG_NR) {
+        for (r = 0; r < R; r++) {
+            FG_T *cr = c + r * ldc;
+            FG_V v0 = acc0[r], v1 = acc1[r];
+            if (accumulate) {
+                v0 = *(FG_VU *)cr + v0;
+                v1 = *(FG_VU *)(cr + FG_L) + v1;
+            }
+            if (bias) {
+                v0 += *(const FG_VU *)bias;
+                v1 += *(const FG_VU *)(bias + FG_L);
+            }
+            if (relu) {
+                v0 = FG_NAME(fg_lin_relu)(v0);
+                v1 = FG_NAME(fg_lin_relu)(v1);
+            }
+            *(FG_VU *)cr = v0;
+            *(FG_VU *)(cr + FG_L) = v1;
+        }
+        return;
+    }
+    /* a narrow last column block: spill the tile and write only its n valid columns */
+    FG_T tile[FG_LIN_MR][FG_NR] __attribute__((aligned(64)));
+    for (r = 0; r < R; r++) {
+        *(FG_V *)&tile[r][0] = acc0[r];
+        *(FG_V *)&tile[r][FG_L] = acc1[r];
+    }
+    for (r = 0; r < R; r++) {
+        FG_T *cr = c + r * ldc;
+        for (j = 0; j < n; j++) {
+            FG_T v = tile[r][j];
+            if (accumulate)
+                v = cr[j] + v;
+            if (bias)
+                v += bias[j];
+            if (relu && v < 0)
+                v = 0;
+            cr[j] = v;
+        }
+    }
+}
+
+#define FG_LIN_TILE_CASE(R) \
+    case R: FG_NAME(fg_lin_tile)(R, kc, a, a_rs, a_cs, panel, ldp, c, ldc, n, accumulate, bias, relu); break
+
+FG_ATTR static void FG_NAME(fg_lin_tile_rows)(int rows, ptrdiff_t kc, const FG_T *a, ptrdiff_t a_rs,
+                                      ptrdiff_t a_cs, const FG_T *panel, ptrdiff_t ldp, FG_T *c,
+                                      ptrdiff_t ldc, int n, int accumulate, const FG_T *bias,
+                                      int relu)
+{
+    switch (rows) {
+    FG_LIN_TILE_CASE(6);
+    FG_LIN_TILE_CASE(5);
+    FG_LIN_TILE_CASE(4);
+    FG_LIN_TILE_CASE(3);
+    FG_LIN_TILE_CASE(2);
+    default: FG_LIN_TILE_CASE(1);
+    }
+}
+#undef FG_LIN_TILE_CASE
+
+/* C = bias (or 0), relu'd: the product over an empty depth. */
+FG_ATTR static void FG_NAME(fg_lin_fill_bias)(ptrdiff_t m, ptrdiff_t n, const FG_T *bias, int relu,
+                                      FG_T *c, ptrdiff_t ldc)
+{
+    ptrdiff_t i, j;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            FG_T v = bias ? bias[j] : 0;
+            c[i * ldc + j] = (relu && v < 0) ? 0 : v;
+        }
+}
+
+/* C = A * B (+ bias[j]) (relu), C written fresh; see the Design note for the strides.
+ * bias may be NULL. With k == 0 the product is empty: C = bias (or 0).
+ * When A has at most MR rows there is a single row tile per panel and nothing to
+ * gain from packing: full-width blocks of a row-major B are then read in place. */
+FG_ATTR static void FG_NAME(fg_gemm)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                             const FG_T *a, ptrdiff_t a_rs, ptrdiff_t a_cs,
+                             const FG_T *b, ptrdiff_t b_rs, ptrdiff_t b_cs,
+                             const FG_T *bias, int relu, FG_T *c, ptrdiff_t ldc)
+{
+    FG_T packed[FG_LIN_KC * FG_NR] __attribute__((aligned(64)));
+    const int in_place = (b_cs == 1 && m <= FG_LIN_MR);
+    ptrdiff_t i0, j0, k0;
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        FG_NAME(fg_lin_fill_bias)(m, n, bias, relu, c, ldc);
+        return;
+    }
+    for (k0 = 0; k0 < k; k0 += FG_LIN_KC) {
+        const ptrdiff_t kc = (k - k0 < FG_LIN_KC) ? k - k0 : FG_LIN_KC;
+        const int last = (k0 + kc == k);
+        for (j0 = 0; j0 < n; j0 += FG_NR) {
+            const int nb = (int)((n - j0 < FG_NR) ? n - j0 : FG_NR);
+            const FG_T *panel = b + k0 * b_rs + j0;
+            ptrdiff_t ldp = b_rs;
+            if (!(in_place && nb == FG_NR)) {
+                FG_NAME(fg_lin_pack)(packed, b + k0 * b_rs + j0 * b_cs, b_rs, b_cs, kc, nb);
+                panel = packed;
+                ldp = FG_NR;
+            }
+            for (i0 = 0; i0 < m; i0 += FG_LIN_MR) {
+                const int rows = (int)((m - i0 < FG_LIN_MR) ? m - i0 : FG_LIN_MR);
+                FG_NAME(fg_lin_tile_rows)(rows, kc, a + i0 * a_rs + k0 * a_cs, a_rs, a_cs,
+                                          panel, ldp, c + i0 * ldc + j0, ldc, nb, k0 > 0,
+                                          (last && bias) ? bias + j0 : NULL, last && relu);
+            }
+        }
+    }
+}
+
+/* Dot-product tile for C = A * W.T with both operands contiguous along the depth:
+ * RA rows of A against 4 rows of W, one vector accumulator per pair, lanes summed at
+ * the end in a fixed order, then the depth's remainder added in scalar. */
+FG_ATTR static inline __attribute__((always_inline)) void
+FG_NAME(fg_lin_dot_tile)(const int RA, ptrdiff_t k, const FG_T *a, ptrdiff_t lda,
+                         const FG_T *w0, const FG_T *w1, const FG_T *w2, const FG_T *w3,
+                         FG_T out[2][4])
+{
+    FG_V acc[2][4];
+    FG_T lanes[FG_L];
+    const FG_T *w[4] = {w0, w1, w2, w3};
+    ptrdiff_t p;
+    int r, q, l;
+    for (r = 0; r < RA; r++)
+        for (q = 0; q < 4; q++)
+            acc[r][q] = (FG_V){0};
+    for (p = 0; p + FG_L <= k; p += FG_L) {
+        const FG_V v0 = *(const FG_VU *)(w0 + p), v1 = *(const FG_VU *)(w1 + p);
+        const FG_V v2 = *(const FG_VU *)(w2 + p), v3 = *(const FG_VU *)(w3 + p);
+        for (r = 0; r < RA; r++) {
+            const FG_V av = *(const FG_VU *)(a + r * lda + p);
+            FG_VMADD(acc[r][0], av, v0);
+            FG_VMADD(acc[r][1], av, v1);
+            FG_VMADD(acc[r][2], av, v2);
+            FG_VMADD(acc[r][3], av, v3);
+        }
+    }
+    for (r = 0; r < RA; r++)
+        for (q = 0; q < 4; q++) {
+            FG_T s = 0;
+            ptrdiff_t t;
+            *(FG_VU *)lanes = acc[r][q];
+            for (l = 0; l < FG_L; l++)
+                s += lanes[l];
+            for (t = p; t < k; t++)
+                s += a[r * lda + t] * w[q][t];
+            out[r][q] = s;
+        }
+}
+
+/* C = A * W.T (+ bias) (relu), C fresh, for A (m x k) and W (n x k) both row-major:
+ * the forward pass of a small batch. Every element of W is read once per pair of rows
+ * of A and nothing is packed, so a batch of one costs one pass over W. */
+FG_ATTR static void FG_NAME(fg_gemm_nt)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FG_T *a,
+                                ptrdiff_t lda, const FG_T *w, ptrdiff_t ldw,
+                                const FG_T *bias, int relu, FG_T *c, ptrdiff_t ldc)
+{
+    FG_T out[2][4];
+    ptrdiff_t i0, j0;
+    int r, q;
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        FG_NAME(fg_lin_fill_bias)(m, n, bias, relu, c, ldc);
+        return;
+    }
+    for (j0 = 0; j0 < n; j0 += 4) {
+        const int nq = (int)((n - j0 < 4) ? n - j0 : 4);
+        /* rows of W past the end repeat the last one; their results are dropped */
+        const FG_T *w0 = w + j0 * ldw;
+        const FG_T *w1 = w + (j0 + (nq > 1 ? 1 : 0)) * ldw;
+        const FG_T *w2 = w + (j0 + (nq > 2 ? 2 : 0)) * ldw;
+        const FG_T *w3 = w + (j0 + (nq > 3 ? 3 : 0)) * ldw;
+        for (i0 = 0; i0 < m; i0 += 2) {
+            const int ra = (m - i0 >= 2) ? 2 : 1;
+            if (ra == 2)
+                FG_NAME(fg_lin_dot_tile)(2, k, a + i0 * lda, lda, w0, w1, w2, w3, out);
+            else
+                FG_NAME(fg_lin_dot_tile)(1, k, a + i0 * lda, lda, w0, w1, w2, w3, out);
+            for (r = 0; r < ra; r++)
+                for (q = 0; q < nq; q++) {
+                    FG_T v = out[r][q];
+                    if (bias)
+                        v += bias[j0 + q];
+                    if (relu && v < 0)
+                        v = 0;
+                    c[(i0 + r) * ldc + j0 + q] = v;
+                }
+        }
+    }
+}
+
+FG_ATTR static ptrdiff_t FG_NAME(fg_lin_nr)(void) { return FG_NR; }
+
+#undef FG_L
+#undef FG_NR
+#undef FG_MADD
+#undef FG_VMADD
+
+#endif /* FG_LIN_BODY */

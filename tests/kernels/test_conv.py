@@ -1,0 +1,376 @@
+"""Compiled conv2d kernels against their pure-Python twins, on a grid of geometries, on
+every internal path (direct and general, SIMD and portable), with threads, and with bad
+arrays (which must raise, naming the kernel)."""
+import importlib
+import sys
+
+import numpy as np
+import pytest
+
+from fastgrad import kernels
+from fastgrad.reference import conv as reference
+
+
+def _compiled_module():
+    if kernels.backend == "compiled":
+        return sys.modules[kernels.conv2d_forward.__module__]
+    try:
+        return importlib.import_module("fastgrad._ext._conv")
+    except ImportError:
+        pytest.skip("compiled conv kernels not built", allow_module_level=True)
+
+
+compiled = _compiled_module()
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def out_size(n, pad, extra, k, dil, stride):
+    return (n + 2 * pad + extra - dil * (k - 1) - 1) // stride + 1
+
+
+class Case:
+    """One convolution: shapes and the kernels' scalar arguments."""
+
+    def __init__(self, n, c, h, w, co, kh, kw, stride=(1, 1), pad=(0, 0), dil=(1, 1),
+                 groups=1, extra=(0, 0)):
+        self.x_shape = (n, c, h, w)
+        self.w_shape = (co, c // groups, kh, kw)
+        ho = out_size(h, pad[0], extra[0], kh, dil[0], stride[0])
+        wo = out_size(w, pad[1], extra[1], kw, dil[1], stride[1])
+        self.y_shape = (n, co, ho, wo)
+        self.params = (stride[0], stride[1], pad[0], pad[1], dil[0], dil[1], groups)
+
+    def arrays(self, dtype, seed=0):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(self.x_shape).astype(dtype)
+        w = rng.standard_normal(self.w_shape).astype(dtype)
+        b = rng.standard_normal(self.w_shape[0]).astype(dtype)
+        g = rng.standard_normal(self.y_shape).astype(dtype)
+        return x, w, b, g
+
+    def __repr__(self):
+        return f"x{self.x_shape}-w{self.w_shape}-p{self.params}"
+
+
+# A grid over stride 1/2/3, padding 0/1/2 and 'same' (incl. the asymmetric 'same' of an
+# even kernel: one extra row/column at the bottom/right), dilation 1/2, groups 1/2/C_in,
+# non-square inputs and kernels, batch 1 and > 1. Kept small: the reference is slow.
+CASES = [
+    Case(2, 3, 7, 9, 4, 3, 3),
+    Case(1, 3, 7, 9, 4, 3, 3, pad=(1, 1)),
+    Case(2, 2, 8, 6, 3, 3, 2, pad=(2, 1)),
+    Case(2, 4, 9, 7, 6, 3, 3, stride=(2, 2), pad=(1, 1)),
+    Case(1, 2, 10, 8, 3, 2, 3, stride=(3, 3), pad=(2, 0)),
+    Case(2, 3, 9, 10, 2, 3, 3, stride=(3, 1), pad=(1, 2)),
+    Case(2, 2, 7, 11, 4, 3, 3, stride=(1, 2), pad=(0, 1)),
+    Case(2, 3, 9, 9, 4, 3, 3, dil=(2, 2), pad=(2, 2)),
+    Case(1, 2, 8, 10, 3, 2, 3, dil=(2, 1), pad=(1, 0)),
+    Case(2, 4, 8, 7, 6, 3, 3, groups=2, pad=(1, 1)),
+    Case(2, 4, 7, 8, 4, 3, 3, groups=4, pad=(1, 1)),                # depthwise
+    Case(2, 3, 8, 7, 6, 3, 2, groups=3, stride=(2, 1), pad=(1, 0)),  # depthwise x2
+    Case(2, 2, 6, 8, 3, 4, 4, pad=(1, 1), extra=(1, 1)),            # 'same', even kernel
+    Case(1, 2, 7, 6, 2, 2, 3, pad=(0, 1), extra=(1, 0)),            # 'same' (2, 3)
+    Case(2, 3, 6, 6, 4, 3, 3, dil=(2, 2), pad=(2, 2)),              # 'same', dilated
+    Case(2, 1, 12, 12, 6, 5, 5, pad=(2, 2)),                        # LeNet conv1, small
+    Case(2, 6, 9, 9, 5, 5, 5),                                      # LeNet conv2, small
+    Case(1, 3, 5, 5, 4, 1, 1),                                      # 1x1
+    Case(2, 2, 4, 5, 3, 4, 5),                                      # kernel = image rows
+    Case(1, 2, 3, 3, 2, 3, 3, pad=(4, 3)),                          # padding > kernel
+    Case(1, 1, 1, 1, 2, 1, 1),                                      # 1x1 image
+    Case(2, 2, 9, 8, 3, 3, 3, stride=(2, 2), dil=(2, 1), pad=(2, 1), extra=(1, 1)),
+]
+
+
+def run_all(mod, case, x, w, b, g, relu=False, n_threads=1, workspace=True):
+    """Every kernel of `mod` on one case; outputs start as garbage (kernels write fresh)."""
+    dtype = x.dtype
+    out = np.full(case.y_shape, np.nan, dtype)
+    gx = np.full(case.x_shape, np.nan, dtype)
+    gw = np.full(case.w_shape, np.nan, dtype)
+    gb = np.full(case.w_shape[0], np.nan, dtype)
+
+    def ws(kind):
+        if not workspace:
+            return None
+        size = mod.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape,
+                                         *case.params, n_threads)
+        return np.full(size, np.nan, dtype)  # contents on entry must not matter
+
+    mod.conv2d_forward(x, w, b, out, *case.params, relu, ws("forward"), n_threads)
+    mod.conv2d_backward_input(g, w, gx, *case.params, ws("backward_input"), n_threads)
+    mod.conv2d_backward_weight(x, g, gw, *case.params, ws("backward_weight"), n_threads)
+    mod.conv2d_backward_bias(g, gb, n_threads)
+    return out, gx, gw, gb
+
+
+def assert_same(got, want, dtype, names=("out", "grad_x", "grad_weight", "grad_bias")):
+    for name, a, e in zip(names, got, want):
+        scale = max(1.0, float(np.max(np.abs(e)))) if e.size else 1.0
+        np.testing.assert_allclose(a, e, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale,
+                                   err_msg=name)
+
+
+_expected_cache = {}
+
+
+def expected(case, dtype, relu, seed=0):
+    key = (repr(case), dtype, relu, seed)
+    if key not in _expected_cache:
+        x, w, b, g = case.arrays(dtype, seed)
+        _expected_cache[key] = run_all(reference, case, x, w, b, g, relu)
+    return _expected_cache[key]
+
+
+@pytest.fixture
+def paths():
+    """Force one of the compiled module's internal paths; restore the cost model after."""
+    previous = compiled._set_simd(99)
+    yield compiled
+    compiled._force_paths()
+    compiled._set_simd(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_compiled_matches_reference(case, dtype):
+    x, w, b, g = case.arrays(dtype)
+    relu = case.params[0] == 1  # the fused ReLU on half of the grid
+    assert_same(run_all(compiled, case, x, w, b, g, relu), expected(case, dtype, relu), dtype)
+
+
+# Every stride-1 case again on each forced path: input gradient direct or gemm + col2im,
+# weight gradient by flat or row-by-row dots, SIMD or portable loops.
+STRIDE1 = [c for c in CASES if c.params[:2] == (1, 1)]
+
+
+@pytest.mark.parametrize("input_direct,flat_dot,simd", [
+    (True, True, True), (False, False, True), (True, False, False), (False, True, False)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_path_matches_reference(paths, input_direct, flat_dot, simd, dtype):
+    paths._force_paths(input_direct=input_direct, flat_dot=flat_dot)
+    if not simd:
+        paths._set_simd(0)
+    for case in STRIDE1:
+        x, w, b, g = case.arrays(dtype)
+        assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_general_path_portable_loops(paths, dtype):
+    paths._set_simd(0)
+    for case in CASES:
+        if case.params[:2] != (1, 1):
+            x, w, b, g = case.arrays(dtype)
+            assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
+
+
+def test_paths_are_chosen_as_documented():
+    c = Case(8, 6, 14, 14, 16, 5, 5)  # LeNet conv2
+    info = compiled._plan_info("forward", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
+    assert info["path"] == "direct"
+    s = Case(8, 6, 14, 14, 16, 5, 5, stride=(2, 2))
+    assert compiled._plan_info("forward", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)["path"] == "im2col"
+    assert compiled._plan_info("backward_input", s.x_shape, s.w_shape, s.y_shape, *s.params,
+                               1)["path"] == "col2im"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_match_reference_and_repeat_exactly(dtype):
+    # big enough for a parallel region (the kernels thread only above ~3 MFLOP)
+    case = Case(8, 6, 16, 15, 16, 3, 3, pad=(1, 1))
+    for kind in ("forward", "backward_input", "backward_weight"):
+        assert compiled._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params,
+                                   2)["threads"] == 2
+    x, w, b, g = case.arrays(dtype)
+    two = run_all(compiled, case, x, w, b, g, True, n_threads=2)
+    if dtype == np.float64:  # the reference is slow: once
+        assert_same(two, expected(case, dtype, True), dtype)
+    assert_same(two, run_all(compiled, case, x, w, b, g, True, n_threads=1), dtype)
+    again = run_all(compiled, case, x, w, b, g, True, n_threads=2)
+    for a, b_ in zip(two, again):
+        np.testing.assert_array_equal(a, b_)  # identical run to run at a fixed thread count
+    strided = Case(8, 6, 31, 30, 16, 3, 3, stride=(2, 2), pad=(1, 1))
+    x, w, b, g = strided.arrays(dtype)
+    assert_same(run_all(compiled, strided, x, w, b, g, n_threads=2),
+                run_all(compiled, strided, x, w, b, g, n_threads=1), dtype)
+
+
+def test_workspace_none_allocates():
+    case = CASES[3]
+    x, w, b, g = case.arrays(np.float32)
+    assert_same(run_all(compiled, case, x, w, b, g, workspace=False),
+                expected(case, np.float32, False), np.float32)
+
+
+@pytest.mark.parametrize("flat_dot", [True, False])
+def test_weight_gradient_with_non_finite_input(paths, flat_dot):
+    # The flat dots multiply zero columns with inputs: an inf there would make NaN where
+    # the true gradient is finite, so non-finite inputs must take the row-by-row dots.
+    paths._force_paths(flat_dot=flat_dot)
+    case = Case(2, 2, 6, 7, 3, 3, 3)
+    x, w, b, g = case.arrays(np.float64)
+    x[0, 1, 2, 6] = np.inf
+    x[1, 0, 5, 0] = np.nan
+    got = np.empty(case.w_shape)
+    want = np.empty(case.w_shape)
+    paths.conv2d_backward_weight(x, g, got, *case.params, None, 1)
+    reference.conv2d_backward_weight(x, g, want, *case.params, None, 1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+
+
+def test_relu_keeps_nan_and_zeroes_negatives():
+    case = Case(1, 1, 3, 3, 1, 1, 1)
+    x = np.array([[[[1.0, -2.0, np.nan], [0.0, 3.0, -0.5], [2.0, -1.0, 4.0]]]], np.float32)
+    w = np.ones((1, 1, 1, 1), np.float32)
+    for mod in (compiled, reference):
+        out = np.empty(case.y_shape, np.float32)
+        mod.conv2d_forward(x, w, None, out, *case.params, True, None, 1)
+        np.testing.assert_array_equal(out, [[[[1, 0, np.nan], [0, 3, 0], [2, 0, 4]]]])
+
+
+def test_batch_zero():
+    case = Case(0, 2, 5, 5, 3, 3, 3)
+    x, w, b, g = case.arrays(np.float32)
+    gw = np.full(case.w_shape, np.nan, np.float32)
+    gb = np.full(3, np.nan, np.float32)
+    for mod in (compiled, reference):
+        mod.conv2d_forward(x, w, b, np.empty(case.y_shape, np.float32), *case.params, False, None, 1)
+        mod.conv2d_backward_weight(x, g, gw, *case.params, None, 1)
+        mod.conv2d_backward_bias(g, gb, 1)
+        assert not gw.any() and not gb.any()
+
+
+def test_workspace_size():
+    case = Case(4, 3, 16, 16, 8, 3, 3, pad=(1, 1))
+    for kind in ("forward", "backward_input", "backward_weight"):
+        n = compiled.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape,
+                                           *case.params, 1)
+        assert isinstance(n, int) and n > 0
+        assert reference.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape,
+                                               *case.params, 1) == 0
+    for mod in (compiled, reference):
+        with pytest.raises(ValueError, match="conv2d_workspace_size"):
+            mod.conv2d_workspace_size("sideways", case.x_shape, case.w_shape, case.y_shape,
+                                      *case.params, 1)
+    # an absurd geometry is refused before any size arithmetic could wrap around
+    big = 2 ** 31 + 1
+    with pytest.raises(ValueError, match="too large"):
+        compiled.conv2d_workspace_size("forward", (1, 1, 1, 1), (1, 1, 1, 1), (1, 1, big, big),
+                                       1, 1, 2 ** 30, 2 ** 30, 1, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------- bad input
+
+GOOD = Case(2, 4, 6, 5, 6, 3, 3, pad=(1, 1), groups=2)
+
+
+def good_arrays():
+    x, w, b, g = GOOD.arrays(np.float32)
+    return dict(x=x, w=w, b=b, out=np.empty(GOOD.y_shape, np.float32), g=g,
+                gx=np.empty(GOOD.x_shape, np.float32), gw=np.empty(GOOD.w_shape, np.float32),
+                gb=np.empty(6, np.float32))
+
+
+def call(mod, kernel, a, params=GOOD.params, workspace=None, n_threads=1):
+    if kernel == "forward":
+        mod.conv2d_forward(a["x"], a["w"], a["b"], a["out"], *params, False, workspace, n_threads)
+    elif kernel == "backward_input":
+        mod.conv2d_backward_input(a["g"], a["w"], a["gx"], *params, workspace, n_threads)
+    elif kernel == "backward_weight":
+        mod.conv2d_backward_weight(a["x"], a["g"], a["gw"], *params, workspace, n_threads)
+    else:
+        mod.conv2d_backward_bias(a["g"], a["gb"], n_threads)
+
+
+BAD_ARRAYS = [
+    # (kernel, array key, replacement, exception)
+    ("forward", "x", lambda a: a.astype(np.int32), TypeError),
+    ("forward", "x", lambda a: a.astype(np.float64), TypeError),
+    ("forward", "w", lambda a: a.tolist(), TypeError),
+    ("forward", "b", lambda a: a.astype(np.float16), TypeError),
+    ("forward", "x", lambda a: np.asfortranarray(a), ValueError),
+    ("forward", "x", lambda a: a[:, :, :, ::-1], ValueError),
+    ("forward", "x", lambda a: a[0], ValueError),
+    ("forward", "out", lambda a: np.empty(a.shape[:2] + (a.shape[2] + 2, a.shape[3]), a.dtype), ValueError),
+    ("forward", "out", lambda a: np.empty(a.shape[:3] + (a.shape[3] - 1,), a.dtype), ValueError),
+    ("forward", "out", lambda a: np.empty((3,) + a.shape[1:], a.dtype), ValueError),
+    ("forward", "b", lambda a: np.empty(5, a.dtype), ValueError),
+    ("forward", "w", lambda a: np.empty((6, 4, 3, 3), a.dtype), ValueError),  # groups: C_in/2 = 2
+    ("forward", "w", lambda a: np.empty((5, 2, 3, 3), a.dtype), ValueError),  # 5 % groups
+    ("forward", "w", lambda a: np.empty((6, 2, 9, 3), a.dtype), ValueError),  # kernel > padded input
+    ("backward_input", "gx", lambda a: np.empty(a.shape, np.float64), TypeError),
+    ("backward_input", "g", lambda a: a[:, :, ::2], ValueError),
+    ("backward_input", "gx", lambda a: np.empty((2, 4, 6, 6), a.dtype), ValueError),
+    ("backward_weight", "gw", lambda a: np.empty((6, 2, 3, 2), a.dtype), ValueError),
+    ("backward_weight", "g", lambda a: np.empty((2, 5) + a.shape[2:], a.dtype), ValueError),
+    ("backward_bias", "gb", lambda a: np.empty(7, a.dtype), ValueError),
+    ("backward_bias", "g", lambda a: a.astype(np.int64), TypeError),
+]
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+BAD_ARRAYS += [(k, key, _read_only, ValueError) for k, key in
+               (("forward", "out"), ("backward_input", "gx"), ("backward_weight", "gw"),
+                ("backward_bias", "gb"))]
+
+
+@pytest.mark.parametrize("mod", [compiled, reference], ids=["compiled", "reference"])
+@pytest.mark.parametrize("kernel,key,bad,exc", BAD_ARRAYS,
+                         ids=[f"{k}-{key}-{i}" for i, (k, key, _, _) in enumerate(BAD_ARRAYS)])
+def test_bad_arrays_raise(mod, kernel, key, bad, exc):
+    a = good_arrays()
+    a[key] = bad(a[key])
+    with pytest.raises(exc, match=f"conv2d_{kernel}"):
+        call(mod, kernel, a)
+
+
+BAD_PARAMS = [
+    ((0, 1, 1, 1, 1, 1, 2), "stride"),
+    ((1, -1, 1, 1, 1, 1, 2), "stride"),
+    ((1, 1, -1, 1, 1, 1, 2), "padding"),
+    ((1, 1, 1, 1, 0, 1, 2), "dilation"),
+    ((1, 1, 1, 1, 1, 1, 0), "groups"),
+    ((1, 1, 1, 1, 1, 1, 3), "groups"),
+    ((1, 1, 2, 1, 1, 1, 2), "height"),   # out no longer fits the padding
+]
+
+
+@pytest.mark.parametrize("mod", [compiled, reference], ids=["compiled", "reference"])
+@pytest.mark.parametrize("kernel", ["forward", "backward_input", "backward_weight"])
+@pytest.mark.parametrize("params,what", BAD_PARAMS)
+def test_bad_parameters_raise(mod, kernel, params, what):
+    with pytest.raises(ValueError, match=f"conv2d_{kernel}.*{what}"):
+        call(mod, kernel, good_arrays(), params=params)
+
+
+@pytest.mark.parametrize("mod", [compiled, reference], ids=["compiled", "reference"])
+def test_bad_workspace_threads_and_overlap_raise(mod):
+    a = good_arrays()
+    with pytest.raises(TypeError, match="conv2d_forward: workspace"):
+        call(mod, "forward", a, workspace=np.empty(100000, np.float64))
+    with pytest.raises(ValueError, match="conv2d_backward_weight: workspace"):
+        call(mod, "backward_weight", a, workspace=np.empty((10, 10), np.float32))
+    with pytest.raises(ValueError, match="n_threads"):
+        call(mod, "backward_input", a, n_threads=0)
+    with pytest.raises(ValueError, match="conv2d_backward_bias: n_threads"):
+        call(mod, "backward_bias", a, n_threads=0)
+    a["gx"] = a["g"].reshape(-1)[:a["gx"].size].reshape(a["gx"].shape)  # a view of grad_out
+    with pytest.raises(ValueError, match="overlaps"):
+        call(mod, "backward_input", a)
+
+
+def test_small_workspace_is_refused():
+    a = good_arrays()
+    need = compiled.conv2d_workspace_size("forward", GOOD.x_shape, GOOD.w_shape, GOOD.y_shape,
+                                          *GOOD.params, 1)
+    with pytest.raises(ValueError, match="conv2d_forward: workspace has"):
+        call(compiled, "forward", a, workspace=np.empty(need - 1, np.float32))
+    call(compiled, "forward", a, workspace=np.empty(need, np.float32))

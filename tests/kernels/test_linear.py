@@ -1,0 +1,221 @@
+"""Linear kernels: every built compiled variant (baseline, with its AVX2 and portable
+kernels, and x86-64-v3 on CPUs that have it) against the pure-Python reference on a grid
+of shapes that reaches every code path (dot-product forward for small batches, packed
+panels, several depth blocks, narrow column blocks, empty dimensions), both dtypes;
+threaded against single-threaded; big shapes against numpy; bad arrays rejected by both
+homes."""
+import importlib
+
+import numpy as np
+import pytest
+
+from fastgrad import kernels
+from fastgrad.reference import linear as reference
+
+DTYPES = (np.float32, np.float64)
+# (N, in_features, out_features): batch 1 and small batches (dot-product forward),
+# larger ones (packed), depth > 256 (two depth blocks), widths that are not multiples
+# of 4, 8 or 16, LeNet's and CIFAR-small's last layers, empty dimensions.
+SHAPES = [(1, 1, 1), (1, 7, 5), (2, 3, 17), (4, 33, 9), (5, 16, 16), (7, 19, 33),
+          (13, 300, 11), (6, 260, 24), (9, 84, 10), (3, 128, 10), (20, 12, 40),
+          (0, 4, 3), (3, 0, 5), (4, 6, 0)]
+
+
+def _variants():
+    """Every compiled build present, plus the baseline build's portable 128-bit kernels
+    where that build would otherwise pick its AVX2 ones (both are compiled into it)."""
+    names = ["fastgrad._ext._linear"]
+    if kernels._cpu_has_v3():
+        names.append("fastgrad._ext.v3._linear")
+    found = []
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found.append(name)
+        if module._use_narrow_kernels(True):
+            found.append(name + ":narrow")
+        module._use_narrow_kernels(False)
+    return found
+
+
+VARIANTS = _variants()
+
+
+@pytest.fixture(params=VARIANTS or ["none"])
+def compiled(request):
+    if request.param == "none":
+        pytest.skip("the compiled linear kernels are not built")
+    name, _, mode = request.param.partition(":")
+    module = importlib.import_module(name)
+    module._use_narrow_kernels(mode == "narrow")
+    yield module
+    module._use_narrow_kernels(False)
+
+
+def data(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def assert_product_close(actual, expected, magnitude, dtype):
+    """Elementwise |actual - expected| within a relative bound of the sum of |terms|
+    (the scale rounding errors of a dot product live on, whatever the summation order)."""
+    rel = 1e-5 if dtype == np.float32 else 1e-12
+    assert actual.shape == expected.shape
+    err = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    bound = rel * (np.abs(expected) + magnitude) + (1e-30 if dtype == np.float64 else 1e-12)
+    worst = np.argmax(err - bound) if err.size else 0
+    assert not err.size or (err <= bound).all(), (
+        f"mismatch at {np.unravel_index(worst, err.shape)}: {actual.flat[worst]!r} vs "
+        f"{expected.flat[worst]!r}")
+
+
+def forward(module, x, w, b, relu, n_threads=1):
+    out = np.full((x.shape[0], w.shape[0]), np.nan, x.dtype)
+    module.linear_forward(x, w, b, out, relu, n_threads)
+    return out
+
+
+def backward(module, x, w, g, n_threads=1):
+    gx = np.full(x.shape, np.nan, x.dtype)
+    gw = np.full(w.shape, np.nan, x.dtype)
+    gb = np.full(w.shape[0], np.nan, x.dtype)
+    module.linear_backward_input(g, w, gx, n_threads)
+    module.linear_backward_weight(x, g, gw, n_threads)
+    module.linear_backward_bias(g, gb, n_threads)
+    return gx, gw, gb
+
+
+# --------------------------------------------------------------------------- against reference
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_reference(compiled, shape, dtype):
+    n, k, o = shape
+    x, w, b = data((n, k), dtype, 1), data((o, k), dtype, 2), data(o, dtype, 3)
+    magnitude = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T + np.abs(b)
+    for bias in (b, None):
+        for relu in (False, True):
+            assert_product_close(forward(compiled, x, w, bias, relu),
+                                 forward(reference, x, w, bias, relu), magnitude, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_matches_reference(compiled, shape, dtype):
+    n, k, o = shape
+    x, w, g = data((n, k), dtype, 4), data((o, k), dtype, 5), data((n, o), dtype, 6)
+    x64, w64, g64 = (np.abs(a.astype(np.float64)) for a in (x, w, g))
+    magnitudes = (g64 @ w64, g64.T @ x64, g64.sum(axis=0))
+    for c, r, m in zip(backward(compiled, x, w, g), backward(reference, x, w, g), magnitudes):
+        assert_product_close(c, r, m, dtype)
+
+
+def test_relu_keeps_nan_and_zeroes_negatives(compiled):
+    for module in (compiled, reference):
+        for n in (1, 8):  # the dot-product path and the packed path
+            x = np.ones((n, 3), np.float32)
+            w = np.array([[1, 1, 1], [-1, -1, -1], [np.nan, 0, 0]], np.float32)
+            out = forward(module, x, w, None, True)
+            assert (out[:, 0] == 3).all() and (out[:, 1] == 0).all() and np.isnan(out[:, 2]).all()
+
+
+def test_read_only_inputs_are_accepted(compiled):
+    x, w, b = data((3, 5), np.float32, 0), data((4, 5), np.float32, 1), data(4, np.float32, 2)
+    for a in (x, w, b):
+        a.flags.writeable = False
+    np.testing.assert_allclose(forward(compiled, x, w, b, False), x @ w.T + b, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- big shapes, threads
+
+def matmul64(a, b):
+    """a @ b in float64 without BLAS: numpy's BLAS threads, spinning after a call, would
+    compete with the kernels' OpenMP threads for the cores."""
+    return np.einsum("ik,kj->ij", a.astype(np.float64), b.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(256, 400, 120), (40, 1100, 128), (4, 4100, 130),
+                                   (300, 700, 10), (100, 700, 70)])
+def test_big_shapes_match_float64_and_threads_agree(compiled, shape, dtype):
+    """Above the threading threshold (2**21 multiply-adds); threads split columns (or
+    rows, for narrow outputs; the dot-product path for a batch of 4) so every element
+    is computed the same way: results are bit-identical."""
+    n, k, o = shape
+    x, w, b, g = data((n, k), dtype, 7), data((o, k), dtype, 8), data(o, dtype, 9), data((n, o), dtype, 10)
+    one = forward(compiled, x, w, b, True, 1)
+    np.testing.assert_array_equal(forward(compiled, x, w, b, True, 2), one)
+    assert_product_close(one, np.maximum(matmul64(x, w.T) + b, 0),
+                         matmul64(np.abs(x), np.abs(w).T), dtype)
+    grads_one = backward(compiled, x, w, g, 1)
+    for a, c in zip(grads_one, backward(compiled, x, w, g, 2)):
+        np.testing.assert_array_equal(a, c)
+    expected = (matmul64(g, w), matmul64(g.T, x), g.astype(np.float64).sum(axis=0))
+    magnitudes = (matmul64(np.abs(g), np.abs(w)), matmul64(np.abs(g).T, np.abs(x)),
+                  np.abs(g.astype(np.float64)).sum(axis=0))
+    for a, e, m in zip(grads_one, expected, magnitudes):
+        assert_product_close(a, e, m, dtype)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def _homes(compiled):
+    return [compiled, reference]
+
+
+def _ok(dtype=np.float32):
+    return data((3, 5), dtype, 0), data((4, 5), dtype, 1), data(4, dtype, 2), np.empty((3, 4), dtype)
+
+
+@pytest.mark.parametrize("home", ["compiled", "reference"])
+def test_forward_rejects_bad_arrays(compiled, home):
+    m = compiled if home == "compiled" else reference
+    x, w, b, out = _ok()
+    cases = [
+        ((x.astype(np.int64), w, b, out), TypeError, "float32 or float64"),
+        ((x, w.astype(np.float64), b, out), TypeError, "weight has dtype float64"),
+        ((x, w, b.astype(np.float64), out), TypeError, "bias has dtype float64"),
+        ((x, w, b, out.astype(np.float64)), TypeError, "out has dtype float64"),
+        ((x.tolist(), w, b, out), TypeError, "x must be a numpy array"),
+        ((x[None], w, b, out), ValueError, "x must have 2 dimensions"),
+        ((x, w, b[None], out), ValueError, "bias must have 1 dimensions"),
+        ((np.asfortranarray(data((3, 5), np.float32, 3)), w, b, out), ValueError, "C-contiguous"),
+        ((x, data((4, 6), np.float32, 0), b, out), ValueError, "x has 5 features"),
+        ((x, w, b, np.empty((3, 5), np.float32)), ValueError, r"out has shape \(3, 5\)"),
+        ((x, w, data(5, np.float32, 0), out), ValueError, r"bias has shape \(5,\)"),
+    ]
+    for args, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            m.linear_forward(*args, False, 1)
+    read_only = np.empty((3, 4), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        m.linear_forward(x, w, b, read_only, False, 1)
+    for bad_threads in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="n_threads"):
+            m.linear_forward(x, w, b, out, False, bad_threads)
+
+
+@pytest.mark.parametrize("home", ["compiled", "reference"])
+def test_backward_rejects_bad_arrays(compiled, home):
+    m = compiled if home == "compiled" else reference
+    x, w, _, _ = _ok()
+    g = data((3, 4), np.float32, 5)
+    with pytest.raises(ValueError, match="weight has 4 output features|grad_out has 3 features"):
+        m.linear_backward_input(data((3, 3), np.float32, 0), w, np.empty((3, 5), np.float32), 1)
+    with pytest.raises(ValueError, match=r"grad_x has shape \(3, 4\)"):
+        m.linear_backward_input(g, w, np.empty((3, 4), np.float32), 1)
+    with pytest.raises(TypeError, match="grad_x has dtype float64"):
+        m.linear_backward_input(g, w, np.empty((3, 5), np.float64), 1)
+    with pytest.raises(ValueError, match="x has 3 rows"):
+        m.linear_backward_weight(x, data((2, 4), np.float32, 0), np.empty((4, 5), np.float32), 1)
+    with pytest.raises(ValueError, match=r"grad_weight has shape \(5, 4\)"):
+        m.linear_backward_weight(x, g, np.empty((5, 4), np.float32), 1)
+    with pytest.raises(ValueError, match=r"grad_bias has shape \(3,\)"):
+        m.linear_backward_bias(g, np.empty(3, np.float32), 1)
+    with pytest.raises(ValueError, match="grad_out must be C-contiguous"):
+        m.linear_backward_bias(data((4, 3), np.float32, 0).T, np.empty(3, np.float32), 1)
+    with pytest.raises(ValueError, match="must have 1 dimensions"):
+        m.linear_backward_bias(g, np.empty((4, 1), np.float32), 1)
