@@ -18,6 +18,9 @@ from .ops.reduce import argmax, argmin, max, mean, min, sum
 from .ops.shape import cat, flatten, permute, reshape, squeeze, stack, transpose, unsqueeze
 from .tensor import Tensor
 
+# Subpackages that `import torch` also brings in (torch.nn, torch.optim).
+from . import data, nn, optim  # noqa: E402
+
 float32 = float = _np.dtype(_np.float32)
 float64 = double = _np.dtype(_np.float64)
 int64 = long = _np.dtype(_np.int64)

@@ -182,7 +182,7 @@ def backward(tensor, gradient=None, retain_graph=False):
     root = tensor._ctx
     if root is None:  # a leaf: its own gradient is the seed
         if tensor.grad is None:
-            tensor.grad = _tensor_cls(np.array(grad, order="C", copy=True))
+            tensor.grad = _tensor_cls._from_op(np.array(grad, order="C", copy=True), None)
         else:
             kernels.accumulate(tensor.grad.data, np.ascontiguousarray(grad))
         return

@@ -74,7 +74,7 @@ def backward_walk(order, tensor_cls, retain_graph):
             node = parent._ctx
             if node is None:  # a leaf: its .grad accumulates across backward calls
                 if parent.grad is None:
-                    parent.grad = tensor_cls(np.array(g, dtype=parent.data.dtype, order="C", copy=True))
+                    parent.grad = tensor_cls._from_op(np.array(g, dtype=parent.data.dtype, order="C", copy=True), None)
                 else:
                     _add_into(parent.grad.data, g)
             elif node.grad_out is None:
