@@ -64,13 +64,12 @@ def build_parser():
         p.add_argument("--threads", type=positive_int, help="threads for the compiled kernels")
         p.add_argument("--backend", choices=("compiled", "reference"), help="kernels to run (default: compiled)")
 
-    def data_options(p, val_limit=True):
+    def data_options(p, limit_default=None):
         p.add_argument("--data", metavar="bundled|FOLDER",
                        help="the bundled MNIST sample (default) or a folder of MNIST / Fashion-MNIST IDX files")
-        p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images")
-        if val_limit:
-            p.add_argument("--val-limit", type=positive_int, metavar="N",
-                           help="use only the first N held-out images")
+        p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images"
+                       + (f" (default {limit_default})" if limit_default else ""))
+        p.add_argument("--val-limit", type=positive_int, metavar="N", help="use only the first N held-out images")
 
     models = _model_names()
     p = sub.add_parser("train", help="train a model and report its held-out accuracy",
@@ -93,7 +92,8 @@ def build_parser():
     runtime_options(p)
     p.add_argument("--save", metavar="FILE", help="write a checkpoint after every epoch and at the end "
                    "(also on Ctrl-C, after the current update)")
-    p.add_argument("--resume", metavar="FILE", help="continue the run saved in FILE")
+    p.add_argument("--resume", metavar="FILE",
+                   help="continue the run saved in FILE, with its settings (and keep saving to FILE unless --save)")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of loss and accuracy curves")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -109,10 +109,11 @@ def build_parser():
                        description="Train one model from the same initial weights with batch, stochastic and "
                        "mini-batch gradient descent (plain SGD) and compare them.")
     p.add_argument("--model", choices=models, default="lenet5", help="network (default lenet5)")
-    data_options(p)
-    p.add_argument("--epochs", type=positive_int, default=3, help="epochs per mode (default 3)")
+    data_options(p, limit_default=2000)
+    p.add_argument("--epochs", type=positive_int, default=5, help="epochs per mode (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="mini-batch size (default 32)")
-    p.add_argument("--lr", type=positive_float, default=0.05, help="learning rate for every mode (default 0.05)")
+    p.add_argument("--lr", type=positive_float,
+                   help="one learning rate for every mode (default: batch 0.5, sgd 0.01, minibatch 0.05)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed for the initial weights and shuffling")
     runtime_options(p)
     p.add_argument("--plot", metavar="FILE", help="write a PNG of loss against epochs and against seconds")
@@ -123,8 +124,11 @@ def build_parser():
     p.add_argument("--model", choices=models, default="lenet5", help="network (default lenet5)")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("bench", help="time the kernels, compiled against pure Python")
+    p = sub.add_parser("bench", help="time the kernels, compiled against pure Python (or --vs torch)")
     p.add_argument("--builtin", action="store_true", help="run the built-in timing even where bench/ scripts exist")
+    p.add_argument("--vs", choices=["torch"], help="race whole training steps against PyTorch "
+                   "(fastgrad.benchmarks; further options after --, e.g. -- --threads 1 --json out.json)")
+    p.add_argument("bench_args", nargs="*", help=argparse.SUPPRESS)
     runtime_options(p)
     p.set_defaults(func=cmd_bench)
     return parser
@@ -228,6 +232,31 @@ def _fmt_acc(acc):
 
 # --------------------------------------------------------------------------- train
 
+def cosine_over_run(optimizer, total_updates):
+    """The learning-rate schedule of `fastgrad train`: a cosine from --lr down to 0 over
+    every update of the run. A run resumed with another --epochs re-plans the cosine over
+    its new length from the update it has reached (instead of running past the bottom)."""
+    import math
+
+    from .optim import lr_scheduler
+    from .train import LRScheduler
+
+    class CosineOverRun(LRScheduler):
+        def load_state_dict(self, state):
+            super().load_state_dict(state)
+            sched = self.scheduler
+            if sched.T_max != total_updates:
+                sched.T_max = total_updates
+                done = min(sched.last_epoch, total_updates)
+                lrs = [sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * done / total_updates)) / 2
+                       for base in sched.base_lrs]
+                for group, lr in zip(optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                sched._last_lr = lrs
+
+    return CosineOverRun(lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_updates), interval="step")
+
+
 def run_settings(args):
     """The run's settings: defaults, then those saved in --resume's checkpoint, then the
     options given on this command line."""
@@ -253,10 +282,11 @@ def cmd_train(args):
     import numpy as np
 
     from . import nn
-    from .optim import lr_scheduler
-    from .train import LRScheduler, ModelCheckpoint, StopOnInterrupt, Trainer
+    from .train import ModelCheckpoint, StopOnInterrupt, Trainer
     started = time.perf_counter()
     setup_runtime(args)
+    if args.resume and not args.save:
+        args.save = args.resume
     if args.save:
         _check_writable(args.save, "--save")
     config = run_settings(args)
@@ -285,8 +315,7 @@ def cmd_train(args):
     if config["schedule"] == "cosine":
         n = len(train[1])
         per_epoch = {"minibatch": -(-n // config["batch_size"]), "sgd": n, "batch": 1}[config["mode"]]
-        cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config["epochs"] * per_epoch))
-        callbacks.insert(0, LRScheduler(cosine, interval="step"))
+        callbacks.insert(0, cosine_over_run(optimizer, max(1, config["epochs"] * per_epoch)))
     history = trainer.history
     epochs_before = len(history.epochs)
     if remaining > 0:
@@ -365,14 +394,14 @@ def cmd_compare_gd(args):
     limit = args.limit or args.limit_default
     train, heldout, what = load_data(args.data, limit, args.val_limit)
     print(f"fastgrad compare-gd: {args.model} on {len(train[1]):,} training images of {what}, {args.epochs} epochs "
-          f"per mode, plain SGD lr {args.lr:g}, mini-batch {args.batch_size}; {runtime_line()}", flush=True)
+          f"per mode, plain SGD, mini-batch {args.batch_size}; {runtime_line()}", flush=True)
     start_loss, results = compare_gd(lambda: build_model(args.model, train[0], args.seed), train, heldout,
                                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                                      verbose=not args.quiet)
     print(format_table(start_loss, results))
     if plot:
         from .train.plots import plot_compare
-        plot_compare(results, plot, start_loss)
+        plot_compare(results, plot)
         print(f"wrote plot: {plot}")
     return 0
 
@@ -414,6 +443,9 @@ def cmd_summary(args):
 
 def cmd_bench(args):
     import subprocess
+    if args.vs == "torch":
+        from . import benchmarks
+        return benchmarks.main(args.bench_args)
     setup_runtime(args)
     bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
     scripts = []

@@ -140,7 +140,7 @@ def read_safetensors(path, max_header_bytes=MAX_HEADER_BYTES):
         raw_header = f.read(header_len)
         try:
             header = json.loads(raw_header.decode("utf-8"), object_pairs_hook=_no_duplicates)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             header = exc
         if isinstance(header, Exception):
             fail(f"the header is not valid JSON ({header})")
@@ -275,9 +275,12 @@ def decode_state(obj, tensors, where):
             return tuple(dec(v) for v in _expect(value["__tuple__"], list, where))
         if tag == "__np__":
             try:
-                return np.dtype(value["__np__"]).type(value["value"])
-            except (TypeError, ValueError, KeyError):
-                raise CheckpointError(f"{where}: bad numpy scalar {value!r} in the metadata") from None
+                dtype = np.dtype(value["__np__"])
+                if dtype.kind not in "biuf":
+                    raise TypeError(dtype)
+                return dtype.type(value["value"])
+            except (TypeError, ValueError, KeyError, OverflowError):
+                raise CheckpointError(f"{where}: bad numpy scalar {value!r:.80} in the metadata") from None
         items = _expect(value["__items__"], list, where)
         out = {}
         for item in items:
@@ -357,7 +360,7 @@ def load_checkpoint(path, model=None, optimizer=None):
                               f"{METADATA_KEY!r} metadata); for plain weights use load_weights")
     try:
         header = json.loads(metadata[METADATA_KEY], object_pairs_hook=_no_duplicates)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path}: the checkpoint metadata is not valid JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: the metadata does not describe a {FORMAT} file")

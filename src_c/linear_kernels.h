@@ -89,8 +89,9 @@ static inline ptrdiff_t fg_lin_mr(void) { return FG_LIN_MR; }
 FG_LIN_SUM_ROWS(float, f32)
 FG_LIN_SUM_ROWS(double, f64)
 
-/* One instantiation of the body: element type T, vector width BYTES, WIDE (AVX2
- * intrinsics) or not, function attribute ATTR, names ending in SUF. */
+/* Each instantiation of the body sets: FG_T the element type, FG_VB the vector width in
+ * bytes, FG_WIDE whether to use AVX2 intrinsics, FG_ATTR a function attribute, FG_V /
+ * FG_VU / FG_VI the vector types, FG_NAME the suffix of every function's name. */
 #define FG_LIN_BODY
 
 #if FG_LIN_WIDE_NATIVE
@@ -255,7 +256,7 @@ FG_LIN_PUBLIC(double, f64)
 #endif
 
 #define FG_L ((int)(FG_VB / sizeof(FG_T)))  /* lanes per vector */
-#define FG_NR (2 * FG_L)                            /* columns per register tile */
+#define FG_NR (2 * FG_L)                     /* columns per register tile */
 
 /* Keep negatives out, NaN in (as PyTorch's relu): clear the lanes where v < 0. */
 FG_ATTR static inline FG_V FG_NAME(fg_lin_relu)(FG_V v)

@@ -212,6 +212,7 @@ def _crafted(path, header_text, data):
     ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
      bytes(8), "duplicate names"),
     ('{"__metadata__":{"x":1}}', b"", "strings"),
+    ("[" * 100000 + "]" * 100000, b"", "not valid JSON"),
 ])
 def test_crafted_headers_are_refused(tmp_path, header, data, match):
     with pytest.raises(CheckpointError, match=match):
@@ -236,6 +237,12 @@ def test_crafted_metadata_is_refused(tmp_path, checkpoint):
         io.load_checkpoint(variant(model_keys=meta["model_keys"] + ["ghost.weight"]))
     with pytest.raises(CheckpointError, match="not listed"):
         io.load_checkpoint(variant(model_keys=meta["model_keys"][1:]))
+    deep = tmp_path / "deep.safetensors"
+    io.write_safetensors(deep, tensors, {"fastgrad": "[" * 100000 + "]" * 100000})
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        io.load_checkpoint(deep)
+    with pytest.raises(CheckpointError, match="bad numpy scalar"):
+        io.load_checkpoint(variant(extra={"x": {"__np__": "object", "value": "os.system"}}))
     dup = tmp_path / "dup.safetensors"
     io.write_safetensors(dup, tensors, {"fastgrad": metadata["fastgrad"][:-1] + ', "epoch": 5}'})
     with pytest.raises(CheckpointError, match="duplicate"):
@@ -276,6 +283,14 @@ def test_checkpoint_weights_load_into_pytorch(checkpoint):
     ours = io.load_checkpoint(checkpoint).model_state
     for k, v in net.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), ours[k])
+    model = _net(9)
+    io.load_checkpoint(checkpoint, model)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    with fastgrad.no_grad():
+        got = model(fastgrad.tensor(x)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)  # the same network, the same outputs
 
 
 def test_pytorch_weights_load_into_fastgrad(tmp_path):

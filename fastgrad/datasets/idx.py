@@ -84,19 +84,18 @@ def _read_stream(f, path, max_bytes, file_size):
         raise IDXError(f"{path}: header claims shape {shape} ({claimed:,} bytes of data) but the "
                        f"file holds {file_size - header_bytes:,} bytes after the header")
     # Read at most claimed + 1 bytes in chunks: memory follows what is really there.
-    chunks, got = [], 0
-    while got <= claimed:
-        chunk = _read_exact(f, min(_CHUNK, claimed + 1 - got))
+    data = bytearray()
+    while len(data) <= claimed:
+        chunk = _read_exact(f, min(_CHUNK, claimed + 1 - len(data)))
         if not chunk:
             break
-        chunks.append(chunk)
-        got += len(chunk)
-    if got != claimed:
-        what = "more than" if got > claimed else f"only {got:,} bytes, not"
+        data += chunk
+    if len(data) != claimed:
+        what = "more than" if len(data) > claimed else f"only {len(data):,} bytes, not"
         raise IDXError(f"{path}: header claims shape {shape} ({claimed:,} bytes of data) but the "
                        f"file holds {what} that after the header")
-    data = b"".join(chunks)
-    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)  # writable: it views the bytearray
+    return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
 
 def write_idx(path, array):

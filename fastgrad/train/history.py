@@ -17,6 +17,8 @@
 """
 import math
 
+import numpy as np
+
 
 class History:
     def __init__(self):
@@ -59,15 +61,36 @@ class History:
         return {name: (math.fsum(values[i] for i in picks) / len(picks) if picks else None)
                 for name, values in series.items()}
 
-    def to_dict(self):
-        return {k: getattr(self, k) for k in ("epochs", "step_loss", "step_accuracy", "step_epoch",
-                                               "step_time", "stat_steps", "grad_norms", "update_norms",
-                                               "wall_time")}
+    _SERIES = ("step_loss", "step_accuracy", "step_epoch", "step_time", "stat_steps")
+
+    def to_dict(self, arrays=False):
+        """Everything as plain data. With ``arrays``, the long per-update series become
+        numpy arrays (float64, or int64 for counters; a missing accuracy becomes NaN), which
+        a checkpoint stores as tensors rather than as JSON text."""
+        out = {k: getattr(self, k) for k in ("epochs", "wall_time") + self._SERIES}
+        out["grad_norms"], out["update_norms"] = dict(self.grad_norms), dict(self.update_norms)
+        if arrays:
+            for key in ("step_epoch", "stat_steps"):
+                out[key] = np.asarray(out[key], dtype=np.int64)
+            for key in ("step_loss", "step_time"):
+                out[key] = np.asarray(out[key], dtype=np.float64)
+            out["step_accuracy"] = np.asarray([np.nan if a is None else a for a in self.step_accuracy],
+                                              dtype=np.float64)
+            for key in ("grad_norms", "update_norms"):
+                out[key] = {name: np.asarray(v, dtype=np.float64) for name, v in out[key].items()}
+        return out
 
     @classmethod
     def from_dict(cls, data):
+        """Inverse of ``to_dict`` (either form)."""
         h = cls()
         for key, value in data.items():
+            if key in ("grad_norms", "update_norms"):
+                value = {name: [float(x) for x in np.asarray(v).tolist()] for name, v in value.items()}
+            elif key == "step_accuracy":
+                value = [None if x is None or x != x else float(x) for x in np.asarray(value, dtype=object).tolist()]
+            elif key in cls._SERIES:
+                value = np.asarray(value).tolist()
             if hasattr(h, key):
                 setattr(h, key, value)
         return h

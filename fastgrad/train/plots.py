@@ -78,22 +78,23 @@ def plot_history(history, path, title="training"):
     return path
 
 
-def plot_compare(results, path, start_loss=None):
-    """Loss against epochs and against seconds for each run in ``results``
-    (a list of dicts with ``label`` and ``history``)."""
+def plot_compare(results, path):
+    """Training-set loss against epochs and against seconds for each run in ``results``
+    (dicts with ``label`` and ``curve``: a list of (epochs, seconds, loss))."""
     plt = _pyplot()
     fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in results:
-        x, seconds, y = step_curve(r["history"], start_loss)
-        style = "o-" if len(x) <= 30 else "-"
-        ax_e.plot(x, y, style, lw=1.4, ms=4, label=r["label"])
-        ax_s.plot(seconds, y, style, lw=1.4, ms=4, label=r["label"])
-    ax_e.set(xlabel="epochs (passes over the training set)", ylabel="training loss", yscale="log",
+        epochs, seconds, loss = (np.array(v, dtype=np.float64) for v in zip(*r["curve"]))
+        style = "o-" if len(epochs) <= 12 else ".-"
+        label = f"{r['label']}, lr {r['lr']:g}" if "lr" in r else r["label"]
+        ax_e.plot(epochs, loss, style, lw=1.5, ms=4, label=label)
+        ax_s.plot(seconds, loss, style, lw=1.5, ms=4, label=label)
+    ax_e.set(xlabel="epochs (passes over the training set)", ylabel="training-set loss", yscale="log",
              title="loss against epochs")
-    ax_s.set(xlabel="seconds", ylabel="training loss", yscale="log", title="loss against wall time")
+    ax_s.set(xlabel="seconds of training", ylabel="training-set loss", yscale="log", title="loss against time")
     for ax in (ax_e, ax_s):
         ax.grid(alpha=0.3, which="both")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

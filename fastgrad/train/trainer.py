@@ -169,7 +169,19 @@ class Trainer:
     # ----------------------------------------------------------------- fit
     def fit(self, train, epochs=1, batch_size=64, mode="minibatch", val=None, callbacks=(), shuffle=True,
             seed=0, verbose=1, chunk_size=1024):
-        """Train for ``epochs`` epochs; returns the History (also ``self.history``)."""
+        """Train for ``epochs`` epochs; returns the History (also ``self.history``).
+
+        train, val: a Dataset, or an ``(inputs, targets)`` pair of arrays or Tensors (floating
+            inputs are cast to the model's dtype, integer targets to int64). ``val`` is
+            evaluated after every epoch (``val_loss``, ``val_accuracy``).
+        mode: "minibatch" (``batch_size`` samples per update), "sgd" (one sample) or
+            "batch" (the whole set, gathered in chunks of ``chunk_size``).
+        shuffle, seed: the order of each epoch is a permutation drawn from ``seed`` and the
+            epoch number (never shuffled in batch mode, where order does not matter).
+        callbacks: Callback objects (see fastgrad.train.callbacks).
+        verbose: 0 silent, 1 a progress bar per epoch (loss, accuracy, images/s, time left),
+            2 one line per epoch.
+        """
         if mode not in MODES:
             raise ValueError(f"fit: mode must be one of {MODES}, got {mode!r}")
         for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1)):
@@ -225,6 +237,28 @@ class Trainer:
             bar = tqdm(total=len(train_ds), initial=part["seen"], unit="img", desc=f"epoch {epoch_no}/{end_epoch}",
                        leave=True, dynamic_ncols=True, mininterval=0.25, file=sys.stderr)
         self.model.train()
+        try:
+            record = self._run_updates(batches, loader, val_ds, mode, chunk_size, stats_every, epoch_no, clock, bar)
+        except BaseException:
+            if bar is not None:
+                bar.close()
+            raise
+        if record is None:  # stopped in the middle: the epoch stays open
+            if bar is not None:
+                bar.close()
+            return
+        if bar is not None:
+            bar.set_postfix_str(self._postfix(part, record), refresh=True)
+            bar.close()
+        elif verbose >= 2:
+            print(f"epoch {epoch_no}/{end_epoch}: " + self._postfix(part, record)
+                  + f", {record['images_per_second']:.0f} img/s, {record['seconds']:.1f} s", flush=True)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+
+    def _run_updates(self, batches, loader, val_ds, mode, chunk_size, stats_every, epoch_no, clock, bar):
+        """The updates left in the epoch; returns the epoch's record, or None if stopped early."""
+        part = self._partial
         t0, last_postfix = time.perf_counter(), 0.0
         seconds_before = part["seconds"]
         while self.epoch_step < len(batches):
@@ -254,19 +288,9 @@ class Trainer:
                     last_postfix = now
             if self.stop_training:
                 break
-        if self.epoch_step < len(batches):  # stopped in the middle: the epoch stays open
-            if bar is not None:
-                bar.close()
-            return
-        record = self._finish_epoch(epoch_no, val_ds)
-        if bar is not None:
-            bar.set_postfix_str(self._postfix(part, record), refresh=True)
-            bar.close()
-        elif verbose >= 2:
-            print(f"epoch {epoch_no}/{end_epoch}: " + self._postfix(part, record)
-                  + f", {record['images_per_second']:.0f} img/s, {record['seconds']:.1f} s", flush=True)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, record)
+        if self.epoch_step < len(batches):
+            return None
+        return self._finish_epoch(epoch_no, val_ds)
 
     @staticmethod
     def _postfix(part, record=None):
@@ -330,19 +354,19 @@ class Trainer:
         samples start with the input); the raw outputs with ``logits=True`` or when the
         output is not (N, classes)."""
         if isinstance(inputs, Dataset):
-            source, pick = inputs, True
+            source = inputs
         else:
             x = inputs.data if isinstance(inputs, Tensor) else np.asarray(inputs)
             if x.dtype.kind in "fiub" and x.dtype != self._float_dtype():
                 x = x.astype(self._float_dtype())
-            source, pick = TensorDataset(x), True
+            source = TensorDataset(x)
         outputs = []
         was_training = getattr(self.model, "training", True)
         self.model.eval()
         try:
             with no_grad():
                 for batch in DataLoader(source, batch_size=batch_size):
-                    x = batch[0] if pick and isinstance(batch, (tuple, list)) else batch
+                    x = batch[0] if isinstance(batch, (tuple, list)) else batch
                     outputs.append(np.array(self.model(x).data))
         finally:
             self.model.train(was_training)
@@ -366,7 +390,7 @@ class Trainer:
         (``fastgrad.io`` format); ``checkpoint_extra`` goes in too."""
         state = {"trainer": {"epoch_step": self.epoch_step, "global_step": self.global_step,
                              "partial": self._partial, "fit_config": self._fit_config, "elapsed": self._elapsed},
-                 "history": self.history.to_dict(),
+                 "history": self.history.to_dict(arrays=True),
                  "rng": _config.rng().bit_generator.state,
                  "callbacks": {k: cb.state_dict() for k, cb in self._callback_keys() if hasattr(cb, "state_dict")},
                  "user": dict(self.checkpoint_extra)}

@@ -82,6 +82,9 @@ def test_history_is_filled():
         assert sorted(record["grad_norm"]) == sorted(names) and all(v > 0 for v in record["grad_norm"].values())
         assert all(v > 0 for v in record["update_norm"].values())
     assert history["val_loss"][-1] < history["val_loss"][0]
+    again = make(lr=0.1).fit(TensorDataset(*blobs()), epochs=3, batch_size=32, val=TensorDataset(*blobs(60, seed=1)),
+                             verbose=0)
+    assert again["loss"] == history["loss"] and again["val_loss"] == history["val_loss"]  # Datasets or arrays
     assert len(history.step_loss) == len(history.step_accuracy) == len(history.step_time) == 15
     assert history.step_epoch == [1] * 5 + [2] * 5 + [3] * 5
     assert history.step_time == sorted(history.step_time) and history.wall_time >= history.step_time[-1]
