@@ -2,13 +2,18 @@
 LeNet-5 and CIFAR-small, and their speed-up over the pure-Python reference.
 
     python bench/bench_kernels_conv.py [--batch 64] [--threads 1,2] [--repeat 15]
-                                       [--dtype float32] [--no-reference]
+                                       [--dtype float32] [--clock wall|cpu] [--no-reference]
 
 For each layer, each thread count and each kernel (forward, backward_input,
 backward_weight) it prints the median time of --repeat calls, the useful GFLOP/s
 (2 * N * C_out * H_out * W_out * C_in/groups * kH * kW flops per call, the same for all
-three) and that rate as a share of numpy's float32 matmul measured on one core in the same
-process. Then it times both backends on one small shape and prints the ratio.
+three), that rate as a share of numpy's float32 matmul measured on one core in the same
+process, and how the kernel ran (path, register tile, SIMD level). Then it times both
+backends on one small shape and prints the ratio.
+
+--clock cpu times with the calling thread's CPU time instead of the wall clock: on a
+machine shared with other work it shows what the kernels do while they run (meaningful
+with one thread only; the threaded kernels' helper threads are not counted).
 """
 import argparse
 import os
@@ -42,13 +47,16 @@ def _kernels_module():
         return compiled
 
 
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeat):
     fn()  # warm-up: workspace pages, caches
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return float(np.median(times))
 
 
@@ -83,6 +91,12 @@ def make_problem(mod, layer, batch, dtype, n_threads):
         return np.empty(size, dtype) if size else None
 
     wf, wi, ww = ws("forward"), ws("backward_input"), ws("backward_weight")
+    plans = {}
+    if hasattr(mod, "_plan_info"):
+        for kind in KERNELS:
+            info = mod._plan_info(kind, x.shape, weight.shape, out.shape, *params, n_threads)
+            level = {0: "portable", 1: "avx2", 2: "avx512"}.get(info.get("simd", mod._simd_level()))
+            plans[kind] = f"{info['path']} {info['tile'][0]}x{info['tile'][1]} {level}"
     calls = {
         "forward": lambda: mod.conv2d_forward(x, weight, bias, out, *params, False, wf, n_threads),
         "backward_input": lambda: mod.conv2d_backward_input(grad_out, weight, grad_x, *params, wi,
@@ -90,7 +104,7 @@ def make_problem(mod, layer, batch, dtype, n_threads):
         "backward_weight": lambda: mod.conv2d_backward_weight(x, grad_out, grad_w, *params, ww,
                                                               n_threads),
     }
-    return calls, flops
+    return calls, flops, plans
 
 
 def main():
@@ -99,29 +113,36 @@ def main():
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                    help="wall clock (default) or this thread's CPU time")
     ap.add_argument("--no-reference", action="store_true", help="skip the pure-Python race")
     args = ap.parse_args()
+    global CLOCK
+    if args.clock == "cpu":
+        CLOCK = time.thread_time
     dtype = np.dtype(args.dtype)
     threads = [int(t) for t in args.threads.split(",")]
     mod = _kernels_module()
 
     print(f"cpu: {_config._cpu_model()} ({os.cpu_count()} logical cores), {platform.machine()}")
     print(f"module: {mod.__name__}, SIMD level {mod._simd_level()} (0 portable, 1 AVX2+FMA, "
-          f"2 AVX-512 CPU; kernels use AVX2+FMA)")
-    print(f"batch {args.batch}, dtype {dtype}, threads {threads}, median of {args.repeat} runs")
+          f"2 AVX-512F)")
+    print(f"batch {args.batch}, dtype {dtype}, threads {threads}, median of {args.repeat} runs, "
+          f"{args.clock} clock")
     peak = matmul_rate(dtype, max(5, args.repeat // 3))
     if peak:
         print(f"numpy matmul 1024^3 on one core: {peak:.1f} GFLOP/s (the 'share' column)")
     print()
-    print(f"{'layer':<13} {'thr':>3} {'kernel':<16} {'ms':>8} {'GFLOP/s':>8} {'share':>6}")
+    print(f"{'layer':<13} {'thr':>3} {'kernel':<16} {'ms':>8} {'GFLOP/s':>8} {'share':>6}  how")
     for layer in LAYERS:
         for nt in threads:
-            calls, flops = make_problem(mod, layer, args.batch, dtype, nt)
+            calls, flops, plans = make_problem(mod, layer, args.batch, dtype, nt)
             for kernel in KERNELS:
                 t = median_time(calls[kernel], args.repeat)
                 rate = flops / t / 1e9
                 share = f"{rate / peak:6.0%}" if peak else "     -"
-                print(f"{layer:<13} {nt:>3} {kernel:<16} {t * 1e3:8.3f} {rate:8.1f} {share}")
+                print(f"{layer:<13} {nt:>3} {kernel:<16} {t * 1e3:8.3f} {rate:8.1f} {share}  "
+                      f"{plans.get(kernel, '')}")
 
     if args.no_reference:
         return
@@ -139,9 +160,12 @@ def main():
         p = (1, 1, 1, 1, 1, 1, 1)
         rep = args.repeat if name == "compiled" else 3
         small[name] = {
-            "forward": median_time(lambda: m.conv2d_forward(x, w, None, out, *p, False, None, 1), rep),
-            "backward_input": median_time(lambda: m.conv2d_backward_input(g, w, gx, *p, None, 1), rep),
-            "backward_weight": median_time(lambda: m.conv2d_backward_weight(x, g, gw, *p, None, 1), rep),
+            "forward": median_time(
+                lambda: m.conv2d_forward(x, w, None, out, *p, False, None, 1), rep),
+            "backward_input": median_time(
+                lambda: m.conv2d_backward_input(g, w, gx, *p, None, 1), rep),
+            "backward_weight": median_time(
+                lambda: m.conv2d_backward_weight(x, g, gw, *p, None, 1), rep),
         }
     for kernel in KERNELS:
         c, r = small["compiled"][kernel], small["reference"][kernel]

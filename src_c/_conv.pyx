@@ -1,30 +1,44 @@
 # Design: 2-D convolution (NCHW, weight (C_out, C_in/groups, kH, kW)); the twin of
 # fastgrad/reference/conv.py (same names, same signatures, same results).
 #
-# All arithmetic is one of two register-tiled loops (src_c/conv_kernels.h, with portable
-# Cython twins here for float64 and CPUs without AVX2):
+# All arithmetic is one of two register-tiled loops (src_c/conv_kernels.h: AVX2 and
+# AVX-512 variants chosen at run time; portable Cython twins here for float64 and other
+# CPUs):
 #   gemm  C[m][n] = sum_k A[m][k] * B[off[k] + n]   output positions n along SIMD lanes
 #   dot   C[m][k] += sum_p A[m][p] * B[off[k] + p]  weight gradient, a reduction over p
-# B is never an explicit matrix when the stride is 1 ("direct" path): the image is copied
-# once into a zero-padded plane of width Wp = W_out + dil_w*(kW-1), and the row of B for
-# weight element k = (c, ky, kx) is that plane shifted by c*Hp*Wp + ky*dil_h*Wp + kx*dil_w.
-# Output position n = oy*Wp + ox then reads its whole window through one offset; the
-# Wp - W_out columns at the end of each output row are computed and thrown away when the
-# rows are stored (with bias and ReLU fused into that store). Strides > 1 take the
-# general path: im2col into a workspace for forward and weight gradient, gemm + col2im
-# for the input gradient. The input gradient of a stride-1 convolution is the forward
-# convolution of the padded output gradient with the flipped, transposed weight.
+# Direct path (stride 1): B is never an explicit matrix. The image is copied once into a
+# zero-padded plane of width Wp = W_out + dil_w*(kW-1); the row of B for window element
+# k = (ky, c, kx) is that plane shifted by c*Hp*Wp + ky*dil_h*Wp + kx*dil_w, so output
+# position n = oy*Wp + ox reads its whole window through offsets. The Wp - W_out extra
+# columns of each output row are computed and dropped by the store, which also adds the
+# bias and applies the fused ReLU. The gemm runs over a list of column tiles, each with
+# the depth range it can see: kernel rows that read only padding rows are skipped. The
+# input gradient of a stride-1 convolution is the forward convolution of the padded
+# output gradient with the flipped, transposed weight, or gemm + col2im when that is
+# cheaper (small images, large kernels). The weight gradient is dots of the output
+# gradient with shifted planes, over whole planes of a block of images at once (the
+# gradient widened to the plane's pitch, zeros in the extra columns) or row by row.
+# General path (any stride): im2col into the workspace for forward and weight gradient,
+# gemm + col2im for the input gradient.
+# Planning (_plan) picks path, tile shape, tiling and thread count from the shapes with a
+# cost model (padded multiply-adds over measured tile rates); _plan_info reports it.
 #
 # Workspace: each kernel takes `workspace` (a 1-D array of the dtype, or None to allocate
-# one per call) of at least conv2d_workspace_size(...) elements: the packed weight, and
-# per thread a padded-image / im2col buffer, a gemm output buffer or a private weight
-# gradient. Its contents on entry do not matter.
-# Threads: a static prange over the batch when the work pays for a parallel region; each
-# thread owns its workspace slice and its images' outputs. The weight gradient sums
-# per-thread private buffers after the region in thread order, so results are identical
-# from run to run at a fixed thread count.
+# one per call) of at least conv2d_workspace_size(...) elements: the packed weight; per
+# thread a padded-image / im2col buffer and a gemm output buffer or a widened output
+# gradient; the weight gradient's partial sums, one per chunk of the batch but the first
+# (on one thread, a single one reused); then the window offsets and the gemm's tile list
+# (8-byte integers stored in the same memory). Its contents on entry do not matter.
+# Threads: a static prange over the batch (weight gradient: over chunks of the batch)
+# when the work pays for a parallel region; each thread owns its workspace slice and its
+# images' outputs. Results do not depend on the thread count, to the bit: forward and
+# input gradient compute each image alone, and the weight gradient splits the batch into
+# chunks chosen from the shapes only (never from n_threads), sums each chunk into its own
+# partial gradient (chunk 0 into grad_weight) and adds the partials in chunk order after
+# the region; threads take whole chunks. The bias gradient runs serially.
 # Safety: the def wrappers check every shape relation the loops rely on; the workspace
-# size is computed in floating point too, so absurd geometries raise instead of wrapping.
+# size is estimated in floating point first, so absurd geometries raise instead of
+# wrapping around.
 
 import numpy as np
 cimport numpy as cnp
@@ -64,7 +78,15 @@ cdef enum:
 
 # A parallel region costs ~4 us; below this many flops (~50 us of work) run serially.
 cdef double PARALLEL_MIN_FLOPS = 3.0e6
-# Scalar arguments above this are rejected before any size arithmetic.
+# Weight gradient chunks: at most MAX_CHUNKS (the most threads it can use), each of at
+# least CHUNK_MIN_POSITIONS output positions (then adding its partial gradient costs ~1%
+# of its dots) but two chunks at least, so that two threads always have work, and their
+# partial gradients together at most PARTIAL_BUDGET elements.
+cdef Py_ssize_t MAX_CHUNKS = 8
+cdef Py_ssize_t CHUNK_MIN_POSITIONS = 256
+cdef Py_ssize_t PARTIAL_BUDGET = 1 << 22
+# Scalar arguments and dimensions above this are rejected before any size arithmetic
+# (products of two of them cannot overflow).
 cdef Py_ssize_t MAX_PARAM = 1 << 31
 # Workspaces above this many elements are rejected (no size arithmetic can wrap below it).
 cdef double MAX_ELEMENTS = <double>(1 << 50)
@@ -121,9 +143,12 @@ cdef struct Plan:
     Py_ssize_t slack             # zeros after the padded planes (reads past the last row)
     Py_ssize_t flat_len          # weight gradient: widened output-gradient plane length
     Py_ssize_t images            # weight gradient: images per block
+    Py_ssize_t blocks            # weight gradient: blocks in the batch
     Py_ssize_t img_b, img_d      # weight gradient: per-image strides of the block buffers
+    Py_ssize_t chunks            # weight gradient: chunks of the batch, each its own sum
+    Py_ssize_t partial           # weight gradient: stride of the chunks' partial sums
     Py_ssize_t n_off             # entries of the offset table
-    Py_ssize_t size_a, size_b, size_c, size_d, per_thread, total
+    Py_ssize_t size_a, size_b, size_c, size_d, per_thread, at_partial, at_index, total
 
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
@@ -151,6 +176,9 @@ cdef int _geometry(str kernel, Geom *g, str x_name, tuple xs, tuple ws, str y_na
         raise ValueError(f"{kernel}: groups must be >= 1, got {groups}")
     if max(sh, sw, dh, dw, pt, pl, groups) > MAX_PARAM:
         raise ValueError(f"{kernel}: stride, padding, dilation or groups above {MAX_PARAM}")
+    if max(xs + ws + ys) > MAX_PARAM:
+        raise ValueError(f"{kernel}: a dimension above {MAX_PARAM}: {x_name} {xs}, weight "
+                         f"{ws}, {y_name} {ys}")
     g.N, g.C, g.H, g.W = xs
     g.Co, g.Cg, g.kh, g.kw = ws
     g.Ho, g.Wo = ys[2], ys[3]
@@ -240,7 +268,8 @@ cdef Py_ssize_t _tiles(Plan *p, Geom *g, Py_ssize_t nr, bint rowwise, Py_ssize_t
             _k_range(p, g, oy, oy, &k0, &k1)
             for j in range(per_row):
                 if out != NULL:
-                    out[3 * count], out[3 * count + 1], out[3 * count + 2] = oy * p.pitch + j * nr, k0, k1
+                    out[3 * count] = oy * p.pitch + j * nr
+                    out[3 * count + 1], out[3 * count + 2] = k0, k1
                 count += 1
                 total += k1 - k0
         ldc[0] = (p.out_rows - 1) * p.pitch + per_row * nr
@@ -354,18 +383,38 @@ cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
             mr[0], nr[0] = shapes[2 * i], shapes[2 * i + 1]
 
 
+# Plans by geometry: choosing a tiling walks every candidate's column tiles, which costs
+# more than a small convolution; a training loop asks for the same few plans each step.
+cdef dict _plans = {}
+
+
 cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) except -1:
-    """Choose the path, tile and thread count and lay out the workspace."""
+    """Fill ``p`` for this geometry: from the cache, or by _make_plan."""
     if n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
+    key = (kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw, g.pt,
+           g.pl, g.dh, g.dw, g.G, n_threads, _simd, _force_input_direct, _force_flat_dot)
+    cdef bytes saved = _plans.get(key)
+    if saved is not None:
+        memcpy(p, <const char *>saved, sizeof(Plan))
+        return 0
+    _make_plan(kernel, g, kind, n_threads, p)
+    if len(_plans) >= 512:
+        _plans.clear()
+    _plans[key] = (<char *>p)[:sizeof(Plan)]
+    return 0
+
+
+cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) except -1:
+    """Choose the path, tile and thread count and lay out the workspace."""
     cdef double flops = 2.0 * g.N * g.Co * g.Ho * g.Wo * g.K
     cdef double dsize, direct_cost, col_cost
     cdef bint stride1 = g.sh == 1 and g.sw == 1
     p.nthreads = 1
     if flops >= PARALLEL_MIN_FLOPS and g.N > 1 and n_threads > 1:
         p.nthreads = <int>min(n_threads, g.N)
-    p.flat_len = p.n_tiles = p.ldc = 0
-    p.images, p.img_b, p.img_d = 1, 0, 0
+    p.flat_len = p.n_tiles = p.ldc = p.partial = 0
+    p.images, p.img_b, p.img_d, p.blocks, p.chunks = 1, 0, 0, 0, 1
     p.size_a = p.size_b = p.size_c = p.size_d = 0
     p.rowwise = False
     # Estimate every buffer in floating point first: the integer sizes below are only
@@ -373,7 +422,8 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
     cdef double ext_h = <double>g.dh * (g.kh - 1), ext_w = <double>g.dw * (g.kw - 1)
     dsize = (<double>g.C + g.Co) * (g.H + g.Ho + ext_h + 1) * (g.W + g.Wo + ext_w + 96)
     dsize += (<double>g.K + g.Co + 8) * (g.Ho * (g.Wo + ext_w) + g.H * (g.W + ext_w) + 96)
-    dsize = dsize * 8 * (p.nthreads + 1) + (<double>g.Co + 8) * (g.K + g.Co * g.kh * g.kw + 8)
+    dsize = (dsize * 8 * (p.nthreads + 1)
+             + (MAX_CHUNKS + 1.0) * (g.Co + 8) * (g.K + g.Co * g.kh * g.kw + 8))
     if dsize > MAX_ELEMENTS:
         raise ValueError(f"{kernel}: the problem is too large (a workspace of about "
                          f"{dsize:.3g} elements)")
@@ -403,6 +453,8 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
     else:
         p.direct = stride1
         p.rows, p.depth = g.M, g.K
+        p.level = _simd
+        p.chunks = _weight_chunks(g, flops)  # at most; whole blocks of images each
         p.Hp = p.Wp = p.top = p.left = p.slack = 0
         if p.direct:
             p.Hp, p.Wp = g.Ho + g.dh * (g.kh - 1), g.Wo + g.dw * (g.kw - 1)
@@ -426,18 +478,38 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
                 # widened gradient and the padded planes) within ~32 KB of L1
                 p.images = 8192 // (p.mr * p.flat_len + g.Cg * p.Hp * p.Wp + p.slack)
                 p.images = max(<Py_ssize_t>1, min(<Py_ssize_t>8, p.images))
-                p.images = min(p.images, (g.N + p.nthreads - 1) // p.nthreads)
+                p.images = min(p.images, (g.N + p.chunks - 1) // p.chunks)
                 p.images = max(p.images, <Py_ssize_t>1)
             p.size_b = p.images * p.img_b
             p.size_d = p.images * p.img_d
         else:
             p.size_b = g.K * g.Ho * g.Wo
-        p.size_c = g.Co * g.K if p.nthreads > 1 else 0
+        p.blocks = (g.N + p.images - 1) // p.images
+        p.chunks = max(<Py_ssize_t>1, min(p.chunks, p.blocks))
+        p.nthreads = <int>min(<Py_ssize_t>p.nthreads, p.chunks)
+        if p.chunks > 1:
+            p.partial = _round_up(g.Co * g.K, ALIGN)
         p.n_off = p.depth
     p.per_thread = (_round_up(p.size_b, ALIGN) + _round_up(p.size_c, ALIGN)
                     + _round_up(p.size_d, ALIGN))
-    p.total = _round_up(p.size_a, ALIGN) + p.nthreads * p.per_thread + ALIGN
+    p.at_partial = _round_up(p.size_a, ALIGN) + p.nthreads * p.per_thread
+    # then the offset table and tile list: 8-byte entries, two elements each
+    p.at_index = p.at_partial + (p.chunks - 1 if p.nthreads > 1 else 1) * p.partial
+    p.total = p.at_index + _round_up(2 * (p.n_off + 3 * p.n_tiles), ALIGN) + ALIGN
     return 0
+
+
+cdef Py_ssize_t _weight_chunks(Geom *g, double flops) noexcept nogil:
+    """How many chunks the weight gradient splits the batch into: a function of the
+    shapes only, so that the sums, and so the bits, are the same for any thread count.
+    One chunk (no partial sums) when the work is too small to be worth threads."""
+    cdef Py_ssize_t per_chunk, chunks
+    if flops < PARALLEL_MIN_FLOPS or g.N < 2:
+        return 1
+    per_chunk = (CHUNK_MIN_POSITIONS + g.Ho * g.Wo - 1) // (g.Ho * g.Wo)  # images
+    chunks = max(<Py_ssize_t>2, min(MAX_CHUNKS, g.N // per_chunk))
+    chunks = min(chunks, 1 + PARTIAL_BUDGET // (g.Co * g.K))
+    return max(<Py_ssize_t>1, chunks)
 
 
 cdef inline floating *_aligned(floating *ws) noexcept nogil:
@@ -476,8 +548,17 @@ cdef tuple _check_array(str kernel, str name, object a, int ndim, int dtype, bin
 
 
 cdef int _check_disjoint(str kernel, str out_name, object out, tuple ins) except -1:
+    """The arrays are C-contiguous (checked before): their memory is one byte range."""
+    cdef char *o0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef char *o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out)
+    cdef char *a0
+    cdef char *a1
     for name, a in ins:
-        if a is not None and np.may_share_memory(out, a):
+        if a is None:
+            continue
+        a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+        a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a)
+        if a0 < o1 and o0 < a1:
             raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
     return 0
 
@@ -490,6 +571,13 @@ cdef cnp.ndarray _workspace(str kernel, object workspace, int dtype, Plan *p):
         raise ValueError(f"{kernel}: workspace has {workspace.shape[0]} elements, needs "
                          f"{p.total} (see conv2d_workspace_size)")
     return workspace
+
+
+cdef Py_ssize_t *_index_area(object ws, Plan *p):
+    """Where the offset table and tile list live in the workspace (8-byte aligned)."""
+    cdef uintptr_t addr = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>ws)
+    addr = (addr + 63) & ~(<uintptr_t>63)
+    return <Py_ssize_t *>(addr + p.at_index * cnp.PyArray_ITEMSIZE(<cnp.ndarray>ws))
 
 
 cdef inline void *_data(object a):
@@ -756,13 +844,13 @@ cdef void _dot_portable(Py_ssize_t M, Py_ssize_t K, const floating *A, Py_ssize_
             C[m * ldc + k] += total
 
 
-cdef inline void _dot(int mr, int nr, Py_ssize_t M, Py_ssize_t K, const floating *A,
+cdef inline void _dot(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t K, const floating *A,
                       Py_ssize_t a_chan, Py_ssize_t a_row, const floating *B,
                       const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,
                       Py_ssize_t cols, floating *C, Py_ssize_t ldc) noexcept nogil:
     """C[m*ldc + k] += sum_{y<rows, x<cols} A[m*a_chan + y*a_row + x] * B[off[k] + y*b_row + x]."""
     if floating is float:
-        if _simd >= 1 and fgc_dot_f32(_simd, mr, nr, M, K, A, a_chan, a_row, B, off, b_row, rows,
+        if level >= 1 and fgc_dot_f32(level, mr, nr, M, K, A, a_chan, a_row, B, off, b_row, rows,
                                       cols, C, ldc):
             return
     _dot_portable(M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc)
@@ -852,8 +940,8 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
         for n in range(count):
             for grp in range(g.G):
                 _im2col(g, x + n * xs + grp * g.Cg * g.H * g.W, buf_b, P)
-                _dot(p.mr, p.nr, g.M, g.K, gout + n * ys + grp * g.M * P, P, 0, buf_b, off, 0,
-                     1, P, gw + grp * g.M * g.K, g.K)
+                _dot(p.level, p.mr, p.nr, g.M, g.K, gout + n * ys + grp * g.M * P, P, 0, buf_b,
+                     off, 0, 1, P, gw + grp * g.M * g.K, g.K)
         return
     for n in range(count):
         _pad_planes(x + n * xs, g.C, g.H, g.W, buf_b + n * p.img_b, p.Hp, p.Wp, p.top,
@@ -866,13 +954,13 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
             _widen(gout + n * ys, g.Co, g.Ho, g.Wo, buf_d + n * p.img_d, p.Wp, p.flat_len)
         for grp in range(g.G):
             # the images of the block are the dot's rows: one reduction over all of them
-            _dot(p.mr, p.nr, g.M, g.K, buf_d + grp * g.M * p.flat_len, p.flat_len, p.img_d,
+            _dot(p.level, p.mr, p.nr, g.M, g.K, buf_d + grp * g.M * p.flat_len, p.flat_len, p.img_d,
                  buf_b + grp * g.Cg * p.Hp * p.Wp, off, p.img_b, count, p.flat_len,
                  gw + grp * g.M * g.K, g.K)
         return
     for n in range(count):
         for grp in range(g.G):
-            _dot(p.mr, p.nr, g.M, g.K, gout + n * ys + grp * g.M * P, P, g.Wo,
+            _dot(p.level, p.mr, p.nr, g.M, g.K, gout + n * ys + grp * g.M * P, P, g.Wo,
                  buf_b + n * p.img_b + grp * g.Cg * p.Hp * p.Wp, off, p.Wp, g.Ho, g.Wo,
                  gw + grp * g.M * g.K, g.K)
 
@@ -935,43 +1023,55 @@ cdef void _backward_input_run(Geom *g, Plan *p, const floating *gout, const floa
                                   base + at_c)
 
 
+cdef void _backward_weight_chunk(Geom *g, Plan *p, const floating *x, const floating *gout,
+                                 Py_ssize_t chunk, const Py_ssize_t *off, floating *dst,
+                                 floating *buf) noexcept nogil:
+    """dst = the weight gradient of the images of chunk `chunk` (a fixed run of whole
+    blocks), summed block by block in image order; buf: one thread's workspace slice."""
+    cdef Py_ssize_t first = chunk * p.blocks // p.chunks * p.images
+    cdef Py_ssize_t end = min(g.N, (chunk + 1) * p.blocks // p.chunks * p.images)
+    cdef Py_ssize_t count
+    cdef Py_ssize_t xs = g.C * g.H * g.W, ys = g.Co * g.Ho * g.Wo
+    cdef Py_ssize_t at_d = _round_up(p.size_b, ALIGN) + _round_up(p.size_c, ALIGN)
+    memset(dst, 0, g.Co * g.K * sizeof(floating))
+    while first < end:
+        count = min(p.images, end - first)
+        _backward_weight_block(g, p, x + first * xs, gout + first * ys, count, off, dst, buf,
+                               buf + at_d)
+        first += count
+
+
 cdef void _backward_weight_run(Geom *g, Plan *p, const floating *x, const floating *gout,
                                floating *gw, floating *ws, Py_ssize_t *off) noexcept nogil:
-    cdef Py_ssize_t blk, t, i, first
-    cdef Py_ssize_t blocks = (g.N + p.images - 1) // p.images
-    cdef floating *base = _aligned(ws) + _round_up(p.size_a, ALIGN)
-    cdef Py_ssize_t xs = g.C * g.H * g.W, ys = g.Co * g.Ho * g.Wo
-    cdef Py_ssize_t at_c = _round_up(p.size_b, ALIGN)               # private gradient
-    cdef Py_ssize_t at_d = at_c + _round_up(p.size_c, ALIGN)        # widened grad_out
+    cdef Py_ssize_t chunk, i
+    cdef floating *start = _aligned(ws)
+    cdef floating *base = start + _round_up(p.size_a, ALIGN)
+    cdef floating *partials = start + p.at_partial   # chunk c > 0 sums into partial c - 1
+    cdef floating *part
     cdef Py_ssize_t nw = g.Co * g.K
-    cdef floating total
-    cdef floating *mine
     if p.direct:
         _window_offsets(g.Cg, p.Hp, p.Wp, g, False, off)
     else:
         _row_offsets(p.depth, g.Ho * g.Wo, off)
-    if p.nthreads > 1:
-        # Each thread sums its blocks of images into a private buffer; the buffers are
-        # added in thread order afterwards (no two threads ever write one element).
-        for t in range(p.nthreads):
-            memset(base + t * p.per_thread + at_c, 0, nw * sizeof(floating))
-        for blk in prange(blocks, schedule="static", num_threads=p.nthreads):
-            mine = base + threadid() * p.per_thread
-            first = blk * p.images
-            _backward_weight_block(g, p, x + first * xs, gout + first * ys,
-                                   min(p.images, g.N - first), off, mine + at_c, mine,
-                                   mine + at_d)
+    if p.nthreads == 1:
+        # one partial buffer, reused (it stays in cache): the same sums in the same order
+        for chunk in range(p.chunks):
+            _backward_weight_chunk(g, p, x, gout, chunk, off, gw if chunk == 0 else partials,
+                                   base)
+            if chunk > 0:
+                for i in range(nw):
+                    gw[i] += partials[i]
+        return
+    # threads take whole chunks; no two threads ever write one element
+    for chunk in prange(p.chunks, schedule="static", num_threads=p.nthreads):
+        _backward_weight_chunk(g, p, x, gout, chunk, off,
+                               gw if chunk == 0 else partials + (chunk - 1) * p.partial,
+                               base + threadid() * p.per_thread)
+    # the partials in chunk order, whatever thread computed them
+    for chunk in range(1, p.chunks):
+        part = partials + (chunk - 1) * p.partial
         for i in range(nw):
-            total = 0
-            for t in range(p.nthreads):
-                total = total + base[t * p.per_thread + at_c + i]
-            gw[i] = total
-    else:
-        memset(gw, 0, nw * sizeof(floating))
-        for blk in range(blocks):
-            first = blk * p.images
-            _backward_weight_block(g, p, x + first * xs, gout + first * ys,
-                                   min(p.images, g.N - first), off, gw, base, base + at_d)
+            gw[i] += part[i]
 
 
 cdef void _bias_run(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_t P,
@@ -999,7 +1099,7 @@ cdef void _bias_run(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_
 
 # --------------------------------------------------------------------------- public kernels
 
-def conv2d_workspace_size(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
+def conv2d_workspace_size(str kernel, x_shape, weight_shape, out_shape,
                           Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
                           Py_ssize_t pad_left, Py_ssize_t dil_h, Py_ssize_t dil_w,
                           Py_ssize_t groups, Py_ssize_t n_threads):
@@ -1016,6 +1116,7 @@ def conv2d_workspace_size(str kernel, tuple x_shape, tuple weight_shape, tuple o
     if kernel not in kinds:
         raise ValueError(f"conv2d_workspace_size: kernel must be one of {sorted(kinds)}, "
                          f"got {kernel!r}")
+    x_shape, weight_shape, out_shape = tuple(x_shape), tuple(weight_shape), tuple(out_shape)
     for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape),
                     ("out_shape", out_shape)):
         if len(s) != 4 or any(int(v) < 0 for v in s):
@@ -1044,7 +1145,8 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
     info = {"path": "direct" if p.direct else general, "tile": (p.mr, p.nr),
             "threads": p.nthreads, "workspace": p.total}
     if kernel == "backward_weight":
-        info.update(flat_dot=p.flat_len > 0, images_per_block=p.images)
+        info.update(flat_dot=p.flat_len > 0, images_per_block=p.images, blocks=p.blocks,
+                    chunks=p.chunks)
     else:
         info.update(rowwise=bool(p.rowwise), tiles=p.n_tiles, simd=p.level)
     return info
@@ -1085,8 +1187,7 @@ def conv2d_forward(x, weight, bias, out, Py_ssize_t stride_h, Py_ssize_t stride_
     if g.N == 0:
         return
     ws = _workspace(k, workspace, dt, &p)
-    offs = np.empty(p.n_off + 3 * p.n_tiles, dtype=np.intp)
-    cdef Py_ssize_t *off = <Py_ssize_t *>_data(offs)
+    cdef Py_ssize_t *off = _index_area(ws, &p)
     cdef void *b = _data(bias) if bias is not None else NULL
     cdef void *px = _data(x)
     cdef void *pw = _data(weight)
@@ -1128,8 +1229,7 @@ def conv2d_backward_input(grad_out, weight, grad_x, Py_ssize_t stride_h, Py_ssiz
     if g.N == 0:
         return
     ws = _workspace(k, workspace, dt, &p)
-    offs = np.empty(p.n_off + 3 * p.n_tiles, dtype=np.intp)
-    cdef Py_ssize_t *off = <Py_ssize_t *>_data(offs)
+    cdef Py_ssize_t *off = _index_area(ws, &p)
     cdef void *pg = _data(grad_out)
     cdef void *pw = _data(weight)
     cdef void *px = _data(grad_x)
@@ -1154,6 +1254,8 @@ def conv2d_backward_weight(x, grad_out, grad_weight, Py_ssize_t stride_h, Py_ssi
     grad_out:    IN  (N, C_out, H_out, W_out)
     grad_weight: OUT (C_out, C_in/groups, kH, kW)
     workspace:   scratch, conv2d_workspace_size("backward_weight", ...) elements, or None.
+    The sum over the batch runs in chunks fixed by the shapes: the result is the same,
+    to the bit, for every n_threads.
     """
     cdef str k = "conv2d_backward_weight"
     cdef int dt = _dtype_num(k, "x", x)
@@ -1167,8 +1269,7 @@ def conv2d_backward_weight(x, grad_out, grad_weight, Py_ssize_t stride_h, Py_ssi
     _check_disjoint(k, "grad_weight", grad_weight, (("x", x), ("grad_out", grad_out)))
     _plan(k, &g, BACKWARD_WEIGHT, n_threads, &p)
     ws = _workspace(k, workspace, dt, &p)
-    offs = np.empty(p.n_off + 3 * p.n_tiles, dtype=np.intp)
-    cdef Py_ssize_t *off = <Py_ssize_t *>_data(offs)
+    cdef Py_ssize_t *off = _index_area(ws, &p)
     cdef void *px = _data(x)
     cdef void *pg = _data(grad_out)
     cdef void *pw = _data(grad_weight)

@@ -12,8 +12,10 @@
  *         range of k that can be non-zero.
  *   dot:  C[m][k] += sum_{y,x} A[m*a_chan + y*a_row + x] * B[off[k] + y*b_row + x]
  *         A weight gradient: every (output channel, weight element) pair is a dot product
- *         over output positions. Tiles of MR x NR accumulators, reduced at the tile's end;
- *         row tails are read with masked loads, so nothing outside the rows is touched.
+ *         over output positions. Tiles of MR x NR accumulators (12 on AVX2, 24 on
+ *         AVX-512), summed across lanes at the tile's end (AVX-512: all 24 at once with a
+ *         transpose-add tree); row tails are read with masked loads, so nothing outside
+ *         the rows is touched.
  *
  * The functions are compiled for AVX2+FMA (8-float vectors, 16 registers, 12-accumulator
  * tiles) and for AVX-512F (16-float vectors, 32 registers, 24-accumulator tiles) through

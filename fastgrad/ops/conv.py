@@ -88,6 +88,8 @@ class Conv2d(Function):
 # --------------------------------------------------------------------------- arguments
 
 def _pair(fn, name, value, minimum):
+    if type(value) is int and value >= minimum:  # the common case, checked first
+        return value, value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         pair = (value, value)
     elif isinstance(value, (tuple, list)) and len(value) == 2:
@@ -103,6 +105,8 @@ def _pair(fn, name, value, minimum):
 
 def _padding(fn, padding, stride, dilation, kernel_hw):
     """(pad_top, pad_left) and whether 'same' asks for the input's size back."""
+    if type(padding) is int and padding >= 0:
+        return (padding, padding), False
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0), False
@@ -123,30 +127,35 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
     for name, t in (("input", input), ("weight", weight)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{fn}: {name} must be a Tensor, got {type(t).__name__}")
-        if t.dtype.kind != "f":
-            raise TypeError(f"{fn}: {name} must be a float32 or float64 tensor, got dtype {t.dtype}")
+        if t.data.dtype.kind != "f":
+            raise TypeError(f"{fn}: {name} must be a float32 or float64 tensor, "
+                            f"got dtype {t.data.dtype}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"{fn}: bias must be a Tensor or None, got {type(bias).__name__}")
-    if input.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
+    x_data, w_data = input.data, weight.data
+    if x_data.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
         out = _conv(fn, input.reshape(1, *input.shape), weight, bias, stride, padding, dilation,
                     groups, relu)
         return out.reshape(*out.shape[1:])
-    if input.ndim != 4:
+    if x_data.ndim != 4:
         raise ValueError(f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), "
-                         f"got shape {tuple(input.shape)}")
-    if weight.ndim != 4:
+                         f"got shape {x_data.shape}")
+    if w_data.ndim != 4:
         raise ValueError(f"{fn}: expected weight with 4 dimensions (C_out, C_in/groups, kH, kW), "
-                         f"got shape {tuple(weight.shape)}")
-    if input.dtype != weight.dtype:
-        raise TypeError(f"{fn}: input has dtype {input.dtype} but weight has {weight.dtype}; "
+                         f"got shape {w_data.shape}")
+    if x_data.dtype != w_data.dtype:
+        raise TypeError(f"{fn}: input has dtype {x_data.dtype} but weight has {w_data.dtype}; "
                         "convert one with .float() or .double()")
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+    if type(groups) is not int:
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+            raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
+        groups = int(groups)
+    if groups < 1:
         raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
-    groups = int(groups)
     stride = _pair(fn, "stride", stride, 1)
     dilation = _pair(fn, "dilation", dilation, 1)
-    N, C, H, W = input.shape
-    Co, Cg, kh, kw = weight.shape
+    N, C, H, W = x_data.shape
+    Co, Cg, kh, kw = w_data.shape
     if min(Co, Cg, kh, kw) < 1:
         raise ValueError(f"{fn}: weight has an empty dimension: shape {tuple(weight.shape)}")
     if Co % groups:
@@ -156,10 +165,10 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
         raise ValueError(f"{fn}: weight {tuple(weight.shape)} with groups={groups} expects input "
                          f"with {Cg * groups} channels, got input of shape {tuple(input.shape)}")
     if bias is not None:
-        if bias.dtype != input.dtype:
-            raise TypeError(f"{fn}: bias has dtype {bias.dtype} but input has {input.dtype}")
-        if tuple(bias.shape) != (Co,):
-            raise ValueError(f"{fn}: expected bias of shape ({Co},), got {tuple(bias.shape)}")
+        if bias.data.dtype != x_data.dtype:
+            raise TypeError(f"{fn}: bias has dtype {bias.data.dtype} but input has {x_data.dtype}")
+        if bias.data.shape != (Co,):
+            raise ValueError(f"{fn}: expected bias of shape ({Co},), got {bias.data.shape}")
     (pt, pl), same = _padding(fn, padding, stride, dilation, (kh, kw))
     eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
     ph, pw = (H + eh - 1, W + ew - 1) if same else (H + 2 * pt, W + 2 * pl)

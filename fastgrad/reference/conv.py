@@ -78,6 +78,9 @@ def _geometry(kernel, x_name, xs, ws, y_name, ys, sh, sw, pt, pl, dh, dw, groups
         raise ValueError(f"{kernel}: groups must be >= 1, got {groups}")
     if max(sh, sw, dh, dw, pt, pl, groups) > _MAX_PARAM:
         raise ValueError(f"{kernel}: stride, padding, dilation or groups above {_MAX_PARAM}")
+    if max(tuple(xs) + tuple(ws) + tuple(ys)) > _MAX_PARAM:
+        raise ValueError(f"{kernel}: a dimension above {_MAX_PARAM}: {x_name} {xs}, weight "
+                         f"{ws}, {y_name} {ys}")
     N, C, H, W = xs
     Co, Cg, kh, kw = ws
     Ho, Wo = ys[2], ys[3]

@@ -16,7 +16,9 @@ def tensors(x_shape, w_shape, bias=True, dtype=np.float64, seed=0, requires_grad
     rng = np.random.default_rng(seed)
     x = fastgrad.tensor(rng.standard_normal(x_shape), dtype=dtype, requires_grad=requires_grad)
     w = fastgrad.tensor(rng.standard_normal(w_shape), dtype=dtype, requires_grad=True)
-    b = fastgrad.tensor(rng.standard_normal(w_shape[0]), dtype=dtype, requires_grad=True) if bias else None
+    b = None
+    if bias:
+        b = fastgrad.tensor(rng.standard_normal(w_shape[0]), dtype=dtype, requires_grad=True)
     return x, w, b
 
 

@@ -22,7 +22,7 @@ def _pair(name, value, minimum):
 def _float_dtype(dtype):
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     if dtype not in (np.float32, np.float64):
-        raise TypeError(f"expected dtype float32 or float64, got {dtype}")
+        raise TypeError(f"Conv2d: expected dtype float32 or float64, got {dtype}")
     return dtype
 
 
@@ -36,10 +36,13 @@ class Conv2d(Module):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Conv2d: {name} must be a positive integer, got {value!r}")
+        # PyTorch's messages, naming the layer and the values
         if in_channels % groups:
-            raise ValueError("in_channels must be divisible by groups")
+            raise ValueError(f"Conv2d: in_channels must be divisible by groups "
+                             f"(in_channels={in_channels}, groups={groups})")
         if out_channels % groups:
-            raise ValueError("out_channels must be divisible by groups")
+            raise ValueError(f"Conv2d: out_channels must be divisible by groups "
+                             f"(out_channels={out_channels}, groups={groups})")
         if padding_mode != "zeros":
             raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported; fastgrad has only 'zeros'")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
@@ -49,10 +52,14 @@ class Conv2d(Module):
         self.padding_mode = padding_mode
         if isinstance(padding, str):
             if padding not in ("valid", "same"):
-                raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+                raise ValueError(f"Conv2d: Invalid padding string {padding!r}, should be one of "
+                                 "{'valid', 'same'}")
             if padding == "same" and self.stride != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions")
-            self.padding = padding  # conv2d takes the string (an odd total pads more at the bottom/right)
+                raise ValueError(f"Conv2d: padding='same' is not supported for strided convolutions "
+                                 f"(stride={self.stride})")
+            # conv2d takes the string: an odd total padding (an even kernel extent) puts the
+            # extra row and column at the bottom and right, as PyTorch does
+            self.padding = padding
         else:
             self.padding = _pair("padding", padding, 0)
         dtype = _float_dtype(dtype)
