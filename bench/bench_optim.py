@@ -128,6 +128,8 @@ def main(argv=None):
     print(f"bench_optim: CPU {_config._cpu_model()}, {os.cpu_count()} logical CPUs, dtype float32")
     print(f"fastgrad {fastgrad.__version__}: backend {kernels.backend}, SIMD variant {kernels.simd_variant}; "
           f"torch {torch.__version__ if torch is not None else 'not installed'}; numpy {np.__version__}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average at start: {load:.2f} (other processes on the cores skew 2-thread figures most)")
     print("median time per optimizer.step() over alternating rounds; ratio = contender / fastgrad "
           "(above 1: fastgrad is faster)")
     header = (f"{'params':>18} {'optimizer':>13} {'threads':>7} {'contender':>19} {'per step':>12} "

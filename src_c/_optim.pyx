@@ -36,6 +36,7 @@ cdef enum:
     MAX_ROLES = 5        # arrays per parameter: params, grads, up to three state buffers
     STACK_TENSORS = 64   # calls with up to this many tensors keep their pointers on the stack
     ALIGN = 16           # thread ranges start on multiples of 16 elements (64 bytes of float32)
+    MAX_THREADS = 256    # larger requests are capped (an OpenMP team that size helps nobody)
 
 # Elements below which a call stays on one thread (a parallel region costs a few us;
 # the numbers are about 50 us of single-threaded work for each update).
@@ -164,10 +165,23 @@ cdef inline bint _part(const Batch *b, Py_ssize_t i, Py_ssize_t lo, Py_ssize_t h
     return e > s
 
 
-cdef int _check_threads(str kernel, int n_threads) except -1:
+cdef int _threads(str kernel, object n_threads) except -1:
+    """n_threads as a C int: an integer >= 1, capped at MAX_THREADS."""
+    if not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be an integer, got {type(n_threads).__name__}")
     if n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
-    return 0
+    return <int>min(n_threads, MAX_THREADS)
+
+
+cdef double _real(str kernel, str name, object value) except? -1.0:
+    """A hyperparameter as a C double (NaN and inf pass: the update then propagates them)."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{kernel}: {name} must be a real number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: {name} must be a real number, got {type(value).__name__}") from None
 
 
 cdef inline floating *_at(void *buffer, Py_ssize_t off, floating *tag) noexcept nogil:
@@ -195,6 +209,7 @@ cdef void _sgd_range(floating *p, const floating *g, floating *buf, Py_ssize_t n
     cdef floating omd = <floating>a.one_minus_dampening
     cdef floating wd = <floating>a.weight_decay
     cdef bint has_wd = a.weight_decay != 0, maximize = a.maximize
+    cdef bint first_step = a.first_step, nesterov = a.nesterov   # locals: loop-invariant for sure
     cdef floating gi, bi
     cdef Py_ssize_t i
     if not a.use_momentum:
@@ -207,7 +222,7 @@ cdef void _sgd_range(floating *p, const floating *g, floating *buf, Py_ssize_t n
                 if has_wd:
                     gi = gi + wd * p[i]
                 p[i] = p[i] + neg_lr * gi
-    elif not has_wd and not maximize and not a.nesterov and not a.first_step:
+    elif not has_wd and not maximize and not nesterov and not first_step:
         # the common case (plain momentum) in its own loop, so it vectorizes for sure
         for i in range(n):
             bi = buf[i] * mom + omd * g[i]
@@ -218,12 +233,12 @@ cdef void _sgd_range(floating *p, const floating *g, floating *buf, Py_ssize_t n
             gi = -g[i] if maximize else g[i]
             if has_wd:
                 gi = gi + wd * p[i]
-            if a.first_step:
+            if first_step:
                 bi = gi                       # PyTorch: the first buffer is the gradient itself
             else:
                 bi = buf[i] * mom + omd * gi
             buf[i] = bi
-            if a.nesterov:
+            if nesterov:
                 gi = gi + mom * bi
             else:
                 gi = bi
@@ -248,8 +263,8 @@ cdef void _sgd_run(floating *tag, const Batch *b, const SgdArgs *a, int n_thread
         _sgd_span(tag, b, a, _range_start(b.total, t, n_threads), _range_start(b.total, t + 1, n_threads))
 
 
-def sgd_step(params, grads, momentum_buffers, double lr, double momentum, double dampening,
-             double weight_decay, bint nesterov, bint maximize, bint first_step, int n_threads):
+def sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, bint nesterov,
+             bint maximize, bint first_step, n_threads):
     """One SGD step over every tensor of a group, in place (PyTorch's SGD arithmetic).
 
     params:           IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
@@ -260,13 +275,14 @@ def sgd_step(params, grads, momentum_buffers, double lr, double momentum, double
     Per element: g = +-grad (+ weight_decay * p); buf = momentum * buf + (1 - dampening) * g
     (buf = g on the first step); g = g + momentum * buf (nesterov) or buf; p = p - lr * g.
     """
-    _check_threads("sgd_step", n_threads)
+    cdef str k = "sgd_step"
+    cdef int nt = _threads(k, n_threads)
     cdef SgdArgs a
-    a.neg_lr = -lr
-    a.momentum = momentum
-    a.one_minus_dampening = 1.0 - dampening
-    a.weight_decay = weight_decay
-    a.use_momentum = momentum != 0
+    a.neg_lr = -_real(k, "lr", lr)
+    a.momentum = _real(k, "momentum", momentum)
+    a.one_minus_dampening = 1.0 - _real(k, "dampening", dampening)
+    a.weight_decay = _real(k, "weight_decay", weight_decay)
+    a.use_momentum = a.momentum != 0
     a.nesterov = nesterov
     a.maximize = maximize
     a.first_step = first_step
@@ -278,9 +294,9 @@ def sgd_step(params, grads, momentum_buffers, double lr, double momentum, double
                 (True, True, a.use_momentum), &b, &stack)
         with nogil:
             if b.typenum == cnp.NPY_FLOAT:
-                _sgd_run(<float *>NULL, &b, &a, n_threads)
+                _sgd_run(<float *>NULL, &b, &a, nt)
             else:
-                _sgd_run(<double *>NULL, &b, &a, n_threads)
+                _sgd_run(<double *>NULL, &b, &a, nt)
     finally:
         _release(&b, &stack)
 
@@ -413,9 +429,8 @@ cdef void _adam_run(floating *tag, const Batch *b, const AdamArgs *a, int n_thre
         _adam_span(tag, b, a, _range_start(b.total, t, n_threads), _range_start(b.total, t + 1, n_threads))
 
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, long long step, double lr,
-              double beta1, double beta2, double eps, double weight_decay, bint amsgrad,
-              bint maximize, bint decoupled_weight_decay, int n_threads):
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, long long step, lr, beta1, beta2,
+              eps, weight_decay, bint amsgrad, bint maximize, bint decoupled_weight_decay, n_threads):
     """One Adam (or AdamW, decoupled_weight_decay=True) step over a group, in place.
 
     params:          IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
@@ -428,20 +443,24 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, long long s
     m = lerp(m, g, 1 - beta1); v = v * beta2 + (1 - beta2) * g * g; vmax = max(vmax, v);
     p += -(lr / (1 - beta1**step)) * m / (sqrt(v or vmax) / sqrt(1 - beta2**step) + eps).
     """
-    _check_threads("adam_step", n_threads)
+    cdef str k = "adam_step"
+    cdef int nt = _threads(k, n_threads)
     if step < 1:
         raise ValueError(f"adam_step: step must be >= 1 (the count after this update), got {step}")
+    cdef double lr_ = _real(k, "lr", lr), beta1_ = _real(k, "beta1", beta1)
+    cdef double beta2_ = _real(k, "beta2", beta2), eps_ = _real(k, "eps", eps)
+    cdef double wd = _real(k, "weight_decay", weight_decay)
     cdef AdamArgs a
     cdef double fstep = <double>step
-    a.neg_step_size = -(lr / (1.0 - pow(beta1, fstep)))
-    a.bias_correction2_sqrt = pow(1.0 - pow(beta2, fstep), 0.5)
-    a.one_minus_beta1 = 1.0 - beta1
-    a.beta2 = beta2
-    a.one_minus_beta2 = 1.0 - beta2
-    a.eps = eps
-    a.weight_decay = weight_decay
-    a.decay_factor = 1.0 - lr * weight_decay
-    a.has_wd = weight_decay != 0
+    a.neg_step_size = -(lr_ / (1.0 - pow(beta1_, fstep)))
+    a.bias_correction2_sqrt = pow(1.0 - pow(beta2_, fstep), 0.5)
+    a.one_minus_beta1 = 1.0 - beta1_
+    a.beta2 = beta2_
+    a.one_minus_beta2 = 1.0 - beta2_
+    a.eps = eps_
+    a.weight_decay = wd
+    a.decay_factor = 1.0 - lr_ * wd
+    a.has_wd = wd != 0
     a.decoupled = decoupled_weight_decay
     a.amsgrad = amsgrad
     a.maximize = maximize
@@ -454,9 +473,9 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, long long s
                 &b, &stack)
         with nogil:
             if b.typenum == cnp.NPY_FLOAT:
-                _adam_run(<float *>NULL, &b, &a, n_threads)
+                _adam_run(<float *>NULL, &b, &a, nt)
             else:
-                _adam_run(<double *>NULL, &b, &a, n_threads)
+                _adam_run(<double *>NULL, &b, &a, nt)
     finally:
         _release(&b, &stack)
 
@@ -567,9 +586,8 @@ cdef void _rmsprop_run(floating *tag, const Batch *b, const RmspropArgs *a, int 
         _rmsprop_span(tag, b, a, _range_start(b.total, t, n_threads), _range_start(b.total, t + 1, n_threads))
 
 
-def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, double lr, double alpha,
-                 double eps, double weight_decay, double momentum, bint centered, bint maximize,
-                 int n_threads):
+def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
+                 momentum, bint centered, bint maximize, n_threads):
     """One RMSprop step over every tensor of a group, in place (PyTorch's RMSprop arithmetic).
 
     params:           IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
@@ -581,15 +599,16 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, double
     centered: a = lerp(a, g, 1 - alpha), avg = sqrt(s - a * a), else avg = sqrt(s); avg += eps;
     momentum: buf = momentum * buf + g / avg, p -= lr * buf; else p -= lr * g / avg.
     """
-    _check_threads("rmsprop_step", n_threads)
+    cdef str k = "rmsprop_step"
+    cdef int nt = _threads(k, n_threads)
     cdef RmspropArgs a
-    a.neg_lr = -lr
-    a.alpha = alpha
-    a.one_minus_alpha = 1.0 - alpha
-    a.eps = eps
-    a.weight_decay = weight_decay
-    a.momentum = momentum
-    a.use_momentum = momentum > 0
+    a.neg_lr = -_real(k, "lr", lr)
+    a.alpha = _real(k, "alpha", alpha)
+    a.one_minus_alpha = 1.0 - a.alpha
+    a.eps = _real(k, "eps", eps)
+    a.weight_decay = _real(k, "weight_decay", weight_decay)
+    a.momentum = _real(k, "momentum", momentum)
+    a.use_momentum = a.momentum > 0
     a.centered = centered
     a.maximize = maximize
     cdef Batch b
@@ -601,8 +620,8 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, double
                 (True, True, True, centered, a.use_momentum), &b, &stack)
         with nogil:
             if b.typenum == cnp.NPY_FLOAT:
-                _rmsprop_run(<float *>NULL, &b, &a, n_threads)
+                _rmsprop_run(<float *>NULL, &b, &a, nt)
             else:
-                _rmsprop_run(<double *>NULL, &b, &a, n_threads)
+                _rmsprop_run(<double *>NULL, &b, &a, nt)
     finally:
         _release(&b, &stack)

@@ -1,4 +1,6 @@
 """Adam and AdamW (PyTorch's Adam, with amsgrad and maximize; AdamW's decoupled weight decay)."""
+import math
+
 import numpy as np
 
 from .. import kernels
@@ -24,17 +26,17 @@ class Adam(Optimizer):
 
     def _validate_group(self, group):
         betas = group["betas"]
-        if not 0.0 <= group["lr"]:
+        if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 <= group["eps"]:
+        if not 0.0 <= group["eps"] < math.inf:
             raise ValueError(f"Invalid epsilon value: {group['eps']}")
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        if not 0.0 <= betas[0] < 1.0:
+        if not 0.0 <= betas[0] < 1.0:  # NaN fails too
             raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
         if not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= group["weight_decay"]:
+        if not 0.0 <= group["weight_decay"] < math.inf:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
     def _update_group(self, group, n_threads):

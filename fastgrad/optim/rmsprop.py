@@ -1,4 +1,6 @@
 """RMSprop with momentum, centering, weight decay and maximize (PyTorch's RMSprop)."""
+import math
+
 import numpy as np
 
 from .. import kernels
@@ -23,15 +25,15 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, group):
-        if not 0.0 <= group["lr"]:
+        if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 <= group["eps"]:
+        if not 0.0 <= group["eps"] < math.inf:
             raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        if not 0.0 <= group["momentum"]:
+        if not 0.0 <= group["momentum"] < math.inf:
             raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if not 0.0 <= group["weight_decay"]:
+        if not 0.0 <= group["weight_decay"] < math.inf:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
-        if not 0.0 <= group["alpha"]:
+        if not 0.0 <= group["alpha"] < math.inf:
             raise ValueError(f"Invalid alpha value: {group['alpha']}")
 
     def _update_group(self, group, n_threads):

@@ -1,4 +1,6 @@
 """SGD with momentum, dampening, Nesterov momentum, weight decay and maximize (PyTorch's SGD)."""
+import math
+
 import numpy as np
 
 from .. import kernels
@@ -21,12 +23,14 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _validate_group(self, group):
-        if not 0.0 <= group["lr"]:
+        if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 <= group["momentum"]:
+        if not 0.0 <= group["momentum"] < math.inf:
             raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if not 0.0 <= group["weight_decay"]:
+        if not 0.0 <= group["weight_decay"] < math.inf:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if not math.isfinite(group["dampening"]):  # any finite value is a valid factor 1 - dampening
+            raise ValueError(f"Invalid dampening value: {group['dampening']}")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 

@@ -107,8 +107,32 @@ def _gather(kernel, names, seqs, used):
 
 
 def _check_threads(kernel, n_threads):
+    if not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be an integer, got {type(n_threads).__name__}")
     if n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
+
+
+def _real(kernel, name, value):
+    """A hyperparameter as a Python float (NaN and inf pass: the update then propagates them)."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{kernel}: {name} must be a real number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: {name} must be a real number, got {type(value).__name__}") from None
+
+
+def _pow(x, y):
+    """x ** y with C's pow results where Python raises or goes complex."""
+    try:
+        r = x ** y
+    except OverflowError:
+        odd = y == int(y) and int(y) % 2 == 1
+        return -math.inf if (x < 0 and odd) else math.inf
+    except ZeroDivisionError:
+        return math.inf
+    return math.nan if isinstance(r, complex) else r
 
 
 def _values(a):
@@ -134,7 +158,10 @@ def sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_de
     Per element: g = +-grad (+ weight_decay * p); buf = momentum * buf + (1 - dampening) * g
     (buf = g on the first step); g = g + momentum * buf (nesterov) or buf; p = p - lr * g.
     """
-    _check_threads("sgd_step", n_threads)
+    k = "sgd_step"
+    _check_threads(k, n_threads)
+    lr, momentum = _real(k, "lr", lr), _real(k, "momentum", momentum)
+    dampening, weight_decay = _real(k, "dampening", dampening), _real(k, "weight_decay", weight_decay)
     use_momentum = momentum != 0
     (ps, gs, bs), dtype = _gather("sgd_step", ("params", "grads", "momentum_buffers"),
                                   (params, grads, momentum_buffers), (True, True, use_momentum))
@@ -178,16 +205,19 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, b
     m = lerp(m, g, 1 - beta1); v = v * beta2 + (1 - beta2) * g * g; vmax = max(vmax, v);
     p += -(lr / (1 - beta1**step)) * m / (sqrt(v or vmax) / sqrt(1 - beta2**step) + eps).
     """
-    _check_threads("adam_step", n_threads)
+    k = "adam_step"
+    _check_threads(k, n_threads)
     if step < 1:
         raise ValueError(f"adam_step: step must be >= 1 (the count after this update), got {step}")
+    lr, beta1, beta2 = _real(k, "lr", lr), _real(k, "beta1", beta1), _real(k, "beta2", beta2)
+    eps, weight_decay = _real(k, "eps", eps), _real(k, "weight_decay", weight_decay)
     (ps, gs, ms, vs, vmaxs), dtype = _gather(
         "adam_step", ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
         (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs), (True, True, True, True, amsgrad))
     r = _rounder(dtype)
     fstep = float(step)
-    neg_ss = r(-(lr / (1.0 - beta1 ** fstep)))
-    bc2s = r((1.0 - beta2 ** fstep) ** 0.5)
+    neg_ss = r(-_div(lr, 1.0 - _pow(beta1, fstep)))
+    bc2s = r(_pow(1.0 - _pow(beta2, fstep), 0.5))
     w1 = r(1.0 - beta1)
     omw1 = r(1.0 - w1)
     small_w1 = abs(w1) < 0.5
@@ -240,7 +270,10 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, al
     centered: a = lerp(a, g, 1 - alpha), avg = sqrt(s - a * a), else avg = sqrt(s); avg += eps;
     momentum: buf = momentum * buf + g / avg, p -= lr * buf; else p -= lr * g / avg.
     """
-    _check_threads("rmsprop_step", n_threads)
+    k = "rmsprop_step"
+    _check_threads(k, n_threads)
+    lr, alpha, eps = _real(k, "lr", lr), _real(k, "alpha", alpha), _real(k, "eps", eps)
+    weight_decay, momentum = _real(k, "weight_decay", weight_decay), _real(k, "momentum", momentum)
     use_momentum = momentum > 0
     (ps, gs, sqs, gavgs, bufs), dtype = _gather(
         "rmsprop_step", ("params", "grads", "square_avgs", "grad_avgs", "momentum_buffers"),

@@ -98,6 +98,24 @@ def test_rmsprop_matches_reference(dtype, weight_decay, momentum, centered, maxi
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, -1.0, 1e30])
+def test_non_finite_hyperparameters_match_reference(dtype, value):
+    """The kernels take any real hyperparameter (the optimizers reject the odd ones) and the
+    two homes agree on what it does, down to the scalar math (pow, division by zero)."""
+    def adam(module, p, g, s, step):
+        module.adam_step(p, g, s[0], s[1], s[2], step, value, value, value, value, value, True, False, False, 1)
+
+    def sgd(module, p, g, s, step):
+        module.sgd_step(p, g, s[0], value, value, value, value, False, True, step == 1, 1)
+
+    def rmsprop(module, p, g, s, step):
+        module.rmsprop_step(p, g, s[0], s[1], s[2], value, value, value, value, value, True, False, 1)
+
+    for name, call in (("adam_step", adam), ("sgd_step", sgd), ("rmsprop_step", rmsprop)):
+        _run_both(name, 3, dtype, 2, call, shapes=[(3, 2), ()])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_special_values_match_reference(dtype):
     """inf, nan, signed zeros, subnormals and huge gradients go through both homes alike."""
     def sgd(module, p, g, s, step):
@@ -206,6 +224,13 @@ def test_bad_input_raises(module):
     _sgd(module, [f32(3)], [read_only], [f32(3)])  # gradients are only read
     with pytest.raises(ValueError, match=r"sgd_step: n_threads must be >= 1, got 0"):
         _sgd(module, [f32(3)], [f32(3)], [f32(3)], n_threads=0)
+    with pytest.raises(TypeError, match=r"sgd_step: n_threads must be an integer, got float"):
+        _sgd(module, [f32(3)], [f32(3)], [f32(3)], n_threads=1.5)
+    with pytest.raises(TypeError, match=r"sgd_step: lr must be a real number, got list"):
+        _sgd(module, [f32(3)], [f32(3)], [f32(3)], lr=[0.1])
+    with pytest.raises(TypeError, match=r"rmsprop_step: alpha must be a real number, got str"):
+        module.rmsprop_step([f32(3)], [f32(3)], [f32(3)], [], [], 0.1, "0.99", 1e-8, 0.0, 0.0, False, False, 1)
+    _sgd(module, [f32(3)], [f32(3)], [f32(3)], n_threads=2**70)  # more threads than exist: capped
     with pytest.raises(ValueError, match=r"adam_step: step must be >= 1"):
         module.adam_step([f32(3)], [f32(3)], [f32(3)], [f32(3)], [], 0, 0.1, 0.9, 0.999, 1e-8, 0.0,
                          False, False, False, 1)

@@ -183,6 +183,11 @@ def _one_param():
     (lambda p: optim.RMSprop(p, momentum=-1), "Invalid momentum value: -1"),
     (lambda p: optim.RMSprop(p, lr=float("nan")), "Invalid learning rate: nan"),
     (lambda p: optim.SGD([{"params": p, "lr": -2}], lr=0.1), "Invalid learning rate: -2"),
+    # stricter than PyTorch: non-finite values would turn every updated parameter to inf or NaN
+    (lambda p: optim.SGD(p, lr=float("inf")), "Invalid learning rate: inf"),
+    (lambda p: optim.SGD(p, lr=0.1, dampening=float("nan")), "Invalid dampening value: nan"),
+    (lambda p: optim.Adam(p, eps=float("inf")), "Invalid epsilon value: inf"),
+    (lambda p: optim.RMSprop(p, alpha=float("inf")), "Invalid alpha value: inf"),
 ])
 def test_invalid_hyperparameters_raise_with_torch_wording(make, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
