@@ -383,10 +383,12 @@ cdef object _checked(str kernel, tuple names, tuple arrays, int n_outputs, int n
     return dtype
 
 
-cdef int _threads(object n_threads) except -1:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(n_threads, 1 << 16)
+cdef int _threads(str kernel, object n_threads) except -1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    return <int>min(int(n_threads), 1 << 16)
 
 
 cdef void *_ptr(cnp.ndarray a) noexcept:
@@ -395,7 +397,7 @@ cdef void *_ptr(cnp.ndarray a) noexcept:
 
 cdef _run_forward(str kernel, int op, x, out, double slope, n_threads):
     dtype = _checked(kernel, ("x", "out"), (x, out), 1, -1)
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t n = x.size
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(out)
@@ -413,7 +415,7 @@ cdef _run_backward(str kernel, str saved_name, int op, saved, grad_out, grad_inp
                    double slope, n_threads):
     dtype = _checked(kernel, (saved_name, "grad_out", "grad_input"),
                      (saved, grad_out, grad_input), 1, -1)
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t n = saved.size
     cdef void *ps = _ptr(saved)
     cdef void *pg = _ptr(grad_out)
@@ -514,7 +516,7 @@ def tanh_backward(out, grad_out, grad_input, n_threads=1):
 
 cdef _run_softmax(str kernel, bint log_out, x, out, n_threads):
     dtype = _checked(kernel, ("x", "out"), (x, out), 1, 2)
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(out)
@@ -530,7 +532,7 @@ cdef _run_softmax(str kernel, bint log_out, x, out, n_threads):
 
 cdef _run_softmax_backward(str kernel, bint log_out, out, grad_out, grad_input, n_threads):
     dtype = _checked(kernel, ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, 2)
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1]
     cdef void *py = _ptr(out)
     cdef void *pg = _ptr(grad_out)

@@ -521,6 +521,40 @@ cdef inline floating *_aligned(floating *ws) noexcept nogil:
 
 # --------------------------------------------------------------------------- validation
 
+cdef Py_ssize_t INT_ARG_LIMIT = 1 << 62
+
+
+cdef Py_ssize_t _int_arg(str kernel, str name, object v) except? -1:
+    """A scalar argument as a C integer: an int (or numpy integer) of moderate size, else
+    TypeError / ValueError naming the kernel. The range rules come after (_geometry)."""
+    if not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{kernel}: {name} must be an integer, got {v!r}")
+    if not -INT_ARG_LIMIT <= v <= INT_ARG_LIMIT:
+        raise ValueError(f"{kernel}: {name} is out of range, got {v}")
+    return v
+
+
+cdef tuple _int_args(str kernel, tuple names, tuple values):
+    return tuple([_int_arg(kernel, n, v) for n, v in zip(names, values)])
+
+
+MAX_ELEMENTS = 1 << 31  # per array: a convolution over larger ones is refused
+
+
+cdef int _check_elements(str kernel, str name, tuple shape) except -1:
+    """Refuse a shape above MAX_ELEMENTS, counted with Python ints (no overflow)."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"{kernel}: {name} {shape} is too large: {count} elements, more "
+                         f"than the {int(MAX_ELEMENTS)} allowed per array")
+    return 0
+
+
+PARAM_NAMES = ("stride_h", "stride_w", "pad_top", "pad_left", "dil_h", "dil_w", "groups")
+
+
 cdef int _dtype_num(str kernel, str name, object a) except -1:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
@@ -1100,9 +1134,8 @@ cdef void _bias_run(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_
 # --------------------------------------------------------------------------- public kernels
 
 def conv2d_workspace_size(str kernel, x_shape, weight_shape, out_shape,
-                          Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
-                          Py_ssize_t pad_left, Py_ssize_t dil_h, Py_ssize_t dil_w,
-                          Py_ssize_t groups, Py_ssize_t n_threads):
+                          stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups,
+                          n_threads):
     """Elements of workspace that conv2d_<kernel> needs for these shapes (kernel is
     "forward", "backward_input" or "backward_weight"; backward_bias needs none).
 
@@ -1122,9 +1155,15 @@ def conv2d_workspace_size(str kernel, x_shape, weight_shape, out_shape,
         if len(s) != 4 or any(int(v) < 0 for v in s):
             raise ValueError(f"conv2d_workspace_size: {name} must be 4 non-negative sizes, "
                              f"got {s}")
+    sh, sw, pt, pl, dh, dw, G = _int_args("conv2d_workspace_size", PARAM_NAMES, (
+        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
+    cdef Py_ssize_t nt = _int_arg("conv2d_workspace_size", "n_threads", n_threads)
     _geometry("conv2d_workspace_size", &g, "x", x_shape, weight_shape, "out", out_shape,
-              stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
-    _plan("conv2d_workspace_size", &g, kinds[kernel], n_threads, &p)
+              sh, sw, pt, pl, dh, dw, G)
+    for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape),
+                    ("out_shape", out_shape)):
+        _check_elements("conv2d_workspace_size", name, tuple(s))
+    _plan("conv2d_workspace_size", &g, kinds[kernel], nt, &p)
     return int(p.total)
 
 
@@ -1152,10 +1191,8 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
     return info
 
 
-def conv2d_forward(x, weight, bias, out, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                   Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dil_h,
-                   Py_ssize_t dil_w, Py_ssize_t groups, bint apply_relu, workspace,
-                   Py_ssize_t n_threads):
+def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, dil_h,
+                   dil_w, groups, bint apply_relu, workspace, n_threads):
     """out = conv2d(x, weight) + bias, then max(0, .) when apply_relu; written fresh.
 
     x:         IN  (N, C_in, H, W)
@@ -1178,6 +1215,10 @@ def conv2d_forward(x, weight, bias, out, Py_ssize_t stride_h, Py_ssize_t stride_
         bs = _check_array(k, "bias", bias, 1, dt, False)
         if bs[0] != wsh[0]:
             raise ValueError(f"{k}: bias has shape {bs}, expected ({wsh[0]},)")
+    # scalars arrive as Python objects: checked here so errors name the kernel
+    stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups = _int_args(k, PARAM_NAMES, (
+        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
+    n_threads = _int_arg(k, "n_threads", n_threads)
     cdef Geom g
     cdef Plan p
     _geometry(k, &g, "x", xs, wsh, "out", ys, stride_h, stride_w, pad_top, pad_left,
@@ -1204,10 +1245,8 @@ def conv2d_forward(x, weight, bias, out, Py_ssize_t stride_h, Py_ssize_t stride_
                          relu, <double *>po, <double *>pws, off)
 
 
-def conv2d_backward_input(grad_out, weight, grad_x, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                          Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dil_h,
-                          Py_ssize_t dil_w, Py_ssize_t groups, workspace,
-                          Py_ssize_t n_threads):
+def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_top, pad_left,
+                          dil_h, dil_w, groups, workspace, n_threads):
     """grad_x = d(sum(grad_out * conv2d(x, weight))) / dx, written fresh.
 
     grad_out:  IN  (N, C_out, H_out, W_out)
@@ -1220,6 +1259,10 @@ def conv2d_backward_input(grad_out, weight, grad_x, Py_ssize_t stride_h, Py_ssiz
     ys = _check_array(k, "grad_out", grad_out, 4, dt, False)
     wsh = _check_array(k, "weight", weight, 4, dt, False)
     xs = _check_array(k, "grad_x", grad_x, 4, dt, True)
+    # scalars arrive as Python objects: checked here so errors name the kernel
+    stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups = _int_args(k, PARAM_NAMES, (
+        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
+    n_threads = _int_arg(k, "n_threads", n_threads)
     cdef Geom g
     cdef Plan p
     _geometry(k, &g, "grad_x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top,
@@ -1244,10 +1287,8 @@ def conv2d_backward_input(grad_out, weight, grad_x, Py_ssize_t stride_h, Py_ssiz
                                 <double *>pws, off)
 
 
-def conv2d_backward_weight(x, grad_out, grad_weight, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                           Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dil_h,
-                           Py_ssize_t dil_w, Py_ssize_t groups, workspace,
-                           Py_ssize_t n_threads):
+def conv2d_backward_weight(x, grad_out, grad_weight, stride_h, stride_w, pad_top, pad_left,
+                           dil_h, dil_w, groups, workspace, n_threads):
     """grad_weight = d(sum(grad_out * conv2d(x, weight))) / dweight, written fresh.
 
     x:           IN  (N, C_in, H, W)
@@ -1262,11 +1303,22 @@ def conv2d_backward_weight(x, grad_out, grad_weight, Py_ssize_t stride_h, Py_ssi
     xs = _check_array(k, "x", x, 4, dt, False)
     ys = _check_array(k, "grad_out", grad_out, 4, dt, False)
     wsh = _check_array(k, "grad_weight", grad_weight, 4, dt, True)
+    # scalars arrive as Python objects: checked here so errors name the kernel
+    stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups = _int_args(k, PARAM_NAMES, (
+        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
+    n_threads = _int_arg(k, "n_threads", n_threads)
     cdef Geom g
     cdef Plan p
     _geometry(k, &g, "x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top, pad_left,
               dil_h, dil_w, groups)
     _check_disjoint(k, "grad_weight", grad_weight, (("x", x), ("grad_out", grad_out)))
+    if g.N == 0:  # an empty batch: the sum over it is zero (no plan, no workspace)
+        if n_threads < 1:
+            raise ValueError(f"{k}: n_threads must be >= 1, got {n_threads}")
+        if workspace is not None:
+            _check_array(k, "workspace", workspace, 1, dt, True)
+        grad_weight.fill(0)
+        return
     _plan(k, &g, BACKWARD_WEIGHT, n_threads, &p)
     ws = _workspace(k, workspace, dt, &p)
     cdef Py_ssize_t *off = _index_area(ws, &p)
@@ -1284,7 +1336,7 @@ def conv2d_backward_weight(x, grad_out, grad_weight, Py_ssize_t stride_h, Py_ssi
                                  <double *>pw, <double *>pws, off)
 
 
-def conv2d_backward_bias(grad_out, grad_bias, Py_ssize_t n_threads):
+def conv2d_backward_bias(grad_out, grad_bias, n_threads):
     """grad_bias[c] = sum of grad_out[:, c], written fresh.
 
     grad_out:  IN  (N, C_out, H_out, W_out)
@@ -1296,6 +1348,7 @@ def conv2d_backward_bias(grad_out, grad_bias, Py_ssize_t n_threads):
     bs = _check_array(k, "grad_bias", grad_bias, 1, dt, True)
     if bs[0] != ys[1]:
         raise ValueError(f"{k}: grad_bias has shape {bs}, expected ({ys[1]},) for grad_out {ys}")
+    n_threads = _int_arg(k, "n_threads", n_threads)
     if n_threads < 1:
         raise ValueError(f"{k}: n_threads must be >= 1, got {n_threads}")
     _check_disjoint(k, "grad_bias", grad_bias, (("grad_out", grad_out),))

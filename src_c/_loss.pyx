@@ -12,8 +12,9 @@
 #   and sums keep partial results in lanes; these helpers are the same as in
 #   _activation.pyx (each extension module compiles its own copy).
 # - Layout: logits (N, C) and elementwise arrays C-contiguous. Outputs must not overlap
-#   inputs. Threads: a static prange over rows (or blocks) only when the work is big
-#   enough to pay for a parallel region; each thread writes only its own rows.
+#   inputs or each other (the def wrappers refuse any shared memory). Threads: a static
+#   prange over rows (or blocks) only when the work is big enough to pay for a parallel
+#   region; each thread writes only its own rows.
 
 import numpy as np
 cimport numpy as cnp
@@ -138,10 +139,26 @@ cdef void *_weights(str kernel, object weight, object dtype, Py_ssize_t n_classe
     return cnp.PyArray_DATA(weight)
 
 
-cdef int _threads(object n_threads) except -1:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(n_threads, 1 << 16)
+cdef int _threads(str kernel, object n_threads) except -1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    return <int>min(int(n_threads), 1 << 16)
+
+
+cdef _disjoint(str kernel, tuple outputs, tuple inputs):
+    """Refuse an output (name, array or None) that shares memory with an input or an
+    earlier output: the loops read inputs while writing outputs, row by row."""
+    cdef Py_ssize_t i
+    for i in range(len(outputs)):
+        out_name, out = outputs[i]
+        if out is None:
+            continue
+        for name, a in inputs + outputs[:i]:
+            if a is not None and np.shares_memory(out, a):
+                raise ValueError(f"{kernel}: output {out_name} shares memory with {name}; "
+                                 "outputs must not overlap inputs or other outputs")
 
 
 cdef inline void *_ptr(object a) noexcept:
@@ -381,7 +398,9 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
     _float_array(k, "losses", losses, dtype, (N,), True)
     if grad is not None:
         _float_array(k, "grad", grad, dtype, (N, C), True)
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(k, n_threads)
+    _disjoint(k, (("losses", losses), ("grad", grad)),
+              (("logits", logits), ("target", target), ("weight", weight)))
     _check_targets(k, target, C, ignore)
     cdef const int64_t *pt = <const int64_t *>_ptr(target)
     cdef void *pz = _ptr(logits)
@@ -457,7 +476,9 @@ def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=
     cdef int64_t ignore = _ignore(k, ignore_index)
     cdef void *pw = _weights(k, weight, dtype, C)
     _float_array(k, "losses", losses, dtype, (N,), True)
-    _threads(n_threads)
+    _threads(k, n_threads)
+    _disjoint(k, (("losses", losses),),
+              (("log_probs", log_probs), ("target", target), ("weight", weight)))
     _check_targets(k, target, C, ignore)
     cdef const int64_t *pt = <const int64_t *>_ptr(target)
     cdef void *pz = _ptr(log_probs)
@@ -492,7 +513,9 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
     cdef int64_t ignore = _ignore(k, ignore_index)
     cdef void *pw = _weights(k, weight, dtype, C)
     _float_array(k, "grad_losses", grad_losses, dtype, (N,), False)
-    _threads(n_threads)
+    _threads(k, n_threads)
+    _disjoint(k, (("grad_input", grad_input),),
+              (("target", target), ("weight", weight), ("grad_losses", grad_losses)))
     _check_targets(k, target, C, ignore)
     cdef const int64_t *pt = <const int64_t *>_ptr(target)
     cdef void *pgl = _ptr(grad_losses)
@@ -548,7 +571,8 @@ def mse_loss_forward(input, target, diff, squares, n_threads=1):
     _float_array(k, "diff", diff, dtype, shape, True)
     if squares is not None:
         _float_array(k, "squares", squares, dtype, shape, True)
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(k, n_threads)
+    _disjoint(k, (("diff", diff), ("squares", squares)), (("input", input), ("target", target)))
     cdef Py_ssize_t n = input.size
     cdef void *px = _ptr(input)
     cdef void *py = _ptr(target)
@@ -613,7 +637,8 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
         factor = 2.0 * float(scale)
     except (TypeError, ValueError):
         raise TypeError(f"{k}: scale must be a number, got {scale!r}") from None
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(k, n_threads)
+    _disjoint(k, (("grad_input", grad_input),), (("diff", diff), ("grad_loss", grad_loss)))
     cdef Py_ssize_t n = diff.size
     cdef void *pd = _ptr(diff)
     cdef void *pg = _ptr(grad_loss)
@@ -716,7 +741,10 @@ def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, 
         scale = float(grad_scale)
     except (TypeError, ValueError):
         raise TypeError(f"{k}: grad_scale must be a number, got {grad_scale!r}") from None
-    cdef int nt = _threads(n_threads)
+    cdef int nt = _threads(k, n_threads)
+    _disjoint(k, (("losses", losses), ("grad", grad)),
+              (("input", input), ("target", target), ("weight", weight),
+               ("pos_weight", pos_weight)))
     cdef void *px = _ptr(input)
     cdef void *py = _ptr(target)
     cdef void *pw = _ptr(weight) if weight is not None else NULL

@@ -13,8 +13,10 @@
 # - Threads: channels are split with a static prange when the input is big enough to pay
 #   for a parallel region (~50 us); each thread writes only its own channels' outputs.
 # - Outputs may be the matching input array itself (out = x, grad_input = grad_out or x):
-#   a channel's values are all read before any of them is written; other overlaps are
-#   not supported.
+#   a channel's values are all read before any of them is written; any other overlap
+#   between an output and another argument is refused.
+
+import math
 
 import numpy as np
 cimport numpy as cnp
@@ -287,12 +289,39 @@ cdef int _threads(str kernel, object n_threads) except -1:
 
 
 cdef double _number(str kernel, str name, object value) except? -1:
+    """A finite, non-negative float: NaN, inf or a negative momentum or eps is a mistake."""
+    cdef double v
     if isinstance(value, bool):
         raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
     try:
-        return float(value)
+        v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def _separate(str kernel, outputs, inputs, in_place=()):
+    """Refuse an output sharing memory with any other argument: the kernels read a
+    channel's per-channel values while writing others. A (name, input name) pair of
+    ``in_place`` lets that output be exactly that input (same memory, same shape)."""
+    arrays = [(n, a) for n, a in list(outputs) + list(inputs) if a is not None]
+    for name, out in outputs:
+        if out is None:
+            continue
+        for other_name, other in arrays:
+            if other_name == name or not np.may_share_memory(out, other):
+                continue
+            if (name, other_name) in in_place and _same_memory(out, other):
+                continue
+            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a "
+                             "separate array")
+
+
+def _same_memory(a, b):
+    return (a.shape == b.shape and a.dtype == b.dtype and
+            a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 # --------------------------------------------------------------------------- public kernels
@@ -306,7 +335,7 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     running_mean, running_var: IN/OUT, (C,) or both None. When given:
         running = (1 - momentum) * running + momentum * batch statistic, the variance's
         being unbiased (divided by N * S - 1).
-    momentum, eps: numbers.
+    momentum, eps: finite numbers >= 0.
     out: OUT, (N, C, S), written fresh: (x - mean) / sqrt(var + eps) * weight + bias with
         the biased batch variance (may be x itself).
     save_mean, save_invstd: OUT, (C,), written fresh: the batch mean and 1 / sqrt(var + eps),
@@ -327,6 +356,9 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     cdef double mom = _number(kernel, "momentum", momentum)
     cdef double epsilon = _number(kernel, "eps", eps)
     cdef int nt = _threads(kernel, n_threads)
+    _separate(kernel, [("out", out), ("running_mean", running_mean), ("running_var", running_var),
+                       ("save_mean", save_mean), ("save_invstd", save_invstd)],
+              [("x", x), ("weight", weight), ("bias", bias)], in_place=[("out", "x")])
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C > 0 and N * S < 1:
         raise ValueError(f"{kernel}: no values per channel (input shape {x.shape}): batch statistics "
@@ -354,7 +386,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     x: IN, (N, C, S) float32/float64, C-contiguous.
     weight, bias: IN, (C,) same dtype, or None (1 and 0).
     running_mean, running_var: IN, (C,).
-    eps: a number.
+    eps: a finite number >= 0.
     out: OUT, (N, C, S), written fresh: (x - running_mean) / sqrt(running_var + eps) * weight
         + bias (may be x itself).
     save_invstd: OUT, (C,), written fresh: 1 / sqrt(running_var + eps), for batch_norm_backward.
@@ -370,6 +402,9 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
     cdef double epsilon = _number(kernel, "eps", eps)
     cdef int nt = _threads(kernel, n_threads)
+    _separate(kernel, [("out", out), ("save_invstd", save_invstd)],
+              [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
+               ("running_var", running_var)], in_place=[("out", "x")])
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C == 0:
         return
@@ -413,6 +448,9 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
     cdef void *pgb = check.channel("grad_bias", grad_bias, True, True)
     cdef bint batch_stats = bool(use_batch_stats)
     cdef int nt = _threads(kernel, n_threads)
+    _separate(kernel, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
+               ("save_invstd", save_invstd)], in_place=[("grad_input", "grad_out"), ("grad_input", "x")])
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C == 0:
         return

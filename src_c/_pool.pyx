@@ -465,6 +465,21 @@ cdef _same_planes(str kernel, str a_name, a, str b_name, b):
                          "their batch and channel sizes (N, C) differ")
 
 
+cdef int _check_disjoint(str kernel, str out_name, object out, tuple ins) except -1:
+    """out must share no memory with the arrays in ins (all C-contiguous, checked before:
+    each one's memory is one byte range)."""
+    cdef char *o0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef char *o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out)
+    cdef char *a0
+    cdef char *a1
+    for name, a in ins:
+        a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+        a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a)
+        if a0 < o1 and o0 < a1:
+            raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
+    return 0
+
+
 cdef _check_divisor(str kernel, object divisor_override):
     if divisor_override is None:
         return 0
@@ -512,6 +527,8 @@ def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
     _same_planes(kn, "x", x, "out", out)
     if indices.shape != out.shape:
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected out's {out.shape}")
+    _check_disjoint(kn, "out", out, (("x", x),))
+    _check_disjoint(kn, "indices", indices, (("x", x), ("out", out)))
     cdef Py_ssize_t planes = _dim(x, 0) * _dim(x, 1), H = _dim(x, 2), W = _dim(x, 3)
     cdef Py_ssize_t OH = _dim(out, 2), OW = _dim(out, 3)
     if planes == 0 or OH == 0 or OW == 0:
@@ -547,6 +564,7 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected grad_out's "
                          f"{grad_out.shape}")
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
+    _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out), ("indices", indices)))
     cdef Py_ssize_t planes = _dim(grad_x, 0) * _dim(grad_x, 1)
     cdef Py_ssize_t n_in = _dim(grad_x, 2) * _dim(grad_x, 3)
     cdef Py_ssize_t n_out = _dim(grad_out, 2) * _dim(grad_out, 3)
@@ -588,6 +606,7 @@ def avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
     cdef Py_ssize_t div = _check_divisor(kn, divisor_override)
     cdef bint include_pad = bool(count_include_pad)
     _same_planes(kn, "x", x, "out", out)
+    _check_disjoint(kn, "out", out, (("x", x),))
     cdef Py_ssize_t planes = _dim(x, 0) * _dim(x, 1), H = _dim(x, 2), W = _dim(x, 3)
     cdef Py_ssize_t OH = _dim(out, 2), OW = _dim(out, 3)
     cdef int threads = _threads(kn, n_threads, planes * OH * OW * kh * kw)
@@ -618,6 +637,7 @@ def avg_pool2d_backward(grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w
     cdef Py_ssize_t div = _check_divisor(kn, divisor_override)
     cdef bint include_pad = bool(count_include_pad)
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
+    _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out),))
     cdef Py_ssize_t planes = _dim(grad_x, 0) * _dim(grad_x, 1), H = _dim(grad_x, 2), W = _dim(grad_x, 3)
     cdef Py_ssize_t OH = _dim(grad_out, 2), OW = _dim(grad_out, 3)
     cdef int threads = _threads(kn, n_threads, planes * (OH * OW * kh * kw + H * W))
@@ -641,6 +661,7 @@ def adaptive_avg_pool2d_forward(x, out, n_threads):
     cdef int t = _check(kn, "x", x, -1, False)
     _check(kn, "out", out, t, True)
     _same_planes(kn, "x", x, "out", out)
+    _check_disjoint(kn, "out", out, (("x", x),))
     cdef Py_ssize_t planes = _dim(x, 0) * _dim(x, 1), H = _dim(x, 2), W = _dim(x, 3)
     cdef Py_ssize_t OH = _dim(out, 2), OW = _dim(out, 3)
     if planes * OH * OW > 0 and (H == 0 or W == 0):
@@ -667,6 +688,7 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
     cdef int t = _check(kn, "grad_out", grad_out, -1, False)
     _check(kn, "grad_x", grad_x, t, True)
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
+    _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out),))
     cdef Py_ssize_t planes = _dim(grad_x, 0) * _dim(grad_x, 1), H = _dim(grad_x, 2), W = _dim(grad_x, 3)
     cdef Py_ssize_t OH = _dim(grad_out, 2), OW = _dim(grad_out, 3)
     if planes * OH * OW > 0 and (H == 0 or W == 0):

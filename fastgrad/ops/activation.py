@@ -10,6 +10,7 @@ softmax and log_softmax move ``dim`` to the last axis, run the row kernels on a
 input is left unchanged and the result is returned, which is what callers use.
 """
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -26,6 +27,30 @@ def contiguous(a, dtype=None):
     if a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
         return a
     return np.ascontiguousarray(a, dtype=dtype).reshape(a.shape)
+
+
+def _memory_bytes():
+    """This machine's physical memory in bytes (2**40 when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 2**40
+
+
+def check_size(op, name, shape, dtype):
+    """Refuse an array of ``shape`` and ``dtype`` that could not fit in memory, before
+    anything is allocated. The input may be a broadcast view that occupies almost nothing
+    while the op's contiguous copies and outputs would need all of its elements; the count
+    is taken with Python ints, which do not overflow."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    needed = count * np.dtype(dtype).itemsize
+    limit = _memory_bytes()
+    if needed > limit:
+        raise ValueError(f"{op}: {name} of shape {tuple(shape)} has {count:,} elements, "
+                         f"{needed / 2**30:,.1f} GiB of {np.dtype(dtype).name}, more than this "
+                         f"machine's memory ({limit / 2**30:,.1f} GiB)")
 
 
 # --------------------------------------------------------------------------- elementwise
@@ -82,6 +107,7 @@ def _check_input(op, input):
     if not isinstance(input, tensor_cls()):
         raise TypeError(f"{op}: expected a Tensor as input, got {type(input).__name__}")
     check_float(op, input)
+    check_size(op, "input", input.shape, input.dtype)
 
 
 def relu(input, inplace=False):
@@ -172,6 +198,7 @@ def _softmax_input(op, input, dtype):
         dtype = np.dtype(dtype)
         if dtype.kind != "f" or dtype.itemsize not in (4, 8):
             raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype}")
+        check_size(op, "input", input.shape, dtype)  # before the cast copies it
         input = input.to(dtype)
     return input
 

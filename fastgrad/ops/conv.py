@@ -87,6 +87,19 @@ class Conv2d(Function):
 
 # --------------------------------------------------------------------------- arguments
 
+MAX_ELEMENTS = 2**31  # per array: larger ones would need tens of GiB
+
+
+def check_elements(fn, name, shape):
+    """Refuse an array of ``shape`` above MAX_ELEMENTS before anything is allocated."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"{fn}: {name} of shape {tuple(shape)} would have {count:,} elements, "
+                         f"more than the {MAX_ELEMENTS:,} allowed per array")
+
+
 def _pair(fn, name, value, minimum):
     if type(value) is int and value >= minimum:  # the common case, checked first
         return value, value
@@ -177,6 +190,10 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
                          f"({eh}, {ew}), larger than the padded input ({ph}, {pw})")
     out_hw = (H, W) if same else ((ph - eh) // stride[0] + 1, (pw - ew) // stride[1] + 1)
     params = (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups)
+    # the input may be a broadcast view of almost no memory: count with Python ints
+    for name, shape in (("input", (N, C, H, W)), ("weight", (Co, Cg, kh, kw)),
+                        ("output", (N, Co) + out_hw)):
+        check_elements(fn, name, shape)
     if bias is None:
         return Conv2d.apply(input, weight, params=params, out_hw=out_hw, relu=relu)
     return Conv2d.apply(input, weight, bias, params=params, out_hw=out_hw, relu=relu)

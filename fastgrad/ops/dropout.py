@@ -6,6 +6,7 @@ import numpy as np
 from .. import _config
 from ..autograd import Function
 from ._util import check_float
+from .activation import check_size
 
 
 class Dropout(Function):
@@ -26,6 +27,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if not training or p == 0:
         return input
     dtype = input.dtype
+    check_size("dropout", "input", input.shape, dtype)  # the mask is a full-size array
     if p == 1:
         mask = np.zeros(input.shape, dtype=dtype)
     else:

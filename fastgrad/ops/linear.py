@@ -12,6 +12,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import tensor_cls
+from .activation import check_size
 
 
 class Linear(Function):
@@ -81,6 +82,10 @@ def _linear(fn, input, weight, bias, relu):
     if input.dtype != weight.dtype:
         raise TypeError(f"{fn}: input has dtype {input.dtype} but weight has {weight.dtype}; "
                         "convert one with .float() or .double()")
+    # before anything is allocated: the input may be a broadcast view that the contiguous
+    # copy expands, and the output has a row per input row
+    check_size(fn, "input", input.shape, input.dtype)
+    check_size(fn, "output", tuple(input.shape[:-1]) + (out_features,), input.dtype)
     if bias is None:
         return Linear.apply(input, weight, relu=relu)
     if bias.dtype != input.dtype:

@@ -20,7 +20,7 @@ from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
 from ._util import tensor_cls
-from .activation import contiguous
+from .activation import check_size, contiguous
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -37,6 +37,7 @@ def _float_input(op, input):
         raise TypeError(f"{op}: expected input to be a Tensor, got {type(input).__name__}")
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: expected a float32 or float64 input, got dtype {input.dtype}")
+    check_size(op, "input", input.shape, input.dtype)
 
 
 def _as_tensor(op, name, value):
@@ -72,6 +73,7 @@ def _aux_array(op, name, value, dtype):
     arr = np.asarray(value.data if isinstance(value, tensor_cls()) else value)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{op}: {name} must hold numbers, got dtype {arr.dtype}")
+    check_size(op, name, arr.shape, dtype)  # before astype copies a broadcast view
     return arr.astype(dtype, copy=False)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import check_float, tensor_cls
+from .activation import check_size
 
 
 class BatchNorm(Function):
@@ -23,7 +24,11 @@ class BatchNorm(Function):
         out = np.empty_like(x3)
         save_invstd = np.empty(c, dtype=x.dtype)
         threads = _config.get_num_threads()
-        if use_batch_stats:
+        if use_batch_stats and x3.size == 0:
+            # an empty batch: nothing to normalize, no statistics (the running ones stay)
+            save_mean = np.zeros(c, dtype=x.dtype)
+            save_invstd.fill(0)
+        elif use_batch_stats:
             save_mean = np.empty(c, dtype=x.dtype)
             kernels.batch_norm_forward_train(x3, weight, bias, running_mean, running_var, momentum, eps, out,
                                              save_mean, save_invstd, threads)
@@ -89,14 +94,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if not training and running_mean is None:
         raise ValueError("batch_norm: running_mean and running_var must be defined in evaluation mode")
     channels, dtype = shape[1], input.dtype
+    check_size("batch_norm", "input", shape, dtype)  # before a broadcast view is copied
     values_per_channel = shape[0] * math.prod(shape[2:])
-    if training and channels and values_per_channel <= 1:
+    if training and channels and values_per_channel == 1:  # PyTorch accepts an empty batch
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of "
                          f"shape {shape}")
     try:
         momentum, eps = float(momentum), float(eps)
     except (TypeError, ValueError):
         raise TypeError(f"batch_norm: momentum and eps must be numbers, got {momentum!r} and {eps!r}") from None
+    for name, value in (("momentum", momentum), ("eps", eps)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"batch_norm: {name} must be a finite number >= 0, got {value!r}")
     rm = rv = None
     if running_mean is not None:
         rm = _channel_array("running_mean", running_mean, channels, dtype, training)

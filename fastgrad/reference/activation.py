@@ -50,9 +50,11 @@ def _checked(kernel, names, arrays, n_outputs, ndim=None):
     return dtype
 
 
-def _check_threads(n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+def _check_threads(kernel, n_threads):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
 
 
 def _slope(kernel, negative_slope):
@@ -75,7 +77,7 @@ def relu_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("relu_forward", ("x", "out"), (x, out), 1)
-    _check_threads(n_threads)
+    _check_threads("relu_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
         result.append(0.0 if v <= 0 else v)
@@ -89,7 +91,7 @@ def relu_backward(out, grad_out, grad_input, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     _checked("relu_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
-    _check_threads(n_threads)
+    _check_threads("relu_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
         result.append(g if y > 0 else 0.0)
@@ -104,7 +106,7 @@ def leaky_relu_forward(x, out, negative_slope, n_threads=1):
     """
     slope = _slope("leaky_relu_forward", negative_slope)
     _checked("leaky_relu_forward", ("x", "out"), (x, out), 1)
-    _check_threads(n_threads)
+    _check_threads("leaky_relu_forward", n_threads)
     if x.dtype == np.float32:  # the compiled kernel multiplies in float32
         slope = float(np.float32(slope))
     result = []
@@ -121,7 +123,7 @@ def leaky_relu_backward(x, grad_out, grad_input, negative_slope, n_threads=1):
     """
     slope = _slope("leaky_relu_backward", negative_slope)
     _checked("leaky_relu_backward", ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
-    _check_threads(n_threads)
+    _check_threads("leaky_relu_backward", n_threads)
     if x.dtype == np.float32:
         slope = float(np.float32(slope))
     result = []
@@ -144,7 +146,7 @@ def sigmoid_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("sigmoid_forward", ("x", "out"), (x, out), 1)
-    _check_threads(n_threads)
+    _check_threads("sigmoid_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
         result.append(_sigmoid(v))
@@ -158,7 +160,7 @@ def sigmoid_backward(out, grad_out, grad_input, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     _checked("sigmoid_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
-    _check_threads(n_threads)
+    _check_threads("sigmoid_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
         result.append(g * (y * (1.0 - y)))
@@ -172,7 +174,7 @@ def tanh_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("tanh_forward", ("x", "out"), (x, out), 1)
-    _check_threads(n_threads)
+    _check_threads("tanh_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
         result.append(math.tanh(v))
@@ -186,7 +188,7 @@ def tanh_backward(out, grad_out, grad_input, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     _checked("tanh_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
-    _check_threads(n_threads)
+    _check_threads("tanh_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
         result.append(g * (1.0 - y * y))
@@ -211,7 +213,7 @@ def softmax_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
-    _check_threads(n_threads)
+    _check_threads("softmax_forward", n_threads)
     if x.size == 0:
         return
     result = []
@@ -232,7 +234,7 @@ def log_softmax_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("log_softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
-    _check_threads(n_threads)
+    _check_threads("log_softmax_forward", n_threads)
     if x.size == 0:
         return
     result = []
@@ -254,7 +256,7 @@ def softmax_backward(out, grad_out, grad_input, n_threads=1):
     """
     _checked("softmax_backward", ("out", "grad_out", "grad_input"),
              (out, grad_out, grad_input), 1, ndim=2)
-    _check_threads(n_threads)
+    _check_threads("softmax_backward", n_threads)
     if out.size == 0:
         return
     result = []
@@ -274,7 +276,7 @@ def log_softmax_backward(out, grad_out, grad_input, n_threads=1):
     """
     _checked("log_softmax_backward", ("out", "grad_out", "grad_input"),
              (out, grad_out, grad_input), 1, ndim=2)
-    _check_threads(n_threads)
+    _check_threads("log_softmax_backward", n_threads)
     if out.size == 0:
         return
     result = []

@@ -54,9 +54,28 @@ def _check_disjoint(kernel, out_name, out, ins):
             raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
 
 
+_INT_ARG_LIMIT = 1 << 62
+
+
 def _check_int(kernel, name, v):
+    """An int (or numpy integer) of moderate size, else TypeError / ValueError."""
     if not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{kernel}: {name} must be an integer, got {type(v).__name__}")
+        raise TypeError(f"{kernel}: {name} must be an integer, got {v!r}")
+    if not -_INT_ARG_LIMIT <= v <= _INT_ARG_LIMIT:
+        raise ValueError(f"{kernel}: {name} is out of range, got {v}")
+
+
+MAX_ELEMENTS = 1 << 31  # per array: a convolution over larger ones is refused
+
+
+def _check_elements(kernel, name, shape):
+    """Refuse a shape above MAX_ELEMENTS, counted with Python ints (no overflow)."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"{kernel}: {name} {shape} is too large: {count} elements, more "
+                         f"than the {int(MAX_ELEMENTS)} allowed per array")
 
 
 def _out_size(n, pads, extent, stride):
@@ -141,6 +160,9 @@ def conv2d_workspace_size(kernel, x_shape, weight_shape, out_shape, stride_h, st
                              f"got {s}")
     _geometry("conv2d_workspace_size", "x", tuple(x_shape), tuple(weight_shape), "out",
               tuple(out_shape), stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
+    for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape),
+                    ("out_shape", out_shape)):
+        _check_elements("conv2d_workspace_size", name, tuple(s))
     _check_threads("conv2d_workspace_size", n_threads)
     return 0
 

@@ -66,6 +66,8 @@ def linear_forward(x, weight, bias, out, apply_relu, n_threads):
         raise ValueError(f"{kn}: out has shape {out.shape}, expected ({n}, {o})")
     if bias is not None and bias.shape != (o,):
         raise ValueError(f"{kn}: bias has shape {bias.shape}, expected ({o},)")
+    if out.size == 0:  # nothing to write: never walk an enormous empty dimension
+        return
     xs, ws = x.tolist(), weight.tolist()
     bs = bias.tolist() if bias is not None else [0.0] * o
     rows = []
@@ -102,6 +104,8 @@ def linear_backward_input(grad_out, weight, grad_x, n_threads):
                          f"{weight.shape[0]} output features (shape {weight.shape})")
     if grad_x.shape != (n, k):
         raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
+    if grad_x.size == 0:  # nothing to write: never walk an enormous empty dimension
+        return
     gs, ws = grad_out.tolist(), weight.tolist()
     rows = []
     for grow in gs:
@@ -133,6 +137,8 @@ def linear_backward_weight(x, grad_out, grad_weight, n_threads):
                          f"{grad_out.shape[0]} (shape {grad_out.shape})")
     if grad_weight.shape != (o, k):
         raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
+    if grad_weight.size == 0:  # nothing to write: never walk an enormous empty dimension
+        return
     xs, gs = x.tolist(), grad_out.tolist()
     rows = []
     for j in range(o):
@@ -158,6 +164,8 @@ def linear_backward_bias(grad_out, grad_bias, n_threads):
     n, o = grad_out.shape
     if grad_bias.shape != (o,):
         raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
+    if o == 0:  # nothing to write: never walk an enormous empty dimension
+        return
     sums = [0.0] * o
     for grow in grad_out.tolist():
         for j in range(o):

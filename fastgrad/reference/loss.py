@@ -66,9 +66,23 @@ def _weights(kernel, weight, dtype, n_classes):
     return weight.tolist()
 
 
-def _check_threads(n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+def _check_threads(kernel, n_threads):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+
+
+def _disjoint(kernel, outputs, inputs):
+    """Refuse an output (name, array or None) that shares memory with an input or an
+    earlier output, as the compiled kernels do."""
+    for i, (out_name, out) in enumerate(outputs):
+        if out is None:
+            continue
+        for name, a in inputs + outputs[:i]:
+            if a is not None and np.shares_memory(out, a):
+                raise ValueError(f"{kernel}: output {out_name} shares memory with {name}; "
+                                 "outputs must not overlap inputs or other outputs")
 
 
 def _ignore(kernel, ignore_index):
@@ -174,7 +188,9 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
     _float_array(k, "losses", losses, dtype, (N,), True)
     if grad is not None:
         _float_array(k, "grad", grad, dtype, (N, C), True)
-    _check_threads(n_threads)
+    _check_threads(k, n_threads)
+    _disjoint(k, (("losses", losses), ("grad", grad)),
+              (("logits", logits), ("target", target), ("weight", weight)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     w_total = float(C)
@@ -223,7 +239,9 @@ def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=
     ignore = _ignore(k, ignore_index)
     w = _weights(k, weight, dtype, C)
     _float_array(k, "losses", losses, dtype, (N,), True)
-    _check_threads(n_threads)
+    _check_threads(k, n_threads)
+    _disjoint(k, (("losses", losses),),
+              (("log_probs", log_probs), ("target", target), ("weight", weight)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     values = []
@@ -255,7 +273,9 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
     ignore = _ignore(k, ignore_index)
     w = _weights(k, weight, dtype, C)
     _float_array(k, "grad_losses", grad_losses, dtype, (N,), False)
-    _check_threads(n_threads)
+    _check_threads(k, n_threads)
+    _disjoint(k, (("grad_input", grad_input),),
+              (("target", target), ("weight", weight), ("grad_losses", grad_losses)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     values = [0.0] * (N * C)
@@ -282,7 +302,8 @@ def mse_loss_forward(input, target, diff, squares, n_threads=1):
     _float_array(k, "diff", diff, dtype, shape, True)
     if squares is not None:
         _float_array(k, "squares", squares, dtype, shape, True)
-    _check_threads(n_threads)
+    _check_threads(k, n_threads)
+    _disjoint(k, (("diff", diff), ("squares", squares)), (("input", input), ("target", target)))
     if input.size == 0:
         return 0.0
     d = []
@@ -317,7 +338,8 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
                          f"or diff's shape {diff.shape}")
     _float_array(k, "grad_input", grad_input, dtype, diff.shape, True)
     factor = 2.0 * _number(k, "scale", scale)
-    _check_threads(n_threads)
+    _check_threads(k, n_threads)
+    _disjoint(k, (("grad_input", grad_input),), (("diff", diff), ("grad_loss", grad_loss)))
     if diff.size == 0:
         return
     d = diff.reshape(-1).tolist()
@@ -367,7 +389,10 @@ def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, 
     if grad is not None:
         _float_array(k, "grad", grad, dtype, shape, True)
     scale = _number(k, "grad_scale", grad_scale)
-    _check_threads(n_threads)
+    _check_threads(k, n_threads)
+    _disjoint(k, (("losses", losses), ("grad", grad)),
+              (("input", input), ("target", target), ("weight", weight),
+               ("pos_weight", pos_weight)))
     if R * C == 0:
         return 0.0
     xs = input.reshape(-1).tolist()

@@ -60,12 +60,46 @@ def _threads(kernel, n_threads):
 
 
 def _number(kernel, name, value):
+    """A finite, non-negative float: NaN, inf or a negative momentum or eps is a mistake."""
     if isinstance(value, bool):
         raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
     try:
-        return float(value)
+        v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def _separate(kernel, outputs, inputs, in_place=()):
+    """Refuse an output sharing memory with any other argument (as the compiled twin,
+    whose per-channel reads and writes interleave). A (name, input name) pair of
+    ``in_place`` lets that output be exactly that input (same memory, same shape)."""
+    arrays = [(n, a) for n, a in list(outputs) + list(inputs) if a is not None]
+    for name, out in outputs:
+        if out is None:
+            continue
+        for other_name, other in arrays:
+            if other_name == name or not np.may_share_memory(out, other):
+                continue
+            if (name, other_name) in in_place and _same_memory(out, other):
+                continue
+            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a "
+                             "separate array")
+
+
+def _same_memory(a, b):
+    return (a.shape == b.shape and a.dtype == b.dtype and
+            a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _inv_sqrt(v):
+    """1 / sqrt(v) as the C expression gives it: inf at 0, NaN below 0 or at NaN."""
+    if not v >= 0:
+        return math.nan
+    root = math.sqrt(v)
+    return 1.0 / root if root else math.inf
 
 
 def _values(a):
@@ -104,6 +138,9 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     momentum = _number(kernel, "momentum", momentum)
     eps = _number(kernel, "eps", eps)
     _threads(kernel, n_threads)
+    _separate(kernel, [("out", out), ("running_mean", running_mean), ("running_var", running_var),
+                       ("save_mean", save_mean), ("save_invstd", save_invstd)],
+              [("x", x), ("weight", weight), ("bias", bias)], in_place=[("out", "x")])
     N, C, S = check.N, check.C, check.S
     m = N * S
     if C > 0 and m < 1:
@@ -132,7 +169,7 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
             for s in range(base, base + S):
                 d = xs[s] - mean
                 total += d * d
-        invstd = 1.0 / math.sqrt(total / m + eps)
+        invstd = _inv_sqrt(total / m + eps)
         means[c], invstds[c] = mean, invstd
         if rm is not None:
             rm[c] = (1 - momentum) * rm[c] + momentum * mean
@@ -163,6 +200,9 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     check.channel("save_invstd", save_invstd, True, False)
     eps = _number(kernel, "eps", eps)
     _threads(kernel, n_threads)
+    _separate(kernel, [("out", out), ("save_invstd", save_invstd)],
+              [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
+               ("running_var", running_var)], in_place=[("out", "x")])
     N, C, S = check.N, check.C, check.S
     if C == 0:
         return
@@ -172,7 +212,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     invstds = [0.0] * C
     ys = [0.0] * len(xs)
     for c in range(C):
-        invstd = 1.0 / math.sqrt(rv[c] + eps)
+        invstd = _inv_sqrt(rv[c] + eps)
         invstds[c] = invstd
         w = ws[c] if ws is not None else 1.0
         b = bs[c] if bs is not None else 0.0
@@ -199,6 +239,9 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
     check.channel("grad_bias", grad_bias, True, True)
     batch_stats = bool(use_batch_stats)
     _threads(kernel, n_threads)
+    _separate(kernel, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
+               ("save_invstd", save_invstd)], in_place=[("grad_input", "grad_out"), ("grad_input", "x")])
     N, C, S = check.N, check.C, check.S
     if C == 0:
         return

@@ -57,6 +57,12 @@ def _same_planes(kernel, a_name, a, b_name, b):
                          "their batch and channel sizes (N, C) differ")
 
 
+def _check_disjoint(kernel, out_name, out, ins):
+    for name, a in ins:
+        if np.may_share_memory(out, a):
+            raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
+
+
 def _check_divisor(kernel, divisor_override):
     if divisor_override is None:
         return 0
@@ -130,6 +136,8 @@ def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
     _same_planes(kn, "x", x, "out", out)
     if indices.shape != out.shape:
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected out's {out.shape}")
+    _check_disjoint(kn, "out", out, (("x", x),))
+    _check_disjoint(kn, "indices", indices, (("x", x), ("out", out)))
     _check_threads(kn, n_threads)
     H, W = x.shape[2:]
     OH, OW = out.shape[2:]
@@ -172,6 +180,7 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected grad_out's "
                          f"{grad_out.shape}")
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
+    _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out), ("indices", indices)))
     _check_threads(kn, n_threads)
     N, C, H, W = grad_x.shape
     n_in = H * W
@@ -206,6 +215,7 @@ def avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
     ph, pw = _param(kn, "pad_h", pad_h, 0), _param(kn, "pad_w", pad_w, 0)
     div = _check_divisor(kn, divisor_override)
     _same_planes(kn, "x", x, "out", out)
+    _check_disjoint(kn, "out", out, (("x", x),))
     _check_threads(kn, n_threads)
     H, W = x.shape[2:]
     OH, OW = out.shape[2:]
@@ -243,9 +253,12 @@ def avg_pool2d_backward(grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w
     ph, pw = _param(kn, "pad_h", pad_h, 0), _param(kn, "pad_w", pad_w, 0)
     div = _check_divisor(kn, divisor_override)
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
+    _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out),))
     _check_threads(kn, n_threads)
     H, W = grad_x.shape[2:]
     OH, OW = grad_out.shape[2:]
+    if grad_x.size == 0:  # nothing to write (and no rows of an empty plane to build)
+        return
     rows_of = [_avg_window(oh, sh, ph, kh, H) for oh in range(OH)]
     cols_of = [_avg_window(ow, sw, pw, kw, W) for ow in range(OW)]
     result = []
@@ -274,6 +287,7 @@ def adaptive_avg_pool2d_forward(x, out, n_threads):
     dt = _check(kn, "x", x)
     _check(kn, "out", out, dt, writable=True)
     _same_planes(kn, "x", x, "out", out)
+    _check_disjoint(kn, "out", out, (("x", x),))
     _check_threads(kn, n_threads)
     H, W = x.shape[2:]
     OH, OW = out.shape[2:]
@@ -305,12 +319,15 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
     dt = _check(kn, "grad_out", grad_out)
     _check(kn, "grad_x", grad_x, dt, writable=True)
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
+    _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out),))
     _check_threads(kn, n_threads)
     H, W = grad_x.shape[2:]
     OH, OW = grad_out.shape[2:]
     if grad_out.size and (H == 0 or W == 0):
         raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}: an empty plane has no "
                          f"{OH} x {OW} regions")
+    if grad_x.size == 0:  # nothing to write (and no rows of an empty plane to build)
+        return
     rows_of = [_adaptive_range(oh, H, OH) for oh in range(OH)]
     cols_of = [_adaptive_range(ow, W, OW) for ow in range(OW)]
     result = []

@@ -189,6 +189,27 @@ def expect_error(name, fn, *args, **kwargs):
     raise AssertionError(f"{names[0]} accepted an invalid call")
 
 
+@contextlib.contextmanager
+def kernels_forbidden():
+    """Within the block, any call of a fastgrad.kernels function fails the test: an
+    invalid call must be refused before a kernel runs."""
+    saved = {}
+    for family in kernels.FAMILIES:
+        for name in importlib.import_module(f"fastgrad.reference.{family}").__all__:
+            if family == "engine":
+                continue  # the autograd engine, not an op's kernel
+
+            def forbidden(*args, _name=name, **kwargs):
+                raise AssertionError(f"kernel {_name} ran: the invalid call was not refused first")
+            saved[name] = getattr(kernels, name)
+            setattr(kernels, name, forbidden)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(kernels, name, fn)
+
+
 def outcome(fn, *args, **kwargs):
     """("ok", result) or ("error", exception) for one call (for twin comparisons)."""
     try:

@@ -218,3 +218,24 @@ def test_batch_norm_backward(shape, dtype, seed, kind, options, batch_stats, wan
     for name, got, expected, scale in zip(("grad_input", "grad_weight", "grad_bias"), *outs, scales):
         if expected is not None:
             assert_close(got, expected, dtype, scale, f"{name} {shape} batch_stats={batch_stats}")
+
+
+@given(shape=norm_shapes.filter(lambda s: s[1] > 0 and s[0] * s[2] > 1), dtype=dtypes,
+       value=st.floats(-3, 3, allow_nan=False), train=st.booleans())
+def test_batch_norm_zero_variance_without_eps(shape, dtype, value, train):
+    """eps=0 over a constant channel: 1/sqrt(0) is inf (PyTorch gives NaN/inf there); the
+    twins must agree, not one return and the other raise."""
+    x = np.full(shape, value, dtype)
+    c = shape[1]
+    comp_ref = both("batch_norm_forward_train" if train else "batch_norm_forward_eval")
+    results = []
+    for kernel in comp_ref:
+        out, si = sentinel(shape, dtype), sentinel((c,), dtype)
+        if train:
+            args = (x, None, None, None, None, 0.1, 0.0, out, sentinel((c,), dtype), si, 1)
+        else:
+            args = (x, None, None, np.zeros(c, dtype), np.zeros(c, dtype), 0.0, out, si, 1)
+        results.append((outcome(kernel, *args), out, si))
+    if same_outcome(comp_ref[0].__name__, results[0][0], results[1][0]):
+        np.testing.assert_array_equal(results[0][1], results[1][1])
+        np.testing.assert_array_equal(results[0][2], results[1][2])

@@ -1,6 +1,7 @@
 """Activation kernels: compiled against the pure-Python reference on a grid of shapes and
 both dtypes, threaded against single-threaded, and bad arrays rejected by both homes."""
 import importlib
+import re
 
 import numpy as np
 import pytest
@@ -210,10 +211,30 @@ def test_softmax_needs_rows(module, name):
             getattr(module, name + "_forward")(bad, np.empty_like(bad))
 
 
+@pytest.mark.parametrize("name", ELEMENTWISE + SOFTMAX)
+@pytest.mark.parametrize("n_threads, error", [(0, ValueError), (-3, ValueError), (None, TypeError),
+                                              (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+def test_bad_n_threads_named(module, name, n_threads, error):
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises(error, match=rf"^{name}_forward: n_threads must be a positive integer, "
+                                    rf"got {re.escape(repr(n_threads))}$"):
+        getattr(module, name + "_forward")(x, np.empty_like(x), n_threads)
+    with pytest.raises(error, match=rf"^{name}_backward: n_threads must be a positive integer"):
+        getattr(module, name + "_backward")(x, x, np.empty_like(x), n_threads)
+    big = np.ones((2, 3))
+    getattr(module, name + "_forward")(big, np.empty_like(big), 2**70)  # clamped, not refused
+
+
 def test_leaky_relu_slope_must_be_number(module):
     x = np.ones(3)
     with pytest.raises(TypeError, match="leaky_relu_forward: negative_slope must be a number"):
         module.leaky_relu_forward(x, np.empty_like(x), "steep")
+    with pytest.raises(TypeError, match="leaky_relu_backward: negative_slope must be a number"):
+        module.leaky_relu_backward(x, x, np.empty_like(x), None)
+    with pytest.raises(TypeError, match="leaky_relu_forward: n_threads must be a positive integer"):
+        module.leaky_relu_forward(x, np.empty_like(x), 0.1, None)
+    with pytest.raises(ValueError, match="leaky_relu_backward: n_threads must be a positive integer"):
+        module.leaky_relu_backward(x, x, np.empty_like(x), 0.1, 0)
 
 
 def test_exports_match(compiled):

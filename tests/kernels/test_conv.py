@@ -453,3 +453,29 @@ def test_small_workspace_is_refused():
     with pytest.raises(ValueError, match="conv2d_forward: workspace has"):
         call(compiled, "forward", a, workspace=np.empty(need - 1, np.float32))
     call(compiled, "forward", a, workspace=np.empty(need, np.float32))
+
+
+# --------------------------------------------------------------------------- hostile scalars
+
+@pytest.mark.parametrize("bad", [None, 1.5, "2", float("nan"), 2 ** 70])
+def test_bad_scalar_arguments_name_the_kernel(bad):
+    x, w, b, g = GOOD.arrays(np.float32)
+    out = np.empty(GOOD.y_shape, np.float32)
+    for mod in (compiled, reference):
+        with pytest.raises((TypeError, ValueError), match="conv2d_forward: stride_h"):
+            mod.conv2d_forward(x, w, b, out, bad, *GOOD.params[1:], False, None, 1)
+        with pytest.raises((TypeError, ValueError), match="conv2d_backward_bias: n_threads"):
+            mod.conv2d_backward_bias(g, np.empty(GOOD.w_shape[0], np.float32), bad)
+        with pytest.raises((TypeError, ValueError), match="conv2d_workspace_size: groups"):
+            mod.conv2d_workspace_size("forward", GOOD.x_shape, GOOD.w_shape, GOOD.y_shape,
+                                      *GOOD.params[:-1], bad, 1)
+
+
+def test_empty_batch_gives_a_zero_weight_gradient():
+    big = 2 ** 20
+    for mod in (compiled, reference):
+        gw = np.full((2, 1, 3, 3), np.nan, np.float32)
+        mod.conv2d_backward_weight(np.empty((0, 1, big, big), np.float32),
+                                   np.empty((0, 2, big - 2, big - 2), np.float32), gw,
+                                   1, 1, 0, 0, 1, 1, 1, None, 1)
+        assert not gw.any()

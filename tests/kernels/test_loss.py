@@ -360,6 +360,64 @@ def test_exports_match(compiled):
         assert callable(getattr(compiled, name))
 
 
+# --------------------------------------------------------------------------- scalars and overlaps
+
+def _loss_calls(module, n_threads):
+    """A valid call of every loss kernel, with n_threads as given."""
+    z = np.zeros((3, 4), np.float32)
+    t = np.array([0, 3, -100], np.int64)
+    w = np.ones(4, np.float32)
+    return {
+        "cross_entropy_forward": lambda: module.cross_entropy_forward(
+            z, t, w, -100, 0.0, True, np.empty(3, np.float32), np.empty((3, 4), np.float32), n_threads),
+        "nll_loss_forward": lambda: module.nll_loss_forward(z, t, w, -100, np.empty(3, np.float32),
+                                                            n_threads),
+        "nll_loss_backward": lambda: module.nll_loss_backward(t, w, -100, np.ones(3, np.float32),
+                                                              np.empty((3, 4), np.float32), n_threads),
+        "mse_loss_forward": lambda: module.mse_loss_forward(z, z + 1, np.empty_like(z),
+                                                            np.empty_like(z), n_threads),
+        "mse_loss_backward": lambda: module.mse_loss_backward(z, np.ones(1, np.float32), 0.5,
+                                                              np.empty_like(z), n_threads),
+        "binary_cross_entropy_with_logits_forward": lambda: module.binary_cross_entropy_with_logits_forward(
+            z, z, z, w, 0.5, np.empty_like(z), np.empty_like(z), n_threads),
+    }
+
+
+@pytest.mark.parametrize("n_threads, error", [(0, ValueError), (-1, ValueError), (None, TypeError),
+                                              (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+def test_bad_n_threads_named(module, n_threads, error):
+    for name, call in _loss_calls(module, n_threads).items():
+        with pytest.raises(error, match=rf"^{name}: n_threads must be a positive integer, got "):
+            call()
+    for call in _loss_calls(module, 2**70).values():
+        call()  # a huge thread count is clamped, not refused
+
+
+def test_outputs_must_not_overlap_inputs(module):
+    z = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    t = np.array([0, 3, 1, 2], np.int64)
+    w = np.ones(4, np.float32)
+    before = z.copy()
+    with pytest.raises(ValueError, match="^nll_loss_forward: output losses shares memory with weight"):
+        module.nll_loss_forward(z, t, w, -100, w, 1)
+    with pytest.raises(ValueError, match="^nll_loss_forward: output losses shares memory with log_probs"):
+        module.nll_loss_forward(z, t, None, -100, z[0], 1)
+    with pytest.raises(ValueError, match="^cross_entropy_forward: output grad shares memory with logits"):
+        module.cross_entropy_forward(z, t, None, -100, 0.0, True, np.empty(4, np.float32), z, 1)
+    with pytest.raises(ValueError, match="^nll_loss_backward: output grad_input shares memory with target"):
+        module.nll_loss_backward(t[:2], None, -100, w[:2], t.view(np.float32).reshape(2, 4), 1)
+    with pytest.raises(ValueError, match="^mse_loss_forward: output squares shares memory with diff"):
+        d = np.empty_like(z)
+        module.mse_loss_forward(z, z, d, d, 1)
+    with pytest.raises(ValueError, match="^mse_loss_backward: output grad_input shares memory with diff"):
+        module.mse_loss_backward(z, np.ones(1, np.float32), 1.0, z, 1)
+    with pytest.raises(ValueError, match="^binary_cross_entropy_with_logits_forward: output grad "
+                                         "shares memory with target"):
+        y = np.zeros_like(z)
+        module.binary_cross_entropy_with_logits_forward(z, y, None, None, 1.0, None, y, 1)
+    np.testing.assert_array_equal(z, before)
+
+
 # --------------------------------------------------------------------------- property-based
 
 hypothesis = pytest.importorskip("hypothesis")

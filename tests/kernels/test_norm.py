@@ -121,6 +121,12 @@ def bad_calls():
         ({"save_mean": None}, TypeError, "save_mean is required"),
         ({"running_var": None}, ValueError, "both be given"),
         ({"momentum": "fast"}, TypeError, "momentum must be a number"),
+        ({"momentum": float("nan")}, ValueError, "momentum must be a finite number >= 0"),
+        ({"eps": float("inf")}, ValueError, "eps must be a finite number >= 0"),
+        ({"eps": -1e-5}, ValueError, "eps must be a finite number >= 0"),
+        ({"running_mean": c}, ValueError, "output running_mean shares memory with weight"),
+        ({"save_invstd": c}, ValueError, "output save_invstd shares memory with weight"),
+        ({"out": x[::-1].copy()[::-1]}, ValueError, "C-contiguous"),
         ({"n_threads": 0}, ValueError, "n_threads"),
         ({"x": np.zeros((1, 3, 1), np.float32), "out": np.zeros((1, 3, 1), np.float32)}, ValueError, "at least two"),
         ({"x": np.zeros((0, 3, 4), np.float32), "out": np.zeros((0, 3, 4), np.float32), "running_mean": None,
@@ -149,10 +155,37 @@ def test_bad_input_raises_naming_the_kernel(kernels):
         kernels.batch_norm_backward(x, x[:1], None, c, c, True, None, None, None, 1)
 
 
+@pytest.mark.parametrize("kernels", [compiled, ref], ids=["compiled", "reference"])
+def test_outputs_overlapping_other_arguments_are_refused_before_writing(kernels):
+    x = np.ones((2, 2, 3), np.float32)
+    out, c = np.full_like(x, 7), np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="batch_norm_forward_eval: output save_invstd shares memory with running_mean"):
+        kernels.batch_norm_forward_eval(x, None, None, c, c + 1, 1e-5, out, c, 1)
+    assert (out == 7).all()
+    with pytest.raises(ValueError, match="batch_norm_forward_train: output out shares memory with x"):
+        kernels.batch_norm_forward_train(x.reshape(-1)[:6].reshape(1, 2, 3), None, None, None, None, 0.1, 1e-5,
+                                         x.reshape(-1)[3:9].reshape(1, 2, 3), c.copy(), c.copy(), 1)
+    g, both = np.ones_like(x), c.copy()
+    with pytest.raises(ValueError, match="batch_norm_backward: output grad_weight shares memory with grad_bias"):
+        kernels.batch_norm_backward(g, x, None, c, c + 1, True, None, both, both, 1)
+
+
+@pytest.mark.parametrize("kernels", [compiled, ref], ids=["compiled", "reference"])
+def test_zero_variance_without_eps_gives_the_same_inf_and_nan(kernels):
+    x = np.full((2, 1, 2), 0.5, np.float64)
+    out, mean, invstd = np.empty_like(x), np.empty(1), np.empty(1)
+    kernels.batch_norm_forward_train(x, None, None, None, None, 0.1, 0.0, out, mean, invstd, 1)
+    assert invstd[0] == np.inf and np.isnan(out).all()  # 0 * inf
+    kernels.batch_norm_forward_eval(x, None, None, np.zeros(1), -np.ones(1), 0.0, out, invstd, 1)
+    assert np.isnan(invstd[0]) and np.isnan(out).all()  # sqrt of a negative variance
+
+
 def test_backend_binds_both_homes():
     kernels = importlib.import_module("fastgrad.kernels")
-    home = compiled if kernels.backend == "compiled" else ref
-    assert kernels.batch_norm_backward is home.batch_norm_backward
+    if kernels.backend == "compiled":  # the baseline or the x86-64-v3 build of _norm
+        assert kernels.batch_norm_backward.__module__ in ("fastgrad._ext._norm", "fastgrad._ext.v3._norm")
+    else:
+        assert kernels.batch_norm_backward is ref.batch_norm_backward
 
 
 # ---------------------------------------------------------------------------- property-based

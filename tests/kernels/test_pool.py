@@ -366,3 +366,36 @@ def test_empty_batches_are_fine(home):
     assert max_backward(home, out, idx, x.shape).shape == x.shape
     assert avg_forward(home, x, case, True, None).shape == (0, 3, 2, 2)
     assert adaptive(home, x, (2, 2)).shape == (0, 3, 2, 2)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+def test_output_sharing_memory_with_an_input_is_refused(compiled):
+    for module in (compiled, reference):
+        x = np.ones((1, 2, 4, 4), np.float32)
+        with pytest.raises(ValueError, match="avg_pool2d_forward: out overlaps x"):
+            module.avg_pool2d_forward(x, x, 1, 1, 1, 1, 0, 0, True, None, 1)
+        g = np.ones((1, 2, 4, 4), np.float64)
+        with pytest.raises(ValueError, match="adaptive_avg_pool2d_backward: grad_x overlaps"):
+            module.adaptive_avg_pool2d_backward(g, g, 1)
+        idx = np.zeros((1, 2, 4, 4), np.int64)
+        with pytest.raises(ValueError, match="max_pool2d_backward: grad_x overlaps"):
+            module.max_pool2d_backward(g, idx, g, 1)
+
+
+@pytest.mark.parametrize("bad", [None, 1.5, "2", 2 ** 70])
+def test_bad_scalar_arguments_name_the_kernel(compiled, bad):
+    x = np.ones((1, 1, 4, 4), np.float32)
+    for module in (compiled, reference):
+        with pytest.raises((TypeError, ValueError), match="avg_pool2d_forward: stride_h"):
+            module.avg_pool2d_forward(x, np.empty((1, 1, 2, 2), np.float32), 2, 2, bad, 2, 0, 0,
+                                      True, None, 1)
+
+
+def test_backward_into_empty_planes_returns_at_once(compiled):
+    for module in (compiled, reference):
+        g = np.zeros((1, 1, 3, 3), np.float32)
+        module.avg_pool2d_backward(g, np.empty((1, 1, 2 ** 28, 0), np.float32), 2, 2, 2, 2, 0, 0,
+                                   True, None, 1)
+        module.adaptive_avg_pool2d_backward(np.empty((1, 1, 0, 3), np.float32),
+                                            np.empty((1, 1, 2 ** 28, 0), np.float32), 1)

@@ -275,6 +275,11 @@ def test_dtype_argument_and_shapes():
     (lambda: nn.Dropout(1.5), "dropout probability has to be between 0 and 1, but got 1.5"),
     (lambda: nn.BatchNorm2d(0), "num_features must be a positive integer"),
     (lambda: nn.BatchNorm2d(3, momentum=2), "momentum"),
+    (lambda: nn.BatchNorm1d(3, eps=float("nan")), "BatchNorm1d: eps must be a finite positive number"),
+    (lambda: nn.BatchNorm2d(3, eps=float("inf")), "BatchNorm2d: eps must be a finite positive number"),
+    (lambda: nn.BatchNorm2d(3, momentum=float("nan")), "BatchNorm2d: momentum"),
+    (lambda: nn.Linear(10**7, 10**7), "Linear: weight of shape .* more than this machine's memory"),
+    (lambda: nn.BatchNorm1d(10**12), "BatchNorm1d: .* more than this machine's memory"),
     (lambda: nn.MSELoss(reduction="avg"), "avg is not a valid value for reduction"),
     (lambda: nn.CrossEntropyLoss(label_smoothing=1.5), "label_smoothing"),
 ])
@@ -311,3 +316,16 @@ def test_sequential_fuses_relu_without_changing_values_or_gradients():
         np.testing.assert_array_equal(got, want)
     model[1] = nn.Tanh()  # editing the container re-plans
     assert [fused for _, fused in model._steps()][0] is False
+
+
+def test_linear_rejects_other_dtypes_naming_itself():
+    with pytest.raises(TypeError, match="Linear: expected dtype float32 or float64, got float16"):
+        nn.Linear(3, 3, dtype=np.float16)
+
+
+@pytest.mark.parametrize("shape", [(4, 0), (2, 3, 0), (0, 0, 0)])
+def test_linear_without_input_features_outputs_the_bias(shape):
+    layer = nn.Linear(0, 3)
+    layer.bias.data[...] = [1.0, 2.0, 3.0]
+    out = layer(fastgrad.zeros(*shape))
+    np.testing.assert_array_equal(out.data, np.broadcast_to(layer.bias.data, shape[:-1] + (3,)))

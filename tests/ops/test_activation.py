@@ -203,3 +203,21 @@ def test_no_warning_with_explicit_dim():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         A.softmax(fastgrad.tensor(np.ones((2, 2))), dim=1)
+
+
+def huge_view(dtype=np.float32):
+    """A (10**6, 10**6) tensor that occupies one element: copies of it would need terabytes."""
+    return fastgrad.from_numpy(np.broadcast_to(np.ones((), dtype), (10**6, 10**6)))
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax"])
+def test_enormous_input_refused_before_allocating(name):
+    kwargs = {"dim": 1} if "softmax" in name else {}
+    with pytest.raises(ValueError, match=rf"^{name}: input of shape \(1000000, 1000000\) has "
+                                         r"1,000,000,000,000 elements"):
+        getattr(A, name)(huge_view(), **kwargs)
+
+
+def test_enormous_softmax_cast_refused():
+    with pytest.raises(ValueError, match="log_softmax: input of shape"):
+        A.log_softmax(huge_view(), dim=0, dtype=np.float64)

@@ -120,3 +120,6 @@ def test_errors_name_the_function():
         linear(np.ones((2, 3), np.float32), w3)
     with pytest.raises(TypeError, match="linear: bias must be a Tensor or None"):
         linear(leaf(rand((2, 3), 0, np.float32)), w3, [0.0] * 4)
+    huge = fastgrad.from_numpy(np.broadcast_to(np.float32(1), (10**6, 10**6)))  # occupies one element
+    with pytest.raises(ValueError, match="linear_relu: input of shape .* more than this machine's memory"):
+        linear_relu(huge, leaf(rand((2, 10**6), 1, np.float32)))

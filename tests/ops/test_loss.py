@@ -294,3 +294,16 @@ def test_functional_names():
     F = pytest.importorskip("fastgrad.nn.functional")
     for name in ("cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"):
         assert getattr(F, name) is getattr(L, name)
+
+
+def test_enormous_input_refused_before_allocating():
+    def view(shape, dtype=np.float32):
+        return fastgrad.from_numpy(np.broadcast_to(np.ones((), dtype), shape))
+    big = 10**6
+    target = fastgrad.from_numpy(np.broadcast_to(np.zeros((), np.int64), (big,)))
+    for name, args in [("cross_entropy", (view((big, big)), target)),
+                       ("nll_loss", (view((big, big)), target)),
+                       ("mse_loss", (view((big, big)), view((big, big)))),
+                       ("binary_cross_entropy_with_logits", (view((big, big)), view((big, big))))]:
+        with pytest.raises(ValueError, match=rf"^{name}: input of shape \(1000000, 1000000\) has "):
+            getattr(L, name)(*args)

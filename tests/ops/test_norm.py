@@ -115,8 +115,30 @@ def test_float32_stays_float32():
      "weight must be a Tensor"),
     (lambda: batch_norm(fastgrad.tensor([[1, 2], [3, 4]]), None, None, training=True), TypeError, "float32 or float64"),
     (lambda: batch_norm(np.zeros((2, 3)), None, None, training=True), TypeError, "expected input to be a Tensor"),
+    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, momentum=float("nan")), ValueError,
+     "momentum must be a finite number >= 0"),
+    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=float("inf")), ValueError,
+     "eps must be a finite number >= 0"),
+    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=-1e-5), ValueError,
+     "eps must be a finite number >= 0"),
+    (lambda: batch_norm(fastgrad.from_numpy(np.broadcast_to(np.float32(1), (10**6, 2, 10**6))), None, None,
+                        training=True), ValueError, "more than this machine's memory"),
 ])
 def test_bad_input_names_batch_norm(call, error, message):
     with pytest.raises(error, match=message) as info:
         call()
     assert str(info.value).startswith("batch_norm: ")
+
+
+def test_an_empty_batch_normalizes_to_nothing_and_keeps_the_running_statistics():
+    x = t((0, 3, 2), 0)
+    mean, var = fastgrad.tensor(np.arange(3.0)), fastgrad.tensor(np.arange(3.0) + 1)
+    weight, bias = t((3,), 1), t((3,), 2)
+    y = batch_norm(x, mean, var, weight, bias, training=True)
+    assert y.shape == (0, 3, 2)
+    y.sum().backward()
+    np.testing.assert_array_equal(mean.data, np.arange(3.0))
+    np.testing.assert_array_equal(var.data, np.arange(3.0) + 1)
+    np.testing.assert_array_equal(weight.grad.data, np.zeros(3))
+    np.testing.assert_array_equal(bias.grad.data, np.zeros(3))
+    assert x.grad.shape == (0, 3, 2)

@@ -7,6 +7,7 @@ from ... import creation
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
+from ...ops.activation import check_size
 
 
 def _pair(name, value, minimum):
@@ -64,6 +65,7 @@ class Conv2d(Module):
             self.padding = _pair("padding", padding, 0)
         dtype = _float_dtype(dtype)
         kh, kw = self.kernel_size
+        check_size("Conv2d", "weight", (out_channels, in_channels // groups, kh, kw), dtype)
         self.weight = Parameter(creation.empty(out_channels, in_channels // groups, kh, kw, dtype=dtype))
         if bias:
             self.bias = Parameter(creation.empty(out_channels, dtype=dtype))

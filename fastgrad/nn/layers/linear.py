@@ -7,7 +7,15 @@ from ... import creation
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
-from .conv import _float_dtype
+from ...ops.activation import check_size
+
+
+def _float_dtype(layer, dtype):
+    """The parameters' dtype: float32 (the default) or float64."""
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"{layer}: expected dtype float32 or float64, got {dtype}")
+    return dtype
 
 
 class Identity(Module):
@@ -30,7 +38,8 @@ class Linear(Module):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"Linear: {name} must be a non-negative integer, got {value!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        dtype = _float_dtype(dtype)
+        dtype = _float_dtype("Linear", dtype)
+        check_size("Linear", "weight", (out_features, in_features), dtype)  # before allocating it
         self.weight = Parameter(creation.empty(out_features, in_features, dtype=dtype))
         if bias:
             self.bias = Parameter(creation.empty(out_features, dtype=dtype))
@@ -59,7 +68,8 @@ class Linear(Module):
         if not shape or shape[-1] != self.in_features:
             raise self._input_error(shape, f"(*, {self.in_features})")
         # (*, in) -> (prod(*), in) -> (*, out): the op works on matrices
-        out = linear(input.reshape(-1, self.in_features), self.weight, self.bias)
+        # explicit row count: reshape(-1, 0) is ambiguous when there are no input features
+        out = linear(input.reshape(math.prod(shape[:-1]), self.in_features), self.weight, self.bias)
         return out.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self):

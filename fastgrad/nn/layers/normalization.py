@@ -1,12 +1,15 @@
 """BatchNorm1d and BatchNorm2d: normalize each channel by the batch's statistics while
 training (and fold them into running statistics), by the running statistics in eval."""
+import math
+
 import numpy as np
 
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
-from .conv import _float_dtype
+from ...ops.activation import check_size
+from .linear import _float_dtype
 
 
 class _BatchNorm(Module):
@@ -18,11 +21,18 @@ class _BatchNorm(Module):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive integer, got {num_features!r}")
-        if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1] or None, got {momentum!r}")
-        if eps <= 0:
-            raise ValueError(f"{type(self).__name__}: eps must be positive, got {eps!r}")
-        dtype = _float_dtype(dtype)
+        name = type(self).__name__
+        for setting, value in (("momentum", momentum), ("eps", eps)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                if setting == "momentum" and value is None:
+                    continue
+                raise TypeError(f"{name}: {setting} must be a number, got {value!r}")
+        if momentum is not None and not 0 <= momentum <= 1:  # NaN fails the comparison too
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
+        if not (0 < eps < math.inf):  # refuses NaN and inf as well
+            raise ValueError(f"{name}: eps must be a finite positive number, got {eps!r}")
+        dtype = _float_dtype(name, dtype)
+        check_size(name, "each per-channel array", (num_features,), dtype)  # before allocating
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
