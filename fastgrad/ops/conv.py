@@ -140,7 +140,7 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
     for name, t in (("input", input), ("weight", weight)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{fn}: {name} must be a Tensor, got {type(t).__name__}")
-        if t.data.dtype.kind != "f":
+        if t.data.dtype not in (np.float32, np.float64):
             raise TypeError(f"{fn}: {name} must be a float32 or float64 tensor, "
                             f"got dtype {t.data.dtype}")
     if bias is not None and not isinstance(bias, Tensor):

@@ -92,7 +92,7 @@ def _check_input(fn, input):
     Tensor = tensor_cls()
     if not isinstance(input, Tensor):
         raise TypeError(f"{fn}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype.kind != "f":
+    if input.dtype not in (np.float32, np.float64):
         raise TypeError(f"{fn}: input must be a float32 or float64 tensor, got dtype {input.dtype}")
     if input.ndim not in (3, 4):
         raise ValueError(f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), "
