@@ -77,7 +77,8 @@ class BuildExt(build_ext):
         if not openmp:
             warn("the C compiler does not support OpenMP (-fopenmp); kernels build single-threaded.")
         sanitize = os.environ.get("FASTGRAD_SANITIZE", "").strip()
-        san_flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
+        # Debug info would triple the size of the install; sanitizer builds keep it for reports.
+        san_flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else ["-g0"]
         for ext in self.extensions:
             extra = list(BASE_FLAGS) + san_flags
             if ".v3." in ext.name:
@@ -85,7 +86,7 @@ class BuildExt(build_ext):
             if openmp:
                 extra.append("-fopenmp")
             ext.extra_compile_args = extra
-            ext.extra_link_args = (["-fopenmp"] if openmp else []) + san_flags
+            ext.extra_link_args = (["-fopenmp"] if openmp else []) + san_flags + ([] if sanitize else ["-s"])
             ext.define_macros = list(ext.define_macros or []) + [
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                 ("FASTGRAD_OPENMP", "1" if openmp else "0"),
