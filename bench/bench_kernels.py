@@ -93,7 +93,63 @@ def loss_cases(name, n, classes, rng):
         logits, target, None, -100, 0.0, True, losses, grad, t))]
 
 
+def other_cases(n, rng):
+    """The kernels the two nets do not use, on LeNet-5-sized activations (conv1's output)."""
+    shape = (n, 6, 28, 28)
+    x = rng.standard_normal(shape).astype(np.float32)
+    out, gy, gx = np.empty_like(x), rng.standard_normal(shape).astype(np.float32), np.empty_like(x)
+    pooled = np.empty((n, 6, 14, 14), np.float32)
+    gp = rng.standard_normal(pooled.shape).astype(np.float32)
+    logits = rng.standard_normal((n * 32, 10)).astype(np.float32)
+    probs, glog = np.empty_like(logits), rng.standard_normal(logits.shape).astype(np.float32)
+    target = rng.integers(0, 10, n * 32).astype(np.int64)
+    losses, glosses = np.empty(n * 32, np.float32), np.ones(n * 32, np.float32)
+    flat, ftarget = x.reshape(-1), rng.standard_normal(x.size).astype(np.float32)
+    diff, squares, gflat = np.empty_like(flat), np.empty_like(flat), np.empty_like(flat)
+    flat2 = flat.reshape(-1, 49)  # (N, C) logits of independent binary targets
+    target2 = (np.abs(ftarget) % 1).astype(np.float32).reshape(flat2.shape)
+    losses2, bce_grad = np.empty_like(flat2), np.empty_like(flat2)
+    mean, invstd = np.empty(6, np.float32), np.empty(6, np.float32)
+    rmean, rvar = np.zeros(6, np.float32), np.ones(6, np.float32)
+    gamma, beta = np.ones(6, np.float32), np.zeros(6, np.float32)
+    gg, gbeta = np.empty(6, np.float32), np.empty(6, np.float32)
+    # batch norm works on an (N, C, S) view of NCHW data
+    x3, out3, gy3, gx3 = (a.reshape(n, 6, -1) for a in (x, out, gy, gx))
+    cases = []
+    for act in ("sigmoid", "tanh"):
+        # looked up when called: the backend is switched between the two timings
+        cases += [(f"{act} forward {shape}", lambda t, a=act: lambda: getattr(kernels, f"{a}_forward")(x, out, t)),
+                  (f"{act} backward {shape}", lambda t, a=act: lambda: getattr(kernels, f"{a}_backward")(out, gy, gx, t))]
+    cases += [
+        (f"leaky_relu forward {shape}", lambda t: lambda: kernels.leaky_relu_forward(x, out, 0.01, t)),
+        (f"leaky_relu backward {shape}", lambda t: lambda: kernels.leaky_relu_backward(x, gy, gx, 0.01, t)),
+        (f"softmax forward {logits.shape}", lambda t: lambda: kernels.softmax_forward(logits, probs, t)),
+        (f"softmax backward {logits.shape}", lambda t: lambda: kernels.softmax_backward(probs, glog, probs.copy(), t)),
+        (f"log_softmax forward {logits.shape}", lambda t: lambda: kernels.log_softmax_forward(logits, probs, t)),
+        (f"log_softmax backward {logits.shape}", lambda t: lambda: kernels.log_softmax_backward(probs, glog, probs.copy(), t)),
+        (f"avg_pool2d 2x2 forward {shape}", lambda t: lambda: kernels.avg_pool2d_forward(x, pooled, 2, 2, 2, 2, 0, 0, True, None, t)),
+        (f"avg_pool2d 2x2 backward {shape}", lambda t: lambda: kernels.avg_pool2d_backward(gp, gx, 2, 2, 2, 2, 0, 0, True, None, t)),
+        (f"adaptive_avg_pool2d forward {shape}", lambda t: lambda: kernels.adaptive_avg_pool2d_forward(x, pooled, t)),
+        (f"adaptive_avg_pool2d backward {shape}", lambda t: lambda: kernels.adaptive_avg_pool2d_backward(gp, gx, t)),
+        (f"nll_loss forward {logits.shape}", lambda t: lambda: kernels.nll_loss_forward(logits, target, None, -100, losses, t)),
+        (f"nll_loss backward {logits.shape}", lambda t: lambda: kernels.nll_loss_backward(target, None, -100, glosses, probs, t)),
+        (f"mse_loss forward {flat.shape}", lambda t: lambda: kernels.mse_loss_forward(flat, ftarget, diff, squares, t)),
+        (f"mse_loss backward {flat.shape}", lambda t: lambda: kernels.mse_loss_backward(diff, np.ones(1, np.float32), 1.0 / flat.size, gflat, t)),
+        (f"bce_with_logits forward+grad {flat2.shape}", lambda t: lambda: kernels.binary_cross_entropy_with_logits_forward(
+            flat2, target2, None, None, 1.0 / flat.size, losses2, bce_grad, t)),
+        (f"batch_norm forward (train) {shape}", lambda t: lambda: kernels.batch_norm_forward_train(
+            x3, gamma, beta, rmean, rvar, 0.1, 1e-5, out3, mean, invstd, t)),
+        (f"batch_norm forward (eval) {shape}", lambda t: lambda: kernels.batch_norm_forward_eval(
+            x3, gamma, beta, rmean, rvar, 1e-5, out3, invstd, t)),
+        (f"batch_norm backward {shape}", lambda t: lambda: kernels.batch_norm_backward(
+            gy3, x3, gamma, mean, invstd, True, gx3, gg, gbeta, t)),
+    ]
+    return cases
+
+
 def net_cases(net, n, rng):
+    if net == "other":
+        return other_cases(n, rng)
     if net == "lenet5":
         return (conv_cases("lenet5.conv1", n, 1, 28, 6, 5, 2, rng) + relu_cases("lenet5.conv1", (n, 6, 28, 28), rng)
                 + pool_cases("lenet5.pool1", n, 6, 28, rng)
@@ -123,7 +179,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=50, help="timed calls of each compiled kernel")
     p.add_argument("--ref-repeat", type=int, default=1, help="timed calls of each reference kernel")
-    p.add_argument("--nets", default="lenet5,cifar_small")
+    p.add_argument("--nets", default="lenet5,cifar_small,other",
+                   help="lenet5, cifar_small and/or other (the kernels neither net uses)")
     args = p.parse_args(argv)
     if kernels.backend != "compiled":
         print("the compiled kernels are not installed: nothing to compare")
