@@ -23,11 +23,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fastgrad import _config  # noqa: E402
-from fastgrad._ext import _conv as compiled  # noqa: E402  (the baseline build)
-from fastgrad.reference import conv as reference  # noqa: E402
+from fastgrad import _config
+from fastgrad._ext import _conv as compiled  (the baseline build)
+from fastgrad.reference import conv as reference
 
 # name: (x shape at batch 1, weight shape, padding)
 LAYERS = {

@@ -18,11 +18,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import fastgrad  # noqa: E402
-from fastgrad import _config, kernels, optim  # noqa: E402
-from fastgrad.tensor import Tensor  # noqa: E402
+import fastgrad
+from fastgrad import _config, kernels, optim
+from fastgrad.tensor import Tensor
 
 try:
     import torch
