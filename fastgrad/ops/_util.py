@@ -99,6 +99,10 @@ def normalize_dims(op, dim, ndim):
     return tuple(sorted(out))
 
 
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def check_float(op, t):
-    if t.data.dtype.kind != "f":
+    """The kernels compute in float32 or float64 only: refuse other dtypes (float16 too)."""
+    if t.data.dtype not in _KERNEL_FLOATS:
         raise TypeError(f"{op}: expected a float32 or float64 tensor, got dtype {t.data.dtype}")

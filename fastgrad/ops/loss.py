@@ -35,7 +35,7 @@ def _check_reduction(op, reduction):
 def _float_input(op, input):
     if not isinstance(input, tensor_cls()):
         raise TypeError(f"{op}: expected input to be a Tensor, got {type(input).__name__}")
-    if input.dtype.kind != "f":
+    if input.dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: expected a float32 or float64 input, got dtype {input.dtype}")
     check_size(op, "input", input.shape, input.dtype)
 
