@@ -16,8 +16,10 @@ print(W.grad.item(), b.grad.item())
 """
 
 
-def test_worked_examples_print_pytorchs_numbers():
-    out = subprocess.run([sys.executable, "-c", EXAMPLE], capture_output=True, text=True, check=True).stdout
+def test_worked_examples_print_pytorchs_numbers(tmp_path):
+    # cwd=tmp_path: `python -c` puts the working folder first on sys.path
+    out = subprocess.run([sys.executable, "-c", EXAMPLE], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout
     assert out.split() == ["-4.0", "2.4000000953674316", "-18.0", "-6.0"]
 
 
