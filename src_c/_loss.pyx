@@ -209,51 +209,12 @@ cdef int64_t _ignore(str kernel, object ignore_index) except? -1:
 # Row reductions keep LANES independent partial results (array slots, not a loop-carried
 # scalar), which gcc maps onto vector registers; a plain running max or sum would stay
 # scalar, one element per add latency.
+from _rowmath cimport LANES, _row_max, _sum
+
 cdef enum:
-    LANES = 8
     CHUNK = 64  # exps computed into a stack buffer this long, then summed
 
 
-cdef floating _row_max(const floating *x, Py_ssize_t n) noexcept nogil:
-    cdef floating part[LANES]
-    cdef floating m
-    cdef Py_ssize_t j = LANES, k
-    if n < LANES:
-        m = x[0]
-        for j in range(1, n):
-            m = x[j] if x[j] > m else m
-        return m
-    for k in range(LANES):
-        part[k] = x[k]
-    while j + LANES <= n:
-        for k in range(LANES):
-            part[k] = x[j + k] if x[j + k] > part[k] else part[k]
-        j += LANES
-    m = part[0]
-    for k in range(1, LANES):
-        m = part[k] if part[k] > m else m
-    while j < n:
-        m = x[j] if x[j] > m else m
-        j += 1
-    return m
-
-
-cdef double _sum(const floating *a, Py_ssize_t n) noexcept nogil:
-    cdef double part[LANES]
-    cdef double total = 0
-    cdef Py_ssize_t j = 0, k
-    for k in range(LANES):
-        part[k] = 0
-    while j + LANES <= n:
-        for k in range(LANES):
-            part[k] += a[j + k]
-        j += LANES
-    while j < n:
-        total += a[j]
-        j += 1
-    for k in range(LANES):
-        total += part[k]
-    return total
 
 
 cdef double _sum_exp_shifted(const floating *x, floating m, Py_ssize_t n) noexcept nogil:
