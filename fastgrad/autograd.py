@@ -88,7 +88,10 @@ class Function:
     #   grad_out    the gradient gathered so far for this node's output, or None
     #   grad_owned  True once grad_out is an array this node may add into in place
     #   freed       True after a backward without retain_graph released saved state
+    #   fresh_grads True when every array backward returns is newly allocated and kept
+    #               nowhere else, so a leaf's .grad may be that array itself (no copy)
     grad_out = None
+    fresh_grads = False
     grad_owned = False
     freed = False
     parents = ()

@@ -70,6 +70,7 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
     Same contract as fastgrad.reference.engine.backward_walk.
     """
     cdef object fn, grad, parent, node, g
+    cdef bint fresh
     for fn in order:
         grad = fn.grad_out
         if grad is None:
@@ -80,6 +81,7 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
                 "by the first backward; pass retain_graph=True to the first call")
         fn.grad_out = None
         input_grads = fn.backward(grad)
+        fresh = fn.fresh_grads  # its gradients are new arrays: a leaf may keep one as is
         parents = fn.parents
         if not retain_graph:
             fn.release()
@@ -89,7 +91,9 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
             node = parent._ctx
             if node is None:
                 if parent.grad is None:
-                    parent.grad = tensor_cls._from_op(np.array(g, dtype=parent.data.dtype, order="C", copy=True), None)
+                    if not (fresh and g.base is None and g.dtype == parent.data.dtype):
+                        g = np.array(g, dtype=parent.data.dtype, order="C", copy=True)
+                    parent.grad = tensor_cls._from_op(g, None)
                 else:
                     _add_into(parent.grad.data, g)
             elif node.grad_out is None:

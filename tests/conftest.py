@@ -1,5 +1,5 @@
-"""Shared test setup: the suite refuses to run silently on the wrong backend, and
-gives every test the same seed."""
+"""Shared test setup: the suite refuses to run silently on the wrong backend, child
+Python processes import the fastgrad under test, and every test gets the same seed."""
 import os
 
 import numpy as np
@@ -10,6 +10,11 @@ from fastgrad import kernels
 
 
 def pytest_sessionstart(session):
+    # Tests that start `python -c ...` or `python -m fastgrad` must test the same fastgrad
+    # as this process (an installed one, or a work tree built in place), whatever their
+    # working folder: put its parent folder first on the children's path.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
+    os.environ["PYTHONPATH"] = os.pathsep.join([home] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     wanted = os.environ.get("FASTGRAD_BACKEND", "compiled").strip().lower() or "compiled"
     if wanted == "compiled" and kernels.backend != "compiled":
         raise pytest.UsageError(

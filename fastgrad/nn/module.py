@@ -76,6 +76,14 @@ def _check_name(kind, owner, name, registry):
         raise KeyError(f"attribute '{name}' already exists")
 
 
+class _Edits:
+    """How many times an attribute of any Module was assigned or deleted. Plans cached
+    from a module's settings (Sequential's chains) compare it to know a layer may have
+    changed; nothing in a forward or backward pass assigns module attributes."""
+
+    count = 0
+
+
 class Module:
     """Base class of every layer and model (as torch.nn.Module).
 
@@ -106,6 +114,7 @@ class Module:
         return d["_parameters"], d["_buffers"], d["_modules"]
 
     def _unregister(self, name):
+        _Edits.count += 1
         params, buffers, modules = self._registries()
         params.pop(name, None)
         buffers.pop(name, None)
@@ -114,11 +123,13 @@ class Module:
         self.__dict__.pop(name, None)
 
     def __setattr__(self, name, value):
+        _Edits.count += 1
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
             self._registries()
-            self._unregister(name)
+            if name not in params:  # a replacement keeps its place in the order
+                self._unregister(name)
             params[name] = value
             d[name] = value
         elif params is not None and name in params:
@@ -129,7 +140,8 @@ class Module:
             d[name] = None
         elif isinstance(value, Module):
             self._registries()
-            self._unregister(name)
+            if name not in d["_modules"]:  # a replacement keeps its place in the order
+                self._unregister(name)
             d["_modules"][name] = value
             d[name] = value
         elif params is not None and name in d["_modules"]:
@@ -148,6 +160,7 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        _Edits.count += 1
         d = self.__dict__
         if any(name in d.get(reg, ()) for reg in ("_parameters", "_buffers", "_modules")):
             self._unregister(name)

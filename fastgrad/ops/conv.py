@@ -6,6 +6,7 @@ arrays allocated here; their scratch memory (a workspace array) is cached per Py
 thread and per dtype, grown when a larger convolution needs more, so a training loop
 allocates it once and two threads running two models never share one.
 """
+import functools
 import threading
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import tensor_cls
+from .activation import relu_mask
 
 
 class _Workspaces(threading.local):
@@ -23,11 +25,18 @@ class _Workspaces(threading.local):
 _workspaces = _Workspaces()
 
 
-def _workspace(kind, x_shape, w_shape, y_shape, params, dtype, n_threads):
-    """A scratch array of at least the size conv2d_<kind> needs (None when it needs none).
-    The kernels only use it during the call, so one buffer per thread and dtype serves
-    every layer."""
-    size = kernels.conv2d_workspace_size(kind, x_shape, w_shape, y_shape, *params, n_threads)
+@functools.lru_cache(maxsize=512)
+def workspace_size(backend, kind, x_shape, w_shape, y_shape, params, n_threads):
+    """Elements of scratch memory conv2d_<kind> needs for this geometry. Remembered:
+    a training loop asks the same few questions every step. ``backend`` is part of the
+    key because the two kernel homes plan differently."""
+    return kernels.conv2d_workspace_size(kind, x_shape, w_shape, y_shape, *params, n_threads)
+
+
+def workspace(size, dtype):
+    """This thread's scratch array for ``dtype`` with at least ``size`` elements (None
+    when size is 0). The kernels only use it during the call, so one buffer per thread
+    and dtype serves every layer."""
     if size == 0:
         return None
     buf = _workspaces.by_dtype.get(dtype)
@@ -37,8 +46,15 @@ def _workspace(kind, x_shape, w_shape, y_shape, params, dtype, n_threads):
     return buf
 
 
+def _workspace(kind, x_shape, w_shape, y_shape, params, dtype, n_threads):
+    return workspace(workspace_size(kernels.backend, kind, x_shape, w_shape, y_shape, params,
+                                    n_threads), dtype)
+
+
 class Conv2d(Function):
     """out = conv2d(x, weight) (+ bias) (then ReLU). Inputs: x, weight[, bias]."""
+
+    fresh_grads = True  # every gradient below is a new np.empty array
 
     def forward(self, x, weight, bias=None, *, params, out_hw, relu):
         # params: (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
@@ -62,10 +78,10 @@ class Conv2d(Function):
     def backward(self, grad):
         dtype = self.dtype
         grad = np.ascontiguousarray(grad, dtype=dtype)
-        if self.out is not None:  # ReLU: gradient flows where the output is positive
-            grad = np.multiply(grad, self.out > 0, dtype=dtype)
-        needs, params = self.needs_input_grad, self.params
         n_threads = _config.get_num_threads()
+        if self.out is not None:  # ReLU: gradient flows where the output is positive
+            grad = relu_mask(self.out, grad, n_threads)
+        needs, params = self.needs_input_grad, self.params
         gx = gw = gb = None
         if needs[0]:
             gx = np.empty(self.x_shape, dtype=dtype)
@@ -101,8 +117,11 @@ def check_elements(fn, name, shape):
 
 
 def _pair(fn, name, value, minimum):
-    if type(value) is int and value >= minimum:  # the common case, checked first
+    if type(value) is int and value >= minimum:  # the common cases, checked first
         return value, value
+    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int
+            and type(value[1]) is int and min(value) >= minimum):
+        return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         pair = (value, value)
     elif isinstance(value, (tuple, list)) and len(value) == 2:
@@ -135,6 +154,42 @@ def _padding(fn, padding, stride, dilation, kernel_hw):
     return _pair(fn, "padding", padding, 0), False
 
 
+def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups):
+    """Check a convolution of an (N, C, H, W) input by a 4-d weight; return the kernels'
+    ``params`` (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups) and the
+    output's (H, W). Raises, naming ``fn``, on any invalid combination."""
+    if type(groups) is not int:
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+            raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
+        groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
+    stride = _pair(fn, "stride", stride, 1)
+    dilation = _pair(fn, "dilation", dilation, 1)
+    N, C, H, W = x_shape
+    Co, Cg, kh, kw = w_shape
+    if min(Co, Cg, kh, kw) < 1:
+        raise ValueError(f"{fn}: weight has an empty dimension: shape {tuple(w_shape)}")
+    if Co % groups:
+        raise ValueError(f"{fn}: {Co} output channels (weight {tuple(w_shape)}) are not "
+                         f"divisible by groups={groups}")
+    if C != Cg * groups:
+        raise ValueError(f"{fn}: weight {tuple(w_shape)} with groups={groups} expects input "
+                         f"with {Cg * groups} channels, got input of shape {tuple(x_shape)}")
+    (pt, pl), same = _padding(fn, padding, stride, dilation, (kh, kw))
+    eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    ph, pw = (H + eh - 1, W + ew - 1) if same else (H + 2 * pt, W + 2 * pl)
+    if eh > ph or ew > pw:
+        raise ValueError(f"{fn}: kernel size ({kh}, {kw}) with dilation {dilation} spans "
+                         f"({eh}, {ew}), larger than the padded input ({ph}, {pw})")
+    out_hw = (H, W) if same else ((ph - eh) // stride[0] + 1, (pw - ew) // stride[1] + 1)
+    # the input may be a broadcast view of almost no memory: count with Python ints
+    for name, shape in (("input", (N, C, H, W)), ("weight", (Co, Cg, kh, kw)),
+                        ("output", (N, Co) + out_hw)):
+        check_elements(fn, name, shape)
+    return (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups), out_hw
+
+
 def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
     Tensor = tensor_cls()
     for name, t in (("input", input), ("weight", weight)):
@@ -159,41 +214,14 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
     if x_data.dtype != w_data.dtype:
         raise TypeError(f"{fn}: input has dtype {x_data.dtype} but weight has {w_data.dtype}; "
                         "convert one with .float() or .double()")
-    if type(groups) is not int:
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
-            raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
-        groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"{fn}: groups must be a positive integer, got {groups!r}")
-    stride = _pair(fn, "stride", stride, 1)
-    dilation = _pair(fn, "dilation", dilation, 1)
-    N, C, H, W = x_data.shape
-    Co, Cg, kh, kw = w_data.shape
-    if min(Co, Cg, kh, kw) < 1:
-        raise ValueError(f"{fn}: weight has an empty dimension: shape {tuple(weight.shape)}")
-    if Co % groups:
-        raise ValueError(f"{fn}: {Co} output channels (weight {tuple(weight.shape)}) are not "
-                         f"divisible by groups={groups}")
-    if C != Cg * groups:
-        raise ValueError(f"{fn}: weight {tuple(weight.shape)} with groups={groups} expects input "
-                         f"with {Cg * groups} channels, got input of shape {tuple(input.shape)}")
+    params, out_hw = conv_geometry(fn, x_data.shape, w_data.shape, stride, padding, dilation,
+                                   groups)
     if bias is not None:
+        Co = w_data.shape[0]
         if bias.data.dtype != x_data.dtype:
             raise TypeError(f"{fn}: bias has dtype {bias.data.dtype} but input has {x_data.dtype}")
         if bias.data.shape != (Co,):
             raise ValueError(f"{fn}: expected bias of shape ({Co},), got {bias.data.shape}")
-    (pt, pl), same = _padding(fn, padding, stride, dilation, (kh, kw))
-    eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    ph, pw = (H + eh - 1, W + ew - 1) if same else (H + 2 * pt, W + 2 * pl)
-    if eh > ph or ew > pw:
-        raise ValueError(f"{fn}: kernel size ({kh}, {kw}) with dilation {dilation} spans "
-                         f"({eh}, {ew}), larger than the padded input ({ph}, {pw})")
-    out_hw = (H, W) if same else ((ph - eh) // stride[0] + 1, (pw - ew) // stride[1] + 1)
-    params = (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups)
-    # the input may be a broadcast view of almost no memory: count with Python ints
-    for name, shape in (("input", (N, C, H, W)), ("weight", (Co, Cg, kh, kw)),
-                        ("output", (N, Co) + out_hw)):
-        check_elements(fn, name, shape)
     if bias is None:
         return Conv2d.apply(input, weight, params=params, out_hw=out_hw, relu=relu)
     return Conv2d.apply(input, weight, bias, params=params, out_hw=out_hw, relu=relu)

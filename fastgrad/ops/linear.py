@@ -12,11 +12,13 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import tensor_cls
-from .activation import check_size
+from .activation import check_size, relu_mask
 
 
 class Linear(Function):
     """out = x @ weight.T (+ bias) (then ReLU). Inputs: x, weight[, bias]."""
+
+    fresh_grads = True  # every gradient below is a new np.empty array
 
     def forward(self, x, weight, bias=None, *, relu):
         in_features = weight.shape[1]
@@ -41,10 +43,10 @@ class Linear(Function):
         dtype = self.dtype
         out_features, in_features = self.w_shape
         grad = np.ascontiguousarray(grad, dtype=dtype).reshape(self.rows, out_features)
-        if self.out is not None:  # ReLU: gradient flows where the output is positive
-            grad = np.multiply(grad, self.out > 0, dtype=dtype)
-        needs = self.needs_input_grad
         n_threads = _config.get_num_threads()
+        if self.out is not None:  # ReLU: gradient flows where the output is positive
+            grad = relu_mask(self.out, grad, n_threads)
+        needs = self.needs_input_grad
         gx = gw = gb = None
         if needs[0]:
             gx = np.empty((grad.shape[0], in_features), dtype=dtype)

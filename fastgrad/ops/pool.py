@@ -172,6 +172,20 @@ def _output_size_arg(fn, output_size, hw):
     return tuple(out)
 
 
+def max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Check max pooling of an input of ``shape`` (.., H, W); return the kernels' ``params``
+    (kernel, stride, padding and dilation, each as h, w) and the output's (H, W)."""
+    kernel, stride, pad, dil = _window_args(fn, kernel_size, stride, padding, dilation)
+    H, W = shape[-2:]
+    for size, k, s, p, d, axis in ((H, kernel[0], stride[0], pad[0], dil[0], "height"),
+                                   (W, kernel[1], stride[1], pad[1], dil[1], "width")):
+        _check_max_windows(fn, size, k, s, p, d, axis, shape)
+    out_hw = (_out_size(fn, H, kernel[0], stride[0], pad[0], dil[0], ceil_mode, "height", shape),
+              _out_size(fn, W, kernel[1], stride[1], pad[1], dil[1], ceil_mode, "width", shape))
+    check_elements(fn, "output", tuple(shape[:-2]) + out_hw)
+    return kernel + stride + pad + dil, out_hw
+
+
 # --------------------------------------------------------------------------- public ops
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -181,16 +195,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     its input plane. Ties go to the first maximum in the window; NaN propagates."""
     fn = "max_pool2d"
     _check_input(fn, input)
-    kernel, stride, pad, dil = _window_args(fn, kernel_size, stride, padding, dilation)
-    shape = tuple(input.shape)
-    H, W = shape[-2:]
-    for size, k, s, p, d, axis in ((H, kernel[0], stride[0], pad[0], dil[0], "height"),
-                                   (W, kernel[1], stride[1], pad[1], dil[1], "width")):
-        _check_max_windows(fn, size, k, s, p, d, axis, shape)
-    out_hw = (_out_size(fn, H, kernel[0], stride[0], pad[0], dil[0], ceil_mode, "height", shape),
-              _out_size(fn, W, kernel[1], stride[1], pad[1], dil[1], ceil_mode, "width", shape))
-    params = kernel + stride + pad + dil
-    check_elements(fn, "output", tuple(input.shape[:-2]) + out_hw)
+    params, out_hw = max_pool_geometry(fn, tuple(input.shape), kernel_size, stride, padding,
+                                       dilation, ceil_mode)
 
     def run(x):
         indices = np.empty(x.shape[:2] + out_hw, dtype=np.int64)

@@ -54,6 +54,9 @@ def backward_walk(order, tensor_cls, retain_graph):
     caller seeds the first one. A gradient that arrives first is kept as it is (it may
     be a view owned by someone else); a second arrival makes an owned sum, and later
     ones are added into it in place, so no array is shared and none is copied twice.
+    A leaf's first gradient is copied into its ``.grad``, unless the node declares
+    ``fresh_grads`` (every array its backward returns is new and referenced nowhere
+    else) and the array is not a view: then the leaf keeps it.
     """
     for fn in order:
         grad = fn.grad_out
@@ -65,6 +68,7 @@ def backward_walk(order, tensor_cls, retain_graph):
                 "by the first backward; pass retain_graph=True to the first call")
         fn.grad_out = None
         input_grads = fn.backward(grad)
+        fresh = fn.fresh_grads  # its gradients are new arrays: a leaf may keep one as is
         parents = fn.parents
         if not retain_graph:
             fn.release()
@@ -74,7 +78,9 @@ def backward_walk(order, tensor_cls, retain_graph):
             node = parent._ctx
             if node is None:  # a leaf: its .grad accumulates across backward calls
                 if parent.grad is None:
-                    parent.grad = tensor_cls._from_op(np.array(g, dtype=parent.data.dtype, order="C", copy=True), None)
+                    if not (fresh and g.base is None and g.dtype == parent.data.dtype):
+                        g = np.array(g, dtype=parent.data.dtype, order="C", copy=True)
+                    parent.grad = tensor_cls._from_op(g, None)
                 else:
                     _add_into(parent.grad.data, g)
             elif node.grad_out is None:

@@ -8,12 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..module import Module, _indent_after_first_line
-from .activation import ReLU
-from .conv import Conv2d
-from .linear import Linear
-
-# layers with a fused "<op>_relu" path, taken when a ReLU follows them in a Sequential
-_FUSES_RELU = (Conv2d, Linear)
+from .chained import ChainedRun, chainable
 
 
 class _IndexedModules(Module):
@@ -82,28 +77,33 @@ class Sequential(_IndexedModules):
         return self._modules[self._key(idx)]
 
     def forward(self, input):
-        for module, fused in self._steps():
-            input = module._forward_relu(input) if fused else module(input)
+        for call in self._calls():
+            input = call(input)
         return input
 
-    def _steps(self):
-        """What forward runs: (module, fused) pairs. A Conv2d or Linear directly followed by
-        a ReLU runs as one fused call (conv2d_relu / linear_relu): the same values and
-        gradients, one pass over the output and one graph node fewer. Exact types only, so
-        a subclass with its own forward is always called as itself. Cached until the
+    def _calls(self):
+        """What forward runs, in order: each run of two or more consecutive chainable
+        layers (Conv2d, Linear, ReLU, MaxPool2d, Flatten) as one ChainedRun, which takes
+        the whole run as a single op; any other module as itself. Cached until the
         modules change."""
         modules = tuple(self._modules.values())
         cached = self.__dict__.get("_plan")
         if cached is not None and cached[0] == modules:
             return cached[1]
-        steps, i = [], 0
-        while i < len(modules):
-            module = modules[i]
-            fused = type(module) in _FUSES_RELU and i + 1 < len(modules) and type(modules[i + 1]) is ReLU
-            steps.append((module, fused))
-            i += 2 if fused else 1
-        object.__setattr__(self, "_plan", (modules, steps))
-        return steps
+        calls, run = [], []
+        for module in modules + (None,):
+            if module is not None and chainable(module):
+                run.append(module)
+                continue
+            if len(run) >= 2:
+                calls.append(ChainedRun(run))
+            elif run:
+                calls.append(run[0])
+            if module is not None:
+                calls.append(module)
+            run = []
+        object.__setattr__(self, "_plan", (modules, calls))
+        return calls
 
 
 class ModuleList(_IndexedModules):

@@ -1,0 +1,119 @@
+"""Sequential's fast path: runs of consecutive Conv2d, Linear, ReLU, MaxPool2d and Flatten
+layers executed as one chained op (fastgrad.ops.chain).
+
+A ``ChainedRun`` stands for such a run inside a Sequential. The first call for each
+input shape, dtype, thread count, kernel backend and set of weight shapes goes through the layers one
+by one (which validates everything and raises the usual errors); if that succeeds the
+run is planned for that key and later calls take the chain. A plan is dropped when any
+module attribute is assigned anywhere (``Module`` counts assignments in ``_Edits``),
+so changing a layer's stride or replacing its weight is always seen. Only exact layer
+types are chained: a subclass with its own forward is called as itself.
+"""
+from ... import _config, kernels
+from ...autograd import _anomaly
+from ...ops.chain import ChainPlan, ConvStep, LinearStep, MaxPoolStep, ReluStep, ReshapeStep, run_chain
+from ...tensor import Tensor
+from ..module import _Edits
+from .activation import ReLU
+from .conv import Conv2d
+from .flatten import Flatten
+from .linear import Linear
+from .pooling import MaxPool2d
+
+CHAINABLE = (Conv2d, Linear, ReLU, MaxPool2d, Flatten)
+_MAX_PLANS = 16  # per run: input shapes seen (a last partial batch adds one)
+
+
+def chainable(module):
+    if type(module) is MaxPool2d:
+        return not module.return_indices
+    return type(module) in CHAINABLE
+
+
+def _steps_for(modules, shape, n_threads):
+    """The chain steps and weight tensors of ``modules`` for an input of ``shape``."""
+    steps, weights, i = [], [], 0
+    while i < len(modules):
+        m = modules[i]
+        kind = type(m)
+        relu = kind in (Conv2d, Linear) and i + 1 < len(modules) and type(modules[i + 1]) is ReLU
+        layer_weights = []
+        if kind is Conv2d:
+            if len(shape) != 4:
+                raise ValueError("only batched input is chained")
+            layer_weights = [m.weight] + ([m.bias] if m.bias is not None else [])
+            step = ConvStep(shape, m.weight.shape, m.bias is not None, m.stride, m.padding,
+                            m.dilation, m.groups, relu, n_threads)
+        elif kind is Linear:
+            layer_weights = [m.weight] + ([m.bias] if m.bias is not None else [])
+            step = LinearStep(shape, m.weight.shape, m.bias is not None, relu, n_threads)
+        elif kind is ReLU:
+            step = ReluStep(shape, n_threads)
+        elif kind is MaxPool2d:
+            if len(shape) != 4:
+                raise ValueError("only batched input is chained")
+            step = MaxPoolStep(shape, m.kernel_size, m.stride, m.padding, m.dilation,
+                               m.ceil_mode, n_threads)
+        else:  # Flatten
+            ndim = len(shape)
+            start, end = m.start_dim % ndim, m.end_dim % ndim
+            size = 1
+            for d in shape[start:end + 1]:
+                size *= d
+            step = ReshapeStep(shape, shape[:start] + (size,) + shape[end + 1:])
+        steps.append(step)
+        weights.extend(layer_weights)
+        shape = step.out_shape
+        i += 2 if relu else 1
+    return steps, weights
+
+
+class ChainedRun:
+    """Calls ``modules`` (all chainable, two or more) in order, as one chained op when
+    a plan for the input exists."""
+
+    def __init__(self, modules):
+        self.modules = modules
+        self.plans = {}
+        self.edits = _Edits.count
+
+    def __call__(self, input):
+        if not isinstance(input, Tensor) or _anomaly.enabled:  # per-layer errors and checks
+            return self._one_by_one(input)
+        if self.edits != _Edits.count:
+            self.plans.clear()
+            self.edits = _Edits.count
+        data = input._data
+        key = (data.shape, data.dtype, _config.get_num_threads(), kernels.backend)
+        entry = self.plans.get(key)
+        if entry is not None:
+            plan, weights, weight_key = entry
+            if [w._data.shape for w in weights] == weight_key:
+                return run_chain(plan, input, weights)
+        out = self._one_by_one(input)  # validates; raises on bad input
+        self._plan(key, input)
+        return out
+
+    def _one_by_one(self, input):
+        modules, i = self.modules, 0
+        while i < len(modules):
+            m = modules[i]
+            if type(m) in (Conv2d, Linear) and i + 1 < len(modules) and type(modules[i + 1]) is ReLU:
+                input = m._forward_relu(input)
+                i += 2
+            else:
+                input = m(input)
+                i += 1
+        return input
+
+    def _plan(self, key, input):
+        shape, dtype, n_threads, _ = key
+        try:
+            steps, weights = _steps_for(self.modules, shape, n_threads)
+        except (ValueError, TypeError):  # a case the chain does not take: stay one by one
+            return
+        if any(w._data.dtype != dtype for w in weights):
+            return
+        if len(self.plans) >= _MAX_PLANS:
+            self.plans.clear()
+        self.plans[key] = (ChainPlan(steps, dtype), weights, [w._data.shape for w in weights])

@@ -1,0 +1,227 @@
+"""A chain of layers run as one differentiable op: convolutions, linear layers, ReLU, max
+pooling and flattening, in any order, forward and backward in one graph node.
+
+Why: on a small CNN at small batch sizes a training step is mostly bookkeeping: one
+validated call, one graph node, one engine visit and a handful of temporary arrays per
+layer. A ``Chain`` is planned once per input shape (every geometry checked and every
+workspace size computed then) and afterwards runs the kernels back to back on plain
+arrays: the graph holds one node for the whole chain, and backward walks the layers
+in reverse without the engine. The values and gradients are those of the layer-by-layer
+ops bit for bit: the same kernels are called with the same arguments in the same order.
+
+``fastgrad.nn.Sequential`` builds the plans (``plan_chain``) and calls ``run_chain``;
+every first call for a new input shape goes through the layer-by-layer path, which
+validates the input and raises the usual errors, so a plan only ever sees inputs of a
+shape already checked.
+
+Each step has ``forward(x, weights, keep)`` -> (out, saved) and
+``backward(grad, weights, saved, need_x, need_weights)`` -> (grad_x, weight grads), side
+by side. ``saved`` is what backward reads (None when no gradient is wanted); steps keep no
+state of their own between calls, so one plan serves any number of graphs and threads.
+"""
+import math
+
+import numpy as np
+
+from .. import _config, kernels
+from ..autograd import Function
+from .conv import conv_geometry, workspace, workspace_size
+from .activation import relu_mask
+from .pool import max_pool_geometry
+
+
+class ConvStep:
+    """conv2d (+ bias) (then ReLU); weights: (weight[, bias])."""
+
+    def __init__(self, x_shape, w_shape, has_bias, stride, padding, dilation, groups, relu,
+                 n_threads):
+        params, out_hw = conv_geometry("conv2d", x_shape, w_shape, stride, padding, dilation,
+                                       groups)
+        self.params, self.relu, self.n_threads = params, relu, n_threads
+        self.n_weights = 2 if has_bias else 1
+        self.x_shape, self.w_shape = x_shape, w_shape
+        self.out_shape = (x_shape[0], w_shape[0]) + out_hw
+        backend = kernels.backend
+        self.ws_sizes = {kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape,
+                                              params, n_threads)
+                         for kind in ("forward", "backward_input", "backward_weight")}
+
+    def forward(self, x, weights, keep):
+        bias = weights[1] if self.n_weights == 2 else None
+        out = np.empty(self.out_shape, x.dtype)
+        kernels.conv2d_forward(x, weights[0], bias, out, *self.params, self.relu,
+                               workspace(self.ws_sizes["forward"], x.dtype), self.n_threads)
+        return out, ((x, out) if keep else None)
+
+    def backward(self, grad, weights, saved, need_x, need_weights):
+        x, out = saved
+        dtype, params, n_threads = x.dtype, self.params, self.n_threads
+        if self.relu:
+            grad = relu_mask(out, grad, n_threads)
+        gx = None
+        if need_x:
+            gx = np.empty(self.x_shape, dtype)
+            kernels.conv2d_backward_input(grad, weights[0], gx, *params,
+                                          workspace(self.ws_sizes["backward_input"], dtype),
+                                          n_threads)
+        grads = [None] * self.n_weights
+        if need_weights[0]:
+            gw = grads[0] = np.empty(self.w_shape, dtype)
+            kernels.conv2d_backward_weight(x, grad, gw, *params,
+                                           workspace(self.ws_sizes["backward_weight"], dtype),
+                                           n_threads)
+        if self.n_weights == 2 and need_weights[1]:
+            gb = grads[1] = np.empty(self.w_shape[0], dtype)
+            kernels.conv2d_backward_bias(grad, gb, n_threads)
+        return gx, grads
+
+
+class LinearStep:
+    """x @ weight.T (+ bias) (then ReLU) over the last dimension; weights: (weight[, bias])."""
+
+    def __init__(self, x_shape, w_shape, has_bias, relu, n_threads):
+        self.rows = math.prod(x_shape[:-1])
+        self.x_shape, self.w_shape = x_shape, w_shape
+        self.rows_shape = (self.rows, w_shape[1])
+        self.out_shape = tuple(x_shape[:-1]) + (w_shape[0],)
+        self.relu, self.n_threads = relu, n_threads
+        self.n_weights = 2 if has_bias else 1
+
+    def forward(self, x, weights, keep):
+        x2 = x.reshape(self.rows_shape)
+        bias = weights[1] if self.n_weights == 2 else None
+        out = np.empty((self.rows, self.w_shape[0]), x.dtype)
+        kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
+        return out.reshape(self.out_shape), ((x2, out) if keep else None)
+
+    def backward(self, grad, weights, saved, need_x, need_weights):
+        x2, out = saved
+        dtype, n_threads = x2.dtype, self.n_threads
+        grad = grad.reshape(out.shape)
+        if self.relu:
+            grad = relu_mask(out, grad, n_threads)
+        gx = None
+        if need_x:
+            gx = np.empty(self.rows_shape, dtype)
+            kernels.linear_backward_input(grad, weights[0], gx, n_threads)
+            gx = gx.reshape(self.x_shape)
+        grads = [None] * self.n_weights
+        if need_weights[0]:
+            gw = grads[0] = np.empty(self.w_shape, dtype)
+            kernels.linear_backward_weight(x2, grad, gw, n_threads)
+        if self.n_weights == 2 and need_weights[1]:
+            gb = grads[1] = np.empty(self.w_shape[0], dtype)
+            kernels.linear_backward_bias(grad, gb, n_threads)
+        return gx, grads
+
+
+class ReluStep:
+    """max(x, 0) on its own (a ReLU that follows no convolution or linear layer)."""
+
+    n_weights = 0
+
+    def __init__(self, x_shape, n_threads):
+        self.out_shape, self.n_threads = x_shape, n_threads
+
+    def forward(self, x, weights, keep):
+        out = np.empty(x.shape, x.dtype)
+        kernels.relu_forward(x, out, self.n_threads)
+        return out, (out if keep else None)
+
+    def backward(self, grad, weights, saved, need_x, need_weights):
+        return relu_mask(saved, grad, self.n_threads), []
+
+
+class MaxPoolStep:
+    """2-d max pooling; saves the index of each maximum."""
+
+    n_weights = 0
+
+    def __init__(self, x_shape, kernel_size, stride, padding, dilation, ceil_mode, n_threads):
+        self.params, out_hw = max_pool_geometry("max_pool2d", x_shape, kernel_size, stride,
+                                                padding, dilation, ceil_mode)
+        self.x_shape, self.out_shape = x_shape, tuple(x_shape[:2]) + out_hw
+        self.n_threads = n_threads
+
+    def forward(self, x, weights, keep):
+        out = np.empty(self.out_shape, x.dtype)
+        indices = np.empty(self.out_shape, np.int64)
+        kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
+        return out, (indices if keep else None)
+
+    def backward(self, grad, weights, saved, need_x, need_weights):
+        gx = np.empty(self.x_shape, grad.dtype)
+        kernels.max_pool2d_backward(grad, saved, gx, self.n_threads)
+        return gx, []
+
+
+class ReshapeStep:
+    """A reshape of a C-contiguous array (Flatten): no data moves either way."""
+
+    n_weights = 0
+
+    def __init__(self, x_shape, out_shape):
+        self.x_shape, self.out_shape = x_shape, out_shape
+
+    def forward(self, x, weights, keep):
+        return x.reshape(self.out_shape), None
+
+    def backward(self, grad, weights, saved, need_x, need_weights):
+        return grad.reshape(self.x_shape), []
+
+
+class ChainPlan:
+    """The steps of a chain for one input shape, dtype and thread count."""
+
+    def __init__(self, steps, dtype):
+        self.steps, self.dtype = steps, dtype
+        self.out_shape = steps[-1].out_shape if steps else None
+
+
+class Chain(Function):
+    """out = the chain's steps applied in order. Inputs: x, then every step's weights."""
+
+    fresh_grads = True  # every gradient below is a new np.empty array
+
+    def forward(self, x, *weights, plan):
+        keep = True in self.needs_input_grad
+        h = np.ascontiguousarray(x)
+        saved, i = [], 0
+        for step in plan.steps:
+            k = step.n_weights
+            h, s = step.forward(h, weights[i:i + k], keep)
+            saved.append(s)
+            i += k
+        if keep:
+            self.plan, self.weights, self.saved = plan, weights, saved
+        return h
+
+    def backward(self, grad):
+        needs, weights, steps = self.needs_input_grad, self.weights, self.plan.steps
+        grads = [None] * len(needs)
+        # the first step that any wanted gradient passes through: nothing before it runs
+        first, i = len(steps), 0
+        if needs[0]:
+            first = 0
+        else:
+            for s, step in enumerate(steps):
+                if True in needs[1 + i:1 + i + step.n_weights]:
+                    first = s
+                    break
+                i += step.n_weights
+        g = np.ascontiguousarray(grad, dtype=self.plan.dtype)
+        i = len(weights)
+        for s in range(len(steps) - 1, first - 1, -1):
+            step = steps[s]
+            k = step.n_weights
+            i -= k
+            g, step_grads = step.backward(g, weights[i:i + k], self.saved[s], s > first or needs[0],
+                                          needs[1 + i:1 + i + k])
+            grads[1 + i:1 + i + k] = step_grads
+        grads[0] = g if needs[0] else None
+        return tuple(grads)
+
+
+def run_chain(plan, input, weight_tensors):
+    """Apply a planned chain to ``input`` (a Tensor of the planned shape and dtype)."""
+    return Chain.apply(input, *weight_tensors, plan=plan)
