@@ -26,8 +26,14 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from .conv import conv_geometry, workspace, workspace_size
-from .activation import relu_mask
 from .pool import max_pool_geometry
+
+
+def _array(bufs, name, shape, dtype):
+    """The arena's array ``name`` for this call, or a new one when the plan gives none
+    (the chain's own output and input gradient leave the chain: they are always new)."""
+    a = bufs.get(name)
+    return np.empty(shape, dtype) if a is None else a
 
 
 class ConvStep:
@@ -41,26 +47,31 @@ class ConvStep:
         self.n_weights = 2 if has_bias else 1
         self.x_shape, self.w_shape = x_shape, w_shape
         self.out_shape = (x_shape[0], w_shape[0]) + out_hw
+        self.buffers = {"out": self.out_shape, "gx": x_shape}
+        if relu:
+            self.buffers["masked"] = self.out_shape
         backend = kernels.backend
         self.ws_sizes = {kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape,
                                               params, n_threads)
                          for kind in ("forward", "backward_input", "backward_weight")}
 
-    def forward(self, x, weights, keep):
+    def forward(self, x, weights, keep, bufs):
         bias = weights[1] if self.n_weights == 2 else None
-        out = np.empty(self.out_shape, x.dtype)
+        out = _array(bufs, "out", self.out_shape, x.dtype)
         kernels.conv2d_forward(x, weights[0], bias, out, *self.params, self.relu,
                                workspace(self.ws_sizes["forward"], x.dtype), self.n_threads)
         return out, ((x, out) if keep else None)
 
-    def backward(self, grad, weights, saved, need_x, need_weights):
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
         x, out = saved
         dtype, params, n_threads = x.dtype, self.params, self.n_threads
-        if self.relu:
-            grad = relu_mask(out, grad, n_threads)
+        if self.relu:  # gradient flows where the output is positive
+            masked = bufs["masked"]
+            kernels.relu_backward(out, grad, masked, n_threads)
+            grad = masked
         gx = None
         if need_x:
-            gx = np.empty(self.x_shape, dtype)
+            gx = _array(bufs, "gx", self.x_shape, dtype)
             kernels.conv2d_backward_input(grad, weights[0], gx, *params,
                                           workspace(self.ws_sizes["backward_input"], dtype),
                                           n_threads)
@@ -83,26 +94,32 @@ class LinearStep:
         self.rows = math.prod(x_shape[:-1])
         self.x_shape, self.w_shape = x_shape, w_shape
         self.rows_shape = (self.rows, w_shape[1])
+        self.out_rows_shape = (self.rows, w_shape[0])
         self.out_shape = tuple(x_shape[:-1]) + (w_shape[0],)
         self.relu, self.n_threads = relu, n_threads
         self.n_weights = 2 if has_bias else 1
+        self.buffers = {"out": self.out_rows_shape, "gx": self.rows_shape}
+        if relu:
+            self.buffers["masked"] = self.out_rows_shape
 
-    def forward(self, x, weights, keep):
+    def forward(self, x, weights, keep, bufs):
         x2 = x.reshape(self.rows_shape)
         bias = weights[1] if self.n_weights == 2 else None
-        out = np.empty((self.rows, self.w_shape[0]), x.dtype)
+        out = _array(bufs, "out", self.out_rows_shape, x.dtype)
         kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
         return out.reshape(self.out_shape), ((x2, out) if keep else None)
 
-    def backward(self, grad, weights, saved, need_x, need_weights):
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
         x2, out = saved
         dtype, n_threads = x2.dtype, self.n_threads
-        grad = grad.reshape(out.shape)
+        grad = grad.reshape(self.out_rows_shape)
         if self.relu:
-            grad = relu_mask(out, grad, n_threads)
+            masked = bufs["masked"]
+            kernels.relu_backward(out, grad, masked, n_threads)
+            grad = masked
         gx = None
         if need_x:
-            gx = np.empty(self.rows_shape, dtype)
+            gx = _array(bufs, "gx", self.rows_shape, dtype)
             kernels.linear_backward_input(grad, weights[0], gx, n_threads)
             gx = gx.reshape(self.x_shape)
         grads = [None] * self.n_weights
@@ -122,14 +139,17 @@ class ReluStep:
 
     def __init__(self, x_shape, n_threads):
         self.out_shape, self.n_threads = x_shape, n_threads
+        self.buffers = {"out": x_shape, "gx": x_shape}
 
-    def forward(self, x, weights, keep):
-        out = np.empty(x.shape, x.dtype)
+    def forward(self, x, weights, keep, bufs):
+        out = _array(bufs, "out", self.out_shape, x.dtype)
         kernels.relu_forward(x, out, self.n_threads)
         return out, (out if keep else None)
 
-    def backward(self, grad, weights, saved, need_x, need_weights):
-        return relu_mask(saved, grad, self.n_threads), []
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+        gx = _array(bufs, "gx", self.out_shape, grad.dtype)
+        kernels.relu_backward(saved, grad, gx, self.n_threads)
+        return gx, []
 
 
 class MaxPoolStep:
@@ -142,15 +162,16 @@ class MaxPoolStep:
                                                 padding, dilation, ceil_mode)
         self.x_shape, self.out_shape = x_shape, tuple(x_shape[:2]) + out_hw
         self.n_threads = n_threads
+        self.buffers = {"out": self.out_shape, "gx": x_shape, "indices": (self.out_shape, np.int64)}
 
-    def forward(self, x, weights, keep):
-        out = np.empty(self.out_shape, x.dtype)
-        indices = np.empty(self.out_shape, np.int64)
+    def forward(self, x, weights, keep, bufs):
+        out = _array(bufs, "out", self.out_shape, x.dtype)
+        indices = bufs["indices"]
         kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
         return out, (indices if keep else None)
 
-    def backward(self, grad, weights, saved, need_x, need_weights):
-        gx = np.empty(self.x_shape, grad.dtype)
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+        gx = _array(bufs, "gx", self.x_shape, grad.dtype)
         kernels.max_pool2d_backward(grad, saved, gx, self.n_threads)
         return gx, []
 
@@ -159,41 +180,78 @@ class ReshapeStep:
     """A reshape of a C-contiguous array (Flatten): no data moves either way."""
 
     n_weights = 0
+    buffers = {}
 
     def __init__(self, x_shape, out_shape):
         self.x_shape, self.out_shape = x_shape, out_shape
 
-    def forward(self, x, weights, keep):
+    def forward(self, x, weights, keep, bufs):
         return x.reshape(self.out_shape), None
 
-    def backward(self, grad, weights, saved, need_x, need_weights):
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
         return grad.reshape(self.x_shape), []
 
 
 class ChainPlan:
-    """The steps of a chain for one input shape, dtype and thread count."""
+    """The steps of a chain for one input shape, dtype and thread count, and a few
+    arenas: per step, the arrays a call writes and throws away (intermediate outputs,
+    saved indices, gradients passed between steps). A call takes an arena and gives it
+    back when its graph is released, so a training loop reuses the same memory every
+    step instead of asking the allocator for fresh pages (their first touch costs as much
+    as a pass over them). The chain's output and the gradients it returns are never
+    arena arrays: they outlive the call."""
+
+    _KEEP_ARENAS = 2  # spare arenas kept: more only matter when graphs pile up
 
     def __init__(self, steps, dtype):
         self.steps, self.dtype = steps, dtype
         self.out_shape = steps[-1].out_shape if steps else None
+        self.spare = []
+
+    def take_arena(self):
+        try:
+            return self.spare.pop()
+        except IndexError:
+            pass
+        # the last step that writes an output and the first that writes an input
+        # gradient hand theirs out of the chain (a Flatten around them is only a view)
+        writers = [s for s, step in enumerate(self.steps) if step.buffers]
+        last, first = (writers[-1], writers[0]) if writers else (-1, -1)
+        arena = []
+        for s, step in enumerate(self.steps):
+            bufs = {}
+            for name, spec in step.buffers.items():
+                if (name == "out" and s == last) or (name == "gx" and s == first):
+                    continue
+                shape, dtype = spec if isinstance(spec[-1], type) else (spec, self.dtype)
+                bufs[name] = np.empty(shape, dtype)
+            arena.append(bufs)
+        return arena
+
+    def give_back(self, arena):
+        if len(self.spare) < self._KEEP_ARENAS:
+            self.spare.append(arena)
 
 
 class Chain(Function):
     """out = the chain's steps applied in order. Inputs: x, then every step's weights."""
 
-    fresh_grads = True  # every gradient below is a new np.empty array
+    fresh_grads = True  # weight and input gradients are new arrays (never arena ones)
 
     def forward(self, x, *weights, plan):
         keep = True in self.needs_input_grad
         h = np.ascontiguousarray(x)
+        arena = plan.take_arena()
         saved, i = [], 0
-        for step in plan.steps:
+        for step, bufs in zip(plan.steps, arena):
             k = step.n_weights
-            h, s = step.forward(h, weights[i:i + k], keep)
+            h, s = step.forward(h, weights[i:i + k], keep, bufs)
             saved.append(s)
             i += k
         if keep:
-            self.plan, self.weights, self.saved = plan, weights, saved
+            self.plan, self.weights, self.saved, self.arena = plan, weights, saved, arena
+        else:
+            plan.give_back(arena)
         return h
 
     def backward(self, grad):
@@ -210,16 +268,22 @@ class Chain(Function):
                     break
                 i += step.n_weights
         g = np.ascontiguousarray(grad, dtype=self.plan.dtype)
-        i = len(weights)
+        i, arena = len(weights), self.arena
         for s in range(len(steps) - 1, first - 1, -1):
             step = steps[s]
             k = step.n_weights
             i -= k
             g, step_grads = step.backward(g, weights[i:i + k], self.saved[s], s > first or needs[0],
-                                          needs[1 + i:1 + i + k])
+                                          needs[1 + i:1 + i + k], arena[s])
             grads[1 + i:1 + i + k] = step_grads
         grads[0] = g if needs[0] else None
         return tuple(grads)
+
+    def release(self):
+        arena, plan = self.__dict__.get("arena"), self.__dict__.get("plan")
+        super().release()
+        if arena is not None:  # nothing refers to its arrays any more
+            plan.give_back(arena)
 
 
 def run_chain(plan, input, weight_tensors):

@@ -227,3 +227,38 @@ def test_return_indices_pooling_is_not_chained():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, return_indices=True))
     out, indices = model(fastgrad.randn(1, 1, 6, 6))
     assert indices.dtype == np.int64 and out.shape == (1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),  # ends in a view
+    lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 5), nn.ReLU(), nn.Linear(5, 3)),  # starts with one
+    lambda: nn.Sequential(nn.Flatten(), nn.ReLU()),
+])
+def test_outputs_and_gradients_handed_out_survive_later_steps(make):
+    """Arena arrays are reused by the next call: nothing handed to the user may be one."""
+    model = make()
+    rng = np.random.default_rng(5)
+    kept = []
+    for _ in range(4):
+        x = fastgrad.tensor(rng.standard_normal((2, 1, 4, 4)).astype(np.float32), requires_grad=True)
+        out = model(x)
+        out.sum().backward()
+        kept.append((x, out, out.data.copy(), x.grad.data.copy()))
+    for x, out, out_then, grad_then in kept:
+        np.testing.assert_array_equal(out.data, out_then)
+        np.testing.assert_array_equal(x.grad.data, grad_then)
+        model.zero_grad()
+        x.grad = None
+        again = one_by_one(model, x)
+        again.sum().backward()
+        np.testing.assert_array_equal(again.data, out_then)
+        np.testing.assert_array_equal(x.grad.data, grad_then)
+
+
+def test_a_graph_dropped_without_backward_leaves_later_steps_correct():
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28)
+    model(x)
+    dropped = [model(x) for _ in range(3)]  # arenas held, then freed with their graphs
+    del dropped
+    assert_same(run(model, x, model), run(model, x, lambda v: one_by_one(model, v)))
