@@ -174,7 +174,7 @@ def backward(tensor, gradient=None, retain_graph=False):
         if data.size != 1:
             raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs; "
                                f"got a tensor of shape {tuple(data.shape)}: pass gradient=")
-        grad = np.ones_like(data)
+        grad = np.ones(data.shape, data.dtype)
     else:
         grad = np.asarray(getattr(gradient, "data", gradient))
         if grad.shape != data.shape:

@@ -1,5 +1,8 @@
 """Helpers shared by the op families: operand coercion and broadcast-gradient reduction."""
 
+import functools
+import os
+
 import numpy as np
 
 _FLOAT_KINDS = "f"
@@ -106,3 +109,38 @@ def check_float(op, t):
     """The kernels compute in float32 or float64 only: refuse other dtypes (float16 too)."""
     if t.data.dtype not in _KERNEL_FLOATS:
         raise TypeError(f"{op}: expected a float32 or float64 tensor, got dtype {t.data.dtype}")
+
+
+# --------------------------------------------------------------------------- size guard
+
+MAX_INDEXED_ELEMENTS = 2**31  # per array, for the kernels that index planes with C ints
+
+
+@functools.cache
+def memory_bytes():
+    """This machine's physical memory in bytes (2**40 when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 2**40
+
+
+def check_size(op, name, shape, dtype, max_elements=None):
+    """Refuse an array of ``shape`` and ``dtype`` that could not fit in memory (or that
+    has more than ``max_elements``), before anything is allocated. The input may be a
+    broadcast view that occupies almost nothing while the op's contiguous copies and
+    outputs would need all of its elements; the count is taken with Python ints, which
+    do not overflow."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if max_elements is not None and count > max_elements:
+        raise ValueError(f"{op}: {name} of shape {tuple(shape)} would have {count:,} elements, "
+                         f"more than the {max_elements:,} allowed per array")
+    itemsize = np.dtype(dtype).itemsize
+    needed = count * itemsize
+    limit = memory_bytes()
+    if needed > limit:
+        raise ValueError(f"{op}: {name} of shape {tuple(shape)} has {count:,} elements, "
+                         f"{needed / 2**30:,.1f} GiB of {np.dtype(dtype).name}, more than this "
+                         f"machine's memory ({limit / 2**30:,.1f} GiB)")

@@ -10,7 +10,6 @@ softmax and log_softmax move ``dim`` to the last axis, run the row kernels on a
 input is left unchanged and the result is returned, which is what callers use.
 """
 import numbers
-import os
 import warnings
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
-from ._util import check_float, normalize_dims, tensor_cls
+from ._util import check_float, check_size, normalize_dims, tensor_cls
 
 
 def contiguous(a, dtype=None):
@@ -27,30 +26,6 @@ def contiguous(a, dtype=None):
     if a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
         return a
     return np.ascontiguousarray(a, dtype=dtype).reshape(a.shape)
-
-
-def _memory_bytes():
-    """This machine's physical memory in bytes (2**40 when the OS does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return 2**40
-
-
-def check_size(op, name, shape, dtype):
-    """Refuse an array of ``shape`` and ``dtype`` that could not fit in memory, before
-    anything is allocated. The input may be a broadcast view that occupies almost nothing
-    while the op's contiguous copies and outputs would need all of its elements; the count
-    is taken with Python ints, which do not overflow."""
-    count = 1
-    for d in shape:
-        count *= int(d)
-    needed = count * np.dtype(dtype).itemsize
-    limit = _memory_bytes()
-    if needed > limit:
-        raise ValueError(f"{op}: {name} of shape {tuple(shape)} has {count:,} elements, "
-                         f"{needed / 2**30:,.1f} GiB of {np.dtype(dtype).name}, more than this "
-                         f"machine's memory ({limit / 2**30:,.1f} GiB)")
 
 
 # --------------------------------------------------------------------------- elementwise

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, check_size, tensor_cls
 from .activation import relu_mask
 
 
@@ -103,19 +103,6 @@ class Conv2d(Function):
 
 # --------------------------------------------------------------------------- arguments
 
-MAX_ELEMENTS = 2**31  # per array: larger ones would need tens of GiB
-
-
-def check_elements(fn, name, shape):
-    """Refuse an array of ``shape`` above MAX_ELEMENTS before anything is allocated."""
-    count = 1
-    for d in shape:
-        count *= int(d)
-    if count > MAX_ELEMENTS:
-        raise ValueError(f"{fn}: {name} of shape {tuple(shape)} would have {count:,} elements, "
-                         f"more than the {MAX_ELEMENTS:,} allowed per array")
-
-
 def _pair(fn, name, value, minimum):
     if type(value) is int and value >= minimum:  # the common cases, checked first
         return value, value
@@ -154,7 +141,7 @@ def _padding(fn, padding, stride, dilation, kernel_hw):
     return _pair(fn, "padding", padding, 0), False
 
 
-def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups):
+def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype=np.float32):
     """Check a convolution of an (N, C, H, W) input by a 4-d weight; return the kernels'
     ``params`` (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups) and the
     output's (H, W). Raises, naming ``fn``, on any invalid combination."""
@@ -186,7 +173,7 @@ def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups):
     # the input may be a broadcast view of almost no memory: count with Python ints
     for name, shape in (("input", (N, C, H, W)), ("weight", (Co, Cg, kh, kw)),
                         ("output", (N, Co) + out_hw)):
-        check_elements(fn, name, shape)
+        check_size(fn, name, shape, dtype, MAX_INDEXED_ELEMENTS)
     return (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups), out_hw
 
 
@@ -215,7 +202,7 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
         raise TypeError(f"{fn}: input has dtype {x_data.dtype} but weight has {w_data.dtype}; "
                         "convert one with .float() or .double()")
     params, out_hw = conv_geometry(fn, x_data.shape, w_data.shape, stride, padding, dilation,
-                                   groups)
+                                   groups, x_data.dtype)
     if bias is not None:
         Co = w_data.shape[0]
         if bias.data.dtype != x_data.dtype:

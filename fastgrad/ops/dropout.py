@@ -6,7 +6,7 @@ import numpy as np
 from .. import _config
 from ..autograd import Function
 from ._util import check_float
-from .activation import check_size
+from ._util import check_size
 
 
 class Dropout(Function):

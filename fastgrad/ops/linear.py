@@ -11,8 +11,8 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import tensor_cls
-from .activation import check_size, relu_mask
+from ._util import check_size, tensor_cls
+from .activation import relu_mask
 
 
 class Linear(Function):

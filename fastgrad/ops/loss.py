@@ -19,8 +19,8 @@ import numpy as np
 from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
-from ._util import tensor_cls
-from .activation import check_size, contiguous
+from ._util import check_size, tensor_cls
+from .activation import contiguous
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -100,7 +100,7 @@ class _ClassLayout:
         else:
             n, c = shape[0], shape[1]
             self.target_shape = (n,) + tuple(shape[2:])
-            self.rows_shape = (int(np.prod(self.target_shape, dtype=np.int64)), c)
+            self.rows_shape = (math.prod(self.target_shape), c)
         self.moved_shape = self.target_shape + (self.rows_shape[1],)
 
     def to_rows(self, a):
@@ -132,13 +132,8 @@ def _class_args(op, input, target, weight, ignore_index, reduction):
         raise TypeError(f"{op}: ignore_index must be an integer, got {ignore_index!r}")
     n_classes = layout.rows_shape[1]
     targets = target.data.astype(np.int64, copy=False).reshape(-1)
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
-    if bad.any():
-        where = np.unravel_index(int(np.argmax(bad)), target.shape) if target.ndim else ()
-        value = int(target.data[where])
-        raise ValueError(f"{op}: target {value} at index {tuple(int(i) for i in where)} is out of "
-                         f"range for {n_classes} classes (expected 0 <= target < {n_classes}, "
-                         f"or ignore_index={ignore_index})")
+    if targets.size and (targets.min() < 0 or targets.max() >= n_classes):
+        _refuse_targets(op, target, targets, ignore_index, n_classes)
     w = _aux_array(op, "weight", weight, input.dtype)
     if w is not None:
         if w.shape != (n_classes,):
@@ -146,6 +141,17 @@ def _class_args(op, input, target, weight, ignore_index, reduction):
                              f"got {w.shape}")
         w = contiguous(w)
     return layout, contiguous(targets), w
+
+
+def _refuse_targets(op, target, targets, ignore_index, n_classes):
+    """Raise for the first target outside [0, n_classes) that is not ignore_index."""
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
+    if bad.any():
+        where = np.unravel_index(int(np.argmax(bad)), target.shape) if target.ndim else ()
+        value = int(target.data[where])
+        raise ValueError(f"{op}: target {value} at index {tuple(int(i) for i in where)} is out of "
+                         f"range for {n_classes} classes (expected 0 <= target < {n_classes}, "
+                         f"or ignore_index={ignore_index})")
 
 
 # --------------------------------------------------------------------------- cross entropy

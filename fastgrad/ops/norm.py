@@ -10,7 +10,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import check_float, tensor_cls
-from .activation import check_size
+from ._util import check_size
 
 
 class BatchNorm(Function):

@@ -11,8 +11,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import tensor_cls
-from .conv import check_elements
+from ._util import MAX_INDEXED_ELEMENTS, check_size, tensor_cls
 
 
 class MaxPool2d(Function):
@@ -100,7 +99,7 @@ def _check_input(fn, input):
     if min(input.shape[-3:]) == 0:
         raise ValueError(f"{fn}: expected non-empty channel and spatial dimensions, got input of "
                          f"shape {tuple(input.shape)}")
-    check_elements(fn, "input", input.shape)
+    check_size(fn, "input", input.shape, input.dtype, MAX_INDEXED_ELEMENTS)
 
 
 def _batched(input, run):
@@ -182,7 +181,7 @@ def max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mo
         _check_max_windows(fn, size, k, s, p, d, axis, shape)
     out_hw = (_out_size(fn, H, kernel[0], stride[0], pad[0], dil[0], ceil_mode, "height", shape),
               _out_size(fn, W, kernel[1], stride[1], pad[1], dil[1], ceil_mode, "width", shape))
-    check_elements(fn, "output", tuple(shape[:-2]) + out_hw)
+    check_size(fn, "output", tuple(shape[:-2]) + out_hw, np.float64, MAX_INDEXED_ELEMENTS)
     return kernel + stride + pad + dil, out_hw
 
 
@@ -226,7 +225,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     out_hw = (_out_size(fn, H, kernel[0], stride[0], pad[0], 1, ceil_mode, "height", shape),
               _out_size(fn, W, kernel[1], stride[1], pad[1], 1, ceil_mode, "width", shape))
     params = kernel + stride + pad + (bool(count_include_pad), divisor_override)
-    check_elements(fn, "output", tuple(input.shape[:-2]) + out_hw)
+    check_size(fn, "output", tuple(input.shape[:-2]) + out_hw, input.dtype, MAX_INDEXED_ELEMENTS)
     return _batched(input, lambda x: AvgPool2d.apply(x, params=params, out_hw=out_hw))
 
 
@@ -236,5 +235,5 @@ def adaptive_avg_pool2d(input, output_size):
     fn = "adaptive_avg_pool2d"
     _check_input(fn, input)
     out_hw = _output_size_arg(fn, output_size, tuple(input.shape[-2:]))
-    check_elements(fn, "output", tuple(input.shape[:-2]) + out_hw)
+    check_size(fn, "output", tuple(input.shape[:-2]) + out_hw, input.dtype, MAX_INDEXED_ELEMENTS)
     return _batched(input, lambda x: AdaptiveAvgPool2d.apply(x, out_hw=out_hw))

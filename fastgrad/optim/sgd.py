@@ -35,6 +35,39 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _update_group(self, group, n_threads):
+        if not self._update_uniform_group(group, n_threads):
+            self._update_mixed_group(group, n_threads)
+
+    def _update_uniform_group(self, group, n_threads):
+        """The common case in one pass: every parameter of one dtype and, with momentum,
+        every buffer already made. Returns False, having changed nothing, otherwise."""
+        momentum, state = group["momentum"], self.state
+        params, grads, bufs = [], [], []
+        dtype = None
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            data = p._data
+            if data.dtype != dtype:
+                if dtype is not None:
+                    return False
+                dtype = data.dtype
+            if momentum != 0:
+                entry = state.get(p)
+                buf = None if entry is None else entry.get("momentum_buffer")
+                if buf is None:
+                    return False
+                bufs.append(buf)
+            params.append(data)
+            grads.append(grad._data)
+        if params:
+            kernels.sgd_step(params, grads, bufs, group["lr"], momentum, group["dampening"],
+                             group["weight_decay"], group["nesterov"], group["maximize"], False,
+                             n_threads)
+        return True
+
+    def _update_mixed_group(self, group, n_threads):
         momentum = group["momentum"]
         buckets = {}
         if momentum == 0:

@@ -7,7 +7,7 @@ from ... import creation
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
-from ...ops.activation import check_size
+from ...ops._util import check_size
 
 
 def _pair(name, value, minimum):

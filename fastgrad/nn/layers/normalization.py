@@ -8,7 +8,7 @@ from ...tensor import Tensor
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
-from ...ops.activation import check_size
+from ...ops._util import check_size
 from .linear import _float_dtype
 
 
