@@ -50,6 +50,7 @@ class ConvStep:
         self.buffers = {"out": self.out_shape, "gx": x_shape}
         if relu:
             self.buffers["masked"] = self.out_shape
+        self.pool_masks = False  # set when a max pool after it applies the ReLU's mask
         backend = kernels.backend
         self.ws_sizes = {kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape,
                                               params, n_threads)
@@ -65,7 +66,7 @@ class ConvStep:
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
         x, out = saved
         dtype, params, n_threads = x.dtype, self.params, self.n_threads
-        if self.relu:  # gradient flows where the output is positive
+        if self.relu and not self.pool_masks:  # gradient flows where the output is positive
             masked = bufs["masked"]
             kernels.relu_backward(out, grad, masked, n_threads)
             grad = masked
@@ -153,7 +154,14 @@ class ReluStep:
 
 
 class MaxPoolStep:
-    """2-d max pooling; saves the index of each maximum."""
+    """2-d max pooling; saves the index of each maximum.
+
+    After a convolution with a fused ReLU it also takes over that ReLU's backward
+    (``mask_relu``): every pooled value is one of the ReLU's outputs, so "the output at
+    the chosen index is positive" is "the pooled value is positive", and masking the
+    pooled gradient before scattering it gives the same gradient bit for bit (each
+    element is kept or zeroed whole) in a pass a quarter of the size, for 2x2 windows.
+    """
 
     n_weights = 0
 
@@ -163,16 +171,27 @@ class MaxPoolStep:
         self.x_shape, self.out_shape = x_shape, tuple(x_shape[:2]) + out_hw
         self.n_threads = n_threads
         self.buffers = {"out": self.out_shape, "gx": x_shape, "indices": (self.out_shape, np.int64)}
+        self.mask_relu = False
+
+    def take_relu_mask(self, conv):
+        """Apply the preceding ConvStep's ReLU backward here instead of there."""
+        conv.pool_masks = self.mask_relu = True
+        self.buffers["masked"] = self.out_shape
 
     def forward(self, x, weights, keep, bufs):
         out = _array(bufs, "out", self.out_shape, x.dtype)
         indices = bufs["indices"]
         kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
-        return out, (indices if keep else None)
+        return out, ((indices, out) if keep else None)
 
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+        indices, out = saved
+        if self.mask_relu:
+            masked = bufs["masked"]
+            kernels.relu_backward(out, grad, masked, self.n_threads)
+            grad = masked
         gx = _array(bufs, "gx", self.x_shape, grad.dtype)
-        kernels.max_pool2d_backward(grad, saved, gx, self.n_threads)
+        kernels.max_pool2d_backward(grad, indices, gx, self.n_threads)
         return gx, []
 
 

@@ -61,6 +61,8 @@ def _steps_for(modules, shape, n_threads):
             for d in shape[start:end + 1]:
                 size *= d
             step = ReshapeStep(shape, shape[:start] + (size,) + shape[end + 1:])
+        if kind is MaxPool2d and steps and type(steps[-1]) is ConvStep and steps[-1].relu:
+            step.take_relu_mask(steps[-1])
         steps.append(step)
         weights.extend(layer_weights)
         shape = step.out_shape
