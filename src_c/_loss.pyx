@@ -96,39 +96,50 @@ cdef inline floating _log1p(floating v) noexcept nogil:
 
 cdef object _float_array(str kernel, str name, object a, object dtype, tuple shape, bint output):
     """Check one float array (its dtype must equal ``dtype`` unless that is None, its shape
-    ``shape`` unless that is None); return its dtype."""
-    if not isinstance(a, np.ndarray):
+    ``shape`` unless that is None); return its dtype. Checked through numpy's C API: a
+    training step calls these kernels with tiny arrays, where Python-level attribute
+    reads would cost more than the loss itself."""
+    if not cnp.PyArray_Check(a):
         raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float32 and a.dtype != np.float64:
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
         raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
+    cdef object own = <object>cnp.PyArray_DESCR(arr)
+    if dtype is not None and own is not dtype and own != dtype:
         raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, expected {dtype} like the input")
-    if shape is not None and a.shape != shape:
-        raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected {shape}")
-    if not a.flags.c_contiguous:
+    cdef Py_ssize_t i
+    if shape is not None:
+        if cnp.PyArray_NDIM(arr) != len(shape):
+            raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected {shape}")
+        for i in range(len(shape)):
+            if cnp.PyArray_DIMS(arr)[i] != <Py_ssize_t>shape[i]:
+                raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected {shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
                          f"for shape {a.shape}); pass np.ascontiguousarray({name})")
-    if output and not a.flags.writeable:
+    if output and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{kernel}: output {name} is read-only")
-    return a.dtype
+    return own
 
 
 cdef object _matrix(str kernel, str name, object a):
     """Check a 2-D (N, C) float array; return its dtype."""
-    _float_array(kernel, name, a, None, None, False)
-    if a.ndim != 2:
+    dtype = _float_array(kernel, name, a, None, None, False)
+    if cnp.PyArray_NDIM(<cnp.ndarray>a) != 2:
         raise ValueError(f"{kernel}: {name} must have 2 dimensions (N, C), got shape {a.shape}")
-    return a.dtype
+    return dtype
 
 
 cdef _targets(str kernel, object target, Py_ssize_t n):
-    if not isinstance(target, np.ndarray):
+    if not cnp.PyArray_Check(target):
         raise TypeError(f"{kernel}: target must be a numpy array, got {type(target).__name__}")
-    if target.dtype != np.int64:
+    cdef cnp.ndarray arr = <cnp.ndarray>target
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_INT64:
         raise TypeError(f"{kernel}: target must hold int64 class indices, got {target.dtype}")
-    if target.shape != (n,):
+    if cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_DIMS(arr)[0] != n:
         raise ValueError(f"{kernel}: target has shape {target.shape}, expected ({n},)")
-    if not target.flags.c_contiguous:
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{kernel}: target must be C-contiguous")
 
 
@@ -149,14 +160,23 @@ cdef int _threads(str kernel, object n_threads) except -1:
 
 cdef _disjoint(str kernel, tuple outputs, tuple inputs):
     """Refuse an output (name, array or None) that shares memory with an input or an
-    earlier output: the loops read inputs while writing outputs, row by row."""
+    earlier output: the loops read inputs while writing outputs, row by row. Every array
+    is C-contiguous (checked before), so its memory is one byte range."""
     cdef Py_ssize_t i
+    cdef char *o0
+    cdef char *o1
+    cdef char *a0
     for i in range(len(outputs)):
         out_name, out = outputs[i]
         if out is None:
             continue
+        o0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
+        o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out)
         for name, a in inputs + outputs[:i]:
-            if a is not None and np.shares_memory(out, a):
+            if a is None:
+                continue
+            a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+            if a0 < o1 and o0 < a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a):
                 raise ValueError(f"{kernel}: output {out_name} shares memory with {name}; "
                                  "outputs must not overlap inputs or other outputs")
 
