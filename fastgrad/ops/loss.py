@@ -132,8 +132,15 @@ def _class_args(op, input, target, weight, ignore_index, reduction):
         raise TypeError(f"{op}: ignore_index must be an integer, got {ignore_index!r}")
     n_classes = layout.rows_shape[1]
     targets = target.data.astype(np.int64, copy=False).reshape(-1)
-    if targets.size and (targets.min() < 0 or targets.max() >= n_classes):
-        _refuse_targets(op, target, targets, ignore_index, n_classes)
+    if targets.size:
+        # numpy's reductions cost microseconds of set-up; a batch's targets are few
+        if targets.size <= 512:
+            values = targets.tolist()
+            low, high = min(values), max(values)
+        else:
+            low, high = targets.min(), targets.max()
+        if low < 0 or high >= n_classes:
+            _refuse_targets(op, target, targets, ignore_index, n_classes)
     w = _aux_array(op, "weight", weight, input.dtype)
     if w is not None:
         if w.shape != (n_classes,):
