@@ -144,3 +144,10 @@ def check_size(op, name, shape, dtype, max_elements=None):
         raise ValueError(f"{op}: {name} of shape {tuple(shape)} has {count:,} elements, "
                          f"{needed / 2**30:,.1f} GiB of {np.dtype(dtype).name}, more than this "
                          f"machine's memory ({limit / 2**30:,.1f} GiB)")
+
+
+def arena_array(bufs, name, shape, dtype):
+    """``bufs[name]`` (an array a chain reuses from call to call), or a new array when
+    ``bufs`` has none: outside a chain, and for what a chain hands out."""
+    a = bufs.get(name)
+    return np.empty(shape, dtype) if a is None else a

@@ -17,7 +17,7 @@ import numpy as np
 from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
-from ._util import check_float, check_size, normalize_dims, tensor_cls
+from ._util import arena_array, check_float, check_size, normalize_dims, tensor_cls
 
 
 def contiguous(a, dtype=None):
@@ -61,6 +61,26 @@ def relu_mask(out, grad, n_threads):
 
 class ReLU(_SavesOutput):
     forward_kernel, backward_kernel = "relu_forward", "relu_backward"
+
+
+class ReluStep:
+    """max(x, 0) on its own (a ReLU that follows no convolution or linear layer)."""
+
+    n_weights = 0
+
+    def __init__(self, x_shape, n_threads):
+        self.out_shape, self.n_threads = x_shape, n_threads
+        self.buffers = {"out": x_shape, "gx": x_shape}
+
+    def forward(self, x, weights, keep, bufs):
+        out = arena_array(bufs, "out", self.out_shape, x.dtype)
+        kernels.relu_forward(x, out, self.n_threads)
+        return out, (out if keep else None)
+
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+        gx = arena_array(bufs, "gx", self.out_shape, grad.dtype)
+        kernels.relu_backward(saved, grad, gx, self.n_threads)
+        return gx, []
 
 
 class Sigmoid(_SavesOutput):

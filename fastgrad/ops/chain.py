@@ -9,190 +9,24 @@ arrays: the graph holds one node for the whole chain, and backward walks the lay
 in reverse without the engine. The values and gradients are those of the layer-by-layer
 ops bit for bit: the same kernels are called with the same arguments in the same order.
 
-``fastgrad.nn.Sequential`` builds the plans (``plan_chain``) and calls ``run_chain``;
+The steps are the ops' own: ConvStep (ops/conv.py), LinearStep (ops/linear.py),
+MaxPoolStep (ops/pool.py), ReluStep (ops/activation.py) and ReshapeStep here; the
+layer-by-layer ops run the same steps one graph node each.
+
+``fastgrad.nn.Sequential`` builds the plans (fastgrad/nn/layers/chained.py) and calls
+``run_chain``;
 every first call for a new input shape goes through the layer-by-layer path, which
 validates the input and raises the usual errors, so a plan only ever sees inputs of a
 shape already checked.
 
-Each step has ``forward(x, weights, keep)`` -> (out, saved) and
-``backward(grad, weights, saved, need_x, need_weights)`` -> (grad_x, weight grads), side
-by side. ``saved`` is what backward reads (None when no gradient is wanted); steps keep no
+Each step has ``forward(x, weights, keep, bufs)`` -> (out, saved) and
+``backward(grad, weights, saved, need_x, need_weights, bufs)`` -> (grad_x, weight grads),
+side by side; ``bufs`` holds the arena arrays the step may write (see ChainPlan). ``saved`` is what backward reads (None when no gradient is wanted); steps keep no
 state of their own between calls, so one plan serves any number of graphs and threads.
 """
-import math
-
 import numpy as np
 
-from .. import _config, kernels
 from ..autograd import Function
-from .conv import conv_geometry, workspace, workspace_size
-from .pool import max_pool_geometry
-
-
-def _array(bufs, name, shape, dtype):
-    """The arena's array ``name`` for this call, or a new one when the plan gives none
-    (the chain's own output and input gradient leave the chain: they are always new)."""
-    a = bufs.get(name)
-    return np.empty(shape, dtype) if a is None else a
-
-
-class ConvStep:
-    """conv2d (+ bias) (then ReLU); weights: (weight[, bias])."""
-
-    def __init__(self, x_shape, w_shape, has_bias, stride, padding, dilation, groups, relu,
-                 n_threads):
-        params, out_hw = conv_geometry("conv2d", x_shape, w_shape, stride, padding, dilation,
-                                       groups)
-        self.params, self.relu, self.n_threads = params, relu, n_threads
-        self.n_weights = 2 if has_bias else 1
-        self.x_shape, self.w_shape = x_shape, w_shape
-        self.out_shape = (x_shape[0], w_shape[0]) + out_hw
-        self.buffers = {"out": self.out_shape, "gx": x_shape}
-        if relu:
-            self.buffers["masked"] = self.out_shape
-        self.pool_masks = False  # set when a max pool after it applies the ReLU's mask
-        backend = kernels.backend
-        self.ws_sizes = {kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape,
-                                              params, n_threads)
-                         for kind in ("forward", "backward_input", "backward_weight")}
-
-    def forward(self, x, weights, keep, bufs):
-        bias = weights[1] if self.n_weights == 2 else None
-        out = _array(bufs, "out", self.out_shape, x.dtype)
-        kernels.conv2d_forward(x, weights[0], bias, out, *self.params, self.relu,
-                               workspace(self.ws_sizes["forward"], x.dtype), self.n_threads)
-        return out, ((x, out) if keep else None)
-
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
-        x, out = saved
-        dtype, params, n_threads = x.dtype, self.params, self.n_threads
-        if self.relu and not self.pool_masks:  # gradient flows where the output is positive
-            masked = bufs["masked"]
-            kernels.relu_backward(out, grad, masked, n_threads)
-            grad = masked
-        gx = None
-        if need_x:
-            gx = _array(bufs, "gx", self.x_shape, dtype)
-            kernels.conv2d_backward_input(grad, weights[0], gx, *params,
-                                          workspace(self.ws_sizes["backward_input"], dtype),
-                                          n_threads)
-        grads = [None] * self.n_weights
-        if need_weights[0]:
-            gw = grads[0] = np.empty(self.w_shape, dtype)
-            kernels.conv2d_backward_weight(x, grad, gw, *params,
-                                           workspace(self.ws_sizes["backward_weight"], dtype),
-                                           n_threads)
-        if self.n_weights == 2 and need_weights[1]:
-            gb = grads[1] = np.empty(self.w_shape[0], dtype)
-            kernels.conv2d_backward_bias(grad, gb, n_threads)
-        return gx, grads
-
-
-class LinearStep:
-    """x @ weight.T (+ bias) (then ReLU) over the last dimension; weights: (weight[, bias])."""
-
-    def __init__(self, x_shape, w_shape, has_bias, relu, n_threads):
-        self.rows = math.prod(x_shape[:-1])
-        self.x_shape, self.w_shape = x_shape, w_shape
-        self.rows_shape = (self.rows, w_shape[1])
-        self.out_rows_shape = (self.rows, w_shape[0])
-        self.out_shape = tuple(x_shape[:-1]) + (w_shape[0],)
-        self.relu, self.n_threads = relu, n_threads
-        self.n_weights = 2 if has_bias else 1
-        self.buffers = {"out": self.out_rows_shape, "gx": self.rows_shape}
-        if relu:
-            self.buffers["masked"] = self.out_rows_shape
-
-    def forward(self, x, weights, keep, bufs):
-        x2 = x.reshape(self.rows_shape)
-        bias = weights[1] if self.n_weights == 2 else None
-        out = _array(bufs, "out", self.out_rows_shape, x.dtype)
-        kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
-        return out.reshape(self.out_shape), ((x2, out) if keep else None)
-
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
-        x2, out = saved
-        dtype, n_threads = x2.dtype, self.n_threads
-        grad = grad.reshape(self.out_rows_shape)
-        if self.relu:
-            masked = bufs["masked"]
-            kernels.relu_backward(out, grad, masked, n_threads)
-            grad = masked
-        gx = None
-        if need_x:
-            gx = _array(bufs, "gx", self.rows_shape, dtype)
-            kernels.linear_backward_input(grad, weights[0], gx, n_threads)
-            gx = gx.reshape(self.x_shape)
-        grads = [None] * self.n_weights
-        if need_weights[0]:
-            gw = grads[0] = np.empty(self.w_shape, dtype)
-            kernels.linear_backward_weight(x2, grad, gw, n_threads)
-        if self.n_weights == 2 and need_weights[1]:
-            gb = grads[1] = np.empty(self.w_shape[0], dtype)
-            kernels.linear_backward_bias(grad, gb, n_threads)
-        return gx, grads
-
-
-class ReluStep:
-    """max(x, 0) on its own (a ReLU that follows no convolution or linear layer)."""
-
-    n_weights = 0
-
-    def __init__(self, x_shape, n_threads):
-        self.out_shape, self.n_threads = x_shape, n_threads
-        self.buffers = {"out": x_shape, "gx": x_shape}
-
-    def forward(self, x, weights, keep, bufs):
-        out = _array(bufs, "out", self.out_shape, x.dtype)
-        kernels.relu_forward(x, out, self.n_threads)
-        return out, (out if keep else None)
-
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
-        gx = _array(bufs, "gx", self.out_shape, grad.dtype)
-        kernels.relu_backward(saved, grad, gx, self.n_threads)
-        return gx, []
-
-
-class MaxPoolStep:
-    """2-d max pooling; saves the index of each maximum.
-
-    After a convolution with a fused ReLU it also takes over that ReLU's backward
-    (``mask_relu``): every pooled value is one of the ReLU's outputs, so "the output at
-    the chosen index is positive" is "the pooled value is positive", and masking the
-    pooled gradient before scattering it gives the same gradient bit for bit (each
-    element is kept or zeroed whole) in a pass a quarter of the size, for 2x2 windows.
-    """
-
-    n_weights = 0
-
-    def __init__(self, x_shape, kernel_size, stride, padding, dilation, ceil_mode, n_threads):
-        self.params, out_hw = max_pool_geometry("max_pool2d", x_shape, kernel_size, stride,
-                                                padding, dilation, ceil_mode)
-        self.x_shape, self.out_shape = x_shape, tuple(x_shape[:2]) + out_hw
-        self.n_threads = n_threads
-        self.buffers = {"out": self.out_shape, "gx": x_shape, "indices": (self.out_shape, np.int64)}
-        self.mask_relu = False
-
-    def take_relu_mask(self, conv):
-        """Apply the preceding ConvStep's ReLU backward here instead of there."""
-        conv.pool_masks = self.mask_relu = True
-        self.buffers["masked"] = self.out_shape
-
-    def forward(self, x, weights, keep, bufs):
-        out = _array(bufs, "out", self.out_shape, x.dtype)
-        indices = bufs["indices"]
-        kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
-        return out, ((indices, out) if keep else None)
-
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
-        indices, out = saved
-        if self.mask_relu:
-            masked = bufs["masked"]
-            kernels.relu_backward(out, grad, masked, self.n_threads)
-            grad = masked
-        gx = _array(bufs, "gx", self.x_shape, grad.dtype)
-        kernels.max_pool2d_backward(grad, indices, gx, self.n_threads)
-        return gx, []
 
 
 class ReshapeStep:

@@ -13,8 +13,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, check_size, tensor_cls
-from .activation import relu_mask
+from ._util import MAX_INDEXED_ELEMENTS, arena_array, check_size, tensor_cls
 
 
 class _Workspaces(threading.local):
@@ -46,59 +45,76 @@ def workspace(size, dtype):
     return buf
 
 
-def _workspace(kind, x_shape, w_shape, y_shape, params, dtype, n_threads):
-    return workspace(workspace_size(kernels.backend, kind, x_shape, w_shape, y_shape, params,
-                                    n_threads), dtype)
+class ConvStep:
+    """conv2d (+ bias) (then ReLU) of one geometry, forward and backward; weights:
+    (weight[, bias]). The arithmetic of the Conv2d op and of a chain's convolution."""
+
+    def __init__(self, x_shape, w_shape, has_bias, params, out_hw, relu, n_threads):
+        # params: (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups), checked
+        self.params, self.relu, self.n_threads = params, relu, n_threads
+        self.n_weights = 2 if has_bias else 1
+        self.x_shape, self.w_shape = x_shape, w_shape
+        self.out_shape = (x_shape[0], w_shape[0]) + out_hw
+        self.buffers = {"out": self.out_shape, "gx": x_shape}
+        if relu:
+            self.buffers["masked"] = self.out_shape
+        self.pool_masks = False  # set when a max pool after it applies the ReLU's mask
+        backend = kernels.backend
+        self.ws_sizes = {kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape,
+                                              params, n_threads)
+                         for kind in ("forward", "backward_input", "backward_weight")}
+
+    def forward(self, x, weights, keep, bufs):
+        bias = weights[1] if self.n_weights == 2 else None
+        out = arena_array(bufs, "out", self.out_shape, x.dtype)
+        kernels.conv2d_forward(x, weights[0], bias, out, *self.params, self.relu,
+                               workspace(self.ws_sizes["forward"], x.dtype), self.n_threads)
+        return out, ((x, out) if keep else None)
+
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+        x, out = saved
+        dtype, params, n_threads = x.dtype, self.params, self.n_threads
+        if self.relu and not self.pool_masks:  # gradient flows where the output is positive
+            masked = arena_array(bufs, "masked", out.shape, out.dtype)
+            kernels.relu_backward(out, grad, masked, n_threads)
+            grad = masked
+        gx = None
+        if need_x:
+            gx = arena_array(bufs, "gx", self.x_shape, dtype)
+            kernels.conv2d_backward_input(grad, weights[0], gx, *params,
+                                          workspace(self.ws_sizes["backward_input"], dtype),
+                                          n_threads)
+        grads = [None] * self.n_weights
+        if need_weights[0]:
+            gw = grads[0] = np.empty(self.w_shape, dtype)
+            kernels.conv2d_backward_weight(x, grad, gw, *params,
+                                           workspace(self.ws_sizes["backward_weight"], dtype),
+                                           n_threads)
+        if self.n_weights == 2 and need_weights[1]:
+            gb = grads[1] = np.empty(self.w_shape[0], dtype)
+            kernels.conv2d_backward_bias(grad, gb, n_threads)
+        return gx, grads
 
 
 class Conv2d(Function):
-    """out = conv2d(x, weight) (+ bias) (then ReLU). Inputs: x, weight[, bias]."""
+    """out = conv2d(x, weight) (+ bias) (then ReLU), one ConvStep. Inputs: x, weight[, bias]."""
 
-    fresh_grads = True  # every gradient below is a new np.empty array
+    fresh_grads = True  # ConvStep's gradients are new arrays
 
     def forward(self, x, weight, bias=None, *, params, out_hw, relu):
-        # params: (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
         x = np.ascontiguousarray(x)
-        weight = np.ascontiguousarray(weight)
-        if bias is not None:
-            bias = np.ascontiguousarray(bias)
-        out = np.empty((x.shape[0], weight.shape[0]) + out_hw, dtype=x.dtype)
-        n_threads = _config.get_num_threads()
-        ws = _workspace("forward", x.shape, weight.shape, out.shape, params, x.dtype, n_threads)
-        kernels.conv2d_forward(x, weight, bias, out, *params, relu, ws, n_threads)
-        needs = self.needs_input_grad
-        # keep only what backward reads: x for the weight gradient, weight for the input's
-        self.x = x if len(needs) > 1 and needs[1] else None
-        self.weight = weight if needs and needs[0] else None
-        self.x_shape, self.w_shape = x.shape, weight.shape
-        self.params, self.has_bias, self.dtype = params, bias is not None, x.dtype
-        self.out = out if relu else None
+        weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
+        step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu,
+                        _config.get_num_threads())
+        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, {})
+        self.step, self.weights = step, weights
         return out
 
     def backward(self, grad):
-        dtype = self.dtype
-        grad = np.ascontiguousarray(grad, dtype=dtype)
-        n_threads = _config.get_num_threads()
-        if self.out is not None:  # ReLU: gradient flows where the output is positive
-            grad = relu_mask(self.out, grad, n_threads)
-        needs, params = self.needs_input_grad, self.params
-        gx = gw = gb = None
-        if needs[0]:
-            gx = np.empty(self.x_shape, dtype=dtype)
-            ws = _workspace("backward_input", self.x_shape, self.w_shape, grad.shape, params,
-                            dtype, n_threads)
-            kernels.conv2d_backward_input(grad, self.weight, gx, *params, ws, n_threads)
-        if needs[1]:
-            gw = np.empty(self.w_shape, dtype=dtype)
-            ws = _workspace("backward_weight", self.x_shape, self.w_shape, grad.shape, params,
-                            dtype, n_threads)
-            kernels.conv2d_backward_weight(self.x, grad, gw, *params, ws, n_threads)
-        if not self.has_bias:
-            return gx, gw
-        if needs[2]:
-            gb = np.empty(self.w_shape[0], dtype=dtype)
-            kernels.conv2d_backward_bias(grad, gb, n_threads)
-        return gx, gw, gb
+        needs = self.needs_input_grad
+        grad = np.ascontiguousarray(grad, dtype=self.weights[0].dtype)
+        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], {})
+        return (gx, *grads)
 
 
 # --------------------------------------------------------------------------- arguments

@@ -11,56 +11,73 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import check_size, tensor_cls
-from .activation import relu_mask
+from ._util import arena_array, check_size, tensor_cls
+
+
+class LinearStep:
+    """x @ weight.T (+ bias) (then ReLU) over the last dimension, forward and backward;
+    weights: (weight[, bias]). The arithmetic of the Linear op and of a chain's linear layer."""
+
+    def __init__(self, x_shape, w_shape, has_bias, relu, n_threads):
+        self.rows = math.prod(x_shape[:-1])
+        self.x_shape, self.w_shape = x_shape, w_shape
+        self.rows_shape = (self.rows, w_shape[1])
+        self.out_rows_shape = (self.rows, w_shape[0])
+        self.out_shape = tuple(x_shape[:-1]) + (w_shape[0],)
+        self.relu, self.n_threads = relu, n_threads
+        self.n_weights = 2 if has_bias else 1
+        self.buffers = {"out": self.out_rows_shape, "gx": self.rows_shape}
+        if relu:
+            self.buffers["masked"] = self.out_rows_shape
+
+    def forward(self, x, weights, keep, bufs):
+        x2 = x.reshape(self.rows_shape)
+        bias = weights[1] if self.n_weights == 2 else None
+        out = arena_array(bufs, "out", self.out_rows_shape, x.dtype)
+        kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
+        return out.reshape(self.out_shape), ((x2, out) if keep else None)
+
+    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+        x2, out = saved
+        dtype, n_threads = x2.dtype, self.n_threads
+        grad = grad.reshape(self.out_rows_shape)
+        if self.relu:
+            masked = arena_array(bufs, "masked", out.shape, out.dtype)
+            kernels.relu_backward(out, grad, masked, n_threads)
+            grad = masked
+        gx = None
+        if need_x:
+            gx = arena_array(bufs, "gx", self.rows_shape, dtype)
+            kernels.linear_backward_input(grad, weights[0], gx, n_threads)
+            gx = gx.reshape(self.x_shape)
+        grads = [None] * self.n_weights
+        if need_weights[0]:
+            gw = grads[0] = np.empty(self.w_shape, dtype)
+            kernels.linear_backward_weight(x2, grad, gw, n_threads)
+        if self.n_weights == 2 and need_weights[1]:
+            gb = grads[1] = np.empty(self.w_shape[0], dtype)
+            kernels.linear_backward_bias(grad, gb, n_threads)
+        return gx, grads
 
 
 class Linear(Function):
-    """out = x @ weight.T (+ bias) (then ReLU). Inputs: x, weight[, bias]."""
+    """out = x @ weight.T (+ bias) (then ReLU), one LinearStep. Inputs: x, weight[, bias]."""
 
-    fresh_grads = True  # every gradient below is a new np.empty array
+    fresh_grads = True  # LinearStep's weight gradients are new arrays (x's is copied: a view)
 
     def forward(self, x, weight, bias=None, *, relu):
-        in_features = weight.shape[1]
-        lead = x.shape[:-1]
-        self.rows = math.prod(lead)  # explicit: reshape(-1, 0) is ambiguous for empty arrays
-        x2 = np.ascontiguousarray(x.reshape(self.rows, in_features))
-        weight = np.ascontiguousarray(weight)
-        if bias is not None:
-            bias = np.ascontiguousarray(bias)
-        out = np.empty((x2.shape[0], weight.shape[0]), dtype=x.dtype)
-        kernels.linear_forward(x2, weight, bias, out, relu, _config.get_num_threads())
-        needs = self.needs_input_grad
-        # keep only what backward reads: x for the weight gradient, weight for the input's
-        self.x2 = x2 if len(needs) > 1 and needs[1] else None
-        self.weight = weight if needs and needs[0] else None
-        self.x_shape, self.w_shape = x.shape, weight.shape
-        self.has_bias, self.dtype = bias is not None, x.dtype
-        self.out = out if relu else None
-        return out.reshape(lead + (weight.shape[0],))
+        x = np.ascontiguousarray(x)
+        weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
+        step = LinearStep(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
+        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, {})
+        self.step, self.weights = step, weights
+        return out
 
     def backward(self, grad):
-        dtype = self.dtype
-        out_features, in_features = self.w_shape
-        grad = np.ascontiguousarray(grad, dtype=dtype).reshape(self.rows, out_features)
-        n_threads = _config.get_num_threads()
-        if self.out is not None:  # ReLU: gradient flows where the output is positive
-            grad = relu_mask(self.out, grad, n_threads)
         needs = self.needs_input_grad
-        gx = gw = gb = None
-        if needs[0]:
-            gx = np.empty((grad.shape[0], in_features), dtype=dtype)
-            kernels.linear_backward_input(grad, self.weight, gx, n_threads)
-            gx = gx.reshape(self.x_shape)
-        if needs[1]:
-            gw = np.empty(self.w_shape, dtype=dtype)
-            kernels.linear_backward_weight(self.x2, grad, gw, n_threads)
-        if not self.has_bias:
-            return gx, gw
-        if needs[2]:
-            gb = np.empty(out_features, dtype=dtype)
-            kernels.linear_backward_bias(grad, gb, n_threads)
-        return gx, gw, gb
+        grad = np.ascontiguousarray(grad, dtype=self.weights[0].dtype)
+        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], {})
+        return (gx, *grads)
 
 
 def _linear(fn, input, weight, bias, relu):

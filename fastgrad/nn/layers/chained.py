@@ -11,7 +11,11 @@ types are chained: a subclass with its own forward is called as itself.
 """
 from ... import _config, kernels
 from ...autograd import _anomaly
-from ...ops.chain import ChainPlan, ConvStep, LinearStep, MaxPoolStep, ReluStep, ReshapeStep, run_chain
+from ...ops.activation import ReluStep
+from ...ops.chain import ChainPlan, ReshapeStep, run_chain
+from ...ops.conv import ConvStep, conv_geometry
+from ...ops.linear import LinearStep
+from ...ops.pool import MaxPoolStep, max_pool_geometry
 from ...tensor import Tensor
 from ..module import _Edits
 from .activation import ReLU
@@ -42,8 +46,10 @@ def _steps_for(modules, shape, n_threads):
             if len(shape) != 4:
                 raise ValueError("only batched input is chained")
             layer_weights = [m.weight] + ([m.bias] if m.bias is not None else [])
-            step = ConvStep(shape, m.weight.shape, m.bias is not None, m.stride, m.padding,
-                            m.dilation, m.groups, relu, n_threads)
+            params, out_hw = conv_geometry("conv2d", shape, m.weight.shape, m.stride, m.padding,
+                                           m.dilation, m.groups)
+            step = ConvStep(shape, m.weight.shape, m.bias is not None, params, out_hw, relu,
+                            n_threads)
         elif kind is Linear:
             layer_weights = [m.weight] + ([m.bias] if m.bias is not None else [])
             step = LinearStep(shape, m.weight.shape, m.bias is not None, relu, n_threads)
@@ -52,8 +58,9 @@ def _steps_for(modules, shape, n_threads):
         elif kind is MaxPool2d:
             if len(shape) != 4:
                 raise ValueError("only batched input is chained")
-            step = MaxPoolStep(shape, m.kernel_size, m.stride, m.padding, m.dilation,
-                               m.ceil_mode, n_threads)
+            params, out_hw = max_pool_geometry("max_pool2d", shape, m.kernel_size, m.stride,
+                                               m.padding, m.dilation, m.ceil_mode)
+            step = MaxPoolStep(shape, params, out_hw, n_threads)
         else:  # Flatten
             ndim = len(shape)
             start, end = m.start_dim % ndim, m.end_dim % ndim
