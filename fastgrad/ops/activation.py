@@ -50,15 +50,6 @@ class _SavesOutput(Function):
         return (grad_input,)
 
 
-def relu_mask(out, grad, n_threads):
-    """A new array: ``grad`` where ``out`` (a ReLU's output) is positive, else 0: the
-    backward of the ReLU that the fused conv2d_relu and linear_relu apply. ``grad`` must
-    already be C-contiguous with out's dtype; its shape may differ only in layout (same size)."""
-    masked = np.empty(out.shape, out.dtype)
-    kernels.relu_backward(out, grad.reshape(out.shape), masked, n_threads)
-    return masked
-
-
 class ReLU(_SavesOutput):
     forward_kernel, backward_kernel = "relu_forward", "relu_backward"
 
