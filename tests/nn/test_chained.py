@@ -262,3 +262,15 @@ def test_a_graph_dropped_without_backward_leaves_later_steps_correct():
     dropped = [model(x) for _ in range(3)]  # arenas held, then freed with their graphs
     del dropped
     assert_same(run(model, x, model), run(model, x, lambda v: one_by_one(model, v)))
+
+
+def test_weight_data_of_another_dtype_gets_the_layer_error():
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28)
+    model(x)
+    model(x)
+    model[7].weight.data = model[7].weight.data.astype(np.float64)
+    with pytest.raises(TypeError, match="linear_relu: input has dtype float32 but weight has float64"):
+        model(x)
+    model.double()
+    assert_same(run(model, x.double(), model), run(model, x.double(), lambda v: one_by_one(model, v)))

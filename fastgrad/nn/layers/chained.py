@@ -98,7 +98,12 @@ class ChainedRun:
         if entry is not None:
             plan, weights, weight_key = entry
             if [w._data.shape for w in weights] == weight_key:
-                return run_chain(plan, input, weights)
+                try:
+                    return run_chain(plan, input, weights)
+                except (TypeError, ValueError):
+                    # a weight's data was swapped under the plan (say, to another dtype)
+                    # and a kernel refused it: the layers say what is wrong, or re-plan
+                    del self.plans[key]
         out = self._one_by_one(input)  # validates; raises on bad input
         self._plan(key, input)
         return out
