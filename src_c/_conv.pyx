@@ -527,11 +527,16 @@ cdef Py_ssize_t INT_ARG_LIMIT = 1 << 62
 cdef Py_ssize_t _int_arg(str kernel, str name, object v) except? -1:
     """A scalar argument as a C integer: an int (or numpy integer) of moderate size, else
     TypeError / ValueError naming the kernel. The range rules come after (_geometry)."""
-    if not isinstance(v, (int, np.integer)):
+    cdef Py_ssize_t r
+    if type(v) is not int and not isinstance(v, (int, np.integer)):
         raise TypeError(f"{kernel}: {name} must be an integer, got {v!r}")
-    if not -INT_ARG_LIMIT <= v <= INT_ARG_LIMIT:
+    try:  # compared as C integers: Python-level comparisons cost more than a small conv
+        r = v
+    except OverflowError:
+        raise ValueError(f"{kernel}: {name} is out of range, got {v}") from None
+    if r < -INT_ARG_LIMIT or r > INT_ARG_LIMIT:
         raise ValueError(f"{kernel}: {name} is out of range, got {v}")
-    return v
+    return r
 
 
 cdef tuple _int_args(str kernel, tuple names, tuple values):
