@@ -100,14 +100,15 @@ class Function:
     @classmethod
     def apply(cls, *tensors, **params):
         fn = cls()
+        # the slots, not the properties: this runs once per op of every step
         if _grad_mode.enabled:
-            needs = tuple([t.requires_grad for t in tensors])
+            needs = tuple([t._requires_grad for t in tensors])
             requires_grad = True in needs
         else:
             needs = (False,) * len(tensors)
             requires_grad = False
         fn.needs_input_grad = needs
-        out = fn.forward(*[t.data for t in tensors], **params)
+        out = fn.forward(*[t._data for t in tensors], **params)
         if _anomaly.enabled:
             _check_forward(fn, tensors, out)
         if requires_grad:
@@ -162,6 +163,17 @@ def topological_order(root):
     return order
 
 
+_SCALAR_ONES = {np.dtype(np.float32): np.ones((), np.float32), np.dtype(np.float64): np.ones((), np.float64)}
+for _one in _SCALAR_ONES.values():
+    _one.flags.writeable = False  # shared by every backward() of a scalar: read only
+
+
+def _ones(data):
+    """The seed gradient of a one-element output: ones of its shape and dtype."""
+    one = _SCALAR_ONES.get(data.dtype) if data.ndim == 0 else None
+    return np.ones(data.shape, data.dtype) if one is None else one
+
+
 def backward(tensor, gradient=None, retain_graph=False):
     """Accumulate d(tensor)/d(leaf) into every leaf's ``.grad`` (``Tensor.backward``)."""
     data = tensor.data
@@ -174,7 +186,7 @@ def backward(tensor, gradient=None, retain_graph=False):
         if data.size != 1:
             raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs; "
                                f"got a tensor of shape {tuple(data.shape)}: pass gradient=")
-        grad = np.ones(data.shape, data.dtype)
+        grad = _ones(data)
     else:
         grad = np.asarray(getattr(gradient, "data", gradient))
         if grad.shape != data.shape:
