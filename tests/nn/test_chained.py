@@ -274,3 +274,35 @@ def test_weight_data_of_another_dtype_gets_the_layer_error():
         model(x)
     model.double()
     assert_same(run(model, x.double(), model), run(model, x.double(), lambda v: one_by_one(model, v)))
+
+
+def test_one_model_shared_by_threads_gives_each_its_own_arena():
+    import threading
+
+    model = lenet()
+    rng = np.random.default_rng(9)
+    xs = [fastgrad.tensor(rng.standard_normal((3, 1, 28, 28)).astype(np.float32)) for _ in range(4)]
+    with fastgrad.no_grad():
+        want = [one_by_one(model, x).data.copy() for x in xs]
+    got = {}
+    errors = []
+
+    def work(i):
+        try:
+            with fastgrad.no_grad():
+                for _ in range(30):
+                    out = model(xs[i]).data.copy()
+                    if not np.array_equal(out, want[i]):
+                        errors.append(i)
+            got[i] = out
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        np.testing.assert_array_equal(got[i], want[i])
