@@ -96,6 +96,44 @@ cdef extern from *:
     float fg_sigmoid_f(float x) noexcept nogil
     float fg_tanh_f(float x) noexcept nogil
 
+# relu's two loops are pure memory streams; written in C so that baseline x86-64 builds
+# also carry an AVX2 clone, chosen at load time (about 10% faster when the arrays sit in
+# L2). Same selects as the generic loops, so the same bits. No restrict: the output may
+# be an input.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX2__)
+    #define FG_ACT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #else
+    #define FG_ACT_CLONES
+    #endif
+    #define FG_ACT_RELU(T, SUF)                                                          \
+    FG_ACT_CLONES static void fg_relu_forward_##SUF(const T *x, T *y, ptrdiff_t n)       \
+    {                                                                                    \
+        for (ptrdiff_t i = 0; i < n; i++) {                                              \
+            const T v = x[i];                                                            \
+            y[i] = v <= 0 ? (T)0 : v;  /* NaN stays NaN */                               \
+        }                                                                                \
+    }                                                                                    \
+    FG_ACT_CLONES static void fg_relu_backward_##SUF(const T *out, const T *g, T *gi,    \
+                                                     ptrdiff_t n)                        \
+    {                                                                                    \
+        for (ptrdiff_t i = 0; i < n; i++) {                                              \
+            const T s = out[i], gv = g[i];                                               \
+            gi[i] = s > 0 ? gv : (T)0;                                                   \
+        }                                                                                \
+    }
+    FG_ACT_RELU(float, f32)
+    FG_ACT_RELU(double, f64)
+    """
+    void fg_relu_forward_f32(const float *x, float *y, Py_ssize_t n) noexcept nogil
+    void fg_relu_forward_f64(const double *x, double *y, Py_ssize_t n) noexcept nogil
+    void fg_relu_backward_f32(const float *out, const float *g, float *gi,
+                              Py_ssize_t n) noexcept nogil
+    void fg_relu_backward_f64(const double *out, const double *g, double *gi,
+                              Py_ssize_t n) noexcept nogil
+
 cdef enum:
     OP_RELU
     OP_LEAKY_RELU
@@ -142,10 +180,11 @@ cdef void _forward_block(int op, const floating *x, floating *y, Py_ssize_t n,
                          floating slope) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating v
-    if op == OP_RELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = 0 if v <= 0 else v  # NaN stays NaN, as in PyTorch
+    if op == OP_RELU:  # y = 0 if x <= 0 else x: NaN stays NaN, as in PyTorch
+        if floating is float:
+            fg_relu_forward_f32(x, y, n)
+        else:
+            fg_relu_forward_f64(x, y, n)
     elif op == OP_LEAKY_RELU:
         for i in range(n):
             v = x[i]
@@ -164,10 +203,11 @@ cdef void _backward_block(int op, const floating *saved, const floating *g, floa
     # cannot be if-converted, and the loop would stay scalar and branchy.
     cdef Py_ssize_t i
     cdef floating s, gv
-    if op == OP_RELU:           # saved: forward output
-        for i in range(n):
-            s, gv = saved[i], g[i]
-            gi[i] = gv if s > 0 else 0
+    if op == OP_RELU:           # saved: forward output; gi = g if out > 0 else 0
+        if floating is float:
+            fg_relu_backward_f32(saved, g, gi, n)
+        else:
+            fg_relu_backward_f64(saved, g, gi, n)
     elif op == OP_LEAKY_RELU:   # saved: forward input
         for i in range(n):
             s, gv = saved[i], g[i]
@@ -312,37 +352,49 @@ cdef void _softmax_backward(const floating *y, const floating *g, floating *gi, 
 
 # --------------------------------------------------------------------------- validation
 
-cdef object _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim):
+cdef int _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim) except -1:
     """Check float arrays of one dtype and one shape (the last n_outputs writable; ndim
-    required when >= 0); return the dtype."""
-    cdef Py_ssize_t k
-    cdef object a, dtype = None, shape = None
-    for k in range(len(arrays)):
-        a, name = arrays[k], names[k]
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-        if ndim >= 0 and a.ndim != ndim:
+    required when >= 0); return the dtype's type number. Plain C-API reads: at batch 1
+    these checks are most of a kernel's cost."""
+    cdef Py_ssize_t k, d, n = len(arrays)
+    cdef int t, typenum = -1, nd = -1
+    cdef cnp.ndarray a, first = None
+    for k in range(n):
+        obj, name = arrays[k], names[k]
+        if not cnp.PyArray_Check(obj):
+            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(obj).__name__}")
+        a = <cnp.ndarray>obj
+        t = cnp.PyArray_TYPE(a)
+        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {obj.dtype}")
+        if ndim >= 0 and cnp.PyArray_NDIM(a) != ndim:
             raise ValueError(f"{kernel}: {name} must have {ndim} dimensions (rows, cols), "
-                             f"got shape {a.shape}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
-        if k >= len(arrays) - n_outputs and not a.flags.writeable:
+                             f"got shape {obj.shape}")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {obj.strides} "
+                             f"for shape {obj.shape}); pass np.ascontiguousarray({name})")
+        if k >= n - n_outputs and not cnp.PyArray_ISWRITEABLE(a):
             raise ValueError(f"{kernel}: output {name} is read-only")
-        if dtype is None:
-            dtype, shape = a.dtype, a.shape
-        elif a.dtype != dtype:
-            raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but {names[0]} has {dtype}; "
-                            "all arrays must share one dtype")
-        elif a.shape != shape:
-            raise ValueError(f"{kernel}: {name} has shape {a.shape}, but {names[0]} has {shape}; "
-                             "all arrays must share one shape")
-    return dtype
+        if first is None:
+            first, typenum, nd = a, t, cnp.PyArray_NDIM(a)
+        elif t != typenum:
+            raise TypeError(f"{kernel}: {name} has dtype {obj.dtype}, but {names[0]} has "
+                            f"{arrays[0].dtype}; all arrays must share one dtype")
+        else:
+            same = cnp.PyArray_NDIM(a) == nd
+            d = 0
+            while same and d < nd:
+                same = cnp.PyArray_DIMS(a)[d] == cnp.PyArray_DIMS(first)[d]
+                d += 1
+            if not same:
+                raise ValueError(f"{kernel}: {name} has shape {obj.shape}, but {names[0]} has "
+                                 f"{arrays[0].shape}; all arrays must share one shape")
+    return typenum
 
 
 cdef int _threads(str kernel, object n_threads) except -1:
+    if type(n_threads) is int and 1 <= n_threads <= (1 << 16):
+        return <int>n_threads  # the common case, without the isinstance chain below
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
     if n_threads < 1:
@@ -355,14 +407,14 @@ cdef void *_ptr(cnp.ndarray a) noexcept:
 
 
 cdef _run_forward(str kernel, int op, x, out, double slope, n_threads):
-    dtype = _checked(kernel, ("x", "out"), (x, out), 1, -1)
+    cdef int t = _checked(kernel, ("x", "out"), (x, out), 1, -1)
     cdef int nt = _threads(kernel, n_threads)
-    cdef Py_ssize_t n = x.size
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(out)
     if n == 0:
         return
-    if dtype == np.float32:
+    if t == cnp.NPY_FLOAT32:
         with nogil:
             _forward(op, <const float *>px, <float *>py, n, <float>slope, nt)
     else:
@@ -372,16 +424,16 @@ cdef _run_forward(str kernel, int op, x, out, double slope, n_threads):
 
 cdef _run_backward(str kernel, str saved_name, int op, saved, grad_out, grad_input,
                    double slope, n_threads):
-    dtype = _checked(kernel, (saved_name, "grad_out", "grad_input"),
-                     (saved, grad_out, grad_input), 1, -1)
+    cdef int t = _checked(kernel, (saved_name, "grad_out", "grad_input"),
+                          (saved, grad_out, grad_input), 1, -1)
     cdef int nt = _threads(kernel, n_threads)
-    cdef Py_ssize_t n = saved.size
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>saved)
     cdef void *ps = _ptr(saved)
     cdef void *pg = _ptr(grad_out)
     cdef void *pgi = _ptr(grad_input)
     if n == 0:
         return
-    if dtype == np.float32:
+    if t == cnp.NPY_FLOAT32:
         with nogil:
             _backward(op, <const float *>ps, <const float *>pg, <float *>pgi, n, <float>slope, nt)
     else:
@@ -474,14 +526,15 @@ def tanh_backward(out, grad_out, grad_input, n_threads=1):
 
 
 cdef _run_softmax(str kernel, bint log_out, x, out, n_threads):
-    dtype = _checked(kernel, ("x", "out"), (x, out), 1, 2)
+    cdef int t = _checked(kernel, ("x", "out"), (x, out), 1, 2)
     cdef int nt = _threads(kernel, n_threads)
-    cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
+    cdef Py_ssize_t rows = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+    cdef Py_ssize_t cols = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(out)
     if rows == 0 or cols == 0:
         return
-    if dtype == np.float32:
+    if t == cnp.NPY_FLOAT32:
         with nogil:
             _softmax(<const float *>px, <float *>py, rows, cols, log_out, nt)
     else:
@@ -490,15 +543,17 @@ cdef _run_softmax(str kernel, bint log_out, x, out, n_threads):
 
 
 cdef _run_softmax_backward(str kernel, bint log_out, out, grad_out, grad_input, n_threads):
-    dtype = _checked(kernel, ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, 2)
+    cdef int t = _checked(kernel, ("out", "grad_out", "grad_input"), (out, grad_out, grad_input),
+                          1, 2)
     cdef int nt = _threads(kernel, n_threads)
-    cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1]
+    cdef Py_ssize_t rows = cnp.PyArray_DIMS(<cnp.ndarray>out)[0]
+    cdef Py_ssize_t cols = cnp.PyArray_DIMS(<cnp.ndarray>out)[1]
     cdef void *py = _ptr(out)
     cdef void *pg = _ptr(grad_out)
     cdef void *pgi = _ptr(grad_input)
     if rows == 0 or cols == 0:
         return
-    if dtype == np.float32:
+    if t == cnp.NPY_FLOAT32:
         with nogil:
             _softmax_backward(<const float *>py, <const float *>pg, <float *>pgi,
                               rows, cols, log_out, nt)

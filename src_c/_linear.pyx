@@ -7,7 +7,8 @@
 #   grad input       gx (N x in)  = grad_out (N x out) * W (out x in)
 #   grad weight      gW (out x in) = grad_out.T (out x N) * x (N x in)
 # A forward pass of at most 4 rows takes dot products of rows of x and W instead
-# (fg_gemm_nt): packing W would cost as much as the product itself.
+# (fg_gemm_nt): packing W would cost as much as the product itself. fg_gemm itself
+# skips packing for the small batch's backward products (see linear_kernels.h).
 # Threads: when a product is big enough to pay for a parallel region (about 50 us), the
 # output matrix is cut into n_threads disjoint column ranges (aligned to the register
 # tile width, so each thread packs only its own panels of B), or row ranges when there
@@ -112,6 +113,12 @@ cdef void _forward_dot_threaded(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const 
     cdef Py_ssize_t t, lo, hi, chunk
     cdef int parts = n_threads if (n_threads > 1 and m * n * k >= PARALLEL_MIN_MACS
                                    and n >= 8 * n_threads) else 1
+    if parts == 1:  # no parallel region at all: even with one thread, entering one costs
+        if floating is float:
+            fg_gemm_nt_f32(m, n, k, x, k, w, k, bias, relu, y, n)
+        else:
+            fg_gemm_nt_f64(m, n, k, x, k, w, k, bias, relu, y, n)
+        return
     chunk = ((n + 3) // 4 + parts - 1) // parts * 4  # whole groups of 4 rows of w
     for t in prange(parts, schedule='static', num_threads=parts):
         lo = t * chunk
@@ -155,6 +162,8 @@ cdef int _check(str kernel, str name, object arr, int ndim, int typenum,
 
 
 cdef int _check_threads(str kernel, object n_threads) except -1:
+    if type(n_threads) is int and 1 <= n_threads <= (1 << 16):
+        return n_threads  # the common case, without the isinstance chain below
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
     return min(<long long>n_threads, 1 << 16)

@@ -14,6 +14,10 @@
 #   adaptive output cell i covers rows floor(i*H/OH) .. ceil((i+1)*H/OH) - 1; sum / kh / kw.
 # Gradients are written fresh: zero, then each output's gradient is added to the input
 # positions it came from (overlapping windows add up).
+# Max pooling's 2x2 stride-2 window (no padding, no dilation) has its own C loops in
+# pool_kernels.h: forward reads each row pair once; backward, when the 2x2 blocks tile
+# the input and every index lies in its own block, writes grad_x in one pass (each
+# element: its block's gradient or 0). Same results, bit for bit, as the generic path.
 # Speed: output columns whose windows lie inside the input (all but a padding-wide
 # border) are computed a row at a time, one tap per pass, by small C loops that the
 # compiler vectorises (see the extern block); border outputs take the scalar path.
@@ -26,7 +30,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
 cnp.import_array()
@@ -97,6 +101,21 @@ cdef extern from *:
                              Py_ssize_t sw, Py_ssize_t off) nogil
     void fg_pool_sum_tap_f64(const double *xrow, double *yrow, Py_ssize_t lo, Py_ssize_t hi,
                              Py_ssize_t sw, Py_ssize_t off) nogil
+
+
+# 2x2, stride 2, no padding or dilation: forward rows in one pass, backward written in one
+# pass when every index lies in its own window (see the header's Design note).
+cdef extern from "pool_kernels.h" nogil:
+    void fg_pool_max2x2_forward_f32(const float *x, float *y, int64_t *idx, Py_ssize_t rows,
+                                    Py_ssize_t cols, Py_ssize_t W, Py_ssize_t OW)
+    void fg_pool_max2x2_forward_f64(const double *x, double *y, int64_t *idx, Py_ssize_t rows,
+                                    Py_ssize_t cols, Py_ssize_t W, Py_ssize_t OW)
+    int fg_pool_max2x2_backward_f32(const float *g, const int64_t *idx, float *gx,
+                                    Py_ssize_t OH, Py_ssize_t OW)
+    int fg_pool_max2x2_backward_f64(const double *g, const int64_t *idx, double *gx,
+                                    Py_ssize_t OH, Py_ssize_t OW)
+    int fg_pool_set_scalar_only(int on)
+    int fg_pool_any_outside(const int64_t *idx, Py_ssize_t n, int64_t limit)
 
 
 # Window elements visited below which a kernel runs on one thread (about 50 us).
@@ -197,6 +216,10 @@ cdef void _max_forward_plane(const floating *x, floating *y, int64_t *idx,
     cdef Py_ssize_t oh, ow, h0, nh, w0, nw, a, b, ih, lo, hi
     cdef floating *yrow
     cdef int64_t *irow
+    if (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0 and dh == 1
+            and dw == 1 and W < 2147483646):  # window offsets fit 32 bits in the C loops
+        _max2x2_forward_plane(x, y, idx, H, W, OH, OW)
+        return
     _interior(OW, sw, pw, dw * (kw - 1) + 1, W, &lo, &hi)
     for oh in range(OH):
         _taps(oh, sh, ph, dh, kh, H, &h0, &nh)
@@ -220,6 +243,26 @@ cdef void _max_forward_plane(const floating *x, floating *y, int64_t *idx,
                     fg_pool_max_tap_f32(x + ih * W, yrow, irow, lo, hi, sw, b * dw - pw, ih * W)
                 else:
                     fg_pool_max_tap_f64(x + ih * W, yrow, irow, lo, hi, sw, b * dw - pw, ih * W)
+
+
+cdef void _max2x2_forward_plane(const floating *x, floating *y, int64_t *idx, Py_ssize_t H,
+                                Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """2x2 windows, stride 2, no padding: the full windows row pair by row pair (C); with
+    ceil_mode on an odd H or W, the last row or column of windows holds one input row or
+    column and takes the scalar path."""
+    cdef Py_ssize_t oh, ow
+    cdef Py_ssize_t full_h = min(OH, H // 2), full_w = min(OW, W // 2)
+    if full_w > 0:
+        if floating is float:
+            fg_pool_max2x2_forward_f32(x, y, idx, full_h, full_w, W, OW)
+        else:
+            fg_pool_max2x2_forward_f64(x, y, idx, full_h, full_w, W, OW)
+    for oh in range(OH):
+        ow = full_w if oh < full_h else 0
+        while ow < OW:
+            _max_window(x, y + oh * OW + ow, idx + oh * OW + ow, W, 2 * oh, min(2, H - 2 * oh),
+                        1, 2 * ow, min(2, W - 2 * ow), 1)
+            ow += 1
 
 
 cdef void _max_backward_plane(const floating *g, const int64_t *idx, floating *gx,
@@ -354,6 +397,33 @@ cdef void _max_backward(const floating *g, const int64_t *idx, floating *gx, Py_
             _max_backward_plane(g + p * n_out, idx + p * n_out, gx + p * n_in, n_out, n_in)
 
 
+cdef Py_ssize_t _max2x2_backward(const floating *g, const int64_t *idx, floating *gx,
+                                 Py_ssize_t planes, Py_ssize_t OH, Py_ssize_t OW,
+                                 int threads) noexcept nogil:
+    """One-pass grad_x of (2 OH, 2 OW) planes; returns how many planes it could not write
+    (an index outside its own window): then the caller takes the generic path."""
+    cdef Py_ssize_t p, n_out = OH * OW, refused = 0
+    if threads > 1:
+        for p in prange(planes, schedule='static', num_threads=threads):
+            if floating is float:
+                refused += 1 - fg_pool_max2x2_backward_f32(g + p * n_out, idx + p * n_out,
+                                                           gx + p * 4 * n_out, OH, OW)
+            else:
+                refused += 1 - fg_pool_max2x2_backward_f64(g + p * n_out, idx + p * n_out,
+                                                           gx + p * 4 * n_out, OH, OW)
+    else:
+        for p in range(planes):
+            if floating is float:
+                if not fg_pool_max2x2_backward_f32(g + p * n_out, idx + p * n_out,
+                                                   gx + p * 4 * n_out, OH, OW):
+                    return 1
+            else:
+                if not fg_pool_max2x2_backward_f64(g + p * n_out, idx + p * n_out,
+                                                   gx + p * 4 * n_out, OH, OW):
+                    return 1
+    return refused
+
+
 cdef void _avg_forward(const floating *x, floating *y, Py_ssize_t planes,
                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -435,6 +505,8 @@ cdef int _check(str kernel, str name, object arr, int typenum, bint writable) ex
 
 
 cdef Py_ssize_t _param(str kernel, str name, object value, Py_ssize_t minimum) except -1:
+    if type(value) is int and minimum <= value <= PARAM_MAX:
+        return value  # the common case, without the isinstance chain below
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{kernel}: {name} must be an integer, got {value!r}")
     if not minimum <= value <= PARAM_MAX:
@@ -444,6 +516,8 @@ cdef Py_ssize_t _param(str kernel, str name, object value, Py_ssize_t minimum) e
 
 cdef int _threads(str kernel, object n_threads, Py_ssize_t work) except -1:
     """The thread count to use: 1 for small work, else n_threads (validated)."""
+    if type(n_threads) is int and n_threads >= 1:
+        return 1 if work < PARALLEL_MIN_WORK else min(<long long>n_threads, 1 << 16)
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
     if work < PARALLEL_MIN_WORK:
@@ -457,6 +531,31 @@ cdef inline Py_ssize_t _dim(object arr, int i) noexcept:
 
 cdef inline void *_data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+
+cdef Py_ssize_t _first_outside(const int64_t *idx, Py_ssize_t total,
+                               Py_ssize_t n_in) noexcept nogil:
+    """The position of the first index outside [0, n_in), or -1. Blocks are scanned
+    without an early exit (so the loop vectorises), and the first bad one again."""
+    cdef Py_ssize_t i, start = 0, end
+    cdef uint64_t limit = <uint64_t>n_in
+    while start < total:
+        end = min(start + 4096, total)
+        if fg_pool_any_outside(idx + start, end - start, n_in):
+            for i in range(start, end):
+                if <uint64_t>idx[i] >= limit:  # negative indices wrap to huge values
+                    return i
+        start = end
+    return -1
+
+
+cdef inline bint _same_shape(object a, object b) noexcept:
+    """Two 4-D arrays (checked before) of one shape."""
+    cdef int i
+    for i in range(4):
+        if _dim(a, i) != _dim(b, i):
+            return False
+    return True
 
 
 cdef _same_planes(str kernel, str a_name, a, str b_name, b):
@@ -525,7 +624,7 @@ def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
     cdef Py_ssize_t ph = _param(kn, "pad_h", pad_h, 0), pw = _param(kn, "pad_w", pad_w, 0)
     cdef Py_ssize_t dh = _param(kn, "dil_h", dil_h, 1), dw = _param(kn, "dil_w", dil_w, 1)
     _same_planes(kn, "x", x, "out", out)
-    if indices.shape != out.shape:
+    if not _same_shape(indices, out):
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected out's {out.shape}")
     _check_disjoint(kn, "out", out, (("x", x),))
     _check_disjoint(kn, "indices", indices, (("x", x), ("out", out)))
@@ -560,7 +659,7 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
     cdef int t = _check(kn, "grad_out", grad_out, -1, False)
     _check(kn, "indices", indices, cnp.NPY_INT64, False)
     _check(kn, "grad_x", grad_x, t, True)
-    if indices.shape != grad_out.shape:
+    if not _same_shape(indices, grad_out):
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected grad_out's "
                          f"{grad_out.shape}")
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
@@ -570,18 +669,32 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
     cdef Py_ssize_t n_out = _dim(grad_out, 2) * _dim(grad_out, 3)
     cdef int threads = _threads(kn, n_threads, planes * (n_in + n_out))
     cdef const int64_t *ip = <const int64_t *>_data(indices)
-    cdef Py_ssize_t i, total = planes * n_out, bad = -1
+    cdef Py_ssize_t total = planes * n_out, bad = -1
+    cdef Py_ssize_t OH = _dim(grad_out, 2), OW = _dim(grad_out, 3)
+    cdef void *gp = _data(grad_out)
+    cdef void *gxp = _data(grad_x)
+    cdef Py_ssize_t refused
     with nogil:  # every index must land inside its plane before anything is written
-        for i in range(total):
-            if ip[i] < 0 or ip[i] >= n_in:
-                bad = i
-                break
+        bad = _first_outside(ip, total, n_in)
     if bad >= 0:
         raise ValueError(f"{kn}: indices[{np.unravel_index(bad, grad_out.shape)}] = {ip[bad]} "
                          f"is outside the input plane of {n_in} elements "
                          f"({_dim(grad_x, 2)} x {_dim(grad_x, 3)})")
-    cdef void *gp = _data(grad_out)
-    cdef void *gxp = _data(grad_x)
+    if total > 0 and _dim(grad_x, 2) == 2 * OH and _dim(grad_x, 3) == 2 * OW and OW >= 8:
+        # 2x2 blocks tile the plane: a row of windows whose every index lies in its own
+        # block is written in one pass; at an index elsewhere the whole call goes on to the
+        # generic path below, which rewrites everything. Rows of fewer than 8 windows are
+        # left to the generic path too: there, scattering a few values into a zeroed plane
+        # costs less than writing every element with vectors.
+        with nogil:
+            if t == cnp.NPY_FLOAT32:
+                refused = _max2x2_backward[float](<const float *>gp, ip, <float *>gxp, planes,
+                                                  OH, OW, threads)
+            else:
+                refused = _max2x2_backward[double](<const double *>gp, ip, <double *>gxp,
+                                                   planes, OH, OW, threads)
+        if refused == 0:
+            return
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _max_backward[float](<const float *>gp, ip, <float *>gxp, planes, n_out, n_in, threads)
@@ -704,3 +817,9 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
         else:
             _adaptive_backward[double](<const double *>gp, <double *>gxp, planes, H, W, OH, OW,
                                        threads)
+
+
+def _use_scalar_kernels(on):
+    """Testing hook: run the portable loops of the 2x2 max-pool path instead of its AVX2
+    ones. Returns False when this build has no AVX2 path. Not thread-safe."""
+    return bool(fg_pool_set_scalar_only(1 if on else 0))

@@ -32,6 +32,12 @@
  *
  * Row tiles shorter than MR (the last one, or a batch of 1) use a tile function
  * specialised for their row count, so a small batch does not pay for six rows.
+ * Two backward cases skip packing and read B in place (fg_gemm picks them): a shallow
+ * product (depth <= 16: the weight gradient of a small batch, an outer product or a
+ * sum of a few) in tiles of 4 rows x 2 vectors, and one or two rows of A (the input
+ * gradient of a batch of 1 or 2) in tiles of 8 or 4 vectors, enough independent chains
+ * to hide the multiply-add latency. Both keep fg_gemm's order of operations per element
+ * (they only apply within one depth block), so results are the same bit for bit.
  * Everything here is serial and allocation-free; threads split C among themselves
  * in the Cython caller.
  *
@@ -43,6 +49,7 @@
 #define FASTGRAD_LINEAR_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #define FG_LIN_WIDE_NATIVE 1    /* the whole translation unit targets AVX2+FMA */
@@ -59,6 +66,9 @@
 #endif
 
 #define FG_LIN_MR 6    /* rows of C per register tile */
+/* Depths up to this (a batch this small, in the weight gradient) skip the packed path:
+ * see fg_lin_shallow. */
+#define FG_LIN_SHALLOW_K 16
 #define FG_LIN_KC 256  /* depth of one packed panel of B: KC x NR elements = 16 KiB at most */
 
 /* Vectors for the packed panel (aligned); "_u" types for loads and stores anywhere else. */
@@ -73,6 +83,14 @@ FG_LIN_VECTOR_TYPES(16)
 FG_LIN_VECTOR_TYPES(32)
 
 static inline ptrdiff_t fg_lin_mr(void) { return FG_LIN_MR; }
+
+/* Whether [p, p + np elements) and [q, q + nq elements) share a byte (elements of size). */
+static inline int fg_lin_overlaps(const void *p, ptrdiff_t np_, const void *q, ptrdiff_t nq,
+                                  size_t size)
+{
+    const uintptr_t p0 = (uintptr_t)p, q0 = (uintptr_t)q;
+    return p0 < q0 + (uintptr_t)nq * size && q0 < p0 + (uintptr_t)np_ * size;
+}
 
 /* grad_bias[j] = sum over rows i of g[i * n + j], written fresh; rows are added in order,
  * each as one contiguous vectorisable pass. */
@@ -239,6 +257,15 @@ FG_LIN_PUBLIC(double, f64)
 #endif /* FASTGRAD_LINEAR_KERNELS_H */
 
 #else /* FG_LIN_BODY: the kernels for one element type FG_T and width FG_VB */
+
+/* FG_SMADD: the scalar twin of FG_MADD's arithmetic (fused in the wide kernels). */
+#if FG_WIDE && FG_IS_F32
+#define FG_SMADD(acc, b, s) ((acc) = __builtin_fmaf((b), (s), (acc)))
+#elif FG_WIDE
+#define FG_SMADD(acc, b, s) ((acc) = __builtin_fma((b), (s), (acc)))
+#else
+#define FG_SMADD(acc, b, s) ((acc) += (b) * (s))
+#endif
 
 #if FG_WIDE && FG_IS_F32
 #define FG_MADD(acc, b, s) \
@@ -422,10 +449,12 @@ FG_NAME(fg_lin_tile)(const int R, ptrdiff_t kc, const FG_T *a, ptrdiff_t a_rs, p
 #define FG_LIN_TILE_CASE(R) \
     case R: FG_NAME(fg_lin_tile)(R, kc, a, a_rs, a_cs, panel, ldp, c, ldc, n, accumulate, bias, relu); break
 
-FG_ATTR static void FG_NAME(fg_lin_tile_rows)(int rows, ptrdiff_t kc, const FG_T *a, ptrdiff_t a_rs,
-                                      ptrdiff_t a_cs, const FG_T *panel, ptrdiff_t ldp, FG_T *c,
-                                      ptrdiff_t ldc, int n, int accumulate, const FG_T *bias,
-                                      int relu)
+/* Out of line on purpose: inlined into its callers, its 12 accumulators no longer all
+ * fit in registers (one spills) and the packed product runs 30% slower. */
+FG_ATTR static __attribute__((noinline)) void
+FG_NAME(fg_lin_tile_rows)(int rows, ptrdiff_t kc, const FG_T *a, ptrdiff_t a_rs,
+                          ptrdiff_t a_cs, const FG_T *panel, ptrdiff_t ldp, FG_T *c,
+                          ptrdiff_t ldc, int n, int accumulate, const FG_T *bias, int relu)
 {
     switch (rows) {
     FG_LIN_TILE_CASE(6);
@@ -450,14 +479,119 @@ FG_ATTR static void FG_NAME(fg_lin_fill_bias)(ptrdiff_t m, ptrdiff_t n, const FG
         }
 }
 
+/* R rows of C = A * B with B's rows contiguous (b_cs == 1) and read in place, in one
+ * depth block (k <= FG_LIN_KC): tiles of R rows x V vectors, then single vectors, then
+ * single columns. Every element is the chain fg_lin_tile computes, 0 then one
+ * multiply-add per p in order (the same FG_MADD, or its scalar twin), so the results
+ * are fg_gemm_packed's, bit for bit. */
+FG_ATTR static inline __attribute__((always_inline)) void
+FG_NAME(fg_lin_inplace_rows)(const int R, const int V, ptrdiff_t n, ptrdiff_t k, const FG_T *a,
+                             ptrdiff_t a_rs, ptrdiff_t a_cs, const FG_T *b, ptrdiff_t b_rs,
+                             FG_T *c, ptrdiff_t ldc)
+{
+    ptrdiff_t j = 0, p;
+    int r, v;
+    for (; j + V * FG_L <= n; j += V * FG_L) {
+        FG_V acc[4][8];
+        for (r = 0; r < R; r++)
+            for (v = 0; v < V; v++)
+                acc[r][v] = (FG_V){0};
+        for (p = 0; p < k; p++) {
+            const FG_T *bp = b + p * b_rs + j;
+            for (r = 0; r < R; r++) {
+                const FG_T s = a[r * a_rs + p * a_cs];
+                for (v = 0; v < V; v++)
+                    FG_MADD(acc[r][v], *(const FG_VU *)(bp + v * FG_L), s);
+            }
+        }
+        for (r = 0; r < R; r++)
+            for (v = 0; v < V; v++)
+                *(FG_VU *)(c + r * ldc + j + v * FG_L) = acc[r][v];
+    }
+    for (; j + FG_L <= n; j += FG_L) {
+        FG_V acc[4];
+        for (r = 0; r < R; r++)
+            acc[r] = (FG_V){0};
+        for (p = 0; p < k; p++) {
+            const FG_V b0 = *(const FG_VU *)(b + p * b_rs + j);
+            for (r = 0; r < R; r++)
+                FG_MADD(acc[r], b0, a[r * a_rs + p * a_cs]);
+        }
+        for (r = 0; r < R; r++)
+            *(FG_VU *)(c + r * ldc + j) = acc[r];
+    }
+#if !FG_WIDE
+    /* portable kernels: one column at a time (gcc would vectorise the loop below, and a
+     * NaN could then come out with another payload than fg_gemm_packed's) */
+    for (; j < n; j++)
+        for (r = 0; r < R; r++) {
+            FG_T acc = 0;
+            for (p = 0; p < k; p++)
+                FG_SMADD(acc, b[p * b_rs + j], a[r * a_rs + p * a_cs]);
+            c[r * ldc + j] = acc;
+        }
+#endif
+    if (j < n) {  /* fewer than L columns: their chains side by side, so they overlap */
+        const int rem = (int)(n - j);
+        FG_T acc[4][FG_L];
+        int q;
+        for (r = 0; r < R; r++)
+            for (q = 0; q < rem; q++)
+                acc[r][q] = 0;
+        for (p = 0; p < k; p++)
+            for (r = 0; r < R; r++) {
+                const FG_T s = a[r * a_rs + p * a_cs];
+                for (q = 0; q < rem; q++)
+                    FG_SMADD(acc[r][q], b[p * b_rs + j + q], s);
+            }
+        for (r = 0; r < R; r++)
+            for (q = 0; q < rem; q++)
+                c[r * ldc + j + q] = acc[r][q];
+    }
+}
+
+/* C = A * B for one or two rows of A (a backward product of a batch of 1 or 2) and
+ * k <= FG_LIN_KC: 8 vectors of C per tile, so that 8 independent multiply-add chains
+ * hide their latency (fg_gemm_packed's 2 vectors per row leave it exposed). */
+FG_ATTR static __attribute__((noinline)) void
+FG_NAME(fg_lin_few_rows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FG_T *a, ptrdiff_t a_rs,
+                         ptrdiff_t a_cs, const FG_T *b, ptrdiff_t b_rs, FG_T *c, ptrdiff_t ldc)
+{
+    if (m == 1)
+        FG_NAME(fg_lin_inplace_rows)(1, 8, n, k, a, a_rs, a_cs, b, b_rs, c, ldc);
+    else
+        FG_NAME(fg_lin_inplace_rows)(2, 4, n, k, a, a_rs, a_cs, b, b_rs, c, ldc);
+}
+
+/* C = A * B, C fresh, for 1 <= k <= FG_LIN_SHALLOW_K and b_cs == 1: a weight gradient
+ * over a batch of a few rows is an outer product (a sum of a few), and packing B or
+ * starting a register tile per 6 x NR block of C cost more than the arithmetic. */
+FG_ATTR static __attribute__((noinline)) void
+FG_NAME(fg_lin_shallow)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FG_T *a, ptrdiff_t a_rs,
+                        ptrdiff_t a_cs, const FG_T *b, ptrdiff_t b_rs, FG_T *c, ptrdiff_t ldc)
+{
+    ptrdiff_t i = 0;
+#define FG_LIN_ROWS(R) \
+    FG_NAME(fg_lin_inplace_rows)(R, 2, n, k, a + i * a_rs, a_rs, a_cs, b, b_rs, c + i * ldc, ldc)
+    for (; i + 4 <= m; i += 4)
+        FG_LIN_ROWS(4);
+    switch (m - i) {
+    case 3: FG_LIN_ROWS(3); break;
+    case 2: FG_LIN_ROWS(2); break;
+    case 1: FG_LIN_ROWS(1); break;
+    default: break;
+    }
+#undef FG_LIN_ROWS
+}
+
 /* C = A * B (+ bias[j]) (relu), C written fresh; see the Design note for the strides.
  * bias may be NULL. With k == 0 the product is empty: C = bias (or 0).
  * When A has at most MR rows there is a single row tile per panel and nothing to
  * gain from packing: full-width blocks of a row-major B are then read in place. */
-FG_ATTR static void FG_NAME(fg_gemm)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                             const FG_T *a, ptrdiff_t a_rs, ptrdiff_t a_cs,
-                             const FG_T *b, ptrdiff_t b_rs, ptrdiff_t b_cs,
-                             const FG_T *bias, int relu, FG_T *c, ptrdiff_t ldc)
+FG_ATTR static void FG_NAME(fg_gemm_packed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                    const FG_T *a, ptrdiff_t a_rs, ptrdiff_t a_cs,
+                                    const FG_T *b, ptrdiff_t b_rs, ptrdiff_t b_cs,
+                                    const FG_T *bias, int relu, FG_T *c, ptrdiff_t ldc)
 {
     FG_T packed[FG_LIN_KC * FG_NR] __attribute__((aligned(64)));
     const int in_place = (b_cs == 1 && m <= FG_LIN_MR);
@@ -487,6 +621,31 @@ FG_ATTR static void FG_NAME(fg_gemm)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                           (last && bias) ? bias + j0 : NULL, last && relu);
             }
         }
+    }
+}
+
+/* C = A * B (+ bias[j]) (relu), C fresh: without bias or relu (the backward products),
+ * a shallow product (a small batch's weight gradient) takes fg_lin_shallow, one or two
+ * rows of A (the input gradient of a batch of 1 or 2) fg_lin_few_rows, the rest
+ * fg_gemm_packed.
+ * An output that shares memory with an input (the kernels do not refuse it) also takes
+ * fg_gemm_packed, whose order of reads and writes such calls have always had. */
+FG_ATTR static void FG_NAME(fg_gemm)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                             const FG_T *a, ptrdiff_t a_rs, ptrdiff_t a_cs,
+                             const FG_T *b, ptrdiff_t b_rs, ptrdiff_t b_cs,
+                             const FG_T *bias, int relu, FG_T *c, ptrdiff_t ldc)
+{
+    if (m > 0 && n > 0 && k > 0 && (k <= FG_LIN_SHALLOW_K || (m <= 2 && k <= FG_LIN_KC))
+        && b_cs == 1 && !bias && !relu
+        && !fg_lin_overlaps(c, (m - 1) * ldc + n, a, (m - 1) * a_rs + (k - 1) * a_cs + 1,
+                            sizeof(FG_T))
+        && !fg_lin_overlaps(c, (m - 1) * ldc + n, b, (k - 1) * b_rs + n, sizeof(FG_T))) {
+        if (k <= FG_LIN_SHALLOW_K)
+            FG_NAME(fg_lin_shallow)(m, n, k, a, a_rs, a_cs, b, b_rs, c, ldc);
+        else
+            FG_NAME(fg_lin_few_rows)(m, n, k, a, a_rs, a_cs, b, b_rs, c, ldc);
+    } else {
+        FG_NAME(fg_gemm_packed)(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, bias, relu, c, ldc);
     }
 }
 
@@ -530,6 +689,35 @@ FG_NAME(fg_lin_dot_tile)(const int RA, ptrdiff_t k, const FG_T *a, ptrdiff_t lda
         }
 }
 
+/* One row of A against 8 rows of W: fg_lin_dot_tile's arithmetic for each pair (the
+ * same vector chain, the same lane order, the same scalar remainder), with twice the
+ * independent chains, which a batch of one needs to hide the multiply-add latency. */
+FG_ATTR static inline __attribute__((always_inline)) void
+FG_NAME(fg_lin_dot_row8)(ptrdiff_t k, const FG_T *a, const FG_T *w, ptrdiff_t ldw, FG_T out[8])
+{
+    FG_V acc[8];
+    FG_T lanes[FG_L];
+    ptrdiff_t p;
+    int q, l;
+    for (q = 0; q < 8; q++)
+        acc[q] = (FG_V){0};
+    for (p = 0; p + FG_L <= k; p += FG_L) {
+        const FG_V av = *(const FG_VU *)(a + p);
+        for (q = 0; q < 8; q++)
+            FG_VMADD(acc[q], av, *(const FG_VU *)(w + q * ldw + p));
+    }
+    for (q = 0; q < 8; q++) {
+        FG_T s = 0;
+        ptrdiff_t t;
+        *(FG_VU *)lanes = acc[q];
+        for (l = 0; l < FG_L; l++)
+            s += lanes[l];
+        for (t = p; t < k; t++)
+            s += a[t] * w[q * ldw + t];
+        out[q] = s;
+    }
+}
+
 /* C = A * W.T (+ bias) (relu), C fresh, for A (m x k) and W (n x k) both row-major:
  * the forward pass of a small batch. Every element of W is read once per pair of rows
  * of A and nothing is packed, so a batch of one costs one pass over W. */
@@ -537,8 +725,8 @@ FG_ATTR static void FG_NAME(fg_gemm_nt)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
                                 ptrdiff_t lda, const FG_T *w, ptrdiff_t ldw,
                                 const FG_T *bias, int relu, FG_T *c, ptrdiff_t ldc)
 {
-    FG_T out[2][4];
-    ptrdiff_t i0, j0;
+    FG_T out[2][4], out8[8];
+    ptrdiff_t i0, j0 = 0;
     int r, q;
     if (m <= 0 || n <= 0)
         return;
@@ -546,7 +734,19 @@ FG_ATTR static void FG_NAME(fg_gemm_nt)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
         FG_NAME(fg_lin_fill_bias)(m, n, bias, relu, c, ldc);
         return;
     }
-    for (j0 = 0; j0 < n; j0 += 4) {
+    if (m == 1)  /* a batch of one: 8 rows of W at a time, the rest below */
+        for (; j0 + 8 <= n; j0 += 8) {
+            FG_NAME(fg_lin_dot_row8)(k, a, w + j0 * ldw, ldw, out8);
+            for (q = 0; q < 8; q++) {
+                FG_T v = out8[q];
+                if (bias)
+                    v += bias[j0 + q];
+                if (relu && v < 0)
+                    v = 0;
+                c[j0 + q] = v;
+            }
+        }
+    for (; j0 < n; j0 += 4) {
         const int nq = (int)((n - j0 < 4) ? n - j0 : 4);
         /* rows of W past the end repeat the last one; their results are dropped */
         const FG_T *w0 = w + j0 * ldw;
@@ -577,6 +777,7 @@ FG_ATTR static ptrdiff_t FG_NAME(fg_lin_nr)(void) { return FG_NR; }
 #undef FG_L
 #undef FG_NR
 #undef FG_MADD
+#undef FG_SMADD
 #undef FG_VMADD
 
 #endif /* FG_LIN_BODY */

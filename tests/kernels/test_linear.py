@@ -112,6 +112,51 @@ def test_backward_matches_reference(compiled, shape, dtype):
         assert_product_close(c, r, m, dtype)
 
 
+# Backward products of depth <= 16 (a batch of at most 16, in the weight gradient; at
+# most 16 output features, in the input gradient) skip packing: register tiles of 4 rows
+# of C by 2 vectors, then one vector, then single columns; rows left over in 3, 2, 1.
+# So do input gradients of a batch of 1 or 2 up to depth 256 (tiles of 8 or 4 vectors).
+# Depths on both sides of each switch, widths that leave every kind of remainder.
+SHALLOW_SHAPES = [(n, k, o) for n in (1, 2, 3, 15, 16, 17)
+                  for k, o in ((400, 120), (37, 7), (5, 1), (16, 10), (17, 17), (8, 3))]
+SHALLOW_SHAPES += [(n, k, o) for n in (1, 2, 3) for k, o in ((75, 256), (70, 257), (129, 40))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHALLOW_SHAPES)
+def test_shallow_backward_matches_reference(compiled, shape, dtype):
+    n, k, o = shape
+    x, w, g = data((n, k), dtype, 7), data((o, k), dtype, 8), data((n, o), dtype, 9)
+    x64, w64, g64 = (np.abs(a.astype(np.float64)) for a in (x, w, g))
+    magnitudes = (g64 @ w64, g64.T @ x64, g64.sum(axis=0))
+    for c, r, m in zip(backward(compiled, x, w, g), backward(reference, x, w, g), magnitudes):
+        assert_product_close(c, r, m, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_of_one_weight_gradient_is_the_rounded_outer_product(compiled, dtype):
+    """With one row, each element is 0 + g[i] * x[j] rounded once (fused or not), so the
+    result is known exactly, signed zeros included (0 + -0 is +0)."""
+    x, g = data((1, 45), dtype, 10), data((1, 13), dtype, 11)
+    x[0, ::4] = -0.0
+    g[0, 5] = 0.0
+    gw = np.full((13, 45), np.nan, dtype)
+    compiled.linear_backward_weight(x, g, gw, 1)
+    expected = (g[0][:, None] * x[0][None, :]) + dtype(0)
+    assert gw.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 3, 16])
+def test_shallow_backward_with_output_sharing_an_input(compiled, n):
+    """Outputs may be inputs (nothing refuses it): such calls keep the packed path's order
+    of reads and writes, which gives the reference's result."""
+    x, g = data((n, 20), np.float32, 12), data((n, n), np.float32, 13)
+    expected = backward(reference, x, data((n, 20), np.float32, 14), g)[1]
+    compiled.linear_backward_weight(x, g, x, 1)  # grad_weight (n, 20) is x
+    assert_product_close(x, expected, np.abs(g.T) @ np.abs(data((n, 20), np.float32, 12)),
+                         np.float32)
+
+
 def test_relu_keeps_nan_and_zeroes_negatives(compiled):
     for module in (compiled, reference):
         for n in (1, 8):  # the dot-product path and the packed path

@@ -4,6 +4,7 @@ windows that run past the input, non-square kernels and inputs, batch 1), both d
 ties, NaN and all-equal inputs checked against PyTorch's rules written out by hand;
 threaded against single-threaded; bad arrays rejected by both homes."""
 import importlib
+import re
 
 import numpy as np
 import pytest
@@ -169,6 +170,106 @@ def test_max_pool_ties_keep_first_and_nan_wins_as_in_pytorch(compiled):
             out, idx = max_forward(module, x, case)
             assert idx.item() == index
             np.testing.assert_equal(out.item(), value)
+
+
+# The 2x2 stride-2 window has its own loops (vectors of 8 floats or 4 doubles, half
+# vectors, a scalar remainder; the backward's one-pass write only for rows of 8 or more
+# windows tiling the input): shapes that hit it and shapes right beside it.
+POOL2X2_SHAPES = [(1, 1, 1, 1), (1, 1, 2, 2), (1, 2, 3, 3), (2, 1, 4, 6), (1, 1, 5, 7),
+                  (1, 2, 8, 8), (1, 1, 9, 9), (1, 1, 10, 10), (1, 1, 6, 14), (1, 1, 6, 15),
+                  (1, 3, 16, 16), (1, 1, 17, 17), (1, 1, 4, 18), (1, 1, 4, 30),
+                  (2, 3, 28, 28), (1, 1, 7, 33), (1, 1, 4, 40)]
+
+
+@pytest.fixture(params=["simd", "scalar"])
+def pool2x2_module(compiled, request):
+    """The compiled module with its 2x2 path on its AVX2 loops, then on its portable ones."""
+    use_scalar = getattr(compiled, "_use_scalar_kernels", None)
+    if request.param == "scalar" and not (use_scalar and use_scalar(True)):
+        pytest.skip("this build has no AVX2 path to turn off")
+    yield compiled
+    if use_scalar:
+        use_scalar(False)
+
+
+def _tricky(shape, dtype, seed):
+    """Ties (small integers), NaN with distinct payloads, +-inf and signed zeros."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.array([-1.0, 0.0, -0.0, 1.0, 2.0, np.inf, -np.inf, np.nan]), size=shape)
+    x = x.astype(dtype)
+    bits = x.view(np.uint32 if dtype == np.float32 else np.uint64)
+    nan = np.isnan(x)
+    bits[nan] |= rng.integers(1, 1 << 20, nan.sum()).astype(bits.dtype)
+    return x
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", POOL2X2_SHAPES)
+def test_max_pool_2x2_stride_2_matches_reference(pool2x2_module, shape, dtype, ceil_mode):
+    case = shape + ((2, 2), (2, 2), (0, 0), (1, 1), ceil_mode)
+    if 0 in out_shape(case):
+        pytest.skip("no window fits")
+    for seed, x in enumerate([data(shape, dtype, 3), _tricky(shape, dtype, 4)]):
+        out_c, idx_c = max_forward(pool2x2_module, x, case)
+        out_r, idx_r = max_forward(reference, x, case)
+        np.testing.assert_array_equal(idx_c, idx_r)
+        assert out_c.tobytes() == out_r.tobytes()  # NaN payloads and zero signs too
+        g = data(out_c.shape, dtype, 5 + seed)
+        g.flat[::3] = -0.0
+        gx_c = max_backward(pool2x2_module, g, idx_c, x.shape)
+        gx_r = max_backward(reference, g, idx_r, x.shape)
+        assert gx_c.tobytes() == gx_r.tobytes()  # 0 + g: -0 arrives as +0 in both
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ow", [8, 9, 13])
+def test_max_pool_2x2_backward_with_indices_outside_their_windows(pool2x2_module, dtype, ow):
+    """Indices the forward pass could not have produced (another window's position, or
+    two outputs routing to one input) still add up as in the reference."""
+    rng = np.random.default_rng(ow)
+    oh = 3
+    shape = (2, 2, 2 * oh, 2 * ow)
+    g = data((2, 2, oh, ow), dtype, 6)
+    hh, ww = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
+    own = 2 * hh * shape[3] + 2 * ww + rng.choice([0, 1, shape[3], shape[3] + 1], (2, 2, oh, ow))
+    for where in [(0, 0, 0, 0), (1, 1, oh - 1, ow - 1), (1, 0, 1, ow // 2)]:
+        idx = own.astype(np.int64).copy()
+        idx[where] = 0 if where != (0, 0, 0, 0) else shape[2] * shape[3] - 1
+        np.testing.assert_allclose(max_backward(pool2x2_module, g, idx, shape),
+                                   max_backward(reference, g, idx, shape), **tol(dtype))
+        idx[where] = shape[2] * shape[3]
+        gx = np.full(shape, 7.0, dtype)
+        with pytest.raises(ValueError, match="outside the input plane"):
+            pool2x2_module.max_pool2d_backward(g, idx, gx, 1)
+        assert (gx == 7.0).all(), "grad_x written before the bad index was refused"
+
+
+@pytest.mark.parametrize("where", [0, 4095, 4096, 5000, 9 * 5 * 5 * 25 - 1])
+def test_max_backward_names_the_first_bad_index_in_a_long_call(compiled, where):
+    """Indices are checked in blocks: the one reported is still the first bad one."""
+    idx = np.zeros((9, 25, 5, 5), np.int64)
+    idx.reshape(-1)[where] = -1
+    idx.reshape(-1)[-1 if where != idx.size - 1 else 0] = 10 ** 6  # a later one
+    if where == idx.size - 1:
+        where = 0
+    g = np.ones(idx.shape, np.float32)
+    gx = np.zeros((9, 25, 10, 10), np.float32)
+    bad = np.unravel_index(where, idx.shape)
+    with pytest.raises(ValueError, match=re.escape(f"indices[{bad}]")):
+        compiled.max_pool2d_backward(g, idx, gx, 1)
+
+
+def test_max_pool_2x2_threads_agree(pool2x2_module):
+    x = data((8, 8, 32, 32), np.float32, 7)
+    case = (8, 8, 32, 32, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    out1, idx1 = max_forward(pool2x2_module, x, case, 1)
+    out2, idx2 = max_forward(pool2x2_module, x, case, 2)
+    np.testing.assert_array_equal(out1, out2)
+    np.testing.assert_array_equal(idx1, idx2)
+    g = data(out1.shape, np.float32, 8)
+    np.testing.assert_array_equal(max_backward(pool2x2_module, g, idx1, x.shape, 1),
+                                  max_backward(pool2x2_module, g, idx1, x.shape, 2))
 
 
 def test_max_pool_overlapping_windows_add_gradients(compiled):
