@@ -6,27 +6,40 @@
 # CPUs):
 #   gemm  C[m][n] = sum_k A[m][k] * B[off[k] + n]   output positions n along SIMD lanes
 #   dot   C[m][k] += sum_p A[m][p] * B[off[k] + p]  weight gradient, a reduction over p
+#         (or the same sums with m along the lanes: fgc_lanes_f32)
 # Direct path (stride 1): B is never an explicit matrix. The image is copied once into a
 # zero-padded plane of width Wp = W_out + dil_w*(kW-1); the row of B for window element
 # k = (ky, c, kx) is that plane shifted by c*Hp*Wp + ky*dil_h*Wp + kx*dil_w, so output
 # position n = oy*Wp + ox reads its whole window through offsets. The Wp - W_out extra
 # columns of each output row are computed and dropped by the store, which also adds the
-# bias and applies the fused ReLU. The gemm runs over a list of column tiles, each with
-# the depth range it can see: kernel rows that read only padding rows are skipped. The
+# bias and applies the fused ReLU; the AVX-512 gemm stores each tile that way straight
+# into the output (masked stores), the others into a buffer copied out after. The gemm
+# runs over a list of column tiles, each with the depth range it can see: kernel rows
+# that read only padding rows are skipped. A one-row gemm (depthwise forward, the input
+# gradient of a one-channel layer) with undilated kernel rows of height 3, 5 or 7 runs
+# row-blocked instead: R output rows per tile, every plane row loaded once for up to
+# min(R, kH) kernel rows, the weights of a window column held in registers. The
 # input gradient of a stride-1 convolution is the forward convolution of the padded
 # output gradient with the flipped, transposed weight, or gemm + col2im when that is
 # cheaper (small images, large kernels). The weight gradient is dots of the output
 # gradient with shifted planes, over whole planes of a block of images at once (the
-# gradient widened to the plane's pitch, zeros in the extra columns) or row by row.
+# gradient widened to the plane's pitch, zeros in the extra columns) or row by row (a
+# block of small images per call, so that a tile's lane sums are amortized); or, with
+# many window elements per output channel, with the output channels along the lanes:
+# the gradient transposed per image (positions x channels), each tile vectors of
+# channels times window elements broadcast from the padded planes, over exactly the
+# output positions, with no lane sums.
 # General path (any stride): im2col into the workspace for forward and weight gradient,
 # gemm + col2im for the input gradient.
 # Planning (_plan) picks path, tile shape, tiling and thread count from the shapes with a
 # cost model (padded multiply-adds over measured tile rates); _plan_info reports it.
+# Plans are kept in a small table of C structs keyed by the geometry, so that a small
+# call's fixed cost is the argument checks, not the planning.
 #
 # Workspace: each kernel takes `workspace` (a 1-D array of the dtype, or None to allocate
 # one per call) of at least conv2d_workspace_size(...) elements: the packed weight; per
-# thread a padded-image / im2col buffer and a gemm output buffer or a widened output
-# gradient; the weight gradient's partial sums, one per chunk of the batch but the first
+# thread a padded-image / im2col buffer and a gemm output buffer or a widened (or
+# transposed) output gradient; the weight gradient's partial sums, one per chunk of the batch but the first
 # (on one thread, a single one reused); then the window offsets and the gemm's tile list
 # (8-byte integers stored in the same memory). Its contents on entry do not matter.
 # Threads: a static prange over the batch (weight gradient: over chunks of the batch)
@@ -44,7 +57,7 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uintptr_t
 
 cnp.import_array()
@@ -58,14 +71,27 @@ __all__ = [
 ]
 
 cdef extern from "conv_kernels.h" nogil:
+    ctypedef struct fgc_out:
+        float *out
+        const float *bias
+        Py_ssize_t plane, pitch, wo, ho
+        int relu, rowwise
     int fgc_simd_level()
     int fgc_gemm_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t n_tiles,
                      const Py_ssize_t *tiles, Py_ssize_t K, const float *Ap, const float *B,
-                     const Py_ssize_t *off, float *C, Py_ssize_t ldc)
+                     const Py_ssize_t *off, float *C, Py_ssize_t ldc, const fgc_out *o)
     int fgc_dot_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t K, const float *A,
                     Py_ssize_t a_chan, Py_ssize_t a_row, const float *B,
                     const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,
-                    Py_ssize_t cols, float *C, Py_ssize_t ldc)
+                    Py_ssize_t cols, float *C, Py_ssize_t ldc, Py_ssize_t imgs,
+                    Py_ssize_t a_img, Py_ssize_t b_img)
+    int fgc_lanes_f32(int level, int mv, int kt, Py_ssize_t M, Py_ssize_t K, const float *G,
+                      Py_ssize_t ldg, Py_ssize_t g_img, const float *X, const Py_ssize_t *off,
+                      Py_ssize_t x_row, Py_ssize_t x_img, Py_ssize_t imgs, Py_ssize_t rows,
+                      Py_ssize_t cols, float *C, Py_ssize_t ldc)
+    int fgc_rows_f32(int level, int rows, int nr, int kh, Py_ssize_t n_tiles,
+                     const Py_ssize_t *tiles, Py_ssize_t J, const float *a, const float *B,
+                     const Py_ssize_t *off, Py_ssize_t wp, float *C)
 
 cdef enum:
     FORWARD = 0
@@ -85,6 +111,13 @@ cdef double PARALLEL_MIN_FLOPS = 3.0e6
 cdef Py_ssize_t MAX_CHUNKS = 8
 cdef Py_ssize_t CHUNK_MIN_POSITIONS = 256
 cdef Py_ssize_t PARTIAL_BUDGET = 1 << 22
+# Weight gradient by row-by-row dots: at most this many images per block (per dot call),
+# enough for about ROW_DOT_STEPS vector steps per tile.
+cdef Py_ssize_t ROW_DOT_IMAGES = 8
+cdef Py_ssize_t ROW_DOT_STEPS = 64
+# Weight gradient with channels along the lanes: output positions per block (at least).
+cdef Py_ssize_t LANES_DOT_POSITIONS = 256
+cdef Py_ssize_t LANES_DOT_MIN_K = 96   # window elements (C_in/groups * kH * kW) at least
 # Scalar arguments and dimensions above this are rejected before any size arithmetic
 # (products of two of them cannot overflow).
 cdef Py_ssize_t MAX_PARAM = 1 << 31
@@ -95,6 +128,7 @@ cdef int _simd = fgc_simd_level()
 # Path overrides for tests and benchmarks (-1: choose by cost, 0: general, 1: direct).
 cdef int _force_input_direct = -1
 cdef int _force_flat_dot = -1
+cdef int _force_lanes_dot = -1
 
 
 def _set_simd(int level):
@@ -110,13 +144,16 @@ def _simd_level():
     return _simd
 
 
-def _force_paths(input_direct=None, flat_dot=None):
+def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None):
     """Override the cost model (for tests of every path; None restores it): whether the
-    stride-1 input gradient runs direct (True) or as gemm + col2im (False), and whether
-    the stride-1 weight gradient uses flat dots over a widened output gradient."""
-    global _force_input_direct, _force_flat_dot
+    stride-1 input gradient runs direct (True) or as gemm + col2im (False), whether the
+    stride-1 weight gradient uses flat dots over a widened output gradient, and whether
+    it puts output channels along the lanes (True wins over flat_dot; forcing flat_dot
+    alone turns it off)."""
+    global _force_input_direct, _force_flat_dot, _force_lanes_dot
     _force_input_direct = -1 if input_direct is None else int(bool(input_direct))
     _force_flat_dot = -1 if flat_dot is None else int(bool(flat_dot))
+    _force_lanes_dot = -1 if lanes_dot is None else int(bool(lanes_dot))
 
 
 # --------------------------------------------------------------------------- geometry
@@ -132,6 +169,7 @@ cdef struct Geom:
 cdef struct Plan:
     bint direct                  # stride 1: shifted views of a padded plane, no im2col
     bint rowwise                 # gemm column tiles start at output rows (else run flat)
+    int rowblock                 # >0: one-row gemm over blocks of this many output rows
     int level, mr, nr            # register tile: SIMD level (0 portable) and shape
     int nthreads
     Py_ssize_t rows, depth       # gemm rows and depth per group
@@ -142,6 +180,8 @@ cdef struct Plan:
     Py_ssize_t Hp, Wp, top, left # padded plane and where the source starts in it
     Py_ssize_t slack             # zeros after the padded planes (reads past the last row)
     Py_ssize_t flat_len          # weight gradient: widened output-gradient plane length
+    bint lanes_dot               # weight gradient: output channels along the lanes
+    Py_ssize_t ldg               # lanes_dot: channels per position of the transposed gradient
     Py_ssize_t images            # weight gradient: images per block
     Py_ssize_t blocks            # weight gradient: blocks in the batch
     Py_ssize_t img_b, img_d      # weight gradient: per-image strides of the block buffers
@@ -162,10 +202,28 @@ cdef inline Py_ssize_t _out_size(Py_ssize_t n, Py_ssize_t pads, Py_ssize_t exten
     return (n + pads - extent) // stride + 1
 
 
-cdef int _geometry(str kernel, Geom *g, str x_name, tuple xs, tuple ws, str y_name,
-                   tuple ys, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups) except -1:
-    """Fill ``g`` from the shapes (4-tuples) and parameters, or raise ValueError."""
+cdef tuple _shape(const Py_ssize_t *dims, int n):
+    return tuple([dims[i] for i in range(n)])
+
+
+cdef int _shape_dims(str kernel, str x_name, tuple xs, tuple ws, str y_name, tuple ys,
+                     Py_ssize_t *xd, Py_ssize_t *wd, Py_ssize_t *yd) except -1:
+    """Shapes given as 4-tuples into C arrays (sizes above MAX_PARAM refused first)."""
+    if max(xs + ws + ys) > MAX_PARAM:
+        raise ValueError(f"{kernel}: a dimension above {MAX_PARAM}: {x_name} {xs}, weight "
+                         f"{ws}, {y_name} {ys}")
+    cdef int i
+    for i in range(4):
+        xd[i], wd[i], yd[i] = xs[i], ws[i], ys[i]
+    return 0
+
+
+cdef int _geometry(str kernel, Geom *g, str x_name, const Py_ssize_t *xd,
+                   const Py_ssize_t *wd, str y_name, const Py_ssize_t *yd, Py_ssize_t sh,
+                   Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t groups) except -1:
+    """Fill ``g`` from the shapes (4 sizes each) and parameters, or raise ValueError."""
+    cdef int i
     if sh < 1 or sw < 1:
         raise ValueError(f"{kernel}: stride must be >= 1, got ({sh}, {sw})")
     if dh < 1 or dw < 1:
@@ -176,27 +234,28 @@ cdef int _geometry(str kernel, Geom *g, str x_name, tuple xs, tuple ws, str y_na
         raise ValueError(f"{kernel}: groups must be >= 1, got {groups}")
     if max(sh, sw, dh, dw, pt, pl, groups) > MAX_PARAM:
         raise ValueError(f"{kernel}: stride, padding, dilation or groups above {MAX_PARAM}")
-    if max(xs + ws + ys) > MAX_PARAM:
-        raise ValueError(f"{kernel}: a dimension above {MAX_PARAM}: {x_name} {xs}, weight "
-                         f"{ws}, {y_name} {ys}")
-    g.N, g.C, g.H, g.W = xs
-    g.Co, g.Cg, g.kh, g.kw = ws
-    g.Ho, g.Wo = ys[2], ys[3]
+    for i in range(4):
+        if xd[i] > MAX_PARAM or wd[i] > MAX_PARAM or yd[i] > MAX_PARAM:
+            raise ValueError(f"{kernel}: a dimension above {MAX_PARAM}: {x_name} "
+                             f"{_shape(xd, 4)}, weight {_shape(wd, 4)}, {y_name} {_shape(yd, 4)}")
+    g.N, g.C, g.H, g.W = xd[0], xd[1], xd[2], xd[3]
+    g.Co, g.Cg, g.kh, g.kw = wd[0], wd[1], wd[2], wd[3]
+    g.Ho, g.Wo = yd[2], yd[3]
     g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.G = sh, sw, pt, pl, dh, dw, groups
     if g.C < 1 or g.H < 1 or g.W < 1:
         raise ValueError(f"{kernel}: {x_name} needs at least one channel and a non-empty "
-                         f"image, got shape {xs}")
+                         f"image, got shape {_shape(xd, 4)}")
     if g.Co < 1 or g.Cg < 1 or g.kh < 1 or g.kw < 1:
-        raise ValueError(f"{kernel}: weight must have no empty dimension, got shape {ws}")
+        raise ValueError(f"{kernel}: weight must have no empty dimension, got shape {_shape(wd, 4)}")
     if g.C % groups or g.Co % groups:
         raise ValueError(f"{kernel}: groups={groups} must divide both the input channels "
                          f"({g.C}) and the output channels ({g.Co})")
     if g.Cg * groups != g.C:
-        raise ValueError(f"{kernel}: weight {ws} expects {g.Cg * groups} input channels "
+        raise ValueError(f"{kernel}: weight {_shape(wd, 4)} expects {g.Cg * groups} input channels "
                          f"({g.Cg} per group x {groups} groups), {x_name} has {g.C}")
-    if ys[0] != g.N or ys[1] != g.Co:
-        raise ValueError(f"{kernel}: {y_name} has shape {ys}, expected ({g.N}, {g.Co}, "
-                         f"H_out, W_out) for {x_name} {xs} and weight {ws}")
+    if yd[0] != g.N or yd[1] != g.Co:
+        raise ValueError(f"{kernel}: {y_name} has shape {_shape(yd, 4)}, expected ({g.N}, {g.Co}, "
+                         f"H_out, W_out) for {x_name} {_shape(xd, 4)} and weight {_shape(wd, 4)}")
     cdef Py_ssize_t eh = dh * (g.kh - 1) + 1, ew = dw * (g.kw - 1) + 1
     cdef Py_ssize_t h0 = _out_size(g.H, 2 * pt, eh, sh), h1 = _out_size(g.H, 2 * pt + 1, eh, sh)
     cdef Py_ssize_t w0 = _out_size(g.W, 2 * pl, ew, sw), w1 = _out_size(g.W, 2 * pl + 1, ew, sw)
@@ -288,6 +347,31 @@ cdef Py_ssize_t _tiles(Plan *p, Geom *g, Py_ssize_t nr, bint rowwise, Py_ssize_t
     return count
 
 
+cdef Py_ssize_t _block_tiles(Plan *p, Py_ssize_t R, Py_ssize_t nr, Py_ssize_t *out,
+                             Py_ssize_t *ldc) noexcept nogil:
+    """The row-blocked gemm's tiles (column, 0, depth): R output rows from each multiple
+    of R (the last block moved up to end at the last row: it recomputes a few rows, the
+    same way) times nr columns from each multiple of nr. Needs out_rows >= R."""
+    cdef Py_ssize_t per_row = (p.out_cols + nr - 1) // nr, count = 0, i, j, oy
+    for i in range((p.out_rows + R - 1) // R):
+        oy = min(i * R, p.out_rows - R)
+        for j in range(per_row):
+            if out != NULL:
+                out[3 * count] = oy * p.pitch + j * nr
+                out[3 * count + 1], out[3 * count + 2] = 0, p.depth
+            count += 1
+    ldc[0] = (p.out_rows - 1) * p.pitch + per_row * nr
+    return count
+
+
+cdef void _list_tiles(Plan *p, Geom *g, Py_ssize_t *out) noexcept nogil:
+    cdef Py_ssize_t depth_sum, ldc
+    if p.rowblock:
+        _block_tiles(p, p.rowblock, p.nr, out, &ldc)
+    else:
+        _tiles(p, g, p.nr, p.rowwise, out, &depth_sum, &ldc)
+
+
 cdef void _gemm_geometry(Plan *p, Geom *g, int kind, bint direct) noexcept nogil:
     """The gemm that forward (kind FORWARD) or the input gradient runs per group."""
     p.direct = direct
@@ -323,16 +407,17 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     of one multiply-add of the AVX2 6x16 tile."""
     # (level, rows, columns, rate): rates measured on an AVX-512 Xeon relative to AVX2
     # 6x16; few-row tiles load more per multiply-add (the B loads are unaligned), and
-    # AVX-512 pays twice for that.
-    cdef double shapes[44]
+    # AVX-512 pays twice for that. AVX-512 6x16 (one vector per row) serves row-wise
+    # tiles of narrow images, whose kernel rows over padding it skips row by row.
+    cdef double shapes[48]
     shapes[:] = [1, 6, 16, 1.0, 1, 4, 24, 0.96, 1, 3, 32, 0.95, 1, 2, 48, 0.68,
                  1, 1, 96, 0.61,
                  2, 8, 48, 1.64, 2, 6, 64, 1.62, 2, 4, 96, 1.47, 2, 3, 128, 0.82,
-                 2, 2, 192, 0.77, 2, 1, 384, 0.55]
+                 2, 2, 192, 0.77, 2, 1, 384, 0.55, 2, 6, 16, 1.25]
     cdef double best = -1, cost
     cdef Py_ssize_t count, total, ldc, panels
     cdef int i, layout, level, mr, nr
-    for i in range(11):
+    for i in range(12):
         level, mr, nr = <int>shapes[4 * i], <int>shapes[4 * i + 1], <int>shapes[4 * i + 2]
         if level > max(_simd, 1):
             continue
@@ -344,6 +429,26 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
                 best = cost
                 p.level = level if _simd >= 1 else 0
                 p.mr, p.nr, p.rowwise, p.n_tiles, p.ldc = mr, nr, layout == 1, count, ldc
+    # One-row A on the direct path (dilation 1 between kernel rows, heights 3/5/7): the
+    # row-blocked gemm (R output rows x nr columns per tile, every depth entry) loads each
+    # plane row once for up to min(R, kh) kernel rows.
+    cdef double rates[3]
+    rates[:] = [0, 1.2, 1.9]   # per SIMD level, relative to AVX2 6x16
+    p.rowblock = 0
+    if (p.direct and p.rows == 1 and g.dh == 1 and (g.kh == 3 or g.kh == 5 or g.kh == 7)
+            and _simd >= 1):
+        for i in range(6 if _simd >= 2 else 1):
+            mr = 8 - i // 2 if _simd >= 2 else 4
+            nr = (16 if _simd >= 2 else 8) * (2 - i % 2)
+            if p.out_rows < mr:
+                continue
+            count = _block_tiles(p, mr, nr, NULL, &ldc)
+            cost = mr * nr * count * p.depth / rates[min(_simd, 2)] + 400.0 * count
+            if cost < best:
+                best = cost
+                p.level = min(_simd, 2)
+                p.mr, p.nr, p.rowwise, p.n_tiles, p.ldc = 1, nr, True, count, ldc
+                p.rowblock = mr
     return best
 
 
@@ -385,23 +490,42 @@ cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
 
 # Plans by geometry: choosing a tiling walks every candidate's column tiles, which costs
 # more than a small convolution; a training loop asks for the same few plans each step.
-cdef dict _plans = {}
+# A small table of C structs (compared with memcmp, replaced round-robin): a lookup
+# makes no Python objects. Only touched with the GIL held.
+cdef struct PlanKey:
+    Py_ssize_t v[24]
+
+cdef enum:
+    PLAN_SLOTS = 64
+
+cdef PlanKey _plan_keys[PLAN_SLOTS]
+cdef Plan _plan_saved[PLAN_SLOTS]
+cdef int _plans_used = 0, _plan_next = 0, _plan_last = 0
 
 
 cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) except -1:
     """Fill ``p`` for this geometry: from the cache, or by _make_plan."""
+    global _plans_used, _plan_next, _plan_last
+    cdef PlanKey key
+    cdef int i, slot
     if n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
-    key = (kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw, g.pt,
-           g.pl, g.dh, g.dw, g.G, n_threads, _simd, _force_input_direct, _force_flat_dot)
-    cdef bytes saved = _plans.get(key)
-    if saved is not None:
-        memcpy(p, <const char *>saved, sizeof(Plan))
-        return 0
+    key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
+                g.pt, g.pl, g.dh, g.dw, g.G, n_threads, _simd, _force_input_direct,
+                _force_flat_dot, _force_lanes_dot, 0]
+    for i in range(_plans_used):
+        slot = (_plan_last + i) % _plans_used  # the last one found first
+        if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:
+            memcpy(p, &_plan_saved[slot], sizeof(Plan))
+            _plan_last = slot
+            return 0
     _make_plan(kernel, g, kind, n_threads, p)
-    if len(_plans) >= 512:
-        _plans.clear()
-    _plans[key] = (<char *>p)[:sizeof(Plan)]
+    slot = _plan_next
+    _plan_next = (_plan_next + 1) % PLAN_SLOTS
+    _plans_used = max(_plans_used, slot + 1)
+    memcpy(&_plan_keys[slot], &key, sizeof(PlanKey))
+    memcpy(&_plan_saved[slot], p, sizeof(Plan))
+    _plan_last = slot
     return 0
 
 
@@ -409,6 +533,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     """Choose the path, tile and thread count and lay out the workspace."""
     cdef double flops = 2.0 * g.N * g.Co * g.Ho * g.Wo * g.K
     cdef double dsize, direct_cost, col_cost
+    cdef Py_ssize_t lanes
     cdef bint stride1 = g.sh == 1 and g.sw == 1
     p.nthreads = 1
     if flops >= PARALLEL_MIN_FLOPS and g.N > 1 and n_threads > 1:
@@ -416,12 +541,15 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     p.flat_len = p.n_tiles = p.ldc = p.partial = 0
     p.images, p.img_b, p.img_d, p.blocks, p.chunks = 1, 0, 0, 0, 1
     p.size_a = p.size_b = p.size_c = p.size_d = 0
-    p.rowwise = False
+    p.rowwise = p.lanes_dot = False
+    p.rowblock = 0
+    p.ldg = 0
     # Estimate every buffer in floating point first: the integer sizes below are only
     # computed once they are known to be far from overflow.
     cdef double ext_h = <double>g.dh * (g.kh - 1), ext_w = <double>g.dw * (g.kw - 1)
     dsize = (<double>g.C + g.Co) * (g.H + g.Ho + ext_h + 1) * (g.W + g.Wo + ext_w + 96)
     dsize += (<double>g.K + g.Co + 8) * (g.Ho * (g.Wo + ext_w) + g.H * (g.W + ext_w) + 96)
+    dsize += (<double>g.Ho * g.Wo + 1) * (g.Co + 64)  # a transposed output gradient
     dsize = (dsize * 8 * (p.nthreads + 1)
              + (MAX_CHUNKS + 1.0) * (g.Co + 8) * (g.K + g.Co * g.kh * g.kw + 8))
     if dsize > MAX_ELEMENTS:
@@ -473,12 +601,38 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             p.slack = g.dw * (g.kw - 1) + LANES
             p.img_b = _round_up(g.C * p.Hp * p.Wp + p.slack, ALIGN)
             p.img_d = _round_up(g.Co * p.flat_len, ALIGN)
-            if p.flat_len:
+            lanes = 16 if _simd >= 2 else 8
+            if _force_lanes_dot == 1 or (_force_lanes_dot < 0 and _force_flat_dot < 0 and
+                                         _simd >= 1 and g.M >= lanes and g.K >= LANES_DOT_MIN_K
+                                         and (_simd >= 2 or g.M <= 2 * lanes)):
+                # output channels along the lanes: vectors of channels times window
+                # elements broadcast from the padded planes, over exactly the output
+                # positions (no extra columns, no lane sums). The gradient is transposed
+                # first: worth it when every position serves many window elements (and
+                # the channels fill the lanes; with AVX2's 16 registers, the dots do
+                # better on many channels).
+                p.lanes_dot = True
+                p.flat_len = 0
+                p.mr = 1 if g.M <= lanes else (2 if g.M <= 2 * lanes or _simd < 2 else 4)
+                p.nr = 8 if p.mr == 1 else 6
+                p.ldg = _round_up(g.M, p.mr * lanes)
+                p.img_d = _round_up(g.G * g.Ho * g.Wo * p.ldg, ALIGN)
+                p.images = _ceil_div(LANES_DOT_POSITIONS, g.Ho * g.Wo)
+                p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
+                p.images = max(p.images, <Py_ssize_t>1)
+            elif p.flat_len:
                 # as many images per block as keep one row panel's data (its rows of the
                 # widened gradient and the padded planes) within ~32 KB of L1
                 p.images = 8192 // (p.mr * p.flat_len + g.Cg * p.Hp * p.Wp + p.slack)
                 p.images = max(<Py_ssize_t>1, min(<Py_ssize_t>8, p.images))
                 p.images = min(p.images, (g.N + p.chunks - 1) // p.chunks)
+                p.images = max(p.images, <Py_ssize_t>1)
+            else:
+                # row by row: a tile's dots run over every image of the block, so that
+                # its lane sums and stores are amortized over ~ROW_DOT_STEPS vector steps
+                # (small images; large ones have as many in one image)
+                p.images = _ceil_div(ROW_DOT_STEPS, g.Ho * _ceil_div(g.Wo, 16 if _simd >= 2 else 8))
+                p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
                 p.images = max(p.images, <Py_ssize_t>1)
             p.size_b = p.images * p.img_b
             p.size_d = p.images * p.img_d
@@ -539,8 +693,18 @@ cdef Py_ssize_t _int_arg(str kernel, str name, object v) except? -1:
     return r
 
 
-cdef tuple _int_args(str kernel, tuple names, tuple values):
-    return tuple([_int_arg(kernel, n, v) for n, v in zip(names, values)])
+cdef int _int_params(str kernel, object stride_h, object stride_w, object pad_top,
+                     object pad_left, object dil_h, object dil_w, object groups,
+                     Py_ssize_t *out) except -1:
+    """The seven scalar parameters as C integers, in the order of the arguments."""
+    out[0] = _int_arg(kernel, "stride_h", stride_h)
+    out[1] = _int_arg(kernel, "stride_w", stride_w)
+    out[2] = _int_arg(kernel, "pad_top", pad_top)
+    out[3] = _int_arg(kernel, "pad_left", pad_left)
+    out[4] = _int_arg(kernel, "dil_h", dil_h)
+    out[5] = _int_arg(kernel, "dil_w", dil_w)
+    out[6] = _int_arg(kernel, "groups", groups)
+    return 0
 
 
 MAX_ELEMENTS = 1 << 31  # per array: a convolution over larger ones is refused
@@ -557,9 +721,6 @@ cdef int _check_elements(str kernel, str name, tuple shape) except -1:
     return 0
 
 
-PARAM_NAMES = ("stride_h", "stride_w", "pad_top", "pad_left", "dil_h", "dil_w", "groups")
-
-
 cdef int _dtype_num(str kernel, str name, object a) except -1:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
@@ -569,8 +730,10 @@ cdef int _dtype_num(str kernel, str name, object a) except -1:
     return t
 
 
-cdef tuple _check_array(str kernel, str name, object a, int ndim, int dtype, bint out):
-    """Check type, dtype (== dtype), ndim, C-contiguity and (for outputs) writability."""
+cdef int _check_array(str kernel, str name, object a, int ndim, int dtype, bint out,
+                      Py_ssize_t *dims) except -1:
+    """Check type, dtype (== dtype), ndim, C-contiguity and (for outputs) writability;
+    dims (if not NULL) receives the ndim sizes."""
     cdef int t = _dtype_num(kernel, name, a)
     if t != dtype:
         raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, expected "
@@ -583,31 +746,43 @@ cdef tuple _check_array(str kernel, str name, object a, int ndim, int dtype, bin
         raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
     if out and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{kernel}: {name} is read-only, but it is written")
-    return a.shape
+    cdef int i
+    if dims != NULL:
+        for i in range(ndim):
+            dims[i] = cnp.PyArray_DIMS(arr)[i]
+    return 0
 
 
-cdef int _check_disjoint(str kernel, str out_name, object out, tuple ins) except -1:
-    """The arrays are C-contiguous (checked before): their memory is one byte range."""
+cdef int _check_disjoint(str kernel, str out_name, object out, str name1, object a1,
+                         str name2, object a2, str name3=None, object a3=None) except -1:
+    """`out` shares no memory with a1, a2, a3 (None: absent). The arrays are C-contiguous
+    (checked before): the memory of each is one byte range."""
+    if _overlap(out, a1):
+        raise ValueError(f"{kernel}: {out_name} overlaps {name1} in memory")
+    if _overlap(out, a2):
+        raise ValueError(f"{kernel}: {out_name} overlaps {name2} in memory")
+    if _overlap(out, a3):
+        raise ValueError(f"{kernel}: {out_name} overlaps {name3} in memory")
+    return 0
+
+
+cdef inline bint _overlap(object out, object a):
+    if a is None:
+        return False
     cdef char *o0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
     cdef char *o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out)
-    cdef char *a0
-    cdef char *a1
-    for name, a in ins:
-        if a is None:
-            continue
-        a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
-        a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a)
-        if a0 < o1 and o0 < a1:
-            raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
-    return 0
+    cdef char *a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef char *a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    return a0 < o1 and o0 < a1
 
 
 cdef cnp.ndarray _workspace(str kernel, object workspace, int dtype, Plan *p):
     if workspace is None:
         return np.empty(p.total, dtype=np.float32 if dtype == cnp.NPY_FLOAT32 else np.float64)
-    _check_array(kernel, "workspace", workspace, 1, dtype, True)
-    if workspace.shape[0] < p.total:
-        raise ValueError(f"{kernel}: workspace has {workspace.shape[0]} elements, needs "
+    cdef Py_ssize_t size
+    _check_array(kernel, "workspace", workspace, 1, dtype, True, &size)
+    if size < p.total:
+        raise ValueError(f"{kernel}: workspace has {size} elements, needs "
                          f"{p.total} (see conv2d_workspace_size)")
     return workspace
 
@@ -844,13 +1019,48 @@ cdef void _gemm_portable(int mr, int nr, Py_ssize_t M, Py_ssize_t n_tiles,
                     C[(m0 + r) * ldc + col + j] = acc[r * nr + j]
 
 
+cdef void _rows_portable(Py_ssize_t R, Py_ssize_t nr, Py_ssize_t kh, Py_ssize_t n_tiles,
+                        const Py_ssize_t *tiles, Py_ssize_t J, const floating *a,
+                        const floating *B, const Py_ssize_t *off, Py_ssize_t wp,
+                        floating *C) noexcept nogil:
+    """The row-blocked gemm (see fgc_rows_f32): C[col + r*wp + x] = sum over j < J,
+    ky < kh of a[ky*J + j] * B[off[j] + col + (r + ky)*wp + x], r < R, x < nr."""
+    cdef floating acc[MAX_TILE]
+    cdef Py_ssize_t t, col, j, ky, r, x
+    cdef const floating *b
+    cdef floating av
+    for t in range(n_tiles):
+        col = tiles[3 * t]
+        for x in range(R * nr):
+            acc[x] = 0
+        for j in range(J):
+            for ky in range(kh):
+                av = a[ky * J + j]
+                for r in range(R):
+                    b = B + off[j] + col + (r + ky) * wp
+                    for x in range(nr):
+                        acc[r * nr + x] += av * b[x]
+        for r in range(R):
+            for x in range(nr):
+                C[col + r * wp + x] = acc[r * nr + x]
+
+
 cdef inline void _gemm(Plan *p, const Py_ssize_t *tiles, const floating *ap,
                        const floating *B, const Py_ssize_t *off, floating *C) noexcept nogil:
     """C[m*ldc + col + j] = sum_{k0<=k<k1} A[m][k] * B[off[k] + col + j] for every tile
-    (col, k0, k1), m < rows, j < nr; A packed by _pack."""
+    (col, k0, k1), m < rows, j < nr; A packed by _pack. Row-blocked plans: see
+    _rows_portable."""
+    if p.rowblock:
+        if floating is float:
+            if p.level >= 1 and fgc_rows_f32(p.level, p.rowblock, p.nr, <int>(p.depth // p.kgroup),
+                                             p.n_tiles, tiles, p.kgroup, ap, B, off, p.pitch, C):
+                return
+        _rows_portable(p.rowblock, p.nr, p.depth // p.kgroup, p.n_tiles, tiles, p.kgroup, ap,
+                       B, off, p.pitch, C)
+        return
     if floating is float:
         if p.level >= 1 and fgc_gemm_f32(p.level, p.mr, p.nr, p.rows, p.n_tiles, tiles, p.depth,
-                                         ap, B, off, C, p.ldc):
+                                         ap, B, off, C, p.ldc, NULL):
             return
     _gemm_portable(p.mr, p.nr, p.rows, p.n_tiles, tiles, p.depth, ap, B, off, C, p.ldc)
 
@@ -858,10 +1068,11 @@ cdef inline void _gemm(Plan *p, const Py_ssize_t *tiles, const floating *ap,
 cdef void _dot_portable(Py_ssize_t M, Py_ssize_t K, const floating *A, Py_ssize_t a_chan,
                         Py_ssize_t a_row, const floating *B, const Py_ssize_t *off,
                         Py_ssize_t b_row, Py_ssize_t rows, Py_ssize_t cols, floating *C,
-                        Py_ssize_t ldc) noexcept nogil:
+                        Py_ssize_t ldc, Py_ssize_t imgs, Py_ssize_t a_img,
+                        Py_ssize_t b_img) noexcept nogil:
     cdef floating acc[LANES]
     cdef floating total
-    cdef Py_ssize_t m, k, y, x, l
+    cdef Py_ssize_t m, k, i, y, x, l
     cdef Py_ssize_t full = cols - cols % LANES
     cdef const floating *pa
     cdef const floating *pb
@@ -869,14 +1080,15 @@ cdef void _dot_portable(Py_ssize_t M, Py_ssize_t K, const floating *A, Py_ssize_
         for k in range(K):
             for l in range(LANES):
                 acc[l] = 0
-            for y in range(rows):
-                pa = A + m * a_chan + y * a_row
-                pb = B + off[k] + y * b_row
-                for x in range(0, full // LANES):
-                    for l in range(LANES):
-                        acc[l] += pa[x * LANES + l] * pb[x * LANES + l]
-                for x in range(full, cols):
-                    acc[x - full] += pa[x] * pb[x]
+            for i in range(imgs):
+                for y in range(rows):
+                    pa = A + m * a_chan + i * a_img + y * a_row
+                    pb = B + off[k] + i * b_img + y * b_row
+                    for x in range(0, full // LANES):
+                        for l in range(LANES):
+                            acc[l] += pa[x * LANES + l] * pb[x * LANES + l]
+                    for x in range(full, cols):
+                        acc[x - full] += pa[x] * pb[x]
             total = 0
             for l in range(LANES):
                 total += acc[l]
@@ -886,16 +1098,43 @@ cdef void _dot_portable(Py_ssize_t M, Py_ssize_t K, const floating *A, Py_ssize_
 cdef inline void _dot(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t K, const floating *A,
                       Py_ssize_t a_chan, Py_ssize_t a_row, const floating *B,
                       const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,
-                      Py_ssize_t cols, floating *C, Py_ssize_t ldc) noexcept nogil:
-    """C[m*ldc + k] += sum_{y<rows, x<cols} A[m*a_chan + y*a_row + x] * B[off[k] + y*b_row + x]."""
+                      Py_ssize_t cols, floating *C, Py_ssize_t ldc, Py_ssize_t imgs=1,
+                      Py_ssize_t a_img=0, Py_ssize_t b_img=0) noexcept nogil:
+    """C[m*ldc + k] += sum_{i<imgs, y<rows, x<cols} A[m*a_chan + i*a_img + y*a_row + x]
+    * B[off[k] + i*b_img + y*b_row + x]."""
     if floating is float:
         if level >= 1 and fgc_dot_f32(level, mr, nr, M, K, A, a_chan, a_row, B, off, b_row, rows,
-                                      cols, C, ldc):
+                                      cols, C, ldc, imgs, a_img, b_img):
             return
-    _dot_portable(M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc)
+    _dot_portable(M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc, imgs, a_img, b_img)
 
 
 # --------------------------------------------------------------------------- per image
+
+cdef inline bint _stores_into(Plan *p) noexcept nogil:
+    """Whether the gemm stores its tiles straight into the output (AVX-512 gemm tiles;
+    an output buffer that stays in L1 costs little to copy out)."""
+    return p.level >= 2 and not p.rowblock and p.size_c > L1_FLOATS
+
+
+cdef bint _gemm_into(Plan *p, const Py_ssize_t *tiles, const floating *ap,
+                     const floating *B, const Py_ssize_t *off, floating *dst,
+                     Py_ssize_t ho, Py_ssize_t wo, const floating *bias,
+                     bint relu) noexcept nogil:
+    """The gemm storing each tile straight into the output planes dst (ho x wo each),
+    adding bias and applying the ReLU as _store_rows does, so that the output is
+    written once, while the arithmetic runs. False (nothing done) where no SIMD kernel
+    does this (AVX-512 only: masked stores are slow on some AVX2 CPUs): then _gemm +
+    _store_rows."""
+    cdef fgc_out o
+    if floating is float:
+        if _stores_into(p):
+            o.out, o.bias, o.plane, o.pitch, o.wo, o.ho = dst, bias, ho * wo, p.pitch, wo, ho
+            o.relu, o.rowwise = relu, p.rowwise
+            return fgc_gemm_f32(p.level, p.mr, p.nr, p.rows, p.n_tiles, tiles, p.depth, ap, B,
+                                off, NULL, p.ldc, &o) != 0
+    return False
+
 
 cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap,
                          const Py_ssize_t *off, const Py_ssize_t *tiles,
@@ -911,6 +1150,9 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
             b = buf_b + grp * g.Cg * p.Hp * p.Wp
         else:
             _im2col(g, x + grp * g.Cg * g.H * g.W, buf_b, p.ldc)
+        if _gemm_into(p, tiles, ap + grp * a_group, b, off, out + grp * g.M * g.Ho * g.Wo,
+                      g.Ho, g.Wo, bias + grp * g.M if bias != NULL else NULL, relu):
+            continue
         _gemm(p, tiles, ap + grp * a_group, b, off, buf_c)
         _store_rows(buf_c, p.ldc, p.pitch, g.M, g.Ho, g.Wo, out + grp * g.M * g.Ho * g.Wo,
                     bias + grp * g.M if bias != NULL else NULL, relu)
@@ -925,6 +1167,9 @@ cdef void _backward_input_image(Geom *g, Plan *p, const floating *gout, const fl
     if p.direct:
         _pad_planes(gout, g.Co, g.Ho, g.Wo, buf_b, p.Hp, p.Wp, p.top, p.left, p.slack)
         for grp in range(g.G):
+            if _gemm_into(p, tiles, ap + grp * a_group, buf_b + grp * g.M * p.Hp * p.Wp, off,
+                          gx + grp * g.Cg * g.H * g.W, g.H, g.W, NULL, False):
+                continue
             _gemm(p, tiles, ap + grp * a_group, buf_b + grp * g.M * p.Hp * p.Wp, off, buf_c)
             _store_rows(buf_c, p.ldc, p.pitch, g.Cg, g.H, g.W, gx + grp * g.Cg * g.H * g.W,
                         NULL, False)
@@ -968,6 +1213,60 @@ cdef void _widen(const floating *src, Py_ssize_t rows, Py_ssize_t Ho, Py_ssize_t
         memset(d + Ho * pitch, 0, (length - Ho * pitch) * sizeof(floating))
 
 
+cdef void _transpose_grad(const floating *src, Py_ssize_t G, Py_ssize_t M, Py_ssize_t P,
+                          Py_ssize_t ldg, floating *dst) noexcept nogil:
+    """dst[(grp*P + q)*ldg + m] = src[(grp*M + m)*P + q]; zeros for m in [M, ldg)."""
+    cdef Py_ssize_t grp, m, q
+    cdef const floating *s
+    cdef floating *d
+    for grp in range(G):
+        d = dst + grp * P * ldg
+        s = src + grp * M * P
+        for q in range(P):  # rows of dst written in order; the M source lines stay in L1
+            for m in range(M):
+                d[q * ldg + m] = s[m * P + q]
+            for m in range(M, ldg):
+                d[q * ldg + m] = 0
+
+
+cdef void _lanes_portable(Py_ssize_t M, Py_ssize_t K, const floating *G, Py_ssize_t ldg,
+                          Py_ssize_t g_img, const floating *X, const Py_ssize_t *off,
+                          Py_ssize_t x_row, Py_ssize_t x_img, Py_ssize_t imgs, Py_ssize_t rows,
+                          Py_ssize_t cols, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C[m*ldc + k] += sum over images i, rows y, columns x of
+    G[i*g_img + (y*cols + x)*ldg + m] * X[i*x_img + off[k] + y*x_row + x]."""
+    cdef floating acc[LANES]
+    cdef Py_ssize_t m0, k, i, y, x, m, mn
+    cdef const floating *g
+    cdef floating xv
+    for m0 in range(0, M, 16):  # LANES
+        mn = min(<Py_ssize_t>LANES, M - m0)
+        for k in range(K):
+            for m in range(LANES):
+                acc[m] = 0
+            for i in range(imgs):
+                for y in range(rows):
+                    for x in range(cols):
+                        xv = X[i * x_img + off[k] + y * x_row + x]
+                        g = G + i * g_img + (y * cols + x) * ldg + m0
+                        for m in range(mn):
+                            acc[m] += g[m] * xv
+            for m in range(mn):
+                C[(m0 + m) * ldc + k] += acc[m]
+
+
+cdef inline void _lanes(Plan *p, Py_ssize_t M, Py_ssize_t K, const floating *G,
+                        Py_ssize_t ldg, Py_ssize_t g_img, const floating *X,
+                        const Py_ssize_t *off, Py_ssize_t x_row, Py_ssize_t x_img,
+                        Py_ssize_t imgs, Py_ssize_t rows, Py_ssize_t cols, floating *C,
+                        Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        if p.level >= 1 and fgc_lanes_f32(p.level, p.mr, p.nr, M, K, G, ldg, g_img, X, off,
+                                          x_row, x_img, imgs, rows, cols, C, ldc):
+            return
+    _lanes_portable(M, K, G, ldg, g_img, X, off, x_row, x_img, imgs, rows, cols, C, ldc)
+
+
 cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floating *gout,
                                  Py_ssize_t count, const Py_ssize_t *off, floating *gw,
                                  floating *buf_b, floating *buf_d) noexcept nogil:
@@ -981,6 +1280,16 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
                 _im2col(g, x + n * xs + grp * g.Cg * g.H * g.W, buf_b, P)
                 _dot(p.level, p.mr, p.nr, g.M, g.K, gout + n * ys + grp * g.M * P, P, 0, buf_b,
                      off, 0, 1, P, gw + grp * g.M * g.K, g.K)
+        return
+    if p.lanes_dot:
+        for n in range(count):
+            _pad_planes(x + n * xs, g.C, g.H, g.W, buf_b + n * p.img_b, p.Hp, p.Wp, p.top,
+                        p.left, p.slack)
+            _transpose_grad(gout + n * ys, g.G, g.M, P, p.ldg, buf_d + n * p.img_d)
+        for grp in range(g.G):
+            _lanes(p, g.M, g.K, buf_d + grp * P * p.ldg, p.ldg, p.img_d,
+                   buf_b + grp * g.Cg * p.Hp * p.Wp, off, p.Wp, p.img_b, count, g.Ho, g.Wo,
+                   gw + grp * g.M * g.K, g.K)
         return
     for n in range(count):
         _pad_planes(x + n * xs, g.C, g.H, g.W, buf_b + n * p.img_b, p.Hp, p.Wp, p.top,
@@ -997,11 +1306,11 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
                  buf_b + grp * g.Cg * p.Hp * p.Wp, off, p.img_b, count, p.flat_len,
                  gw + grp * g.M * g.K, g.K)
         return
-    for n in range(count):
-        for grp in range(g.G):
-            _dot(p.level, p.mr, p.nr, g.M, g.K, gout + n * ys + grp * g.M * P, P, g.Wo,
-                 buf_b + n * p.img_b + grp * g.Cg * p.Hp * p.Wp, off, p.Wp, g.Ho, g.Wo,
-                 gw + grp * g.M * g.K, g.K)
+    for grp in range(g.G):
+        # row by row, the block's images one after the other in each dot
+        _dot(p.level, p.mr, p.nr, g.M, g.K, gout + grp * g.M * P, P, g.Wo,
+             buf_b + grp * g.Cg * p.Hp * p.Wp, off, p.Wp, g.Ho, g.Wo,
+             gw + grp * g.M * g.K, g.K, count, ys, p.img_b)
 
 
 # --------------------------------------------------------------------------- batch drivers
@@ -1010,14 +1319,14 @@ cdef void _forward_run(Geom *g, Plan *p, const floating *x, const floating *w,
                        const floating *bias, bint relu, floating *out, floating *ws,
                        Py_ssize_t *off) noexcept nogil:
     # off: the offset table (n_off entries), then the tile list (3 * n_tiles)
-    cdef Py_ssize_t n, depth_sum, ldc
+    cdef Py_ssize_t n
     cdef Py_ssize_t *tiles = off + p.n_off
     cdef floating *ap = _aligned(ws)
     cdef floating *base = ap + _round_up(p.size_a, ALIGN)
     cdef floating *mine
     cdef Py_ssize_t xs = g.C * g.H * g.W, ys = g.Co * g.Ho * g.Wo
     cdef Py_ssize_t at_c = _round_up(p.size_b, ALIGN)
-    _tiles(p, g, p.nr, p.rowwise, tiles, &depth_sum, &ldc)
+    _list_tiles(p, g, tiles)
     if p.direct:
         _pack(w, g, p, PACK_FORWARD_DIRECT, off, ap)
         _window_offsets(g.Cg, p.Hp, p.Wp, g, True, off)
@@ -1037,14 +1346,14 @@ cdef void _forward_run(Geom *g, Plan *p, const floating *x, const floating *w,
 
 cdef void _backward_input_run(Geom *g, Plan *p, const floating *gout, const floating *w,
                               floating *gx, floating *ws, Py_ssize_t *off) noexcept nogil:
-    cdef Py_ssize_t n, depth_sum, ldc
+    cdef Py_ssize_t n
     cdef Py_ssize_t *tiles = off + p.n_off
     cdef floating *ap = _aligned(ws)
     cdef floating *base = ap + _round_up(p.size_a, ALIGN)
     cdef floating *mine
     cdef Py_ssize_t xs = g.C * g.H * g.W, ys = g.Co * g.Ho * g.Wo
     cdef Py_ssize_t at_c = _round_up(p.size_b, ALIGN)
-    _tiles(p, g, p.nr, p.rowwise, tiles, &depth_sum, &ldc)
+    _list_tiles(p, g, tiles)
     if p.direct:
         _pack(w, g, p, PACK_INPUT_DIRECT, off, ap)
         _window_offsets(g.M, p.Hp, p.Wp, g, True, off)
@@ -1160,11 +1469,17 @@ def conv2d_workspace_size(str kernel, x_shape, weight_shape, out_shape,
         if len(s) != 4 or any(int(v) < 0 for v in s):
             raise ValueError(f"conv2d_workspace_size: {name} must be 4 non-negative sizes, "
                              f"got {s}")
-    sh, sw, pt, pl, dh, dw, G = _int_args("conv2d_workspace_size", PARAM_NAMES, (
-        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
+    cdef Py_ssize_t q[7]
+    cdef Py_ssize_t xd[4]
+    cdef Py_ssize_t wd[4]
+    cdef Py_ssize_t yd[4]
+    _int_params("conv2d_workspace_size", stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                groups, q)
     cdef Py_ssize_t nt = _int_arg("conv2d_workspace_size", "n_threads", n_threads)
-    _geometry("conv2d_workspace_size", &g, "x", x_shape, weight_shape, "out", out_shape,
-              sh, sw, pt, pl, dh, dw, G)
+    _shape_dims("conv2d_workspace_size", "x", x_shape, weight_shape, "out", out_shape, xd, wd,
+                yd)
+    _geometry("conv2d_workspace_size", &g, "x", xd, wd, "out", yd, q[0], q[1], q[2], q[3],
+              q[4], q[5], q[6])
     for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape),
                     ("out_shape", out_shape)):
         _check_elements("conv2d_workspace_size", name, tuple(s))
@@ -1182,17 +1497,24 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
     cdef Plan p
     cdef dict kinds = {"forward": FORWARD, "backward_input": BACKWARD_INPUT,
                        "backward_weight": BACKWARD_WEIGHT}
-    _geometry("_plan_info", &g, "x", x_shape, weight_shape, "out", out_shape, stride_h,
-              stride_w, pad_top, pad_left, dil_h, dil_w, groups)
+    cdef Py_ssize_t xd[4]
+    cdef Py_ssize_t wd[4]
+    cdef Py_ssize_t yd[4]
+    _shape_dims("_plan_info", "x", x_shape, weight_shape, "out", out_shape, xd, wd, yd)
+    _geometry("_plan_info", &g, "x", xd, wd, "out", yd, stride_h, stride_w, pad_top, pad_left,
+              dil_h, dil_w, groups)
     _plan("_plan_info", &g, kinds[kernel], n_threads, &p)
     general = "col2im" if kernel == "backward_input" else "im2col"
     info = {"path": "direct" if p.direct else general, "tile": (p.mr, p.nr),
             "threads": p.nthreads, "workspace": p.total}
     if kernel == "backward_weight":
-        info.update(flat_dot=p.flat_len > 0, images_per_block=p.images, blocks=p.blocks,
+        info.update(flat_dot=p.flat_len > 0, lanes_dot=bool(p.lanes_dot),
+                    images_per_block=p.images, blocks=p.blocks,
                     chunks=p.chunks)
     else:
-        info.update(rowwise=bool(p.rowwise), tiles=p.n_tiles, simd=p.level)
+        info.update(rowwise=bool(p.rowwise), tiles=p.n_tiles, simd=p.level,
+                    rowblock=p.rowblock,  # col2im: the gemm fills columns, not the output
+                    stores_into_output=bool(_stores_into(&p)) and (kernel == "forward" or p.direct))
     return info
 
 
@@ -1212,24 +1534,27 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
     All arrays C-contiguous, one dtype (float32 or float64).
     """
     cdef str k = "conv2d_forward"
+    cdef Py_ssize_t xd[4]
+    cdef Py_ssize_t wd[4]
+    cdef Py_ssize_t yd[4]
+    cdef Py_ssize_t q[7]
+    cdef Py_ssize_t nb, nt
     cdef int dt = _dtype_num(k, "x", x)
-    xs = _check_array(k, "x", x, 4, dt, False)
-    wsh = _check_array(k, "weight", weight, 4, dt, False)
-    ys = _check_array(k, "out", out, 4, dt, True)
+    _check_array(k, "x", x, 4, dt, False, xd)
+    _check_array(k, "weight", weight, 4, dt, False, wd)
+    _check_array(k, "out", out, 4, dt, True, yd)
     if bias is not None:
-        bs = _check_array(k, "bias", bias, 1, dt, False)
-        if bs[0] != wsh[0]:
-            raise ValueError(f"{k}: bias has shape {bs}, expected ({wsh[0]},)")
+        _check_array(k, "bias", bias, 1, dt, False, &nb)
+        if nb != wd[0]:
+            raise ValueError(f"{k}: bias has shape {bias.shape}, expected ({wd[0]},)")
     # scalars arrive as Python objects: checked here so errors name the kernel
-    stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups = _int_args(k, PARAM_NAMES, (
-        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
-    n_threads = _int_arg(k, "n_threads", n_threads)
+    _int_params(k, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, q)
+    nt = _int_arg(k, "n_threads", n_threads)
     cdef Geom g
     cdef Plan p
-    _geometry(k, &g, "x", xs, wsh, "out", ys, stride_h, stride_w, pad_top, pad_left,
-              dil_h, dil_w, groups)
-    _check_disjoint(k, "out", out, (("x", x), ("weight", weight), ("bias", bias)))
-    _plan(k, &g, FORWARD, n_threads, &p)
+    _geometry(k, &g, "x", xd, wd, "out", yd, q[0], q[1], q[2], q[3], q[4], q[5], q[6])
+    _check_disjoint(k, "out", out, "x", x, "weight", weight, "bias", bias)
+    _plan(k, &g, FORWARD, nt, &p)
     if g.N == 0:
         return
     ws = _workspace(k, workspace, dt, &p)
@@ -1260,20 +1585,24 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_top,
     workspace: scratch, conv2d_workspace_size("backward_input", ...) elements, or None.
     """
     cdef str k = "conv2d_backward_input"
+    cdef Py_ssize_t xd[4]
+    cdef Py_ssize_t wd[4]
+    cdef Py_ssize_t yd[4]
+    cdef Py_ssize_t q[7]
+    cdef Py_ssize_t nt
     cdef int dt = _dtype_num(k, "grad_out", grad_out)
-    ys = _check_array(k, "grad_out", grad_out, 4, dt, False)
-    wsh = _check_array(k, "weight", weight, 4, dt, False)
-    xs = _check_array(k, "grad_x", grad_x, 4, dt, True)
+    _check_array(k, "grad_out", grad_out, 4, dt, False, yd)
+    _check_array(k, "weight", weight, 4, dt, False, wd)
+    _check_array(k, "grad_x", grad_x, 4, dt, True, xd)
     # scalars arrive as Python objects: checked here so errors name the kernel
-    stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups = _int_args(k, PARAM_NAMES, (
-        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
-    n_threads = _int_arg(k, "n_threads", n_threads)
+    _int_params(k, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, q)
+    nt = _int_arg(k, "n_threads", n_threads)
     cdef Geom g
     cdef Plan p
-    _geometry(k, &g, "grad_x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top,
-              pad_left, dil_h, dil_w, groups)
-    _check_disjoint(k, "grad_x", grad_x, (("grad_out", grad_out), ("weight", weight)))
-    _plan(k, &g, BACKWARD_INPUT, n_threads, &p)
+    _geometry(k, &g, "grad_x", xd, wd, "grad_out", yd, q[0], q[1], q[2], q[3], q[4], q[5],
+              q[6])
+    _check_disjoint(k, "grad_x", grad_x, "grad_out", grad_out, "weight", weight)
+    _plan(k, &g, BACKWARD_INPUT, nt, &p)
     if g.N == 0:
         return
     ws = _workspace(k, workspace, dt, &p)
@@ -1304,27 +1633,30 @@ def conv2d_backward_weight(x, grad_out, grad_weight, stride_h, stride_w, pad_top
     to the bit, for every n_threads.
     """
     cdef str k = "conv2d_backward_weight"
+    cdef Py_ssize_t xd[4]
+    cdef Py_ssize_t wd[4]
+    cdef Py_ssize_t yd[4]
+    cdef Py_ssize_t q[7]
+    cdef Py_ssize_t nt
     cdef int dt = _dtype_num(k, "x", x)
-    xs = _check_array(k, "x", x, 4, dt, False)
-    ys = _check_array(k, "grad_out", grad_out, 4, dt, False)
-    wsh = _check_array(k, "grad_weight", grad_weight, 4, dt, True)
+    _check_array(k, "x", x, 4, dt, False, xd)
+    _check_array(k, "grad_out", grad_out, 4, dt, False, yd)
+    _check_array(k, "grad_weight", grad_weight, 4, dt, True, wd)
     # scalars arrive as Python objects: checked here so errors name the kernel
-    stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups = _int_args(k, PARAM_NAMES, (
-        stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups))
-    n_threads = _int_arg(k, "n_threads", n_threads)
+    _int_params(k, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, q)
+    nt = _int_arg(k, "n_threads", n_threads)
     cdef Geom g
     cdef Plan p
-    _geometry(k, &g, "x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top, pad_left,
-              dil_h, dil_w, groups)
-    _check_disjoint(k, "grad_weight", grad_weight, (("x", x), ("grad_out", grad_out)))
+    _geometry(k, &g, "x", xd, wd, "grad_out", yd, q[0], q[1], q[2], q[3], q[4], q[5], q[6])
+    _check_disjoint(k, "grad_weight", grad_weight, "x", x, "grad_out", grad_out)
     if g.N == 0:  # an empty batch: the sum over it is zero (no plan, no workspace)
-        if n_threads < 1:
-            raise ValueError(f"{k}: n_threads must be >= 1, got {n_threads}")
+        if nt < 1:
+            raise ValueError(f"{k}: n_threads must be >= 1, got {nt}")
         if workspace is not None:
-            _check_array(k, "workspace", workspace, 1, dt, True)
+            _check_array(k, "workspace", workspace, 1, dt, True, NULL)
         grad_weight.fill(0)
         return
-    _plan(k, &g, BACKWARD_WEIGHT, n_threads, &p)
+    _plan(k, &g, BACKWARD_WEIGHT, nt, &p)
     ws = _workspace(k, workspace, dt, &p)
     cdef Py_ssize_t *off = _index_area(ws, &p)
     cdef void *px = _data(x)
@@ -1349,15 +1681,18 @@ def conv2d_backward_bias(grad_out, grad_bias, n_threads):
     """
     cdef str k = "conv2d_backward_bias"
     cdef int dt = _dtype_num(k, "grad_out", grad_out)
-    ys = _check_array(k, "grad_out", grad_out, 4, dt, False)
-    bs = _check_array(k, "grad_bias", grad_bias, 1, dt, True)
-    if bs[0] != ys[1]:
-        raise ValueError(f"{k}: grad_bias has shape {bs}, expected ({ys[1]},) for grad_out {ys}")
-    n_threads = _int_arg(k, "n_threads", n_threads)
-    if n_threads < 1:
-        raise ValueError(f"{k}: n_threads must be >= 1, got {n_threads}")
-    _check_disjoint(k, "grad_bias", grad_bias, (("grad_out", grad_out),))
-    cdef Py_ssize_t N = ys[0], Co = ys[1], P = ys[2] * ys[3]
+    cdef Py_ssize_t yd[4]
+    cdef Py_ssize_t nb, nt
+    _check_array(k, "grad_out", grad_out, 4, dt, False, yd)
+    _check_array(k, "grad_bias", grad_bias, 1, dt, True, &nb)
+    if nb != yd[1]:
+        raise ValueError(f"{k}: grad_bias has shape {grad_bias.shape}, expected ({yd[1]},) "
+                         f"for grad_out {grad_out.shape}")
+    nt = _int_arg(k, "n_threads", n_threads)
+    if nt < 1:
+        raise ValueError(f"{k}: n_threads must be >= 1, got {nt}")
+    _check_disjoint(k, "grad_bias", grad_bias, "grad_out", grad_out, None, None)
+    cdef Py_ssize_t N = yd[0], Co = yd[1], P = yd[2] * yd[3]
     cdef void *pg = _data(grad_out)
     cdef void *pb = _data(grad_bias)
     if dt == cnp.NPY_FLOAT32:

@@ -9,13 +9,20 @@
  *         A[p*MR + r][k] at Ap[(p*K + k)*MR + r] (rows past M are zero).
  *         Tiles of MR rows x NV vectors live in registers (6x16 ... 1x96 floats on AVX2,
  *         8x48 ... 1x384 on AVX-512); the caller lists the column tiles, each with the
- *         range of k that can be non-zero.
- *   dot:  C[m][k] += sum_{y,x} A[m*a_chan + y*a_row + x] * B[off[k] + y*b_row + x]
+ *         range of k that can be non-zero. The tiles go to C, or (AVX-512) straight
+ *         into the output planes (fgc_out: masked stores of the kept columns, bias, ReLU).
+ *   dot:  C[m][k] += sum_{i,y,x} A[m*a_chan + i*a_img + y*a_row + x]
+ *                                * B[off[k] + i*b_img + y*b_row + x]
  *         A weight gradient: every (output channel, weight element) pair is a dot product
  *         over output positions. Tiles of MR x NR accumulators (12 on AVX2, 24 on
  *         AVX-512), summed across lanes at the tile's end (AVX-512: all 24 at once with a
  *         transpose-add tree); row tails are read with masked loads, so nothing outside
  *         the rows is touched.
+ * and two variants of them:
+ *   rows: the gemm of a one-row A on the direct path, R output rows per tile, each plane
+ *         row loaded once for the kernel rows that read it (fgc_rows_f32).
+ *   lanes: the dot's sums with the output channels m along the lanes (a transposed
+ *         gradient times broadcast window values: no lane sums; fgc_lanes_f32).
  *
  * The functions are compiled for AVX2+FMA (8-float vectors, 16 registers, 12-accumulator
  * tiles) and for AVX-512F (16-float vectors, 32 registers, 24-accumulator tiles) through
@@ -27,6 +34,7 @@
 #define FASTGRAD_CONV_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define FGC_HAVE_X86 1
@@ -53,9 +61,79 @@ static int fgc_simd_level(void)
 #endif
 }
 
+/* Where a gemm stores its tiles when it writes straight into the output (instead of
+   into C, to be copied out by a second pass): row m of A is the plane out + m*plane
+   (ho rows of wo floats); column n of the gemm is plane position (n / pitch, n % pitch),
+   kept when n % pitch < wo and n / pitch < ho (row-wise tiles: only in the tile's own
+   row, its other columns belong to the next row's tiles). bias[m] (when not NULL) is
+   added, then max(0, .) when relu (NaN stays NaN). */
+typedef struct {
+    float *out;
+    const float *bias;
+    Py_ssize_t plane, pitch, wo, ho;
+    int relu, rowwise;
+} fgc_out;
+
 #if FGC_HAVE_X86
 
 /* ------------------------------------------------------------------ AVX2: gemm tiles */
+
+/* lanes [lo, hi) of v into dst + at (masked: the other lanes touch no memory, so `at`
+   may name a place before dst: the address is formed as an integer) */
+FGC_AVX512 FGC_INLINE void fgc_put_lanes_avx512(float *dst, Py_ssize_t at, Py_ssize_t lo,
+                                                Py_ssize_t hi, __m512 v)
+{
+    __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    _mm512_mask_storeu_ps((float *)((uintptr_t)dst + (uintptr_t)(at * (Py_ssize_t)sizeof(float))),
+                          m, v);
+}
+
+/* The output tile's store, out of line (so that the tile's register allocation is the
+   plain gemm's): row r's vector v (gemm columns col + W*v ...) is tile[(r*nv + v)*W ...];
+   each goes to the plane rows it covers, as fgc_out describes. */
+#define FGC_PUT_BODY(VEC, W, LOADU, SET1, ADD, MAX, ZERO, PUT)                             \
+    Py_ssize_t pitch = o->pitch, wo = o->wo;                                              \
+    Py_ssize_t qt = col / pitch, xt = col - qt * pitch;                                   \
+    Py_ssize_t qend = o->rowwise ? qt + 1 : o->ho;                                        \
+    for (int v = 0; v < nv; v++) {                                                        \
+        Py_ssize_t x = xt + (Py_ssize_t)W * v, q = qt;                                    \
+        while (x >= pitch) { x -= pitch; q++; }                                           \
+        /* the plane rows this vector covers: lanes [lo, hi) go to dst + at */            \
+        Py_ssize_t at[W + 1], lo[W + 1], hi[W + 1];                                       \
+        int ns = 0;                                                                       \
+        for (Py_ssize_t t = 0; q + t < qend && t * pitch - x < W; t++) {                  \
+            Py_ssize_t l = t * pitch - x, h = l + wo;                                     \
+            l = l < 0 ? 0 : l;                                                            \
+            h = h > W ? W : h;                                                            \
+            if (h > l) {                                                                  \
+                at[ns] = (q + t) * wo + x - t * pitch;                                    \
+                lo[ns] = l;                                                               \
+                hi[ns++] = h;                                                             \
+            }                                                                             \
+        }                                                                                 \
+        if (ns == 0)                                                                      \
+            continue;                                                                     \
+        for (int r = 0; r < mr; r++) {                                                    \
+            VEC val = LOADU(tile + (r * nv + v) * W);                                     \
+            if (o->bias)                                                                  \
+                val = ADD(val, SET1(o->bias[m0 + r]));                                    \
+            if (o->relu)                                                                  \
+                val = MAX(ZERO(), val);                                                   \
+            float *dst = o->out + (m0 + r) * o->plane;                                    \
+            for (int i = 0; i < ns; i++)                                                  \
+                PUT(dst, at[i], lo[i], hi[i], val);                                       \
+        }                                                                                 \
+    }
+
+FGC_AVX512 __attribute__((noinline)) static void fgc_put_avx512(const fgc_out *o,
+                                                                const float *tile, int nv,
+                                                                int mr, Py_ssize_t m0,
+                                                                Py_ssize_t col)
+{
+    FGC_PUT_BODY(__m512, 16, _mm512_loadu_ps, _mm512_set1_ps, _mm512_add_ps, _mm512_max_ps,
+                 _mm512_setzero_ps, fgc_put_lanes_avx512)
+}
+#undef FGC_PUT_BODY
 
 /* One MR x (NV*8) tile of C over the whole K loop; rows >= mr are computed (A is zero
    there) but not stored. MR and NV are compile-time constants at every call site, so the
@@ -122,8 +200,10 @@ FGC_AVX2 FGC_INLINE void fgc_gemm_avx2(const int MR, const int NV, Py_ssize_t M,
 #define FGC_GEMM_VARIANT(MR, NV)                                                          \
     FGC_AVX2 static void fgc_gemm_f32_avx2_##MR##x##NV(                                   \
         Py_ssize_t M, Py_ssize_t n_tiles, const Py_ssize_t *tiles, Py_ssize_t K,          \
-        const float *Ap, const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc) \
+        const float *Ap, const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc, \
+        const fgc_out *o)                                                                 \
     {                                                                                     \
+        (void)o; /* AVX2 tiles go to C only (masked stores are slow on some AVX2 CPUs) */ \
         fgc_gemm_avx2(MR, NV, M, n_tiles, tiles, K, Ap, B, off, C, ldc);                  \
     }
 FGC_GEMM_VARIANT(6, 2)
@@ -185,7 +265,8 @@ FGC_AVX2 FGC_INLINE void fgc_dot_tile_avx2(const int MR, const int NR, int mr, i
                                            Py_ssize_t a_row, const float *B,
                                            const Py_ssize_t *off, Py_ssize_t b_row,
                                            Py_ssize_t rows, Py_ssize_t cols, float *C,
-                                           Py_ssize_t ldc)
+                                           Py_ssize_t ldc, Py_ssize_t imgs, Py_ssize_t a_img,
+                                           Py_ssize_t b_img)
 {
     __m256 acc[6][6];
     const float *pa[6], *pb[6];
@@ -198,13 +279,14 @@ FGC_AVX2 FGC_INLINE void fgc_dot_tile_avx2(const int MR, const int NR, int mr, i
         pb[j] = B + off[j < nr ? j : nr - 1];
     Py_ssize_t full = cols & ~(Py_ssize_t)7;
     __m256i tail = _mm256_loadu_si256((const __m256i *)(fgc_mask_table + 8 - (cols - full)));
-    for (Py_ssize_t y = 0; y < rows; y++) {
-        Py_ssize_t ya = y * a_row, yb = y * b_row;
-        for (Py_ssize_t x = 0; x < full; x += 8)
-            fgc_dot_step_avx2(MR, NR, acc, pa, ya + x, pb, yb + x, 0, tail);
-        if (full < cols)
-            fgc_dot_step_avx2(MR, NR, acc, pa, ya + full, pb, yb + full, 1, tail);
-    }
+    for (Py_ssize_t i = 0; i < imgs; i++)
+        for (Py_ssize_t y = 0; y < rows; y++) {
+            Py_ssize_t ya = i * a_img + y * a_row, yb = i * b_img + y * b_row;
+            for (Py_ssize_t x = 0; x < full; x += 8)
+                fgc_dot_step_avx2(MR, NR, acc, pa, ya + x, pb, yb + x, 0, tail);
+            if (full < cols)
+                fgc_dot_step_avx2(MR, NR, acc, pa, ya + full, pb, yb + full, 1, tail);
+        }
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++)
             if (r < mr && j < nr)
@@ -215,14 +297,15 @@ FGC_AVX2 FGC_INLINE void fgc_dot_avx2(const int MR, const int NR, Py_ssize_t M, 
                                       const float *A, Py_ssize_t a_chan, Py_ssize_t a_row,
                                       const float *B, const Py_ssize_t *off, Py_ssize_t b_row,
                                       Py_ssize_t rows, Py_ssize_t cols, float *C,
-                                      Py_ssize_t ldc)
+                                      Py_ssize_t ldc, Py_ssize_t imgs, Py_ssize_t a_img,
+                                      Py_ssize_t b_img)
 {
     for (Py_ssize_t m0 = 0; m0 < M; m0 += MR) {
         int mr = (int)(M - m0 < MR ? M - m0 : MR);
         for (Py_ssize_t k0 = 0; k0 < K; k0 += NR) {
             int nr = (int)(K - k0 < NR ? K - k0 : NR);
             fgc_dot_tile_avx2(MR, NR, mr, nr, A + m0 * a_chan, a_chan, a_row, B, off + k0,
-                              b_row, rows, cols, C + m0 * ldc + k0, ldc);
+                              b_row, rows, cols, C + m0 * ldc + k0, ldc, imgs, a_img, b_img);
         }
     }
 }
@@ -231,9 +314,11 @@ FGC_AVX2 FGC_INLINE void fgc_dot_avx2(const int MR, const int NR, Py_ssize_t M, 
     FGC_AVX2 static void fgc_dot_f32_avx2_##MR##x##NR(                                    \
         Py_ssize_t M, Py_ssize_t K, const float *A, Py_ssize_t a_chan, Py_ssize_t a_row,  \
         const float *B, const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,         \
-        Py_ssize_t cols, float *C, Py_ssize_t ldc)                                        \
+        Py_ssize_t cols, float *C, Py_ssize_t ldc, Py_ssize_t imgs, Py_ssize_t a_img,     \
+        Py_ssize_t b_img)                                                                 \
     {                                                                                     \
-        fgc_dot_avx2(MR, NR, M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc);  \
+        fgc_dot_avx2(MR, NR, M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc,   \
+                     imgs, a_img, b_img);                                                 \
     }
 FGC_DOT_VARIANT(4, 3)
 FGC_DOT_VARIANT(6, 2)
@@ -248,7 +333,8 @@ FGC_DOT_VARIANT(2, 6)
 FGC_AVX512 FGC_INLINE void fgc_gemm_tile_avx512(const int MR, const int NV, Py_ssize_t K,
                                                 const float *a, const float *b,
                                                 const Py_ssize_t *off, float *c,
-                                                Py_ssize_t ldc, int mr)
+                                                Py_ssize_t ldc, int mr, const fgc_out *o,
+                                                Py_ssize_t m0, Py_ssize_t col)
 {
     __m512 acc[8][24];
     for (int r = 0; r < MR; r++)
@@ -276,13 +362,22 @@ FGC_AVX512 FGC_INLINE void fgc_gemm_tile_avx512(const int MR, const int NV, Py_s
             }
         }
     }
+    if (o) {
+        float tile[8 * 24 * 16];
+        for (int r = 0; r < MR; r++)
+            if (r < mr)
+                for (int v = 0; v < NV; v++)
+                    _mm512_storeu_ps(tile + (r * NV + v) * 16, acc[r][v]);
+        fgc_put_avx512(o, tile, NV, mr, m0, col);
+        return;
+    }
     for (int r = 0; r < MR; r++)
         if (r < mr)
             for (int v = 0; v < NV; v++)
                 _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
 }
 
-FGC_AVX512 FGC_INLINE void fgc_gemm_avx512(const int MR, const int NV, Py_ssize_t M,
+FGC_AVX512 FGC_INLINE void fgc_gemm_avx512(const fgc_out *o, const int MR, const int NV, Py_ssize_t M,
                                            Py_ssize_t n_tiles, const Py_ssize_t *tiles,
                                            Py_ssize_t K, const float *Ap, const float *B,
                                            const Py_ssize_t *off, float *C, Py_ssize_t ldc)
@@ -292,7 +387,7 @@ FGC_AVX512 FGC_INLINE void fgc_gemm_avx512(const int MR, const int NV, Py_ssize_
         for (Py_ssize_t m0 = 0; m0 < M; m0 += MR) {
             int mr = (int)(M - m0 < MR ? M - m0 : MR);
             fgc_gemm_tile_avx512(MR, NV, k1 - k0, Ap + m0 * K + k0 * MR, B + col, off + k0,
-                                 C + m0 * ldc + col, ldc, mr);
+                                 C + m0 * ldc + col, ldc, mr, o, m0, col);
         }
     }
 }
@@ -300,10 +395,15 @@ FGC_AVX512 FGC_INLINE void fgc_gemm_avx512(const int MR, const int NV, Py_ssize_
 #define FGC_GEMM512_VARIANT(MR, NV)                                                       \
     FGC_AVX512 static void fgc_gemm_f32_avx512_##MR##x##NV(                               \
         Py_ssize_t M, Py_ssize_t n_tiles, const Py_ssize_t *tiles, Py_ssize_t K,          \
-        const float *Ap, const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc) \
+        const float *Ap, const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc, \
+        const fgc_out *o)                                                                 \
     {                                                                                     \
-        fgc_gemm_avx512(MR, NV, M, n_tiles, tiles, K, Ap, B, off, C, ldc);                \
+        if (o)                                                                            \
+            fgc_gemm_avx512(o, MR, NV, M, n_tiles, tiles, K, Ap, B, off, C, ldc);         \
+        else                                                                              \
+            fgc_gemm_avx512(NULL, MR, NV, M, n_tiles, tiles, K, Ap, B, off, C, ldc);      \
     }
+FGC_GEMM512_VARIANT(6, 1)
 FGC_GEMM512_VARIANT(8, 3)
 FGC_GEMM512_VARIANT(6, 4)
 FGC_GEMM512_VARIANT(4, 6)
@@ -367,7 +467,8 @@ FGC_AVX512 FGC_INLINE void fgc_dot_tile_avx512(const int MR, const int NR, int m
                                                Py_ssize_t a_row, const float *B,
                                                const Py_ssize_t *off, Py_ssize_t b_row,
                                                Py_ssize_t rows, Py_ssize_t cols, float *C,
-                                               Py_ssize_t ldc)
+                                               Py_ssize_t ldc, Py_ssize_t imgs,
+                                               Py_ssize_t a_img, Py_ssize_t b_img)
 {
     __m512 acc[8][12];
     const float *pa[8], *pb[12];
@@ -380,13 +481,14 @@ FGC_AVX512 FGC_INLINE void fgc_dot_tile_avx512(const int MR, const int NR, int m
         pb[j] = B + off[j < nr ? j : nr - 1];
     Py_ssize_t full = cols & ~(Py_ssize_t)15;
     __mmask16 tail = (__mmask16)((1u << (cols - full)) - 1u);
-    for (Py_ssize_t y = 0; y < rows; y++) {
-        Py_ssize_t ya = y * a_row, yb = y * b_row;
-        for (Py_ssize_t x = 0; x < full; x += 16)
-            fgc_dot_step_avx512(MR, NR, acc, pa, ya + x, pb, yb + x, (__mmask16)0xFFFF);
-        if (full < cols)
-            fgc_dot_step_avx512(MR, NR, acc, pa, ya + full, pb, yb + full, tail);
-    }
+    for (Py_ssize_t i = 0; i < imgs; i++)
+        for (Py_ssize_t y = 0; y < rows; y++) {
+            Py_ssize_t ya = i * a_img + y * a_row, yb = i * b_img + y * b_row;
+            for (Py_ssize_t x = 0; x < full; x += 16)
+                fgc_dot_step_avx512(MR, NR, acc, pa, ya + x, pb, yb + x, (__mmask16)0xFFFF);
+            if (full < cols)
+                fgc_dot_step_avx512(MR, NR, acc, pa, ya + full, pb, yb + full, tail);
+        }
     /* Sum each accumulator's 16 lanes: all sums come out together from a transpose-add
        tree (~3 operations per sum instead of ~8 for one horizontal sum at a time). */
     __m512 v[32];
@@ -409,14 +511,15 @@ FGC_AVX512 FGC_INLINE void fgc_dot_avx512(const int MR, const int NR, Py_ssize_t
                                           Py_ssize_t a_row, const float *B,
                                           const Py_ssize_t *off, Py_ssize_t b_row,
                                           Py_ssize_t rows, Py_ssize_t cols, float *C,
-                                          Py_ssize_t ldc)
+                                          Py_ssize_t ldc, Py_ssize_t imgs, Py_ssize_t a_img,
+                                          Py_ssize_t b_img)
 {
     for (Py_ssize_t m0 = 0; m0 < M; m0 += MR) {
         int mr = (int)(M - m0 < MR ? M - m0 : MR);
         for (Py_ssize_t k0 = 0; k0 < K; k0 += NR) {
             int nr = (int)(K - k0 < NR ? K - k0 : NR);
             fgc_dot_tile_avx512(MR, NR, mr, nr, A + m0 * a_chan, a_chan, a_row, B, off + k0,
-                                b_row, rows, cols, C + m0 * ldc + k0, ldc);
+                                b_row, rows, cols, C + m0 * ldc + k0, ldc, imgs, a_img, b_img);
         }
     }
 }
@@ -425,15 +528,177 @@ FGC_AVX512 FGC_INLINE void fgc_dot_avx512(const int MR, const int NR, Py_ssize_t
     FGC_AVX512 static void fgc_dot_f32_avx512_##MR##x##NR(                                \
         Py_ssize_t M, Py_ssize_t K, const float *A, Py_ssize_t a_chan, Py_ssize_t a_row,  \
         const float *B, const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,         \
-        Py_ssize_t cols, float *C, Py_ssize_t ldc)                                        \
+        Py_ssize_t cols, float *C, Py_ssize_t ldc, Py_ssize_t imgs, Py_ssize_t a_img,     \
+        Py_ssize_t b_img)                                                                 \
     {                                                                                     \
-        fgc_dot_avx512(MR, NR, M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc);\
+        fgc_dot_avx512(MR, NR, M, K, A, a_chan, a_row, B, off, b_row, rows, cols, C, ldc, \
+                       imgs, a_img, b_img);                                               \
     }
 FGC_DOT512_VARIANT(4, 6)
 FGC_DOT512_VARIANT(6, 4)
 FGC_DOT512_VARIANT(8, 3)
 FGC_DOT512_VARIANT(3, 8)
 #undef FGC_DOT512_VARIANT
+
+/* ------------------------------------------------------------------ row-blocked gemm */
+
+/* The gemm of a one-row A (depthwise convolutions, the input gradient of a one-channel
+   layer) on the direct path loads a B vector per multiply-add. With kernel-row dilation
+   1, output rows oy and oy+1 read the same plane row at kernel rows ky+1 and ky: a tile
+   of R output rows x NV vectors loads each plane row once per window column
+   j = (channel, kx) and uses it for up to min(R, KH) kernel rows, with the KH weights of
+   column j held in registers:
+     C[col + r*wp + x] = sum_{j<J, ky<KH} a[ky*J + j] * B[off[j] + col + (r + ky)*wp + x]
+   for each tile col = tiles[3t], r < R, x < NV vector lanes; off holds the J offsets of
+   kernel row 0 (A packed in depth order k = ky*J + j). */
+#define FGC_ROWS_BODY(VEC, W, ZERO, SET1, LOAD, FMA, STORE)                               \
+    for (Py_ssize_t t = 0; t < n_tiles; t++) {                                            \
+        const float *b = B + tiles[3 * t];                                                \
+        float *c = C + tiles[3 * t];                                                      \
+        VEC acc[8][2];                                                                    \
+        _Pragma("GCC unroll 32") for (int r = 0; r < R; r++)                              \
+            _Pragma("GCC unroll 32") for (int v = 0; v < NV; v++)                         \
+                acc[r][v] = ZERO();                                                       \
+        for (Py_ssize_t j = 0; j < J; j++) {                                              \
+            VEC w[7];                                                                     \
+            _Pragma("GCC unroll 32") for (int ky = 0; ky < KH; ky++)                      \
+                w[ky] = SET1(a[ky * J + j]);                                              \
+            const float *bj = b + off[j];                                                 \
+            _Pragma("GCC unroll 32") for (int s = 0; s < R + KH - 1; s++)                 \
+                _Pragma("GCC unroll 32") for (int v = 0; v < NV; v++) {                   \
+                    VEC x = LOAD(bj + s * wp + W * v);                                    \
+                    _Pragma("GCC unroll 32") for (int r = 0; r < R; r++)                  \
+                        if (s - r >= 0 && s - r < KH)                                     \
+                            acc[r][v] = FMA(w[s - r], x, acc[r][v]);                      \
+                }                                                                         \
+        }                                                                                 \
+        _Pragma("GCC unroll 32") for (int r = 0; r < R; r++)                              \
+            _Pragma("GCC unroll 32") for (int v = 0; v < NV; v++)                         \
+                STORE(c + r * wp + W * v, acc[r][v]);                                     \
+    }
+
+FGC_AVX2 FGC_INLINE void fgc_rows_avx2(const int R, const int NV, const int KH,
+                                       Py_ssize_t n_tiles, const Py_ssize_t *tiles,
+                                       Py_ssize_t J, const float *a, const float *B,
+                                       const Py_ssize_t *off, Py_ssize_t wp, float *C)
+{
+    FGC_ROWS_BODY(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps,
+                  _mm256_fmadd_ps, _mm256_storeu_ps)
+}
+
+FGC_AVX512 FGC_INLINE void fgc_rows_avx512(const int R, const int NV, const int KH,
+                                           Py_ssize_t n_tiles, const Py_ssize_t *tiles,
+                                           Py_ssize_t J, const float *a, const float *B,
+                                           const Py_ssize_t *off, Py_ssize_t wp, float *C)
+{
+    FGC_ROWS_BODY(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps,
+                  _mm512_fmadd_ps, _mm512_storeu_ps)
+}
+#undef FGC_ROWS_BODY
+
+/* AVX2: 4 rows x 16 columns (8 accumulators, KH weights, one loaded vector);
+   AVX-512: 6, 7 or 8 rows (the planner picks the one that wastes the fewest rows) x 16
+   or 32 columns. KH: kernel heights 3, 5 and 7. */
+#define FGC_ROWS2_VARIANT(R, NV, KH)                                                      \
+    FGC_AVX2 static void fgc_rows_f32_avx2_##R##x##NV##_##KH(                             \
+        Py_ssize_t n_tiles, const Py_ssize_t *tiles, Py_ssize_t J, const float *a,        \
+        const float *B, const Py_ssize_t *off, Py_ssize_t wp, float *C)                   \
+    {                                                                                     \
+        fgc_rows_avx2(R, NV, KH, n_tiles, tiles, J, a, B, off, wp, C);                    \
+    }
+#define FGC_ROWS512_VARIANT(R, NV, KH)                                                    \
+    FGC_AVX512 static void fgc_rows_f32_avx512_##R##x##NV##_##KH(                         \
+        Py_ssize_t n_tiles, const Py_ssize_t *tiles, Py_ssize_t J, const float *a,        \
+        const float *B, const Py_ssize_t *off, Py_ssize_t wp, float *C)                   \
+    {                                                                                     \
+        fgc_rows_avx512(R, NV, KH, n_tiles, tiles, J, a, B, off, wp, C);                  \
+    }
+FGC_ROWS2_VARIANT(4, 2, 3) FGC_ROWS2_VARIANT(4, 2, 5) FGC_ROWS2_VARIANT(4, 2, 7)
+#define FGC_ROWS512_HEIGHTS(R, NV)                                                        \
+    FGC_ROWS512_VARIANT(R, NV, 3) FGC_ROWS512_VARIANT(R, NV, 5) FGC_ROWS512_VARIANT(R, NV, 7)
+FGC_ROWS512_HEIGHTS(6, 1) FGC_ROWS512_HEIGHTS(7, 1) FGC_ROWS512_HEIGHTS(8, 1)
+FGC_ROWS512_HEIGHTS(6, 2) FGC_ROWS512_HEIGHTS(7, 2) FGC_ROWS512_HEIGHTS(8, 2)
+#undef FGC_ROWS512_HEIGHTS
+#undef FGC_ROWS2_VARIANT
+#undef FGC_ROWS512_VARIANT
+
+/* ------------------------------------------------------------------ channel-lane dots */
+
+/* The weight gradient with output channels along the lanes (no lane sums, no extra
+   columns): for each image i, output row y < rows and column x < cols,
+     C[m][k] += G[i*g_img + (y*cols + x)*ldg + m] * X[i*x_img + off[k] + y*x_row + x]
+   G holds each image's output gradient transposed (positions x channels, ldg >= M
+   channels, zeros past M); a tile is MV vectors of channels x KT window elements, the
+   X values broadcast from the shifted planes. Columns past K re-read the last one and
+   are not stored; channels past M are zeros in G and are not stored. */
+#define FGC_LANES_BODY(VEC, W, ZERO, SET1, LOAD, FMA, STOREU)                              \
+    for (Py_ssize_t m0 = 0; m0 < M; m0 += MV * W)                                         \
+        for (Py_ssize_t k0 = 0; k0 < K; k0 += KT) {                                       \
+            VEC acc[4][8];                                                                \
+            const float *xk[8];                                                           \
+            _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)                         \
+                _Pragma("GCC unroll 32") for (int j = 0; j < KT; j++)                     \
+                    acc[v][j] = ZERO();                                                   \
+            for (Py_ssize_t i = 0; i < imgs; i++) {                                       \
+                _Pragma("GCC unroll 32") for (int j = 0; j < KT; j++)                     \
+                    xk[j] = X + i * x_img + off[k0 + j < K ? k0 + j : K - 1];             \
+                const float *g = G + i * g_img + m0;                                      \
+                for (Py_ssize_t y = 0; y < rows; y++) {                                   \
+                    const float *gy = g + y * cols * ldg;                                 \
+                    Py_ssize_t xy = y * x_row;                                            \
+                    for (Py_ssize_t x = 0; x < cols; x++) {                               \
+                        VEC gv[4];                                                        \
+                        _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)             \
+                            gv[v] = LOAD(gy + x * ldg + W * v);                           \
+                        _Pragma("GCC unroll 32") for (int j = 0; j < KT; j++) {           \
+                            VEC b = SET1(xk[j][xy + x]);                                  \
+                            _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)         \
+                                acc[v][j] = FMA(gv[v], b, acc[v][j]);                     \
+                        }                                                                 \
+                    }                                                                     \
+                }                                                                         \
+            }                                                                             \
+            float lanes[W];                                                               \
+            _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)                         \
+                _Pragma("GCC unroll 32") for (int j = 0; j < KT; j++) {                   \
+                    if (k0 + j >= K)                                                      \
+                        continue;                                                         \
+                    STOREU(lanes, acc[v][j]);                                             \
+                    for (int l = 0; l < W && m0 + v * W + l < M; l++)                     \
+                        C[(m0 + v * W + l) * ldc + k0 + j] += lanes[l];                   \
+                }                                                                         \
+        }
+
+#define FGC_LANES_ARGS                                                                    \
+    Py_ssize_t M, Py_ssize_t K, const float *G, Py_ssize_t ldg, Py_ssize_t g_img,         \
+    const float *X, const Py_ssize_t *off, Py_ssize_t x_row, Py_ssize_t x_img,            \
+    Py_ssize_t imgs, Py_ssize_t rows, Py_ssize_t cols, float *C, Py_ssize_t ldc
+
+FGC_AVX2 FGC_INLINE void fgc_lanes_avx2(const int MV, const int KT, FGC_LANES_ARGS)
+{
+    FGC_LANES_BODY(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps,
+                   _mm256_fmadd_ps, _mm256_storeu_ps)
+}
+
+FGC_AVX512 FGC_INLINE void fgc_lanes_avx512(const int MV, const int KT, FGC_LANES_ARGS)
+{
+    FGC_LANES_BODY(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps,
+                   _mm512_fmadd_ps, _mm512_storeu_ps)
+}
+#undef FGC_LANES_BODY
+
+/* MV channel vectors x KT window elements: AVX2 1x8, 2x6 (up to 12 accumulators next to
+   the gradient vectors and a broadcast); AVX-512 1x8, 2x6, 4x6. */
+#define FGC_LANES_VARIANT(ISA, ATTR, MV, KT)                                              \
+    ATTR static void fgc_lanes_f32_##ISA##_##MV##x##KT(FGC_LANES_ARGS)                    \
+    {                                                                                     \
+        fgc_lanes_##ISA(MV, KT, M, K, G, ldg, g_img, X, off, x_row, x_img, imgs, rows,    \
+                        cols, C, ldc);                                                    \
+    }
+FGC_LANES_VARIANT(avx2, FGC_AVX2, 1, 8) FGC_LANES_VARIANT(avx2, FGC_AVX2, 2, 6)
+FGC_LANES_VARIANT(avx512, FGC_AVX512, 1, 8) FGC_LANES_VARIANT(avx512, FGC_AVX512, 2, 6)
+FGC_LANES_VARIANT(avx512, FGC_AVX512, 4, 6)
+#undef FGC_LANES_VARIANT
 
 #endif /* FGC_HAVE_X86 */
 
@@ -444,35 +709,39 @@ FGC_DOT512_VARIANT(3, 8)
    when it has no such variant (then the caller runs its portable loop). */
 static int fgc_gemm_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t n_tiles,
                         const Py_ssize_t *tiles, Py_ssize_t K, const float *Ap,
-                        const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc)
+                        const float *B, const Py_ssize_t *off, float *C, Py_ssize_t ldc,
+                        const fgc_out *o)
 {
 #if FGC_HAVE_X86
+    if (o != NULL && level < 2)  /* stores into the output: AVX-512 tiles only */
+        return 0;
 #define FGC_CASE(L, ISA, W, R, V)                                                         \
     if (level == L && mr == R && nr == W * V) {                                           \
-        fgc_gemm_f32_##ISA##_##R##x##V(M, n_tiles, tiles, K, Ap, B, off, C, ldc);         \
+        fgc_gemm_f32_##ISA##_##R##x##V(M, n_tiles, tiles, K, Ap, B, off, C, ldc, o);      \
         return 1;                                                                         \
     }
     FGC_CASE(1, avx2, 8, 6, 2) FGC_CASE(1, avx2, 8, 4, 3) FGC_CASE(1, avx2, 8, 3, 4)
     FGC_CASE(1, avx2, 8, 2, 6) FGC_CASE(1, avx2, 8, 1, 12)
-    FGC_CASE(2, avx512, 16, 8, 3) FGC_CASE(2, avx512, 16, 6, 4) FGC_CASE(2, avx512, 16, 4, 6)
+    FGC_CASE(2, avx512, 16, 6, 1) FGC_CASE(2, avx512, 16, 8, 3) FGC_CASE(2, avx512, 16, 6, 4) FGC_CASE(2, avx512, 16, 4, 6)
     FGC_CASE(2, avx512, 16, 3, 8) FGC_CASE(2, avx512, 16, 2, 12) FGC_CASE(2, avx512, 16, 1, 24)
 #undef FGC_CASE
 #endif
     (void)level; (void)mr; (void)nr; (void)M; (void)n_tiles; (void)tiles; (void)K; (void)Ap;
-    (void)B; (void)off; (void)C; (void)ldc;
+    (void)B; (void)off; (void)C; (void)ldc; (void)o;
     return 0;
 }
 
 static int fgc_dot_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t K, const float *A,
                        Py_ssize_t a_chan, Py_ssize_t a_row, const float *B,
                        const Py_ssize_t *off, Py_ssize_t b_row, Py_ssize_t rows,
-                       Py_ssize_t cols, float *C, Py_ssize_t ldc)
+                       Py_ssize_t cols, float *C, Py_ssize_t ldc, Py_ssize_t imgs,
+                       Py_ssize_t a_img, Py_ssize_t b_img)
 {
 #if FGC_HAVE_X86
 #define FGC_CASE(L, ISA, R, N)                                                            \
     if (level == L && mr == R && nr == N) {                                               \
         fgc_dot_f32_##ISA##_##R##x##N(M, K, A, a_chan, a_row, B, off, b_row, rows, cols,  \
-                                      C, ldc);                                            \
+                                      C, ldc, imgs, a_img, b_img);                        \
         return 1;                                                                         \
     }
     FGC_CASE(1, avx2, 4, 3) FGC_CASE(1, avx2, 6, 2) FGC_CASE(1, avx2, 3, 4)
@@ -482,7 +751,59 @@ static int fgc_dot_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t K, co
 #undef FGC_CASE
 #endif
     (void)level; (void)mr; (void)nr; (void)M; (void)K; (void)A; (void)a_chan; (void)a_row;
-    (void)B; (void)off; (void)b_row; (void)rows; (void)cols; (void)C; (void)ldc;
+    (void)B; (void)off; (void)b_row; (void)rows; (void)cols; (void)C; (void)ldc; (void)imgs;
+    (void)a_img; (void)b_img;
+    return 0;
+}
+
+/* The row-blocked gemm: `rows` output rows x `nr` columns per tile, kernel height kh;
+   returns 0 when there is no such variant. */
+static int fgc_rows_f32(int level, int rows, int nr, int kh, Py_ssize_t n_tiles,
+                        const Py_ssize_t *tiles, Py_ssize_t J, const float *a,
+                        const float *B, const Py_ssize_t *off, Py_ssize_t wp, float *C)
+{
+#if FGC_HAVE_X86
+#define FGC_CASE(L, ISA, W, R, NV, KH)                                                    \
+    if (level == L && rows == R && nr == W * NV && kh == KH) {                            \
+        fgc_rows_f32_##ISA##_##R##x##NV##_##KH(n_tiles, tiles, J, a, B, off, wp, C);      \
+        return 1;                                                                         \
+    }
+    FGC_CASE(1, avx2, 8, 4, 2, 3) FGC_CASE(1, avx2, 8, 4, 2, 5) FGC_CASE(1, avx2, 8, 4, 2, 7)
+#define FGC_CASES512(R, NV)                                                               \
+    FGC_CASE(2, avx512, 16, R, NV, 3) FGC_CASE(2, avx512, 16, R, NV, 5)                   \
+    FGC_CASE(2, avx512, 16, R, NV, 7)
+    FGC_CASES512(6, 1) FGC_CASES512(7, 1) FGC_CASES512(8, 1)
+    FGC_CASES512(6, 2) FGC_CASES512(7, 2) FGC_CASES512(8, 2)
+#undef FGC_CASES512
+#undef FGC_CASE
+#endif
+    (void)level; (void)rows; (void)nr; (void)kh; (void)n_tiles; (void)tiles; (void)J;
+    (void)a; (void)B; (void)off; (void)wp; (void)C;
+    return 0;
+}
+
+/* The channel-lane weight gradient (see FGC_LANES_BODY) with tiles of mv channel vectors
+   x kt window elements; returns 0 when there is no such variant. */
+static int fgc_lanes_f32(int level, int mv, int kt, Py_ssize_t M, Py_ssize_t K,
+                         const float *G, Py_ssize_t ldg, Py_ssize_t g_img, const float *X,
+                         const Py_ssize_t *off, Py_ssize_t x_row, Py_ssize_t x_img,
+                         Py_ssize_t imgs, Py_ssize_t rows, Py_ssize_t cols, float *C,
+                         Py_ssize_t ldc)
+{
+#if FGC_HAVE_X86
+#define FGC_CASE(L, ISA, MV, KT)                                                          \
+    if (level == L && mv == MV && kt == KT) {                                             \
+        fgc_lanes_f32_##ISA##_##MV##x##KT(M, K, G, ldg, g_img, X, off, x_row, x_img, imgs,\
+                                          rows, cols, C, ldc);                            \
+        return 1;                                                                         \
+    }
+    FGC_CASE(1, avx2, 1, 8) FGC_CASE(1, avx2, 2, 6)
+    FGC_CASE(2, avx512, 1, 8) FGC_CASE(2, avx512, 2, 6) FGC_CASE(2, avx512, 4, 6)
+#undef FGC_CASE
+#endif
+    (void)level; (void)mv; (void)kt; (void)M; (void)K; (void)G; (void)ldg; (void)g_img;
+    (void)X; (void)off; (void)x_row; (void)x_img; (void)imgs; (void)rows; (void)cols;
+    (void)C; (void)ldc;
     return 0;
 }
 

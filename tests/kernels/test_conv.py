@@ -479,3 +479,264 @@ def test_empty_batch_gives_a_zero_weight_gradient():
                                    np.empty((0, 2, big - 2, big - 2), np.float32), gw,
                                    1, 1, 0, 0, 1, 1, 1, None, 1)
         assert not gw.any()
+
+
+# --------------------------------------------------------------------------- row-blocked gemm
+
+# One-row gemms on the direct path (the input gradient of a one-channel layer, depthwise
+# forward) run R output rows per tile (AVX-512: 6, 7 or 8; AVX2: 4) when the kernel
+# height is 3, 5 or 7 and rows are not dilated: heights around R (fewer rows: not used;
+# R + 1: the last block overlaps the one before), widths within one vector, two and more.
+ROW_BLOCK_CASES = [
+    Case(2, 1, 12, 12, 6, 5, 5, pad=(2, 2)),                # LeNet conv1, small
+    Case(1, 1, 8, 9, 3, 3, 3, pad=(1, 1)),                  # height 8: one block of 8
+    Case(2, 1, 9, 17, 2, 5, 3, pad=(2, 1)),                 # 9 rows: overlapping blocks
+    Case(1, 1, 7, 5, 2, 7, 3, pad=(3, 0)),                  # kernel height 7, 7 rows
+    Case(2, 1, 6, 40, 2, 3, 5, pad=(1, 2)),                 # 6 rows (AVX-512 R=6), wide
+    Case(1, 1, 11, 33, 4, 5, 5, pad=(2, 2), dil=(1, 2)),    # dilated columns
+    Case(2, 3, 10, 13, 3, 3, 3, pad=(1, 1), groups=3),      # depthwise: forward too
+    Case(1, 2, 9, 8, 4, 5, 3, pad=(2, 1), groups=2, extra=(1, 0)),  # depthwise, 'same'
+    Case(1, 1, 5, 9, 2, 3, 3, pad=(1, 1)),                  # 5 rows: too few for a block
+]
+
+
+@pytest.mark.parametrize("simd", [2, 1, 0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_blocked_gemm_matches_reference(paths, simd, dtype):
+    paths._set_simd(simd)
+    level = paths._simd_level()
+    used = 0
+    for case in ROW_BLOCK_CASES:
+        for kind in ("forward", "backward_input"):
+            info = paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape,
+                                    *case.params, 1)
+            used += info["rowblock"] > 0
+            if info["rowblock"]:
+                assert info["tile"][0] == 1 and level >= 1
+        x, w, b, g = case.arrays(dtype)
+        assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
+    if level >= 1:
+        assert used >= 8  # the cases do reach the row-blocked tiles
+
+
+def test_row_blocked_gemm_is_chosen_for_lenet_conv1_input_gradient():
+    c = Case(64, 1, 28, 28, 6, 5, 5, pad=(2, 2))
+    info = compiled._plan_info("backward_input", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
+    if compiled._simd_level() >= 1:
+        assert info["path"] == "direct" and info["rowblock"] > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_blocked_gemm_threads_give_the_same_bits(dtype):
+    case = Case(16, 1, 30, 30, 8, 5, 5, pad=(2, 2))  # ~3.5 MFLOP: threaded
+    x, w, b, g = case.arrays(dtype)
+    one = run_all(compiled, case, x, w, b, g, n_threads=1)
+    two = run_all(compiled, case, x, w, b, g, n_threads=2)
+    for a, e in zip(two, one):
+        np.testing.assert_array_equal(a, e)
+    small = Case(2, 1, 30, 30, 8, 5, 5, pad=(2, 2))
+    x, w, b, g = small.arrays(dtype)
+    assert_same(run_all(compiled, small, x, w, b, g), expected(small, dtype, False), dtype)
+
+
+# --------------------------------------------------------------------------- stores in place
+
+def _guarded(shape, dtype):
+    """A C-contiguous array inside a larger one whose other elements are sentinels."""
+    size = int(np.prod(shape))
+    buf = np.full(size + 64, 12345.0, dtype)
+    return buf, buf[32:32 + size].reshape(shape)
+
+
+def test_gemm_stores_into_large_outputs_only_inside_them(paths):
+    # The AVX-512 gemm writes its tiles straight into the output with masked stores when
+    # an image's output is larger than L1 (a vector may span several output rows when
+    # they are narrow): every element is written, nothing around the array is; the
+    # values are those of the portable loops.
+    cases = [Case(1, 2, 40, 41, 9, 3, 3, pad=(1, 1)),          # flat tiles
+             Case(2, 1, 300, 5, 40, 3, 3, pad=(1, 1)),         # 5-wide rows: 3 per vector
+             Case(1, 3, 24, 70, 12, 5, 3, pad=(2, 0)),         # row ends inside vectors
+             Case(1, 4, 40, 40, 14, 3, 3, pad=(1, 1), groups=2),
+             Case(1, 12, 40, 41, 3, 3, 3, pad=(1, 1)),         # input gradient: 12 rows
+             Case(1, 1, 130, 130, 24, 2, 2, stride=(2, 2))]    # im2col path
+    for dtype in DTYPES:
+        for case in cases:
+            x, w, b, g = case.arrays(dtype)
+            paths._set_simd(0)
+            want = run_all(paths, case, x, w, b, g, True)
+            paths._set_simd(2)
+            stored = False
+            for kind in ("forward", "backward_input"):
+                stored |= paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape,
+                                           *case.params, 1)["stores_into_output"]
+            assert stored or paths._simd_level() < 2
+            buf, out = _guarded(case.y_shape, dtype)
+            paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
+            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size:] == 12345.0).all()
+            assert_same((out,), want[:1], dtype, names=("out",))
+            buf, gx = _guarded(case.x_shape, dtype)
+            paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
+            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size:] == 12345.0).all()
+            assert_same((gx,), want[1:2], dtype, names=("grad_x",))
+
+
+@pytest.mark.parametrize("simd", [2, 1])
+def test_gemm_stores_only_inside_the_output(paths, simd):
+    # Small outputs, every SIMD path: every element is written, nothing around it is.
+    paths._set_simd(simd)
+    cases = [Case(1, 2, h, w, 3, 3, 3, pad=(1, 1)) for h, w in ((1, 1), (2, 3), (5, 2), (3, 17))]
+    cases += [Case(2, 3, 6, 20, 5, 1, 3), Case(1, 1, 4, 33, 9, 3, 3, pad=(0, 1)),
+              Case(2, 2, 7, 7, 4, 3, 3, stride=(2, 2), pad=(1, 1)),
+              Case(1, 4, 9, 9, 14, 3, 3, pad=(1, 1), groups=2)]
+    for dtype in DTYPES:
+        for case in cases:
+            x, w, b, g = case.arrays(dtype)
+            want = expected(case, dtype, True)
+            buf, out = _guarded(case.y_shape, dtype)
+            paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
+            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size:] == 12345.0).all()
+            assert_same((out,), want[:1], dtype, names=("out",))
+            buf, gx = _guarded(case.x_shape, dtype)
+            paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
+            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size:] == 12345.0).all()
+            assert_same((gx,), want[1:2], dtype, names=("grad_x",))
+
+
+# --------------------------------------------------------------------------- blocks of rows
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_by_row_weight_gradient_in_blocks_of_images(paths, dtype):
+    # Row-by-row dots run over a block of images per call (small images: several):
+    # odd batches (a short last block), 1 and 2 threads give the same bits.
+    paths._force_paths(flat_dot=False)
+    case = Case(13, 4, 10, 9, 8, 3, 3, pad=(1, 1))
+    info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape,
+                            *case.params, 2)
+    assert not info["flat_dot"] and info["images_per_block"] > 1
+    x, w, b, g = case.arrays(dtype)
+    want = np.empty(case.w_shape, dtype)
+    reference.conv2d_backward_weight(x, g, want, *case.params, None, 1)
+    got = {}
+    for n_threads in (1, 2):
+        got[n_threads] = np.full(case.w_shape, np.nan, dtype)
+        paths.conv2d_backward_weight(x, g, got[n_threads], *case.params, None, n_threads)
+        assert_same((got[n_threads],), (want,), dtype, names=("grad_weight",))
+    np.testing.assert_array_equal(got[1], got[2])
+    one = Case(1, 4, 10, 9, 8, 3, 3, pad=(1, 1))
+    x, w, b, g = one.arrays(dtype)
+    assert_same(run_all(paths, one, x, w, b, g), expected(one, dtype, False), dtype)
+
+
+# --------------------------------------------------------------------------- plan cache
+
+def test_plan_cache_keeps_plans_apart():
+    # More geometries than the plan table holds, then the first again: each call still
+    # gets the plan of its own shapes (checked by its results).
+    first = Case(1, 2, 6, 7, 3, 3, 3, pad=(1, 1))
+    x, w, b, g = first.arrays(np.float64)
+    want = expected(first, np.float64, False)
+    assert_same(run_all(compiled, first, x, w, b, g), want, np.float64)
+    for i in range(80):
+        c = Case(1, 1, 5 + i % 9, 5 + i // 9, 2, 3, 3)
+        for kind in ("forward", "backward_input", "backward_weight"):
+            assert compiled.conv2d_workspace_size(kind, c.x_shape, c.w_shape, c.y_shape,
+                                                  *c.params, 1) > 0
+    assert_same(run_all(compiled, first, x, w, b, g), want, np.float64)
+
+
+# --------------------------------------------------------------------------- channel lanes
+
+# The weight gradient with output channels along the lanes (the gradient transposed,
+# window elements broadcast from the padded planes): forced on a grid with channel counts
+# below, at and past a vector (and past a tile of vectors), window counts that leave a
+# partial tile, groups, dilation, padding, batch 1 and odd batches.
+LANES_CASES = [
+    Case(3, 6, 9, 9, 16, 5, 5),                              # LeNet conv2, small
+    Case(1, 2, 7, 6, 5, 3, 3, pad=(1, 1)),                   # 5 channels, batch 1
+    Case(5, 3, 8, 7, 17, 3, 2, pad=(1, 0)),                  # 17: one past a vector
+    Case(2, 4, 6, 9, 40, 3, 3, pad=(1, 1)),                  # 40: 3 vectors (AVX-512 4x6)
+    Case(3, 4, 9, 8, 70, 1, 3, pad=(0, 1)),                  # 70: past a 4-vector tile
+    Case(2, 4, 8, 8, 12, 3, 3, pad=(2, 2), dil=(2, 2), groups=2),
+    Case(1, 3, 7, 9, 6, 3, 3, pad=(1, 1), groups=3),         # depthwise
+    Case(2, 2, 6, 8, 3, 4, 4, pad=(1, 1), extra=(1, 1)),     # 'same', even kernel
+]
+
+
+@pytest.mark.parametrize("simd", [2, 1, 0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channel_lane_weight_gradient_matches_reference(paths, simd, dtype):
+    paths._force_paths(lanes_dot=True)
+    paths._set_simd(simd)
+    for case in LANES_CASES:
+        info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape,
+                                *case.params, 1)
+        assert info["lanes_dot"] and not info["flat_dot"]
+        x, w, b, g = case.arrays(dtype)
+        assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channel_lane_weight_gradient_threads_give_the_same_bits(paths, dtype):
+    paths._force_paths(lanes_dot=True)
+    case = Case(13, 6, 14, 13, 16, 5, 5)  # ~4 MFLOP: threaded; 13 images: a short block
+    info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape,
+                            *case.params, 2)
+    assert info["lanes_dot"] and info["threads"] == 2 and info["chunks"] > 1
+    x, w, b, g = case.arrays(dtype)
+    got = {}
+    for n_threads in (1, 2, 3):
+        got[n_threads] = np.full(case.w_shape, np.nan, dtype)
+        paths.conv2d_backward_weight(x, g, got[n_threads], *case.params, None, n_threads)
+    np.testing.assert_array_equal(got[1], got[2])
+    np.testing.assert_array_equal(got[1], got[3])
+    want = np.empty(case.w_shape, dtype)
+    small = Case(3, 6, 14, 13, 16, 5, 5)
+    x, w, b, g = small.arrays(dtype)
+    reference.conv2d_backward_weight(x, g, want, *small.params, None, 1)
+    mine = np.full(small.w_shape, np.nan, dtype)
+    paths.conv2d_backward_weight(x, g, mine, *small.params, None, 1)
+    assert_same((mine,), (want,), dtype, names=("grad_weight",))
+
+
+def test_channel_lanes_are_chosen_for_lenet_conv2_weight_gradient():
+    c = Case(64, 6, 14, 14, 16, 5, 5)
+    info = compiled._plan_info("backward_weight", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
+    if compiled._simd_level() >= 1:
+        assert info["lanes_dot"]
+    small_k = Case(64, 1, 28, 28, 6, 5, 5, pad=(2, 2))  # 25 window elements: the dots
+    assert not compiled._plan_info("backward_weight", small_k.x_shape, small_k.w_shape,
+                                   small_k.y_shape, *small_k.params, 1)["lanes_dot"]
+
+
+def test_channel_lane_weight_gradient_with_non_finite_input(paths):
+    paths._force_paths(lanes_dot=True)
+    case = Case(2, 2, 6, 7, 3, 3, 3)
+    x, w, b, g = case.arrays(np.float64)
+    x[0, 1, 2, 6] = np.inf
+    x[1, 0, 5, 0] = np.nan
+    got = np.empty(case.w_shape)
+    want = np.empty(case.w_shape)
+    paths.conv2d_backward_weight(x, g, got, *case.params, None, 1)
+    reference.conv2d_backward_weight(x, g, want, *case.params, None, 1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+
+
+def test_narrow_row_wise_tiles_match_reference(paths):
+    # AVX-512 6x16 tiles, one output row each, serve the input gradient of LeNet's second
+    # layer (14-wide rows, kernel rows over padding skipped row by row).
+    c = Case(64, 6, 14, 14, 16, 5, 5)
+    info = paths._plan_info("backward_input", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
+    if paths._simd_level() >= 2:
+        assert info["tile"] == (6, 16) and info["rowwise"]
+    one = Case(1, 6, 14, 14, 16, 5, 5)
+    info = paths._plan_info("backward_input", one.x_shape, one.w_shape, one.y_shape,
+                            *one.params, 1)
+    if paths._simd_level() >= 2:
+        assert info["tile"] == (6, 16) and info["rowwise"]
+    x, w, b, g = one.arrays(np.float32)
+    gx = np.full(one.x_shape, np.nan, np.float32)
+    paths.conv2d_backward_input(g, w, gx, *one.params, None, 1)
+    want = np.empty(one.x_shape, np.float32)
+    reference.conv2d_backward_input(g, w, want, *one.params, None, 1)
+    assert_same((gx,), (want,), np.float32, names=("grad_x",))
