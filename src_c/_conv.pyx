@@ -48,7 +48,8 @@
 # input gradient compute each image alone, and the weight gradient splits the batch into
 # chunks chosen from the shapes only (never from n_threads), sums each chunk into its own
 # partial gradient (chunk 0 into grad_weight) and adds the partials in chunk order after
-# the region; threads take whole chunks. The bias gradient runs serially.
+# the region; threads take whole chunks. The bias gradient splits the channels over
+# threads, each channel summed in one fixed order.
 # Safety: the def wrappers check every shape relation the loops rely on; the workspace
 # size is estimated in floating point first, so absurd geometries raise instead of
 # wrapping around.
@@ -104,6 +105,8 @@ cdef enum:
 
 # A parallel region costs ~4 us; below this many flops (~50 us of work) run serially.
 cdef double PARALLEL_MIN_FLOPS = 3.0e6
+# The bias gradient reads each element once: split it over threads from ~256 KB of floats.
+cdef Py_ssize_t BIAS_PARALLEL_MIN = 1 << 16
 # Weight gradient chunks: at most MAX_CHUNKS (the most threads it can use), each of at
 # least CHUNK_MIN_POSITIONS output positions (then adding its partial gradient costs ~1%
 # of its dots) but two chunks at least, so that two threads always have work, and their
@@ -1422,27 +1425,40 @@ cdef void _backward_weight_run(Geom *g, Plan *p, const floating *x, const floati
             gw[i] += part[i]
 
 
-cdef void _bias_run(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_t P,
-                    floating *gb) noexcept nogil:
+cdef void _bias_channel(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_t P,
+                        Py_ssize_t c, floating *gb) noexcept nogil:
+    """gb[c] = the sum of channel c over the batch, in LANES partial sums."""
     cdef floating acc[LANES]
     cdef floating total
-    cdef Py_ssize_t n, c, x, l
+    cdef Py_ssize_t n, x, l
     cdef Py_ssize_t full = P - P % LANES
     cdef const floating *s
-    for c in range(Co):
-        for l in range(LANES):
-            acc[l] = 0
-        for n in range(N):
-            s = gout + (n * Co + c) * P
-            for x in range(0, full // LANES):
-                for l in range(LANES):
-                    acc[l] += s[x * LANES + l]
-            for x in range(full, P):
-                acc[x - full] += s[x]
-        total = 0
-        for l in range(LANES):
-            total += acc[l]
-        gb[c] = total
+    for l in range(LANES):
+        acc[l] = 0
+    for n in range(N):
+        s = gout + (n * Co + c) * P
+        for x in range(0, full // LANES):
+            for l in range(LANES):
+                acc[l] += s[x * LANES + l]
+        for x in range(full, P):
+            acc[x - full] += s[x]
+    total = 0
+    for l in range(LANES):
+        total += acc[l]
+    gb[c] = total
+
+
+cdef void _bias_run(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_t P,
+                    floating *gb, int n_threads) noexcept nogil:
+    """Channels in parallel when the pass is long enough (a memory-bound read of the
+    whole gradient); each channel is summed in the same order either way."""
+    cdef Py_ssize_t c
+    if n_threads > 1 and Co > 1 and N * Co * P >= BIAS_PARALLEL_MIN:
+        for c in prange(Co, schedule="static", num_threads=min(<Py_ssize_t>n_threads, Co)):
+            _bias_channel(gout, N, Co, P, c, gb)
+    else:
+        for c in range(Co):
+            _bias_channel(gout, N, Co, P, c, gb)
 
 
 # --------------------------------------------------------------------------- public kernels
@@ -1697,7 +1713,7 @@ def conv2d_backward_bias(grad_out, grad_bias, n_threads):
     cdef void *pb = _data(grad_bias)
     if dt == cnp.NPY_FLOAT32:
         with nogil:
-            _bias_run(<const float *>pg, N, Co, P, <float *>pb)
+            _bias_run(<const float *>pg, N, Co, P, <float *>pb, <int>min(nt, 1 << 16))
     else:
         with nogil:
-            _bias_run(<const double *>pg, N, Co, P, <double *>pb)
+            _bias_run(<const double *>pg, N, Co, P, <double *>pb, <int>min(nt, 1 << 16))

@@ -740,3 +740,17 @@ def test_narrow_row_wise_tiles_match_reference(paths):
     want = np.empty(one.x_shape, np.float32)
     reference.conv2d_backward_input(g, w, want, *one.params, None, 1)
     assert_same((gx,), (want,), np.float32, names=("grad_x",))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_gradient_is_the_same_for_any_thread_count(dtype):
+    """Large enough to split the channels over threads; each channel keeps its order."""
+    g = np.random.default_rng(4).standard_normal((16, 7, 33, 31)).astype(dtype)
+    results = []
+    for threads in (1, 2, 3):
+        out = np.empty(7, dtype)
+        kernels.conv2d_backward_bias(g, out, threads)
+        results.append(out)
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])
+    np.testing.assert_allclose(results[0], g.sum(axis=(0, 2, 3)), rtol=1e-4 if dtype == np.float32 else 1e-12)
