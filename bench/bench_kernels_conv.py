@@ -25,7 +25,7 @@ import numpy as np
 
 
 from fastgrad import _config
-from fastgrad._ext import _conv as compiled  (the baseline build)
+from fastgrad._ext import _conv as compiled  # the baseline build
 from fastgrad.reference import conv as reference
 
 # name: (x shape at batch 1, weight shape, padding)
