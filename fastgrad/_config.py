@@ -113,6 +113,9 @@ def config_dict():
     if kernels.runtime is not None:
         info["openmp"] = kernels.runtime.openmp_enabled()
         info["simd level"] = kernels.runtime.simd_level()
+        if info["openmp"]:
+            from ._openmp import policy
+            info["openmp wait policy"] = policy()
     if kernels.load_error:
         info["compiled load error"] = kernels.load_error
     try:

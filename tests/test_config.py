@@ -71,3 +71,28 @@ def test_flush_denormal_zeroes_denormals_in_kernels():
     dst = np.zeros(1, np.float32)
     kernels.accumulate(dst, tiny)
     assert dst[0] == tiny[0]  # kept when the mode is off
+
+
+def _child_config(env_extra, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(env_extra)
+    code = ("import json, os, fastgrad; from fastgrad import _config;"
+            "print(json.dumps([_config.config_dict().get('openmp wait policy'), os.environ.get('OMP_WAIT_POLICY')]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_kernels_load_openmp_with_a_passive_wait_policy_and_leave_the_environment_alone(tmp_path):
+    if not fastgrad.kernels.runtime or not fastgrad.kernels.runtime.openmp_enabled():
+        pytest.skip("no OpenMP in this build")
+    policy, env_after = _child_config({}, tmp_path)
+    assert policy.startswith("OMP_WAIT_POLICY=PASSIVE") and env_after is None
+    policy, env_after = _child_config({"OMP_WAIT_POLICY": "ACTIVE"}, tmp_path)
+    assert policy == "OMP_WAIT_POLICY=ACTIVE (from the environment)" and env_after == "ACTIVE"
+    policy, _ = _child_config({"GOMP_SPINCOUNT": "1000"}, tmp_path)
+    assert policy == "GOMP_SPINCOUNT=1000 (from the environment)"
