@@ -14,7 +14,8 @@
 # tile width, so each thread packs only its own panels of B), or row ranges when there
 # are too few columns; no two threads ever write the same element. The packed panel
 # is a 16 KiB buffer on each thread's stack, so the kernels take no workspace.
-# Every output is written fresh.
+# Every output is written fresh; an input that shares memory with the output is read
+# from a copy (the products read their operands while writing).
 
 import numpy as np
 cimport numpy as cnp
@@ -166,11 +167,22 @@ cdef int _check_threads(str kernel, object n_threads) except -1:
         return n_threads  # the common case, without the isinstance chain below
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return min(<long long>n_threads, 1 << 16)
+    return min(n_threads, 1 << 16)  # compared as Python ints: any size, no OverflowError
 
 
 cdef inline void *_data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+
+cdef bint _overlaps(object a, object b) noexcept:
+    """The memory of two C-contiguous arrays intersects. An output is written while the
+    inputs are still read (no product packs all of its operands first): an input that
+    shares memory with the output is read from a copy instead."""
+    cdef size_t pa = <size_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef size_t pb = <size_t>cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef size_t na = <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    cdef size_t nb = <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>b)
+    return na > 0 and nb > 0 and pa < pb + nb and pb < pa + na
 
 
 cdef inline Py_ssize_t _dim(object arr, int i) noexcept:
@@ -201,6 +213,12 @@ def linear_forward(x, weight, bias, out, apply_relu, n_threads):
         raise ValueError(f"{kn}: out has shape {out.shape}, expected ({n}, {o})")
     if bias is not None and _dim(bias, 0) != o:
         raise ValueError(f"{kn}: bias has shape {bias.shape}, expected ({o},)")
+    if _overlaps(out, x):
+        x = x.copy()
+    if _overlaps(out, weight):
+        weight = weight.copy()
+    if bias is not None and _overlaps(out, bias):
+        bias = bias.copy()
     cdef int relu = 1 if apply_relu else 0
     cdef void *bp = _data(bias) if bias is not None else NULL
     cdef void *xp = _data(x)
@@ -240,6 +258,10 @@ def linear_backward_input(grad_out, weight, grad_x, n_threads):
                          f"{_dim(weight, 0)} output features (shape {weight.shape})")
     if _dim(grad_x, 0) != n or _dim(grad_x, 1) != k:
         raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
+    if _overlaps(grad_x, grad_out):
+        grad_out = grad_out.copy()
+    if _overlaps(grad_x, weight):
+        weight = weight.copy()
     cdef void *gp = _data(grad_out)
     cdef void *wp = _data(weight)
     cdef void *cp = _data(grad_x)
@@ -269,6 +291,10 @@ def linear_backward_weight(x, grad_out, grad_weight, n_threads):
                          f"{_dim(grad_out, 0)} (shape {grad_out.shape})")
     if _dim(grad_weight, 0) != o or _dim(grad_weight, 1) != k:
         raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
+    if _overlaps(grad_weight, x):
+        x = x.copy()
+    if _overlaps(grad_weight, grad_out):
+        grad_out = grad_out.copy()
     cdef void *xp = _data(x)
     cdef void *gp = _data(grad_out)
     cdef void *cp = _data(grad_weight)
@@ -295,6 +321,8 @@ def linear_backward_bias(grad_out, grad_bias, n_threads):
     cdef Py_ssize_t n = _dim(grad_out, 0), o = _dim(grad_out, 1)
     if _dim(grad_bias, 0) != o:
         raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
+    if _overlaps(grad_bias, grad_out):
+        grad_out = grad_out.copy()
     cdef void *gp = _data(grad_out)
     cdef void *bp = _data(grad_bias)
     with nogil:

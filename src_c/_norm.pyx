@@ -4,8 +4,12 @@
 #   per channel and sample (S = H * W for BatchNorm2d, L for (N, C, L), 1 for (N, C)).
 #   Statistics are per channel, over its N * S values: N contiguous runs of S.
 # - Sums accumulate in double, with four independent partial sums per run so the loop is
-#   not one serial dependency chain; the variance is two-pass (mean first, then the mean
-#   squared deviation), which loses nothing to cancellation.
+#   not one serial dependency chain; the variance is two-pass, corrected: with m values,
+#   mean0 = sum(x) / m first, then d = x - mean0 summed and squared in one pass, and
+#   mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0) (when sum(d) is
+#   finite; a channel holding inf or NaN keeps mean0 and its NaN variance). The correction
+#   removes the rounding error of mean0 (which depends on the summation order): a constant
+#   channel gets its value as mean and a variance of exactly 0, whatever the order.
 # - Elementwise passes are axpy-shaped per run: out = (x - mean) * scale + shift with
 #   per-channel constants, which gcc vectorizes.
 # - Per-channel optional arrays (weight, bias, running statistics) arrive as NULL when
@@ -22,7 +26,7 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt
+from libc.math cimport isfinite, sqrt
 
 cnp.import_array()
 
@@ -50,15 +54,21 @@ cdef inline double _run_sum(const floating *p, Py_ssize_t n) noexcept nogil:
     return (s0 + s1) + (s2 + s3)
 
 
-cdef inline double _run_sq_dev(const floating *p, Py_ssize_t n, double mean) noexcept nogil:
-    # sum of (p[j] - mean)^2
+cdef inline double _run_dev_sums(const floating *p, Py_ssize_t n, double mean,
+                                 double *sum_dev) noexcept nogil:
+    # sum of (p[j] - mean)^2, returned; sum of (p[j] - mean), added to sum_dev[0]
     cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
+    cdef double t0 = 0, t1 = 0, t2 = 0, t3 = 0
     cdef Py_ssize_t j = 0
     while j + 4 <= n:
         d0 = p[j] - mean
         d1 = p[j + 1] - mean
         d2 = p[j + 2] - mean
         d3 = p[j + 3] - mean
+        t0 += d0
+        t1 += d1
+        t2 += d2
+        t3 += d3
         s0 += d0 * d0
         s1 += d1 * d1
         s2 += d2 * d2
@@ -66,8 +76,10 @@ cdef inline double _run_sq_dev(const floating *p, Py_ssize_t n, double mean) noe
         j += 4
     while j < n:
         d0 = p[j] - mean
+        t0 += d0
         s0 += d0 * d0
         j += 1
+    sum_dev[0] += (t0 + t1) + (t2 + t3)
     return (s0 + s1) + (s2 + s3)
 
 
@@ -102,13 +114,20 @@ cdef void _train_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssiz
                          floating *running_mean, floating *running_var, double momentum,
                          double eps, floating *save_mean, floating *save_invstd) noexcept nogil:
     cdef Py_ssize_t n, m = N * S
-    cdef double total = 0, mean, var, invstd, w, b
+    cdef double total = 0, mean, var, invstd, w, b, sum_dev = 0, shift_mean
     for n in range(N):
         total += _run_sum(x + (n * C + c) * S, S)
     mean = total / m
     total = 0
     for n in range(N):
-        total += _run_sq_dev(x + (n * C + c) * S, S, mean)
+        total += _run_dev_sums(x + (n * C + c) * S, S, mean, &sum_dev)
+    shift_mean = sum_dev / m
+    if isfinite(shift_mean):  # not when the channel holds inf or NaN (or d overflowed)
+        mean = mean + shift_mean
+        # squared deviations from the corrected mean: never below 0, whatever the rounding
+        total = total - sum_dev * shift_mean
+        if total < 0:
+            total = 0
     var = total / m  # biased: what normalizes the batch
     invstd = 1 / sqrt(var + eps)
     save_mean[c] = <floating>mean

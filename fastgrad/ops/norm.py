@@ -106,6 +106,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     for name, value in (("momentum", momentum), ("eps", eps)):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"batch_norm: {name} must be a finite number >= 0, got {value!r}")
+    if training and eps == 0:  # as PyTorch: a constant channel would divide 0 by 0
+        raise ValueError(f"batch_norm: eps must be positive when training, got {eps!r}")
     rm = rv = None
     if running_mean is not None:
         rm = _channel_array("running_mean", running_mean, channels, dtype, training)

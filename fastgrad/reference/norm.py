@@ -2,7 +2,10 @@
 
 The input is seen as (N, C, S): N samples, C channels, S values per channel and sample.
 Each channel is normalized over its N * S values. Statistics are sums of Python floats
-(doubles); the variance is two-pass (mean, then mean squared deviation).
+(doubles); the variance is two-pass, corrected: mean0 = sum(x) / m, then over
+d = x - mean0: mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0)
+(a constant channel gets its value as mean and a variance of exactly 0, whatever the
+order of the sums; see src_c/_norm.pyx).
 """
 import math
 
@@ -163,12 +166,19 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
             for s in range(base, base + S):
                 total += xs[s]
         mean = total / m
-        total = 0.0
+        total = sum_dev = 0.0
         for n in range(N):
             base = (n * C + c) * S
             for s in range(base, base + S):
                 d = xs[s] - mean
+                sum_dev += d
                 total += d * d
+        shift_mean = sum_dev / m
+        if math.isfinite(shift_mean):  # not when the channel holds inf or NaN
+            mean = mean + shift_mean
+            total = total - sum_dev * shift_mean  # squared deviations from the corrected mean
+            if total < 0:
+                total = 0.0
         invstd = _inv_sqrt(total / m + eps)
         means[c], invstds[c] = mean, invstd
         if rm is not None:

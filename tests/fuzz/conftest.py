@@ -51,9 +51,16 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_collection_finish(session):
     """Start the child processes of the selected isolated tests now, so that they run
-    while the in-process tests do (the tests then only wait for their results)."""
+    while the in-process tests do (the tests then only wait for their results). Only the
+    groups of the selected tests (their parameter: a kernel family, ...) are run."""
     import isolated
-    selected = {os.path.basename(str(item.path)) for item in session.items}
-    for filename, module in _ISOLATED.items():
-        if filename in selected and not session.config.option.collectonly:
-            isolated.start(module)
+    if session.config.option.collectonly:
+        return
+    groups = {}
+    for item in session.items:
+        filename = os.path.basename(str(item.path))
+        if filename in _ISOLATED:
+            callspec = getattr(item, "callspec", None)
+            groups.setdefault(filename, set()).update(callspec.params.values() if callspec else ())
+    for filename, chosen in groups.items():
+        isolated.start(_ISOLATED[filename], chosen)

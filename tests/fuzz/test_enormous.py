@@ -11,4 +11,5 @@ from isolated import run_group
 @pytest.mark.parametrize("group", ["functional", "layers", "kernels"])
 def test_enormous_sizes(group):
     outcome = run_group("enormous_cases", group)
+    print(outcome.statistics())  # shown with -rP (or -s)
     assert outcome.ok, outcome.explain()

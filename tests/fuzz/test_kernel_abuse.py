@@ -10,4 +10,5 @@ from isolated import run_group
 @pytest.mark.parametrize("family", kernels.FAMILIES)
 def test_malformed_kernel_calls(family):
     outcome = run_group("kernel_abuse", family)
+    print(outcome.statistics())  # shown with -rP (or -s)
     assert outcome.ok, outcome.explain()

@@ -157,6 +157,40 @@ def test_shallow_backward_with_output_sharing_an_input(compiled, n):
                          np.float32)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 3, 5, 40])
+def test_an_output_sharing_an_input_gives_the_unshared_result(compiled, n, dtype):
+    """out is x (k == out_features): the small-batch forward reads x while it writes out;
+    found by the long fuzz profile at (N, in, out) = (1, 5, 5), where out[0, 4] came from
+    an x already overwritten. Inputs sharing an output's memory are read from a copy."""
+    k = 5
+    x, w, b, g = data((n, k), dtype, 1), data((k, k), dtype, 2), data(k, dtype, 3), data((n, k), dtype, 4)
+    magnitude = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T + np.abs(b)
+    expected = forward(reference, x, w, b, False)
+    compiled.linear_forward(x, w, b, x, False, 1)  # out is x
+    assert_product_close(x, expected, magnitude, dtype)
+    expected_gx = backward(reference, g, w, g)[0]
+    compiled.linear_backward_input(g, w, g, 1)  # grad_x is grad_out
+    assert_product_close(g, expected_gx, magnitude, dtype)
+    w2 = w.copy()
+    expected = forward(reference, w2, w2, b, False)
+    compiled.linear_forward(w2, w2, b, w2, False, 1)  # out is x and weight
+    assert_product_close(w2, expected, np.abs(w) @ np.abs(w).T + np.abs(b), dtype)
+
+
+def test_any_positive_thread_count_is_accepted(compiled):
+    """Thread counts beyond a C long (2**70 once raised OverflowError) are clamped, as
+    the reference accepts them."""
+    x, w, b, g = data((3, 4), np.float32, 1), data((5, 4), np.float32, 2), data(5, np.float32, 3), \
+        data((3, 5), np.float32, 4)
+    magnitude = np.abs(x) @ np.abs(w).T + np.abs(b)
+    for n_threads in (2**31, 2**70, np.uint64(2**64 - 1)):
+        assert_product_close(forward(compiled, x, w, b, False, n_threads),
+                             forward(reference, x, w, b, False), magnitude, np.float32)
+        for got, want in zip(backward(compiled, x, w, g, n_threads), backward(reference, x, w, g)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_relu_keeps_nan_and_zeroes_negatives(compiled):
     for module in (compiled, reference):
         for n in (1, 8):  # the dot-product path and the packed path

@@ -121,6 +121,8 @@ def test_float32_stays_float32():
      "eps must be a finite number >= 0"),
     (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=-1e-5), ValueError,
      "eps must be a finite number >= 0"),
+    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=0.0), ValueError,
+     "eps must be positive when training"),
     (lambda: batch_norm(fastgrad.from_numpy(np.broadcast_to(np.float32(1), (10**6, 2, 10**6))), None, None,
                         training=True), ValueError, "more than this machine's memory"),
 ])
