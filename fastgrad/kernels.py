@@ -18,7 +18,6 @@ import pkgutil
 import warnings
 
 from . import reference as _reference_pkg
-from ._openmp import passive_unless_chosen
 
 BACKENDS = ("compiled", "reference")
 
@@ -49,9 +48,8 @@ def _compiled_modules():
     for variant in variants:
         pkg = "fastgrad._ext.v3" if variant == "v3" else "fastgrad._ext"
         try:
-            with passive_unless_chosen():  # read by libgomp as the first module loads it
-                mods = {f: importlib.import_module(f"{pkg}._{f}") for f in FAMILIES}
-                mods["runtime"] = importlib.import_module(f"{pkg}._runtime")
+            mods = {f: importlib.import_module(f"{pkg}._{f}") for f in FAMILIES}
+            mods["runtime"] = importlib.import_module(f"{pkg}._runtime")
             return variant, mods
         except ImportError as exc:
             last_error = exc

@@ -87,12 +87,12 @@ def _child_config(env_extra, tmp_path):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_kernels_load_openmp_with_a_passive_wait_policy_and_leave_the_environment_alone(tmp_path):
+def test_show_config_reports_the_openmp_wait_policy_of_the_environment(tmp_path):
     if not fastgrad.kernels.runtime or not fastgrad.kernels.runtime.openmp_enabled():
         pytest.skip("no OpenMP in this build")
     policy, env_after = _child_config({}, tmp_path)
-    assert policy.startswith("OMP_WAIT_POLICY=PASSIVE") and env_after is None
-    policy, env_after = _child_config({"OMP_WAIT_POLICY": "ACTIVE"}, tmp_path)
-    assert policy == "OMP_WAIT_POLICY=ACTIVE (from the environment)" and env_after == "ACTIVE"
+    assert policy == "default (spin, then sleep)" and env_after is None
+    policy, env_after = _child_config({"OMP_WAIT_POLICY": "PASSIVE"}, tmp_path)
+    assert policy == "OMP_WAIT_POLICY=PASSIVE" and env_after == "PASSIVE"
     policy, _ = _child_config({"GOMP_SPINCOUNT": "1000"}, tmp_path)
-    assert policy == "GOMP_SPINCOUNT=1000 (from the environment)"
+    assert policy == "GOMP_SPINCOUNT=1000"
