@@ -11,8 +11,9 @@ ratio, per workload and thread count, with the CPU model, batch size and dtype.
     python bench/compare_torch.py --json out.json  # machine-readable results
     python bench/compare_torch.py --memory         # peak resident memory of LeNet-5 training
 
-A training step is zero_grad, forward, loss, backward, optimizer step (SGD with momentum).
-Without PyTorch installed, only fastgrad's figures are printed.
+A training step is zero_grad, forward, loss, backward, optimizer step (SGD with momentum),
+on the next of a fixed sequence of random batches (4,096 images in all, the same for both
+libraries). Without PyTorch installed, only fastgrad's figures are printed.
 
 --memory measures peak resident memory (ru_maxrss) instead of speed: each library runs in
 fresh child processes, one that only imports it (and numpy) and one that also trains
@@ -79,19 +80,34 @@ WORKLOADS = [
 ]
 
 
+# Images of random data each contender cycles through, as a data loader would feed them
+# (at least 8 batches). Not one repeated batch: on a single batch the loss soon reaches 0,
+# gradients and momentum decay into denormal floats, and arithmetic on those is many
+# times slower on x86 CPUs, a state no real training run stays in.
+POOL_IMAGES = 4096
+
+
+def make_batches(net, batch, seed=0):
+    """The same (x, y) numpy batches for both libraries: standard-normal images (the
+    statistics of normalized MNIST/CIFAR inputs) and random class labels."""
+    shape = NETS[net][0]
+    rng = np.random.default_rng(seed)
+    count = max(8, POOL_IMAGES // batch)
+    return [(rng.standard_normal((batch,) + shape).astype(np.float32),
+             rng.integers(0, 10, batch).astype(np.int64)) for _ in range(count)]
+
+
 class Contender:
-    """One library's model, loss, optimizer and a fixed batch; ``run(k)`` does k steps."""
+    """One library's model, loss, optimizer and batches; ``run(k)`` does k steps."""
 
     def __init__(self, lib, net, batch, train, weights=None, seed=0):
         shape, layers = NETS[net]
-        rng = np.random.default_rng(seed)
-        x = rng.standard_normal((batch,) + shape).astype(np.float32)
-        y = rng.integers(0, 10, batch).astype(np.int64)
+        batches = make_batches(net, batch, seed)
         if lib == "fastgrad":
             self.model = fnn.Sequential(*layers(fnn))
             if weights is not None:
                 self.model.load_state_dict(weights)
-            self.x, self.y = fastgrad.from_numpy(x), fastgrad.from_numpy(y)
+            self.batches = [(fastgrad.from_numpy(x), fastgrad.from_numpy(y)) for x, y in batches]
             self.loss_fn = fnn.CrossEntropyLoss()
             self.opt = foptim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
             self.no_grad = fastgrad.no_grad
@@ -99,18 +115,22 @@ class Contender:
             self.model = torch.nn.Sequential(*layers(torch.nn))
             if weights is not None:
                 self.model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-            self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+            self.batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
             self.loss_fn = torch.nn.CrossEntropyLoss()
             self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
             self.no_grad = torch.no_grad
+        self.next = 0  # index of the next batch: both contenders walk the same sequence
         self.train = train
         if not train:
             self.model.eval()
 
     def run(self, steps):
-        model, x, y, opt, loss_fn = self.model, self.x, self.y, self.opt, self.loss_fn
+        model, opt, loss_fn, batches = self.model, self.opt, self.loss_fn, self.batches
+        i, n = self.next, len(batches)
         if self.train:
             for _ in range(steps):
+                x, y = batches[i]
+                i = i + 1 if i + 1 < n else 0
                 opt.zero_grad()
                 loss = loss_fn(model(x), y)
                 loss.backward()
@@ -118,7 +138,9 @@ class Contender:
         else:
             with self.no_grad():
                 for _ in range(steps):
-                    model(x)
+                    model(batches[i][0])
+                    i = i + 1 if i + 1 < n else 0
+        self.next = i
 
     def state_dict_numpy(self):
         return {k: np.array(v.detach().numpy() if hasattr(v, "detach") else v)
