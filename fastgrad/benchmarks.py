@@ -13,7 +13,8 @@ ratio, per workload and thread count, with the CPU model, batch size and dtype.
 
 A training step is zero_grad, forward, loss, backward, optimizer step (SGD with momentum),
 on the next of a fixed sequence of random batches (4,096 images in all, the same for both
-libraries). Without PyTorch installed, only fastgrad's figures are printed.
+libraries), with denormals flushed to zero in both (``--keep-denormals`` keeps them).
+Without PyTorch installed, only fastgrad's figures are printed.
 
 --memory measures peak resident memory (ru_maxrss) instead of speed: each library runs in
 fresh child processes, one that only imports it (and numpy) and one that also trains
@@ -155,13 +156,23 @@ def steps_for(contender, min_seconds):
     return max(1, int(min_seconds / one))
 
 
+# Both libraries flush denormal floats to zero unless --keep-denormals: in a long run some
+# momentum buffers decay through the denormal range (their weights get no gradient, e.g.
+# behind dead ReLUs), and x86 arithmetic on denormals takes microcode assists. At batch 1
+# that made a fastgrad step ~4x slower after ~1,000 steps, hidden in PyTorch's per-op
+# overhead; set_flush_denormal(True) is what a CPU training loop should run with.
+FLUSH_DENORMALS = True
+
+
 def measure(workload, threads, rounds, min_seconds):
     name, net, batch, train, targets = workload
     fastgrad.set_num_threads(threads)
+    fastgrad.set_flush_denormal(FLUSH_DENORMALS)
     fg = Contender("fastgrad", net, batch, train)
     contenders = {"fastgrad": fg}
     if torch is not None:
         torch.set_num_threads(threads)
+        torch.set_flush_denormal(FLUSH_DENORMALS)
         contenders["torch"] = Contender("torch", net, batch, train, weights=None)
         contenders["torch"].model.load_state_dict(
             {k: torch.from_numpy(v) for k, v in fg.state_dict_numpy().items()})
@@ -196,6 +207,8 @@ def print_header():
     print(f"fastgrad {fastgrad.__version__} (backend {fastgrad.kernels.backend}, "
           f"variant {fastgrad.kernels.simd_variant})"
           + (f"; torch {torch.__version__}" if torch is not None else "; torch not installed"))
+    print("denormals: " + ("flushed to zero in both libraries (set_flush_denormal(True); "
+                           "--keep-denormals to keep them)" if FLUSH_DENORMALS else "kept (IEEE default)"))
 
 
 def print_table(results):
@@ -432,11 +445,15 @@ def main(argv=None):
                    help="peak resident memory of LeNet-5 training instead of speed")
     p.add_argument("--steps", type=int, default=200, help="with --memory: training steps")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--keep-denormals", action="store_true",
+                   help="do not flush denormals to zero (both libraries' default setting)")
     args = p.parse_args(argv)
     if args.plot and not args.sweep:
         p.error("--plot goes with --sweep")
     if args.memory and sys.platform == "win32":
         p.error("--memory reads ru_maxrss (the resource module), which Windows lacks")
+    global FLUSH_DENORMALS
+    FLUSH_DENORMALS = not args.keep_denormals
     _import_torch()
     threads = [int(t) for t in args.threads.split(",") if t]
     if torch is None:
