@@ -5,24 +5,25 @@ Why: on a small CNN at small batch sizes a training step is mostly bookkeeping: 
 validated call, one graph node, one engine visit and a handful of temporary arrays per
 layer. A ``Chain`` is planned once per input shape (every geometry checked and every
 workspace size computed then) and afterwards runs the kernels back to back on plain
-arrays: the graph holds one node for the whole chain, and backward walks the layers
-in reverse without the engine. The values and gradients are those of the layer-by-layer
-ops bit for bit: the same kernels are called with the same arguments in the same order.
+arrays: the graph holds one node for the whole chain, and backward walks the layers in
+reverse without the engine. The values and gradients are those of the layer-by-layer ops
+bit for bit: the same steps run the same kernels on the same arrays (the one reordering,
+a ReLU's backward applied after the max pool that follows it, is exact; see MaxPoolStep).
 
 The steps are the ops' own: ConvStep (ops/conv.py), LinearStep (ops/linear.py),
 MaxPoolStep (ops/pool.py), ReluStep (ops/activation.py) and ReshapeStep here; the
 layer-by-layer ops run the same steps one graph node each.
 
 ``fastgrad.nn.Sequential`` builds the plans (fastgrad/nn/layers/chained.py) and calls
-``run_chain``;
-every first call for a new input shape goes through the layer-by-layer path, which
-validates the input and raises the usual errors, so a plan only ever sees inputs of a
-shape already checked.
+``run_chain``; every first call for a new input shape goes through the layer-by-layer
+path, which validates the input and raises the usual errors, so a plan only ever sees
+inputs of a shape already checked.
 
 Each step has ``forward(x, weights, keep, bufs)`` -> (out, saved) and
 ``backward(grad, weights, saved, need_x, need_weights, bufs)`` -> (grad_x, weight grads),
-side by side; ``bufs`` holds the arena arrays the step may write (see ChainPlan). ``saved`` is what backward reads (None when no gradient is wanted); steps keep no
-state of their own between calls, so one plan serves any number of graphs and threads.
+side by side; ``bufs`` holds the arena arrays the step may write (see ChainPlan) and
+``saved`` what backward reads (None when no gradient is wanted). Steps keep no state of
+their own between calls, so one plan serves any number of graphs and threads.
 """
 import numpy as np
 

@@ -1,13 +1,14 @@
 """Sequential's fast path: runs of consecutive Conv2d, Linear, ReLU, MaxPool2d and Flatten
 layers executed as one chained op (fastgrad.ops.chain).
 
-A ``ChainedRun`` stands for such a run inside a Sequential. The first call for each
-input shape, dtype, thread count, kernel backend and set of weight shapes goes through the layers one
-by one (which validates everything and raises the usual errors); if that succeeds the
-run is planned for that key and later calls take the chain. A plan is dropped when any
-module attribute is assigned anywhere (``Module`` counts assignments in ``_Edits``),
-so changing a layer's stride or replacing its weight is always seen. Only exact layer
-types are chained: a subclass with its own forward is called as itself.
+A ``ChainedRun`` stands for such a run inside a Sequential. The first call for each input
+shape, dtype, thread count, kernel backend and set of weight shapes goes through the
+layers one by one (which validates everything and raises the usual errors); if that
+succeeds the run is planned for that key and later calls take the chain. Plans are
+dropped when any module attribute is assigned anywhere (``Module`` counts assignments in
+``_Edits``), so changing a layer's stride or replacing its weight is always seen, and a
+plan whose kernels refuse a weight swapped under it falls back to the layers. Only exact
+layer types are chained: a subclass with its own forward is called as itself.
 """
 from ... import _config, kernels
 from ...autograd import _anomaly
