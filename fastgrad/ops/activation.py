@@ -54,6 +54,14 @@ class ReLU(_SavesOutput):
     forward_kernel, backward_kernel = "relu_forward", "relu_backward"
 
 
+def relu_backward_step(out, grad, bufs, name, n_threads):
+    """``grad`` where ``out`` (a ReLU's output) is positive, else 0, written into the arena
+    array ``name`` (or a new one): the ReLU backward every step shares."""
+    masked = arena_array(bufs, name, out.shape, out.dtype)
+    kernels.relu_backward(out, grad, masked, n_threads)
+    return masked
+
+
 class ReluStep:
     """max(x, 0) on its own (a ReLU that follows no convolution or linear layer)."""
 
@@ -69,9 +77,7 @@ class ReluStep:
         return out, (out if keep else None)
 
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
-        gx = arena_array(bufs, "gx", self.out_shape, grad.dtype)
-        kernels.relu_backward(saved, grad, gx, self.n_threads)
-        return gx, []
+        return relu_backward_step(saved, grad, bufs, "gx", self.n_threads), []
 
 
 class Sigmoid(_SavesOutput):

@@ -14,6 +14,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import MAX_INDEXED_ELEMENTS, arena_array, check_size, tensor_cls
+from .activation import relu_backward_step
 
 
 class _Workspaces(threading.local):
@@ -75,9 +76,7 @@ class ConvStep:
         x, out = saved
         dtype, params, n_threads = x.dtype, self.params, self.n_threads
         if self.relu and not self.pool_masks:  # gradient flows where the output is positive
-            masked = arena_array(bufs, "masked", out.shape, out.dtype)
-            kernels.relu_backward(out, grad, masked, n_threads)
-            grad = masked
+            grad = relu_backward_step(out, grad, bufs, "masked", n_threads)
         gx = None
         if need_x:
             gx = arena_array(bufs, "gx", self.x_shape, dtype)

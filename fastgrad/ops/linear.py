@@ -12,6 +12,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import arena_array, check_size, tensor_cls
+from .activation import relu_backward_step
 
 
 class LinearStep:
@@ -42,9 +43,7 @@ class LinearStep:
         dtype, n_threads = x2.dtype, self.n_threads
         grad = grad.reshape(self.out_rows_shape)
         if self.relu:
-            masked = arena_array(bufs, "masked", out.shape, out.dtype)
-            kernels.relu_backward(out, grad, masked, n_threads)
-            grad = masked
+            grad = relu_backward_step(out, grad, bufs, "masked", n_threads)
         gx = None
         if need_x:
             gx = arena_array(bufs, "gx", self.rows_shape, dtype)

@@ -12,6 +12,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import MAX_INDEXED_ELEMENTS, arena_array, check_size, tensor_cls
+from .activation import relu_backward_step
 
 
 class MaxPoolStep:
@@ -49,9 +50,7 @@ class MaxPoolStep:
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
         indices, out = saved
         if self.mask_relu:
-            masked = arena_array(bufs, "masked", out.shape, out.dtype)
-            kernels.relu_backward(out, grad, masked, self.n_threads)
-            grad = masked
+            grad = relu_backward_step(out, grad, bufs, "masked", self.n_threads)
         gx = arena_array(bufs, "gx", self.x_shape, grad.dtype)
         kernels.max_pool2d_backward(grad, indices, gx, self.n_threads)
         return gx, []
