@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from .. import kernels
+
 _FLOAT_KINDS = "f"
 
 
@@ -144,6 +146,14 @@ def check_size(op, name, shape, dtype, max_elements=None):
         raise ValueError(f"{op}: {name} of shape {tuple(shape)} has {count:,} elements, "
                          f"{needed / 2**30:,.1f} GiB of {np.dtype(dtype).name}, more than this "
                          f"machine's memory ({limit / 2**30:,.1f} GiB)")
+
+
+class StepBuffers(dict):
+    """The arrays one call of a step may write, by name (a chain's arena gives one per
+    step, see ops/chain.ChainPlan), and the kernels the step calls: ``fastgrad.kernels``,
+    or a recorder while a chain's calls are traced (ops/replay.py)."""
+
+    kernels = kernels
 
 
 def arena_array(bufs, name, shape, dtype):

@@ -58,7 +58,7 @@ def relu_backward_step(out, grad, bufs, name, n_threads):
     """``grad`` where ``out`` (a ReLU's output) is positive, else 0, written into the arena
     array ``name`` (or a new one): the ReLU backward every step shares."""
     masked = arena_array(bufs, name, out.shape, out.dtype)
-    kernels.relu_backward(out, grad, masked, n_threads)
+    bufs.kernels.relu_backward(out, grad, masked, n_threads)
     return masked
 
 
@@ -73,7 +73,7 @@ class ReluStep:
 
     def forward(self, x, weights, keep, bufs):
         out = arena_array(bufs, "out", self.out_shape, x.dtype)
-        kernels.relu_forward(x, out, self.n_threads)
+        bufs.kernels.relu_forward(x, out, self.n_threads)
         return out, (out if keep else None)
 
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):

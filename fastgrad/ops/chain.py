@@ -28,6 +28,9 @@ their own between calls, so one plan serves any number of graphs and threads.
 import numpy as np
 
 from ..autograd import Function
+from ._util import StepBuffers
+from .conv import workspace
+from .replay import Program, Recorder, Slots, Untraceable
 
 
 class ReshapeStep:
@@ -46,6 +49,28 @@ class ReshapeStep:
         return grad.reshape(self.x_shape), []
 
 
+class Arena:
+    """The arrays one chain call writes and throws away (a StepBuffers per step), and the
+    programs traced on them: per needs_input_grad pattern, a Traced, or False when the
+    chain's calls cannot be replayed (it then always runs its steps)."""
+
+    __slots__ = ("bufs", "arrays", "programs")
+
+    def __init__(self, bufs):
+        self.bufs = bufs
+        self.arrays = [a for b in bufs for a in b.values()]
+        self.programs = {}
+
+
+class Traced:
+    """A chain's forward program, and its backward program once a backward was traced."""
+
+    __slots__ = ("forward", "backward")
+
+    def __init__(self, forward):
+        self.forward, self.backward = forward, None
+
+
 class ChainPlan:
     """The steps of a chain for one input shape, dtype and thread count, and a few
     arenas: per step, the arrays a call writes and throws away (intermediate outputs,
@@ -60,6 +85,10 @@ class ChainPlan:
     def __init__(self, steps, dtype):
         self.steps, self.dtype = steps, dtype
         self.out_shape = steps[-1].out_shape if steps else None
+        # the largest workspace any step asks for: taken once per call, so that every
+        # kernel call of a traced run sees the same array
+        self.ws_size = max((size for step in steps for size in getattr(step, "ws_sizes", {}).values()),
+                           default=0)
         self.spare = []
 
     def take_arena(self):
@@ -73,14 +102,14 @@ class ChainPlan:
         last, first = (writers[-1], writers[0]) if writers else (-1, -1)
         arena = []
         for s, step in enumerate(self.steps):
-            bufs = {}
+            bufs = StepBuffers()
             for name, spec in step.buffers.items():
                 if (name == "out" and s == last) or (name == "gx" and s == first):
                     continue
                 shape, dtype = spec if isinstance(spec[-1], type) else (spec, self.dtype)
                 bufs[name] = np.empty(shape, dtype)
             arena.append(bufs)
-        return arena
+        return Arena(arena)
 
     def give_back(self, arena):
         if len(self.spare) < self._KEEP_ARENAS:
@@ -88,27 +117,86 @@ class ChainPlan:
 
 
 class Chain(Function):
-    """out = the chain's steps applied in order. Inputs: x, then every step's weights."""
+    """out = the chain's steps applied in order. Inputs: x, then every step's weights.
+
+    The first call on an arena (for a pattern of wanted gradients) runs the steps and
+    traces their kernel calls, forward and backward; later calls on it replay them
+    (ops/replay.py). Replay needs both programs, so until a backward has been traced a
+    call that wants gradients runs the steps."""
 
     fresh_grads = True  # weight and input gradients are new arrays (never arena ones)
 
     def forward(self, x, *weights, plan):
-        keep = True in self.needs_input_grad
+        needs = self.needs_input_grad
+        keep = True in needs
         h = np.ascontiguousarray(x)
         arena = plan.take_arena()
-        saved, i = [], 0
-        for step, bufs in zip(plan.steps, arena):
-            k = step.n_weights
-            h, s = step.forward(h, weights[i:i + k], keep, bufs)
-            saved.append(s)
-            i += k
+        traced = arena.programs.get(needs)
+        ws = workspace(plan.ws_size, plan.dtype)
+        if traced and (traced.backward is not None or not keep):
+            values = [h, *weights, ws]
+            h = traced.forward.run(values)[0]
+            self.values = values
+        else:
+            h = self._run_steps(h, weights, ws, keep, plan, arena, traced is not False)
         if keep:
-            self.plan, self.weights, self.saved, self.arena = plan, weights, saved, arena
+            self.plan, self.weights, self.arena = plan, weights, arena
         else:
             plan.give_back(arena)
         return h
 
+    def _run_steps(self, h, weights, ws, keep, plan, arena, trace):
+        given = [h, *weights, ws]
+        recorder = _trace_into(arena) if trace else None
+        try:
+            saved, i = [], 0
+            for step, bufs in zip(plan.steps, arena.bufs):
+                k = step.n_weights
+                h, s = step.forward(h, weights[i:i + k], keep, bufs)
+                saved.append(s)
+                i += k
+        finally:
+            if trace:
+                _end_trace(arena)
+        self.saved = saved
+        if trace:
+            try:
+                slots = Slots(given, arena.arrays)
+                program = Program(recorder.calls, slots, [h])
+                arena.programs[self.needs_input_grad] = Traced(program)
+                self.values = Program.values(slots)
+            except Untraceable:
+                arena.programs[self.needs_input_grad] = False
+        return h
+
     def backward(self, grad):
+        needs, plan, arena = self.needs_input_grad, self.plan, self.arena
+        g = np.ascontiguousarray(grad, dtype=plan.dtype)
+        ws = workspace(plan.ws_size, plan.dtype)
+        values = self.__dict__.get("values")
+        if values is not None:
+            # the forward's slots, less its workspace (this thread brings its own)
+            values = values[:]
+            values[len(self.weights) + 1] = None
+            given = values + [ws, g]
+            if "saved" not in self.__dict__:  # the forward was replayed: so is this
+                return tuple(arena.programs[needs].backward.run(given))
+        traced = arena.programs.get(needs)
+        trace = values is not None and bool(traced) and traced.backward is None
+        recorder = _trace_into(arena) if trace else None
+        try:
+            grads = self._backward_steps(g)
+        finally:
+            if trace:
+                _end_trace(arena)
+        if trace:
+            try:
+                traced.backward = Program(recorder.calls, Slots(given, arena.arrays), grads)
+            except Untraceable:
+                arena.programs[needs] = False
+        return tuple(grads)
+
+    def _backward_steps(self, g):
         needs, weights, steps = self.needs_input_grad, self.weights, self.plan.steps
         grads = [None] * len(needs)
         # the first step that any wanted gradient passes through: nothing before it runs
@@ -121,23 +209,35 @@ class Chain(Function):
                     first = s
                     break
                 i += step.n_weights
-        g = np.ascontiguousarray(grad, dtype=self.plan.dtype)
-        i, arena = len(weights), self.arena
+        i, bufs = len(weights), self.arena.bufs
         for s in range(len(steps) - 1, first - 1, -1):
             step = steps[s]
             k = step.n_weights
             i -= k
             g, step_grads = step.backward(g, weights[i:i + k], self.saved[s], s > first or needs[0],
-                                          needs[1 + i:1 + i + k], arena[s])
+                                          needs[1 + i:1 + i + k], bufs[s])
             grads[1 + i:1 + i + k] = step_grads
         grads[0] = g if needs[0] else None
-        return tuple(grads)
+        return grads
 
     def release(self):
         arena, plan = self.__dict__.get("arena"), self.__dict__.get("plan")
         super().release()
         if arena is not None:  # nothing refers to its arrays any more
             plan.give_back(arena)
+
+
+def _trace_into(arena):
+    """Route the arena's steps' kernel calls through a new Recorder (until _end_trace)."""
+    recorder = Recorder()
+    for bufs in arena.bufs:
+        bufs.kernels = recorder
+    return recorder
+
+
+def _end_trace(arena):
+    for bufs in arena.bufs:
+        del bufs.kernels  # back to StepBuffers.kernels, fastgrad.kernels
 
 
 def run_chain(plan, input, weight_tensors):

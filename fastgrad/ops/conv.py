@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, arena_array, check_size, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -68,7 +68,7 @@ class ConvStep:
     def forward(self, x, weights, keep, bufs):
         bias = weights[1] if self.n_weights == 2 else None
         out = arena_array(bufs, "out", self.out_shape, x.dtype)
-        kernels.conv2d_forward(x, weights[0], bias, out, *self.params, self.relu,
+        bufs.kernels.conv2d_forward(x, weights[0], bias, out, *self.params, self.relu,
                                workspace(self.ws_sizes["forward"], x.dtype), self.n_threads)
         return out, ((x, out) if keep else None)
 
@@ -80,18 +80,18 @@ class ConvStep:
         gx = None
         if need_x:
             gx = arena_array(bufs, "gx", self.x_shape, dtype)
-            kernels.conv2d_backward_input(grad, weights[0], gx, *params,
+            bufs.kernels.conv2d_backward_input(grad, weights[0], gx, *params,
                                           workspace(self.ws_sizes["backward_input"], dtype),
                                           n_threads)
         grads = [None] * self.n_weights
         if need_weights[0]:
             gw = grads[0] = np.empty(self.w_shape, dtype)
-            kernels.conv2d_backward_weight(x, grad, gw, *params,
+            bufs.kernels.conv2d_backward_weight(x, grad, gw, *params,
                                            workspace(self.ws_sizes["backward_weight"], dtype),
                                            n_threads)
         if self.n_weights == 2 and need_weights[1]:
             gb = grads[1] = np.empty(self.w_shape[0], dtype)
-            kernels.conv2d_backward_bias(grad, gb, n_threads)
+            bufs.kernels.conv2d_backward_bias(grad, gb, n_threads)
         return gx, grads
 
 
@@ -105,14 +105,14 @@ class Conv2d(Function):
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
         step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu,
                         _config.get_num_threads())
-        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, {})
+        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out
 
     def backward(self, grad):
         needs = self.needs_input_grad
         grad = np.ascontiguousarray(grad, dtype=self.weights[0].dtype)
-        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], {})
+        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], StepBuffers())
         return (gx, *grads)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import arena_array, check_size, tensor_cls
+from ._util import StepBuffers, arena_array, check_size, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -35,7 +35,7 @@ class LinearStep:
         x2 = x.reshape(self.rows_shape)
         bias = weights[1] if self.n_weights == 2 else None
         out = arena_array(bufs, "out", self.out_rows_shape, x.dtype)
-        kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
+        bufs.kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
         return out.reshape(self.out_shape), ((x2, out) if keep else None)
 
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
@@ -47,15 +47,15 @@ class LinearStep:
         gx = None
         if need_x:
             gx = arena_array(bufs, "gx", self.rows_shape, dtype)
-            kernels.linear_backward_input(grad, weights[0], gx, n_threads)
+            bufs.kernels.linear_backward_input(grad, weights[0], gx, n_threads)
             gx = gx.reshape(self.x_shape)
         grads = [None] * self.n_weights
         if need_weights[0]:
             gw = grads[0] = np.empty(self.w_shape, dtype)
-            kernels.linear_backward_weight(x2, grad, gw, n_threads)
+            bufs.kernels.linear_backward_weight(x2, grad, gw, n_threads)
         if self.n_weights == 2 and need_weights[1]:
             gb = grads[1] = np.empty(self.w_shape[0], dtype)
-            kernels.linear_backward_bias(grad, gb, n_threads)
+            bufs.kernels.linear_backward_bias(grad, gb, n_threads)
         return gx, grads
 
 
@@ -68,14 +68,14 @@ class Linear(Function):
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
         step = LinearStep(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
-        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, {})
+        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out
 
     def backward(self, grad):
         needs = self.needs_input_grad
         grad = np.ascontiguousarray(grad, dtype=self.weights[0].dtype)
-        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], {})
+        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], StepBuffers())
         return (gx, *grads)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import kernels
 from .._config import get_num_threads
-from ..autograd import Function
+from ..autograd import _SCALAR_ONES, Function
 from ._util import check_size, tensor_cls
 from .activation import contiguous
 
@@ -132,15 +132,8 @@ def _class_args(op, input, target, weight, ignore_index, reduction):
         raise TypeError(f"{op}: ignore_index must be an integer, got {ignore_index!r}")
     n_classes = layout.rows_shape[1]
     targets = target.data.astype(np.int64, copy=False).reshape(-1)
-    if targets.size:
-        # numpy's reductions cost microseconds of set-up; a batch's targets are few
-        if targets.size <= 512:
-            values = targets.tolist()
-            low, high = min(values), max(values)
-        else:
-            low, high = targets.min(), targets.max()
-        if low < 0 or high >= n_classes:
-            _refuse_targets(op, target, targets, ignore_index, n_classes)
+    if targets.size and not _in_range(targets, n_classes):
+        _refuse_targets(op, target, targets, ignore_index, n_classes)
     w = _aux_array(op, "weight", weight, input.dtype)
     if w is not None:
         if w.shape != (n_classes,):
@@ -164,10 +157,11 @@ def _refuse_targets(op, target, targets, ignore_index, n_classes):
 # --------------------------------------------------------------------------- cross entropy
 
 class CrossEntropy(Function):
+    """Cross-entropy of logits; ``layout`` None means (N, C) logits used as they are."""
+
     def forward(self, x, target, weight, ignore_index, reduction, label_smoothing, layout):
-        logits = layout.to_rows(x)
-        n = logits.shape[0]
-        losses = np.empty(n, x.dtype)
+        logits = x if layout is None else layout.to_rows(x)
+        losses = np.empty(logits.shape[0], x.dtype)
         grad = np.empty(logits.shape, x.dtype) if self.needs_input_grad[0] else None
         loss_sum, total_weight = kernels.cross_entropy_forward(
             logits, target, weight, ignore_index, label_smoothing, reduction == "mean",
@@ -183,9 +177,9 @@ class CrossEntropy(Function):
         grad = self.grad  # d(loss)/d(logits) for an upstream gradient of 1
         if self.reduction == "none":
             grad = grad * contiguous(grad_out, grad.dtype).reshape(-1, 1)
-        elif grad_out != 1:
+        elif grad_out is not _SCALAR_ONES.get(grad_out.dtype) and grad_out != 1:
             grad = grad * grad_out.astype(grad.dtype)
-        return (self.layout.from_rows(grad),)
+        return (grad if self.layout is None else self.layout.from_rows(grad),)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
@@ -196,6 +190,12 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     'mean' divides by the total weight of the non-ignored targets; ``label_smoothing``
     mixes the one-hot target with the uniform distribution, as in PyTorch.
     """
+    if (weight is None and type(reduction) is str and reduction == "mean"
+            and type(label_smoothing) in (float, int) and label_smoothing == 0
+            and type(ignore_index) is int and ignore_index == -100):
+        out = _cross_entropy_rows(input, target)
+        if out is not None:
+            return out
     op = "cross_entropy"
     layout, targets, w = _class_args(op, input, target, weight, ignore_index, reduction)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
@@ -205,6 +205,38 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return CrossEntropy.apply(input, target=targets, weight=w, ignore_index=int(ignore_index),
                               reduction=reduction, label_smoothing=float(label_smoothing),
                               layout=layout)
+
+
+def _cross_entropy_rows(input, target):
+    """The training loop's call, validated in a few checks: contiguous (N, C) float
+    logits, (N,) int64 targets in range, default options. Anything else returns None,
+    and cross_entropy's full validation runs (and names what is wrong)."""
+    Tensor = tensor_cls()
+    if type(input) is not Tensor or type(target) is not Tensor:
+        return None
+    x, t = input._data, target._data
+    if (x.ndim != 2 or t.ndim != 1 or t.dtype != np.int64 or x.shape[0] != t.shape[0]
+            or x.dtype not in _FLOAT_DTYPES or not (x.flags.c_contiguous and t.flags.c_contiguous)):
+        return None
+    if t.size and not _in_range(t, x.shape[1]):
+        return None
+    return CrossEntropy.apply(input, target=t, weight=None, ignore_index=-100,
+                              reduction="mean", label_smoothing=0.0, layout=None)
+
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _in_range(targets, n_classes):
+    """Every one of the (non-empty) ``targets`` in [0, n_classes)."""
+    # numpy's reductions cost microseconds of set-up; a batch's targets are few
+    if targets.size <= 512:
+        values = targets.tolist()
+        return min(values) >= 0 and max(values) < n_classes
+    return targets.min() >= 0 and targets.max() < n_classes
+
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # --------------------------------------------------------------------------- nll

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, arena_array, check_size, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -44,7 +44,7 @@ class MaxPoolStep:
     def forward(self, x, weights, keep, bufs):
         out = arena_array(bufs, "out", self.out_shape, x.dtype)
         indices = arena_array(bufs, "indices", self.out_shape, np.int64)
-        kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
+        bufs.kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
         return out, ((indices, out) if keep else None)
 
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
@@ -52,7 +52,7 @@ class MaxPoolStep:
         if self.mask_relu:
             grad = relu_backward_step(out, grad, bufs, "masked", self.n_threads)
         gx = arena_array(bufs, "gx", self.x_shape, grad.dtype)
-        kernels.max_pool2d_backward(grad, indices, gx, self.n_threads)
+        bufs.kernels.max_pool2d_backward(grad, indices, gx, self.n_threads)
         return gx, []
 
 
@@ -63,12 +63,12 @@ class MaxPool2d(Function):
     def forward(self, x, *, params, out_hw, indices):
         x = np.ascontiguousarray(x)
         self.step = MaxPoolStep(x.shape, params, out_hw, _config.get_num_threads())
-        out, self.saved = self.step.forward(x, (), True, {"indices": indices})
+        out, self.saved = self.step.forward(x, (), True, StepBuffers(indices=indices))
         return out
 
     def backward(self, grad):
         grad = np.ascontiguousarray(grad, dtype=self.saved[1].dtype)
-        return (self.step.backward(grad, (), self.saved, True, (), {})[0],)
+        return (self.step.backward(grad, (), self.saved, True, (), StepBuffers())[0],)
 
 
 class AvgPool2d(Function):

@@ -1,0 +1,175 @@
+"""Replayed chains (fastgrad/ops/replay.py): after one traced run, a chain's kernel calls
+are replayed with new inputs, weights, gradients and workspaces filled in. Every replay
+must compute what the layers compute, pick up replaced weights, hand out new arrays and
+keep none of a step's arrays alive; a chain whose calls cannot be replayed runs its steps."""
+import gc
+import threading
+import weakref
+
+import numpy as np
+import pytest
+
+import fastgrad
+import fastgrad.nn as nn
+import fastgrad.optim as optim
+from fastgrad.ops.chain import Chain
+
+
+def lenet():
+    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def layer_by_layer(model):
+    def forward(x):
+        for layer in model:
+            x = layer(x)
+        return x
+    return forward
+
+
+def batches(n, batch=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(fastgrad.tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)),
+             fastgrad.tensor(rng.integers(0, 10, batch))) for _ in range(n)]
+
+
+def train(model, forward, data):
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    losses = []
+    for x, y in data:
+        opt.zero_grad()
+        loss = loss_fn(forward(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def programs(model):
+    """The (needs -> Traced or False) tables of every arena of the model's chain plans."""
+    tables = []
+    for call in model._calls():
+        for plan, _, _ in getattr(call, "plans", {}).values():
+            tables.extend(arena.programs for arena in plan.spare)
+    return tables
+
+
+def test_training_on_replayed_chains_matches_the_layers_bit_for_bit():
+    chained, layers = lenet(), lenet()
+    layers.load_state_dict(chained.state_dict())
+    data = batches(8)
+    got = train(chained, chained, data)
+    want = train(layers, layer_by_layer(layers), data)
+    assert got == want
+    for a, b in zip(chained.parameters(), layers.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    replayed = [t for table in programs(chained) for t in table.values()]
+    assert replayed and all(t and t.backward is not None for t in replayed)
+
+
+def test_replaced_weight_data_is_used_by_the_replay():
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28)
+    for _ in range(3):
+        model(x).sum().backward()
+    rng = np.random.default_rng(3)
+    for layer in (model[0], model[9]):
+        layer.weight.data = rng.standard_normal(layer.weight.shape).astype(np.float32)
+    model.zero_grad()
+    out = model(x)
+    out.sum().backward()
+    grads = [p.grad.data.copy() for p in model.parameters()]
+    model.zero_grad()
+    want = layer_by_layer(model)(x)
+    want.sum().backward()
+    np.testing.assert_array_equal(out.data, want.data)
+    for g, p in zip(grads, model.parameters()):
+        np.testing.assert_array_equal(g, p.grad.data)
+
+
+def test_each_replay_hands_out_new_arrays_and_keeps_none_alive():
+    model = lenet()
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    for x, y in batches(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+    x, y = batches(1, seed=1)[0]
+    opt.zero_grad()
+    out = model(x)
+    nn.functional.cross_entropy(out, y).backward()
+    first = [p.grad.data for p in model.parameters()]
+    refs = [weakref.ref(a) for a in [x.data, out.data] + first]
+    opt.zero_grad()
+    x2, y2 = batches(1, seed=2)[0]
+    out2 = model(x2)
+    nn.functional.cross_entropy(out2, y2).backward()
+    second = [p.grad.data for p in model.parameters()]
+    assert out2.data is not out.data
+    assert all(a is not b and not np.shares_memory(a, b) for a, b in zip(first, second))
+    del x, out, first, y
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_no_grad_replays_match_the_layers():
+    model = lenet()
+    data = batches(4, batch=2, seed=4)
+    with fastgrad.no_grad():
+        got = [model(x).data.copy() for x, _ in data + data]
+        want = [layer_by_layer(model)(x).data for x, _ in data + data]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backward_on_another_thread_matches():
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28)
+    for _ in range(3):
+        model.zero_grad()
+        model(x).sum().backward()
+    want = [p.grad.data.copy() for p in model.parameters()]
+    model.zero_grad()
+    out = model(x).sum()
+    thread = threading.Thread(target=out.backward)
+    thread.start()
+    thread.join()
+    for w, p in zip(want, model.parameters()):
+        np.testing.assert_array_equal(w, p.grad.data)
+
+
+def test_tied_weights_are_not_replayed_and_stay_correct():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    model[2].weight = model[0].weight  # one parameter used twice: two slots, one array
+    x = fastgrad.randn(4, 8)
+    for _ in range(3):
+        model.zero_grad()
+        out = model(x)
+        out.sum().backward()
+    tables = programs(model)
+    assert tables and all(t is False for table in tables for t in table.values())
+    got = [out.data.copy()] + [p.grad.data.copy() for p in model.parameters()]
+    model.zero_grad()
+    want = layer_by_layer(model)(x)
+    want.sum().backward()
+    for a, b in zip(got, [want.data] + [p.grad.data for p in model.parameters()]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("needs_input_grad", [False, True])
+def test_input_gradient_through_a_replay(needs_input_grad):
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28, requires_grad=needs_input_grad)
+    for _ in range(4):
+        x.grad = None
+        model.zero_grad()
+        model(x).sum().backward()
+    got = None if x.grad is None else x.grad.data.copy()
+    x.grad = None
+    layer_by_layer(model)(x).sum().backward()
+    if needs_input_grad:
+        np.testing.assert_array_equal(got, x.grad.data)
+    else:
+        assert got is None and x.grad is None
