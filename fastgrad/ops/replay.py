@@ -85,7 +85,7 @@ class Slots:
         for known, slot in self.known:
             if (_span(known) == (start, end) and a.dtype == known.dtype
                     and a.flags.c_contiguous and known.flags.c_contiguous):
-                return slot, a.shape
+                return slot, (None if a.shape == known.shape else a.shape)
         for f_start, f_end in self.fixed:
             if f_start <= start and end <= f_end:
                 return None
@@ -99,28 +99,51 @@ class Slots:
 
 
 class Program:
-    """Kernel calls to replay: each (kernel, arguments, patches), a patch being (position,
-    slot, shape or None); ``made`` lists the arrays each run makes; ``results`` says
-    where the run's results are (None, or (slot, shape or None))."""
+    """Kernel calls to replay, as one straight-line Python function.
+
+    The function is written out once (its text is kept in ``source``), so that a replay
+    costs one Python call per kernel call and nothing else: the slots are its local
+    variables, the arena's arrays and the kernels its globals, and the arrays each run
+    makes are made at its top (``made``: (slot, shape, dtype))."""
 
     def __init__(self, calls, slots, results):
-        self.calls = []
+        names = {"empty": np.empty}
+
+        def constant(a):
+            if a is None or type(a) in (bool, int):
+                return repr(a)  # exact, and read as fast as a name
+            name = getattr(a, "__name__", None)  # a kernel: by its name, for the reader
+            if not (isinstance(name, str) and name.isidentifier() and names.get(name, a) is a):
+                name = f"c{len(names)}"
+            names[name] = a
+            return name
+
+        def expression(a):
+            where = slots.place(a)
+            if where is None:
+                return constant(a)
+            slot, shape = where
+            return f"s{slot}" if shape is None else f"s{slot}.reshape({constant(shape)})"
+
+        lines = []
         for kernel, args, result in calls:
             if result is not None:
                 raise Untraceable(f"{kernel.__name__} returned a value")
-            patches = []
-            for i, a in enumerate(args):
-                where = slots.place(a)
-                if where is not None:
-                    patches.append((i,) + where)
-            # the arguments that change are left out of what the program keeps: it must
-            # not hold on to a run's arrays (their memory is wanted back by the next run)
-            template = tuple(None if any(i == p[0] for p in patches) else a
-                             for i, a in enumerate(args))
-            self.calls.append((kernel, template, tuple(patches)))
-        self.results = [None if r is None else slots.place(r) for r in results]
+            lines.append(f"{constant(kernel)}({', '.join(expression(a) for a in args)})")
+        returned = [expression(r) for r in results]
         self.made = slots.made
         self.given = slots.count - len(slots.made)  # slots filled by the caller
+        given = "".join(f"s{i}, " for i in range(self.given))
+        made = [f"s{slot} = empty({constant(shape)}, {constant(dtype)})"
+                for slot, shape, dtype in self.made]
+        self.source = "\n    ".join(
+            [f"def run(values):", f"{given} = values" if given else "pass", *made, *lines,
+             f"values.extend(({''.join(f's{slot}, ' for slot, _, _ in self.made)}))",
+             f"return [{', '.join(returned)}]"])
+        exec(compile(self.source, "<fastgrad chain program>", "exec"), names)
+        # the traced run's arrays that change from run to run are slots, never names:
+        # the program holds on to no run's input, output or gradients
+        self.run = names["run"]
 
     @staticmethod
     def values(slots):
@@ -129,26 +152,3 @@ class Program:
         for a, slot in slots.known:
             values[slot] = a
         return values
-
-    def run(self, values):
-        """Make the calls with ``values`` in the given slots (a list, extended here with
-        the arrays this run makes); returns the results."""
-        for slot, shape, dtype in self.made:
-            values.append(np.empty(shape, dtype))
-        for kernel, template, patches in self.calls:
-            if patches:
-                args = list(template)
-                for i, slot, shape in patches:
-                    a = values[slot]
-                    args[i] = a if shape is None else a.reshape(shape)
-                kernel(*args)
-            else:
-                kernel(*template)
-        out = []
-        for where in self.results:
-            if where is None:
-                out.append(None)
-            else:
-                a = values[where[0]]
-                out.append(a if where[1] is None else a.reshape(where[1]))
-        return out
