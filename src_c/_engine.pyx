@@ -86,13 +86,16 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
         if not retain_graph:
             fn.release()
         for parent, g in zip(parents, input_grads):
-            if g is None or not parent.requires_grad:
+            # Tensor's slots (_requires_grad, _data), not its properties: this runs for
+            # every parameter of every step
+            if g is None or not parent._requires_grad:
                 continue
             node = parent._ctx
             if node is None:
                 if parent.grad is None:
-                    if not (fresh and g.base is None and g.dtype == parent.data.dtype):
-                        g = np.array(g, dtype=parent.data.dtype, order="C", copy=True)
+                    dtype = parent._data.dtype
+                    if not (fresh and g.base is None and (g.dtype is dtype or g.dtype == dtype)):
+                        g = np.array(g, dtype=dtype, order="C", copy=True)
                     parent.grad = tensor_cls._from_op(g, None)
                 else:
                     _add_into(parent.grad.data, g)

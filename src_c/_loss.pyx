@@ -21,7 +21,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport NAN, exp, fabs, log, log1p, log1pf
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t
 
 cnp.import_array()
 
@@ -35,7 +35,6 @@ __all__ = [
 cdef Py_ssize_t PARALLEL_MIN_EXP = 1 << 14     # elements of exp-heavy work
 cdef Py_ssize_t PARALLEL_MIN_CHEAP = 1 << 18   # elements of a memory stream
 cdef Py_ssize_t BLOCK = 8192
-_INT64 = np.iinfo(np.int64)
 
 
 cdef extern from *:
@@ -219,7 +218,7 @@ cdef _check_targets(str kernel, object target, Py_ssize_t n_classes, int64_t ign
 cdef int64_t _ignore(str kernel, object ignore_index) except? -1:
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"{kernel}: ignore_index must be an integer, got {ignore_index!r}")
-    if not _INT64.min <= ignore_index <= _INT64.max:
+    if not INT64_MIN <= ignore_index <= INT64_MAX:  # C constants: no numpy lookups per call
         raise ValueError(f"{kernel}: ignore_index {ignore_index} does not fit in int64")
     return ignore_index
 

@@ -52,7 +52,7 @@ def programs(model):
     """The (needs -> Traced or False) tables of every arena of the model's chain plans."""
     tables = []
     for call in model._calls():
-        for plan, _, _ in getattr(call, "plans", {}).values():
+        for plan, _ in getattr(call, "plans", {}).values():
             tables.extend(arena.programs for arena in plan.spare)
     return tables
 

@@ -97,14 +97,14 @@ class ChainedRun:
         key = (data.shape, data.dtype, _config.get_num_threads(), kernels.backend)
         entry = self.plans.get(key)
         if entry is not None:
-            plan, weights, weight_key = entry
-            if [w._data.shape for w in weights] == weight_key:
-                try:
-                    return run_chain(plan, input, weights)
-                except (TypeError, ValueError):
-                    # a weight's data was swapped under the plan (say, to another dtype)
-                    # and a kernel refused it: the layers say what is wrong, or re-plan
-                    del self.plans[key]
+            plan, weights = entry
+            try:
+                return run_chain(plan, input, weights)
+            except (TypeError, ValueError):
+                # a weight's data was swapped under the plan (another shape or dtype)
+                # and a kernel refused it (kernels check every array they are given):
+                # the layers say what is wrong, or the run is planned anew
+                del self.plans[key]
         out = self._one_by_one(input)  # validates; raises on bad input
         self._plan(key, input)
         return out
@@ -131,4 +131,4 @@ class ChainedRun:
             return
         if len(self.plans) >= _MAX_PLANS:
             self.plans.clear()
-        self.plans[key] = (ChainPlan(steps, dtype), weights, [w._data.shape for w in weights])
+        self.plans[key] = (ChainPlan(steps, dtype), weights)
