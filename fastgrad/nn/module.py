@@ -77,11 +77,22 @@ def _check_name(kind, owner, name, registry):
 
 
 class _Edits:
-    """How many times an attribute of any Module was assigned or deleted. Plans cached
-    from a module's settings (Sequential's chains) compare it to know a layer may have
-    changed; nothing in a forward or backward pass assigns module attributes."""
+    """How many times an attribute of a watched Module was assigned or deleted. Plans
+    cached from modules' settings (Sequential's chains) mark those modules watched and
+    compare the count to know a layer may have changed; nothing in a forward or backward
+    pass assigns module attributes. Modules nobody planned from are not counted, so
+    making a module (say, a loss inside a training loop) leaves every plan in place."""
 
     count = 0
+
+    @staticmethod
+    def watch(module):
+        object.__setattr__(module, "_watched", True)
+
+    @staticmethod
+    def note(module):
+        if "_watched" in module.__dict__:
+            _Edits.count += 1
 
 
 class Module:
@@ -114,7 +125,7 @@ class Module:
         return d["_parameters"], d["_buffers"], d["_modules"]
 
     def _unregister(self, name):
-        _Edits.count += 1
+        _Edits.note(self)
         params, buffers, modules = self._registries()
         params.pop(name, None)
         buffers.pop(name, None)
@@ -123,7 +134,7 @@ class Module:
         self.__dict__.pop(name, None)
 
     def __setattr__(self, name, value):
-        _Edits.count += 1
+        _Edits.note(self)
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
@@ -160,7 +171,7 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
-        _Edits.count += 1
+        _Edits.note(self)
         d = self.__dict__
         if any(name in d.get(reg, ()) for reg in ("_parameters", "_buffers", "_modules")):
             self._unregister(name)

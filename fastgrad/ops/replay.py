@@ -143,7 +143,7 @@ class Program:
         exec(compile(self.source, "<fastgrad chain program>", "exec"), names)
         # the traced run's arrays that change from run to run are slots, never names:
         # the program holds on to no run's input, output or gradients
-        self.run = names["run"]
+        self.run = names.pop("run")  # its globals must not hold it: no reference cycle
 
     @staticmethod
     def values(slots):

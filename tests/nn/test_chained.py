@@ -309,3 +309,23 @@ def test_one_model_shared_by_threads_gives_each_its_own_arena():
     assert not errors
     for i in range(4):
         np.testing.assert_array_equal(got[i], want[i])
+
+
+def test_making_other_modules_keeps_the_plans():
+    """A loss module made inside a training loop must not send every step back to the
+    layer-by-layer path: only assignments to chained layers drop plans."""
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28)
+    model(x)
+    run_ = model._calls()[0]
+    plans = dict(run_.plans)
+    nn.CrossEntropyLoss()
+    nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    model(x)
+    assert run_.plans == plans and all(run_.plans[k] is plans[k] for k in plans)
+    model[3].padding = (1, 1)  # a chained layer's setting: re-planned
+    with pytest.raises(ValueError):  # 16x16 after padding no longer fits Linear(400, ...)
+        model(x)
+    model[3].padding = (0, 0)
+    model(x)
+    assert all(run_.plans.get(k) is not plans[k] for k in plans)

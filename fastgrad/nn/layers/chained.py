@@ -5,10 +5,11 @@ A ``ChainedRun`` stands for such a run inside a Sequential. The first call for e
 shape, dtype, thread count, kernel backend and set of weight shapes goes through the
 layers one by one (which validates everything and raises the usual errors); if that
 succeeds the run is planned for that key and later calls take the chain. Plans are
-dropped when any module attribute is assigned anywhere (``Module`` counts assignments in
-``_Edits``), so changing a layer's stride or replacing its weight is always seen, and a
-plan whose kernels refuse a weight swapped under it falls back to the layers. Only exact
-layer types are chained: a subclass with its own forward is called as itself.
+dropped when an attribute of any chained layer is assigned (``Module`` counts assignments
+to watched modules in ``_Edits``), so changing a layer's stride or replacing its weight
+is always seen, and a plan whose kernels refuse a weight's data swapped under it (another
+shape or dtype) falls back to the layers. Only exact layer types are chained: a subclass
+with its own forward is called as itself.
 """
 from ... import _config, kernels
 from ...autograd import _anomaly
@@ -85,6 +86,8 @@ class ChainedRun:
     def __init__(self, modules):
         self.modules = modules
         self.plans = {}
+        for module in modules:
+            _Edits.watch(module)  # an assignment to any of them drops the plans
         self.edits = _Edits.count
 
     def __call__(self, input):
