@@ -50,16 +50,15 @@ class ReshapeStep:
 
 
 class Arena:
-    """The arrays one chain call writes and throws away (a StepBuffers per step), and the
-    programs traced on them: per needs_input_grad pattern, a Traced, or False when the
-    chain's calls cannot be replayed (it then always runs its steps)."""
+    """The arrays one chain call writes and throws away: a StepBuffers per step, and the
+    same arrays as one list (``arrays``, in an order every arena of a plan shares), which
+    is what a replayed program reads them from."""
 
-    __slots__ = ("bufs", "arrays", "programs")
+    __slots__ = ("bufs", "arrays")
 
     def __init__(self, bufs):
         self.bufs = bufs
         self.arrays = [a for b in bufs for a in b.values()]
-        self.programs = {}
 
 
 class Traced:
@@ -84,6 +83,9 @@ class ChainPlan:
 
     def __init__(self, steps, dtype):
         self.steps, self.dtype = steps, dtype
+        # per needs_input_grad pattern: a Traced, or False when the chain's calls cannot
+        # be replayed (it then always runs its steps)
+        self.programs = {}
         self.out_shape = steps[-1].out_shape if steps else None
         # the largest workspace any step asks for: taken once per call, so that every
         # kernel call of a traced run sees the same array
@@ -119,10 +121,9 @@ class ChainPlan:
 class Chain(Function):
     """out = the chain's steps applied in order. Inputs: x, then every step's weights.
 
-    The first call on an arena (for a pattern of wanted gradients) runs the steps and
-    traces their kernel calls, forward and backward; later calls on it replay them
-    (ops/replay.py). Replay needs both programs, so until a backward has been traced a
-    call that wants gradients runs the steps."""
+    The first call of a plan (for a pattern of wanted gradients) runs the steps and
+    traces their kernel calls, and so does its first backward; later calls, on any of
+    the plan's arenas, replay them (ops/replay.py)."""
 
     fresh_grads = True  # weight and input gradients are new arrays (never arena ones)
 
@@ -131,22 +132,22 @@ class Chain(Function):
         keep = True in needs
         h = np.ascontiguousarray(x)
         arena = plan.take_arena()
-        traced = arena.programs.get(needs)
-        ws = workspace(plan.ws_size, plan.dtype)
-        if traced and (traced.backward is not None or not keep):
-            values = [h, *weights, ws]
-            h = traced.forward.run(values)[0]
-            self.values = values
+        values = [h, *weights, workspace(plan.ws_size, plan.dtype)]
+        traced = plan.programs.get(needs)
+        if traced:
+            h, saved = traced.forward.run(values, arena.arrays)
         else:
-            h = self._run_steps(h, weights, ws, keep, plan, arena, traced is not False)
+            h, saved = self._run_steps(values, keep, plan, arena, traced is None)
         if keep:
             self.plan, self.weights, self.arena = plan, weights, arena
+            self.values, self.saved = values, saved
         else:
             plan.give_back(arena)
         return h
 
-    def _run_steps(self, h, weights, ws, keep, plan, arena, trace):
-        given = [h, *weights, ws]
+    def _run_steps(self, values, keep, plan, arena, trace):
+        """Run the steps, tracing their calls when ``trace``; (output, saved per step)."""
+        h, weights = values[0], values[1:-1]
         recorder = _trace_into(arena) if trace else None
         try:
             saved, i = [], 0
@@ -158,31 +159,26 @@ class Chain(Function):
         finally:
             if trace:
                 _end_trace(arena)
-        self.saved = saved
         if trace:
             try:
-                slots = Slots(given, arena.arrays)
-                program = Program(recorder.calls, slots, [h])
-                arena.programs[self.needs_input_grad] = Traced(program)
-                self.values = Program.values(slots)
+                slots = Slots(values, arena.arrays)
+                plan.programs[self.needs_input_grad] = Traced(Program(recorder.calls, slots, [h, saved]))
+                values[:] = Program.values(slots)  # the arrays the run made join its slots
             except Untraceable:
-                arena.programs[self.needs_input_grad] = False
-        return h
+                plan.programs[self.needs_input_grad] = False
+        return h, saved
 
     def backward(self, grad):
         needs, plan, arena = self.needs_input_grad, self.plan, self.arena
         g = np.ascontiguousarray(grad, dtype=plan.dtype)
-        ws = workspace(plan.ws_size, plan.dtype)
-        values = self.__dict__.get("values")
-        if values is not None:
-            # the forward's slots, less its workspace (this thread brings its own)
-            values = values[:]
-            values[len(self.weights) + 1] = None
-            given = values + [ws, g]
-            if "saved" not in self.__dict__:  # the forward was replayed: so is this
-                return tuple(arena.programs[needs].backward.run(given))
-        traced = arena.programs.get(needs)
-        trace = values is not None and bool(traced) and traced.backward is None
+        # the forward's slots, less its workspace (this thread brings its own)
+        given = self.values[:]
+        given[len(self.weights) + 1] = None
+        given += [workspace(plan.ws_size, plan.dtype), g]
+        traced = plan.programs.get(needs)
+        if traced and traced.backward is not None:
+            return tuple(traced.backward.run(given, arena.arrays))
+        trace = bool(traced)  # a Traced forward, its backward not traced yet
         recorder = _trace_into(arena) if trace else None
         try:
             grads = self._backward_steps(g)
@@ -193,7 +189,7 @@ class Chain(Function):
             try:
                 traced.backward = Program(recorder.calls, Slots(given, arena.arrays), grads)
             except Untraceable:
-                arena.programs[needs] = False
+                plan.programs[needs] = False
         return tuple(grads)
 
     def _backward_steps(self, g):

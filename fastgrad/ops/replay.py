@@ -12,12 +12,13 @@ steps' Python (arena lookups, reshapes, the bookkeeping of which gradient goes w
 Tracing runs the steps as usual with a ``Recorder`` standing in for ``fastgrad.kernels``
 (the steps call kernels through ``StepBuffers.kernels``), so a traced run computes what
 it always did. Each argument of each call is then placed: an array of the arena (or a
-view into one) stays as it is; the input, a weight, the workspace or the incoming
-gradient (or a reshaped view of one) becomes that slot; an array that owns its memory
-and none of those is an array the run made, which every replay makes anew with the same
-shape and dtype. Anything that fits none of these (or a kernel that returned a value)
-leaves the chain without a program: it keeps running its steps. Replayed calls still
-pass through each kernel's own argument checks.
+reshaped view of one) becomes that arena position, so that one program serves every
+arena of the plan; the input, a weight, the workspace or the incoming gradient (or a
+reshaped view of one) becomes that slot; an array that owns its memory and none of those
+is an array the run made, which every replay makes anew with the same shape and dtype.
+Anything that fits none of these (or a kernel that returned a value) leaves the chain
+without a program: it keeps running its steps. Replayed calls still pass through each
+kernel's own argument checks.
 """
 import numpy as np
 
@@ -53,10 +54,10 @@ def _span(a):
 
 
 class Slots:
-    """What a traced run's arrays are: slot numbers for the arrays given to every run (and
-    for those the run makes), and the arena's arrays, which stay."""
+    """Where a traced run's arrays come from: slot numbers for the arrays given to every
+    run (and for those the run makes), and positions in the arena's list of arrays."""
 
-    def __init__(self, given, fixed):
+    def __init__(self, given, arena):
         self.known = []   # (array, slot): given and made arrays, in slot order
         self.made = []    # (slot, shape, dtype) of the arrays each replay makes anew
         self.count = 0
@@ -72,39 +73,43 @@ class Slots:
         for (_, end), (start, _) in zip(spans, spans[1:]):
             if start < end:  # two given arrays share memory: a slot could not tell them apart
                 raise Untraceable("given arrays overlap")
-        self.fixed = [_span(a) for a in fixed]
+        self.arena = arena
 
     def place(self, a):
-        """(slot, shape to view it as, or None), or None for an argument that stays."""
+        """Where ``a`` comes from: ("slot", number, shape to view it as or None), ("arena",
+        position, shape or None), or None for an argument that is not an array."""
         if not isinstance(a, np.ndarray):
             return None
         for known, slot in self.known:
             if a is known:
-                return slot, None
-        start, end = _span(a)
-        for known, slot in self.known:
-            if (_span(known) == (start, end) and a.dtype == known.dtype
-                    and a.flags.c_contiguous and known.flags.c_contiguous):
-                return slot, (None if a.shape == known.shape else a.shape)
-        for f_start, f_end in self.fixed:
-            if f_start <= start and end <= f_end:
-                return None
+                return "slot", slot, None
+        for k, known in enumerate(self.arena):
+            if a is known:
+                return "arena", k, None
+        span = _span(a)
+        for kind, pairs in (("slot", self.known), ("arena", [(b, k) for k, b in enumerate(self.arena)])):
+            for known, k in pairs:
+                if (_span(known) == span and a.dtype == known.dtype
+                        and a.flags.c_contiguous and known.flags.c_contiguous):
+                    return kind, k, (None if a.shape == known.shape else a.shape)
         if a.base is None and a.size:  # made by the run
             slot = self.count
             self.count += 1
             self.known.append((a, slot))
             self.made.append((slot, a.shape, a.dtype))
-            return slot, None
+            return "slot", slot, None
         raise Untraceable(f"an argument of shape {a.shape} of unknown origin")
 
 
 class Program:
-    """Kernel calls to replay, as one straight-line Python function.
+    """Kernel calls to replay, as one straight-line Python function ``run(values, arena)``.
 
     The function is written out once (its text is kept in ``source``), so that a replay
-    costs one Python call per kernel call and nothing else: the slots are its local
-    variables, the arena's arrays and the kernels its globals, and the arrays each run
-    makes are made at its top (``made``: (slot, shape, dtype))."""
+    costs one Python call per kernel call and little else: the slots and the arena's
+    arrays are its local variables, the kernels and the other constants its globals, and
+    the arrays each run makes are made at its top (``made``: (slot, shape, dtype)). It
+    returns ``results`` rebuilt from the run's arrays (nested tuples and lists of arrays,
+    or None), and appends the arrays it made to ``values``."""
 
     def __init__(self, calls, slots, results):
         names = {"empty": np.empty}
@@ -119,30 +124,35 @@ class Program:
             return name
 
         def expression(a):
+            if isinstance(a, (tuple, list)):
+                items = "".join(f"{expression(b)}, " for b in a)
+                return f"({items})" if isinstance(a, tuple) else f"[{items}]"
             where = slots.place(a)
             if where is None:
                 return constant(a)
-            slot, shape = where
-            return f"s{slot}" if shape is None else f"s{slot}.reshape({constant(shape)})"
+            kind, k, shape = where
+            name = f"{'s' if kind == 'slot' else 'a'}{k}"
+            return name if shape is None else f"{name}.reshape({constant(shape)})"
 
         lines = []
         for kernel, args, result in calls:
             if result is not None:
                 raise Untraceable(f"{kernel.__name__} returned a value")
             lines.append(f"{constant(kernel)}({', '.join(expression(a) for a in args)})")
-        returned = [expression(r) for r in results]
+        returned = expression(list(results))
         self.made = slots.made
         self.given = slots.count - len(slots.made)  # slots filled by the caller
-        given = "".join(f"s{i}, " for i in range(self.given))
+        unpack = [f"{''.join(f'{p}{i}, ' for i in range(n))} = {src}"
+                  for p, n, src in (("s", self.given, "values"), ("a", len(slots.arena), "arena")) if n]
         made = [f"s{slot} = empty({constant(shape)}, {constant(dtype)})"
                 for slot, shape, dtype in self.made]
         self.source = "\n    ".join(
-            [f"def run(values):", f"{given} = values" if given else "pass", *made, *lines,
+            ["def run(values, arena):", *unpack, *made, *lines,
              f"values.extend(({''.join(f's{slot}, ' for slot, _, _ in self.made)}))",
-             f"return [{', '.join(returned)}]"])
+             f"return {returned}"])
         exec(compile(self.source, "<fastgrad chain program>", "exec"), names)
-        # the traced run's arrays that change from run to run are slots, never names:
-        # the program holds on to no run's input, output or gradients
+        # the traced run's arrays that change from run to run are slots or arena arrays,
+        # never names: the program holds on to no run's input, output, gradients or arena
         self.run = names.pop("run")  # its globals must not hold it: no reference cycle
 
     @staticmethod

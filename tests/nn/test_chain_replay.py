@@ -49,12 +49,9 @@ def train(model, forward, data):
 
 
 def programs(model):
-    """The (needs -> Traced or False) tables of every arena of the model's chain plans."""
-    tables = []
-    for call in model._calls():
-        for plan, _ in getattr(call, "plans", {}).values():
-            tables.extend(arena.programs for arena in plan.spare)
-    return tables
+    """The (needs -> Traced or False) tables of the model's chain plans."""
+    return [plan.programs for call in model._calls()
+            for plan, _ in getattr(call, "plans", {}).values()]
 
 
 def test_training_on_replayed_chains_matches_the_layers_bit_for_bit():
@@ -173,3 +170,29 @@ def test_input_gradient_through_a_replay(needs_input_grad):
         np.testing.assert_array_equal(got, x.grad.data)
     else:
         assert got is None and x.grad is None
+
+
+def test_programs_are_traced_once_per_plan_and_serve_every_arena():
+    """Graphs dropped without backward, and several graphs alive at once (each on its own
+    arena), replay the plan's one traced program and stay correct."""
+    model = lenet()
+    x1, x2 = fastgrad.randn(2, 1, 28, 28), fastgrad.randn(2, 1, 28, 28)
+    for _ in range(3):
+        model.zero_grad()
+        model(x1).sum().backward()
+    (table,) = programs(model)
+    traced = dict(table)
+    for _ in range(3):
+        model(x1)  # dropped: its arena goes with it
+    model.zero_grad()
+    outs = [model(x1), model(x2), model(x1)]  # three arenas in use at once
+    (outs[0].sum() + 2 * outs[1].sum() + 3 * outs[2].sum()).backward()
+    got = [o.data.copy() for o in outs] + [p.grad.data.copy() for p in model.parameters()]
+    assert table == traced and all(table[k] is traced[k] for k in traced)
+    model.zero_grad()
+    forward = layer_by_layer(model)
+    want_outs = [forward(x1), forward(x2), forward(x1)]
+    (want_outs[0].sum() + 2 * want_outs[1].sum() + 3 * want_outs[2].sum()).backward()
+    want = [o.data for o in want_outs] + [p.grad.data for p in model.parameters()]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
