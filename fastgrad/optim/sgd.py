@@ -35,69 +35,32 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _update_group(self, group, n_threads):
-        if not self._update_uniform_group(group, n_threads):
-            self._update_mixed_group(group, n_threads)
-
-    def _update_uniform_group(self, group, n_threads):
-        """The common case in one pass: every parameter of one dtype and, with momentum,
-        every buffer already made. Returns False, having changed nothing, otherwise."""
+        """One kernel call per bucket of parameters (one dtype, and with momentum, whether
+        the buffer is new): in the common case one call for the whole group, gathered in
+        one pass that looks a bucket up only when the bucket changes."""
         momentum, state = group["momentum"], self.state
-        params, grads, bufs = [], [], []
-        dtype = None
+        buckets, dtype, first_step = {}, None, None
         for p in group["params"]:
             grad = p.grad
             if grad is None:
                 continue
             data = p._data
-            if data.dtype != dtype:
-                if dtype is not None:
-                    return False
-                dtype = data.dtype
+            buf, fresh = None, False
             if momentum != 0:
-                entry = state.get(p)
-                buf = None if entry is None else entry.get("momentum_buffer")
-                if buf is None:
-                    return False
-                bufs.append(buf)
-            params.append(data)
-            grads.append(grad._data)
-        if params:
-            kernels.sgd_step(params, grads, bufs, group["lr"], momentum, group["dampening"],
-                             group["weight_decay"], group["nesterov"], group["maximize"], False,
-                             n_threads)
-        return True
-
-    def _update_mixed_group(self, group, n_threads):
-        momentum = group["momentum"]
-        buckets = {}
-        if momentum == 0:
-            for p in group["params"]:
-                grad = p.grad
-                if grad is not None:
-                    data = p.data
-                    params, grads = self._bucket(buckets, data.dtype, 2)
-                    params.append(data)
-                    grads.append(grad.data)
-            calls = [(key, False, lists + ([],)) for key, lists in buckets.items()]
-        else:
-            state = self.state
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                data = p.data
                 entry = state[p]
                 buf = entry.get("momentum_buffer")
-                fresh = buf is None
-                if fresh:  # the first step writes the gradient into it, as PyTorch's clone
+                if buf is None:  # the first step writes the gradient into it, as PyTorch's clone
                     buf = entry["momentum_buffer"] = np.empty(data.shape, data.dtype)
-                params, grads, bufs = self._bucket(buckets, (data.dtype, fresh), 3)
-                params.append(data)
-                grads.append(grad.data)
+                    fresh = True
+            if data.dtype is not dtype or fresh is not first_step:
+                dtype, first_step = data.dtype, fresh  # equal dtypes share a bucket
+                params, grads, bufs = self._bucket(buckets, (dtype, first_step), 3)
+            params.append(data)
+            grads.append(grad._data)
+            if buf is not None:
                 bufs.append(buf)
-            calls = [(key, key[1], lists) for key, lists in buckets.items()]
         lr, dampening, wd = group["lr"], group["dampening"], group["weight_decay"]
         nesterov, maximize = group["nesterov"], group["maximize"]
-        for _, first_step, (params, grads, bufs) in calls:
+        for (_, first_step), (params, grads, bufs) in buckets.items():
             kernels.sgd_step(params, grads, bufs, lr, momentum, dampening, wd, nesterov, maximize,
                              first_step, n_threads)

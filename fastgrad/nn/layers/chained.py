@@ -36,13 +36,20 @@ def chainable(module):
     return type(module) in CHAINABLE
 
 
+def fuses_relu(modules, i):
+    """Whether modules[i] is a Conv2d or Linear that takes the ReLU after it into its own
+    output pass (then both run as one step, or as the layer's ``_forward_relu``)."""
+    return (type(modules[i]) in (Conv2d, Linear) and i + 1 < len(modules)
+            and type(modules[i + 1]) is ReLU)
+
+
 def _steps_for(modules, shape, n_threads):
     """The chain steps and weight tensors of ``modules`` for an input of ``shape``."""
     steps, weights, i = [], [], 0
     while i < len(modules):
         m = modules[i]
         kind = type(m)
-        relu = kind in (Conv2d, Linear) and i + 1 < len(modules) and type(modules[i + 1]) is ReLU
+        relu = fuses_relu(modules, i)
         layer_weights = []
         if kind is Conv2d:
             if len(shape) != 4:
@@ -116,7 +123,7 @@ class ChainedRun:
         modules, i = self.modules, 0
         while i < len(modules):
             m = modules[i]
-            if type(m) in (Conv2d, Linear) and i + 1 < len(modules) and type(modules[i + 1]) is ReLU:
+            if fuses_relu(modules, i):
                 input = m._forward_relu(input)
                 i += 2
             else:
