@@ -141,6 +141,9 @@ class Chain(Function):
         if keep:
             self.plan, self.weights, self.arena = plan, weights, arena
             self.values, self.saved = values, saved
+            # backward replays (or traces) the programs this forward's slots came from,
+            # even if another thread has traced the plan anew since
+            self.traced = traced if traced is not None else plan.programs.get(needs)
         else:
             plan.give_back(arena)
         return h
@@ -162,7 +165,8 @@ class Chain(Function):
         if trace:
             try:
                 slots = Slots(values, arena.arrays)
-                plan.programs[self.needs_input_grad] = Traced(Program(recorder.calls, slots, [h, saved]))
+                program = Program(recorder.calls, slots, [h, saved])
+                plan.programs[self.needs_input_grad] = Traced(program)
                 values[:] = Program.values(slots)  # the arrays the run made join its slots
             except Untraceable:
                 plan.programs[self.needs_input_grad] = False
@@ -175,7 +179,7 @@ class Chain(Function):
         given = self.values[:]
         given[len(self.weights) + 1] = None
         given += [workspace(plan.ws_size, plan.dtype), g]
-        traced = plan.programs.get(needs)
+        traced = self.traced
         if traced and traced.backward is not None:
             return tuple(traced.backward.run(given, arena.arrays))
         trace = bool(traced)  # a Traced forward, its backward not traced yet
