@@ -151,13 +151,22 @@ def check_size(op, name, shape, dtype, max_elements=None):
 class StepBuffers(dict):
     """The arrays one call of a step may write, by name (a chain's arena gives one per
     step, see ops/chain.ChainPlan), and the kernels the step calls: ``fastgrad.kernels``,
-    or a recorder while a chain's calls are traced (ops/replay.py)."""
+    or a recorder while a chain's calls are traced (ops/replay.py). Arrays a step hands
+    out (gradients, a chain's output) come from ``new``, so that a trace knows them."""
 
     kernels = kernels
+
+    def new(self, shape, dtype):
+        """A new array for this call to hand out."""
+        a = np.empty(shape, dtype)
+        recorder = self.__dict__.get("kernels")
+        if recorder is not None:  # tracing: every replay makes this array anew
+            recorder.made.append(a)
+        return a
 
 
 def arena_array(bufs, name, shape, dtype):
     """``bufs[name]`` (an array a chain reuses from call to call), or a new array when
     ``bufs`` has none: outside a chain, and for what a chain hands out."""
     a = bufs.get(name)
-    return np.empty(shape, dtype) if a is None else a
+    return bufs.new(shape, dtype) if a is None else a

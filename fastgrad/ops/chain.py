@@ -164,7 +164,7 @@ class Chain(Function):
                 _end_trace(arena)
         if trace:
             try:
-                slots = Slots(values, arena.arrays)
+                slots = Slots(values, arena.arrays, recorder.made)
                 program = Program(recorder.calls, slots, [h, saved])
                 plan.programs[self.needs_input_grad] = Traced(program)
                 values[:] = Program.values(slots)  # the arrays the run made join its slots
@@ -191,7 +191,8 @@ class Chain(Function):
                 _end_trace(arena)
         if trace:
             try:
-                traced.backward = Program(recorder.calls, Slots(given, arena.arrays), grads)
+                slots = Slots(given, arena.arrays, recorder.made)
+                traced.backward = Program(recorder.calls, slots, grads)
             except Untraceable:
                 plan.programs[needs] = False
         return tuple(grads)

@@ -85,12 +85,12 @@ class ConvStep:
                                           n_threads)
         grads = [None] * self.n_weights
         if need_weights[0]:
-            gw = grads[0] = np.empty(self.w_shape, dtype)
+            gw = grads[0] = bufs.new(self.w_shape, dtype)
             bufs.kernels.conv2d_backward_weight(x, grad, gw, *params,
                                            workspace(self.ws_sizes["backward_weight"], dtype),
                                            n_threads)
         if self.n_weights == 2 and need_weights[1]:
-            gb = grads[1] = np.empty(self.w_shape[0], dtype)
+            gb = grads[1] = bufs.new(self.w_shape[0], dtype)
             bufs.kernels.conv2d_backward_bias(grad, gb, n_threads)
         return gx, grads
 

@@ -14,8 +14,8 @@ Tracing runs the steps as usual with a ``Recorder`` standing in for ``fastgrad.k
 it always did. Each argument of each call is then placed: an array of the arena (or a
 reshaped view of one) becomes that arena position, so that one program serves every
 arena of the plan; the input, a weight, the workspace or the incoming gradient (or a
-reshaped view of one) becomes that slot; an array that owns its memory and none of those
-is an array the run made, which every replay makes anew with the same shape and dtype.
+reshaped view of one) becomes that slot; an array the steps asked ``StepBuffers.new`` for
+is one the run made, which every replay makes anew with the same shape and dtype.
 Anything that fits none of these (or a kernel that returned a value) leaves the chain
 without a program: it keeps running its steps. Replayed calls still pass through each
 kernel's own argument checks.
@@ -31,6 +31,7 @@ class Recorder:
 
     def __init__(self):
         self.calls = []
+        self.made = []  # the arrays the steps asked StepBuffers.new for, in order
 
     def __getattr__(self, name):
         kernel = getattr(kernels, name)
@@ -57,7 +58,7 @@ class Slots:
     """Where a traced run's arrays come from: slot numbers for the arrays given to every
     run (and for those the run makes), and positions in the arena's list of arrays."""
 
-    def __init__(self, given, arena):
+    def __init__(self, given, arena, made):
         self.known = []   # (array, slot): given and made arrays, in slot order
         self.made = []    # (slot, shape, dtype) of the arrays each replay makes anew
         self.count = 0
@@ -68,6 +69,13 @@ class Slots:
                     raise Untraceable("an empty array")
                 spans.append(_span(a))
                 self.known.append((a, self.count))
+            self.count += 1
+        for a in made:
+            if a.size == 0:
+                raise Untraceable("an empty array")
+            spans.append(_span(a))
+            self.known.append((a, self.count))
+            self.made.append((self.count, a.shape, a.dtype))
             self.count += 1
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:]):
@@ -92,12 +100,8 @@ class Slots:
                 if (_span(known) == span and a.dtype == known.dtype
                         and a.flags.c_contiguous and known.flags.c_contiguous):
                     return kind, k, (None if a.shape == known.shape else a.shape)
-        if a.base is None and a.size:  # made by the run
-            slot = self.count
-            self.count += 1
-            self.known.append((a, slot))
-            self.made.append((slot, a.shape, a.dtype))
-            return "slot", slot, None
+        # not given, not made by the run, not the arena's: an array a replay could not
+        # find again (say, one a step keeps), so the chain keeps running its steps
         raise Untraceable(f"an argument of shape {a.shape} of unknown origin")
 
 

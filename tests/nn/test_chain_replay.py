@@ -196,3 +196,23 @@ def test_programs_are_traced_once_per_plan_and_serve_every_arena():
     want = [o.data for o in want_outs] + [p.grad.data for p in model.parameters()]
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_array_of_unknown_origin_is_never_replayed():
+    """Only the given arrays, the arena's and those the run made through StepBuffers.new
+    may appear in a program: anything else (an array a step keeps, say) stops the trace."""
+    from fastgrad.ops.replay import Slots, Untraceable
+
+    x, arena_array, made = np.ones(4), np.ones(6), np.ones(2)
+    slots = Slots([x, None], [arena_array], [made])
+    assert slots.place(x) == ("slot", 0, None)
+    assert slots.place(x.reshape(2, 2)) == ("slot", 0, (2, 2))
+    assert slots.place(made) == ("slot", 2, None)
+    assert slots.place(arena_array.reshape(3, 2)) == ("arena", 0, (3, 2))
+    assert slots.place(3) is None
+    with pytest.raises(Untraceable):
+        slots.place(np.ones(4))  # owns its memory, but nobody said it was made
+    with pytest.raises(Untraceable):
+        slots.place(arena_array[:3])  # part of an arena array
+    with pytest.raises(Untraceable):
+        Slots([x, x[1:]], [], [])  # given arrays sharing memory
