@@ -25,7 +25,7 @@ from cython.parallel cimport prange
 cnp.import_array()
 
 __all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
-           "linear_backward_bias"]
+           "linear_backward_bias", "linear_backward"]
 
 cdef extern from "linear_kernels.h" nogil:
     void fg_gemm_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -44,6 +44,12 @@ cdef extern from "linear_kernels.h" nogil:
                         double *c, Py_ssize_t ldc)
     void fg_lin_sum_rows_f32(Py_ssize_t m, Py_ssize_t n, const float *g, float *out)
     void fg_lin_sum_rows_f64(Py_ssize_t m, Py_ssize_t n, const double *g, double *out)
+    void fg_lin_backward_small_f32(Py_ssize_t n, Py_ssize_t k, Py_ssize_t o, const float *x,
+                                   const float *g, const float *relu_out, const float *w,
+                                   float *gx, float *gw, float *gb)
+    void fg_lin_backward_small_f64(Py_ssize_t n, Py_ssize_t k, Py_ssize_t o, const double *x,
+                                   const double *g, const double *relu_out, const double *w,
+                                   double *gx, double *gw, double *gb)
     Py_ssize_t fg_lin_nr_f32()
     Py_ssize_t fg_lin_nr_f64()
     Py_ssize_t fg_lin_mr()
@@ -330,6 +336,78 @@ def linear_backward_bias(grad_out, grad_bias, n_threads):
             fg_lin_sum_rows_f32(n, o, <const float *>gp, <float *>bp)
         else:
             fg_lin_sum_rows_f64(n, o, <const double *>gp, <double *>bp)
+
+
+def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bias, n_threads):
+    """All three gradients of a small batch in one pass over the weight (single-threaded):
+    grad_x = g @ weight, grad_weight = g.T @ x, grad_bias = g.sum(axis=0), where g is
+    grad_out, zeroed where relu_out is not positive when relu_out is given (the ReLU of
+    linear_forward's apply_relu). Each output is written fresh; rows are added in order.
+
+    x: IN (N, in_features); grad_out: IN (N, out_features); relu_out: IN (N, out_features)
+    or None; weight: IN (out_features, in_features); grad_x: OUT (N, in_features) or None;
+    grad_weight: OUT (out_features, in_features) or None; grad_bias: OUT (out_features,)
+    or None. One dtype, all C-contiguous; the outputs may not share memory with each other.
+    Meant for a few rows: its one pass reads x and grad_out once per output feature.
+    """
+    cdef str kn = "linear_backward"
+    cdef int t = _check(kn, "x", x, 2, -1, False)
+    _check(kn, "grad_out", grad_out, 2, t, False)
+    _check(kn, "weight", weight, 2, t, False)
+    if relu_out is not None:
+        _check(kn, "relu_out", relu_out, 2, t, False)
+    if grad_x is not None:
+        _check(kn, "grad_x", grad_x, 2, t, True)
+    if grad_weight is not None:
+        _check(kn, "grad_weight", grad_weight, 2, t, True)
+    if grad_bias is not None:
+        _check(kn, "grad_bias", grad_bias, 1, t, True)
+    _check_threads(kn, n_threads)
+    cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(weight, 0)
+    if _dim(weight, 1) != k:
+        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
+                         f"{_dim(weight, 1)} (shape {weight.shape})")
+    if _dim(grad_out, 0) != n or _dim(grad_out, 1) != o:
+        raise ValueError(f"{kn}: grad_out has shape {grad_out.shape}, expected ({n}, {o})")
+    if relu_out is not None and (_dim(relu_out, 0) != n or _dim(relu_out, 1) != o):
+        raise ValueError(f"{kn}: relu_out has shape {relu_out.shape}, expected ({n}, {o})")
+    if grad_x is not None and (_dim(grad_x, 0) != n or _dim(grad_x, 1) != k):
+        raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
+    if grad_weight is not None and (_dim(grad_weight, 0) != o or _dim(grad_weight, 1) != k):
+        raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
+    if grad_bias is not None and _dim(grad_bias, 0) != o:
+        raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
+    outputs = [(name, a) for name, a in (("grad_x", grad_x), ("grad_weight", grad_weight),
+                                         ("grad_bias", grad_bias)) if a is not None]
+    for i in range(len(outputs)):
+        for j in range(i):
+            if _overlaps(outputs[i][1], outputs[j][1]):
+                raise ValueError(f"{kn}: outputs {outputs[j][0]} and {outputs[i][0]} share memory")
+    for _, out in outputs:  # inputs that share memory with an output are read from copies
+        if _overlaps(out, x):
+            x = x.copy()
+        if _overlaps(out, grad_out):
+            grad_out = grad_out.copy()
+        if _overlaps(out, weight):
+            weight = weight.copy()
+        if relu_out is not None and _overlaps(out, relu_out):
+            relu_out = relu_out.copy()
+    cdef void *xp = _data(x)
+    cdef void *gp = _data(grad_out)
+    cdef void *rp = _data(relu_out) if relu_out is not None else NULL
+    cdef void *wp = _data(weight)
+    cdef void *gxp = _data(grad_x) if grad_x is not None else NULL
+    cdef void *gwp = _data(grad_weight) if grad_weight is not None else NULL
+    cdef void *gbp = _data(grad_bias) if grad_bias is not None else NULL
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_lin_backward_small_f32(n, k, o, <const float *>xp, <const float *>gp,
+                                      <const float *>rp, <const float *>wp, <float *>gxp,
+                                      <float *>gwp, <float *>gbp)
+        else:
+            fg_lin_backward_small_f64(n, k, o, <const double *>xp, <const double *>gp,
+                                      <const double *>rp, <const double *>wp, <double *>gxp,
+                                      <double *>gwp, <double *>gbp)
 
 
 def _use_narrow_kernels(on):

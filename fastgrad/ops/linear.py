@@ -15,6 +15,12 @@ from ._util import StepBuffers, arena_array, check_size, tensor_cls
 from .activation import relu_backward_step
 
 
+# Batches up to this many rows take all three gradients in one pass over the weight
+# (linear_backward): at a few rows the products are memory-bound, and one pass touches
+# the weight and its gradient once. Larger batches use the three blocked products.
+FUSED_BACKWARD_MAX_ROWS = 4
+
+
 class LinearStep:
     """x @ weight.T (+ bias) (then ReLU) over the last dimension, forward and backward;
     weights: (weight[, bias]). The arithmetic of the Linear op and of a chain's linear layer."""
@@ -27,8 +33,9 @@ class LinearStep:
         self.out_shape = tuple(x_shape[:-1]) + (w_shape[0],)
         self.relu, self.n_threads = relu, n_threads
         self.n_weights = 2 if has_bias else 1
+        self.fused_backward = self.rows <= FUSED_BACKWARD_MAX_ROWS
         self.buffers = {"out": self.out_rows_shape, "gx": self.rows_shape}
-        if relu:
+        if relu and not self.fused_backward:
             self.buffers["masked"] = self.out_rows_shape
 
     def forward(self, x, weights, keep, bufs):
@@ -40,23 +47,28 @@ class LinearStep:
 
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
         x2, out = saved
-        dtype, n_threads = x2.dtype, self.n_threads
+        dtype, n_threads, kernels = x2.dtype, self.n_threads, bufs.kernels
         grad = grad.reshape(self.out_rows_shape)
-        if self.relu:
-            grad = relu_backward_step(out, grad, bufs, "masked", n_threads)
-        gx = None
-        if need_x:
-            gx = arena_array(bufs, "gx", self.rows_shape, dtype)
-            bufs.kernels.linear_backward_input(grad, weights[0], gx, n_threads)
-            gx = gx.reshape(self.x_shape)
+        gx = arena_array(bufs, "gx", self.rows_shape, dtype) if need_x else None
         grads = [None] * self.n_weights
         if need_weights[0]:
-            gw = grads[0] = bufs.new(self.w_shape, dtype)
-            bufs.kernels.linear_backward_weight(x2, grad, gw, n_threads)
+            grads[0] = bufs.new(self.w_shape, dtype)
         if self.n_weights == 2 and need_weights[1]:
-            gb = grads[1] = bufs.new(self.w_shape[0], dtype)
-            bufs.kernels.linear_backward_bias(grad, gb, n_threads)
-        return gx, grads
+            grads[1] = bufs.new(self.w_shape[0], dtype)
+        gw, gb = grads[0], grads[1] if self.n_weights == 2 else None
+        if self.fused_backward:  # the ReLU's mask and all three products in one pass
+            kernels.linear_backward(x2, grad, out if self.relu else None, weights[0], gx, gw, gb,
+                                    n_threads)
+        else:
+            if self.relu:
+                grad = relu_backward_step(out, grad, bufs, "masked", n_threads)
+            if gx is not None:
+                kernels.linear_backward_input(grad, weights[0], gx, n_threads)
+            if gw is not None:
+                kernels.linear_backward_weight(x2, grad, gw, n_threads)
+            if gb is not None:
+                kernels.linear_backward_bias(grad, gb, n_threads)
+        return (None if gx is None else gx.reshape(self.x_shape)), grads
 
 
 class Linear(Function):

@@ -9,7 +9,7 @@ output once, fresh. ``n_threads`` is accepted and ignored.
 import numpy as np
 
 __all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
-           "linear_backward_bias"]
+           "linear_backward_bias", "linear_backward"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -171,3 +171,55 @@ def linear_backward_bias(grad_out, grad_bias, n_threads):
         for j in range(o):
             sums[j] += grow[j]
     _store(grad_bias, sums)
+
+
+def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bias, n_threads):
+    """All three gradients of a small batch in one pass over the weight: grad_x = g @ weight,
+    grad_weight = g.T @ x, grad_bias = g.sum(axis=0), where g is grad_out, zeroed where
+    relu_out is not positive when relu_out is given. Each output is written fresh.
+
+    x: IN (N, in_features); grad_out: IN (N, out_features); relu_out: IN (N, out_features)
+    or None; weight: IN (out_features, in_features); grad_x: OUT (N, in_features) or None;
+    grad_weight: OUT (out_features, in_features) or None; grad_bias: OUT (out_features,)
+    or None. One dtype, all C-contiguous; the outputs may not share memory with each other.
+    """
+    kn = "linear_backward"
+    dt = _check(kn, "x", x, 2)
+    _check(kn, "grad_out", grad_out, 2, dt)
+    _check(kn, "weight", weight, 2, dt)
+    if relu_out is not None:
+        _check(kn, "relu_out", relu_out, 2, dt)
+    for name, out, ndim in (("grad_x", grad_x, 2), ("grad_weight", grad_weight, 2),
+                            ("grad_bias", grad_bias, 1)):
+        if out is not None:
+            _check(kn, name, out, ndim, dt, writable=True)
+    _check_threads(kn, n_threads)
+    n, k = x.shape
+    o = weight.shape[0]
+    if weight.shape[1] != k:
+        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
+                         f"{weight.shape[1]} (shape {weight.shape})")
+    for name, a, shape in (("grad_out", grad_out, (n, o)), ("relu_out", relu_out, (n, o)),
+                           ("grad_x", grad_x, (n, k)), ("grad_weight", grad_weight, (o, k)),
+                           ("grad_bias", grad_bias, (o,))):
+        if a is not None and a.shape != shape:
+            raise ValueError(f"{kn}: {name} has shape {a.shape}, expected {shape}")
+    outputs = [(name, a) for name, a in (("grad_x", grad_x), ("grad_weight", grad_weight),
+                                         ("grad_bias", grad_bias)) if a is not None]
+    for i in range(len(outputs)):
+        for j in range(i):
+            if np.shares_memory(outputs[i][1], outputs[j][1]):
+                raise ValueError(f"{kn}: outputs {outputs[j][0]} and {outputs[i][0]} share memory")
+    # everything is read into lists before anything is written: overlaps need no copies
+    xs, ws = x.tolist(), weight.tolist()
+    gs = grad_out.tolist()
+    if relu_out is not None:
+        gs = [[g if y > 0 else 0.0 for g, y in zip(grow, yrow)]
+              for grow, yrow in zip(gs, relu_out.tolist())]
+    if grad_x is not None and grad_x.size:
+        _store(grad_x, [[sum(grow[j] * ws[j][p] for j in range(o)) for p in range(k)] for grow in gs])
+    if grad_weight is not None and grad_weight.size:
+        _store(grad_weight, [[sum(gs[i][j] * xs[i][p] for i in range(n)) for p in range(k)]
+                             for j in range(o)])
+    if grad_bias is not None and grad_bias.size:
+        _store(grad_bias, [sum(gs[i][j] for i in range(n)) for j in range(o)])

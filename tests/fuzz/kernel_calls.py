@@ -150,6 +150,14 @@ def _linear_backward_bias(nko, dtype, rng):
     return [_arr(rng, (n, o), dtype), _out((o,), dtype), 1], ["in", "out", "threads"]
 
 
+def _linear_backward(nko, dtype, rng):
+    n, k, o = nko
+    return ([_arr(rng, (n, k), dtype), _arr(rng, (n, o), dtype), _arr(rng, (n, o), dtype),
+             _arr(rng, (o, k), dtype), _out((n, k), dtype), _out((o, k), dtype),
+             _out((o,), dtype), 1],
+            ["in", "in", "in", "in", "out", "out", "out", "threads"])
+
+
 # --------------------------------------------------------------------------- activation
 
 any_shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)
@@ -302,6 +310,7 @@ SPECS = {
     "linear_backward_input": (matrices, _linear_backward_input),
     "linear_backward_weight": (matrices, _linear_backward_weight),
     "linear_backward_bias": (matrices, _linear_backward_bias),
+    "linear_backward": (matrices, _linear_backward),
     "relu_forward": (any_shapes, _unary_forward(False)),
     "relu_backward": (any_shapes, _unary_backward(False)),
     "leaky_relu_forward": (any_shapes, _unary_forward(True)),

@@ -51,6 +51,17 @@ def test_linear_kernels(sizes, dtype, seed, kind, use_bias, relu, readonly, narr
         with narrow_kernels(narrow):
             comp(*inputs, got, *extra, n_threads)
         assert_close(got, expected, dtype, scale, f"{name} n={n} k={k} o={o}")
+    # all three gradients in one pass, with the forward's ReLU output as the mask or not
+    y = frozen(random_array(rng, (n, o), dtype, kind), readonly) if relu else None
+    comp, ref = both("linear_backward")
+    shapes = [(n, k), (o, k), (o,)]
+    expected = [sentinel(s, dtype) for s in shapes]
+    got = [sentinel(s, dtype) for s in shapes]
+    ref(x, g, y, w, *expected, 1)
+    comp(x, g, y, w, *got, n_threads)
+    for name, a, b, scale in zip(("grad_x", "grad_weight", "grad_bias"), got, expected,
+                                 (o * magnitude(g, w), n * magnitude(x, g), n * magnitude(g))):
+        assert_close(a, b, dtype, scale, f"linear_backward {name} n={n} k={k} o={o}")
 
 
 ELEMENTWISE = ["relu", "leaky_relu", "sigmoid", "tanh"]

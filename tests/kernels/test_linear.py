@@ -298,3 +298,98 @@ def test_backward_rejects_bad_arrays(compiled, home):
         m.linear_backward_bias(data((4, 3), np.float32, 0).T, np.empty(3, np.float32), 1)
     with pytest.raises(ValueError, match="must have 1 dimensions"):
         m.linear_backward_bias(g, np.empty((4, 1), np.float32), 1)
+
+
+# --------------------------------------------------------------------------- fused backward
+
+def fused(module, x, g, relu_out, w, outputs=(True, True, True)):
+    gx = np.full(x.shape, np.nan, x.dtype) if outputs[0] else None
+    gw = np.full(w.shape, np.nan, x.dtype) if outputs[1] else None
+    gb = np.full(w.shape[0], np.nan, x.dtype) if outputs[2] else None
+    module.linear_backward(x, g, relu_out, w, gx, gw, gb, 1)
+    return gx, gw, gb
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_fused_backward_matches_the_three_products(compiled, shape, dtype, relu):
+    """linear_backward = relu mask, then linear_backward_input/_weight/_bias: against the
+    reference twin of both, and numpy in float64; the bias gradient bit for bit (same
+    order of additions) and the others within a product's rounding."""
+    n, k, o = shape
+    x, w, g = data((n, k), dtype, 1), data((o, k), dtype, 2), data((n, o), dtype, 3)
+    y = data((n, o), dtype, 4) if relu else None
+    if relu and y.size:
+        y.flat[0] = 0.0  # a ReLU output of exactly zero passes no gradient
+    masked = np.where(y > 0, g, 0).astype(dtype) if relu else g
+    separate = backward(compiled, x, w, np.ascontiguousarray(masked))
+    for home in (compiled, reference):
+        got = fused(home, x, g, y, w)
+        want64 = (masked.astype(np.float64) @ w.astype(np.float64),
+                  masked.T.astype(np.float64) @ x.astype(np.float64),
+                  masked.astype(np.float64).sum(axis=0))
+        mags = (np.abs(masked) @ np.abs(w.astype(np.float64)), np.abs(masked.T) @ np.abs(x.astype(np.float64)),
+                np.abs(masked).sum(axis=0))
+        for a, want, mag in zip(got, want64, mags):
+            assert_product_close(a, want, mag, dtype)
+        if home is compiled:
+            np.testing.assert_array_equal(got[2], separate[2])
+
+
+def test_fused_backward_writes_only_the_outputs_given(compiled):
+    x, w, g = data((2, 6), np.float32, 1), data((3, 6), np.float32, 2), data((2, 3), np.float32, 3)
+    full = fused(compiled, x, g, None, w)
+    for mask in [(True, False, False), (False, True, False), (False, False, True), (False, False, False)]:
+        got = fused(compiled, x, g, None, w, mask)
+        for a, want, wanted in zip(got, full, mask):
+            assert (a is None) if not wanted else np.array_equal(a, want)
+
+
+def test_fused_backward_relu_mask_drops_nan_outputs_and_keeps_nan_gradients(compiled):
+    x, w = np.ones((1, 2), np.float32), np.ones((2, 2), np.float32)
+    g = np.array([[np.nan, 2.0]], np.float32)
+    y = np.array([[1.0, np.nan]], np.float32)  # NaN output: not positive, no gradient
+    gx, gw, gb = fused(compiled, x, g, y, w)
+    assert np.isnan(gb[0]) and gb[1] == 0 and np.isnan(gw[0]).all() and (gw[1] == 0).all()
+    assert np.isnan(gx).all()
+
+
+def test_fused_backward_with_outputs_sharing_inputs_gives_the_unshared_result(compiled):
+    x, w, g = data((2, 4), np.float32, 1), data((4, 4), np.float32, 2), data((2, 4), np.float32, 3)
+    want = fused(compiled, x.copy(), g.copy(), None, w.copy())
+    gx = g  # grad_x (2, 4) written over grad_out (2, 4)
+    gw, gb = np.empty((4, 4), np.float32), np.empty(4, np.float32)
+    compiled.linear_backward(x, g, None, w, gx, gw, gb, 1)
+    np.testing.assert_allclose(gx, want[0], rtol=1e-6)
+    np.testing.assert_allclose(gw, want[1], rtol=1e-6)
+    np.testing.assert_allclose(gb, want[2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("home", ["compiled", "reference"])
+def test_fused_backward_rejects_bad_arrays(compiled, home):
+    m = compiled if home == "compiled" else reference
+    x, w = data((3, 5), np.float32, 0), data((4, 5), np.float32, 1)
+    g, y = data((3, 4), np.float32, 2), data((3, 4), np.float32, 3)
+    gx, gw, gb = np.empty((3, 5), np.float32), np.empty((4, 5), np.float32), np.empty(4, np.float32)
+    cases = [
+        ((x, g, y, w, gx, gw, gb.astype(np.float64), 1), TypeError, "grad_bias has dtype float64"),
+        ((x, g.astype(np.float64), y, w, gx, gw, gb, 1), TypeError, "grad_out has dtype float64"),
+        ((x, g, y[:, :3], w, gx, gw, gb, 1), ValueError, "relu_out must be C-contiguous|relu_out has shape"),
+        ((x, g, np.ones((3, 3), np.float32), w, gx, gw, gb, 1), ValueError, r"relu_out has shape \(3, 3\)"),
+        ((x, g[:2], y, w, gx, gw, gb, 1), ValueError, r"grad_out has shape \(2, 4\)"),
+        ((x, g, y, w[:, :4].copy(), gx, gw, gb, 1), ValueError, "x has 5 features"),
+        ((x, g, y, w, np.empty((3, 4), np.float32), gw, gb, 1), ValueError, r"grad_x has shape \(3, 4\)"),
+        ((x, g, y, w, gx, np.empty((5, 4), np.float32), gb, 1), ValueError, r"grad_weight has shape \(5, 4\)"),
+        ((x, g, y, w, gx, gw, np.empty(3, np.float32), 1), ValueError, r"grad_bias has shape \(3,\)"),
+        ((x, g, y, w, gx, gw, gb, 0), ValueError, "n_threads must be a positive integer"),
+        ((x.tolist(), g, y, w, gx, gw, gb, 1), TypeError, "x must be a numpy array"),
+        ((x, g, y, w, gw.reshape(-1)[:15].reshape(3, 5), gw, gb, 1), ValueError,
+         "outputs grad_x and grad_weight share memory"),
+    ]
+    read_only = np.empty((4, 5), np.float32)
+    read_only.flags.writeable = False
+    cases.append(((x, g, y, w, gx, read_only, gb, 1), ValueError, "read-only"))
+    for args, error, match in cases:
+        with pytest.raises(error, match=match):
+            m.linear_backward(*args)
