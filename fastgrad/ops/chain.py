@@ -6,9 +6,12 @@ validated call, one graph node, one engine visit and a handful of temporary arra
 layer. A ``Chain`` is planned once per input shape (every geometry checked and every
 workspace size computed then) and afterwards runs the kernels back to back on plain
 arrays: the graph holds one node for the whole chain, and backward walks the layers in
-reverse without the engine. The values and gradients are those of the layer-by-layer ops
-bit for bit: the same steps run the same kernels on the same arrays (the one reordering,
-a ReLU's backward applied after the max pool that follows it, is exact; see MaxPoolStep).
+reverse without the engine. After the first run (and first backward) of a plan, the
+kernel calls the steps made are replayed instead of the steps (ops/replay.py): one
+Python call per kernel call. The values and gradients are those of the layer-by-layer
+ops bit for bit: the same steps run the same kernels on the same arrays (the one
+reordering, a ReLU's backward applied after the max pool that follows it, is exact; see
+MaxPoolStep).
 
 The steps are the ops' own: ConvStep (ops/conv.py), LinearStep (ops/linear.py),
 MaxPoolStep (ops/pool.py), ReluStep (ops/activation.py) and ReshapeStep here; the
@@ -21,9 +24,11 @@ inputs of a shape already checked.
 
 Each step has ``forward(x, weights, keep, bufs)`` -> (out, saved) and
 ``backward(grad, weights, saved, need_x, need_weights, bufs)`` -> (grad_x, weight grads),
-side by side; ``bufs`` holds the arena arrays the step may write (see ChainPlan) and
-``saved`` what backward reads (None when no gradient is wanted). Steps keep no state of
-their own between calls, so one plan serves any number of graphs and threads.
+side by side; ``bufs`` (a StepBuffers) holds the arena arrays the step may write (see
+ChainPlan), makes the arrays it hands out (``bufs.new``) and names the kernels it calls
+(``bufs.kernels``); ``saved`` is what backward reads (None when no gradient is wanted).
+Steps keep no state of their own between calls, so one plan serves any number of graphs
+and threads.
 """
 import numpy as np
 
