@@ -215,16 +215,13 @@ def _cross_entropy_rows(input, target):
     if type(input) is not Tensor or type(target) is not Tensor:
         return None
     x, t = input._data, target._data
-    if (x.ndim != 2 or t.ndim != 1 or t.dtype != np.int64 or x.shape[0] != t.shape[0]
+    if (x.ndim != 2 or t.ndim != 1 or t.dtype != _INT64 or x.shape[0] != t.shape[0]
             or x.dtype not in _FLOAT_DTYPES or not (x.flags.c_contiguous and t.flags.c_contiguous)):
         return None
     if t.size and not _in_range(t, x.shape[1]):
         return None
     return CrossEntropy.apply(input, target=t, weight=None, ignore_index=-100,
                               reduction="mean", label_smoothing=0.0, layout=None)
-
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _in_range(targets, n_classes):
@@ -237,6 +234,7 @@ def _in_range(targets, n_classes):
 
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)  # compared as dtypes: no conversion from the type per call
 
 
 # --------------------------------------------------------------------------- nll

@@ -140,7 +140,7 @@ class Optimizer:
         """The lists of arrays of one kernel call: tensors of one dtype (and one step count)."""
         lists = buckets.get(key)
         if lists is None:
-            lists = buckets[key] = tuple([] for _ in range(n_roles))
+            lists = buckets[key] = tuple([[] for _ in range(n_roles)])
         return lists
 
     # ----------------------------------------------------------------- state dict
