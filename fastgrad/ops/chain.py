@@ -232,6 +232,13 @@ class Chain(Function):
         if arena is not None:  # nothing refers to its arrays any more
             plan.give_back(arena)
 
+    def __del__(self):
+        # a graph dropped without a backward (say, a loss computed for logging): nothing
+        # else refers to its arena's arrays, so a later call may have them
+        arena = self.__dict__.get("arena")
+        if arena is not None:
+            self.__dict__["plan"].give_back(arena)
+
 
 def _trace_into(arena):
     """Route the arena's steps' kernel calls through a new Recorder (until _end_trace)."""

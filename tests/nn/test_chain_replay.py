@@ -216,3 +216,18 @@ def test_an_array_of_unknown_origin_is_never_replayed():
         slots.place(arena_array[:3])  # part of an arena array
     with pytest.raises(Untraceable):
         Slots([x, x[1:]], [], [])  # given arrays sharing memory
+
+
+def test_a_dropped_graph_gives_its_arena_back():
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28)
+    for _ in range(3):
+        model(x).sum().backward()
+    (plan, _), = model._calls()[0].plans.values()
+    arenas = list(plan.spare)
+    out = model(x)  # takes an arena; dropping the graph (no backward) gives it back
+    assert len(plan.spare) == len(arenas) - 1
+    kept = out.data.copy()
+    del out
+    assert sorted(map(id, plan.spare)) == sorted(map(id, arenas))
+    np.testing.assert_array_equal(model(x).data, kept)
