@@ -114,6 +114,8 @@ cdef void *_weights(str kernel, object weight, object dtype, Py_ssize_t n_classe
 
 
 cdef int _threads(str kernel, object n_threads) except -1:
+    if type(n_threads) is int and 1 <= n_threads <= (1 << 16):
+        return n_threads  # the common case, without the isinstance chain below
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
     if n_threads < 1:
@@ -351,7 +353,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
     cdef void *pl = _ptr(losses)
     cdef void *pg = _ptr(grad) if grad is not None else NULL
     cdef double w_total = <double>C, total_weight, scale = 1, loss_sum
-    if dtype == np.float32:
+    if (<cnp.dtype>dtype).type_num == cnp.NPY_FLOAT32:
         with nogil:
             total_weight = _weight_sum(pt, N, <const float *>pw, ignore)
             if pw != NULL:
@@ -363,7 +365,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
                 w_total = _sum(<const double *>pw, C)
     if normalize:
         scale = 1.0 / total_weight if total_weight != 0 else NAN
-    if dtype == np.float32:
+    if (<cnp.dtype>dtype).type_num == cnp.NPY_FLOAT32:
         with nogil:
             _cross_entropy(<const float *>pz, pt, <const float *>pw, N, C, ignore, w_total, eps,
                            scale, <float *>pl, <float *>pg, nt)
@@ -428,7 +430,7 @@ def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=
     cdef void *pz = _ptr(log_probs)
     cdef void *pl = _ptr(losses)
     cdef double loss_sum, total_weight
-    if dtype == np.float32:
+    if (<cnp.dtype>dtype).type_num == cnp.NPY_FLOAT32:
         with nogil:
             _nll_forward(<const float *>pz, pt, <const float *>pw, N, C, ignore, <float *>pl)
             loss_sum = _sum(<const float *>pl, N)
@@ -464,7 +466,7 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
     cdef const int64_t *pt = <const int64_t *>_ptr(target)
     cdef void *pgl = _ptr(grad_losses)
     cdef void *pgi = _ptr(grad_input)
-    if dtype == np.float32:
+    if (<cnp.dtype>dtype).type_num == cnp.NPY_FLOAT32:
         with nogil:
             _nll_backward(pt, <const float *>pw, <const float *>pgl, N, C, ignore, <float *>pgi)
     else:
@@ -525,7 +527,7 @@ def mse_loss_forward(input, target, diff, squares, n_threads=1):
     cdef double total = 0
     if n == 0:
         return 0.0
-    if dtype == np.float32:
+    if (<cnp.dtype>dtype).type_num == cnp.NPY_FLOAT32:
         with nogil:
             total = _mse(<const float *>px, <const float *>py, <float *>pd, <float *>ps, n, nt)
     else:
@@ -589,7 +591,7 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
     cdef void *pgi = _ptr(grad_input)
     if n == 0:
         return
-    if dtype == np.float32:
+    if (<cnp.dtype>dtype).type_num == cnp.NPY_FLOAT32:
         with nogil:
             _mse_backward(<const float *>pd, <const float *>pg, g_scalar, <float>factor,
                           <float *>pgi, n, nt)
@@ -698,7 +700,7 @@ def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, 
     cdef double total
     if R * C == 0:
         return 0.0
-    if dtype == np.float32:
+    if (<cnp.dtype>dtype).type_num == cnp.NPY_FLOAT32:
         with nogil:
             total = _bce(<const float *>px, <const float *>py, <const float *>pw,
                          <const float *>ppw, scale, <float *>pl, <float *>pg, R, C, nt)
