@@ -377,13 +377,15 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
         raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
     if grad_bias is not None and _dim(grad_bias, 0) != o:
         raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
-    outputs = [(name, a) for name, a in (("grad_x", grad_x), ("grad_weight", grad_weight),
-                                         ("grad_bias", grad_bias)) if a is not None]
-    for i in range(len(outputs)):
-        for j in range(i):
-            if _overlaps(outputs[i][1], outputs[j][1]):
-                raise ValueError(f"{kn}: outputs {outputs[j][0]} and {outputs[i][0]} share memory")
-    for _, out in outputs:  # inputs that share memory with an output are read from copies
+    if grad_x is not None and grad_weight is not None and _overlaps(grad_x, grad_weight):
+        raise ValueError(f"{kn}: outputs grad_x and grad_weight share memory")
+    if grad_x is not None and grad_bias is not None and _overlaps(grad_x, grad_bias):
+        raise ValueError(f"{kn}: outputs grad_x and grad_bias share memory")
+    if grad_weight is not None and grad_bias is not None and _overlaps(grad_weight, grad_bias):
+        raise ValueError(f"{kn}: outputs grad_weight and grad_bias share memory")
+    for out in (grad_x, grad_weight, grad_bias):  # inputs sharing an output's memory: copies
+        if out is None:
+            continue
         if _overlaps(out, x):
             x = x.copy()
         if _overlaps(out, grad_out):
