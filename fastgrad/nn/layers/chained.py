@@ -2,9 +2,9 @@
 layers executed as one chained op (fastgrad.ops.chain).
 
 A ``ChainedRun`` stands for such a run inside a Sequential. The first call for each input
-shape, dtype, thread count, kernel backend and set of weight shapes goes through the
-layers one by one (which validates everything and raises the usual errors); if that
-succeeds the run is planned for that key and later calls take the chain. Plans are
+shape, dtype, thread count and kernel backend goes through the layers one by one (which
+validates everything and raises the usual errors); if that succeeds the run is planned
+for that key and later calls take the chain. Plans are
 dropped when an attribute of any chained layer is assigned (``Module`` counts assignments
 to watched modules in ``_Edits``), so changing a layer's stride or replacing its weight
 is always seen, and a plan whose kernels refuse a weight's data swapped under it (another
