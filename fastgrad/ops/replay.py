@@ -20,6 +20,8 @@ Anything that fits none of these (or a kernel that returned a value) leaves the 
 without a program: it keeps running its steps. Replayed calls still pass through each
 kernel's own argument checks.
 """
+import re
+
 import numpy as np
 
 from .. import kernels
@@ -105,6 +107,10 @@ class Slots:
         raise Untraceable(f"an argument of shape {a.shape} of unknown origin")
 
 
+_TAKEN = {"run", "values", "arena", "empty"}  # the names a program's text itself uses
+_GENERATED = re.compile(r"[sac][0-9]+")      # and the names of its slots, arenas, constants
+
+
 class Program:
     """Kernel calls to replay, as one straight-line Python function ``run(values, arena)``.
 
@@ -122,7 +128,8 @@ class Program:
             if a is None or type(a) in (bool, int):
                 return repr(a)  # exact, and read as fast as a name
             name = getattr(a, "__name__", None)  # a kernel: by its name, for the reader
-            if not (isinstance(name, str) and name.isidentifier() and names.get(name, a) is a):
+            if not (isinstance(name, str) and name.isidentifier() and names.get(name, a) is a
+                    and name not in _TAKEN and not _GENERATED.fullmatch(name)):
                 name = f"c{len(names)}"
             names[name] = a
             return name

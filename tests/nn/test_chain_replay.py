@@ -231,3 +231,28 @@ def test_a_dropped_graph_gives_its_arena_back():
     del out
     assert sorted(map(id, plan.spare)) == sorted(map(id, arenas))
     np.testing.assert_array_equal(model(x).data, kept)
+
+
+def test_a_program_calls_the_kernels_it_traced_whatever_their_names():
+    """Kernel names go into the program's text only when they cannot collide with the
+    names the text itself uses (run, values, arena, empty, s0, a0, c0, ...)."""
+    from fastgrad.ops.replay import Program, Slots
+
+    seen = []
+
+    def make(name):
+        def kernel(*args):
+            seen.append((name, args[1]))
+        kernel.__name__ = name
+        return kernel
+
+    x, arena_array = np.ones(3), np.zeros(2)
+    kernels_ = [make(n) for n in ("run", "values", "s0", "a0", "empty", "linear_forward")]
+    calls = [(k, (x, i), None) for i, k in enumerate(kernels_)]
+    slots = Slots([x], [arena_array], [])
+    program = Program(calls, slots, [x])
+    values = [np.full(3, 7.0)]
+    (out,) = program.run(values, [arena_array])
+    assert seen == [(k.__name__, i) for i, k in enumerate(kernels_)]
+    assert out is values[0]
+    assert "linear_forward(s0, 5)" in program.source and "run(s0" not in program.source
