@@ -155,7 +155,7 @@ def _linear_backward(nko, dtype, rng):
     return ([_arr(rng, (n, k), dtype), _arr(rng, (n, o), dtype), _arr(rng, (n, o), dtype),
              _arr(rng, (o, k), dtype), _out((n, k), dtype), _out((o, k), dtype),
              _out((o,), dtype), 1],
-            ["in", "in", "in", "in", "out", "out", "out", "threads"])
+            ["in", "in", "in?", "in", "out?", "out?", "out?", "threads"])
 
 
 # --------------------------------------------------------------------------- activation
