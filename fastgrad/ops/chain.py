@@ -30,6 +30,8 @@ ChainPlan), makes the arrays it hands out (``bufs.new``) and names the kernels i
 Steps keep no state of their own between calls, so one plan serves any number of graphs
 and threads.
 """
+import contextlib
+
 import numpy as np
 
 from ..autograd import Function
@@ -156,25 +158,18 @@ class Chain(Function):
     def _run_steps(self, values, keep, plan, arena, trace):
         """Run the steps, tracing their calls when ``trace``; (output, saved per step)."""
         h, weights = values[0], values[1:-1]
-        recorder = _trace_into(arena) if trace else None
-        try:
+        with _recording(arena, trace) as recorder:
             saved, i = [], 0
             for step, bufs in zip(plan.steps, arena.bufs):
                 k = step.n_weights
                 h, s = step.forward(h, weights[i:i + k], keep, bufs)
                 saved.append(s)
                 i += k
-        finally:
-            if trace:
-                _end_trace(arena)
-        if trace:
-            try:
-                slots = Slots(values, arena.arrays, recorder.made)
-                program = Program(recorder.calls, slots, [h, saved])
-                plan.programs[self.needs_input_grad] = Traced(program)
+        if recorder is not None:
+            program, slots = _program(recorder, values, arena, [h, saved])
+            plan.programs[self.needs_input_grad] = Traced(program) if program else False
+            if program:
                 values[:] = Program.values(slots)  # the arrays the run made join its slots
-            except Untraceable:
-                plan.programs[self.needs_input_grad] = False
         return h, saved
 
     def backward(self, grad):
@@ -187,18 +182,14 @@ class Chain(Function):
         traced = self.traced
         if traced and traced.backward is not None:
             return tuple(traced.backward.run(given, arena.arrays))
-        trace = bool(traced)  # a Traced forward, its backward not traced yet
-        recorder = _trace_into(arena) if trace else None
-        try:
+        # a traced forward whose backward is not traced yet: trace it now
+        with _recording(arena, bool(traced)) as recorder:
             grads = self._backward_steps(g)
-        finally:
-            if trace:
-                _end_trace(arena)
-        if trace:
-            try:
-                slots = Slots(given, arena.arrays, recorder.made)
-                traced.backward = Program(recorder.calls, slots, grads)
-            except Untraceable:
+        if recorder is not None:
+            program, _ = _program(recorder, given, arena, grads)
+            if program:
+                traced.backward = program
+            else:
                 plan.programs[needs] = False
         return tuple(grads)
 
@@ -240,17 +231,31 @@ class Chain(Function):
             self.__dict__["plan"].give_back(arena)
 
 
-def _trace_into(arena):
-    """Route the arena's steps' kernel calls through a new Recorder (until _end_trace)."""
+@contextlib.contextmanager
+def _recording(arena, trace):
+    """While the block runs, the arena's steps call their kernels through a new Recorder,
+    which is yielded, when ``trace``; otherwise nothing changes and None is yielded."""
+    if not trace:
+        yield None
+        return
     recorder = Recorder()
     for bufs in arena.bufs:
         bufs.kernels = recorder
-    return recorder
+    try:
+        yield recorder
+    finally:
+        for bufs in arena.bufs:
+            del bufs.kernels  # back to StepBuffers.kernels, fastgrad.kernels
 
 
-def _end_trace(arena):
-    for bufs in arena.bufs:
-        del bufs.kernels  # back to StepBuffers.kernels, fastgrad.kernels
+def _program(recorder, given, arena, results):
+    """(the Program of a traced run, its Slots), or (None, None) when its calls cannot be
+    replayed."""
+    try:
+        slots = Slots(given, arena.arrays, recorder.made)
+        return Program(recorder.calls, slots, results), slots
+    except Untraceable:
+        return None, None
 
 
 def run_chain(plan, input, weight_tensors):

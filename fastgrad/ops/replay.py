@@ -108,7 +108,7 @@ class Slots:
 
 
 _TAKEN = {"run", "values", "arena", "empty"}  # the names a program's text itself uses
-_GENERATED = re.compile(r"[sac][0-9]+")      # and the names of its slots, arenas, constants
+_GENERATED = re.compile(r"[sacv][0-9]+")     # and its slots, arena arrays, constants, views
 
 
 class Program:
@@ -134,6 +134,8 @@ class Program:
             names[name] = a
             return name
 
+        lines, views = [], {}
+
         def expression(a):
             if isinstance(a, (tuple, list)):
                 items = "".join(f"{expression(b)}, " for b in a)
@@ -143,13 +145,19 @@ class Program:
                 return constant(a)
             kind, k, shape = where
             name = f"{'s' if kind == 'slot' else 'a'}{k}"
-            return name if shape is None else f"{name}.reshape({constant(shape)})"
+            if shape is None:
+                return name
+            view = views.get((name, shape))
+            if view is None:  # each reshaped view made once per run, where first needed
+                view = views[name, shape] = f"v{len(views)}"
+                lines.append(f"{view} = {name}.reshape({constant(shape)})")
+            return view
 
-        lines = []
         for kernel, args, result in calls:
             if result is not None:
                 raise Untraceable(f"{kernel.__name__} returned a value")
-            lines.append(f"{constant(kernel)}({', '.join(expression(a) for a in args)})")
+            call = f"{constant(kernel)}({', '.join(expression(a) for a in args)})"
+            lines.append(call)
         returned = expression(list(results))
         self.made = slots.made
         self.given = slots.count - len(slots.made)  # slots filled by the caller
