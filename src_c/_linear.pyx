@@ -195,6 +195,25 @@ cdef inline Py_ssize_t _dim(object arr, int i) noexcept:
     return cnp.PyArray_DIMS(<cnp.ndarray>arr)[i]
 
 
+cdef int _check_features(str kernel, object x, object weight) except -1:
+    """x (N, in_features) and weight (out_features, in_features) agree."""
+    if _dim(weight, 1) != _dim(x, 1):
+        raise ValueError(f"{kernel}: x has {_dim(x, 1)} features (shape {x.shape}), weight "
+                         f"expects {_dim(weight, 1)} (shape {weight.shape})")
+
+
+cdef int _expect_shape(str kernel, str name, object a, Py_ssize_t rows, Py_ssize_t cols) except -1:
+    """a, when given, has shape (rows, cols), or (rows,) when cols is -1."""
+    if a is None:
+        return 0
+    if cols < 0:
+        if _dim(a, 0) != rows:
+            raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected ({rows},)")
+    elif _dim(a, 0) != rows or _dim(a, 1) != cols:
+        raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected ({rows}, {cols})")
+    return 0
+
+
 # --------------------------------------------------------------------------- kernels
 
 def linear_forward(x, weight, bias, out, apply_relu, n_threads):
@@ -212,13 +231,9 @@ def linear_forward(x, weight, bias, out, apply_relu, n_threads):
         _check(kn, "bias", bias, 1, t, False)
     cdef int threads = _check_threads(kn, n_threads)
     cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(weight, 0)
-    if _dim(weight, 1) != k:
-        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
-                         f"{_dim(weight, 1)} (shape {weight.shape})")
-    if _dim(out, 0) != n or _dim(out, 1) != o:
-        raise ValueError(f"{kn}: out has shape {out.shape}, expected ({n}, {o})")
-    if bias is not None and _dim(bias, 0) != o:
-        raise ValueError(f"{kn}: bias has shape {bias.shape}, expected ({o},)")
+    _check_features(kn, x, weight)
+    _expect_shape(kn, "out", out, n, o)
+    _expect_shape(kn, "bias", bias, o, -1)
     if _overlaps(out, x):
         x = x.copy()
     if _overlaps(out, weight):
@@ -364,19 +379,12 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
         _check(kn, "grad_bias", grad_bias, 1, t, True)
     _check_threads(kn, n_threads)
     cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(weight, 0)
-    if _dim(weight, 1) != k:
-        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
-                         f"{_dim(weight, 1)} (shape {weight.shape})")
-    if _dim(grad_out, 0) != n or _dim(grad_out, 1) != o:
-        raise ValueError(f"{kn}: grad_out has shape {grad_out.shape}, expected ({n}, {o})")
-    if relu_out is not None and (_dim(relu_out, 0) != n or _dim(relu_out, 1) != o):
-        raise ValueError(f"{kn}: relu_out has shape {relu_out.shape}, expected ({n}, {o})")
-    if grad_x is not None and (_dim(grad_x, 0) != n or _dim(grad_x, 1) != k):
-        raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
-    if grad_weight is not None and (_dim(grad_weight, 0) != o or _dim(grad_weight, 1) != k):
-        raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
-    if grad_bias is not None and _dim(grad_bias, 0) != o:
-        raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
+    _check_features(kn, x, weight)
+    _expect_shape(kn, "grad_out", grad_out, n, o)
+    _expect_shape(kn, "relu_out", relu_out, n, o)
+    _expect_shape(kn, "grad_x", grad_x, n, k)
+    _expect_shape(kn, "grad_weight", grad_weight, o, k)
+    _expect_shape(kn, "grad_bias", grad_bias, o, -1)
     if grad_x is not None and grad_weight is not None and _overlaps(grad_x, grad_weight):
         raise ValueError(f"{kn}: outputs grad_x and grad_weight share memory")
     if grad_x is not None and grad_bias is not None and _overlaps(grad_x, grad_bias):

@@ -38,6 +38,16 @@ def _check_threads(kernel, n_threads):
         raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
 
 
+def _sizes(kernel, x, weight):
+    """(N, in_features, out_features) of x (N, in_features) and weight (out_features,
+    in_features), which must agree."""
+    n, k = x.shape
+    if weight.shape[1] != k:
+        raise ValueError(f"{kernel}: x has {k} features (shape {x.shape}), weight expects "
+                         f"{weight.shape[1]} (shape {weight.shape})")
+    return n, k, weight.shape[0]
+
+
 def _store(out, rows):
     """Write a list of row lists into ``out`` (the only numpy call: no math)."""
     out[...] = np.array(rows, dtype=out.dtype).reshape(out.shape)
@@ -57,11 +67,7 @@ def linear_forward(x, weight, bias, out, apply_relu, n_threads):
     if bias is not None:
         _check(kn, "bias", bias, 1, dt)
     _check_threads(kn, n_threads)
-    n, k = x.shape
-    o = weight.shape[0]
-    if weight.shape[1] != k:
-        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
-                         f"{weight.shape[1]} (shape {weight.shape})")
+    n, k, o = _sizes(kn, x, weight)
     if out.shape != (n, o):
         raise ValueError(f"{kn}: out has shape {out.shape}, expected ({n}, {o})")
     if bias is not None and bias.shape != (o,):
@@ -194,11 +200,7 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
         if out is not None:
             _check(kn, name, out, ndim, dt, writable=True)
     _check_threads(kn, n_threads)
-    n, k = x.shape
-    o = weight.shape[0]
-    if weight.shape[1] != k:
-        raise ValueError(f"{kn}: x has {k} features (shape {x.shape}), weight expects "
-                         f"{weight.shape[1]} (shape {weight.shape})")
+    n, k, o = _sizes(kn, x, weight)
     for name, a, shape in (("grad_out", grad_out, (n, o)), ("relu_out", relu_out, (n, o)),
                            ("grad_x", grad_x, (n, k)), ("grad_weight", grad_weight, (o, k)),
                            ("grad_bias", grad_bias, (o,))):
