@@ -4,6 +4,7 @@
     fastgrad evaluate F   held-out accuracy and loss of a checkpoint
     fastgrad compare-gd   batch vs stochastic vs mini-batch gradient descent
     fastgrad summary      each layer's output shape and parameter count
+    fastgrad export F     write a checkpoint's model as an ONNX file (--onnx FILE)
     fastgrad bench        kernel timings, compiled against pure Python
 
 Wrong arguments print the usage and a one-line reason and exit with status 2; so do
@@ -123,6 +124,17 @@ def build_parser():
     p = sub.add_parser("summary", help="each layer's output shape and parameter count")
     p.add_argument("--model", choices=models, default="lenet5", help="network (default lenet5)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("export", help="write a checkpoint's model as an ONNX file",
+                       description="Write the model in a checkpoint of `fastgrad train --save` as an ONNX "
+                       "model with a dynamic batch dimension (needs the onnx package).")
+    p.add_argument("file", metavar="CHECKPOINT", help="a checkpoint written by fastgrad train --save")
+    p.add_argument("--onnx", metavar="FILE", required=True, help="the ONNX file to write")
+    p.add_argument("--model", choices=models, help="the network in CHECKPOINT (default: the one it was trained as)")
+    p.add_argument("--data", metavar="bundled|FOLDER",
+                   help="the images the model takes (default: those it was trained on); they fix the input shape")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version (default 17)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="time the kernels, compiled against pure Python (or --vs torch)")
     p.add_argument("--builtin", action="store_true", help="run the built-in timing even where bench/ scripts exist")
@@ -439,6 +451,42 @@ def cmd_summary(args):
     return 0
 
 
+# --------------------------------------------------------------------------- export
+
+def cmd_export(args):
+    import fastgrad
+    from . import io
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UsageError("the onnx package is not installed: pip install 'fastgrad[onnx]'") from None
+    from .onnx import export
+    _check_readable(args.file, "")
+    _check_writable(args.onnx, "--onnx")
+    ckpt = io.load_checkpoint(args.file)
+    saved = (ckpt.extra.get("user") or {}).get("cli") or {}
+    name = args.model or saved.get("model")
+    if name is None:
+        raise UsageError(f"{args.file} does not say which model it holds; pass --model")
+    _, heldout, _ = load_data(args.data or saved.get("data", "bundled"), 1, 1)
+    model = build_model(name, heldout[0], 0)
+    io.check_state_matches(model, ckpt.model_state, args.file)
+    model.load_state_dict(ckpt.model_state)
+    model.eval()
+    sample = fastgrad.tensor(heldout[0][:1])
+    proto = export(model, sample, args.onnx, input_names=["input"], output_names=["logits"],
+                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=args.opset)
+
+    def shape(value):
+        return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in value.type.tensor_type.shape.dim) + ")"
+
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    print(f"{args.file}: {name} after {ckpt.epoch} epochs ({ckpt.step:,} updates)")
+    print(f"wrote {args.onnx}: input {inp.name!r} {shape(inp)} {sample.dtype}, output {out.name!r} {shape(out)}; "
+          f"opset {args.opset}, {len(proto.graph.node)} nodes, {len(proto.graph.initializer)} initializers")
+    return 0
+
+
 # --------------------------------------------------------------------------- bench
 
 def cmd_bench(args):
@@ -537,7 +585,7 @@ def main(argv=None):
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("fastgrad: error: choose a command: train, evaluate, compare-gd, summary, bench", file=sys.stderr)
+        print("fastgrad: error: choose a command: train, evaluate, compare-gd, summary, export, bench", file=sys.stderr)
         return EXIT_USAGE
     from .datasets import IDXError
     from .io import CheckpointError

@@ -95,6 +95,13 @@ class _Edits:
             _Edits.count += 1
 
 
+# Functions called as ``observe(module, args, output)`` after each Module call returns, while
+# registered: how fastgrad.onnx learns which module made each op of a forward pass. The
+# layers a Sequential runs as one chain (and a Conv2d's or Linear's fused ReLU) are not
+# called one by one, so their ops are reported with the module that runs the chain.
+_forward_observers = []
+
+
 class Module:
     """Base class of every layer and model (as torch.nn.Module).
 
@@ -114,7 +121,11 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        if _forward_observers:
+            for observe in _forward_observers:
+                observe(self, args, output)
+        return output
 
     # ----------------------------------------------------------------- registration
     def _registries(self):
