@@ -52,7 +52,7 @@ tests/onnx, which compares onnxruntime's output with fastgrad's.
 """
 from .errors import Unsupported, UnsupportedOperatorError
 
-__all__ = ["export", "UnsupportedOperatorError", "Unsupported"]
+__all__ = ["Unsupported", "UnsupportedOperatorError", "export"]
 
 
 def export(model, args, f, input_names=None, output_names=None, dynamic_axes=None, opset_version=17):

@@ -114,7 +114,7 @@ def _record_in_eval_mode(model, inputs):
     if any(training for _, training in modes):
         warnings.warn("export: the model is in training mode; it is exported with eval semantics "
                       "(BatchNorm by its running statistics, Dropout as the identity) and put back "
-                      "in training mode afterwards", UserWarning, stacklevel=3)
+                      "in training mode afterwards", UserWarning, stacklevel=4)
     model.eval()
     try:
         return record(model, inputs)
