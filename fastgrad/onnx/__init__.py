@@ -15,6 +15,10 @@ How it works
    ``onnx.checker.check_model`` and written atomically (``fastgrad.io.atomic_write``):
    an op without a mapping raises UnsupportedOperatorError, naming the op and the module
    path, before anything is written.
+4. The forward is recorded a second time on other input values: a constant that changes
+   with them was computed from the input outside the graph (``detach()``, ``.data``, a
+   comparison, numpy) and is refused rather than frozen into the file, and so is a
+   forward whose ops depend on the input's values (Python control flow).
 
 The mapped ops (opsets 13 and up; 17 by default)
 ------------------------------------------------

@@ -5,13 +5,14 @@ import warnings
 import numpy as np
 
 from .. import __version__
+from ..autograd import no_grad
 from ..io import atomic_write
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import nn_ops, tensor_ops  # noqa: F401  (they fill the table)
 from .errors import Unsupported, UnsupportedOperatorError
 from .graph import GraphBuilder, make_model, value_info
-from .record import record
+from .record import first_input_dependent_constant, record
 from .table import MAPPINGS, broadcast_dyn
 
 MIN_OPSET = 13  # Softmax over one axis, ReduceSum's and Squeeze's axes as inputs
@@ -110,17 +111,38 @@ def _dynamic_axes(spec, in_names, out_names, in_shapes, out_shapes):
 
 
 def _record_in_eval_mode(model, inputs):
+    """The recording of ``model(*inputs)`` in eval mode, after a second forward on other
+    input values found no constant that changes with them (one computed from the input
+    outside the graph, which the export would freeze)."""
     modes = [(m, m.training) for m in model.modules()]
     if any(training for _, training in modes):
         warnings.warn("export: the model is in training mode; it is exported with eval semantics "
                       "(BatchNorm by its running statistics, Dropout as the identity) and put back "
                       "in training mode afterwards", UserWarning, stacklevel=4)
+    rng = np.random.default_rng(0)  # not fastgrad's generator: export leaves its state alone
+    others = [Tensor(t.data + (rng.standard_normal(t.shape) * (np.std(t.data) + 1)).astype(t.dtype))
+              for t in inputs]
     model.eval()
     try:
-        return record(model, inputs)
+        # a first call plans a Sequential's chains for this shape, so that both recordings
+        # run the same ops (a chain, not the layers one by one)
+        with no_grad():
+            model(*others)
+        recording, second = record(model, inputs), record(model, others)
     finally:
         for m, training in modes:
             object.__setattr__(m, "training", training)
+    node = first_input_dependent_constant(recording, second, set(_leaf_names(model)))
+    if node is not None:
+        raise UnsupportedOperatorError(
+            f"export: op {node.name()} in {_where(model, recording.path.get(node, ''))} takes a tensor "
+            "computed from the input outside the autograd graph (detach(), .data, a comparison or numpy); "
+            "it would be frozen into the ONNX graph as a constant")
+    return recording
+
+
+def _where(model, path):
+    return f"module {path!r}" if path else f"the forward of {type(model).__name__} itself"
 
 
 def _leaf_names(model):
@@ -153,7 +175,7 @@ def _build(model, rec, in_names, out_names, axes, opset):
     for node in rec.nodes:
         g.path = rec.path.get(node, "")
         mapping = MAPPINGS.get(type(node))
-        where = f"module {g.path!r}" if g.path else f"the forward of {type(model).__name__} itself"
+        where = _where(model, g.path)
         if mapping is None:
             raise UnsupportedOperatorError(f"export: op {node.name()} in {where} has no ONNX mapping "
                                            "(fastgrad.onnx lists the mapped ops and how to add one)")

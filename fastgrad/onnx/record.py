@@ -121,3 +121,24 @@ def _count(value):
     if isinstance(value, (tuple, list)):
         return sum(_count(v) for v in value)
     return 1
+
+
+def first_input_dependent_constant(first, second, model_tensors):
+    """Compare two recordings of one forward on different inputs: the first node (of
+    ``first``) that takes a constant (a leaf that is no input and none of
+    ``model_tensors``, the ids of the model's parameters and buffers) whose value differs
+    between them, or None. Such a constant was computed from the input outside the graph
+    (``detach()``, ``.data``, a comparison, numpy) and would be frozen into the export.
+    Raises ValueError when the two forwards ran different ops."""
+    kinds = [type(n) for n in first.nodes], [type(n) for n in second.nodes]
+    if kinds[0] != kinds[1]:
+        raise ValueError("export: the model's forward runs different ops for different input values "
+                         "(Python control flow on tensor values); its graph cannot be recorded once for all inputs")
+    inputs = {id(t) for t in first.inputs + second.inputs}
+    for a, b in zip(first.nodes, second.nodes):
+        for pa, pb in zip(a.parents, b.parents):
+            if pa._ctx is not None or id(pa) in inputs or id(pa) in model_tensors:
+                continue
+            if pa.shape != pb.shape or not np.array_equal(pa.data, pb.data, equal_nan=True):
+                return a
+    return None

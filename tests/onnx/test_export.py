@@ -280,3 +280,43 @@ def test_not_a_module_or_not_tensors():
         export(lambda x: x, fastgrad.randn(1, 3), "unused.onnx")
     with pytest.raises(TypeError, match=r"args\[0\] must be a fastgrad Tensor"):
         export(nn.Linear(3, 2), np.zeros((1, 3), np.float32), "unused.onnx")
+
+
+def test_a_constant_computed_from_the_input_is_refused(tmp_path):
+    """A mask taken by comparison (no graph node) would be frozen as a constant."""
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            positive = (x > 0).float()
+            return self.fc(x) * positive
+
+    with pytest.raises(UnsupportedOperatorError, match="op Mul in the forward of Masked itself takes a tensor "
+                                                        "computed from the input outside the autograd graph"):
+        export(Masked().eval(), fastgrad.randn(1, 4), tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
+
+
+def test_control_flow_on_values_is_refused(tmp_path):
+    class Branchy(nn.Module):
+        def forward(self, x):  # any other input value takes the other branch
+            return x.relu() if x[0, 0].item() == 0.5 else x.tanh()
+
+    with pytest.raises(ValueError, match="runs different ops for different input values"):
+        export(Branchy().eval(), fastgrad.full((1, 4), 0.5), tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
+
+
+def test_basic_indexing_forms(tmp_path):
+    class Indexing(nn.Module):
+        def forward(self, x):
+            return fastgrad.cat([x[:, ::-1, 0], x[..., 1], x[:, -3:-1, 2], x[None, :, 2:, -1][0],
+                                 x[:, 3::-2, 1]], dim=1)
+
+    model = Indexing().eval()
+    path = tmp_path / "m.onnx"
+    export(model, fastgrad.randn(1, 5, 3), path, dynamic_axes=DYNAMIC)
+    x = np.random.default_rng(0).standard_normal((4, 5, 3)).astype(np.float32)
+    assert_close(run_onnx(path, x), forward(model, x))
