@@ -41,14 +41,18 @@ def _tensors(value):
 
 def _claim(tensor, path, paths, before=()):
     """Attribute to ``path`` every node behind ``tensor`` that has no module yet, up to
-    the nodes in ``before`` (those of the call's arguments, made outside it)."""
+    the nodes in ``before`` (those of the call's arguments, made outside it). The walk
+    goes on through nodes an inner call claimed: behind them may be nodes this call made
+    before calling it."""
     stack = [tensor._ctx] if tensor._ctx is not None else []
+    seen = set()
     while stack:
         node = stack.pop()
-        if node in paths or node in before:
+        if node in seen or node in before:
             continue
-        paths[node] = path
-        stack.extend(p._ctx for p in node.parents if p._ctx is not None and p._ctx not in paths)
+        seen.add(node)
+        paths.setdefault(node, path)
+        stack.extend(p._ctx for p in node.parents if p._ctx is not None)
 
 
 def _order(outputs):

@@ -320,3 +320,22 @@ def test_basic_indexing_forms(tmp_path):
     export(model, fastgrad.randn(1, 5, 3), path, dynamic_axes=DYNAMIC)
     x = np.random.default_rng(0).standard_normal((4, 5, 3)).astype(np.float32)
     assert_close(run_onnx(path, x), forward(model, x))
+
+
+def test_an_op_made_before_a_child_call_belongs_to_the_caller(tmp_path):
+    from collections import OrderedDict
+
+    from fastgrad.nn import module
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.inner(Cube.apply(x))
+
+    model = nn.Sequential(OrderedDict(first=nn.Linear(4, 4), block=Block())).eval()
+    with pytest.raises(UnsupportedOperatorError, match=r"op Cube in module 'block' has no ONNX mapping"):
+        export(model, fastgrad.randn(1, 4), tmp_path / "m.onnx")
+    assert module._forward_observers == []  # the recording stopped listening, error or not
