@@ -30,8 +30,8 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     "batch"}}``, makes those dimensions symbolic. A model in training mode is exported
     with eval semantics (with a warning) and put back in training mode afterwards.
 
-    Raises UnsupportedOperatorError, naming the op and the module that ran it, when an
-    op has no ONNX form; nothing is written then.
+    Returns the onnx.ModelProto written. Raises UnsupportedOperatorError, naming the op
+    and the module that ran it, when an op has no ONNX form; nothing is written then.
     """
     import onnx
     if not isinstance(model, Module):

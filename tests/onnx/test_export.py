@@ -136,6 +136,16 @@ def test_every_pooling_geometry_matches(tmp_path):
             export_and_compare(model.eval(), (2, 10, 11), tmp_path)
 
 
+def test_a_file_object_gets_the_same_bytes(tmp_path):
+    import io
+
+    model, x = models.lenet5().eval(), fastgrad.randn(1, 1, 28, 28)
+    buffer = io.BytesIO()
+    proto = export(model, x, buffer, dynamic_axes=DYNAMIC)
+    export(model, x, tmp_path / "m.onnx", dynamic_axes=DYNAMIC)
+    assert buffer.getvalue() == (tmp_path / "m.onnx").read_bytes() == proto.SerializeToString()
+
+
 def test_float64_model(tmp_path):
     model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)).double().eval()
     path = tmp_path / "model.onnx"
