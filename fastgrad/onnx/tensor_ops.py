@@ -123,7 +123,7 @@ def index(g, node, x, out):
         else:
             expanded.append(i)
     expanded.extend([slice(None)] * (len(in_shape) - sum(1 for i in expanded if i is not None)))
-    starts, ends, axes, steps, squeeze, unsqueeze = [], [], [], [], [], []
+    sliced, squeeze, unsqueeze = [], [], []  # sliced: (start, end, axis, step)
     axis = out_axis = 0
     out_dyn = {}
     for i in expanded:
@@ -149,10 +149,11 @@ def index(g, node, x, out):
             start = int(i) % size
             stop, step = start + 1, 1
             squeeze.append(axis)
-        starts.append(start), ends.append(stop), axes.append(axis), steps.append(step)
+        sliced.append((start, stop, axis, step))
         axis += 1
     y = x[0]
-    if axes:
+    if sliced:
+        starts, ends, axes, steps = zip(*sliced)
         y = g.op("Slice", [y, g.int64s(starts, "starts"), g.int64s(ends, "ends"), g.int64s(axes, "axes"),
                            g.int64s(steps, "steps")])
     if squeeze:
