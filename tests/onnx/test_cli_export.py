@@ -11,6 +11,8 @@ from fastgrad import io, models
 from fastgrad.cli import main
 from fastgrad.datasets import load_mnist
 
+compiled_only = pytest.mark.skipif(fastgrad.kernels.backend != "compiled",
+                                   reason="trains on 128 images (compiled kernels only)")
 QUICK = ["--limit", "128", "--val-limit", "64", "--batch-size", "32", "--epochs", "1", "--quiet", "--threads", "1"]
 
 
@@ -21,6 +23,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@compiled_only
 @pytest.mark.parametrize("model", ["lenet5", "cifar_small", "mlp"])
 def test_export_a_trained_checkpoint(tmp_path, capsys, model):
     ck, path = tmp_path / "run.safetensors", tmp_path / "model.onnx"

@@ -28,6 +28,9 @@ from fastgrad.onnx import UnsupportedOperatorError, export
 from fastgrad.onnx.record import record
 
 DYNAMIC = {"input": {0: "batch"}, "output": {0: "batch"}}
+# The larger nets take minutes per forward on the pure-Python kernels: compiled only
+compiled_only = pytest.mark.skipif(fastgrad.kernels.backend != "compiled",
+                                   reason="large convolutions (compiled kernels only)")
 
 
 def run_onnx(path, x):
@@ -91,19 +94,23 @@ def test_lenet5_run_as_a_chain(tmp_path):
     assert op_types(proto).count("Conv") == 2 and op_types(proto).count("Gemm") == 3
 
 
+@compiled_only
 def test_cifar_small(tmp_path):
     export_and_compare(models.cifar_small().eval(), (3, 32, 32), tmp_path)
 
 
+@compiled_only
 def test_pytorch_cifar10_tutorial_net(tmp_path):
     export_and_compare(CifarTutorialNet().eval(), (3, 32, 32), tmp_path)
 
 
+@compiled_only
 def test_pytorch_mnist_example_net(tmp_path):
     proto = export_and_compare(MnistExampleNet().eval(), (1, 28, 28), tmp_path)
     assert "Dropout" not in op_types(proto) and op_types(proto)[-1] == "LogSoftmax"
 
 
+@compiled_only
 def test_resnet8_with_batch_norm_in_eval_mode(tmp_path):
     model = settle_batch_norms(ResNet8(), (3, 32, 32))
     proto = export_and_compare(model, (3, 32, 32), tmp_path)
