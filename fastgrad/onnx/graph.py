@@ -105,11 +105,15 @@ def value_info(name, dtype, shape, dyn):
 
 
 def make_model(builder, inputs, outputs, opset, producer_version):
-    """The ModelProto of a finished builder, checked by onnx.checker."""
+    """The ModelProto of a finished builder, checked by onnx.checker with ONNX's shape
+    inference, which must agree with every shape the recorded forward gave."""
     graph = helper.make_graph(builder.nodes, "fastgrad", inputs, outputs, builder.initializers)
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="fastgrad",
                               producer_version=producer_version,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise RuntimeError(f"export: the ONNX graph fails onnx.checker, so a mapping is wrong: {exc}") from None
     return model

@@ -356,3 +356,16 @@ def test_an_op_made_before_a_child_call_belongs_to_the_caller(tmp_path):
     with pytest.raises(UnsupportedOperatorError, match=r"op Cube in module 'block' has no ONNX mapping"):
         export(model, fastgrad.randn(1, 4), tmp_path / "m.onnx")
     assert module._forward_observers == []  # the recording stopped listening, error or not
+
+
+def test_a_wrong_mapping_is_caught_by_the_checker_before_writing(tmp_path, monkeypatch):
+    from fastgrad.onnx.table import MAPPINGS
+    from fastgrad.ops.activation import Tanh
+
+    def shrinking_tanh(g, node, x, out):  # a mapping bug: the output loses a column
+        return g.op("Slice", [x[0], g.int64s([0]), g.int64s([-1]), g.int64s([1])])
+
+    monkeypatch.setitem(MAPPINGS, Tanh, shrinking_tanh)
+    with pytest.raises(RuntimeError, match="fails onnx.checker, so a mapping is wrong"):
+        export(nn.Sequential(nn.Linear(3, 4), nn.Tanh()).eval(), fastgrad.randn(1, 3), tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
