@@ -33,7 +33,7 @@ def test_hooks_fire_from_the_output_back_while_backward_runs():
     fastgrad.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
     events = []
-    names = dict((id(p), n) for n, p in model.named_parameters())
+    names = {id(p): n for n, p in model.named_parameters()}
     handles = [p.register_post_accumulate_grad_hook(
         lambda t: events.append((names[id(t)], [q.grad is None for q in model.parameters()])))
         for p in model.parameters()]
@@ -105,8 +105,8 @@ def test_matches_pytorch_calls_and_values():
         a = mod.tensor(w1, requires_grad=True)
         b = mod.tensor(w2, requires_grad=True)
         order = []
-        a.register_post_accumulate_grad_hook(lambda t: order.append(("a", t.grad.detach().numpy().copy())))
-        b.register_post_accumulate_grad_hook(lambda t: order.append(("b", t.grad.detach().numpy().copy())))
+        a.register_post_accumulate_grad_hook(lambda t, order=order: order.append(("a", t.grad.detach().numpy().copy())))
+        b.register_post_accumulate_grad_hook(lambda t, order=order: order.append(("b", t.grad.detach().numpy().copy())))
         h = (mod.tensor(x) @ a.T).relu()
         ((h @ b.T) ** 2).sum().backward()
         results[lib] = order
