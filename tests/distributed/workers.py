@@ -105,6 +105,43 @@ def scenario_collectives(out):
         np.savez(os.path.join(out, "collectives.npz"), **results)
 
 
+def trainer_data():
+    from fastgrad.datasets import load_mnist
+    (xt, yt), (xv, yv) = load_mnist()
+    return (xt[:512], yt[:512]), (xv[:200], yv[:200])
+
+
+def run_trainer(trainer_kwargs, out_ckpt):
+    """One epoch of the Trainer on 512 bundled images, global batch 64, a checkpoint per epoch."""
+    from fastgrad.train import ModelCheckpoint, Trainer
+    fastgrad.manual_seed(5)
+    net = models.lenet5()
+    trainer = Trainer(net, nn.CrossEntropyLoss(), optim.SGD(net.parameters(), lr=0.05, momentum=0.9),
+                      **trainer_kwargs)
+    train, val = trainer_data()
+    try:
+        import safetensors  # noqa: F401  (checkpoints need it)
+        callbacks = [ModelCheckpoint(out_ckpt)]
+    except ImportError:
+        callbacks = []
+    history = trainer.fit(train, epochs=1, batch_size=64, val=val, seed=3, verbose=2, callbacks=callbacks)
+    return net, trainer, history
+
+
+def scenario_trainer(out):
+    rank = dist.get_rank()
+    net, _, history = run_trainer({}, os.path.join(out, f"ck-rank{rank}.safetensors"))
+    mine = flat_weights(net)
+    gathered = [fastgrad.zeros(mine.size) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fastgrad.tensor(mine))
+    if rank == 0:
+        record = history.epochs[-1]
+        np.savez(os.path.join(out, "trainer.npz"), w0=gathered[0].data, w1=gathered[1].data,
+                 losses=np.array(history.step_loss),
+                 loss=record["loss"], accuracy=record["accuracy"], val_loss=record["val_loss"],
+                 val_accuracy=record["val_accuracy"], updates=record["updates"])
+
+
 def scenario_mismatch(out):
     rank = dist.get_rank()
     net = models.lenet5() if rank == 0 else models.lenet5(num_classes=9)
