@@ -1,5 +1,6 @@
 """Run a tests/distributed/workers.py scenario under ``mpiexec -n 2``, with a timeout so that
 a hang fails the test instead of hanging the suite; skip where MPI is not installed."""
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -43,3 +44,12 @@ def mpirun(tmp_path):
                         f"{exc.stdout}\n{exc.stderr}")
     run.out = tmp_path
     return run
+
+
+@pytest.fixture(scope="session")
+def workers():
+    """workers.py as a module: the tests run its training code in this process as the oracle."""
+    spec = importlib.util.spec_from_file_location("distributed_workers", WORKERS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -6,10 +6,8 @@ import pytest
 import fastgrad
 from fastgrad import models
 
-from . import workers
 
-
-def single_process_weights():
+def single_process_weights(workers):
     fastgrad.set_num_threads(1)
     fastgrad.manual_seed(100)  # rank 0's initial weights in the workers
     net = models.lenet5()
@@ -23,12 +21,12 @@ def check(proc):
 
 
 @pytest.mark.parametrize("bucket_mb", ["25", "0.05"])
-def test_lenet_10_steps_equal_on_every_rank_and_to_one_process(mpirun, bucket_mb):
+def test_lenet_10_steps_equal_on_every_rank_and_to_one_process(mpirun, workers, bucket_mb):
     check(mpirun("equality", env={"BUCKET_MB": bucket_mb}))
     saved = np.load(mpirun.out / "weights.npz")
     rank0, rank1 = saved["arr_0"], saved["arr_1"]
     assert rank0.tobytes() == rank1.tobytes(), "the ranks' weights differ"
-    reference = single_process_weights()
+    reference = single_process_weights(workers)
     fastgrad.manual_seed(100)
     start = workers.flat_weights(models.lenet5())
     assert np.abs(reference - start).max() > 1e-3  # the run moved the weights: the comparison means something
@@ -40,7 +38,7 @@ def test_lenet_10_steps_equal_on_every_rank_and_to_one_process(mpirun, bucket_mb
     assert list(saved["keys"][:2]) == ["module.0.weight", "module.0.bias"]
 
 
-def test_no_sync_accumulates_locally_then_averages(mpirun):
+def test_no_sync_accumulates_locally_then_averages(mpirun, workers):
     check(mpirun("no_sync"))
     d = np.load(mpirun.out / "no_sync.npz")
     assert d["w0"].tobytes() == d["w1"].tobytes()

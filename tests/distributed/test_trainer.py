@@ -6,10 +6,8 @@ import numpy as np
 
 import fastgrad
 
-from . import workers
 
-
-def test_trainer_under_mpiexec_matches_one_process(mpirun):
+def test_trainer_under_mpiexec_matches_one_process(mpirun, workers):
     proc = mpirun("trainer")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     d = np.load(mpirun.out / "trainer.npz")
