@@ -68,3 +68,18 @@ def test_models_that_differ_are_named_at_construction(mpirun):
     assert messages[0] == messages[1]  # every rank raises, with the same message: nobody hangs
     assert "'11.weight'" in messages[0] and "(10, 84)" in messages[0] and "(9, 84)" in messages[0]
     assert "rank 1" in messages[0]
+
+
+def test_batchnorm_statistics_are_per_process_from_rank_0s(mpirun, workers):
+    check(mpirun("buffers"))
+    d = np.load(mpirun.out / "buffers.npz")
+    for rank in range(2):
+        got = d[f"arr_{rank}"]
+        np.testing.assert_array_equal(got[:3], 0.0)  # rank 0's running mean, copied at construction
+        # oracle: rank 0's buffers (running_var 7.0), then this rank's own batch, in one process
+        net = workers.bn_model()
+        net[1].running_var.data[...] = 7.0
+        net(fastgrad.tensor(workers.bn_data(rank)))
+        np.testing.assert_allclose(got[3:6], net[1].running_mean.data, rtol=1e-6)
+        np.testing.assert_allclose(got[6:], net[1].running_var.data, rtol=1e-6)
+    assert np.abs(d["arr_0"][3:] - d["arr_1"][3:]).max() > 1e-3  # and they differ: no SyncBatchNorm

@@ -142,6 +142,31 @@ def scenario_trainer(out):
                  val_accuracy=record["val_accuracy"], updates=record["updates"])
 
 
+def bn_model():
+    fastgrad.manual_seed(21)
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4))
+
+
+def bn_data(rank):
+    return np.random.default_rng(rank).standard_normal((8, 1, 8, 8)).astype(np.float32) + rank
+
+
+def scenario_buffers(out):
+    """BatchNorm statistics stay per process, but each training forward starts from rank 0's."""
+    rank = dist.get_rank()
+    net = bn_model()
+    net[1].running_mean.data[...] = 3.0 * rank  # differs before DDP: construction copies rank 0's
+    ddp = nn.parallel.DistributedDataParallel(net)
+    after_construction = net[1].running_mean.data.copy()
+    net[1].running_var.data[...] = 7.0 + rank  # differs again: the forward copies rank 0's first
+    ddp(fastgrad.tensor(bn_data(rank)))
+    stats = np.concatenate([after_construction, net[1].running_mean.data, net[1].running_var.data])
+    gathered = [fastgrad.zeros(stats.size) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fastgrad.tensor(stats))
+    if rank == 0:
+        np.savez(os.path.join(out, "buffers.npz"), *[g.data for g in gathered])
+
+
 def scenario_mismatch(out):
     rank = dist.get_rank()
     net = models.lenet5() if rank == 0 else models.lenet5(num_classes=9)

@@ -91,8 +91,7 @@ class DistributedDataParallel(Module):
                                + ", ".join(missing) + " (every parameter that requires grad must take part in "
                                "the loss; freeze the others with requires_grad_(False) before wrapping)")
         if self.module.training and self.broadcast_buffers and self._world.size > 1:
-            for _, b in self.module.named_buffers():
-                dist.broadcast(b, 0)
+            _broadcast_buffers(self.module)
         arm = is_grad_enabled() and self.require_backward_grad_sync and bool(self._buckets)
         object.__setattr__(self, "_armed", arm)
         if arm:
@@ -201,6 +200,22 @@ def _broadcast_state(world, module):
         if not t.data.flags.c_contiguous or not t.data.flags.writeable:
             t.data = np.ascontiguousarray(t.data).copy()
         dist.broadcast(_as_tensor(t.data), 0)
+
+
+def _broadcast_buffers(module):
+    """Copy rank 0's buffers (BatchNorm's running statistics, ...) to every rank: one
+    broadcast per dtype, of all of them packed together."""
+    by_dtype = {}
+    for b in module.buffers():
+        by_dtype.setdefault(b.data.dtype, []).append(b)
+    for dtype, buffers in by_dtype.items():
+        packed = np.concatenate([b.data.reshape(-1) for b in buffers])
+        dist.broadcast(_as_tensor(packed), 0)
+        offset = 0
+        for b in buffers:
+            n = b.data.size
+            np.copyto(b.data, packed[offset:offset + n].reshape(b.data.shape))
+            offset += n
 
 
 def _make_buckets(named, cap_bytes):
