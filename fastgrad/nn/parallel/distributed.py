@@ -208,7 +208,7 @@ def _broadcast_buffers(module):
     by_dtype = {}
     for b in module.buffers():
         by_dtype.setdefault(b.data.dtype, []).append(b)
-    for dtype, buffers in by_dtype.items():
+    for buffers in by_dtype.values():
         packed = np.concatenate([b.data.reshape(-1) for b in buffers])
         dist.broadcast(_as_tensor(packed), 0)
         offset = 0
