@@ -3,5 +3,5 @@
 from . import functional, init, parallel, utils
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, BCEWithLogitsLoss, Conv2d,
                      CrossEntropyLoss, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d,
-                     ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+                     ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, SyncBatchNorm, Tanh)
 from .module import Module, Parameter

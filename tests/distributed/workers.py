@@ -167,6 +167,44 @@ def scenario_buffers(out):
         np.savez(os.path.join(out, "buffers.npz"), *[g.data for g in gathered])
 
 
+def syncbn_case(rank=None):
+    """A model with BatchNorm layers made SyncBatchNorm, and (rank's share of) a batch of 12
+    with a fixed linear loss sum(out * c); rank None: the whole batch."""
+    fastgrad.manual_seed(8)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5),
+                        nn.BatchNorm1d(5))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((12, 2, 6, 6)).astype(np.float32) * 2 + 1
+    c = rng.standard_normal((12, 5)).astype(np.float32)
+    if rank is not None:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        x, c = x[rank * 5:(rank + 1) * 5 + rank * 2], c[rank * 5:(rank + 1) * 5 + rank * 2]  # 5 and 7 samples
+    return net, x, c
+
+
+def scenario_syncbn(out):
+    rank = dist.get_rank()
+    net, x, c = syncbn_case(rank)
+    xt = fastgrad.tensor(x, requires_grad=True)
+    y = net(xt)
+    (y * fastgrad.tensor(c)).sum().backward()
+    stats = np.concatenate([net[1].running_mean.data, net[1].running_var.data, net[5].running_mean.data])
+    grads = np.concatenate([p.grad.data.reshape(-1) for p in net.parameters()])
+    pieces = {"y": y.data.reshape(-1), "dx": xt.grad.data.reshape(-1), "stats": stats, "grads": grads}
+    result = {}
+    for key, value in pieces.items():  # ranks hold different sizes: gather a padded copy
+        size = fastgrad.tensor(np.array([value.size], np.int64))
+        dist.all_reduce(size, op=dist.ReduceOp.MAX)
+        padded = np.zeros(int(size.item()), np.float32)
+        padded[:value.size] = value
+        gathered = [fastgrad.zeros(padded.size) for _ in range(2)]
+        dist.all_gather(gathered, fastgrad.tensor(padded))
+        for r in range(2):
+            result[f"{key}{r}"] = gathered[r].data
+    if rank == 0:
+        np.savez(os.path.join(out, "syncbn.npz"), **result, kind=type(net[1]).__name__)
+
+
 def scenario_mismatch(out):
     rank = dist.get_rank()
     net = models.lenet5() if rank == 0 else models.lenet5(num_classes=9)
