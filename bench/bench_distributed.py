@@ -98,17 +98,19 @@ def worker(args):
 
     for _ in range(args.warmup):
         step()
-    rates, waits = [], []
+    rates, waits, cpu = [], [], []
     for _ in range(args.windows):
         dist.barrier()
         waited[0] = 0.0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
             step()
+        c1 = time.process_time()
         dist.barrier()
         elapsed = time.perf_counter() - t0
         rates.append(args.steps * args.global_batch / elapsed)
         waits.append(waited[0] / args.steps)
+        cpu.append((c1 - c0) / args.steps)
     # bare allreduce: the gradient's size and a sweep, both ranks lined up by a barrier
     grad_floats = sum(int(p.data.size) for p in model.parameters())
     sizes = sorted({grad_floats, 1024, 16384, 262144, 1048576})
@@ -124,7 +126,7 @@ def worker(args):
         bare[n] = statistics.median(times)
     if rank == 0:
         print(json.dumps({"world": world, "model": args.model, "bucket_mb": args.bucket_mb,
-                          "buckets": len(ddp._buckets), "rates": rates, "waits": waits,
+                          "buckets": len(ddp._buckets), "rates": rates, "waits": waits, "cpu": cpu,
                           "grad_floats": grad_floats, "allreduce": bare}), flush=True)
     dist.destroy_process_group()
 
@@ -196,25 +198,29 @@ def main(argv=None):
                 for world in (1, 2):  # in turns, so drifting machine load hits both alike
                     r = run(world, model, bucket_mb, args)
                     key = (model, bucket_mb, world)
-                    entry = results.setdefault(key, {"rates": [], "waits": [], "allreduce": [], "buckets": r["buckets"],
-                                                     "grad_floats": r["grad_floats"]})
+                    entry = results.setdefault(key, {"rates": [], "waits": [], "cpu": [], "allreduce": [],
+                                                     "buckets": r["buckets"], "grad_floats": r["grad_floats"]})
                     entry["rates"] += r["rates"]
                     entry["waits"] += r["waits"]
+                    entry["cpu"] += r["cpu"]
                     entry["allreduce"].append({int(k): v for k, v in r["allreduce"].items()})
     load_after = os.getloadavg()
     print(f"bench_distributed: {cpu_name()}, {os.cpu_count()} cores; SIMD path {kernels.simd_variant or 'baseline'}; "
           f"1 thread per process; float32; global batch {args.global_batch}; fastgrad {fastgrad.__version__}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (the machine is shared)")
     print(f"{'model':<8} {'bucket MB':>9} {'buckets':>7} {'1 proc img/s':>13} {'2 procs img/s':>14} {'speed-up':>8} "
-          f"{'allreduce wait/step (2 procs)':>30}")
+          f"{'allreduce wait/step (2 procs)':>30} {'CPU ms/step 1 | 2':>18} {'CPU ratio':>9}")
     for model in args.models:
         for bucket_mb in args.bucket_mb:
             one, two = results[(model, bucket_mb, 1)], results[(model, bucket_mb, 2)]
             r1, r2 = statistics.median(one["rates"]), statistics.median(two["rates"])
             wait = statistics.median(two["waits"]) * 1e3
             step = args.global_batch / r2 * 1e3
+            c1, c2 = statistics.median(one["cpu"]) * 1e3, statistics.median(two["cpu"]) * 1e3
             print(f"{model:<8} {bucket_mb:>9g} {two['buckets']:>7} {r1:>13,.0f} {r2:>14,.0f} {r2 / r1:>7.2f}x "
-                  f"{wait:>9.2f} ms of {step:.1f} ms ({100 * wait / step:.0f}%)")
+                  f"{wait:>9.2f} ms of {step:.1f} ms ({100 * wait / step:.0f}%) {c1:>8.2f} | {c2:>7.2f} {c1 / c2:>8.2f}x")
+    print("(CPU ms/step: rank 0's processor time per step, polling in waits included; their ratio is the "
+          "speed-up two otherwise idle cores would give, the wall-clock one is what this machine gave)")
     print("bare allreduce (2 processes, shared memory), median:")
     sweeps = [s for m in args.models for s in results[(m, args.bucket_mb[0], 2)]["allreduce"]]
     merged = {n: statistics.median([s[n] for s in sweeps if n in s]) for n in sorted({n for s in sweeps for n in s})}

@@ -27,11 +27,13 @@ _NOTICE_TAG = 77
 _NOTICE_GRACE = 2.0      # seconds a wait keeps testing after a peer's notice (it may have finished first)
 _ABORT_GRACE = 5.0       # seconds a failing rank waits for the others' notices before MPI_Abort
 # An allreduce progresses only while both sides call into MPI, so a wait polls: without pause
-# for _SPIN_SECONDS, then yielding the core between polls, and after _NAP_AFTER (a peer busy
-# evaluating or saving) sleeping _NAP_SECONDS between polls.
+# for _SPIN_SECONDS (a peer arriving about now), then napping _NAP_SECONDS between polls (a
+# slow peer: on a busy machine the core is better given to it than spent polling for it),
+# and after _NAP_AFTER (a peer evaluating or saving) _LONG_NAP_SECONDS.
 _SPIN_SECONDS = 0.001
+_NAP_SECONDS = 0.00005
 _NAP_AFTER = 1.0
-_NAP_SECONDS = 0.001
+_LONG_NAP_SECONDS = 0.001
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 LAUNCHER_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
@@ -118,10 +120,8 @@ class _World:
             if polls % 64:
                 continue  # Test is cheap; look at notices and the clock every 64 polls
             now = time.monotonic()
-            if now - start > _NAP_AFTER:
-                time.sleep(_NAP_SECONDS)  # a long wait (a peer evaluating, say): free the core
-            elif now - start > _SPIN_SECONDS:
-                os.sched_yield()  # a slow peer: let whatever else wants this core run (no delay if nothing)
+            if now - start > _SPIN_SECONDS:
+                time.sleep(_NAP_SECONDS if now - start < _NAP_AFTER else _LONG_NAP_SECONDS)
             if noticed_at is None and self.poll_notices():
                 noticed_at = now
             if noticed_at is not None and now - noticed_at > _NOTICE_GRACE:
