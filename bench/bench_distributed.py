@@ -148,12 +148,12 @@ def run(world, model, bucket_mb, args):
 
 
 def fit_latency_bandwidth(allreduce):
-    """Least squares t = a + bytes / B over the bare allreduce sweep (float32)."""
-    n = np.array(sorted(allreduce), dtype=np.float64)
-    t = np.array([allreduce[k] for k in sorted(allreduce)])
-    A = np.stack([np.ones_like(n), 4 * n], axis=1)
-    (a, inv_b), *_ = np.linalg.lstsq(A, t, rcond=None)
-    return max(a, 0.0), (1.0 / inv_b if inv_b > 0 else float("inf"))
+    """t = latency + bytes / bandwidth: the latency from the smallest message of the sweep,
+    the bandwidth from the largest (float32; robust to one disturbed size in between)."""
+    sizes = sorted(allreduce)
+    latency = allreduce[sizes[0]]
+    extra = allreduce[sizes[-1]] - latency
+    return latency, (4 * sizes[-1] / extra if extra > 0 else float("inf"))
 
 
 def cpu_name():

@@ -30,8 +30,8 @@ class Work:
     """A collective in flight. ``wait()`` returns once it is done (then runs ``finish``, which
     copies results out where the operation needs it)."""
 
-    def __init__(self, world, request, what, finish=None):
-        self.world, self.request, self.what, self.finish = world, request, what, finish
+    def __init__(self, world, request, what, finish=None, nbytes=0):
+        self.world, self.request, self.what, self.finish, self.nbytes = world, request, what, finish, nbytes
         self.done = False
 
     def is_completed(self):
@@ -41,7 +41,7 @@ class Work:
 
     def wait(self, timeout=None):
         if not self.done:
-            self.world.wait(self.request, self.what)
+            self.world.wait(self.request, self.what, self.nbytes)
             self._complete()
         return True
 
@@ -83,7 +83,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     a = _buffer(tensor, "all_reduce")
     world = current_world()
     request = world.comm.Iallreduce(world.MPI.IN_PLACE, a, op=getattr(world.MPI, _MPI_OPS[op]))
-    return _run(Work(world, request, "all_reduce"), async_op)
+    return _run(Work(world, request, "all_reduce", nbytes=a.nbytes), async_op)
 
 
 def broadcast(tensor, src, group=None, async_op=False):
@@ -93,7 +93,7 @@ def broadcast(tensor, src, group=None, async_op=False):
     if not isinstance(src, (int, np.integer)) or not 0 <= src < world.size:
         raise ValueError(f"broadcast: src must be a rank in [0, {world.size}), got {src!r}")
     request = world.comm.Ibcast(a, root=int(src))
-    return _run(Work(world, request, "broadcast"), async_op)
+    return _run(Work(world, request, "broadcast", nbytes=a.nbytes), async_op)
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -114,7 +114,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     def finish():
         for r, out in enumerate(outs):
             out[...] = gathered[r]
-    return _run(Work(world, request, "all_gather", finish), async_op)
+    return _run(Work(world, request, "all_gather", finish, nbytes=gathered.nbytes), async_op)
 
 
 def barrier(group=None, async_op=False):

@@ -27,10 +27,12 @@ _NOTICE_TAG = 77
 _NOTICE_GRACE = 2.0      # seconds a wait keeps testing after a peer's notice (it may have finished first)
 _ABORT_GRACE = 5.0       # seconds a failing rank waits for the others' notices before MPI_Abort
 # An allreduce progresses only while both sides call into MPI, so a wait polls: without pause
-# for _SPIN_SECONDS (a peer arriving about now), then napping _NAP_SECONDS between polls (a
+# for _SPIN_SECONDS plus the time the message could take at _SPIN_BYTES_PER_SECOND (a peer
+# arriving about now, or the data still moving), then napping _NAP_SECONDS between polls (a
 # slow peer: on a busy machine the core is better given to it than spent polling for it),
 # and after _NAP_AFTER (a peer evaluating or saving) _LONG_NAP_SECONDS.
 _SPIN_SECONDS = 0.001
+_SPIN_BYTES_PER_SECOND = 1e9
 _NAP_SECONDS = 0.00005
 _NAP_AFTER = 1.0
 _LONG_NAP_SECONDS = 0.001
@@ -106,12 +108,13 @@ class _World:
         return False
 
     # ------------------------------------------------------------- waiting
-    def wait(self, request, what):
-        """Wait for ``request`` (an MPI request), raising DistributedError if a peer failed
-        or the deadline passes instead."""
+    def wait(self, request, what, nbytes=0):
+        """Wait for ``request`` (an MPI request over ``nbytes`` bytes), raising
+        DistributedError if a peer failed or the deadline passes instead."""
         if request.Test():
             return
         start = time.monotonic()
+        spin = _SPIN_SECONDS + nbytes / _SPIN_BYTES_PER_SECOND
         deadline = start + self.timeout.total_seconds()
         noticed_at = None
         polls = 0
@@ -120,7 +123,7 @@ class _World:
             if polls % 64:
                 continue  # Test is cheap; look at notices and the clock every 64 polls
             now = time.monotonic()
-            if now - start > _SPIN_SECONDS:
+            if now - start > spin:
                 time.sleep(_NAP_SECONDS if now - start < _NAP_AFTER else _LONG_NAP_SECONDS)
             if noticed_at is None and self.poll_notices():
                 noticed_at = now
