@@ -83,3 +83,55 @@ def test_batchnorm_statistics_are_per_process_from_rank_0s(mpirun, workers):
         np.testing.assert_allclose(got[3:6], net[1].running_mean.data, rtol=1e-6)
         np.testing.assert_allclose(got[6:], net[1].running_var.data, rtol=1e-6)
     assert np.abs(d["arr_0"][3:] - d["arr_1"][3:]).max() > 1e-3  # and they differ: no SyncBatchNorm
+
+
+WORLD_OF_ONE = """
+import numpy as np, pytest, fastgrad
+from fastgrad import distributed as dist, models, nn, optim
+fastgrad.set_num_threads(1)
+dist.init_process_group()
+def train(wrap):
+    fastgrad.manual_seed(4)
+    net = models.lenet5()
+    model = nn.parallel.DistributedDataParallel(net, bucket_cap_mb=0.01) if wrap else net
+    opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = fastgrad.tensor(rng.standard_normal((8, 1, 28, 28)).astype(np.float32))
+        y = fastgrad.tensor(rng.integers(0, 10, 8))
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(model(x), y).backward()
+        opt.step()
+    return np.concatenate([p.data.reshape(-1) for p in net.parameters()]), model
+plain, _ = train(False)
+wrapped, ddp = train(True)
+assert plain.tobytes() == wrapped.tobytes(), "DDP over one process changed the numbers"
+assert len(ddp._buckets) > 3
+for bad, match in [(dict(bucket_cap_mb=0), "bucket_cap_mb"), (dict(device_ids=[0]), "device_ids"),
+                   (dict(find_unused_parameters=True), "find_unused_parameters")]:
+    with pytest.raises((ValueError, NotImplementedError), match=match):
+        nn.parallel.DistributedDataParallel(models.lenet5(), **bad)
+with pytest.raises(TypeError, match="Module"):
+    nn.parallel.DistributedDataParallel(lambda x: x)
+# a parameter left out of the loss: the next forward names it
+net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+ddp = nn.parallel.DistributedDataParallel(net)
+net[0](fastgrad.randn(4, 3)).sum().backward()  # not through ddp: no reduction armed, no error
+ddp(fastgrad.randn(4, 3))
+net[0](fastgrad.randn(4, 3)).sum().backward()  # armed, but only layer 0 takes part
+with pytest.raises(RuntimeError, match="1.weight, 1.bias"):
+    ddp(fastgrad.randn(4, 3))
+print("ok")
+"""
+
+
+def test_ddp_over_a_world_of_one_changes_nothing_and_checks_its_arguments():
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("mpi4py")
+    from fastgrad.distributed import process_group
+    env = {k: v for k, v in os.environ.items() if k not in process_group.LAUNCHER_ENV}
+    proc = subprocess.run([sys.executable, "-c", WORLD_OF_ONE], capture_output=True, text=True, timeout=300,
+                          env=env, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr

@@ -85,7 +85,7 @@ class DistributedDataParallel(Module):
     def forward(self, *inputs, **kwargs):
         if self._unfinished():
             missing = [name for b, ready in zip(self._buckets, self._ready)
-                       for (name, *_), r in zip(b.params, ready) if not r]
+                       for (name, *_), r in zip(b.params, ready) if not r][::-1]  # registration order
             raise RuntimeError("DistributedDataParallel: expected to have finished reduction in the prior iteration "
                                "before starting a new one; these parameters got no gradient in that backward: "
                                + ", ".join(missing) + " (every parameter that requires grad must take part in "
