@@ -9,7 +9,7 @@ def test_readme_distributed_script_runs_under_mpiexec(mpirun, tmp_path):
     with open(README, encoding="utf-8") as f:
         text = f.read()
     section = text[text.index("## Distributed training"):]
-    script = re.search(r"```py\n(.*?)```", section, flags=re.S).group(1)
+    script = re.search(r"```py\n(.*?)```", section, flags=re.DOTALL).group(1)
     path = tmp_path / "train.py"
     path.write_text(script)
     proc = mpirun("readme", args=[str(path)], timeout=300)
