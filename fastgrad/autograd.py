@@ -200,6 +200,8 @@ def backward(tensor, gradient=None, retain_graph=False):
             tensor.grad = _tensor_cls._from_op(np.array(grad, order="C", copy=True), None)
         else:
             kernels.accumulate(tensor.grad.data, np.ascontiguousarray(grad))
+        if getattr(tensor, "_post_accumulate_grad_hooks", None):
+            _run_post_accumulate_grad_hooks(tensor)
         return
     if root.freed:
         raise RuntimeError(f"backward through {root.name()} a second time: the graph was freed "
@@ -211,10 +213,84 @@ def backward(tensor, gradient=None, retain_graph=False):
     root.grad_out = grad
     root.grad_owned = False
     try:
-        kernels.backward_walk(order, _tensor_cls, bool(retain_graph))
+        if _live_post_accumulate_grad_hooks:
+            _walk_calling_post_accumulate_grad_hooks(order, bool(retain_graph))
+        else:
+            kernels.backward_walk(order, _tensor_cls, bool(retain_graph))
     finally:  # leave no half-gathered gradient behind if a backward raised
         for fn in order:
             fn.grad_out = None
+
+
+# --------------------------------------------------------------------------- post-accumulate-grad hooks
+#
+# The chain-rule loop (kernels.backward_walk, compiled or pure Python) knows nothing of hooks.
+# A leaf's .grad is final once the last node of the order that takes the leaf as an input has
+# run, and the walk over consecutive slices of the order is the same walk as over the whole
+# order (its state lives on the nodes). So while some leaf has hooks, backward runs the walk in
+# slices that end at those last nodes and calls the leaves' hooks between the slices
+# (DistributedDataParallel starts a bucket's allreduce there, while the rest of backward runs).
+
+_live_post_accumulate_grad_hooks = 0  # registered, not removed: 0 keeps backward one walk call
+
+
+class RemovableHandle:
+    """What ``register_post_accumulate_grad_hook`` returns: ``remove()`` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self.hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        global _live_post_accumulate_grad_hooks
+        if self.hooks.pop(self.id, None) is not None:
+            _live_post_accumulate_grad_hooks -= 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
+def add_post_accumulate_grad_hook(tensor, hook):
+    global _live_post_accumulate_grad_hooks
+    hooks = getattr(tensor, "_post_accumulate_grad_hooks", None)
+    if hooks is None:
+        hooks = tensor._post_accumulate_grad_hooks = {}
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    _live_post_accumulate_grad_hooks += 1
+    return handle
+
+
+def _run_post_accumulate_grad_hooks(leaf):
+    for hook in list(leaf._post_accumulate_grad_hooks.values()):
+        hook(leaf)
+
+
+def _walk_calling_post_accumulate_grad_hooks(order, retain_graph):
+    last_use = {}  # id(leaf) -> (position after the last node that feeds it, leaf)
+    for i, fn in enumerate(order):
+        for parent in fn.parents:
+            if parent._ctx is None and getattr(parent, "_post_accumulate_grad_hooks", None):
+                last_use[id(parent)] = (i + 1, parent)
+    ready_after = {}
+    for end, leaf in last_use.values():
+        ready_after.setdefault(end, []).append(leaf)
+    start = 0
+    for end in sorted(ready_after):
+        kernels.backward_walk(order[start:end], _tensor_cls, retain_graph)
+        start = end
+        for leaf in ready_after[end]:
+            if leaf.grad is not None:  # no gradient reached it in this pass: no call, as in PyTorch
+                _run_post_accumulate_grad_hooks(leaf)
+    if start < len(order):
+        kernels.backward_walk(order[start:], _tensor_cls, retain_graph)
 
 
 # --------------------------------------------------------------------------- anomaly mode

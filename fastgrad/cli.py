@@ -97,6 +97,9 @@ def build_parser():
                    help="continue the run saved in FILE, with its settings (and keep saving to FILE unless --save)")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of loss and accuracy curves")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="data parallel over the processes of `mpiexec -n N fastgrad train --distributed`: "
+                   "--batch-size is the global batch, split across them; --threads is per process")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="held-out accuracy and loss of a checkpoint")
@@ -291,6 +294,26 @@ def run_settings(args):
 
 
 def cmd_train(args):
+    """`fastgrad train`; with --distributed (or under mpiexec) one of N data-parallel
+    processes, of which only rank 0 prints."""
+    import contextlib
+
+    from . import distributed as dist
+    if not (args.distributed or (dist.launched_by_mpiexec() and dist.is_available())):
+        return _train(args, None)
+    if not dist.is_available():
+        raise UsageError("--distributed needs mpi4py and an MPI: pip install 'fastgrad[mpi]'")
+    dist.init_process_group("mpi")
+    world = dist.process_group.current_world()
+    with contextlib.ExitStack() as quiet:
+        if world.rank != 0:
+            quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+        status = _train(args, world)
+    dist.destroy_process_group()  # not on an error: that one reaches the other ranks as a failure
+    return status
+
+
+def _train(args, world):
     import numpy as np
 
     from . import nn
@@ -302,6 +325,11 @@ def cmd_train(args):
     if args.save:
         _check_writable(args.save, "--save")
     config = run_settings(args)
+    if world is not None and (config["mode"] != "minibatch" or config["batch_size"] % world.size):
+        raise UsageError(f"--distributed: needs --mode minibatch and a --batch-size divisible by the "
+                         f"{world.size} processes; got {config['mode']}, batch {config['batch_size']}")
+    if args.plot and world is not None and world.rank != 0:
+        args.plot = None  # one plot, rank 0's
     if args.plot:
         _check_writable(args.plot, "--plot")
         args.plot = args.plot if _plot_available() else None
@@ -309,13 +337,15 @@ def cmd_train(args):
     model = build_model(config["model"], train[0], config["seed"])
     optimizer = make_optimizer(config["optimizer"], model.parameters(), config["lr"], config["momentum"],
                                config["weight_decay"])
-    trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer)
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, distributed=world is not None)
     if args.resume:
         trainer.load_checkpoint(args.resume)
     trainer.checkpoint_extra = {"cli": config}
     remaining = config["epochs"] - trainer.epoch
     per_update = {"minibatch": f"batch {config['batch_size']}", "sgd": "1 sample per update",
                   "batch": "whole set per update"}[config["mode"]]
+    if world is not None:
+        per_update += f" = {world.size} processes x {config['batch_size'] // world.size}"
     print(f"fastgrad train: {config['model']} on {what} ({len(train[1]):,} training / {len(heldout[1]):,} "
           f"held-out images); {config['mode']} ({per_update}), {config['optimizer']} lr {config['lr']:g}, "
           f"{config['schedule']} schedule, {config['epochs']} epochs, seed {config['seed']}; {runtime_line()}", flush=True)
@@ -327,6 +357,9 @@ def cmd_train(args):
     if config["schedule"] == "cosine":
         n = len(train[1])
         per_epoch = {"minibatch": -(-n // config["batch_size"]), "sgd": n, "batch": 1}[config["mode"]]
+        if world is not None:  # each process's share, padded to equal counts (DistributedSampler)
+            import math
+            per_epoch = math.ceil(math.ceil(n / world.size) / (config["batch_size"] // world.size))
         callbacks.insert(0, cosine_over_run(optimizer, max(1, config["epochs"] * per_epoch)))
     history = trainer.history
     epochs_before = len(history.epochs)

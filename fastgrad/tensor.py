@@ -37,7 +37,8 @@ def _as_array(data, dtype=None):
 
 
 class Tensor:
-    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "__weakref__",
+                 "_post_accumulate_grad_hooks")  # unset until a hook is registered (see autograd)
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -185,6 +186,18 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=False):
         autograd.backward(self, gradient, retain_graph)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` once per backward pass, after this leaf's ``.grad`` has
+        gathered every contribution of that pass (as PyTorch's). Returns a handle whose
+        ``remove()`` unregisters the hook."""
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
+        return autograd.add_post_accumulate_grad_hook(self, hook)
 
     def __repr__(self):
         body = np.array2string(self._data, separator=", ", prefix="tensor(")

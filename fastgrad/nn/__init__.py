@@ -1,7 +1,7 @@
 """fastgrad.nn: Module and Parameter, the layers, the losses as modules, ``init``,
 ``functional`` (as F) and ``utils``; names and arguments as in torch.nn."""
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, BCEWithLogitsLoss, Conv2d,
                      CrossEntropyLoss, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d,
-                     ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+                     ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, SyncBatchNorm, Tanh)
 from .module import Module, Parameter

@@ -14,6 +14,13 @@ and resumed with ``load_checkpoint`` + ``fit`` continues with exactly the batche
 
 ``fit(..., epochs=k)`` runs k epochs counted from the current position; an unfinished
 epoch (after resuming mid-epoch) is finished first and counts as the first of them.
+
+Data parallel (``distributed=True``, or by default when started by mpiexec): the model is
+wrapped in DistributedDataParallel and ``batch_size`` is the global batch, split evenly
+across ranks by a DistributedSampler, so the updates are those of one process taking the
+whole batch. Each step's loss and accuracy are summed over ranks (one small allreduce),
+as is the decision to stop; only rank 0 shows progress, evaluates ``val`` (and sends the
+result to the others, so every rank's callbacks see the same logs) and writes checkpoints.
 """
 import math
 import sys
@@ -74,8 +81,10 @@ class Trainer:
     (default: about 16 times per epoch, and at least every update in batch mode).
     """
 
-    def __init__(self, model, loss_fn, optimizer, stats_every=None):
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+    def __init__(self, model, loss_fn, optimizer, stats_every=None, distributed=None):
+        from . import data_parallel
+        self.model, self._net, self._world = data_parallel.setup(model, distributed)
+        self.loss_fn, self.optimizer = loss_fn, optimizer
         self.stats_every = stats_every
         self.history = History()
         self.epoch = 0
@@ -136,7 +145,7 @@ class Trainer:
             for start in range(0, n, chunk_size):
                 chunk = idx[start:start + chunk_size]
                 x, y = loader.fetch(chunk)
-                out = model(x)
+                out = self._net(x)
                 loss = self.loss_fn(out, y)
                 (loss * (len(chunk) / n) if mean and len(chunk) != n else loss).backward()
                 total += self._loss_value(loss, len(chunk)) * len(chunk)
@@ -145,11 +154,14 @@ class Trainer:
             value = total / n
         else:
             x, y = loader.fetch(idx)
-            out = model(x)
+            out = self._net(x)
             loss = self.loss_fn(out, y)
             loss.backward()
             value = self._loss_value(loss, n)
             correct = self._correct(out, y)
+            if self._world is not None:
+                from .data_parallel import sum_over_ranks
+                value, correct, n = sum_over_ranks(self._world, value, correct, n)
         if not math.isfinite(value):
             self._nonfinite("loss", value, epoch_no, step_no)
         if sample_stats:
@@ -187,6 +199,13 @@ class Trainer:
         for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"fit: {name} must be an integer >= {low}, got {value!r}")
+        if self._world is not None and mode != "minibatch":
+            raise ValueError(f"fit: data-parallel training runs mode 'minibatch' only, got {mode!r}")
+        if self._world is not None and (batch_size % self._world.size or seed is None):
+            raise ValueError(f"fit: data-parallel training needs batch_size (the global batch) divisible by the "
+                             f"world size {self._world.size} and an integer seed; got {batch_size}, {seed!r}")
+        if self._world is not None and self._world.rank != 0:
+            verbose = 0  # one progress display: rank 0's
         dtype = self._float_dtype()
         train_ds = as_dataset(train, dtype, "train")
         val_ds = as_dataset(val, dtype, "val") if val is not None else None
@@ -195,11 +214,16 @@ class Trainer:
             raise ValueError("fit: the training set is empty")
         step_size = {"minibatch": int(batch_size), "sgd": 1, "batch": n}[mode]
         config = {"mode": mode, "batch_size": step_size, "seed": seed, "shuffle": bool(shuffle), "samples": n}
+        if self._world is not None:
+            from .data_parallel import ShardedLoader
+            config["world_size"] = self._world.size
+            loader = ShardedLoader(train_ds, step_size, shuffle, seed, self._world)
+        else:
+            loader = DataLoader(train_ds, batch_size=step_size, shuffle=shuffle and mode != "batch", seed=seed)
         if self.epoch_step and self._fit_config is not None and self._fit_config != config:
             raise ValueError(f"fit: resuming in the middle of an epoch needs the same data and settings as the "
                              f"interrupted run: {self._fit_config}, got {config}")
         self._fit_config = config
-        loader = DataLoader(train_ds, batch_size=step_size, shuffle=shuffle and mode != "batch", seed=seed)
         steps_per_epoch = len(loader)
         stats_every = self.stats_every or max(1, steps_per_epoch // 16)
         self.callbacks = list(callbacks)
@@ -280,6 +304,9 @@ class Trainer:
             logs = {"loss": value, "accuracy": accuracy, "epoch": epoch_no, "step": step_no}
             for cb in self.callbacks:
                 cb.on_batch_end(self, logs)
+            if self._world is not None:
+                from .data_parallel import any_rank
+                self.stop_training = any_rank(self._world, self.stop_training)
             if bar is not None:
                 bar.update(count)
                 now = time.perf_counter()
@@ -316,7 +343,10 @@ class Trainer:
                   "grad_norm": self.history.epoch_means(self.history.grad_norms, first, self.global_step),
                   "update_norm": self.history.epoch_means(self.history.update_norms, first, self.global_step)}
         t0 = time.perf_counter()
-        if val_ds is not None:
+        if val_ds is not None and self._world is not None:
+            from .data_parallel import evaluated_on_rank_0
+            record["val_loss"], record["val_accuracy"] = evaluated_on_rank_0(self._world, lambda: self.evaluate(val_ds))
+        elif val_ds is not None:
             record["val_loss"], record["val_accuracy"] = self.evaluate(val_ds)
         record["seconds"] = part["seconds"] + time.perf_counter() - t0
         self.history.epochs.append(record)
@@ -387,7 +417,10 @@ class Trainer:
 
     def save_checkpoint(self, path):
         """Save model, optimizer, position, history, random state and callback states
-        (``fastgrad.io`` format); ``checkpoint_extra`` goes in too."""
+        (``fastgrad.io`` format); ``checkpoint_extra`` goes in too. In data-parallel training
+        only rank 0 writes (the ranks hold the same weights), so no file is written twice."""
+        if self._world is not None and self._world.rank != 0:
+            return
         state = {"trainer": {"epoch_step": self.epoch_step, "global_step": self.global_step,
                              "partial": self._partial, "fit_config": self._fit_config, "elapsed": self._elapsed},
                  "history": self.history.to_dict(arrays=True),

@@ -1,0 +1,58 @@
+"""DistributedSampler: PyTorch's index layout, and the global batches of one process."""
+import numpy as np
+import pytest
+
+from fastgrad.data import DataLoader, TensorDataset
+from fastgrad.data.distributed import DistributedSampler
+
+
+def dataset(n):
+    return TensorDataset(np.arange(n, dtype=np.float32).reshape(n, 1))
+
+
+@pytest.mark.parametrize("n, world, drop_last", [(10, 3, False), (10, 3, True), (12, 4, False), (2, 3, False),
+                                                 (7, 1, False), (9, 2, True)])
+def test_unshuffled_layout_matches_pytorch(n, world, drop_last):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data.distributed import DistributedSampler as TorchSampler
+    for rank in range(world):
+        want = list(TorchSampler(list(range(n)), num_replicas=world, rank=rank, shuffle=False, drop_last=drop_last))
+        sampler = DistributedSampler(dataset(n), num_replicas=world, rank=rank, shuffle=False, drop_last=drop_last)
+        assert list(sampler) == want
+        assert len(sampler) == len(want)
+    del torch
+
+
+def test_layout_by_hand():
+    # 10 indices over 3 ranks: padded with the first two to 12; rank r takes r, r + 3, ...
+    got = [list(DistributedSampler(dataset(10), 3, r, shuffle=False)) for r in range(3)]
+    assert got == [[0, 3, 6, 9], [1, 4, 7, 0], [2, 5, 8, 1]]
+    got = [list(DistributedSampler(dataset(10), 3, r, shuffle=False, drop_last=True)) for r in range(3)]
+    assert got == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+
+
+def test_shuffled_ranks_together_are_the_single_process_batches():
+    n, world, per_rank = 96, 4, 6
+    loader = DataLoader(dataset(n), batch_size=per_rank * world, shuffle=True, seed=11)
+    for epoch in (0, 3):
+        shares = []
+        for rank in range(world):
+            s = DistributedSampler(dataset(n), world, rank, shuffle=True, seed=11)
+            s.set_epoch(epoch)
+            shares.append(s.indices())
+        for k, batch in enumerate(loader.batch_indices(epoch)):
+            together = np.concatenate([sh[k * per_rank:(k + 1) * per_rank] for sh in shares])
+            assert sorted(together.tolist()) == sorted(batch.tolist())
+    a = DistributedSampler(dataset(n), world, 0, seed=11)
+    b = DistributedSampler(dataset(n), world, 0, seed=11)
+    b.set_epoch(1)
+    assert a.indices().tolist() != b.indices().tolist()  # each epoch its own order
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="rank should be in the interval"):
+        DistributedSampler(dataset(4), num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="num_replicas"):
+        DistributedSampler(dataset(4), num_replicas=0, rank=0)
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        DistributedSampler(dataset(4))
