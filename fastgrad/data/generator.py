@@ -63,6 +63,13 @@ class Generator:
         """The numpy Generator that draws the numbers."""
         return self._rng
 
+    def __getattr__(self, name):
+        # The numpy Generator's methods (uniform, normal, permutation, ...), so that every
+        # fastgrad function taking a numpy Generator as ``generator=`` takes this one too.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._rng, name)
+
     def __repr__(self):
         return f"<fastgrad.Generator seed={self._seed}>"
 

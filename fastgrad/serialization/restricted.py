@@ -56,10 +56,19 @@ def scan(data, allowed, where, persistent_ids=False):
             elif name in _MEMO_GETS:
                 recent.append(memo.get(arg, _UNKNOWN))
             elif name in _MEMO_PUTS or name == "MEMOIZE":
+                if name != "MEMOIZE" and arg > len(data):
+                    # a pickler numbers memo slots from 0; a huge index would make the
+                    # unpickler grow its memo table to that size
+                    raise UnsafePickleError(f"{where}: malformed pickle: memo index {arg} at byte {pos} "
+                                            f"in a {len(data)}-byte stream")
                 memo[arg if name != "MEMOIZE" else len(memo)] = recent[-1] if recent else _UNKNOWN
             elif name == "DUP":
                 recent.append(recent[-1] if recent else _UNKNOWN)
-            elif name in ("FRAME", "PROTO"):
+            elif name == "FRAME":
+                if arg > len(data) - pos:
+                    raise UnsafePickleError(f"{where}: malformed pickle: a frame of {arg} bytes at byte {pos} "
+                                            f"runs past the end of the {len(data)}-byte stream")
+            elif name == "PROTO":
                 pass  # no effect on the stack
             else:
                 if name == "GLOBAL":

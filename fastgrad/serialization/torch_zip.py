@@ -23,6 +23,7 @@ import numpy as np
 from .._device import device
 from ..io import CheckpointError
 from . import restricted
+from .numpy_pickle import latin1_bytes
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_DIMS = 64
@@ -200,6 +201,8 @@ class _Reader:
             ("_codecs", "encode"): latin1_bytes,
             ("builtins", "set"): set,
             ("builtins", "frozenset"): frozenset,
+            ("__builtin__", "set"): set,  # protocol 2 spells builtins the Python 2 way
+            ("__builtin__", "frozenset"): frozenset,
         })
         stand_ins.update({("torch", name): np.dtype(dt) for name, dt in _TORCH_DTYPES.items()})
         return stand_ins
@@ -211,14 +214,6 @@ _TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.flo
 
 def _size(dims=()):
     return tuple(dims)
-
-
-def latin1_bytes(text, encoding="latin1"):
-    """Stands in for ``_codecs.encode``, with which protocol-2 pickles spell bytes: only
-    the latin-1 text-to-bytes case."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise CheckpointError(f"refused: _codecs.encode({type(text).__name__}, {encoding!r:.20})")
-    return text.encode("latin1")
 
 
 def _accept(node):
