@@ -96,7 +96,7 @@ class ToTensor:
         chw = (pic[None] if pic.ndim == 2 else pic.transpose(2, 0, 1))
         if chw.dtype == np.uint8:
             out = chw.astype(np.float32)
-            out *= np.float32(1 / 255)
+            out /= np.float32(255)
         else:
             out = np.array(chw, dtype=np.float32 if chw.dtype.kind != "f" or chw.dtype == np.float16
                            else chw.dtype)
