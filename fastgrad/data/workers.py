@@ -14,7 +14,6 @@ batches are the same, only not loaded in parallel. An error in a worker is raise
 main process with the worker's traceback; a worker that dies (killed, crashed) raises a
 RuntimeError naming its pid and exit code instead of hanging.
 """
-import multiprocessing
 import queue
 import random
 import traceback
@@ -34,6 +33,7 @@ def get_worker_info():
 
 
 def fork_available():
+    import multiprocessing  # here, not at import: most scripts never start workers
     return "fork" in multiprocessing.get_all_start_methods()
 
 
@@ -80,6 +80,7 @@ class WorkerPool:
     """``num_workers`` forked processes fetching batches with ``fetch(indices)``."""
 
     def __init__(self, fetch, dataset, num_workers, base_seed, worker_init_fn):
+        import multiprocessing
         ctx = multiprocessing.get_context("fork")
         self.result_queue = ctx.Queue()
         self.index_queues, self.workers = [], []

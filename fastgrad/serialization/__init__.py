@@ -12,12 +12,21 @@ import os
 import tempfile
 
 from .. import _device
-from ..io import CheckpointError, atomic_write, read_safetensors, write_safetensors
-from . import native
-from .restricted import UnsafePickleError
-from .torch_zip import ZIP_MAGIC, load_torch_zip
 
 __all__ = ["CheckpointError", "UnsafePickleError", "load", "save"]
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def __getattr__(name):
+    # The readers load on first use (zipfile, pickletools and safetensors are not needed
+    # by `import fastgrad`); their error types are importable from here all the same.
+    if name == "CheckpointError":
+        from ..io import CheckpointError
+        return CheckpointError
+    if name == "UnsafePickleError":
+        from .restricted import UnsafePickleError
+        return UnsafePickleError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def save(obj, f, pickle_module=None, pickle_protocol=None, _use_new_zipfile_serialization=True):
@@ -26,6 +35,8 @@ def save(obj, f, pickle_module=None, pickle_protocol=None, _use_new_zipfile_seri
     never pickles."""
     if pickle_module is not None or pickle_protocol not in (None, 2):
         raise ValueError("fastgrad.save never pickles: leave pickle_module and pickle_protocol unset")
+    from ..io import write_safetensors
+    from . import native
     tree, arrays = native.encode(obj)
     metadata = native.metadata_for(tree)
     if isinstance(f, (str, os.PathLike)):
@@ -49,8 +60,10 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     _check_map_location(map_location)
     if pickle_module is not None:
         raise ValueError("fastgrad.load does not take a pickle_module: it never unpickles arbitrary objects")
+    from ..io import CheckpointError
     where, raw = _read(f)
     if raw[:4] == ZIP_MAGIC:
+        from .torch_zip import load_torch_zip
         return load_torch_zip(raw, where)
     if raw[:1] == b"\x80":
         raise CheckpointError(f"{where}: a torch.save file in the legacy (pre-1.6, not zip) format; fastgrad "
@@ -75,6 +88,8 @@ def _read(f):
 
 
 def _load_safetensors(f, raw, where):
+    from ..io import CheckpointError, atomic_write, read_safetensors
+    from . import native
     if isinstance(f, (str, os.PathLike)):
         arrays, metadata = read_safetensors(f)
     else:

@@ -25,7 +25,6 @@ from ..io import CheckpointError
 from . import restricted
 from .numpy_pickle import latin1_bytes
 
-ZIP_MAGIC = b"PK\x03\x04"
 MAX_DIMS = 64
 # An expanded tensor (stride 0) is rebuilt as a copy: at most this many bytes, or its
 # storage's size when that is larger.
