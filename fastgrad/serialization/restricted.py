@@ -19,6 +19,7 @@ tools write (PyTorch checkpoints, the CIFAR-10 python batches) in two passes:
 import io
 import pickle
 import pickletools
+from collections import OrderedDict
 
 from ..io import CheckpointError
 
@@ -155,6 +156,6 @@ def plain_children(node):
         return []
     if type(node) in (list, tuple, set, frozenset):
         return list(node)
-    if isinstance(node, dict) and type(node).__module__ in ("builtins", "collections"):
+    if type(node) in (dict, OrderedDict):  # an OrderedDict's attributes too (a state dict's _metadata)
         return [x for kv in node.items() for x in kv] + list(getattr(node, "__dict__", {}).values())
     return None

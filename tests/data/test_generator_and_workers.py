@@ -67,9 +67,20 @@ def test_unseeded_split_follows_manual_seed():
 
 def test_dataloader_shuffle_with_a_generator():
     ds = TensorDataset(np.arange(10))
-    order = lambda seed: [int(v) for b in DataLoader(ds, batch_size=3, shuffle=True,  # noqa: E731
-                                                     generator=fastgrad.Generator().manual_seed(seed)) for v in b[0].data]
+    def order(seed):
+        loader = DataLoader(ds, batch_size=3, shuffle=True, generator=fastgrad.Generator().manual_seed(seed))
+        return [int(v) for b in loader for v in b[0].data]
+
     assert order(1) == order(1) and order(1) != order(2) and sorted(order(1)) == list(range(10))
+
+
+@pytest.mark.parametrize("n, lengths", [(10, [0.33, 0.33, 0.34]), (11, [0.5, 0.5]), (97, [0.1, 0.2, 0.3, 0.4]),
+                                        (10, [3, 7]), (11, [0.7, 0.3]), (5, [0.1, 0.9])])
+def test_random_split_lengths_match_torch(n, lengths):
+    torch = pytest.importorskip("torch")
+    want = [len(p) for p in torch.utils.data.random_split(range(n), lengths)]
+    got = [len(p) for p in random_split(TensorDataset(np.arange(n)), lengths, generator=fastgrad.Generator())]
+    assert got == want
 
 
 def test_concat_and_subset():

@@ -37,7 +37,7 @@ class VisionDataset(Dataset):
 def missing_files_error(name, files, folders, download):
     """The error for dataset files not found: which files, and the folders searched."""
     searched = ", ".join(folders)
-    hint = (f"fastgrad does not download datasets (download=True only checks that they are there): place "
+    hint = ("fastgrad does not download datasets (download=True only checks that they are there): place "
             if download else "place ")
     return FileNotFoundError(f"{name}: dataset files not found: {', '.join(files)} (searched {searched}); "
                              f"{hint}{', '.join(files)} in {folders[0]}")
