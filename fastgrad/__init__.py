@@ -17,9 +17,16 @@ from .ops.linalg import matmul
 from .ops.reduce import argmax, argmin, max, mean, min, sum
 from .ops.shape import cat, flatten, permute, reshape, squeeze, stack, transpose, unsqueeze
 from .tensor import Tensor
+from ._device import device
+from .data.generator import Generator
 
 # Subpackages that `import torch` also brings in (torch.nn, torch.optim).
 from . import data, nn, optim  # noqa: E402
+# ...and those a ported script reaches for: torch.utils.data, torch.cuda, torch.backends,
+# torch.accelerator; torch.save / torch.load. (fastgrad.vision, torchvision's counterpart,
+# is imported by name, as torchvision is.)
+from . import accelerator, backends, cuda, utils  # noqa: E402
+from .serialization import load, save  # noqa: E402
 
 float32 = float = _np.dtype(_np.float32)
 float64 = double = _np.dtype(_np.float64)

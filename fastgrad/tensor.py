@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from . import _config, autograd
+from . import _config, _device, autograd
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -116,7 +116,7 @@ class Tensor:
 
     @property
     def device(self):
-        return "cpu"
+        return _device.CPU
 
     def size(self, dim=None):
         return self._data.shape if dim is None else self._data.shape[dim]
@@ -153,12 +153,27 @@ class Tensor:
     def clone(self):
         return elementwise.clone(self)
 
-    def to(self, dtype=None, *args, **kwargs):
-        if isinstance(dtype, str) and dtype == "cpu":  # .to("cpu") / .to(device): one device here
-            return self
-        if dtype is None:
-            return self
-        return elementwise.cast(self, np.dtype(dtype))
+    # ----------------------------------------------------------------- devices (the CPU only)
+    def to(self, *args, **kwargs):
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, keywords
+        ``device``, ``dtype``, ``non_blocking``, ``copy``: this tensor when nothing changes,
+        else a differentiable cast (or copy). A device other than the CPU raises."""
+        dtype, copy = _device.parse_to("Tensor.to", args, kwargs)
+        if dtype is not None and dtype != self._data.dtype:
+            return elementwise.cast(self, dtype)
+        return elementwise.clone(self) if copy else self
+
+    def cpu(self):
+        return self
+
+    def cuda(self, device=None, non_blocking=False):
+        raise _device.cpu_only_error("Tensor.cuda")
+
+    @property
+    def is_cuda(self):
+        return False
+
+    # ----------------------------------------------------------------- dtype casts
 
     def type(self, dtype):
         return self.to(dtype)
@@ -177,9 +192,6 @@ class Tensor:
 
     def bool(self):
         return self.to(np.bool_)
-
-    def cpu(self):
-        return self
 
     def contiguous(self):
         return self

@@ -6,7 +6,9 @@ import numbers
 
 import numpy as np
 
+from .. import _config
 from ..tensor import Tensor
+from .generator import numpy_rng
 
 
 def as_array(data, name="data"):
@@ -104,8 +106,9 @@ class ConcatDataset(Dataset):
 
 def random_split(dataset, lengths, seed=None, generator=None):
     """Split ``dataset`` into non-overlapping Subsets of the given lengths (counts, or
-    fractions that sum to 1), from a random permutation drawn with ``generator`` (a numpy
-    Generator) or ``numpy.random.default_rng(seed)``."""
+    fractions that sum to 1), from a random permutation drawn with ``generator`` (a
+    ``fastgrad.Generator`` or a numpy Generator), or ``numpy.random.default_rng(seed)``,
+    or fastgrad's global generator when neither is given (as PyTorch's default)."""
     n = len(dataset)
     lengths = list(lengths)
     if lengths and all(isinstance(x, float) for x in lengths) and abs(sum(lengths) - 1) < 1e-6:
@@ -116,7 +119,9 @@ def random_split(dataset, lengths, seed=None, generator=None):
     if any(not isinstance(x, numbers.Integral) or x < 0 for x in lengths) or sum(lengths) != n:
         raise ValueError(f"random_split: lengths {lengths} must be non-negative integers summing to "
                          f"the dataset size {n} (or fractions summing to 1)")
-    rng = generator if generator is not None else np.random.default_rng(seed)
+    if seed is not None and generator is not None:
+        raise ValueError("random_split: give seed or generator, not both")
+    rng = np.random.default_rng(seed) if seed is not None else numpy_rng(generator, _config.rng)
     perm = rng.permutation(n)
     out, start = [], 0
     for length in lengths:

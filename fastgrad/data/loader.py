@@ -1,25 +1,33 @@
 """DataLoader: batches of a Dataset as Tensors, in order or shuffled, as
-``torch.utils.data.DataLoader`` (single process).
+``torch.utils.data.DataLoader``; in the main process, or in ``num_workers`` worker
+processes (see ``workers.py``) that yield the same batches in the same order.
 
 Shuffled order is reproducible. With ``seed``, epoch ``e`` visits the samples in the
 order ``numpy.random.default_rng([seed, e]).permutation(n)``: the order depends only
 on the seed and the epoch number, never on what ran before, so a run resumed at epoch
 ``e`` (``set_epoch(e)``) sees exactly the batches the uninterrupted run saw. With a
-``generator`` (a numpy Generator) each epoch draws its permutation from it; with
-neither, from fastgrad's generator (``fastgrad.manual_seed``).
+``generator`` (a ``fastgrad.Generator`` or numpy Generator) each epoch draws its
+permutation from it; with neither, from fastgrad's generator (``fastgrad.manual_seed``).
+
+``pin_memory`` is accepted and, with no accelerator to copy to, does nothing beyond
+PyTorch's warning for that case.
 """
 import numbers
+import warnings
 
 import numpy as np
 
 from .. import _config
 from ..tensor import Tensor
 from .dataset import collate
+from .generator import numpy_rng
+from . import workers as _workers
 
 
 class DataLoader:
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 generator=None, collate_fn=None):
+                 generator=None, collate_fn=None, num_workers=0, pin_memory=False, timeout=0,
+                 worker_init_fn=None, prefetch_factor=None, persistent_workers=False):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         if seed is not None and generator is not None:
@@ -34,6 +42,36 @@ class DataLoader:
         self.generator = generator
         self.collate_fn = collate_fn
         self.epoch = 0  # the epoch the next iteration is (advanced by each __iter__)
+        self._init_workers(num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers)
+
+    def _init_workers(self, num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers):
+        if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+            raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable "
+                             f"multiprocessing (got {num_workers!r})")
+        if not isinstance(timeout, numbers.Real) or timeout < 0:
+            raise ValueError(f"timeout option should be non-negative, got {timeout!r}")
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError("prefetch_factor option could only be specified in multiprocessing. "
+                             "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None.")
+        if prefetch_factor is not None and (not isinstance(prefetch_factor, numbers.Integral) or prefetch_factor < 1):
+            raise ValueError(f"prefetch_factor must be a positive integer, got {prefetch_factor!r}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers option needs num_workers > 0")
+        if pin_memory:
+            warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device "
+                          "pinned memory won't be used.", UserWarning, stacklevel=3)
+        if num_workers > 0 and not _workers.fork_available():
+            warnings.warn(f"DataLoader: num_workers={num_workers} needs the 'fork' start method, which this "
+                          "platform lacks; loading in the main process instead (same batches, no parallelism)",
+                          RuntimeWarning, stacklevel=3)
+            num_workers = 0
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.timeout = timeout
+        self.worker_init_fn = worker_init_fn
+        self.prefetch_factor = (2 if prefetch_factor is None else int(prefetch_factor)) if num_workers else None
+        self.persistent_workers = bool(persistent_workers)
+        self._pool = None
 
     def set_epoch(self, epoch):
         """Make the next iteration epoch ``epoch`` (its shuffled order, with a seed)."""
@@ -51,8 +89,7 @@ class DataLoader:
         if self.seed is not None:
             e = self.epoch if epoch is None else int(epoch)
             return np.random.default_rng([self.seed, e]).permutation(n)
-        rng = self.generator if self.generator is not None else _config.rng()
-        return rng.permutation(n)
+        return numpy_rng(self.generator, _config.rng).permutation(n)
 
     def batch_indices(self, epoch=None):
         """The index array of every batch of one epoch."""
@@ -64,19 +101,51 @@ class DataLoader:
     def __iter__(self):
         batches = self.batch_indices()
         self.epoch += 1
-        for idx in batches:
-            yield self.fetch(idx)
+        if self.num_workers == 0:
+            for idx in batches:
+                yield self.fetch(idx)
+            return
+        yield from self._iter_workers(batches)
+
+    def _iter_workers(self, batches):
+        if self._pool is None:
+            if self.seed is not None:
+                base_seed = int(np.random.default_rng([self.seed, self.epoch - 1, 1]).integers(1 << 63))
+            else:
+                base_seed = int(numpy_rng(self.generator, _config.rng).integers(1 << 63))
+            self._pool = _workers.WorkerPool(self._fetch_raw, self.dataset, self.num_workers, base_seed,
+                                             self.worker_init_fn)
+        try:
+            for raw in self._pool.run(batches, self.prefetch_factor, self.timeout):
+                yield raw if self.collate_fn is not None else _to_tensors(raw)
+        finally:
+            if not self.persistent_workers:
+                self._shutdown_workers()
+
+    def _shutdown_workers(self):
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def __del__(self):
+        try:
+            self._shutdown_workers()
+        except Exception:  # interpreter shutdown: the queues may already be gone
+            pass
 
     def fetch(self, indices):
         """The batch made of the samples at ``indices``, as Tensors."""
+        batch = self._fetch_raw(indices)
+        return batch if self.collate_fn is not None else _to_tensors(batch)
+
+    def _fetch_raw(self, indices):
+        """The collated batch at ``indices`` before it becomes Tensors (what a worker sends)."""
         ds = self.dataset
         if self.collate_fn is not None:
             return self.collate_fn([ds[int(i)] for i in indices])
         if hasattr(ds, "__getitems__"):
-            batch = ds.__getitems__(indices)
-        else:
-            batch = collate([ds[int(i)] for i in indices])
-        return _to_tensors(batch)
+            return ds.__getitems__(indices)
+        return collate([ds[int(i)] for i in indices])
 
 
 def _to_tensors(batch):

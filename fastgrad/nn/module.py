@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .. import _device
 from ..tensor import Tensor, _as_array
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -355,17 +356,12 @@ class Module:
         return self
 
     def to(self, *args, **kwargs):
-        """``to(dtype)``, ``to("cpu")`` or ``to(dtype=...)``: converts floating parameters and
-        buffers in place (there is one device, the CPU)."""
-        dtype = kwargs.pop("dtype", None)
-        for arg in list(args) + list(kwargs.values()):
-            if isinstance(arg, str) and arg.startswith("cpu"):
-                continue
-            if dtype is None:
-                dtype = arg
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` or keywords:
+        converts floating parameters and buffers in place. The one device is the CPU:
+        ``to("cuda")`` raises, saying so."""
+        dtype, _ = _device.parse_to("Module.to", args, kwargs)
         if dtype is None:
             return self
-        dtype = np.dtype(dtype)
         if dtype not in _FLOAT_DTYPES:
             raise TypeError(f"Module.to: only float32 or float64 are supported, got {dtype}")
         return self._cast_floats(dtype)
@@ -378,6 +374,9 @@ class Module:
 
     def cpu(self):
         return self
+
+    def cuda(self, device=None):
+        raise _device.cpu_only_error("Module.cuda")
 
     # ----------------------------------------------------------------- state
     def _state_entries(self, prefix=""):
