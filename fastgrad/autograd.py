@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-from . import kernels
+from . import hooks, kernels
 
 # --------------------------------------------------------------------------- grad mode
 
@@ -90,7 +90,10 @@ class Function:
     #   freed       True after a backward without retain_graph released saved state
     #   fresh_grads True when every array backward returns is newly allocated and kept
     #               nowhere else, so a leaf's .grad may be that array itself (no copy)
+    #   grad_hooks  the output tensor's hooks (fastgrad.hooks.TensorHooks: register_hook,
+    #               retain_grad), run on grad_out before backward; None when it has none
     grad_out = None
+    grad_hooks = None
     fresh_grads = False
     grad_owned = False
     freed = False
@@ -196,6 +199,8 @@ def backward(tensor, gradient=None, retain_graph=False):
             raise TypeError(f"backward: gradient has dtype {grad.dtype}, the tensor {data.dtype}")
     root = tensor._ctx
     if root is None:  # a leaf: its own gradient is the seed
+        if tensor._hooks is not None:
+            grad = tensor._hooks.apply(grad)
         if tensor.grad is None:
             tensor.grad = _tensor_cls._from_op(np.array(grad, order="C", copy=True), None)
         else:
@@ -212,9 +217,13 @@ def backward(tensor, gradient=None, retain_graph=False):
     root.grad_owned = False
     try:
         kernels.backward_walk(order, _tensor_cls, bool(retain_graph))
+    except BaseException:
+        hooks.discard_pending()
+        raise
     finally:  # leave no half-gathered gradient behind if a backward raised
         for fn in order:
             fn.grad_out = None
+    hooks.flush_leaves()  # hooked leaves got their contributions gathered: run their hooks once
 
 
 # --------------------------------------------------------------------------- anomaly mode

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from . import _config, autograd
+from . import _config, autograd, hooks
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -37,13 +37,15 @@ def _as_array(data, dtype=None):
 
 
 class Tensor:
-    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "__weakref__")
+    # _hooks: a leaf's gradient hooks (fastgrad.hooks.TensorHooks), or None
+    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "_hooks", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self._data = _as_array(data, dtype)
         self.grad = None
         self._ctx = None
+        self._hooks = None
         self._requires_grad = False
         self.requires_grad = requires_grad
 
@@ -54,6 +56,7 @@ class Tensor:
         t._data = array
         t.grad = None
         t._ctx = ctx
+        t._hooks = None
         t._requires_grad = ctx is not None
         return t
 
@@ -185,6 +188,19 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=False):
         autograd.backward(self, gradient, retain_graph)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` each time the gradient with respect to this tensor is computed;
+        a returned Tensor replaces the gradient. Returns a handle with ``remove()``."""
+        return hooks.register_hook(self, hook)
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward (leaves always do)."""
+        hooks.retain_grad(self)
+
+    @property
+    def retains_grad(self):
+        return hooks.retains_grad(self)
 
     def __repr__(self):
         body = np.array2string(self._data, separator=", ", prefix="tensor(")
