@@ -17,6 +17,9 @@ from .ops.linalg import matmul
 from .ops.reduce import argmax, argmin, max, mean, min, sum
 from .ops.shape import cat, flatten, permute, reshape, squeeze, stack, transpose, unsqueeze
 from .tensor import Tensor
+from .ops.select import where
+from .ops.split import chunk, split
+from .tensor_utils import allclose, eye, inference_mode, is_tensor
 
 # Subpackages that `import torch` also brings in (torch.nn, torch.optim).
 from . import data, nn, optim  # noqa: E402

@@ -447,8 +447,23 @@ class Tensor:
             shape_ops.plain_index(index), value._data if isinstance(value, Tensor) else value), "[]=")
 
 
+    # ----------------------------------------------------------------- selection, pieces, half
+    def masked_fill(self, mask, value):
+        return select_ops.masked_fill(self, mask, value)
+
+    def chunk(self, chunks, dim=0):
+        return split_ops.chunk(self, chunks, dim)
+
+    def split(self, split_size, dim=0):
+        return split_ops.split(self, split_size, dim)
+
+    def half(self):
+        """A float16 copy: for storage and conversion (the kernels compute in float32/float64)."""
+        return self.to(np.float16)
+
 autograd._tensor_cls = Tensor
 
 # The ops import Tensor from this module; bind them last to keep the cycle benign.
 from .ops import activation, elementwise, linalg, reduce  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402
+from .ops import select as select_ops, split as split_ops  # noqa: E402
