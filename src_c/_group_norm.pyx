@@ -46,6 +46,17 @@ def _array(str kernel, str name, a, dtype=None, shape=None, int ndim=-1, bint wr
         raise ValueError(f"{kernel}: output {name} is read-only")
 
 
+def _disjoint(kernel, outputs, inputs):
+    """Every output array apart from every input and every other output: the loops read
+    inputs after writing outputs (statistics, then the affine map; gradients, then sums)."""
+    for i, (name, a) in enumerate(outputs):
+        if a is None:
+            continue
+        for other, b in inputs + outputs[i + 1:]:
+            if b is not None and np.may_share_memory(a, b):
+                raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
+
+
 cdef int _threads(str kernel, object n_threads) except -1:
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
@@ -57,7 +68,11 @@ cdef int _threads(str kernel, object n_threads) except -1:
 cdef double _eps(str kernel, object eps) except? -1:
     if isinstance(eps, (bool, str, bytes)) or eps is None:
         raise TypeError(f"{kernel}: eps must be a number, got {eps!r}")
-    cdef double value = float(eps)
+    cdef double value
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}") from None
     if not value >= 0 or value == INFINITY:
         raise ValueError(f"{kernel}: eps must be finite and >= 0, got {eps!r}")
     return value
@@ -251,6 +266,7 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     _array(k, "out", out, x.dtype, x.shape, writable=True)
     _array(k, "mean", mean, x.dtype, (rows,), writable=True)
     _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     cdef double e = _eps(k, eps)
     cdef int nt = _threads(k, n_threads)
     # each row is a group; its element j has affine index j (run 1, period K)
@@ -275,6 +291,8 @@ def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight
     _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
     _array(k, "grad_weight", grad_weight, x.dtype, (width,), writable=True, optional=True)
     _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
     cdef int nt = _threads(k, n_threads)
     _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, rows, width, 1, 1,
                   width, nt)
@@ -297,6 +315,7 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     _array(k, "out", out, x.dtype, x.shape, writable=True)
     _array(k, "mean", mean, x.dtype, (n, g), writable=True)
     _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     cdef double e = _eps(k, eps)
     cdef int nt = _threads(k, n_threads)
     # group (n, g) holds channels g*C/G .. (g+1)*C/G - 1, S elements each (run S)
@@ -322,6 +341,8 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
     _array(k, "grad_weight", grad_weight, x.dtype, (c,), writable=True, optional=True)
     _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
     cdef int nt = _threads(k, n_threads)
     _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n * g, (c // g) * s,
                   max(s, 1), g, c, nt)

@@ -342,7 +342,7 @@ cdef void _prelu_backward(const floating *x, const floating *w, const floating *
     cdef const floating *xp
     cdef const floating *gp
     cdef floating *gip
-    cdef floating slope, v
+    cdef floating slope, v, gv
     cdef double acc
     for ch in range(c):
         slope = w[ch]
@@ -353,11 +353,12 @@ cdef void _prelu_backward(const floating *x, const floating *w, const floating *
             gip = gi + (i * c + ch) * s
             for j in range(s):
                 v = xp[j]
+                gv = gp[j]  # read first: grad_input may be grad_out (or x) itself
                 if v > 0:
-                    gip[j] = gp[j]
+                    gip[j] = gv
                 else:
-                    gip[j] = slope * gp[j]
-                    acc += <double>v * <double>gp[j]
+                    gip[j] = slope * gv
+                    acc += <double>v * <double>gv
         gw[ch] = <floating>acc
 
 

@@ -35,6 +35,17 @@ def _array(kernel, name, a, dtype=None, shape=None, ndim=None, writable=False, o
         raise ValueError(f"{kernel}: output {name} is read-only")
 
 
+def _disjoint(kernel, outputs, inputs):
+    """Every output array apart from every input and every other output: the loops read
+    inputs after writing outputs (statistics, then the affine map; gradients, then sums)."""
+    for i, (name, a) in enumerate(outputs):
+        if a is None:
+            continue
+        for other, b in inputs + outputs[i + 1:]:
+            if b is not None and np.may_share_memory(a, b):
+                raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
+
+
 def _check_threads(kernel, n_threads):
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
@@ -45,7 +56,10 @@ def _check_threads(kernel, n_threads):
 def _eps(kernel, eps):
     if isinstance(eps, (bool, str, bytes)) or eps is None:
         raise TypeError(f"{kernel}: eps must be a number, got {eps!r}")
-    value = float(eps)
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}") from None
     if not value >= 0 or value == math.inf:
         raise ValueError(f"{kernel}: eps must be finite and >= 0, got {eps!r}")
     return value
@@ -143,6 +157,7 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     _array(k, "out", out, x.dtype, x.shape, writable=True)
     _array(k, "mean", mean, x.dtype, (rows,), writable=True)
     _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     e = _eps(k, eps)
     _check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
@@ -171,6 +186,8 @@ def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight
     _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
     _array(k, "grad_weight", grad_weight, x.dtype, (width,), writable=True, optional=True)
     _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
     _check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.tolist(),
@@ -196,6 +213,7 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     _array(k, "out", out, x.dtype, x.shape, writable=True)
     _array(k, "mean", mean, x.dtype, (n, g), writable=True)
     _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     e = _eps(k, eps)
     _check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
@@ -226,6 +244,8 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
     _array(k, "grad_weight", grad_weight, x.dtype, (c,), writable=True, optional=True)
     _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
     _check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.reshape(-1).tolist(),

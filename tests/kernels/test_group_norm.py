@@ -161,3 +161,15 @@ def test_bad_input_raises(module):
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="layer_norm_forward: output rstd is read-only"):
         module.layer_norm_forward(x2, None, None, 1e-5, x2.copy(), r, ro)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_outputs_sharing_memory_with_inputs_are_refused(module):
+    x = np.zeros((3, 3), np.float32)
+    r = np.zeros(3, np.float32)
+    w = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="layer_norm_forward: mean shares memory with weight"):
+        module.layer_norm_forward(x, w, None, 1e-5, x.copy(), w, r)
+    with pytest.raises(ValueError, match="layer_norm_backward: grad_input shares memory with grad_out"):
+        g = np.ones((3, 3), np.float32)
+        module.layer_norm_backward(x, g, None, r, r, g, None, None)
