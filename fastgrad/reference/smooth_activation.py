@@ -96,14 +96,14 @@ def _map_backward(kernel, x, grad_out, grad_input, fn, n_threads):
 def _gelu(v, approximate):
     if approximate:
         return 0.5 * v * (1.0 + math.tanh(_TANH_K * (v + _TANH_C * v * v * v)))
-    return 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
+    return v * 0.5 * math.erfc(-v * _SQRT_HALF)  # Phi(v) without cancellation in the left tail
 
 
 def _gelu_grad(v, approximate):
     if approximate:
         t = math.tanh(_TANH_K * (v + _TANH_C * v * v * v))
         return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * _TANH_K * (1.0 + 3.0 * _TANH_C * v * v)
-    return 0.5 * (1.0 + math.erf(v * _SQRT_HALF)) + v * _INV_SQRT_2PI * _exp(-0.5 * v * v)
+    return 0.5 * math.erfc(-v * _SQRT_HALF) + v * _INV_SQRT_2PI * _exp(-0.5 * v * v)
 
 
 def gelu_forward(x, out, approximate, n_threads=1):
