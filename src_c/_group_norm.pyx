@@ -1,7 +1,8 @@
 # Design: layer and group normalization; the twin of fastgrad/reference/group_norm.py.
 # Both normalize groups of contiguous elements: layer_norm sees x as (R, K), one group per
 # row, weight/bias per column; group_norm sees x as (N, C, S), one group per (n, g) of
-# (C/G) * S contiguous elements, weight/bias per channel. Statistics are two-pass sums in
+# (C/G) * S contiguous elements, weight/bias per channel. The normalized value is
+# (x - mean) * (rstd * weight) + bias, with rstd * weight formed once per parameter. Statistics are two-pass sums in
 # double (mean, then squared deviations: no cancellation for data far from zero); the
 # normalized value and its affine map are computed in double and rounded once.
 # Backward: grad_input = rstd * (d - mean(d) - xhat * mean(d * xhat)) per group with
@@ -92,15 +93,16 @@ cdef inline void *_data(a) noexcept:
 
 
 # --------------------------------------------------------------------------- shared loops
-# A group of `size` elements starting at x; element j has affine index param0 + j // run
-# (run = K for layer norm's single row... see the callers: layer norm passes run = 1 and
-# params that advance with j; group norm passes run = S, one channel per run).
+# A group is `blocks` runs of `run` contiguous elements; run b uses affine parameter
+# param0 + b. Layer norm: one row = K runs of 1 element, parameters 0..K-1. Group norm:
+# C/G channels of S elements, parameters g*C/G + b. (Nested loops, so no element needs a
+# division to find its parameter.)
 
-cdef void _forward_group(const floating *x, floating *y, Py_ssize_t size, Py_ssize_t run, Py_ssize_t param0,
-                         Py_ssize_t param_period, const floating *w, const floating *b, double eps,
-                         floating *mean_out, floating *rstd_out) noexcept nogil:
-    cdef Py_ssize_t j, p
-    cdef double total = 0, mean, var, rstd, v
+cdef void _forward_group(const floating *x, floating *y, Py_ssize_t blocks, Py_ssize_t run, Py_ssize_t param0,
+                         const floating *w, const floating *b, double eps, floating *mean_out,
+                         floating *rstd_out) noexcept nogil:
+    cdef Py_ssize_t j, blk, size = blocks * run
+    cdef double total = 0, mean, var, rstd, v, scale, shift
     for j in range(size):
         total += x[j]
     mean = total / size if size else 0.0
@@ -112,53 +114,54 @@ cdef void _forward_group(const floating *x, floating *y, Py_ssize_t size, Py_ssi
     rstd = 1.0 / sqrt(var + eps) if var + eps > 0 else INFINITY
     mean_out[0] = <floating>mean
     rstd_out[0] = <floating>rstd
-    for j in range(size):
-        v = (x[j] - mean) * rstd
-        p = (param0 + j // run) % param_period
-        if w != NULL:
-            v = v * w[p]
-        if b != NULL:
-            v = v + b[p]
-        y[j] = <floating>v
+    for blk in range(blocks):
+        scale = rstd * (<double>w[param0 + blk] if w != NULL else 1.0)
+        shift = <double>b[param0 + blk] if b != NULL else 0.0
+        for j in range(blk * run, (blk + 1) * run):
+            y[j] = <floating>((x[j] - mean) * scale + shift)
 
 
-cdef void _backward_group(const floating *x, const floating *g, floating *gi, Py_ssize_t size, Py_ssize_t run,
-                          Py_ssize_t param0, Py_ssize_t param_period, const floating *w, double mean,
-                          double rstd) noexcept nogil:
-    cdef Py_ssize_t j, p
-    cdef double sum_d = 0, sum_dx = 0, d, xhat, mean_d, mean_dx
+cdef void _backward_group(const floating *x, const floating *g, floating *gi, Py_ssize_t blocks, Py_ssize_t run,
+                          Py_ssize_t param0, const floating *w, double mean, double rstd) noexcept nogil:
+    cdef Py_ssize_t j, blk, size = blocks * run
+    cdef double sum_d = 0, sum_dx = 0, wv, xhat, mean_d, mean_dx, d
     if size == 0:
         return
-    for j in range(size):
-        p = (param0 + j // run) % param_period
-        xhat = (x[j] - mean) * rstd
-        d = g[j] * (<double>w[p] if w != NULL else 1.0)
-        sum_d += d
-        sum_dx += d * xhat
+    for blk in range(blocks):
+        wv = <double>w[param0 + blk] if w != NULL else 1.0
+        for j in range(blk * run, (blk + 1) * run):
+            d = g[j] * wv
+            sum_d += d
+            sum_dx += d * ((x[j] - mean) * rstd)
     mean_d = sum_d / size
     mean_dx = sum_dx / size
-    for j in range(size):
-        p = (param0 + j // run) % param_period
-        xhat = (x[j] - mean) * rstd
-        d = g[j] * (<double>w[p] if w != NULL else 1.0)
-        gi[j] = <floating>(rstd * (d - mean_d - xhat * mean_dx))
+    for blk in range(blocks):
+        wv = <double>w[param0 + blk] if w != NULL else 1.0
+        for j in range(blk * run, (blk + 1) * run):
+            xhat = (x[j] - mean) * rstd
+            gi[j] = <floating>(rstd * (g[j] * wv - mean_d - xhat * mean_dx))
 
 
 cdef void _param_grads(const floating *x, const floating *g, const floating *mean, const floating *rstd,
-                       Py_ssize_t n_groups, Py_ssize_t size, Py_ssize_t run, Py_ssize_t groups_per_sample,
+                       Py_ssize_t n_groups, Py_ssize_t blocks, Py_ssize_t run, Py_ssize_t groups_per_sample,
                        Py_ssize_t period, floating *gw, floating *gb, double *acc_w, double *acc_b) noexcept nogil:
-    """Weight/bias gradients: sum over every element of grad_out * xhat (and grad_out) into
-    the element's affine index; acc_w/acc_b are zeroed double scratch of `period` entries."""
-    cdef Py_ssize_t grp, j, p, param0
-    cdef double m, r
+    """Weight/bias gradients: the sums of grad_out * xhat and of grad_out per affine
+    parameter; acc_w/acc_b are zeroed double scratch of `period` entries."""
+    cdef Py_ssize_t grp, j, blk, p, base
+    cdef double m, r, sw, sb
     for grp in range(n_groups):
         m = mean[grp]
         r = rstd[grp]
-        param0 = (grp % groups_per_sample) * (size // run) if run > 0 else 0
-        for j in range(size):
-            p = (param0 + j // run) % period
-            acc_w[p] += g[grp * size + j] * ((x[grp * size + j] - m) * r)
-            acc_b[p] += g[grp * size + j]
+        base = grp * blocks * run
+        for blk in range(blocks):
+            p = (grp % groups_per_sample) * blocks + blk
+            sw = 0
+            sb = 0
+            for j in range(base + blk * run, base + (blk + 1) * run):
+                sw += g[j] * ((x[j] - m) * r)
+                sb += g[j]
+            acc_w[p] += sw
+            acc_b[p] += sb
     for p in range(period):
         if gw != NULL:
             gw[p] = <floating>acc_w[p]
@@ -166,38 +169,38 @@ cdef void _param_grads(const floating *x, const floating *g, const floating *mea
             gb[p] = <floating>acc_b[p]
 
 
-cdef void _forward_all(const floating *x, floating *y, Py_ssize_t n_groups, Py_ssize_t size, Py_ssize_t run,
-                       Py_ssize_t groups_per_sample, Py_ssize_t period, const floating *w, const floating *b,
-                       double eps, floating *mean, floating *rstd, int n_threads) noexcept nogil:
-    cdef Py_ssize_t grp
+cdef void _forward_all(const floating *x, floating *y, Py_ssize_t n_groups, Py_ssize_t blocks, Py_ssize_t run,
+                       Py_ssize_t groups_per_sample, const floating *w, const floating *b, double eps,
+                       floating *mean, floating *rstd, int n_threads) noexcept nogil:
+    cdef Py_ssize_t grp, size = blocks * run
     if n_threads <= 1 or n_groups < 2 or n_groups * size < PARALLEL_MIN:
         for grp in range(n_groups):
-            _forward_group(x + grp * size, y + grp * size, size, run, (grp % groups_per_sample) * (size // run),
-                           period, w, b, eps, mean + grp, rstd + grp)
+            _forward_group(x + grp * size, y + grp * size, blocks, run, (grp % groups_per_sample) * blocks,
+                           w, b, eps, mean + grp, rstd + grp)
         return
     for grp in prange(n_groups, schedule="static", num_threads=n_threads):
-        _forward_group(x + grp * size, y + grp * size, size, run, (grp % groups_per_sample) * (size // run),
-                       period, w, b, eps, mean + grp, rstd + grp)
+        _forward_group(x + grp * size, y + grp * size, blocks, run, (grp % groups_per_sample) * blocks,
+                       w, b, eps, mean + grp, rstd + grp)
 
 
-cdef void _backward_all(const floating *x, const floating *g, floating *gi, Py_ssize_t n_groups, Py_ssize_t size,
-                        Py_ssize_t run, Py_ssize_t groups_per_sample, Py_ssize_t period, const floating *w,
-                        const floating *mean, const floating *rstd, int n_threads) noexcept nogil:
-    cdef Py_ssize_t grp
+cdef void _backward_all(const floating *x, const floating *g, floating *gi, Py_ssize_t n_groups, Py_ssize_t blocks,
+                        Py_ssize_t run, Py_ssize_t groups_per_sample, const floating *w, const floating *mean,
+                        const floating *rstd, int n_threads) noexcept nogil:
+    cdef Py_ssize_t grp, size = blocks * run
     if n_threads <= 1 or n_groups < 2 or n_groups * size < PARALLEL_MIN:
         for grp in range(n_groups):
-            _backward_group(x + grp * size, g + grp * size, gi + grp * size, size, run,
-                            (grp % groups_per_sample) * (size // run), period, w, mean[grp], rstd[grp])
+            _backward_group(x + grp * size, g + grp * size, gi + grp * size, blocks, run,
+                            (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp])
         return
     for grp in prange(n_groups, schedule="static", num_threads=n_threads):
-        _backward_group(x + grp * size, g + grp * size, gi + grp * size, size, run,
-                        (grp % groups_per_sample) * (size // run), period, w, mean[grp], rstd[grp])
+        _backward_group(x + grp * size, g + grp * size, gi + grp * size, blocks, run,
+                        (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp])
 
 
 # --------------------------------------------------------------------------- dispatch
 
-cdef _run_forward(x, weight, bias, out, mean, rstd, Py_ssize_t n_groups, Py_ssize_t size, Py_ssize_t run,
-                  Py_ssize_t groups_per_sample, Py_ssize_t period, double eps, int nt):
+cdef _run_forward(x, weight, bias, out, mean, rstd, Py_ssize_t n_groups, Py_ssize_t blocks, Py_ssize_t run,
+                  Py_ssize_t groups_per_sample, double eps, int nt):
     cdef void *px = _data(x)
     cdef void *py = _data(out)
     cdef void *pw = _data(weight)
@@ -208,16 +211,16 @@ cdef _run_forward(x, weight, bias, out, mean, rstd, Py_ssize_t n_groups, Py_ssiz
         return
     if x.dtype == np.float32:
         with nogil:
-            _forward_all(<const float *>px, <float *>py, n_groups, size, run, groups_per_sample, period,
+            _forward_all(<const float *>px, <float *>py, n_groups, blocks, run, groups_per_sample,
                          <const float *>pw, <const float *>pb, eps, <float *>pm, <float *>pr, nt)
     else:
         with nogil:
-            _forward_all(<const double *>px, <double *>py, n_groups, size, run, groups_per_sample, period,
+            _forward_all(<const double *>px, <double *>py, n_groups, blocks, run, groups_per_sample,
                          <const double *>pw, <const double *>pb, eps, <double *>pm, <double *>pr, nt)
 
 
 cdef _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, Py_ssize_t n_groups,
-                   Py_ssize_t size, Py_ssize_t run, Py_ssize_t groups_per_sample, Py_ssize_t period, int nt):
+                   Py_ssize_t blocks, Py_ssize_t run, Py_ssize_t groups_per_sample, Py_ssize_t period, int nt):
     cdef void *px = _data(x)
     cdef void *pg = _data(grad_out)
     cdef void *pw = _data(weight)
@@ -234,20 +237,19 @@ cdef _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, gra
     if x.dtype == np.float32:
         with nogil:
             if n_groups > 0:
-                _backward_all(<const float *>px, <const float *>pg, <float *>pgi, n_groups, size, run,
-                              groups_per_sample, period, <const float *>pw, <const float *>pm, <const float *>pr, nt)
+                _backward_all(<const float *>px, <const float *>pg, <float *>pgi, n_groups, blocks, run,
+                              groups_per_sample, <const float *>pw, <const float *>pm, <const float *>pr, nt)
             if params and period > 0:
                 _param_grads(<const float *>px, <const float *>pg, <const float *>pm, <const float *>pr, n_groups,
-                             size, run, groups_per_sample, period, <float *>pgw, <float *>pgb, paw, pab)
+                             blocks, run, groups_per_sample, period, <float *>pgw, <float *>pgb, paw, pab)
     else:
         with nogil:
             if n_groups > 0:
-                _backward_all(<const double *>px, <const double *>pg, <double *>pgi, n_groups, size, run,
-                              groups_per_sample, period, <const double *>pw, <const double *>pm,
-                              <const double *>pr, nt)
+                _backward_all(<const double *>px, <const double *>pg, <double *>pgi, n_groups, blocks, run,
+                              groups_per_sample, <const double *>pw, <const double *>pm, <const double *>pr, nt)
             if params and period > 0:
                 _param_grads(<const double *>px, <const double *>pg, <const double *>pm, <const double *>pr,
-                             n_groups, size, run, groups_per_sample, period, <double *>pgw, <double *>pgb, paw, pab)
+                             n_groups, blocks, run, groups_per_sample, period, <double *>pgw, <double *>pgb, paw, pab)
 
 
 # --------------------------------------------------------------------------- layer norm
@@ -269,8 +271,8 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     cdef double e = _eps(k, eps)
     cdef int nt = _threads(k, n_threads)
-    # each row is a group; its element j has affine index j (run 1, period K)
-    _run_forward(x, weight, bias, out, mean, rstd, rows, width, 1, 1, max(width, 1), e, nt)
+    # each row is a group of K runs of one element, parameters 0..K-1
+    _run_forward(x, weight, bias, out, mean, rstd, rows, width, 1, 1, e, nt)
 
 
 def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n_threads=1):
@@ -318,8 +320,8 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     cdef double e = _eps(k, eps)
     cdef int nt = _threads(k, n_threads)
-    # group (n, g) holds channels g*C/G .. (g+1)*C/G - 1, S elements each (run S)
-    _run_forward(x, weight, bias, out, mean, rstd, n * g, (c // g) * s, max(s, 1), g, c, e, nt)
+    # group (n, g) holds channels g*C/G .. (g+1)*C/G - 1: C/G runs of S elements
+    _run_forward(x, weight, bias, out, mean, rstd, n * g, c // g, s, g, e, nt)
 
 
 def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input, grad_weight, grad_bias,
@@ -344,5 +346,5 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
               [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
     cdef int nt = _threads(k, n_threads)
-    _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n * g, (c // g) * s,
-                  max(s, 1), g, c, nt)
+    _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n * g, c // g, s, g,
+                  c, nt)

@@ -5,7 +5,8 @@ Both normalize groups of contiguous elements by their own mean and biased varian
 column (the normalized shape, flattened); ``group_norm_*`` sees x as (N, C, S) with C
 split into G groups of C/G channels, one group per (n, g) of (C/G) * S elements, and an
 affine weight and bias per channel. Statistics are sums in double (mean first, then the
-squared deviations: two passes); ``mean`` and ``rstd`` = 1 / sqrt(var + eps) are saved
+squared deviations: two passes); the output is (x - mean) * (rstd * weight) + bias;
+``mean`` and ``rstd`` = 1 / sqrt(var + eps) are saved
 for backward. Backward writes grad_input fresh and, when given, grad_weight and grad_bias
 fresh. ``n_threads`` is accepted and ignored.
 """
@@ -101,10 +102,8 @@ def _norm_forward(xs, n_groups, group_size, param_of, w, b, eps):
         means.append(mean)
         rstds.append(rstd)
         for i in range(lo, lo + group_size):
-            y = (xs[i] - mean) * rstd
             p = param_of(i)
-            if w is not None:
-                y *= w[p]
+            y = (xs[i] - mean) * (rstd * w[p] if w is not None else rstd)
             if b is not None:
                 y += b[p]
             out[i] = y
