@@ -222,3 +222,22 @@ def test_backward_hook_errors():
         lin2(fastgrad.ones(1, 2)).sum().backward()
     with pytest.raises(TypeError, match="expected a callable"):
         lin2.register_forward_hook(3)
+
+
+def test_a_hooked_layer_leaves_the_chain_and_returns_after_remove():
+    from fastgrad.nn.layers.chained import ChainedRun
+    net = _net(fastgrad)
+    x = fastgrad.randn(2, 1, 6, 6)
+    net(x)
+    assert any(isinstance(c, ChainedRun) for c in net._calls())
+    seen = []
+    handle = net[1].register_forward_hook(lambda m, a, o: seen.append(o.shape))
+    calls = net._calls()
+    assert net[1] in calls and not any(isinstance(c, ChainedRun) and net[1] in c.modules for c in calls)
+    net(x)
+    net(x)
+    assert seen == [(2, 3, 4, 4)] * 2
+    handle.remove()
+    assert any(isinstance(c, ChainedRun) and net[1] in c.modules for c in net._calls())
+    net(x)
+    assert len(seen) == 2
