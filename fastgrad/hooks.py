@@ -129,10 +129,12 @@ def flush_leaves():
     """After a backward walk: run each hooked leaf's hooks on its summed gradient, in the
     order the leaves first received one, and accumulate the results into ``.grad``."""
     leaves, _pending.leaves = _pending.leaves, None
-    for leaf in leaves or ():
-        hooks = leaf._hooks
-        grad, hooks.pending = hooks.pending, None
-        _accumulate_grad(leaf, hooks.apply(grad))
+    gathered = []
+    for leaf in leaves or ():  # taken first: a hook that raises leaves nothing half-gathered
+        gathered.append((leaf, leaf._hooks.pending))
+        leaf._hooks.pending = None
+    for leaf, grad in gathered:
+        _accumulate_grad(leaf, leaf._hooks.apply(grad))
 
 
 def discard_pending():

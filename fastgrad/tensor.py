@@ -446,7 +446,6 @@ class Tensor:
         self._inplace(None, lambda a, _, out, casting: out.__setitem__(
             shape_ops.plain_index(index), value._data if isinstance(value, Tensor) else value), "[]=")
 
-
     # ----------------------------------------------------------------- selection, pieces, half
     def masked_fill(self, mask, value):
         return select_ops.masked_fill(self, mask, value)
@@ -460,6 +459,7 @@ class Tensor:
     def half(self):
         """A float16 copy: for storage and conversion (the kernels compute in float32/float64)."""
         return self.to(np.float16)
+
 
 autograd._tensor_cls = Tensor
 

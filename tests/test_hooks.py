@@ -241,3 +241,15 @@ def test_a_hooked_layer_leaves_the_chain_and_returns_after_remove():
     assert any(isinstance(c, ChainedRun) and net[1] in c.modules for c in net._calls())
     net(x)
     assert len(seen) == 2
+
+
+def test_a_raising_leaf_hook_leaves_nothing_behind():
+    a, b = _t([1.0]), _t([2.0])
+    a.register_hook(lambda g: (_ for _ in ()).throw(ValueError("stop")))
+    calls = []
+    b.register_hook(lambda g: calls.append(1))
+    with pytest.raises(ValueError, match="stop"):
+        (a * b).sum().backward()
+    c = _t([1.0])
+    (c * b).sum().backward()  # b's gradient from this backward only
+    np.testing.assert_allclose(b.grad.numpy(), [1.0])
