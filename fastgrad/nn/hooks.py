@@ -14,6 +14,8 @@ Entries for arguments that are not Tensors requiring grad are None.
 A module with hooks always runs through ``Module.__call__``: ``Sequential`` never puts it
 in a chained run (nn/layers/chained.chainable), so its hooks fire on every call.
 """
+import warnings
+
 from ..autograd import is_grad_enabled
 from ..hooks import RemovableHandle, _HookDict
 from ..ops.hook import tap
@@ -151,6 +153,8 @@ class _BackwardHookCall:
     def _output_grad(self, j, grad):
         self.grad_output[j] = grad
         if len(self.grad_output) == self.n_outputs and not self.inputs:
+            warnings.warn("Full backward hook is firing when gradients are computed with respect to module outputs "
+                          "since no inputs require gradients.", UserWarning, stacklevel=2)
             result = self._fire({})
             if result is not None and any(r is not None for r in result):
                 raise RuntimeError("Backward hook for Modules where no input requires gradient should always "
