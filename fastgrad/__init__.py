@@ -19,6 +19,9 @@ from .ops.shape import cat, flatten, permute, reshape, squeeze, stack, transpose
 from .tensor import Tensor
 from ._device import device
 from .data.generator import Generator
+from .ops.select import where
+from .ops.split import chunk, split
+from .tensor_utils import allclose, eye, inference_mode, is_tensor
 
 # Subpackages that `import torch` also brings in (torch.nn, torch.optim).
 from . import data, nn, optim  # noqa: E402

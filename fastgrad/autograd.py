@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-from . import kernels
+from . import hooks, kernels
 
 # --------------------------------------------------------------------------- grad mode
 
@@ -90,7 +90,10 @@ class Function:
     #   freed       True after a backward without retain_graph released saved state
     #   fresh_grads True when every array backward returns is newly allocated and kept
     #               nowhere else, so a leaf's .grad may be that array itself (no copy)
+    #   grad_hooks  the output tensor's hooks (fastgrad.hooks.TensorHooks: register_hook,
+    #               retain_grad), run on grad_out before backward; None when it has none
     grad_out = None
+    grad_hooks = None
     fresh_grads = False
     grad_owned = False
     freed = False
@@ -196,12 +199,14 @@ def backward(tensor, gradient=None, retain_graph=False):
             raise TypeError(f"backward: gradient has dtype {grad.dtype}, the tensor {data.dtype}")
     root = tensor._ctx
     if root is None:  # a leaf: its own gradient is the seed
+        if tensor._hooks is not None:
+            grad = tensor._hooks.apply(grad)
         if tensor.grad is None:
             tensor.grad = _tensor_cls._from_op(np.array(grad, order="C", copy=True), None)
         else:
             kernels.accumulate(tensor.grad.data, np.ascontiguousarray(grad))
-        if getattr(tensor, "_post_accumulate_grad_hooks", None):
-            _run_post_accumulate_grad_hooks(tensor)
+        if tensor._hooks is not None and tensor._hooks.post_accumulate:
+            hooks.run_post_accumulate_grad_hooks(tensor)
         return
     if root.freed:
         raise RuntimeError(f"backward through {root.name()} a second time: the graph was freed "
@@ -213,13 +218,17 @@ def backward(tensor, gradient=None, retain_graph=False):
     root.grad_out = grad
     root.grad_owned = False
     try:
-        if _live_post_accumulate_grad_hooks:
+        if hooks.live_post_accumulate.n:
             _walk_calling_post_accumulate_grad_hooks(order, bool(retain_graph))
         else:
             kernels.backward_walk(order, _tensor_cls, bool(retain_graph))
+    except BaseException:
+        hooks.discard_pending()
+        raise
     finally:  # leave no half-gathered gradient behind if a backward raised
         for fn in order:
             fn.grad_out = None
+    hooks.flush_leaves()  # hooked leaves got their contributions gathered: run their hooks once
 
 
 # --------------------------------------------------------------------------- post-accumulate-grad hooks
@@ -231,53 +240,11 @@ def backward(tensor, gradient=None, retain_graph=False):
 # slices that end at those last nodes and calls the leaves' hooks between the slices
 # (DistributedDataParallel starts a bucket's allreduce there, while the rest of backward runs).
 
-_live_post_accumulate_grad_hooks = 0  # registered, not removed: 0 keeps backward one walk call
-
-
-class RemovableHandle:
-    """What ``register_post_accumulate_grad_hook`` returns: ``remove()`` unregisters the hook."""
-
-    _next_id = 0
-
-    def __init__(self, hooks):
-        self.hooks = hooks
-        self.id = RemovableHandle._next_id
-        RemovableHandle._next_id += 1
-
-    def remove(self):
-        global _live_post_accumulate_grad_hooks
-        if self.hooks.pop(self.id, None) is not None:
-            _live_post_accumulate_grad_hooks -= 1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
-        return False
-
-
-def add_post_accumulate_grad_hook(tensor, hook):
-    global _live_post_accumulate_grad_hooks
-    hooks = getattr(tensor, "_post_accumulate_grad_hooks", None)
-    if hooks is None:
-        hooks = tensor._post_accumulate_grad_hooks = {}
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
-    _live_post_accumulate_grad_hooks += 1
-    return handle
-
-
-def _run_post_accumulate_grad_hooks(leaf):
-    for hook in list(leaf._post_accumulate_grad_hooks.values()):
-        hook(leaf)
-
-
 def _walk_calling_post_accumulate_grad_hooks(order, retain_graph):
     last_use = {}  # id(leaf) -> (position after the last node that feeds it, leaf)
     for i, fn in enumerate(order):
         for parent in fn.parents:
-            if parent._ctx is None and getattr(parent, "_post_accumulate_grad_hooks", None):
+            if parent._ctx is None and parent._hooks is not None and parent._hooks.post_accumulate:
                 last_use[id(parent)] = (i + 1, parent)
     ready_after = {}
     for end, leaf in last_use.values():
@@ -287,8 +254,9 @@ def _walk_calling_post_accumulate_grad_hooks(order, retain_graph):
         kernels.backward_walk(order[start:end], _tensor_cls, retain_graph)
         start = end
         for leaf in ready_after[end]:
+            hooks.flush_leaf(leaf)  # its register_hook hooks run before .grad is final
             if leaf.grad is not None:  # no gradient reached it in this pass: no call, as in PyTorch
-                _run_post_accumulate_grad_hooks(leaf)
+                hooks.run_post_accumulate_grad_hooks(leaf)
     if start < len(order):
         kernels.backward_walk(order[start:], _tensor_cls, retain_graph)
 

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from . import _config, _device, autograd
+from . import _config, _device, autograd, hooks
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -37,14 +37,15 @@ def _as_array(data, dtype=None):
 
 
 class Tensor:
-    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "__weakref__",
-                 "_post_accumulate_grad_hooks")  # unset until a hook is registered (see autograd)
+    # _hooks: a leaf's gradient and post-accumulate-grad hooks (fastgrad.hooks.TensorHooks), or None
+    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "_hooks", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self._data = _as_array(data, dtype)
         self.grad = None
         self._ctx = None
+        self._hooks = None
         self._requires_grad = False
         self.requires_grad = requires_grad
 
@@ -55,6 +56,7 @@ class Tensor:
         t._data = array
         t.grad = None
         t._ctx = ctx
+        t._hooks = None
         t._requires_grad = ctx is not None
         return t
 
@@ -199,17 +201,24 @@ class Tensor:
     def backward(self, gradient=None, retain_graph=False):
         autograd.backward(self, gradient, retain_graph)
 
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` each time the gradient with respect to this tensor is computed;
+        a returned Tensor replaces the gradient. Returns a handle with ``remove()``."""
+        return hooks.register_hook(self, hook)
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward (leaves always do)."""
+        hooks.retain_grad(self)
+
+    @property
+    def retains_grad(self):
+        return hooks.retains_grad(self)
+
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(tensor)`` once per backward pass, after this leaf's ``.grad`` has
         gathered every contribution of that pass (as PyTorch's). Returns a handle whose
         ``remove()`` unregisters the hook."""
-        if self._ctx is not None:
-            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
-        if not self._requires_grad:
-            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
-        if not callable(hook):
-            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
-        return autograd.add_post_accumulate_grad_hook(self, hook)
+        return hooks.register_post_accumulate_grad_hook(self, hook)
 
     def __repr__(self):
         body = np.array2string(self._data, separator=", ", prefix="tensor(")
@@ -455,9 +464,24 @@ class Tensor:
         self._inplace(None, lambda a, _, out, casting: out.__setitem__(
             shape_ops.plain_index(index), value._data if isinstance(value, Tensor) else value), "[]=")
 
+    # ----------------------------------------------------------------- selection, pieces, half
+    def masked_fill(self, mask, value):
+        return select_ops.masked_fill(self, mask, value)
+
+    def chunk(self, chunks, dim=0):
+        return split_ops.chunk(self, chunks, dim)
+
+    def split(self, split_size, dim=0):
+        return split_ops.split(self, split_size, dim)
+
+    def half(self):
+        """A float16 copy: for storage and conversion (the kernels compute in float32/float64)."""
+        return self.to(np.float16)
+
 
 autograd._tensor_cls = Tensor
 
 # The ops import Tensor from this module; bind them last to keep the cycle benign.
 from .ops import activation, elementwise, linalg, reduce  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402
+from .ops import select as select_ops, split as split_ops  # noqa: E402

@@ -80,6 +80,8 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
                 f"backward through {fn.name()} a second time: its saved tensors were freed "
                 "by the first backward; pass retain_graph=True to the first call")
         fn.grad_out = None
+        if fn.grad_hooks is not None:  # Tensor.register_hook / retain_grad on fn's output
+            grad = fn.grad_hooks.run(grad)
         input_grads = fn.backward(grad)
         fresh = fn.fresh_grads  # its gradients are new arrays: a leaf may keep one as is
         parents = fn.parents
@@ -92,6 +94,9 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
                 continue
             node = parent._ctx
             if node is None:
+                if parent._hooks is not None and parent._hooks.hooks:  # its hooks see the summed gradient
+                    parent._hooks.gather(parent, g)
+                    continue
                 if parent.grad is None:
                     dtype = parent._data.dtype
                     if not (fresh and g.base is None and (g.dtype is dtype or g.dtype == dtype)):

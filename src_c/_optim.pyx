@@ -625,3 +625,190 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, al
                 _rmsprop_run(<double *>NULL, &b, &a, nt)
     finally:
         _release(&b, &stack)
+
+
+# --------------------------------------------------------------------------- Adadelta
+
+__all__ += ["adadelta_step", "adagrad_step"]
+
+cdef Py_ssize_t ADADELTA_PARALLEL_MIN = 65536
+cdef Py_ssize_t ADAGRAD_PARALLEL_MIN = 65536
+
+
+cdef struct AdadeltaArgs:
+    double neg_lr
+    double rho
+    double one_minus_rho
+    double eps
+    double weight_decay
+    bint maximize
+
+
+cdef inline void _adadelta_loop(floating *p, const floating *g, floating *sq, floating *acc, Py_ssize_t n,
+                                floating sign, floating wd, floating rho, floating omr, floating eps,
+                                floating neg_lr, bint l2) noexcept nogil:
+    # Inlined with a constant l2 so that both variants vectorize; sign (+-1) multiplies exactly.
+    cdef floating gi, si, std, delta, ai
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = sign * g[i]
+        if l2:
+            gi = gi + wd * p[i]
+        si = sq[i] * rho + omr * gi * gi
+        sq[i] = si
+        std = _sqrt(si + eps)
+        ai = acc[i]
+        delta = _sqrt(ai + eps) / std * gi
+        acc[i] = ai * rho + omr * delta * delta
+        p[i] = p[i] + neg_lr * delta
+
+
+cdef void _adadelta_range(floating *p, const floating *g, floating *sq, floating *acc, Py_ssize_t n,
+                          const AdadeltaArgs *a) noexcept nogil:
+    cdef floating sign = <floating>-1 if a.maximize else <floating>1
+    if a.weight_decay != 0:
+        _adadelta_loop(p, g, sq, acc, n, sign, <floating>a.weight_decay, <floating>a.rho,
+                       <floating>a.one_minus_rho, <floating>a.eps, <floating>a.neg_lr, True)
+    else:
+        _adadelta_loop(p, g, sq, acc, n, sign, <floating>a.weight_decay, <floating>a.rho,
+                       <floating>a.one_minus_rho, <floating>a.eps, <floating>a.neg_lr, False)
+
+
+cdef void _adadelta_span(floating *tag, const Batch *b, const AdadeltaArgs *a, Py_ssize_t lo,
+                         Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i, off, n
+    cdef void **d
+    for i in range(b.count):
+        if _part(b, i, lo, hi, &off, &n):
+            d = b.data + i * MAX_ROLES
+            _adadelta_range(_at(d[0], off, tag), _at(d[1], off, tag), _at(d[2], off, tag),
+                            _at(d[3], off, tag), n, a)
+
+
+cdef void _adadelta_run(floating *tag, const Batch *b, const AdadeltaArgs *a, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t
+    if n_threads <= 1 or b.total < ADADELTA_PARALLEL_MIN:
+        _adadelta_span(tag, b, a, 0, b.total)
+        return
+    for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        _adadelta_span(tag, b, a, _range_start(b.total, t, n_threads), _range_start(b.total, t + 1, n_threads))
+
+
+def adadelta_step(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_decay, bint maximize, n_threads):
+    """One Adadelta step over every tensor of a group, in place (PyTorch's Adadelta arithmetic).
+
+    params:      IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
+    grads:       IN, list of arrays, each of its param's shape and dtype.
+    square_avgs: IN/OUT, like params.
+    acc_deltas:  IN/OUT, like params.
+    Per element: g = +-grad (+ weight_decay * p); s = rho * s + (1 - rho) * g * g;
+    delta = sqrt(acc + eps) / sqrt(s + eps) * g; acc = rho * acc + (1 - rho) * delta * delta;
+    p -= lr * delta.
+    """
+    cdef str k = "adadelta_step"
+    cdef int nt = _threads(k, n_threads)
+    cdef AdadeltaArgs a
+    a.neg_lr = -_real(k, "lr", lr)
+    a.rho = _real(k, "rho", rho)
+    a.one_minus_rho = 1.0 - a.rho
+    a.eps = _real(k, "eps", eps)
+    a.weight_decay = _real(k, "weight_decay", weight_decay)
+    a.maximize = maximize
+    cdef Batch b
+    cdef StackTables stack
+    b.sizes = NULL
+    try:
+        _gather(k, ("params", "grads", "square_avgs", "acc_deltas"), (params, grads, square_avgs, acc_deltas),
+                (True, True, True, True), &b, &stack)
+        with nogil:
+            if b.typenum == cnp.NPY_FLOAT:
+                _adadelta_run(<float *>NULL, &b, &a, nt)
+            else:
+                _adadelta_run(<double *>NULL, &b, &a, nt)
+    finally:
+        _release(&b, &stack)
+
+
+# --------------------------------------------------------------------------- Adagrad
+
+cdef struct AdagradArgs:
+    double neg_clr        # -lr / (1 + (step - 1) * lr_decay)
+    double eps
+    double weight_decay
+    bint maximize
+
+
+cdef inline void _adagrad_loop(floating *p, const floating *g, floating *s, Py_ssize_t n, floating sign,
+                               floating wd, floating eps, floating neg_clr, bint l2) noexcept nogil:
+    cdef floating gi, si
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi = sign * g[i]
+        if l2:
+            gi = gi + wd * p[i]
+        si = s[i] + gi * gi
+        s[i] = si
+        p[i] = p[i] + neg_clr * gi / (_sqrt(si) + eps)
+
+
+cdef void _adagrad_range(floating *p, const floating *g, floating *s, Py_ssize_t n,
+                         const AdagradArgs *a) noexcept nogil:
+    cdef floating sign = <floating>-1 if a.maximize else <floating>1
+    if a.weight_decay != 0:
+        _adagrad_loop(p, g, s, n, sign, <floating>a.weight_decay, <floating>a.eps, <floating>a.neg_clr, True)
+    else:
+        _adagrad_loop(p, g, s, n, sign, <floating>a.weight_decay, <floating>a.eps, <floating>a.neg_clr, False)
+
+
+cdef void _adagrad_span(floating *tag, const Batch *b, const AdagradArgs *a, Py_ssize_t lo,
+                        Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i, off, n
+    cdef void **d
+    for i in range(b.count):
+        if _part(b, i, lo, hi, &off, &n):
+            d = b.data + i * MAX_ROLES
+            _adagrad_range(_at(d[0], off, tag), _at(d[1], off, tag), _at(d[2], off, tag), n, a)
+
+
+cdef void _adagrad_run(floating *tag, const Batch *b, const AdagradArgs *a, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t
+    if n_threads <= 1 or b.total < ADAGRAD_PARALLEL_MIN:
+        _adagrad_span(tag, b, a, 0, b.total)
+        return
+    for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        _adagrad_span(tag, b, a, _range_start(b.total, t, n_threads), _range_start(b.total, t + 1, n_threads))
+
+
+def adagrad_step(params, grads, state_sums, step, lr, lr_decay, eps, weight_decay, bint maximize, n_threads):
+    """One Adagrad step over every tensor of a group, in place (PyTorch's Adagrad arithmetic).
+
+    params:     IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
+    grads:      IN, list of arrays, each of its param's shape and dtype.
+    state_sums: IN/OUT, like params.
+    step:       the step count of every tensor of the call, already incremented (>= 1).
+    Per element: g = +-grad (+ weight_decay * p); s += g * g;
+    p += -clr * g / (sqrt(s) + eps), with clr = lr / (1 + (step - 1) * lr_decay) in double.
+    """
+    cdef str k = "adagrad_step"
+    cdef int nt = _threads(k, n_threads)
+    if step < 1:
+        raise ValueError(f"adagrad_step: step must be >= 1 (the count after this update), got {step}")
+    cdef double lr_ = _real(k, "lr", lr)
+    cdef double lr_decay_ = _real(k, "lr_decay", lr_decay)
+    cdef AdagradArgs a
+    a.neg_clr = -(lr_ / (1.0 + (<double>step - 1.0) * lr_decay_))
+    a.eps = _real(k, "eps", eps)
+    a.weight_decay = _real(k, "weight_decay", weight_decay)
+    a.maximize = maximize
+    cdef Batch b
+    cdef StackTables stack
+    b.sizes = NULL
+    try:
+        _gather(k, ("params", "grads", "state_sums"), (params, grads, state_sums), (True, True, True), &b, &stack)
+        with nogil:
+            if b.typenum == cnp.NPY_FLOAT:
+                _adagrad_run(<float *>NULL, &b, &a, nt)
+            else:
+                _adagrad_run(<double *>NULL, &b, &a, nt)
+    finally:
+        _release(&b, &stack)

@@ -5,3 +5,5 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, BCE
                      CrossEntropyLoss, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d,
                      ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, SyncBatchNorm, Tanh)
 from .module import Module, Parameter
+from .layers import (AvgPool1d, Conv1d, ConvTranspose2d, Dropout2d, ELU, Embedding, GELU, GroupNorm,  # noqa: E402
+                     Hardswish, LayerNorm, MaxPool1d, ModuleDict, PReLU, SiLU, Unflatten)

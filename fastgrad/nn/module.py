@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _device
+from .hooks import add_hook, call_with_hooks, has_hooks
 from ..tensor import Tensor, _as_array
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -38,6 +39,7 @@ class Parameter(Tensor):
         self._data = array
         self.grad = None
         self._ctx = None
+        self._hooks = None
         self._requires_grad = False
         self.requires_grad = requires_grad
 
@@ -122,11 +124,29 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        output = self.forward(*args, **kwargs)
+        if has_hooks(self):
+            output = call_with_hooks(self, args, kwargs)
+        else:
+            output = self.forward(*args, **kwargs)
         if _forward_observers:
             for observe in _forward_observers:
                 observe(self, args, output)
         return output
+
+    # ----------------------------------------------------------------- hooks (nn/hooks.py)
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """``hook(module, args)`` before each forward; a returned value replaces ``args``
+        (with ``with_kwargs=True``: ``hook(module, args, kwargs)`` returning ``(args, kwargs)``)."""
+        return add_hook(self, "_forward_pre_hooks", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """``hook(module, args, output)`` after each forward; a returned value replaces the output."""
+        return add_hook(self, "_forward_hooks", hook, prepend, with_kwargs, always_call)
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """``hook(module, grad_input, grad_output)`` once the gradients with respect to the
+        module's positional Tensor inputs are computed; a returned tuple replaces grad_input."""
+        return add_hook(self, "_backward_hooks", hook, prepend)
 
     # ----------------------------------------------------------------- registration
     def _registries(self):

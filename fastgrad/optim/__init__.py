@@ -5,5 +5,8 @@ from .adam import Adam, AdamW
 from .optimizer import Optimizer, required
 from .rmsprop import RMSprop
 from .sgd import SGD
+from .adadelta import Adadelta
+from .adagrad import Adagrad
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler", "required"]
+__all__ += ["Adadelta", "Adagrad"]

@@ -67,6 +67,8 @@ def backward_walk(order, tensor_cls, retain_graph):
                 f"backward through {fn.name()} a second time: its saved tensors were freed "
                 "by the first backward; pass retain_graph=True to the first call")
         fn.grad_out = None
+        if fn.grad_hooks is not None:  # Tensor.register_hook / retain_grad on fn's output
+            grad = fn.grad_hooks.run(grad)
         input_grads = fn.backward(grad)
         fresh = fn.fresh_grads  # its gradients are new arrays: a leaf may keep one as is
         parents = fn.parents
@@ -77,6 +79,9 @@ def backward_walk(order, tensor_cls, retain_graph):
                 continue
             node = parent._ctx
             if node is None:  # a leaf: its .grad accumulates across backward calls
+                if parent._hooks is not None and parent._hooks.hooks:  # gathered, hooks run once on the sum
+                    parent._hooks.gather(parent, g)
+                    continue
                 if parent.grad is None:
                     if not (fresh and g.base is None and g.dtype == parent.data.dtype):
                         g = np.array(g, dtype=parent.data.dtype, order="C", copy=True)

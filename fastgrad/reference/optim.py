@@ -313,3 +313,85 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, al
             _store(gavgs[i], gavg)
         if use_momentum:
             _store(bufs[i], buf)
+
+
+# --------------------------------------------------------------------------- Adadelta
+
+__all__ += ["adadelta_step", "adagrad_step"]
+
+
+def adadelta_step(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_decay, maximize, n_threads):
+    """One Adadelta step over every tensor of a group, in place (PyTorch's Adadelta arithmetic).
+
+    params:      IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
+    grads:       IN, list of arrays, each of its param's shape and dtype.
+    square_avgs: IN/OUT, like params.
+    acc_deltas:  IN/OUT, like params.
+    Per element: g = +-grad (+ weight_decay * p); s = rho * s + (1 - rho) * g * g;
+    delta = sqrt(acc + eps) / sqrt(s + eps) * g; acc = rho * acc + (1 - rho) * delta * delta;
+    p -= lr * delta.
+    """
+    k = "adadelta_step"
+    _check_threads(k, n_threads)
+    lr, rho, eps = _real(k, "lr", lr), _real(k, "rho", rho), _real(k, "eps", eps)
+    weight_decay = _real(k, "weight_decay", weight_decay)
+    (ps, gs, sqs, accs), dtype = _gather(
+        k, ("params", "grads", "square_avgs", "acc_deltas"),
+        (params, grads, square_avgs, acc_deltas), (True, True, True, True))
+    r = _rounder(dtype)
+    neg_lr, rho_, omr, eps_, wd = r(-lr), r(rho), r(1.0 - rho), r(eps), r(weight_decay)
+    has_wd = weight_decay != 0
+    for i in range(len(ps)):
+        p, g, sq, acc = _values(ps[i]), _values(gs[i]), _values(sqs[i]), _values(accs[i])
+        for j in range(len(p)):
+            gj = -g[j] if maximize else g[j]
+            if has_wd:
+                gj = r(gj + r(wd * p[j]))
+            sj = r(r(sq[j] * rho_) + r(r(omr * gj) * gj))
+            sq[j] = sj
+            std = r(_sqrt(r(sj + eps_)))
+            delta = r(_sqrt(r(acc[j] + eps_)))
+            delta = r(r(_div(delta, std)) * gj)
+            acc[j] = r(r(acc[j] * rho_) + r(r(omr * delta) * delta))
+            p[j] = r(p[j] + r(neg_lr * delta))
+        _store(ps[i], p)
+        _store(sqs[i], sq)
+        _store(accs[i], acc)
+
+
+# --------------------------------------------------------------------------- Adagrad
+
+def adagrad_step(params, grads, state_sums, step, lr, lr_decay, eps, weight_decay, maximize, n_threads):
+    """One Adagrad step over every tensor of a group, in place (PyTorch's Adagrad arithmetic).
+
+    params:     IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
+    grads:      IN, list of arrays, each of its param's shape and dtype.
+    state_sums: IN/OUT, like params.
+    step:       the step count of every tensor of the call, already incremented (>= 1).
+    Per element: g = +-grad (+ weight_decay * p); s += g * g;
+    p += -clr * g / (sqrt(s) + eps), with clr = lr / (1 + (step - 1) * lr_decay) in double.
+    """
+    k = "adagrad_step"
+    _check_threads(k, n_threads)
+    if step < 1:
+        raise ValueError(f"adagrad_step: step must be >= 1 (the count after this update), got {step}")
+    lr, lr_decay = _real(k, "lr", lr), _real(k, "lr_decay", lr_decay)
+    eps, weight_decay = _real(k, "eps", eps), _real(k, "weight_decay", weight_decay)
+    (ps, gs, sums), dtype = _gather(k, ("params", "grads", "state_sums"),
+                                    (params, grads, state_sums), (True, True, True))
+    r = _rounder(dtype)
+    neg_clr = r(-_div(lr, 1.0 + (float(step) - 1.0) * lr_decay))
+    eps_, wd = r(eps), r(weight_decay)
+    has_wd = weight_decay != 0
+    for i in range(len(ps)):
+        p, g, s = _values(ps[i]), _values(gs[i]), _values(sums[i])
+        for j in range(len(p)):
+            gj = -g[j] if maximize else g[j]
+            if has_wd:
+                gj = r(gj + r(wd * p[j]))
+            sj = r(s[j] + r(gj * gj))
+            s[j] = sj
+            std = r(r(_sqrt(sj)) + eps_)
+            p[j] = r(p[j] + r(_div(r(neg_clr * gj), std)))
+        _store(ps[i], p)
+        _store(sums[i], s)

@@ -337,3 +337,96 @@ SPECS = {
     "rmsprop_step": (tensor_lists, _rmsprop),
     "accumulate": (any_shapes, _accumulate),
 }
+
+
+# --------------------------------------------------------------------------- smooth activations, group norm,
+# Adadelta and Adagrad
+
+def _smooth_forward(extra, extra_roles):
+    def build(shape, dtype, rng):
+        return [_arr(rng, shape, dtype), _out(shape, dtype)] + extra + [1], ["in", "out"] + extra_roles + ["threads"]
+    return build
+
+
+def _smooth_backward(extra, extra_roles):
+    def build(shape, dtype, rng):
+        return ([_arr(rng, shape, dtype), _arr(rng, shape, dtype), _out(shape, dtype)] + extra + [1],
+                ["in", "in", "out"] + extra_roles + ["threads"])
+    return build
+
+
+def _prelu_forward(shape, dtype, rng):
+    return ([_arr(rng, shape, dtype), _arr(rng, shape[1:2], dtype), _out(shape, dtype), 1],
+            ["in", "in", "out", "threads"])
+
+
+def _prelu_backward(shape, dtype, rng):
+    return ([_arr(rng, shape, dtype), _arr(rng, shape[1:2], dtype), _arr(rng, shape, dtype), _out(shape, dtype),
+             _out(shape[1:2], dtype), 1], ["in", "in", "in", "out", "out", "threads"])
+
+
+def _layer_norm_forward(rk, dtype, rng):
+    r, k = rk
+    return ([_arr(rng, rk, dtype), _arr(rng, (k,), dtype), _arr(rng, (k,), dtype), 1e-5, _out(rk, dtype),
+             _out((r,), dtype), _out((r,), dtype), 1], ["in", "in?", "in?", "num", "out", "out", "out", "threads"])
+
+
+def _layer_norm_backward(rk, dtype, rng):
+    r, k = rk
+    return ([_arr(rng, rk, dtype), _arr(rng, rk, dtype), _arr(rng, (k,), dtype), _arr(rng, (r,), dtype),
+             np.abs(_arr(rng, (r,), dtype)), _out(rk, dtype), _out((k,), dtype), _out((k,), dtype), 1],
+            ["in", "in", "in?", "in", "in", "out", "out?", "out?", "threads"])
+
+
+group_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 4))
+
+
+def _group_norm_forward(ngcs, dtype, rng):
+    n, g, cg, s = ngcs
+    shape = (n, g * cg, s)
+    return ([_arr(rng, shape, dtype), _arr(rng, (g * cg,), dtype), _arr(rng, (g * cg,), dtype), g, 1e-5,
+             _out(shape, dtype), _out((n, g), dtype), _out((n, g), dtype), 1],
+            ["in", "in?", "in?", "int1", "num", "out", "out", "out", "threads"])
+
+
+def _group_norm_backward(ngcs, dtype, rng):
+    n, g, cg, s = ngcs
+    shape = (n, g * cg, s)
+    return ([_arr(rng, shape, dtype), _arr(rng, shape, dtype), _arr(rng, (g * cg,), dtype),
+             _arr(rng, (n, g), dtype), np.abs(_arr(rng, (n, g), dtype)), g, _out(shape, dtype),
+             _out((g * cg,), dtype), _out((g * cg,), dtype), 1],
+            ["in", "in", "in?", "in", "in", "int1", "out", "out?", "out?", "threads"])
+
+
+def _adadelta(shapes, dtype, rng):
+    return ([_tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype, True),
+             _tensors(rng, shapes, dtype, True), 1.0, 0.9, 1e-6, 0.01, False, 1],
+            ["list_out", "list_in", "list_out", "list_out", "num", "num", "num", "num", "flag", "threads"])
+
+
+def _adagrad(shapes, dtype, rng):
+    return ([_tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype, True), 3,
+             1e-2, 0.1, 1e-10, 0.01, False, 1],
+            ["list_out", "list_in", "list_out", "fixed", "num", "num", "num", "num", "flag", "threads"])
+
+
+prelu_shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5))
+
+SPECS.update({
+    "gelu_forward": (any_shapes, _smooth_forward([False], ["flag"])),
+    "gelu_backward": (any_shapes, _smooth_backward([True], ["flag"])),
+    "silu_forward": (any_shapes, _smooth_forward([], [])),
+    "silu_backward": (any_shapes, _smooth_backward([], [])),
+    "elu_forward": (any_shapes, _smooth_forward([0.7], ["num"])),
+    "elu_backward": (any_shapes, _smooth_backward([0.7], ["num"])),
+    "hardswish_forward": (any_shapes, _smooth_forward([], [])),
+    "hardswish_backward": (any_shapes, _smooth_backward([], [])),
+    "prelu_forward": (prelu_shapes, _prelu_forward),
+    "prelu_backward": (prelu_shapes, _prelu_backward),
+    "layer_norm_forward": (rows, _layer_norm_forward),
+    "layer_norm_backward": (rows, _layer_norm_backward),
+    "group_norm_forward": (group_shapes, _group_norm_forward),
+    "group_norm_backward": (group_shapes, _group_norm_backward),
+    "adadelta_step": (tensor_lists, _adadelta),
+    "adagrad_step": (tensor_lists, _adagrad),
+})

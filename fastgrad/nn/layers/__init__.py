@@ -9,3 +9,11 @@ from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .normalization import BatchNorm1d, BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .sync_batchnorm import SyncBatchNorm
+from .channel_dropout import Dropout2d
+from .conv_variants import Conv1d, ConvTranspose2d
+from .embedding import Embedding
+from .module_dict import ModuleDict
+from .pooling1d import AvgPool1d, MaxPool1d
+from .sample_norm import GroupNorm, LayerNorm
+from .smooth_activation import ELU, GELU, PReLU, Hardswish, SiLU
+from .unflatten import Unflatten

@@ -19,6 +19,7 @@ from ...ops.conv import ConvStep, conv_geometry
 from ...ops.linear import LinearStep
 from ...ops.pool import MaxPoolStep, max_pool_geometry
 from ...tensor import Tensor
+from ..hooks import has_hooks
 from ..module import _Edits
 from .activation import ReLU
 from .conv import Conv2d
@@ -31,6 +32,8 @@ _MAX_PLANS = 16  # per run: input shapes seen (a last partial batch adds one)
 
 
 def chainable(module):
+    if has_hooks(module):  # its hooks must see every call: it runs as itself
+        return False
     if type(module) is MaxPool2d:
         return not module.return_indices
     return type(module) in CHAINABLE

@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..hooks import _Version as hooks_version
 from ..module import Module, _indent_after_first_line
 from .chained import ChainedRun, chainable
 
@@ -88,7 +89,7 @@ class Sequential(_IndexedModules):
         modules change."""
         modules = tuple(self._modules.values())
         cached = self.__dict__.get("_plan")
-        if cached is not None and cached[0] == modules:
+        if cached is not None and cached[0] == modules and cached[2] == hooks_version.count:
             return cached[1]
         calls, run = [], []
         for module in modules + (None,):
@@ -102,7 +103,7 @@ class Sequential(_IndexedModules):
             if module is not None:
                 calls.append(module)
             run = []
-        object.__setattr__(self, "_plan", (modules, calls))
+        object.__setattr__(self, "_plan", (modules, calls, hooks_version.count))
         return calls
 
 

@@ -1,0 +1,28 @@
+"""dropout2d: zero whole channels (every element of a (sample, channel) pair at once) with
+probability ``p`` while training, scaling the kept ones by 1 / (1 - p); one mask entry
+per channel, broadcast over the spatial dimensions, through the Dropout op."""
+import numpy as np
+
+from .. import _config
+from ._util import check_float
+from .dropout import Dropout
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """As torch.nn.functional.dropout2d for (N, C, H, W) or (C, H, W) input."""
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    check_float("dropout2d", input)
+    if input.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape "
+                         f"{tuple(input.shape)}")
+    if not training or p == 0:
+        return input
+    dtype = input.dtype
+    channels = input.shape[:-2]
+    if p == 1:
+        mask = np.zeros(channels, dtype=dtype)
+    else:
+        mask = (_config.rng().random(channels, dtype=dtype) >= dtype.type(p)).astype(dtype)
+        mask *= dtype.type(1.0 / (1.0 - p))
+    return Dropout.apply(input, mask=mask.reshape(channels + (1, 1)))

@@ -1,0 +1,254 @@
+"""Layer and group normalization in pure Python: the twin of ``src_c/_group_norm.pyx``.
+
+Both normalize groups of contiguous elements by their own mean and biased variance:
+``layer_norm_*`` sees x as (R, K), one group per row, with an affine weight and bias per
+column (the normalized shape, flattened); ``group_norm_*`` sees x as (N, C, S) with C
+split into G groups of C/G channels, one group per (n, g) of (C/G) * S elements, and an
+affine weight and bias per channel. Statistics are sums in double (mean first, then the
+squared deviations: two passes); the output is (x - mean) * (rstd * weight) + bias;
+``mean`` and ``rstd`` = 1 / sqrt(var + eps) are saved
+for backward. Backward writes grad_input fresh and, when given, grad_weight and grad_bias
+fresh. ``n_threads`` is accepted and ignored.
+"""
+import math
+
+import numpy as np
+
+__all__ = ["layer_norm_forward", "layer_norm_backward", "group_norm_forward", "group_norm_backward"]
+
+
+def _array(kernel, name, a, dtype=None, shape=None, ndim=None, writable=False, optional=False):
+    if a is None and optional:
+        return
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but x has {dtype}; all arrays must share one dtype")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{kernel}: {name} must have shape {shape}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} for shape {a.shape})")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{kernel}: output {name} is read-only")
+
+
+def _disjoint(kernel, outputs, inputs):
+    """Every output array apart from every input and every other output: the loops read
+    inputs after writing outputs (statistics, then the affine map; gradients, then sums)."""
+    for i, (name, a) in enumerate(outputs):
+        if a is None:
+            continue
+        for other, b in inputs + outputs[i + 1:]:
+            if b is not None and np.may_share_memory(a, b):
+                raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
+
+
+def _check_threads(kernel, n_threads):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+
+
+def _eps(kernel, eps):
+    if isinstance(eps, (bool, str, bytes)) or eps is None:
+        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}")
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}") from None
+    if not value >= 0 or value == math.inf:
+        raise ValueError(f"{kernel}: eps must be finite and >= 0, got {eps!r}")
+    return value
+
+
+def _groups(kernel, x, num_groups):
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
+        raise TypeError(f"{kernel}: num_groups must be an integer, got {num_groups!r}")
+    c = x.shape[1]
+    if num_groups < 1 or c % num_groups:
+        raise ValueError(f"{kernel}: num_groups={num_groups} must be >= 1 and divide the {c} channels of x")
+    return int(num_groups)
+
+
+def _check_affine(kernel, x, weight, bias, width):
+    _array(kernel, "weight", weight, x.dtype, (width,), optional=True)
+    _array(kernel, "bias", bias, x.dtype, (width,), optional=True)
+
+
+def _normalize(xs, lo, hi, eps):
+    k = hi - lo
+    total = 0.0
+    for i in range(lo, hi):
+        total += xs[i]
+    mean = total / k if k else 0.0
+    total = 0.0
+    for i in range(lo, hi):
+        total += (xs[i] - mean) * (xs[i] - mean)
+    var = total / k if k else 0.0
+    return mean, 1.0 / math.sqrt(var + eps) if var + eps > 0 else math.inf
+
+
+def _norm_forward(xs, n_groups, group_size, param_of, w, b, eps):
+    """Normalize each group; param_of(i) is the affine index of element i."""
+    out, means, rstds = [0.0] * len(xs), [], []
+    for gidx in range(n_groups):
+        lo = gidx * group_size
+        mean, rstd = _normalize(xs, lo, lo + group_size, eps)
+        means.append(mean)
+        rstds.append(rstd)
+        for i in range(lo, lo + group_size):
+            p = param_of(i)
+            y = (xs[i] - mean) * (rstd * w[p] if w is not None else rstd)
+            if b is not None:
+                y += b[p]
+            out[i] = y
+    return out, means, rstds
+
+
+def _norm_backward(xs, gs, means, rstds, n_groups, group_size, param_of, w, n_params):
+    gi = [0.0] * len(xs)
+    gw, gb = [0.0] * n_params, [0.0] * n_params
+    if group_size == 0:
+        return gi, gw, gb
+    for gidx in range(n_groups):
+        lo, hi = gidx * group_size, (gidx + 1) * group_size
+        mean, rstd = means[gidx], rstds[gidx]
+        sum_d = sum_dx = 0.0
+        for i in range(lo, hi):
+            p = param_of(i)
+            xhat = (xs[i] - mean) * rstd
+            d = gs[i] * (w[p] if w is not None else 1.0)
+            sum_d += d
+            sum_dx += d * xhat
+            gw[p] += gs[i] * xhat
+            gb[p] += gs[i]
+        mean_d, mean_dx = sum_d / group_size, sum_dx / group_size
+        for i in range(lo, hi):
+            p = param_of(i)
+            xhat = (xs[i] - mean) * rstd
+            d = gs[i] * (w[p] if w is not None else 1.0)
+            gi[i] = rstd * (d - mean_d - xhat * mean_dx)
+    return gi, gw, gb
+
+
+def _store(a, values):
+    if a is not None:
+        a.reshape(-1)[:] = values
+
+
+# --------------------------------------------------------------------------- layer norm
+
+def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
+    """out[r, k] = (x[r, k] - mean[r]) * rstd[r] * weight[k] + bias[k].
+
+    x: IN, (R, K) float32/float64, C-contiguous. weight, bias: IN, (K,) or None.
+    out: OUT, like x, fresh. mean, rstd: OUT, (R,), fresh.
+    """
+    k = "layer_norm_forward"
+    _array(k, "x", x, ndim=2)
+    rows, width = x.shape
+    _check_affine(k, x, weight, bias, width)
+    _array(k, "out", out, x.dtype, x.shape, writable=True)
+    _array(k, "mean", mean, x.dtype, (rows,), writable=True)
+    _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
+    e = _eps(k, eps)
+    _check_threads(k, n_threads)
+    w = weight.tolist() if weight is not None else None
+    b = bias.tolist() if bias is not None else None
+    y, m, r = _norm_forward(x.reshape(-1).tolist(), rows, width, lambda i: i % width if width else 0, w, b, e)
+    _store(out, y)
+    _store(mean, m)
+    _store(rstd, r)
+
+
+def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n_threads=1):
+    """Gradients of layer_norm_forward: grad_input = rstd * (d - mean(d) - xhat * mean(d * xhat))
+    per row, with d = grad_out * weight and xhat the normalized x; grad_weight[k] = sum over
+    rows of grad_out * xhat, grad_bias[k] = sum of grad_out.
+
+    x, grad_out: IN, (R, K). weight: IN, (K,) or None. mean, rstd: IN, (R,), from forward.
+    grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (K,) or None, fresh.
+    """
+    k = "layer_norm_backward"
+    _array(k, "x", x, ndim=2)
+    rows, width = x.shape
+    _array(k, "grad_out", grad_out, x.dtype, x.shape)
+    _array(k, "weight", weight, x.dtype, (width,), optional=True)
+    _array(k, "mean", mean, x.dtype, (rows,))
+    _array(k, "rstd", rstd, x.dtype, (rows,))
+    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
+    _array(k, "grad_weight", grad_weight, x.dtype, (width,), writable=True, optional=True)
+    _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    _check_threads(k, n_threads)
+    w = weight.tolist() if weight is not None else None
+    gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.tolist(),
+                                rstd.tolist(), rows, width, lambda i: i % width, w, width)
+    _store(grad_input, gi)
+    _store(grad_weight, gw)
+    _store(grad_bias, gb)
+
+
+# --------------------------------------------------------------------------- group norm
+
+def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_threads=1):
+    """out[n, c, s] = (x - mean[n, g]) * rstd[n, g] * weight[c] + bias[c], g = c // (C / G).
+
+    x: IN, (N, C, S) float32/float64, C-contiguous. weight, bias: IN, (C,) or None.
+    out: OUT, like x, fresh. mean, rstd: OUT, (N, G), fresh.
+    """
+    k = "group_norm_forward"
+    _array(k, "x", x, ndim=3)
+    n, c, s = x.shape
+    g = _groups(k, x, num_groups)
+    _check_affine(k, x, weight, bias, c)
+    _array(k, "out", out, x.dtype, x.shape, writable=True)
+    _array(k, "mean", mean, x.dtype, (n, g), writable=True)
+    _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
+    e = _eps(k, eps)
+    _check_threads(k, n_threads)
+    w = weight.tolist() if weight is not None else None
+    b = bias.tolist() if bias is not None else None
+    y, m, r = _norm_forward(x.reshape(-1).tolist(), n * g, (c // g) * s, lambda i: (i // s) % c if s else 0,
+                            w, b, e)
+    _store(out, y)
+    _store(mean, m)
+    _store(rstd, r)
+
+
+def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input, grad_weight, grad_bias,
+                        n_threads=1):
+    """Gradients of group_norm_forward, as layer_norm_backward's per group of (C/G) * S
+    elements, the weight and bias gradients summed per channel over N and S.
+
+    x, grad_out: IN, (N, C, S). weight: IN, (C,) or None. mean, rstd: IN, (N, G).
+    grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (C,) or None, fresh.
+    """
+    k = "group_norm_backward"
+    _array(k, "x", x, ndim=3)
+    n, c, s = x.shape
+    g = _groups(k, x, num_groups)
+    _array(k, "grad_out", grad_out, x.dtype, x.shape)
+    _array(k, "weight", weight, x.dtype, (c,), optional=True)
+    _array(k, "mean", mean, x.dtype, (n, g))
+    _array(k, "rstd", rstd, x.dtype, (n, g))
+    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
+    _array(k, "grad_weight", grad_weight, x.dtype, (c,), writable=True, optional=True)
+    _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    _check_threads(k, n_threads)
+    w = weight.tolist() if weight is not None else None
+    gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.reshape(-1).tolist(),
+                                rstd.reshape(-1).tolist(), n * g, (c // g) * s, lambda i: (i // s) % c, w, c)
+    _store(grad_input, gi)
+    _store(grad_weight, gw)
+    _store(grad_bias, gb)

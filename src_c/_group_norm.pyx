@@ -1,0 +1,350 @@
+# Design: layer and group normalization; the twin of fastgrad/reference/group_norm.py.
+# Both normalize groups of contiguous elements: layer_norm sees x as (R, K), one group per
+# row, weight/bias per column; group_norm sees x as (N, C, S), one group per (n, g) of
+# (C/G) * S contiguous elements, weight/bias per channel. The normalized value is
+# (x - mean) * (rstd * weight) + bias, with rstd * weight formed once per parameter. Statistics are two-pass sums in
+# double (mean, then squared deviations: no cancellation for data far from zero); the
+# normalized value and its affine map are computed in double and rounded once.
+# Backward: grad_input = rstd * (d - mean(d) - xhat * mean(d * xhat)) per group with
+# d = grad_out * weight, written fresh; weight and bias gradients (when asked for) are
+# sums over groups in double, written fresh.
+# Threads: groups are independent, so forward and grad_input run a static prange over
+# groups when the work pays for a parallel region; the weight/bias sums are one serial
+# pass afterwards (a reduction across groups; no shared writes inside the prange).
+
+import numpy as np
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, sqrt
+
+cnp.import_array()
+
+__all__ = ["layer_norm_forward", "layer_norm_backward", "group_norm_forward", "group_norm_backward"]
+
+cdef Py_ssize_t PARALLEL_MIN = 1 << 16
+
+
+# --------------------------------------------------------------------------- validation
+
+def _array(str kernel, str name, a, dtype=None, shape=None, int ndim=-1, bint writable=False,
+            bint optional=False):
+    if a is None and optional:
+        return
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but x has {dtype}; all arrays must share one dtype")
+    if ndim >= 0 and a.ndim != ndim:
+        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{kernel}: {name} must have shape {shape}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} for shape {a.shape})")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{kernel}: output {name} is read-only")
+
+
+def _disjoint(kernel, outputs, inputs):
+    """Every output array apart from every input and every other output: the loops read
+    inputs after writing outputs (statistics, then the affine map; gradients, then sums)."""
+    for i, (name, a) in enumerate(outputs):
+        if a is None:
+            continue
+        for other, b in inputs + outputs[i + 1:]:
+            if b is not None and np.may_share_memory(a, b):
+                raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
+
+
+cdef int _threads(str kernel, object n_threads) except -1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
+    return <int>min(int(n_threads), 1 << 16)
+
+
+cdef double _eps(str kernel, object eps) except? -1:
+    if isinstance(eps, (bool, str, bytes)) or eps is None:
+        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}")
+    cdef double value
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}") from None
+    if not value >= 0 or value == INFINITY:
+        raise ValueError(f"{kernel}: eps must be finite and >= 0, got {eps!r}")
+    return value
+
+
+cdef Py_ssize_t _groups(str kernel, x, num_groups) except -1:
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
+        raise TypeError(f"{kernel}: num_groups must be an integer, got {num_groups!r}")
+    c = x.shape[1]
+    if num_groups < 1 or c % num_groups:
+        raise ValueError(f"{kernel}: num_groups={num_groups} must be >= 1 and divide the {c} channels of x")
+    return <Py_ssize_t>num_groups
+
+
+cdef inline void *_data(a) noexcept:
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# --------------------------------------------------------------------------- shared loops
+# A group is `blocks` runs of `run` contiguous elements; run b uses affine parameter
+# param0 + b. Layer norm: one row = K runs of 1 element, parameters 0..K-1. Group norm:
+# C/G channels of S elements, parameters g*C/G + b. (Nested loops, so no element needs a
+# division to find its parameter.)
+
+cdef void _forward_group(const floating *x, floating *y, Py_ssize_t blocks, Py_ssize_t run, Py_ssize_t param0,
+                         const floating *w, const floating *b, double eps, floating *mean_out,
+                         floating *rstd_out) noexcept nogil:
+    cdef Py_ssize_t j, blk, size = blocks * run
+    cdef double total = 0, mean, var, rstd, v, scale, shift
+    for j in range(size):
+        total += x[j]
+    mean = total / size if size else 0.0
+    total = 0
+    for j in range(size):
+        v = x[j] - mean
+        total += v * v
+    var = total / size if size else 0.0
+    rstd = 1.0 / sqrt(var + eps) if var + eps > 0 else INFINITY
+    mean_out[0] = <floating>mean
+    rstd_out[0] = <floating>rstd
+    for blk in range(blocks):
+        scale = rstd * (<double>w[param0 + blk] if w != NULL else 1.0)
+        shift = <double>b[param0 + blk] if b != NULL else 0.0
+        for j in range(blk * run, (blk + 1) * run):
+            y[j] = <floating>((x[j] - mean) * scale + shift)
+
+
+cdef void _backward_group(const floating *x, const floating *g, floating *gi, Py_ssize_t blocks, Py_ssize_t run,
+                          Py_ssize_t param0, const floating *w, double mean, double rstd) noexcept nogil:
+    cdef Py_ssize_t j, blk, size = blocks * run
+    cdef double sum_d = 0, sum_dx = 0, wv, xhat, mean_d, mean_dx, d
+    if size == 0:
+        return
+    for blk in range(blocks):
+        wv = <double>w[param0 + blk] if w != NULL else 1.0
+        for j in range(blk * run, (blk + 1) * run):
+            d = g[j] * wv
+            sum_d += d
+            sum_dx += d * ((x[j] - mean) * rstd)
+    mean_d = sum_d / size
+    mean_dx = sum_dx / size
+    for blk in range(blocks):
+        wv = <double>w[param0 + blk] if w != NULL else 1.0
+        for j in range(blk * run, (blk + 1) * run):
+            xhat = (x[j] - mean) * rstd
+            gi[j] = <floating>(rstd * (g[j] * wv - mean_d - xhat * mean_dx))
+
+
+cdef void _param_grads(const floating *x, const floating *g, const floating *mean, const floating *rstd,
+                       Py_ssize_t n_groups, Py_ssize_t blocks, Py_ssize_t run, Py_ssize_t groups_per_sample,
+                       Py_ssize_t period, floating *gw, floating *gb, double *acc_w, double *acc_b) noexcept nogil:
+    """Weight/bias gradients: the sums of grad_out * xhat and of grad_out per affine
+    parameter; acc_w/acc_b are zeroed double scratch of `period` entries."""
+    cdef Py_ssize_t grp, j, blk, p, base
+    cdef double m, r, sw, sb
+    for grp in range(n_groups):
+        m = mean[grp]
+        r = rstd[grp]
+        base = grp * blocks * run
+        for blk in range(blocks):
+            p = (grp % groups_per_sample) * blocks + blk
+            sw = 0
+            sb = 0
+            for j in range(base + blk * run, base + (blk + 1) * run):
+                sw += g[j] * ((x[j] - m) * r)
+                sb += g[j]
+            acc_w[p] += sw
+            acc_b[p] += sb
+    for p in range(period):
+        if gw != NULL:
+            gw[p] = <floating>acc_w[p]
+        if gb != NULL:
+            gb[p] = <floating>acc_b[p]
+
+
+cdef void _forward_all(const floating *x, floating *y, Py_ssize_t n_groups, Py_ssize_t blocks, Py_ssize_t run,
+                       Py_ssize_t groups_per_sample, const floating *w, const floating *b, double eps,
+                       floating *mean, floating *rstd, int n_threads) noexcept nogil:
+    cdef Py_ssize_t grp, size = blocks * run
+    if n_threads <= 1 or n_groups < 2 or n_groups * size < PARALLEL_MIN:
+        for grp in range(n_groups):
+            _forward_group(x + grp * size, y + grp * size, blocks, run, (grp % groups_per_sample) * blocks,
+                           w, b, eps, mean + grp, rstd + grp)
+        return
+    for grp in prange(n_groups, schedule="static", num_threads=n_threads):
+        _forward_group(x + grp * size, y + grp * size, blocks, run, (grp % groups_per_sample) * blocks,
+                       w, b, eps, mean + grp, rstd + grp)
+
+
+cdef void _backward_all(const floating *x, const floating *g, floating *gi, Py_ssize_t n_groups, Py_ssize_t blocks,
+                        Py_ssize_t run, Py_ssize_t groups_per_sample, const floating *w, const floating *mean,
+                        const floating *rstd, int n_threads) noexcept nogil:
+    cdef Py_ssize_t grp, size = blocks * run
+    if n_threads <= 1 or n_groups < 2 or n_groups * size < PARALLEL_MIN:
+        for grp in range(n_groups):
+            _backward_group(x + grp * size, g + grp * size, gi + grp * size, blocks, run,
+                            (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp])
+        return
+    for grp in prange(n_groups, schedule="static", num_threads=n_threads):
+        _backward_group(x + grp * size, g + grp * size, gi + grp * size, blocks, run,
+                        (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp])
+
+
+# --------------------------------------------------------------------------- dispatch
+
+cdef _run_forward(x, weight, bias, out, mean, rstd, Py_ssize_t n_groups, Py_ssize_t blocks, Py_ssize_t run,
+                  Py_ssize_t groups_per_sample, double eps, int nt):
+    cdef void *px = _data(x)
+    cdef void *py = _data(out)
+    cdef void *pw = _data(weight)
+    cdef void *pb = _data(bias)
+    cdef void *pm = _data(mean)
+    cdef void *pr = _data(rstd)
+    if n_groups == 0:
+        return
+    if x.dtype == np.float32:
+        with nogil:
+            _forward_all(<const float *>px, <float *>py, n_groups, blocks, run, groups_per_sample,
+                         <const float *>pw, <const float *>pb, eps, <float *>pm, <float *>pr, nt)
+    else:
+        with nogil:
+            _forward_all(<const double *>px, <double *>py, n_groups, blocks, run, groups_per_sample,
+                         <const double *>pw, <const double *>pb, eps, <double *>pm, <double *>pr, nt)
+
+
+cdef _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, Py_ssize_t n_groups,
+                   Py_ssize_t blocks, Py_ssize_t run, Py_ssize_t groups_per_sample, Py_ssize_t period, int nt):
+    cdef void *px = _data(x)
+    cdef void *pg = _data(grad_out)
+    cdef void *pw = _data(weight)
+    cdef void *pm = _data(mean)
+    cdef void *pr = _data(rstd)
+    cdef void *pgi = _data(grad_input)
+    cdef void *pgw = _data(grad_weight)
+    cdef void *pgb = _data(grad_bias)
+    cdef bint params = grad_weight is not None or grad_bias is not None
+    cdef double[::1] acc_w = np.zeros(period if params else 0)
+    cdef double[::1] acc_b = np.zeros(period if params else 0)
+    cdef double *paw = &acc_w[0] if params and period > 0 else NULL
+    cdef double *pab = &acc_b[0] if params and period > 0 else NULL
+    if x.dtype == np.float32:
+        with nogil:
+            if n_groups > 0:
+                _backward_all(<const float *>px, <const float *>pg, <float *>pgi, n_groups, blocks, run,
+                              groups_per_sample, <const float *>pw, <const float *>pm, <const float *>pr, nt)
+            if params and period > 0:
+                _param_grads(<const float *>px, <const float *>pg, <const float *>pm, <const float *>pr, n_groups,
+                             blocks, run, groups_per_sample, period, <float *>pgw, <float *>pgb, paw, pab)
+    else:
+        with nogil:
+            if n_groups > 0:
+                _backward_all(<const double *>px, <const double *>pg, <double *>pgi, n_groups, blocks, run,
+                              groups_per_sample, <const double *>pw, <const double *>pm, <const double *>pr, nt)
+            if params and period > 0:
+                _param_grads(<const double *>px, <const double *>pg, <const double *>pm, <const double *>pr,
+                             n_groups, blocks, run, groups_per_sample, period, <double *>pgw, <double *>pgb, paw, pab)
+
+
+# --------------------------------------------------------------------------- layer norm
+
+def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
+    """out[r, k] = (x[r, k] - mean[r]) * rstd[r] * weight[k] + bias[k].
+
+    x: IN, (R, K) float32/float64, C-contiguous. weight, bias: IN, (K,) or None.
+    out: OUT, like x, fresh. mean, rstd: OUT, (R,), fresh.
+    """
+    cdef str k = "layer_norm_forward"
+    _array(k, "x", x, ndim=2)
+    rows, width = x.shape
+    _array(k, "weight", weight, x.dtype, (width,), optional=True)
+    _array(k, "bias", bias, x.dtype, (width,), optional=True)
+    _array(k, "out", out, x.dtype, x.shape, writable=True)
+    _array(k, "mean", mean, x.dtype, (rows,), writable=True)
+    _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
+    cdef double e = _eps(k, eps)
+    cdef int nt = _threads(k, n_threads)
+    # each row is a group of K runs of one element, parameters 0..K-1
+    _run_forward(x, weight, bias, out, mean, rstd, rows, width, 1, 1, e, nt)
+
+
+def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n_threads=1):
+    """Gradients of layer_norm_forward: grad_input = rstd * (d - mean(d) - xhat * mean(d * xhat))
+    per row, with d = grad_out * weight and xhat the normalized x; grad_weight[k] = sum over
+    rows of grad_out * xhat, grad_bias[k] = sum of grad_out.
+
+    x, grad_out: IN, (R, K). weight: IN, (K,) or None. mean, rstd: IN, (R,), from forward.
+    grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (K,) or None, fresh.
+    """
+    cdef str k = "layer_norm_backward"
+    _array(k, "x", x, ndim=2)
+    rows, width = x.shape
+    _array(k, "grad_out", grad_out, x.dtype, x.shape)
+    _array(k, "weight", weight, x.dtype, (width,), optional=True)
+    _array(k, "mean", mean, x.dtype, (rows,))
+    _array(k, "rstd", rstd, x.dtype, (rows,))
+    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
+    _array(k, "grad_weight", grad_weight, x.dtype, (width,), writable=True, optional=True)
+    _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    cdef int nt = _threads(k, n_threads)
+    _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, rows, width, 1, 1,
+                  width, nt)
+
+
+# --------------------------------------------------------------------------- group norm
+
+def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_threads=1):
+    """out[n, c, s] = (x - mean[n, g]) * rstd[n, g] * weight[c] + bias[c], g = c // (C / G).
+
+    x: IN, (N, C, S) float32/float64, C-contiguous. weight, bias: IN, (C,) or None.
+    out: OUT, like x, fresh. mean, rstd: OUT, (N, G), fresh.
+    """
+    cdef str k = "group_norm_forward"
+    _array(k, "x", x, ndim=3)
+    n, c, s = x.shape
+    cdef Py_ssize_t g = _groups(k, x, num_groups)
+    _array(k, "weight", weight, x.dtype, (c,), optional=True)
+    _array(k, "bias", bias, x.dtype, (c,), optional=True)
+    _array(k, "out", out, x.dtype, x.shape, writable=True)
+    _array(k, "mean", mean, x.dtype, (n, g), writable=True)
+    _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
+    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
+    cdef double e = _eps(k, eps)
+    cdef int nt = _threads(k, n_threads)
+    # group (n, g) holds channels g*C/G .. (g+1)*C/G - 1: C/G runs of S elements
+    _run_forward(x, weight, bias, out, mean, rstd, n * g, c // g, s, g, e, nt)
+
+
+def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input, grad_weight, grad_bias,
+                        n_threads=1):
+    """Gradients of group_norm_forward, as layer_norm_backward's per group of (C/G) * S
+    elements, the weight and bias gradients summed per channel over N and S.
+
+    x, grad_out: IN, (N, C, S). weight: IN, (C,) or None. mean, rstd: IN, (N, G).
+    grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (C,) or None, fresh.
+    """
+    cdef str k = "group_norm_backward"
+    _array(k, "x", x, ndim=3)
+    n, c, s = x.shape
+    cdef Py_ssize_t g = _groups(k, x, num_groups)
+    _array(k, "grad_out", grad_out, x.dtype, x.shape)
+    _array(k, "weight", weight, x.dtype, (c,), optional=True)
+    _array(k, "mean", mean, x.dtype, (n, g))
+    _array(k, "rstd", rstd, x.dtype, (n, g))
+    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
+    _array(k, "grad_weight", grad_weight, x.dtype, (c,), writable=True, optional=True)
+    _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
+    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    cdef int nt = _threads(k, n_threads)
+    _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n * g, c // g, s, g,
+                  c, nt)
