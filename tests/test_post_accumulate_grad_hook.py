@@ -116,3 +116,32 @@ def test_matches_pytorch_calls_and_values():
     want = dict(results["torch"])
     for name, got in results["fastgrad"]:
         np.testing.assert_allclose(got, want[name], rtol=1e-5)
+
+
+def test_gradient_hooks_of_a_leaf_run_before_its_post_accumulate_hook():
+    # PyTorch's order on a leaf: register_hook hooks change the gradient, it is accumulated,
+    # then the post-accumulate-grad hook sees the final .grad (once, after both paths).
+    w = fastgrad.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    w.register_hook(lambda g: g * 10.0)
+    w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.data.copy()))
+    ((w * 3.0).sum() + (w * w).sum()).backward()
+    expected = 10.0 * (3.0 + 2.0 * np.array([1.0, 2.0], dtype=np.float32))
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], expected)
+    np.testing.assert_allclose(w.grad.data, expected)
+
+
+def test_removing_the_last_post_accumulate_hook_leaves_plain_backward():
+    from fastgrad import hooks
+    live = hooks.live_post_accumulate.n  # hooks other tests left on tensors still count
+    w = fastgrad.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(1))
+    assert hooks.live_post_accumulate.n == live + 1
+    handle.remove()
+    handle.remove()  # a second remove does nothing
+    assert hooks.live_post_accumulate.n == live
+    (w * 2.0).sum().backward()
+    assert seen == []
+    np.testing.assert_array_equal(w.grad.data, [2.0, 2.0])
