@@ -56,3 +56,11 @@ def test_bad_arguments():
         DistributedSampler(dataset(4), num_replicas=0, rank=0)
     with pytest.raises(RuntimeError, match="init_process_group"):
         DistributedSampler(dataset(4))
+
+
+def test_sampler_is_importable_where_pytorch_has_it():
+    import fastgrad
+    from fastgrad.utils.data.distributed import DistributedSampler as ported
+
+    assert ported is fastgrad.data.distributed.DistributedSampler
+    assert list(ported(list(range(10)), num_replicas=3, rank=1, shuffle=False)) == [1, 4, 7, 0]
