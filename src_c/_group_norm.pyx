@@ -6,8 +6,10 @@
 # double (mean, then squared deviations: no cancellation for data far from zero); the
 # normalized value and its affine map are computed in double and rounded once.
 # Backward: grad_input = rstd * (d - mean(d) - xhat * mean(d * xhat)) per group with
-# d = grad_out * weight, written fresh; weight and bias gradients (when asked for) are
-# sums over groups in double, written fresh.
+# d = grad_out * weight, written fresh. One pass per group gathers sum(g * xhat) and sum(g)
+# per run of one parameter: the weight and bias gradients' terms and (times the weight)
+# the group's two sums; a second pass writes grad_input. The weight and bias gradients
+# (when asked for) add the runs' sums up per parameter in double, written fresh.
 # Threads: groups are independent, so forward and grad_input run a static prange over
 # groups when the work pays for a parallel region; the weight/bias sums are one serial
 # pass afterwards (a reduction across groups; no shared writes inside the prange).
@@ -122,17 +124,26 @@ cdef void _forward_group(const floating *x, floating *y, Py_ssize_t blocks, Py_s
 
 
 cdef void _backward_group(const floating *x, const floating *g, floating *gi, Py_ssize_t blocks, Py_ssize_t run,
-                          Py_ssize_t param0, const floating *w, double mean, double rstd) noexcept nogil:
+                          Py_ssize_t param0, const floating *w, double mean, double rstd,
+                          double *block_sums) noexcept nogil:
+    # One pass gathers, per run of one parameter, sum(g * xhat) and sum(g): the weight and
+    # bias gradients' terms, and (times the weight) the two sums grad_input needs.
     cdef Py_ssize_t j, blk, size = blocks * run
-    cdef double sum_d = 0, sum_dx = 0, wv, xhat, mean_d, mean_dx, d
+    cdef double sum_d = 0, sum_dx = 0, wv, xhat, mean_d, mean_dx, sw, sb, gj
     if size == 0:
         return
     for blk in range(blocks):
-        wv = <double>w[param0 + blk] if w != NULL else 1.0
+        sw = 0
+        sb = 0
         for j in range(blk * run, (blk + 1) * run):
-            d = g[j] * wv
-            sum_d += d
-            sum_dx += d * ((x[j] - mean) * rstd)
+            gj = g[j]
+            sb += gj
+            sw += gj * ((x[j] - mean) * rstd)
+        block_sums[2 * blk] = sw
+        block_sums[2 * blk + 1] = sb
+        wv = <double>w[param0 + blk] if w != NULL else 1.0
+        sum_d += wv * sb
+        sum_dx += wv * sw
     mean_d = sum_d / size
     mean_dx = sum_dx / size
     for blk in range(blocks):
@@ -142,26 +153,17 @@ cdef void _backward_group(const floating *x, const floating *g, floating *gi, Py
             gi[j] = <floating>(rstd * (g[j] * wv - mean_d - xhat * mean_dx))
 
 
-cdef void _param_grads(const floating *x, const floating *g, const floating *mean, const floating *rstd,
-                       Py_ssize_t n_groups, Py_ssize_t blocks, Py_ssize_t run, Py_ssize_t groups_per_sample,
-                       Py_ssize_t period, floating *gw, floating *gb, double *acc_w, double *acc_b) noexcept nogil:
-    """Weight/bias gradients: the sums of grad_out * xhat and of grad_out per affine
-    parameter; acc_w/acc_b are zeroed double scratch of `period` entries."""
-    cdef Py_ssize_t grp, j, blk, p, base
-    cdef double m, r, sw, sb
+cdef void _param_grads(const double *block_sums, Py_ssize_t n_groups, Py_ssize_t blocks,
+                       Py_ssize_t groups_per_sample, Py_ssize_t period, floating *gw, floating *gb,
+                       double *acc_w, double *acc_b) noexcept nogil:
+    """Weight/bias gradients: the groups' per-run sums added up per parameter (serially:
+    a reduction across groups); acc_w/acc_b are zeroed double scratch of `period` entries."""
+    cdef Py_ssize_t grp, blk, p
     for grp in range(n_groups):
-        m = mean[grp]
-        r = rstd[grp]
-        base = grp * blocks * run
         for blk in range(blocks):
             p = (grp % groups_per_sample) * blocks + blk
-            sw = 0
-            sb = 0
-            for j in range(base + blk * run, base + (blk + 1) * run):
-                sw += g[j] * ((x[j] - m) * r)
-                sb += g[j]
-            acc_w[p] += sw
-            acc_b[p] += sb
+            acc_w[p] += block_sums[2 * (grp * blocks + blk)]
+            acc_b[p] += block_sums[2 * (grp * blocks + blk) + 1]
     for p in range(period):
         if gw != NULL:
             gw[p] = <floating>acc_w[p]
@@ -185,16 +187,18 @@ cdef void _forward_all(const floating *x, floating *y, Py_ssize_t n_groups, Py_s
 
 cdef void _backward_all(const floating *x, const floating *g, floating *gi, Py_ssize_t n_groups, Py_ssize_t blocks,
                         Py_ssize_t run, Py_ssize_t groups_per_sample, const floating *w, const floating *mean,
-                        const floating *rstd, int n_threads) noexcept nogil:
+                        const floating *rstd, double *block_sums, int n_threads) noexcept nogil:
     cdef Py_ssize_t grp, size = blocks * run
     if n_threads <= 1 or n_groups < 2 or n_groups * size < PARALLEL_MIN:
         for grp in range(n_groups):
             _backward_group(x + grp * size, g + grp * size, gi + grp * size, blocks, run,
-                            (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp])
+                            (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp],
+                            block_sums + 2 * grp * blocks)
         return
     for grp in prange(n_groups, schedule="static", num_threads=n_threads):
         _backward_group(x + grp * size, g + grp * size, gi + grp * size, blocks, run,
-                        (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp])
+                        (grp % groups_per_sample) * blocks, w, mean[grp], rstd[grp],
+                        block_sums + 2 * grp * blocks)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -229,27 +233,25 @@ cdef _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, gra
     cdef void *pgi = _data(grad_input)
     cdef void *pgw = _data(grad_weight)
     cdef void *pgb = _data(grad_bias)
-    cdef bint params = grad_weight is not None or grad_bias is not None
-    cdef double[::1] acc_w = np.zeros(period if params else 0)
-    cdef double[::1] acc_b = np.zeros(period if params else 0)
-    cdef double *paw = &acc_w[0] if params and period > 0 else NULL
-    cdef double *pab = &acc_b[0] if params and period > 0 else NULL
+    cdef bint params = (grad_weight is not None or grad_bias is not None) and period > 0
+    cdef double[::1] sums = np.zeros(max(2 * n_groups * blocks, 1))   # per group and run: sum(g xhat), sum(g)
+    cdef double[::1] acc = np.zeros(max(2 * period, 1))
+    cdef double *ps = &sums[0]
+    cdef double *pa = &acc[0]
     if x.dtype == np.float32:
         with nogil:
-            if n_groups > 0:
-                _backward_all(<const float *>px, <const float *>pg, <float *>pgi, n_groups, blocks, run,
-                              groups_per_sample, <const float *>pw, <const float *>pm, <const float *>pr, nt)
-            if params and period > 0:
-                _param_grads(<const float *>px, <const float *>pg, <const float *>pm, <const float *>pr, n_groups,
-                             blocks, run, groups_per_sample, period, <float *>pgw, <float *>pgb, paw, pab)
+            _backward_all(<const float *>px, <const float *>pg, <float *>pgi, n_groups, blocks, run,
+                          groups_per_sample, <const float *>pw, <const float *>pm, <const float *>pr, ps, nt)
+            if params:
+                _param_grads(ps, n_groups, blocks, groups_per_sample, period, <float *>pgw, <float *>pgb, pa,
+                             pa + period)
     else:
         with nogil:
-            if n_groups > 0:
-                _backward_all(<const double *>px, <const double *>pg, <double *>pgi, n_groups, blocks, run,
-                              groups_per_sample, <const double *>pw, <const double *>pm, <const double *>pr, nt)
-            if params and period > 0:
-                _param_grads(<const double *>px, <const double *>pg, <const double *>pm, <const double *>pr,
-                             n_groups, blocks, run, groups_per_sample, period, <double *>pgw, <double *>pgb, paw, pab)
+            _backward_all(<const double *>px, <const double *>pg, <double *>pgi, n_groups, blocks, run,
+                          groups_per_sample, <const double *>pw, <const double *>pm, <const double *>pr, ps, nt)
+            if params:
+                _param_grads(ps, n_groups, blocks, groups_per_sample, period, <double *>pgw, <double *>pgb, pa,
+                             pa + period)
 
 
 # --------------------------------------------------------------------------- layer norm

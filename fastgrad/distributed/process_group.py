@@ -117,13 +117,14 @@ class _World:
         spin = _SPIN_SECONDS + nbytes / _SPIN_BYTES_PER_SECOND
         deadline = start + self.timeout.total_seconds()
         noticed_at = None
-        polls = 0
+        polls, napping = 0, False
         while not request.Test():
             polls += 1
-            if polls % 64:
-                continue  # Test is cheap; look at notices and the clock every 64 polls
+            if polls % 64 and not napping:
+                continue  # while spinning, look at notices and the clock every 64 polls only
             now = time.monotonic()
-            if now - start > spin:
+            napping = now - start > spin
+            if napping:
                 time.sleep(_NAP_SECONDS if now - start < _NAP_AFTER else _LONG_NAP_SECONDS)
             if noticed_at is None and self.poll_notices():
                 noticed_at = now
