@@ -71,6 +71,20 @@ class enable_grad(set_grad_enabled):
         super().__init__(True)
 
 
+# --------------------------------------------------------------------------- capture
+
+class _Capture(threading.local):
+    # a fastgrad.compile recorder while it captures a forward on this thread, else None:
+    # Function.apply tells it every op it runs
+    recorder = None
+    # whether the backward running on this thread keeps its graph (read by a replayed
+    # plan, whose inner nodes are released as the walk passes them)
+    retain_graph = False
+
+
+_capture = _Capture()
+
+
 # --------------------------------------------------------------------------- Function
 
 class Function:
@@ -113,8 +127,13 @@ class Function:
             _check_forward(fn, tensors, out)
         if requires_grad:
             fn.parents = tensors
-            return _tensor_cls._from_op(out, fn)
-        return _tensor_cls._from_op(out, None)
+            result = _tensor_cls._from_op(out, fn)
+        else:
+            result = _tensor_cls._from_op(out, None)
+        recorder = _capture.recorder
+        if recorder is not None:
+            recorder.op(cls, tensors, params, needs, result)
+        return result
 
     def forward(self, *arrays, **params):
         raise NotImplementedError
@@ -210,9 +229,11 @@ def backward(tensor, gradient=None, retain_graph=False):
             fn.backward = _checked_backward(fn)
     root.grad_out = grad
     root.grad_owned = False
+    retained, _capture.retain_graph = _capture.retain_graph, bool(retain_graph)
     try:
         kernels.backward_walk(order, _tensor_cls, bool(retain_graph))
     finally:  # leave no half-gathered gradient behind if a backward raised
+        _capture.retain_graph = retained
         for fn in order:
             fn.grad_out = None
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from .. import kernels
+from . import buffer_pool
 
 _FLOAT_KINDS = "f"
 
@@ -158,7 +159,7 @@ class StepBuffers(dict):
 
     def new(self, shape, dtype):
         """A new array for this call to hand out."""
-        a = np.empty(shape, dtype)
+        a = buffer_pool.empty(shape, dtype)
         recorder = self.__dict__.get("kernels")
         if recorder is not None:  # tracing: every replay makes this array anew
             recorder.made.append(a)
