@@ -20,6 +20,7 @@ from .tensor import Tensor
 
 # Subpackages that `import torch` also brings in (torch.nn, torch.optim).
 from . import data, nn, optim  # noqa: E402
+from .compile import compile  # noqa: E402
 
 float32 = float = _np.dtype(_np.float32)
 float64 = double = _np.dtype(_np.float64)
