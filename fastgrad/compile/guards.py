@@ -8,6 +8,8 @@ changed stride, a swapped sub-module, train()/eval() all change one), every para
 and buffer's array and requires_grad, and whether any hook is registered. Comparing by
 identity is exact for what it sees and errs only towards re-planning.
 """
+from operator import is_
+
 from .. import _config, kernels
 from ..autograd import is_grad_enabled
 from ..tensor import Tensor
@@ -59,21 +61,19 @@ class ModuleGuard:
             for t in list(m._parameters.values()) + list(m._buffers.values()):
                 if t is not None:
                     self.tensors.append((t, t._data, t._requires_grad))
+        self.tensor_objects = [t for t, _, _ in self.tensors]
+        self.arrays = [a for _, a, _ in self.tensors]
+        self.flags = [r for _, _, r in self.tensors]
 
     def holds(self):
         for m, cls, d, values in self.modules:
-            if type(m) is not cls or len(d) != len(values):
+            if type(m) is not cls or len(d) != len(values) or not all(map(is_, d.values(), values)):
                 return False
-            for a, b in zip(d.values(), values):
-                if a is not b:
-                    return False
-        for t, data, rg in self.tensors:
-            if t._data is not data or t._requires_grad is not rg:
-                return False
-        for c in self.hooks:
-            if c:
-                return False
-        return True
+        tensors = self.tensor_objects
+        if not (all(map(is_, [t._data for t in tensors], self.arrays))
+                and all(map(is_, [t._requires_grad for t in tensors], self.flags))):
+            return False
+        return not any(self.hooks)
 
     def same_as(self, other):
         """Whether two snapshots saw the same state (a forward that assigned a module
