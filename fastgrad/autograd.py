@@ -95,6 +95,10 @@ class Function:
     per input: its gradient (same shape and dtype as the input) or None.
     ``self.needs_input_grad[i]`` says whether input i wants a gradient, so work for
     inputs that need none can be skipped.
+
+    A plan of ``fastgrad.compile`` replays ``forward`` and ``backward`` of the same class
+    on its own arrays (fastgrad/compile/plan.py): whatever forward needs that depends on
+    array values or random state is made in forward, never by the op's wrapper.
     """
 
     # Engine state (read and written by kernels.backward_walk):

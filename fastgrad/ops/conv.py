@@ -5,6 +5,10 @@ The kernels (``fastgrad.kernels.conv2d_*``) take explicit top/left padding and w
 arrays allocated here; their scratch memory (a workspace array) is cached per Python
 thread and per dtype, grown when a larger convolution needs more, so a training loop
 allocates it once and two threads running two models never share one.
+
+Two other paths run this ConvStep: a Sequential's chain (ops/chain.py), and a plan of
+``fastgrad.compile``, which replays ``Conv2d.forward``/``backward`` (and so this Step) on
+its slots' arrays (fastgrad/compile/plan.py, docs/fast-path.md).
 """
 import functools
 import threading
