@@ -20,6 +20,7 @@ every large array from the pool; its memory stays what one step has in use at on
 (the plain path's peak) plus the pool's free arrays of shapes no longer used, which the
 byte budget bounds.
 """
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -30,6 +31,8 @@ MIN_BYTES = 64 * 1024
 MAX_BYTES = 1 << 30  # settable: fastgrad.ops.buffer_pool.MAX_BYTES = ...
 
 _getrefcount = sys.getrefcount
+_prod = math.prod
+_DTYPES = {}  # what callers pass as a dtype (a dtype, a scalar type) -> (dtype, itemsize)
 
 
 def _free_count():
@@ -56,11 +59,13 @@ _pool = _Pool()
 def empty(shape, dtype):
     """An uninitialized C-contiguous array of ``shape`` and ``dtype`` (as numpy.empty)
     that no one else refers to: from this thread's pool when it has one free."""
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    count = dtype.itemsize
-    for d in shape:
-        count *= d
+    known = _DTYPES.get(dtype)
+    if known is None:
+        known = _DTYPES[dtype] = (np.dtype(dtype), np.dtype(dtype).itemsize)
+    dtype, itemsize = known
+    if type(shape) is not tuple:
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    count = _prod(shape) * itemsize
     pool = _pool
     if count < MIN_BYTES or not pool.enabled:
         return np.empty(shape, dtype)

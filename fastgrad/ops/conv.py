@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -160,7 +160,8 @@ def _padding(fn, padding, stride, dilation, kernel_hw):
     return _pair(fn, "padding", padding, 0), False
 
 
-def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype=np.float32):
+@remembered
+def _conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype):
     """Check a convolution of an (N, C, H, W) input by a 4-d weight; return the kernels'
     ``params`` (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups) and the
     output's (H, W). Raises, naming ``fn``, on any invalid combination."""
@@ -194,6 +195,14 @@ def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype
                         ("output", (N, Co) + out_hw)):
         check_size(fn, name, shape, dtype, MAX_INDEXED_ELEMENTS)
     return (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups), out_hw
+
+
+def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype=np.float32):
+    return _conv_geometry(fn, tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups,
+                          np.dtype(dtype))
+
+
+conv_geometry.__doc__ = _conv_geometry.__doc__
 
 
 def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):

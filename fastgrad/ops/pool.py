@@ -12,7 +12,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from . import buffer_pool
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -214,6 +214,11 @@ def _output_size_arg(fn, output_size, hw):
 
 
 def max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    return _max_pool_geometry(fn, tuple(shape), kernel_size, stride, padding, dilation, ceil_mode)
+
+
+@remembered
+def _max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mode):
     """Check max pooling of an input of ``shape`` (.., H, W); return the kernels' ``params``
     (kernel, stride, padding and dilation, each as h, w) and the output's (H, W)."""
     kernel, stride, pad, dil = _window_args(fn, kernel_size, stride, padding, dilation)
@@ -225,6 +230,9 @@ def max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mo
               _out_size(fn, W, kernel[1], stride[1], pad[1], dil[1], ceil_mode, "width", shape))
     check_size(fn, "output", tuple(shape[:-2]) + out_hw, np.float64, MAX_INDEXED_ELEMENTS)
     return kernel + stride + pad + dil, out_hw
+
+
+max_pool_geometry.__doc__ = _max_pool_geometry.__doc__
 
 
 # --------------------------------------------------------------------------- public ops
