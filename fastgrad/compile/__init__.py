@@ -19,7 +19,7 @@ from ..nn.module import Module
 from .capture import CaptureError, Recorder, watch_value_reads
 from .guards import ModuleGuard, call_key, has_hooks
 
-__all__ = ["compile", "CompiledModule", "CaptureError", "CACHE_SIZE_LIMIT"]
+__all__ = ["CACHE_SIZE_LIMIT", "CaptureError", "CompiledModule", "compile"]
 
 CACHE_SIZE_LIMIT = 8
 

@@ -27,7 +27,7 @@ SLOT, USE, SKIP = 0, 1, 2
 
 
 class Entry:
-    __slots__ = ("cls", "ins", "params", "needs", "out", "site", "grad_to", "wants_grad")
+    __slots__ = ("cls", "grad_to", "ins", "needs", "out", "params", "site", "wants_grad")
 
     def __init__(self, cls, ins, params, needs, out, site):
         self.cls, self.ins, self.params, self.needs, self.out, self.site = cls, ins, params, needs, out, site

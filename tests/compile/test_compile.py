@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import fastgrad
-import fastgrad.nn as nn
 import fastgrad.nn.functional as F
-from fastgrad import kernels
+from fastgrad import kernels, nn
 from fastgrad.compile import CaptureError
 
 

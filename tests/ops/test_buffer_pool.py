@@ -4,8 +4,8 @@ are bit-identical to the plain path's (numpy.empty everywhere)."""
 import numpy as np
 
 import fastgrad
-import fastgrad.nn as nn
 import fastgrad.nn.functional as F
+from fastgrad import nn
 from fastgrad.ops import buffer_pool
 
 SHAPE = (64, 1024)  # 256 KiB of float32: pooled
