@@ -110,6 +110,7 @@ class Function:
     #               nowhere else, so a leaf's .grad may be that array itself (no copy)
     grad_out = None
     fresh_grads = False
+    takes_step = False  # forward accepts step= (its Step object, reused by a replayed plan)
     grad_owned = False
     freed = False
     parents = ()
@@ -136,7 +137,7 @@ class Function:
             result = _tensor_cls._from_op(out, None)
         recorder = _capture.recorder
         if recorder is not None:
-            recorder.op(cls, tensors, params, needs, result)
+            recorder.op(fn, tensors, params, needs, result)
         return result
 
     def forward(self, *arrays, **params):

@@ -101,9 +101,10 @@ class Recorder:
         self.boundary.append((k, source))
         return k
 
-    def op(self, cls, tensors, params, needs, result):
+    def op(self, fn, tensors, params, needs, result):
         if self.broken is not None:
             return
+        cls = type(fn)
         name = cls.__name__
         ins = [self._slot_of(t, name) for t in tensors]
         if self.broken is not None:
@@ -118,7 +119,11 @@ class Recorder:
         self.slots[id(result)] = out
         if result._ctx is not None:
             self.fns[id(result._ctx)] = len(self.entries)
-        self.entries.append(Entry(cls, ins, dict(params), needs, out, user_site()))
+        params = dict(params)
+        step = fn.__dict__.get("step") if cls.takes_step else None
+        if step is not None:  # its Step, made once, is replayed
+            params["step"] = step
+        self.entries.append(Entry(cls, ins, params, needs, out, user_site()))
 
     def plan(self, output, before, counters):
         """The Plan of the finished capture, or None after a graph break."""

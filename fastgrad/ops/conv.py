@@ -103,12 +103,16 @@ class Conv2d(Function):
     """out = conv2d(x, weight) (+ bias) (then ReLU), one ConvStep. Inputs: x, weight[, bias]."""
 
     fresh_grads = True  # ConvStep's gradients are new arrays
+    takes_step = True
 
-    def forward(self, x, weight, bias=None, *, params, out_hw, relu):
+    def forward(self, x, weight, bias=None, *, params, out_hw, relu, step=None):
+        # step: this geometry's ConvStep when the caller has it (a replayed plan passes the
+        # one its capture made: Steps keep no state between calls)
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
-        step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu,
-                        _config.get_num_threads())
+        if step is None:
+            step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu,
+                            _config.get_num_threads())
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out

@@ -75,11 +75,14 @@ class Linear(Function):
     """out = x @ weight.T (+ bias) (then ReLU), one LinearStep. Inputs: x, weight[, bias]."""
 
     fresh_grads = True  # LinearStep's weight gradients are new arrays (x's is copied: a view)
+    takes_step = True
 
-    def forward(self, x, weight, bias=None, *, relu):
+    def forward(self, x, weight, bias=None, *, relu, step=None):
+        # step: as for Conv2d.forward, the LinearStep a replayed plan already has
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
-        step = LinearStep(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
+        if step is None:
+            step = LinearStep(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out

@@ -61,9 +61,13 @@ class MaxPool2d(Function):
     """out = max over each window, one MaxPoolStep; ``indices`` receives the index of
     each maximum (the caller may hand them out: return_indices)."""
 
-    def forward(self, x, *, params, out_hw, indices=None):
+    takes_step = True
+
+    def forward(self, x, *, params, out_hw, indices=None, step=None):
+        # step: as for Conv2d.forward, the MaxPoolStep a replayed plan already has
         x = np.ascontiguousarray(x)
-        self.step = MaxPoolStep(x.shape, params, out_hw, _config.get_num_threads())
+        self.step = step if step is not None else MaxPoolStep(x.shape, params, out_hw,
+                                                              _config.get_num_threads())
         if indices is None:  # made here, so that a replayed plan makes them anew too
             indices = buffer_pool.empty(x.shape[:2] + out_hw, np.int64)
         out, self.saved = self.step.forward(x, (), True, StepBuffers(indices=indices))
