@@ -12,6 +12,7 @@ ratio, with the CPU model, SIMD path, threads, batch and dtype (float32).
     python bench/bench_nets.py                              # every net, batch, thread count
     python bench/bench_nets.py --nets resnet8 --batches 64 --threads 1
     python bench/bench_nets.py --profile resnet8 --batches 64   # cProfile of fastgrad's step
+    python bench/bench_nets.py --memory --nets resnet8 --batches 64  # peak resident memory
     fastgrad bench --vs torch -- --nets mnist                # the same from the command line
 """
 import argparse
@@ -24,6 +25,7 @@ import time
 import numpy as np
 
 import fastgrad
+import fastgrad.ops.buffer_pool
 
 try:
     import torch
@@ -271,6 +273,46 @@ def measure(net, batch, train, threads, modes, rounds, min_seconds):
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
+def _memory_child(argv):
+    """In a fresh process: train ``steps`` steps of one net with one contender and print
+    the peak resident memory (ru_maxrss, KiB) as JSON."""
+    import json
+    import resource
+    lib_name, net, batch, steps = argv[0], argv[1], int(argv[2]), int(argv[3])
+    if lib_name == "torch":
+        torch.set_num_threads(1)
+        c = Contender(torch, net, batch, True)
+    else:
+        fastgrad.set_num_threads(1)
+        c = Contender(fastgrad, net, batch, True, compiled=(lib_name == "fastgrad-compiled"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if lib_name == "fastgrad-plain":  # nothing pooled: numpy.empty everywhere
+        with fastgrad.ops.buffer_pool.disabled():
+            c.run(steps)
+    else:
+        c.run(steps)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"contender": lib_name, "peak_kib": peak, "before_kib": before}))
+
+
+def memory(nets, batches, steps):
+    """Peak resident memory of each contender's training run, each in its own process."""
+    import json
+    import subprocess
+    libs = ["fastgrad-eager", "fastgrad-compiled", "fastgrad-plain"] + (["torch"] if torch else [])
+    print("\n| net | batch | steps | " + " | ".join(f"{k} peak MiB (growth)" for k in libs) + " |")
+    print("|---|---|---|" + "---|" * len(libs))
+    for net in nets:
+        for batch in batches:
+            cells = []
+            for lib in libs:
+                out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", lib, net,
+                                      str(batch), str(steps)], capture_output=True, text=True, check=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                cells.append(f"{r['peak_kib'] / 1024:.0f} (+{(r['peak_kib'] - r['before_kib']) / 1024:.0f})")
+            print(f"| {net} | {batch} | {steps} | " + " | ".join(cells) + " |", flush=True)
+
+
 def profile(net, batch, train, threads, steps=30):
     import cProfile
     import pstats
@@ -294,7 +336,18 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=0.3, help="length of one timed round")
     p.add_argument("--profile", choices=list(NETS), help="cProfile fastgrad's eager step of this net")
+    p.add_argument("--memory", action="store_true",
+                   help="peak resident memory of training runs (one process per contender) instead of speed")
+    p.add_argument("--steps", type=int, default=10, help="training steps of a --memory run")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--memory-child"]:
+        _memory_child(argv[1:])
+        return 0
     args = p.parse_args(argv)
+    if args.memory:
+        print(f"CPU: {cpu_model()}; dtype float32; 1 thread; fastgrad SIMD path {fastgrad.kernels.simd_variant}")
+        memory(args.nets, args.batches, args.steps)
+        return 0
     if not hasattr(fastgrad, "compile"):
         args.modes = [m for m in args.modes if m != "compiled"]
     if args.profile:

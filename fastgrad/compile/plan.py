@@ -27,11 +27,12 @@ SLOT, USE, SKIP = 0, 1, 2
 
 
 class Entry:
-    __slots__ = ("cls", "grad_to", "ins", "needs", "out", "params", "site", "wants_grad")
+    __slots__ = ("cls", "frees", "grad_to", "ins", "needs", "out", "params", "site", "wants_grad")
 
     def __init__(self, cls, ins, params, needs, out, site):
         self.cls, self.ins, self.params, self.needs, self.out, self.site = cls, ins, params, needs, out, site
         self.grad_to = ()  # per input: (SLOT, slot) | (USE, index into Plan.uses) | (SKIP, None)
+        self.frees = ()    # slots no later entry reads: dropped once this one ran
         self.wants_grad = True in needs
 
 
@@ -44,6 +45,15 @@ class Plan:
         self.n_slots, self.boundary, self.entries = n_slots, boundary, entries
         self.out_slot, self.back, self.uses, self.counters = out_slot, back, uses, counters
         self.wants_grad = bool(uses)
+        # an intermediate array is let go after its last reader, as the eager forward lets
+        # go of a Tensor nobody holds: the pool can then hand it to a later op
+        last = {}
+        for i, e in enumerate(entries):
+            for k in e.ins:
+                last[k] = i
+        boundary_slots = {k for k, _ in boundary}
+        for i, e in enumerate(entries):
+            e.frees = tuple(k for k in set(e.ins) if last[k] == i and k != out_slot and k not in boundary_slots)
 
     def run(self, args):
         vals = [None] * self.n_slots
@@ -52,6 +62,7 @@ class Plan:
         for t in self.counters:  # a counter buffer the forward increments in Python
             t._data += 1
         fns = []
+        keep = fns.append if self.wants_grad else _drop  # without a backward, what a Function saved goes at once
         for e in self.entries:
             fn = e.cls()
             fn.needs_input_grad = e.needs
@@ -60,7 +71,9 @@ class Plan:
             except Exception as exc:
                 exc.add_note(f"fastgrad.compile: raised by {e.cls.__name__} replayed from {e.site}")
                 raise
-            fns.append(fn)
+            for k in e.frees:
+                vals[k] = None
+            keep(fn)
         out = vals[self.out_slot]
         if not self.wants_grad:
             return Tensor._from_op(out, None)
@@ -69,6 +82,10 @@ class Plan:
         node.parents = tuple([args[ref] if kind == "arg" else ref for kind, ref in self.uses])
         node.needs_input_grad = (True,) * len(self.uses)
         return Tensor._from_op(out, node)
+
+
+def _drop(fn):
+    pass
 
 
 class Replay(Function):

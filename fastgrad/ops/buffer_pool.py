@@ -14,8 +14,9 @@ by its memory address.
 
 Only arrays of at least ``MIN_BYTES`` are pooled: numpy's own small-block cache serves
 smaller ones as well. The pool is per thread (a check and a hand-out are then never
-interleaved with another thread's), keeps at most ``MAX_BYTES`` in all and drops the
-free arrays of the shapes it saw least recently first. In steady state a step takes
+interleaved with another thread's), and whenever a new array would take it past
+``MAX_BYTES`` it first drops free arrays, of the shapes it saw least recently first (it
+goes past only with arrays in use). In steady state a step takes
 every large array from the pool; its memory stays what one step has in use at once
 (the plain path's peak) plus the pool's free arrays of shapes no longer used, which the
 byte budget bounds.
