@@ -6,6 +6,9 @@ allocator as fresh pages, and the first touch of each page costs a fault: a ReLU
 array that an earlier step made and nobody refers to any more, or makes a new one that
 the pool then keeps.
 
+Arrays are kept by element count and dtype; a free one is given the shape asked for in
+place (nobody else sees it), so one array serves every shape of its size.
+
 An array is free when the pool holds the only reference to it: CPython's reference
 count says so exactly (a Tensor, a view, a saved backward state, a buffer export such
 as ``torch.from_numpy`` or a memoryview each hold a reference to the array or to its
@@ -16,10 +19,10 @@ Only arrays of at least ``MIN_BYTES`` are pooled: numpy's own small-block cache 
 smaller ones as well. The pool is per thread (a check and a hand-out are then never
 interleaved with another thread's), and whenever a new array would take it past
 ``MAX_BYTES`` it first drops free arrays, of the shapes it saw least recently first (it
-goes past only with arrays in use). In steady state a step takes
-every large array from the pool; its memory stays what one step has in use at once
-(the plain path's peak) plus the pool's free arrays of shapes no longer used, which the
-byte budget bounds.
+goes past only with arrays in use). In steady state a step takes every large array from
+the pool. Its memory is, per array size, the most arrays of that size a step has in use
+at once; when sizes reach their most at different moments of a step, that is more than
+the plain path's peak (a ResNet-8 batch-64 step: 81 MiB of arrays against 69).
 """
 import math
 import sys
@@ -49,8 +52,11 @@ FREE = _free_count()
 
 class _Pool(threading.local):
     def __init__(self):
-        self.by_key = OrderedDict()  # (shape, dtype) -> [arrays], least recently used first
+        # (element count, dtype) -> [arrays], least recently used first: one key serves
+        # every shape of that size (BatchNorm's (N, C, H*W) view and (N, C, H, W) alike)
+        self.by_key = OrderedDict()
         self.bytes = 0
+        self.made = 0  # large arrays made rather than reused
         self.enabled = True
 
 
@@ -66,11 +72,12 @@ def empty(shape, dtype):
     dtype, itemsize = known
     if type(shape) is not tuple:
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    count = _prod(shape) * itemsize
+    elements = _prod(shape)
+    count = elements * itemsize
     pool = _pool
     if count < MIN_BYTES or not pool.enabled:
         return np.empty(shape, dtype)
-    key = (shape, dtype)
+    key = (elements, dtype)
     arrays = pool.by_key.get(key)
     if arrays is None:
         arrays = pool.by_key[key] = []
@@ -78,12 +85,15 @@ def empty(shape, dtype):
         pool.by_key.move_to_end(key)
         for a in arrays:
             if _getrefcount(a) == FREE:
+                if a.shape != shape:
+                    a.shape = shape  # in place: nobody else sees this array
                 return a
     if pool.bytes + count > MAX_BYTES:
         _trim(pool, count)
     a = np.empty(shape, dtype)
     arrays.append(a)
     pool.bytes += count
+    pool.made += 1
     return a
 
 
@@ -119,6 +129,11 @@ def clear():
 def pooled_bytes():
     """Bytes this thread's pool holds, in use or free."""
     return _pool.bytes
+
+
+def arrays_made():
+    """How many pooled-size arrays this thread's pool has made (not reused) so far."""
+    return _pool.made
 
 
 class disabled:

@@ -59,7 +59,7 @@ class Block(nn.Module):
         return self.fc(self.drop(fastgrad.flatten(F.max_pool2d(h, 2), 1)))
 
 
-def train(steps, pooled, seed=0):
+def train(steps, pooled, seed=0, made=None):
     fastgrad.manual_seed(seed)
     model = Block()
     opt = fastgrad.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -74,6 +74,8 @@ def train(steps, pooled, seed=0):
             loss.backward()
             opt.step()
             sizes.append(buffer_pool.pooled_bytes())
+            if made is not None:
+                made.append(buffer_pool.arrays_made())
     return model, loss.item(), sizes
 
 
@@ -97,6 +99,19 @@ def test_pooled_training_is_bit_identical_to_the_plain_path():
 
 def test_a_step_in_steady_state_makes_no_new_large_array():
     buffer_pool.clear()
-    _, _, sizes = train(8, pooled=True)
-    assert sizes[2] > 0
+    made = []
+    _, _, sizes = train(8, pooled=True, made=made)
+    assert sizes[2] > 0 and made[2] > 0
     assert sizes[-1] == sizes[2]  # from the third step on, every large array was reused
+    assert made[-1] == made[2]
+
+
+def test_one_array_serves_every_shape_of_its_size():
+    a = buffer_pool.empty((64, 16, 1024), np.float32)
+    del a
+    b = buffer_pool.empty((64, 16, 32, 32), np.float32)
+    assert b.shape == (64, 16, 32, 32) and b.base is None
+    made = buffer_pool.arrays_made()
+    del b
+    c = buffer_pool.empty((64, 16 * 1024), np.float32)
+    assert c.shape == (64, 16 * 1024) and buffer_pool.arrays_made() == made
