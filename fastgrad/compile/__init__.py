@@ -8,9 +8,10 @@ the Python of the user's forward, the layers' argument checks, per-op Tensors or
 engine's graph sort. A failed guard captures anew. What cannot be captured runs eagerly,
 counted in ``compile_stats``; ``fullgraph=True`` raises ``CaptureError`` instead.
 
-Plans are cached per compiled module, at most ``cache_size_limit`` of them (default
-``CACHE_SIZE_LIMIT`` = 8, settable per module or here); the least recently used one is
-dropped first. See docs/fast-path.md.
+Plans are cached per compiled module, at most ``cache_size_limit`` of them (the default,
+8, is ``fastgrad.compile.cache_size_limit``, settable; or pass ``cache_size_limit=`` or
+set the attribute on a compiled module); the least recently used one is dropped first.
+See docs/fast-path.md.
 """
 from collections import OrderedDict
 
@@ -19,9 +20,7 @@ from ..nn.module import Module
 from .capture import CaptureError, Recorder, watch_value_reads
 from .guards import ModuleGuard, call_key, has_hooks
 
-__all__ = ["CACHE_SIZE_LIMIT", "CaptureError", "CompiledModule", "compile"]
-
-CACHE_SIZE_LIMIT = 8
+__all__ = ["CaptureError", "CompiledModule", "compile"]
 
 _EAGER = None  # a cached "this signature runs eagerly" (after a graph break)
 _STATE_RETRIES = 2
@@ -35,7 +34,7 @@ class CompiledModule(Module):
         self._orig_mod = model
         d = self.__dict__
         d["fullgraph"] = bool(fullgraph)
-        d["cache_size_limit"] = CACHE_SIZE_LIMIT if cache_size_limit is None else int(cache_size_limit)
+        d["cache_size_limit"] = compile.cache_size_limit if cache_size_limit is None else int(cache_size_limit)
         d["_plans"] = OrderedDict()  # call key -> [(ModuleGuard, Plan or _EAGER)]
         d["compile_stats"] = {"captures": 0, "replays": 0, "eager_calls": 0, "graph_breaks": []}
 
@@ -146,3 +145,6 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend=None, mode=Non
     if disable:
         return model
     return CompiledModule(model, fullgraph=fullgraph, cache_size_limit=cache_size_limit)
+
+
+compile.cache_size_limit = 8  # plans kept per compiled module unless it is given its own

@@ -273,3 +273,9 @@ def test_the_compiled_module_behaves_as_the_original():
     assert fastgrad.compile(model, disable=True) is model
     with pytest.raises(TypeError, match="Module"):
         fastgrad.compile(lambda x: x)
+
+
+def test_the_default_cache_size_is_settable(monkeypatch):
+    monkeypatch.setattr(fastgrad.compile, "cache_size_limit", 3)
+    assert fastgrad.compile(Net()).cache_size_limit == 3
+    assert fastgrad.compile(Net(), cache_size_limit=5).cache_size_limit == 5
