@@ -23,6 +23,7 @@ import numpy as np
 
 from ..autograd import _capture, topological_order
 from ..tensor import Tensor
+from .fuse import fuse_relus
 from .guards import ModuleGuard, tensor_has_hooks
 from .plan import SKIP, SLOT, USE, Entry, Plan
 
@@ -62,6 +63,7 @@ class Recorder:
         self.fns = {}        # id(Function node) -> entry index
         self.broken = None   # the first reason the call cannot be captured
         self.changed_state = False
+        self.fuse = True  # fuse_relus on the finished capture (off to compare against)
         self.module_tensors = {}
         self.buffer_arrays = {}
         for m in module.modules():
@@ -140,13 +142,17 @@ class Recorder:
         back, uses = [], []
         boundary_slots = {k for k, _ in self.boundary}
         source = dict(self.boundary)
+        out_slot = self.slots[id(output)]
+        entries, index = fuse_relus(self.entries, out_slot) if self.fuse else (self.entries, None)
         if output._ctx is not None:
             for fn in topological_order(output._ctx):
                 i = self.fns.get(id(fn))
+                if i is not None and index is not None:
+                    i = index[i]  # None: a ReLU now inside its producer's entry
                 if i is not None:  # nodes before the inputs are outside the module's call
                     back.append(i)
         for i in back:
-            e = self.entries[i]
+            e = entries[i]
             grad_to = []
             for k, need in zip(e.ins, e.needs):
                 if not need:
@@ -157,7 +163,7 @@ class Recorder:
                 else:
                     grad_to.append((SLOT, k))
             e.grad_to = tuple(grad_to)
-        return Plan(len(self.kept), self.boundary, self.entries, self.slots[id(output)], back, uses, counters)
+        return Plan(len(self.kept), self.boundary, entries, out_slot, back, uses, counters)
 
 
 # --------------------------------------------------------------------------- value reads

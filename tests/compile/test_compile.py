@@ -279,3 +279,51 @@ def test_the_default_cache_size_is_settable(monkeypatch):
     monkeypatch.setattr(fastgrad.compile, "cache_size_limit", 3)
     assert fastgrad.compile(Net()).cache_size_limit == 3
     assert fastgrad.compile(Net(), cache_size_limit=5).cache_size_limit == 5
+
+
+class ConvLinearRelu(nn.Module):
+    def __init__(self, reuse):
+        super().__init__()
+        self.reuse = reuse
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        h = self.conv(x)
+        r = F.relu(h)
+        if self.reuse:  # the convolution's output is read twice: no fusion
+            r = r + h
+        return F.relu(self.fc(fastgrad.flatten(r, 1)))
+
+
+def _plan_of(compiled):
+    (entries,) = compiled._plans.values()
+    return entries[0][1]
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize("batch", [2, 9])  # the linear backward's one-pass and blocked paths
+def test_a_relu_after_a_conv_or_linear_is_fused_bit_for_bit(reuse, batch):
+    fastgrad.manual_seed(0)
+    eager, model = ConvLinearRelu(reuse), ConvLinearRelu(reuse)
+    model.load_state_dict(eager.state_dict())
+    compiled = fastgrad.compile(model)
+    rng = np.random.default_rng(0)
+    runs = []
+    for call, m in ((eager, eager), (compiled, model)):
+        out = []
+        for step in range(3):
+            x = fastgrad.tensor(rng.standard_normal((batch, 3, 8, 8)).astype(np.float32), requires_grad=True)
+            m.zero_grad()
+            y = call(x)
+            (y * fastgrad.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(np.float32))).sum().backward()
+            out += [y.data.copy(), x.grad.data.copy()] + [p.grad.data.copy() for p in m.parameters()]
+        runs.append(out)
+        rng = np.random.default_rng(0)
+    assert_all_equal(*runs)
+    names = [(e.cls.__name__, e.params.get("relu")) for e in _plan_of(compiled).entries]
+    assert ("Linear", True) in names
+    if reuse:
+        assert ("Conv2d", False) in names and ("ReLU", None) in names
+    else:
+        assert ("Conv2d", True) in names and all(n != "ReLU" for n, _ in names)
