@@ -10,6 +10,10 @@ import pytest
 
 import fastgrad
 
+if fastgrad.kernels.backend != "compiled":
+    pytest.skip("the benchmark's nets on the pure-Python reference kernels take far too long",
+                allow_module_level=True)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location(
     "bench_nets", os.path.join(HERE, "..", "..", "bench", "bench_nets.py"))
