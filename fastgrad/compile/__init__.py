@@ -94,8 +94,9 @@ class CompiledModule(Module):
                 stats["graph_breaks"].append(recorder.broken)
         else:
             stats["captures"] += 1
+        # plans whose guards fail now stay (train() and eval() take turns); the bound on
+        # the cache drops the least recently used
         entries = self._plans.setdefault(key, [])
-        entries[:] = [(g, p) for g, p in entries if g.holds()]  # what no longer holds goes
         entries.append((ModuleGuard(model) if plan is None else guard, plan if plan is not None else _EAGER))
         self._plans.move_to_end(key)
         while sum(len(v) for v in self._plans.values()) > max(1, self.cache_size_limit):

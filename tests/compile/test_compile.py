@@ -126,6 +126,12 @@ def test_no_grad_inference_and_eval_mode_match_eager():
             assert got.grad_fn is None
             np.testing.assert_array_equal(got.data, want.data)
     assert compiled.compile_stats["replays"] > 0
+    captures = compiled.compile_stats["captures"]
+    for mode in ("train", "eval") * 3:  # each mode's plan is kept: no capture anew
+        getattr(compiled, mode)()
+        with fastgrad.no_grad():
+            compiled(x)
+    assert compiled.compile_stats["captures"] == captures
 
 
 def step_output(call, x):
