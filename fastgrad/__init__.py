@@ -30,6 +30,7 @@ from . import data, nn, optim  # noqa: E402
 # is imported by name, as torchvision is.)
 from . import accelerator, backends, cuda, utils  # noqa: E402
 from .serialization import load, save  # noqa: E402
+from .compile import compile  # noqa: E402
 
 float32 = float = _np.dtype(_np.float32)
 float64 = double = _np.dtype(_np.float64)

@@ -71,6 +71,20 @@ class enable_grad(set_grad_enabled):
         super().__init__(True)
 
 
+# --------------------------------------------------------------------------- capture
+
+class _Capture(threading.local):
+    # a fastgrad.compile recorder while it captures a forward on this thread, else None:
+    # Function.apply tells it every op it runs
+    recorder = None
+    # whether the backward running on this thread keeps its graph (read by a replayed
+    # plan, whose inner nodes are released as the walk passes them)
+    retain_graph = False
+
+
+_capture = _Capture()
+
+
 # --------------------------------------------------------------------------- Function
 
 class Function:
@@ -81,6 +95,10 @@ class Function:
     per input: its gradient (same shape and dtype as the input) or None.
     ``self.needs_input_grad[i]`` says whether input i wants a gradient, so work for
     inputs that need none can be skipped.
+
+    A plan of ``fastgrad.compile`` replays ``forward`` and ``backward`` of the same class
+    on its own arrays (fastgrad/compile/plan.py): whatever forward needs that depends on
+    array values or random state is made in forward, never by the op's wrapper.
     """
 
     # Engine state (read and written by kernels.backward_walk):
@@ -95,6 +113,7 @@ class Function:
     grad_out = None
     grad_hooks = None
     fresh_grads = False
+    takes_step = False  # forward accepts step= (its Step object, reused by a replayed plan)
     grad_owned = False
     freed = False
     parents = ()
@@ -116,8 +135,13 @@ class Function:
             _check_forward(fn, tensors, out)
         if requires_grad:
             fn.parents = tensors
-            return _tensor_cls._from_op(out, fn)
-        return _tensor_cls._from_op(out, None)
+            result = _tensor_cls._from_op(out, fn)
+        else:
+            result = _tensor_cls._from_op(out, None)
+        recorder = _capture.recorder
+        if recorder is not None:
+            recorder.op(fn, tensors, params, needs, result)
+        return result
 
     def forward(self, *arrays, **params):
         raise NotImplementedError
@@ -217,6 +241,7 @@ def backward(tensor, gradient=None, retain_graph=False):
             fn.backward = _checked_backward(fn)
     root.grad_out = grad
     root.grad_owned = False
+    retained, _capture.retain_graph = _capture.retain_graph, bool(retain_graph)
     try:
         if hooks.live_post_accumulate.n:
             _walk_calling_post_accumulate_grad_hooks(order, bool(retain_graph))
@@ -226,6 +251,7 @@ def backward(tensor, gradient=None, retain_graph=False):
         hooks.discard_pending()
         raise
     finally:  # leave no half-gathered gradient behind if a backward raised
+        _capture.retain_graph = retained
         for fn in order:
             fn.grad_out = None
     hooks.flush_leaves()  # hooked leaves got their contributions gathered: run their hooks once

@@ -142,7 +142,8 @@ def build_parser():
     p = sub.add_parser("bench", help="time the kernels, compiled against pure Python (or --vs torch)")
     p.add_argument("--builtin", action="store_true", help="run the built-in timing even where bench/ scripts exist")
     p.add_argument("--vs", choices=["torch"], help="race whole training steps against PyTorch "
-                   "(fastgrad.benchmarks; further options after --, e.g. -- --threads 1 --json out.json)")
+                   "(bench/bench_nets.py in a source tree, else fastgrad.benchmarks; further options "
+                   "after --, e.g. -- --nets resnet8 --batches 64 --threads 1)")
     p.add_argument("bench_args", nargs="*", help=argparse.SUPPRESS)
     runtime_options(p)
     p.set_defaults(func=cmd_bench)
@@ -524,15 +525,18 @@ def cmd_export(args):
 
 def cmd_bench(args):
     import subprocess
+    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+    nets = os.path.join(bench_dir, "bench_nets.py")  # the nets with custom forwards, eager and compiled
     if args.vs == "torch":
+        if os.path.isfile(nets) and not args.builtin:
+            return subprocess.call([sys.executable, nets] + list(args.bench_args))
         from . import benchmarks
         return benchmarks.main(args.bench_args)
     setup_runtime(args)
-    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
     scripts = []
     if os.path.isdir(bench_dir) and not args.builtin:
         scripts = sorted(os.path.join(bench_dir, f) for f in os.listdir(bench_dir)
-                         if f.startswith("bench_") and f.endswith(".py"))
+                         if f.startswith("bench_") and f.endswith(".py") and f != "bench_nets.py")
     if scripts:
         status = 0
         for script in scripts:

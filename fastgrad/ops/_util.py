@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from .. import kernels
+from . import buffer_pool
 
 _FLOAT_KINDS = "f"
 
@@ -113,6 +114,39 @@ def check_float(op, t):
         raise TypeError(f"{op}: expected a float32 or float64 tensor, got dtype {t.data.dtype}")
 
 
+# --------------------------------------------------------------------------- remembered checks
+
+def _typed(v):
+    """``v`` with the type of every part beside it: 1, 1.0 and True are different keys."""
+    if type(v) is tuple:
+        return tuple([_typed(x) for x in v])
+    return (type(v), v)
+
+
+def remembered(check, max_entries=1024):
+    """``check`` (a function that validates its arguments and returns what it derived)
+    remembering what it returned for each set of hashable arguments, so that a training
+    loop, which asks the same few questions every step, pays for each once. Errors are
+    not remembered: a bad call raises anew every time, with the same message."""
+    results = {}
+
+    def remembering(*args):
+        try:
+            key = _typed(args)
+            found = results.get(key, results)
+        except TypeError:  # an unhashable argument (a list): checked every time
+            return check(*args)
+        if found is results:  # not seen before
+            found = results[key] = check(*args)
+            if len(results) > max_entries:
+                results.clear()
+        return found
+
+    remembering.__wrapped__ = check
+    remembering.__doc__ = check.__doc__
+    return remembering
+
+
 # --------------------------------------------------------------------------- size guard
 
 MAX_INDEXED_ELEMENTS = 2**31  # per array, for the kernels that index planes with C ints
@@ -158,7 +192,7 @@ class StepBuffers(dict):
 
     def new(self, shape, dtype):
         """A new array for this call to hand out."""
-        a = np.empty(shape, dtype)
+        a = buffer_pool.empty(shape, dtype)
         recorder = self.__dict__.get("kernels")
         if recorder is not None:  # tracing: every replay makes this array anew
             recorder.made.append(a)

@@ -17,6 +17,7 @@ import numpy as np
 from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
+from . import buffer_pool
 from ._util import arena_array, check_float, check_size, normalize_dims, tensor_cls
 
 
@@ -37,14 +38,14 @@ class _SavesOutput(Function):
 
     def forward(self, x):
         x = contiguous(x)
-        out = np.empty(x.shape, x.dtype)
+        out = buffer_pool.empty(x.shape, x.dtype)
         getattr(kernels, self.forward_kernel)(x, out, get_num_threads())
         self.out = out
         return out
 
     def backward(self, grad):
         out = self.out
-        grad_input = np.empty(out.shape, out.dtype)
+        grad_input = buffer_pool.empty(out.shape, out.dtype)
         getattr(kernels, self.backward_kernel)(out, contiguous(grad, out.dtype), grad_input,
                                                get_num_threads())
         return (grad_input,)
@@ -91,14 +92,14 @@ class Tanh(_SavesOutput):
 class LeakyReLU(Function):
     def forward(self, x, negative_slope):
         x = contiguous(x)
-        out = np.empty(x.shape, x.dtype)
+        out = buffer_pool.empty(x.shape, x.dtype)
         kernels.leaky_relu_forward(x, out, negative_slope, get_num_threads())
         self.x, self.negative_slope = x, negative_slope
         return out
 
     def backward(self, grad):
         x = self.x
-        grad_input = np.empty(x.shape, x.dtype)
+        grad_input = buffer_pool.empty(x.shape, x.dtype)
         kernels.leaky_relu_backward(x, contiguous(grad, x.dtype), grad_input, self.negative_slope,
                                     get_num_threads())
         return (grad_input,)

@@ -5,6 +5,10 @@ The kernels (``fastgrad.kernels.conv2d_*``) take explicit top/left padding and w
 arrays allocated here; their scratch memory (a workspace array) is cached per Python
 thread and per dtype, grown when a larger convolution needs more, so a training loop
 allocates it once and two threads running two models never share one.
+
+Two other paths run this ConvStep: a Sequential's chain (ops/chain.py), and a plan of
+``fastgrad.compile``, which replays ``Conv2d.forward``/``backward`` (and so this Step) on
+its slots' arrays (fastgrad/compile/plan.py, docs/fast-path.md).
 """
 import functools
 import threading
@@ -13,7 +17,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -99,12 +103,16 @@ class Conv2d(Function):
     """out = conv2d(x, weight) (+ bias) (then ReLU), one ConvStep. Inputs: x, weight[, bias]."""
 
     fresh_grads = True  # ConvStep's gradients are new arrays
+    takes_step = True
 
-    def forward(self, x, weight, bias=None, *, params, out_hw, relu):
+    def forward(self, x, weight, bias=None, *, params, out_hw, relu, step=None):
+        # step: this geometry's ConvStep when the caller has it (a replayed plan passes the
+        # one its capture made: Steps keep no state between calls)
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
-        step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu,
-                        _config.get_num_threads())
+        if step is None:
+            step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu,
+                            _config.get_num_threads())
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out
@@ -156,7 +164,8 @@ def _padding(fn, padding, stride, dilation, kernel_hw):
     return _pair(fn, "padding", padding, 0), False
 
 
-def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype=np.float32):
+@remembered
+def _conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype):
     """Check a convolution of an (N, C, H, W) input by a 4-d weight; return the kernels'
     ``params`` (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups) and the
     output's (H, W). Raises, naming ``fn``, on any invalid combination."""
@@ -190,6 +199,14 @@ def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype
                         ("output", (N, Co) + out_hw)):
         check_size(fn, name, shape, dtype, MAX_INDEXED_ELEMENTS)
     return (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups), out_hw
+
+
+def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype=np.float32):
+    return _conv_geometry(fn, tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups,
+                          np.dtype(dtype))
+
+
+conv_geometry.__doc__ = _conv_geometry.__doc__
 
 
 def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):

@@ -5,17 +5,21 @@ import numpy as np
 
 from .. import _config
 from ..autograd import Function
+from . import buffer_pool
 from ._util import check_float
 from ._util import check_size
 
 
 class Dropout(Function):
-    def forward(self, x, mask):
-        self.mask = mask  # already holds 0 or 1 / (1 - p)
-        return x * mask
+    def forward(self, x, p):
+        # the mask is drawn here, not by the caller: a replayed plan draws a new one
+        self.mask = mask = _mask(x.shape, x.dtype, p)  # 0 or 1 / (1 - p)
+        return np.multiply(x, mask, out=buffer_pool.empty(x.shape, x.dtype))
 
     def backward(self, grad):
-        return (grad * self.mask,)
+        mask = self.mask
+        out = buffer_pool.empty(mask.shape, mask.dtype) if grad.shape == mask.shape else None
+        return (np.multiply(grad, mask, out=out),)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -26,11 +30,18 @@ def dropout(input, p=0.5, training=True, inplace=False):
     check_float("dropout", input)
     if not training or p == 0:
         return input
-    dtype = input.dtype
-    check_size("dropout", "input", input.shape, dtype)  # the mask is a full-size array
+    check_size("dropout", "input", input.shape, input.dtype)  # the mask is a full-size array
+    return Dropout.apply(input, p=float(p))
+
+
+def _mask(shape, dtype, p):
+    """(uniform >= p) as 0.0 or 1.0, scaled by 1 / (1 - p), in a pooled array."""
+    mask = buffer_pool.empty(shape, dtype)
     if p == 1:
-        mask = np.zeros(input.shape, dtype=dtype)
-    else:
-        mask = (_config.rng().random(input.shape, dtype=dtype) >= dtype.type(p)).astype(dtype)
-        mask *= dtype.type(1.0 / (1.0 - p))
-    return Dropout.apply(input, mask=mask)
+        mask.fill(0)
+        return mask
+    _config.rng().random(dtype=dtype, out=mask)
+    kept = np.greater_equal(mask, dtype.type(p), out=buffer_pool.empty(shape, np.bool_))
+    np.copyto(mask, kept)
+    mask *= dtype.type(1.0 / (1.0 - p))
+    return mask

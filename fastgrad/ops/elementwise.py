@@ -3,13 +3,22 @@ the shape of its input (``unbroadcast``)."""
 import numpy as np
 
 from ..autograd import Function
+from . import buffer_pool
 from ._util import as_operands, broadcast_shape, check_float, tensor_cls, unbroadcast
+
+
+def _same_shape_out(a, b):
+    """A pooled output array for ``a (op) b`` when no broadcasting or casting happens
+    (the common case: a residual add, a dropout mask), else None (numpy allocates)."""
+    if a.shape == b.shape and a.dtype == b.dtype and a.dtype.kind == "f":
+        return buffer_pool.empty(a.shape, a.dtype)
+    return None
 
 
 class Add(Function):
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
-        return a + b
+        return np.add(a, b, out=_same_shape_out(a, b))
 
     def backward(self, grad):
         sa, sb = self.shapes
@@ -30,7 +39,7 @@ class Sub(Function):
 class Mul(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a * b
+        return np.multiply(a, b, out=_same_shape_out(a, b))
 
     def backward(self, grad):
         a, b = self.a, self.b

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import StepBuffers, arena_array, check_size, tensor_cls
+from ._util import StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -75,11 +75,14 @@ class Linear(Function):
     """out = x @ weight.T (+ bias) (then ReLU), one LinearStep. Inputs: x, weight[, bias]."""
 
     fresh_grads = True  # LinearStep's weight gradients are new arrays (x's is copied: a view)
+    takes_step = True
 
-    def forward(self, x, weight, bias=None, *, relu):
+    def forward(self, x, weight, bias=None, *, relu, step=None):
+        # step: as for Conv2d.forward, the LinearStep a replayed plan already has
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
-        step = LinearStep(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
+        if step is None:
+            step = LinearStep(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out
@@ -100,6 +103,20 @@ def _linear(fn, input, weight, bias, relu):
             raise TypeError(f"{fn}: {name} must be a float32 or float64 tensor, got dtype {t.dtype}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"{fn}: bias must be a Tensor or None, got {type(bias).__name__}")
+    b = None if bias is None else (bias._data.shape, bias._data.dtype)
+    _check_shapes(fn, input._data.shape, input._data.dtype, weight._data.shape, weight._data.dtype, b)
+    if bias is None:
+        return Linear.apply(input, weight, relu=relu)
+    return Linear.apply(input, weight, bias, relu=relu)
+
+
+@remembered
+def _check_shapes(fn, in_shape, in_dtype, w_shape, w_dtype, bias):
+    """Raise for a linear of these shapes and dtypes that cannot run. Remembered when it
+    passes (a training loop asks the same few questions every step); an error is raised
+    anew each time."""
+    input = _Shaped(in_shape, in_dtype)
+    weight = _Shaped(w_shape, w_dtype)
     if weight.ndim != 2:
         raise ValueError(f"{fn}: expected weight with 2 dimensions (out_features, in_features), "
                          f"got shape {tuple(weight.shape)}")
@@ -117,12 +134,21 @@ def _linear(fn, input, weight, bias, relu):
     check_size(fn, "input", input.shape, input.dtype)
     check_size(fn, "output", tuple(input.shape[:-1]) + (out_features,), input.dtype)
     if bias is None:
-        return Linear.apply(input, weight, relu=relu)
+        return
+    bias = _Shaped(*bias)
     if bias.dtype != input.dtype:
         raise TypeError(f"{fn}: bias has dtype {bias.dtype} but input has {input.dtype}")
     if tuple(bias.shape) != (out_features,):
         raise ValueError(f"{fn}: expected bias of shape ({out_features},), got {tuple(bias.shape)}")
-    return Linear.apply(input, weight, bias, relu=relu)
+
+
+class _Shaped:
+    """A shape and dtype read as a tensor's (what _check_shapes looks at)."""
+
+    __slots__ = ("shape", "dtype", "ndim")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
 
 
 def linear(input, weight, bias=None):

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
+from . import buffer_pool
 from ._util import check_float, tensor_cls
 from ._util import check_size
 
@@ -21,7 +22,7 @@ class BatchNorm(Function):
         x3 = np.ascontiguousarray(x).reshape(n, c, math.prod(shape[2:]))
         weight = np.ascontiguousarray(affine[0]) if has_weight else None
         bias = np.ascontiguousarray(affine[-1]) if has_bias else None
-        out = np.empty_like(x3)
+        out = buffer_pool.empty(x3.shape, x3.dtype)
         save_invstd = np.empty(c, dtype=x.dtype)
         threads = _config.get_num_threads()
         if use_batch_stats and x3.size == 0:
@@ -46,7 +47,7 @@ class BatchNorm(Function):
         needs = self.needs_input_grad
         want_weight = self.has_weight and needs[1]
         want_bias = self.has_bias and needs[-1]
-        grad_input = np.empty_like(x3) if needs[0] else None
+        grad_input = buffer_pool.empty(x3.shape, x3.dtype) if needs[0] else None
         grad_weight = np.empty(c, dtype=x3.dtype) if want_weight else None
         grad_bias = np.empty(c, dtype=x3.dtype) if want_bias else None
         g3 = np.ascontiguousarray(grad, dtype=x3.dtype).reshape(x3.shape)

@@ -11,7 +11,8 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, tensor_cls
+from . import buffer_pool
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
 
 
@@ -60,9 +61,15 @@ class MaxPool2d(Function):
     """out = max over each window, one MaxPoolStep; ``indices`` receives the index of
     each maximum (the caller may hand them out: return_indices)."""
 
-    def forward(self, x, *, params, out_hw, indices):
+    takes_step = True
+
+    def forward(self, x, *, params, out_hw, indices=None, step=None):
+        # step: as for Conv2d.forward, the MaxPoolStep a replayed plan already has
         x = np.ascontiguousarray(x)
-        self.step = MaxPoolStep(x.shape, params, out_hw, _config.get_num_threads())
+        self.step = step if step is not None else MaxPoolStep(x.shape, params, out_hw,
+                                                              _config.get_num_threads())
+        if indices is None:  # made here, so that a replayed plan makes them anew too
+            indices = buffer_pool.empty(x.shape[:2] + out_hw, np.int64)
         out, self.saved = self.step.forward(x, (), True, StepBuffers(indices=indices))
         return out
 
@@ -78,14 +85,14 @@ class AvgPool2d(Function):
         # params: (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
         #          count_include_pad, divisor_override)
         x = np.ascontiguousarray(x)
-        out = np.empty(x.shape[:2] + out_hw, dtype=x.dtype)
+        out = buffer_pool.empty(x.shape[:2] + out_hw, x.dtype)
         kernels.avg_pool2d_forward(x, out, *params, _config.get_num_threads())
         self.params, self.x_shape, self.dtype = params, x.shape, x.dtype
         return out
 
     def backward(self, grad):
         grad = np.ascontiguousarray(grad, dtype=self.dtype)
-        gx = np.empty(self.x_shape, dtype=self.dtype)
+        gx = buffer_pool.empty(self.x_shape, self.dtype)
         kernels.avg_pool2d_backward(grad, gx, *self.params, _config.get_num_threads())
         return (gx,)
 
@@ -95,14 +102,14 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x, *, out_hw):
         x = np.ascontiguousarray(x)
-        out = np.empty(x.shape[:2] + out_hw, dtype=x.dtype)
+        out = buffer_pool.empty(x.shape[:2] + out_hw, x.dtype)
         kernels.adaptive_avg_pool2d_forward(x, out, _config.get_num_threads())
         self.x_shape, self.dtype = x.shape, x.dtype
         return out
 
     def backward(self, grad):
         grad = np.ascontiguousarray(grad, dtype=self.dtype)
-        gx = np.empty(self.x_shape, dtype=self.dtype)
+        gx = buffer_pool.empty(self.x_shape, self.dtype)
         kernels.adaptive_avg_pool2d_backward(grad, gx, _config.get_num_threads())
         return (gx,)
 
@@ -211,6 +218,11 @@ def _output_size_arg(fn, output_size, hw):
 
 
 def max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    return _max_pool_geometry(fn, tuple(shape), kernel_size, stride, padding, dilation, ceil_mode)
+
+
+@remembered
+def _max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mode):
     """Check max pooling of an input of ``shape`` (.., H, W); return the kernels' ``params``
     (kernel, stride, padding and dilation, each as h, w) and the output's (H, W)."""
     kernel, stride, pad, dil = _window_args(fn, kernel_size, stride, padding, dilation)
@@ -222,6 +234,9 @@ def max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_mo
               _out_size(fn, W, kernel[1], stride[1], pad[1], dil[1], ceil_mode, "width", shape))
     check_size(fn, "output", tuple(shape[:-2]) + out_hw, np.float64, MAX_INDEXED_ELEMENTS)
     return kernel + stride + pad + dil, out_hw
+
+
+max_pool_geometry.__doc__ = _max_pool_geometry.__doc__
 
 
 # --------------------------------------------------------------------------- public ops
@@ -237,11 +252,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                                        dilation, ceil_mode)
 
     def run(x):
-        indices = np.empty(x.shape[:2] + out_hw, dtype=np.int64)
+        if not return_indices:
+            return MaxPool2d.apply(x, params=params, out_hw=out_hw)
+        indices = np.empty(x.shape[:2] + out_hw, np.int64)  # handed out: never pooled
         out = MaxPool2d.apply(x, params=params, out_hw=out_hw, indices=indices)
-        if return_indices:
-            return out, tensor_cls()._from_op(indices, None)
-        return out
+        return out, tensor_cls()._from_op(indices, None)
 
     return _batched(input, run)
 
