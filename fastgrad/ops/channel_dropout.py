@@ -1,9 +1,8 @@
 """dropout2d: zero whole channels (every element of a (sample, channel) pair at once) with
 probability ``p`` while training, scaling the kept ones by 1 / (1 - p); one mask entry
-per channel, broadcast over the spatial dimensions, through the Dropout op."""
+per channel, broadcast over the spatial dimensions, drawn by the Dropout op."""
 import numpy as np
 
-from .. import _config
 from ._util import check_float
 from .dropout import Dropout
 
@@ -18,11 +17,4 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
                          f"{tuple(input.shape)}")
     if not training or p == 0:
         return input
-    dtype = input.dtype
-    channels = input.shape[:-2]
-    if p == 1:
-        mask = np.zeros(channels, dtype=dtype)
-    else:
-        mask = (_config.rng().random(channels, dtype=dtype) >= dtype.type(p)).astype(dtype)
-        mask *= dtype.type(1.0 / (1.0 - p))
-    return Dropout.apply(input, mask=mask.reshape(channels + (1, 1)))
+    return Dropout.apply(input, p=float(p), per_channel=True)

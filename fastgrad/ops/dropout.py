@@ -11,9 +11,11 @@ from ._util import check_size
 
 
 class Dropout(Function):
-    def forward(self, x, p):
-        # the mask is drawn here, not by the caller: a replayed plan draws a new one
-        self.mask = mask = _mask(x.shape, x.dtype, p)  # 0 or 1 / (1 - p)
+    def forward(self, x, p, per_channel=False):
+        # the mask is drawn here, not by the caller: a replayed plan draws a new one;
+        # per_channel (dropout2d): one entry per (sample, channel), broadcast over H and W
+        shape = x.shape[:-2] + (1, 1) if per_channel else x.shape
+        self.mask = mask = _mask(shape, x.dtype, p)  # 0 or 1 / (1 - p)
         return np.multiply(x, mask, out=buffer_pool.empty(x.shape, x.dtype))
 
     def backward(self, grad):
