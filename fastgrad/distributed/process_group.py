@@ -31,7 +31,7 @@ _ABORT_GRACE = 5.0       # seconds a failing rank waits for the others' notices 
 # arriving about now, or the data still moving), then napping _NAP_SECONDS between polls (a
 # slow peer: on a busy machine the core is better given to it than spent polling for it),
 # and after _NAP_AFTER (a peer evaluating or saving) _LONG_NAP_SECONDS.
-_SPIN_SECONDS = 0.001
+_SPIN_SECONDS = 0.0002
 _SPIN_BYTES_PER_SECOND = 1e9
 _NAP_SECONDS = 0.00005
 _NAP_AFTER = 1.0
