@@ -26,12 +26,13 @@ import traceback
 _NOTICE_TAG = 77
 _NOTICE_GRACE = 2.0      # seconds a wait keeps testing after a peer's notice (it may have finished first)
 _ABORT_GRACE = 5.0       # seconds a failing rank waits for the others' notices before MPI_Abort
+_OUTPUT_GRACE = 1.0      # seconds between a failing rank's report and its MPI_Abort, at least
 # An allreduce progresses only while both sides call into MPI, so a wait polls: without pause
 # for _SPIN_SECONDS plus the time the message could take at _SPIN_BYTES_PER_SECOND (a peer
 # arriving about now, or the data still moving), then napping _NAP_SECONDS between polls (a
 # slow peer: on a busy machine the core is better given to it than spent polling for it),
 # and after _NAP_AFTER (a peer evaluating or saving) _LONG_NAP_SECONDS.
-_SPIN_SECONDS = 0.001
+_SPIN_SECONDS = 0.0002
 _SPIN_BYTES_PER_SECOND = 1e9
 _NAP_SECONDS = 0.00005
 _NAP_AFTER = 1.0
@@ -242,9 +243,13 @@ def _fail_job(exc_type, exc, tb):
     sys.stderr.write(f"fastgrad.distributed: rank {world.rank} of {world.size} failed:\n{text}")
     sys.stderr.write(f"fastgrad.distributed: rank {world.rank} stops the job (MPI_Abort)\n")
     sys.stderr.flush()
+    reported_at = time.monotonic()
     world.tell_everyone(f"failed: {summary}")
     others = [r for r in range(world.size) if r != world.rank]
     world.wait_for_reports(others, _ABORT_GRACE)
+    # the launcher forwards each rank's output through pipes that MPI_Abort tears down: give
+    # it time to pass this rank's message on first
+    time.sleep(max(0.0, _OUTPUT_GRACE - (time.monotonic() - reported_at)))
     world.MPI.COMM_WORLD.Abort(1)
 
 
