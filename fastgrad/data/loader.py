@@ -9,6 +9,9 @@ on the seed and the epoch number, never on what ran before, so a run resumed at 
 ``generator`` (a ``fastgrad.Generator`` or numpy Generator) each epoch draws its
 permutation from it; with neither, from fastgrad's generator (``fastgrad.manual_seed``).
 
+With a ``sampler`` (any iterable of indices with a length, such as ``DistributedSampler``),
+an epoch visits the indices it yields, in its order; it excludes ``shuffle``, as in PyTorch.
+
 ``pin_memory`` is accepted and, with no accelerator to copy to, does nothing beyond
 PyTorch's warning for that case.
 """
@@ -27,7 +30,11 @@ from . import workers as _workers
 class DataLoader:
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
                  generator=None, collate_fn=None, num_workers=0, pin_memory=False, timeout=0,
-                 worker_init_fn=None, prefetch_factor=None, persistent_workers=False):
+                 worker_init_fn=None, prefetch_factor=None, persistent_workers=False, sampler=None):
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader with sampler option is mutually exclusive with shuffle")
+        if sampler is not None and not hasattr(sampler, "__iter__"):
+            raise TypeError(f"DataLoader: sampler must be an iterable of indices, got {type(sampler).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         if seed is not None and generator is not None:
@@ -35,6 +42,7 @@ class DataLoader:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"DataLoader: seed must be a non-negative integer, got {seed!r}")
         self.dataset = dataset
+        self.sampler = sampler
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -78,11 +86,13 @@ class DataLoader:
         self.epoch = int(epoch)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self, epoch=None):
         """The sample indices of one epoch, in visiting order (does not advance the epoch)."""
+        if self.sampler is not None:
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)

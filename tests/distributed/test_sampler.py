@@ -64,3 +64,24 @@ def test_sampler_is_importable_where_pytorch_has_it():
 
     assert ported is fastgrad.data.distributed.DistributedSampler
     assert list(ported(list(range(10)), num_replicas=3, rank=1, shuffle=False)) == [1, 4, 7, 0]
+
+
+def test_dataloader_takes_a_distributed_sampler_as_pytorch_scripts_pass_it():
+    import numpy as np
+    import pytest
+
+    import fastgrad
+    from fastgrad.utils.data import DataLoader, TensorDataset
+    from fastgrad.utils.data.distributed import DistributedSampler
+
+    data = TensorDataset(fastgrad.arange(10).reshape(10, 1).float(), fastgrad.arange(10))
+    sampler = DistributedSampler(data, num_replicas=2, rank=1, shuffle=False)
+    loader = DataLoader(data, batch_size=2, sampler=sampler)
+    assert len(loader) == 3
+    assert [b[1].numpy().tolist() for b in loader] == [[1, 3], [5, 7], [9]]
+    shuffled = DistributedSampler(data, num_replicas=2, rank=0, seed=3)
+    shuffled.set_epoch(1)
+    got = np.concatenate([b[1].numpy() for b in DataLoader(data, batch_size=4, sampler=shuffled)])
+    assert got.tolist() == list(shuffled)
+    with pytest.raises(ValueError, match="mutually exclusive with shuffle"):
+        DataLoader(data, sampler=sampler, shuffle=True)
