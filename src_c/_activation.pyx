@@ -26,6 +26,8 @@ from libc.math cimport exp, fabs, log, tanh
 
 cnp.import_array()
 
+include "_simd.pxi"
+
 __all__ = [
     "relu_forward", "relu_backward",
     "leaky_relu_forward", "leaky_relu_backward",
@@ -64,33 +66,33 @@ cdef extern from *:
     float fg_tanh_f(float x) noexcept nogil
 
 # relu's two loops are pure memory streams; written in C so that baseline x86-64 builds
-# also carry an AVX2 clone, chosen at load time (about 10% faster when the arrays sit in
-# L2). Same selects as the generic loops, so the same bits. No restrict: the output may
-# be an input.
+# also carry an AVX2 copy, run when the selected SIMD level has it (cpu_features.h;
+# about 10% faster when the arrays sit in L2). Same selects as the generic loops, so the
+# same bits. No restrict: the output may be an input.
 cdef extern from *:
     """
     #include <stddef.h>
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX2__)
-    #define FG_ACT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-    #else
-    #define FG_ACT_CLONES
-    #endif
+    #include "cpu_features.h"
     #define FG_ACT_RELU(T, SUF)                                                          \
-    FG_ACT_CLONES static void fg_relu_forward_##SUF(const T *x, T *y, ptrdiff_t n)       \
+    static inline __attribute__((always_inline)) void                                    \
+    fg_relu_forward_##SUF##_body(const T *x, T *y, ptrdiff_t n)                          \
     {                                                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                              \
             const T v = x[i];                                                            \
             y[i] = v <= 0 ? (T)0 : v;  /* NaN stays NaN */                               \
         }                                                                                \
     }                                                                                    \
-    FG_ACT_CLONES static void fg_relu_backward_##SUF(const T *out, const T *g, T *gi,    \
-                                                     ptrdiff_t n)                        \
+    FG_SIMD_CLONE_VOID(fg_relu_forward_##SUF, (const T *x, T *y, ptrdiff_t n), (x, y, n)) \
+    static inline __attribute__((always_inline)) void                                    \
+    fg_relu_backward_##SUF##_body(const T *out, const T *g, T *gi, ptrdiff_t n)          \
     {                                                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                              \
             const T s = out[i], gv = g[i];                                               \
             gi[i] = s > 0 ? gv : (T)0;                                                   \
         }                                                                                \
-    }
+    }                                                                                    \
+    FG_SIMD_CLONE_VOID(fg_relu_backward_##SUF, (const T *out, const T *g, T *gi, ptrdiff_t n), \
+                       (out, g, gi, n))
     FG_ACT_RELU(float, f32)
     FG_ACT_RELU(double, f64)
     """

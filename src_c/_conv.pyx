@@ -77,7 +77,6 @@ cdef extern from "conv_kernels.h" nogil:
         const float *bias
         Py_ssize_t plane, pitch, wo, ho
         int relu, rowwise
-    int fgc_simd_level()
     int fgc_gemm_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t n_tiles,
                      const Py_ssize_t *tiles, Py_ssize_t K, const float *Ap, const float *B,
                      const Py_ssize_t *off, float *C, Py_ssize_t ldc, const fgc_out *o)
@@ -127,24 +126,12 @@ cdef Py_ssize_t MAX_PARAM = 1 << 31
 # Workspaces above this many elements are rejected (no size arithmetic can wrap below it).
 cdef double MAX_ELEMENTS = <double>(1 << 50)
 
-cdef int _simd = fgc_simd_level()
+include "_simd.pxi"
+
 # Path overrides for tests and benchmarks (-1: choose by cost, 0: general, 1: direct).
 cdef int _force_input_direct = -1
 cdef int _force_flat_dot = -1
 cdef int _force_lanes_dot = -1
-
-
-def _set_simd(int level):
-    """Use SIMD kernels up to ``level`` (0: portable loops only); returns the previous
-    level. For tests of the portable path; the level never exceeds what the CPU has."""
-    global _simd
-    previous = _simd
-    _simd = min(max(level, 0), fgc_simd_level())
-    return previous
-
-
-def _simd_level():
-    return _simd
 
 
 def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None):
@@ -422,7 +409,7 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     cdef int i, layout, level, mr, nr
     for i in range(12):
         level, mr, nr = <int>shapes[4 * i], <int>shapes[4 * i + 1], <int>shapes[4 * i + 2]
-        if level > max(_simd, 1):
+        if level > max(fg_simd_level(), 1):
             continue
         panels = (p.rows + mr - 1) // mr
         for layout in range(2 if p.direct else 1):
@@ -430,7 +417,7 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
             cost = panels * (mr * nr * total / shapes[4 * i + 3] + 400.0 * count)
             if best < 0 or cost < best:
                 best = cost
-                p.level = level if _simd >= 1 else 0
+                p.level = level if fg_simd_level() >= 1 else 0
                 p.mr, p.nr, p.rowwise, p.n_tiles, p.ldc = mr, nr, layout == 1, count, ldc
     # One-row A on the direct path (dilation 1 between kernel rows, heights 3/5/7): the
     # row-blocked gemm (R output rows x nr columns per tile, every depth entry) loads each
@@ -439,17 +426,17 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     rates[:] = [0, 1.2, 1.9]   # per SIMD level, relative to AVX2 6x16
     p.rowblock = 0
     if (p.direct and p.rows == 1 and g.dh == 1 and (g.kh == 3 or g.kh == 5 or g.kh == 7)
-            and _simd >= 1):
-        for i in range(6 if _simd >= 2 else 1):
-            mr = 8 - i // 2 if _simd >= 2 else 4
-            nr = (16 if _simd >= 2 else 8) * (2 - i % 2)
+            and fg_simd_level() >= 1):
+        for i in range(6 if fg_simd_level() >= 2 else 1):
+            mr = 8 - i // 2 if fg_simd_level() >= 2 else 4
+            nr = (16 if fg_simd_level() >= 2 else 8) * (2 - i % 2)
             if p.out_rows < mr:
                 continue
             count = _block_tiles(p, mr, nr, NULL, &ldc)
-            cost = mr * nr * count * p.depth / rates[min(_simd, 2)] + 400.0 * count
+            cost = mr * nr * count * p.depth / rates[min(fg_simd_level(), 2)] + 400.0 * count
             if cost < best:
                 best = cost
-                p.level = min(_simd, 2)
+                p.level = min(fg_simd_level(), 2)
                 p.mr, p.nr, p.rowwise, p.n_tiles, p.ldc = 1, nr, True, count, ldc
                 p.rowblock = mr
     return best
@@ -476,7 +463,7 @@ cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
     with AVX-512), among the shapes whose row panel (mr rows of a_row_len) fits in L1
     next to the b_len elements every tile reads, when those fit at all."""
     cdef int shapes[8]
-    if _simd >= 2:
+    if fg_simd_level() >= 2:
         shapes[:] = [4, 6, 6, 4, 8, 3, 3, 8]
     else:
         shapes[:] = [4, 3, 6, 2, 3, 4, 2, 6]
@@ -514,7 +501,7 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
     if n_threads < 1:
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
     key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
-                g.pt, g.pl, g.dh, g.dw, g.G, n_threads, _simd, _force_input_direct,
+                g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
                 _force_flat_dot, _force_lanes_dot, 0]
     for i in range(_plans_used):
         slot = (_plan_last + i) % _plans_used  # the last one found first
@@ -584,7 +571,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     else:
         p.direct = stride1
         p.rows, p.depth = g.M, g.K
-        p.level = _simd
+        p.level = fg_simd_level()
         p.chunks = _weight_chunks(g, flops)  # at most; whole blocks of images each
         p.Hp = p.Wp = p.top = p.left = p.slack = 0
         if p.direct:
@@ -599,15 +586,15 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             # row dots with masked row ends; then a block of images is summed in one go.
             p.flat_len = _round_up(g.Ho * p.Wp, LANES)
             if _force_flat_dot == 0 or (_force_flat_dot < 0 and p.flat_len > g.Ho * _round_up(
-                    g.Wo, 16 if _simd >= 2 else 8)):
+                    g.Wo, 16 if fg_simd_level() >= 2 else 8)):
                 p.flat_len = 0
             p.slack = g.dw * (g.kw - 1) + LANES
             p.img_b = _round_up(g.C * p.Hp * p.Wp + p.slack, ALIGN)
             p.img_d = _round_up(g.Co * p.flat_len, ALIGN)
-            lanes = 16 if _simd >= 2 else 8
+            lanes = 16 if fg_simd_level() >= 2 else 8
             if _force_lanes_dot == 1 or (_force_lanes_dot < 0 and _force_flat_dot < 0 and
-                                         _simd >= 1 and g.M >= lanes and g.K >= LANES_DOT_MIN_K
-                                         and (_simd >= 2 or g.M <= 2 * lanes)):
+                                         fg_simd_level() >= 1 and g.M >= lanes and g.K >= LANES_DOT_MIN_K
+                                         and (fg_simd_level() >= 2 or g.M <= 2 * lanes)):
                 # output channels along the lanes: vectors of channels times window
                 # elements broadcast from the padded planes, over exactly the output
                 # positions (no extra columns, no lane sums). The gradient is transposed
@@ -616,7 +603,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
                 # better on many channels).
                 p.lanes_dot = True
                 p.flat_len = 0
-                p.mr = 1 if g.M <= lanes else (2 if g.M <= 2 * lanes or _simd < 2 else 4)
+                p.mr = 1 if g.M <= lanes else (2 if g.M <= 2 * lanes or fg_simd_level() < 2 else 4)
                 p.nr = 8 if p.mr == 1 else 6
                 p.ldg = _round_up(g.M, p.mr * lanes)
                 p.img_d = _round_up(g.G * g.Ho * g.Wo * p.ldg, ALIGN)
@@ -634,7 +621,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
                 # row by row: a tile's dots run over every image of the block, so that
                 # its lane sums and stores are amortized over ~ROW_DOT_STEPS vector steps
                 # (small images; large ones have as many in one image)
-                p.images = _ceil_div(ROW_DOT_STEPS, g.Ho * _ceil_div(g.Wo, 16 if _simd >= 2 else 8))
+                p.images = _ceil_div(ROW_DOT_STEPS, g.Ho * _ceil_div(g.Wo, 16 if fg_simd_level() >= 2 else 8))
                 p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
                 p.images = max(p.images, <Py_ssize_t>1)
             p.size_b = p.images * p.img_b

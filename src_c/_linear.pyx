@@ -24,6 +24,8 @@ from cython.parallel cimport prange
 
 cnp.import_array()
 
+include "_simd.pxi"
+
 __all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
            "linear_backward_bias", "linear_backward"]
 
@@ -53,7 +55,6 @@ cdef extern from "linear_kernels.h" nogil:
     Py_ssize_t fg_lin_nr_f32()
     Py_ssize_t fg_lin_nr_f64()
     Py_ssize_t fg_lin_mr()
-    int fg_lin_set_narrow_only(int on)
 
 # Multiply-adds below which a product runs on one thread: about 50 us of work, the
 # point where an OpenMP region (a few us to start) stops costing more than it saves.
@@ -418,10 +419,3 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
             fg_lin_backward_small_f64(n, k, o, <const double *>xp, <const double *>gp,
                                       <const double *>rp, <const double *>wp, <double *>gxp,
                                       <double *>gwp, <double *>gbp)
-
-
-def _use_narrow_kernels(on):
-    """Testing hook: in a baseline build on an AVX2 CPU, run the portable 128-bit kernels
-    instead of the AVX2 ones (both are compiled in). Returns False when this build has
-    no such choice (the x86-64-v3 build, or a non-x86 CPU). Not thread-safe."""
-    return bool(fg_lin_set_narrow_only(1 if on else 0))

@@ -25,6 +25,8 @@ from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t
 
 cnp.import_array()
 
+include "_simd.pxi"
+
 __all__ = [
     "cross_entropy_forward",
     "nll_loss_forward", "nll_loss_backward",

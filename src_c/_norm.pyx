@@ -30,6 +30,8 @@ from libc.math cimport isfinite, sqrt
 
 cnp.import_array()
 
+include "_simd.pxi"
+
 __all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
 
 # ~3 passes over the data at ~0.5 ns per element: below this a parallel region costs more

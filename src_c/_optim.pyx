@@ -30,6 +30,8 @@ from libc.math cimport pow, sqrt, sqrtf
 
 cnp.import_array()
 
+include "_simd.pxi"
+
 __all__ = ["sgd_step", "adam_step", "rmsprop_step"]
 
 cdef enum:

@@ -35,6 +35,8 @@ from libc.string cimport memset
 
 cnp.import_array()
 
+include "_simd.pxi"
+
 __all__ = ["max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
@@ -48,13 +50,9 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX2__)
-    /* baseline build: also an AVX2 clone, chosen at load time (the selects vectorise
-       far better with AVX2's blends and 256-bit compares) */
-    #define FG_POOL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-    #else
-    #define FG_POOL_CLONES
-    #endif
+    /* baseline build: also an AVX2 copy, chosen by the selected SIMD level (the selects
+       vectorise far better with AVX2's blends and 256-bit compares) */
+    #include "cpu_features.h"
     #define FG_POOL_ROW_KERNELS(T, SUF)                                                   \
     static inline __attribute__((always_inline)) void                                     \
     fg_pool_max_tap_body_##SUF(const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo,       \
@@ -68,14 +66,18 @@ cdef extern from *:
             irow[ow] = take ? base + iw : irow[ow];                                       \
         }                                                                                 \
     }                                                                                     \
-    FG_POOL_CLONES static void fg_pool_max_tap_##SUF(const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo, \
-                                      ptrdiff_t hi, ptrdiff_t sw, ptrdiff_t off,          \
-                                      int64_t base)                                       \
+    static inline __attribute__((always_inline)) void                                     \
+    fg_pool_max_tap_##SUF##_body(const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo,     \
+                                 ptrdiff_t hi, ptrdiff_t sw, ptrdiff_t off, int64_t base) \
     {   /* constant strides for the common cases, so loads need no gathering */          \
         if (sw == 1) fg_pool_max_tap_body_##SUF(xrow, yrow, irow, lo, hi, 1, off, base);  \
         else if (sw == 2) fg_pool_max_tap_body_##SUF(xrow, yrow, irow, lo, hi, 2, off, base); \
         else fg_pool_max_tap_body_##SUF(xrow, yrow, irow, lo, hi, sw, off, base);         \
     }                                                                                     \
+    FG_SIMD_CLONE_VOID(fg_pool_max_tap_##SUF,                                             \
+                       (const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo, ptrdiff_t hi, \
+                        ptrdiff_t sw, ptrdiff_t off, int64_t base),                       \
+                       (xrow, yrow, irow, lo, hi, sw, off, base))                         \
     static inline __attribute__((always_inline)) void                                     \
     fg_pool_sum_tap_body_##SUF(const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi,        \
                                ptrdiff_t sw, ptrdiff_t off)                               \
@@ -83,13 +85,18 @@ cdef extern from *:
         for (ptrdiff_t ow = lo; ow < hi; ow++)                                            \
             yrow[ow] += xrow[ow * sw + off];                                              \
     }                                                                                     \
-    FG_POOL_CLONES static void fg_pool_sum_tap_##SUF(const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi, \
-                                      ptrdiff_t sw, ptrdiff_t off)                        \
+    static inline __attribute__((always_inline)) void                                     \
+    fg_pool_sum_tap_##SUF##_body(const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi,      \
+                                 ptrdiff_t sw, ptrdiff_t off)                             \
     {                                                                                     \
         if (sw == 1) fg_pool_sum_tap_body_##SUF(xrow, yrow, lo, hi, 1, off);              \
         else if (sw == 2) fg_pool_sum_tap_body_##SUF(xrow, yrow, lo, hi, 2, off);         \
         else fg_pool_sum_tap_body_##SUF(xrow, yrow, lo, hi, sw, off);                     \
-    }
+    }                                                                                     \
+    FG_SIMD_CLONE_VOID(fg_pool_sum_tap_##SUF,                                             \
+                       (const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t sw, \
+                        ptrdiff_t off),                                                   \
+                       (xrow, yrow, lo, hi, sw, off))
     FG_POOL_ROW_KERNELS(float, f32)
     FG_POOL_ROW_KERNELS(double, f64)
     """
@@ -114,7 +121,6 @@ cdef extern from "pool_kernels.h" nogil:
                                     Py_ssize_t OH, Py_ssize_t OW)
     int fg_pool_max2x2_backward_f64(const double *g, const int64_t *idx, double *gx,
                                     Py_ssize_t OH, Py_ssize_t OW)
-    int fg_pool_set_scalar_only(int on)
     int fg_pool_any_outside(const int64_t *idx, Py_ssize_t n, int64_t limit)
 
 
@@ -817,9 +823,3 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
         else:
             _adaptive_backward[double](<const double *>gp, <double *>gxp, planes, H, W, OH, OW,
                                        threads)
-
-
-def _use_scalar_kernels(on):
-    """Testing hook: run the portable loops of the 2x2 max-pool path instead of its AVX2
-    ones. Returns False when this build has no AVX2 path. Not thread-safe."""
-    return bool(fg_pool_set_scalar_only(1 if on else 0))

@@ -26,7 +26,7 @@
  *
  * The functions are compiled for AVX2+FMA (8-float vectors, 16 registers, 12-accumulator
  * tiles) and for AVX-512F (16-float vectors, 32 registers, 24-accumulator tiles) through
- * target attributes and chosen at run time (fgc_simd_level), so a baseline build still
+ * target attributes and chosen at run time (fg_simd_level, cpu_features.h), so a baseline build still
  * runs them on CPUs that have the instructions and never executes them on CPUs that do
  * not. The portable fallback (and every float64 kernel) is Cython code in _conv.pyx.
  */
@@ -36,30 +36,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#include "cpu_features.h"
+
+#if FG_X86
 #define FGC_HAVE_X86 1
 #include <immintrin.h>
-#define FGC_AVX2 __attribute__((target("avx2,fma")))
-#define FGC_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define FGC_AVX2 FG_TARGET_AVX2
+#define FGC_AVX512 FG_TARGET_AVX512
 #define FGC_INLINE static inline __attribute__((always_inline))
 #else
 #define FGC_HAVE_X86 0
 #endif
-
-/* 0: portable code only; 1: AVX2 + FMA; 2: AVX-512F (also has AVX2 + FMA). */
-static int fgc_simd_level(void)
-{
-#if FGC_HAVE_X86
-    __builtin_cpu_init();
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
-        return 0;
-    if (__builtin_cpu_supports("avx512f"))
-        return 2;
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 /* Where a gemm stores its tiles when it writes straight into the output (instead of
    into C, to be copied out by a second pass): row m of A is the plane out + m*plane

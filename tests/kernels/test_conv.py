@@ -123,13 +123,49 @@ def expected(case, dtype, relu, seed=0):
     return _expected_cache[key]
 
 
+class ForcedPaths:
+    """The compiled conv module forced onto internal paths. ``_set_simd(level)`` runs
+    ``level`` (capped at what the CPU runs: 2 AVX-512, 1 AVX2, 0 portable) on the bound
+    module when its build has that level, else on the baseline build (the x86-64-v3
+    build has no portable level); other attributes are the current module's."""
+
+    def __init__(self):
+        base = importlib.import_module("fastgrad._ext._conv")
+        self._modules = [compiled] + ([base] if base is not compiled else [])
+        self._saved = [m._simd_level() for m in self._modules]
+        self._mod = compiled
+        self._set_simd(99)
+
+    def _set_simd(self, level):
+        level = max(0, min(level, kernels.SIMD_LEVELS[kernels.simd_paths()[0]]))
+        for mod in self._modules:
+            try:
+                mod._select_simd(level)
+            except ValueError:  # this build compiles everything above that level
+                continue
+            self._mod = mod
+            return
+        raise AssertionError(f"no compiled conv module runs SIMD level {level}")
+
+    def _force_paths(self, **paths):
+        for mod in self._modules:
+            mod._force_paths(**paths)
+
+    def restore(self):
+        for mod, level in zip(self._modules, self._saved):
+            mod._force_paths()
+            mod._select_simd(level)
+
+    def __getattr__(self, name):
+        return getattr(self._mod, name)
+
+
 @pytest.fixture
 def paths():
     """Force one of the compiled module's internal paths; restore the cost model after."""
-    previous = compiled._set_simd(99)
-    yield compiled
-    compiled._force_paths()
-    compiled._set_simd(previous)
+    forced = ForcedPaths()
+    yield forced
+    forced.restore()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
