@@ -24,6 +24,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, fabs, log, tanh
 
+from _checks cimport check_array, check_like, check_threads
+
 cnp.import_array()
 
 include "_simd.pxi"
@@ -323,52 +325,18 @@ cdef void _softmax_backward(const floating *y, const floating *g, floating *gi, 
 
 cdef int _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim) except -1:
     """Check float arrays of one dtype and one shape (the last n_outputs writable; ndim
-    required when >= 0); return the dtype's type number. Plain C-API reads: at batch 1
-    these checks are most of a kernel's cost."""
-    cdef Py_ssize_t k, d, n = len(arrays)
-    cdef int t, typenum = -1, nd = -1
-    cdef cnp.ndarray a, first = None
+    required when >= 0); return the dtype's type number."""
+    cdef Py_ssize_t k, n = len(arrays)
+    cdef int typenum = -1
     for k in range(n):
-        obj, name = arrays[k], names[k]
-        if not cnp.PyArray_Check(obj):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(obj).__name__}")
-        a = <cnp.ndarray>obj
-        t = cnp.PyArray_TYPE(a)
-        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {obj.dtype}")
-        if ndim >= 0 and cnp.PyArray_NDIM(a) != ndim:
-            raise ValueError(f"{kernel}: {name} must have {ndim} dimensions (rows, cols), "
-                             f"got shape {obj.shape}")
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {obj.strides} "
-                             f"for shape {obj.shape}); pass np.ascontiguousarray({name})")
-        if k >= n - n_outputs and not cnp.PyArray_ISWRITEABLE(a):
-            raise ValueError(f"{kernel}: output {name} is read-only")
-        if first is None:
-            first, typenum, nd = a, t, cnp.PyArray_NDIM(a)
-        elif t != typenum:
-            raise TypeError(f"{kernel}: {name} has dtype {obj.dtype}, but {names[0]} has "
-                            f"{arrays[0].dtype}; all arrays must share one dtype")
-        else:
-            same = cnp.PyArray_NDIM(a) == nd
-            d = 0
-            while same and d < nd:
-                same = cnp.PyArray_DIMS(a)[d] == cnp.PyArray_DIMS(first)[d]
-                d += 1
-            if not same:
-                raise ValueError(f"{kernel}: {name} has shape {obj.shape}, but {names[0]} has "
-                                 f"{arrays[0].shape}; all arrays must share one shape")
+        typenum = check_array(kernel, names[k], arrays[k], ndim, typenum, k >= n - n_outputs)
+        if k:
+            check_like(kernel, names[k], arrays[k], names[0], arrays[0])
     return typenum
 
 
-cdef int _threads(str kernel, object n_threads) except -1:
-    if type(n_threads) is int and 1 <= n_threads <= (1 << 16):
-        return <int>n_threads  # the common case, without the isinstance chain below
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(int(n_threads), 1 << 16)
+cdef inline int _threads(str kernel, object n_threads) except -1:
+    return check_threads(kernel, n_threads)
 
 
 cdef void *_ptr(cnp.ndarray a) noexcept:

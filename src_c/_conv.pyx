@@ -61,6 +61,8 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uintptr_t
 
+from _checks cimport check_array, check_disjoint, check_elements, check_threads
+
 cnp.import_array()
 
 __all__ = [
@@ -700,70 +702,32 @@ cdef int _int_params(str kernel, object stride_h, object stride_w, object pad_to
 MAX_ELEMENTS = 1 << 31  # per array: a convolution over larger ones is refused
 
 
-cdef int _check_elements(str kernel, str name, tuple shape) except -1:
-    """Refuse a shape above MAX_ELEMENTS, counted with Python ints (no overflow)."""
-    count = 1
-    for d in shape:
-        count *= int(d)
-    if count > MAX_ELEMENTS:
-        raise ValueError(f"{kernel}: {name} {shape} is too large: {count} elements, more "
-                         f"than the {int(MAX_ELEMENTS)} allowed per array")
-    return 0
+cdef inline int _check_elements(str kernel, str name, tuple shape) except -1:
+    return check_elements(kernel, name, shape, MAX_ELEMENTS)
 
 
-cdef int _dtype_num(str kernel, str name, object a) except -1:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-    return t
+cdef inline int _dtype_num(str kernel, str name, object a) except -1:
+    return check_array(kernel, name, a, -1, -1, False)
 
 
 cdef int _check_array(str kernel, str name, object a, int ndim, int dtype, bint out,
                       Py_ssize_t *dims) except -1:
-    """Check type, dtype (== dtype), ndim, C-contiguity and (for outputs) writability;
-    dims (if not NULL) receives the ndim sizes."""
-    cdef int t = _dtype_num(kernel, name, a)
-    if t != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, expected "
-                        f"{np.dtype(np.float32 if dtype == cnp.NPY_FLOAT32 else np.float64)} "
-                        "like the other arrays")
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    if cnp.PyArray_NDIM(arr) != ndim:
-        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {a.shape}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
-    if out and not cnp.PyArray_ISWRITEABLE(arr):
-        raise ValueError(f"{kernel}: {name} is read-only, but it is written")
+    """check_array (_checks.pxd); dims (if not NULL) receives the ndim sizes."""
+    check_array(kernel, name, a, ndim, dtype, out)
     cdef int i
     if dims != NULL:
         for i in range(ndim):
-            dims[i] = cnp.PyArray_DIMS(arr)[i]
+            dims[i] = cnp.PyArray_DIMS(<cnp.ndarray>a)[i]
     return 0
 
 
 cdef int _check_disjoint(str kernel, str out_name, object out, str name1, object a1,
                          str name2, object a2, str name3=None, object a3=None) except -1:
-    """`out` shares no memory with a1, a2, a3 (None: absent). The arrays are C-contiguous
-    (checked before): the memory of each is one byte range."""
-    if _overlap(out, a1):
-        raise ValueError(f"{kernel}: {out_name} overlaps {name1} in memory")
-    if _overlap(out, a2):
-        raise ValueError(f"{kernel}: {out_name} overlaps {name2} in memory")
-    if _overlap(out, a3):
-        raise ValueError(f"{kernel}: {out_name} overlaps {name3} in memory")
+    """`out` shares no memory with a1, a2, a3 (None: absent)."""
+    check_disjoint(kernel, out_name, out, name1, a1)
+    check_disjoint(kernel, out_name, out, name2, a2)
+    check_disjoint(kernel, out_name, out, name3, a3)
     return 0
-
-
-cdef inline bint _overlap(object out, object a):
-    if a is None:
-        return False
-    cdef char *o0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
-    cdef char *o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out)
-    cdef char *a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
-    cdef char *a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a)
-    return a0 < o1 and o0 < a1
 
 
 cdef cnp.ndarray _workspace(str kernel, object workspace, int dtype, Plan *p):
@@ -1478,7 +1442,7 @@ def conv2d_workspace_size(str kernel, x_shape, weight_shape, out_shape,
     cdef Py_ssize_t yd[4]
     _int_params("conv2d_workspace_size", stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
                 groups, q)
-    cdef Py_ssize_t nt = _int_arg("conv2d_workspace_size", "n_threads", n_threads)
+    cdef Py_ssize_t nt = check_threads("conv2d_workspace_size", n_threads)
     _shape_dims("conv2d_workspace_size", "x", x_shape, weight_shape, "out", out_shape, xd, wd,
                 yd)
     _geometry("conv2d_workspace_size", &g, "x", xd, wd, "out", yd, q[0], q[1], q[2], q[3],
@@ -1552,7 +1516,7 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
             raise ValueError(f"{k}: bias has shape {bias.shape}, expected ({wd[0]},)")
     # scalars arrive as Python objects: checked here so errors name the kernel
     _int_params(k, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, q)
-    nt = _int_arg(k, "n_threads", n_threads)
+    nt = check_threads(k, n_threads)
     cdef Geom g
     cdef Plan p
     _geometry(k, &g, "x", xd, wd, "out", yd, q[0], q[1], q[2], q[3], q[4], q[5], q[6])
@@ -1599,7 +1563,7 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_top,
     _check_array(k, "grad_x", grad_x, 4, dt, True, xd)
     # scalars arrive as Python objects: checked here so errors name the kernel
     _int_params(k, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, q)
-    nt = _int_arg(k, "n_threads", n_threads)
+    nt = check_threads(k, n_threads)
     cdef Geom g
     cdef Plan p
     _geometry(k, &g, "grad_x", xd, wd, "grad_out", yd, q[0], q[1], q[2], q[3], q[4], q[5],
@@ -1647,14 +1611,12 @@ def conv2d_backward_weight(x, grad_out, grad_weight, stride_h, stride_w, pad_top
     _check_array(k, "grad_weight", grad_weight, 4, dt, True, wd)
     # scalars arrive as Python objects: checked here so errors name the kernel
     _int_params(k, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, q)
-    nt = _int_arg(k, "n_threads", n_threads)
+    nt = check_threads(k, n_threads)
     cdef Geom g
     cdef Plan p
     _geometry(k, &g, "x", xd, wd, "grad_out", yd, q[0], q[1], q[2], q[3], q[4], q[5], q[6])
     _check_disjoint(k, "grad_weight", grad_weight, "x", x, "grad_out", grad_out)
     if g.N == 0:  # an empty batch: the sum over it is zero (no plan, no workspace)
-        if nt < 1:
-            raise ValueError(f"{k}: n_threads must be >= 1, got {nt}")
         if workspace is not None:
             _check_array(k, "workspace", workspace, 1, dt, True, NULL)
         grad_weight.fill(0)
@@ -1691,9 +1653,7 @@ def conv2d_backward_bias(grad_out, grad_bias, n_threads):
     if nb != yd[1]:
         raise ValueError(f"{k}: grad_bias has shape {grad_bias.shape}, expected ({yd[1]},) "
                          f"for grad_out {grad_out.shape}")
-    nt = _int_arg(k, "n_threads", n_threads)
-    if nt < 1:
-        raise ValueError(f"{k}: n_threads must be >= 1, got {nt}")
+    nt = check_threads(k, n_threads)
     _check_disjoint(k, "grad_bias", grad_bias, "grad_out", grad_out, None, None)
     cdef Py_ssize_t N = yd[0], Co = yd[1], P = yd[2] * yd[3]
     cdef void *pg = _data(grad_out)

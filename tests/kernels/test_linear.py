@@ -250,8 +250,9 @@ def test_forward_rejects_bad_arrays(compiled, home):
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         m.linear_forward(x, w, b, read_only, False, 1)
-    for bad_threads in (0, -1, 1.5, True, None):
-        with pytest.raises(ValueError, match="n_threads"):
+    for bad_threads, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError),
+                               (True, TypeError), (None, TypeError)):
+        with pytest.raises(error, match="n_threads must be a positive integer"):
             m.linear_forward(x, w, b, out, False, bad_threads)
 
 

@@ -366,7 +366,7 @@ def test_max_forward_rejects_bad_arrays(home):
         ((x.astype(np.int32), out, idx), TypeError, "x must be float32 or float64"),
         ((x, out.astype(np.float64), idx), TypeError, "out has dtype float64"),
         ((x, out, idx.astype(np.int32)), TypeError, "indices has dtype int32"),
-        ((x[0], out, idx), ValueError, r"x must have 4 dimensions \(N, C, H, W\)"),
+        ((x[0], out, idx), ValueError, r"x must have 4 dimensions, got shape \(2, 5, 5\)"),
         ((x[..., ::2], out, idx), ValueError, "x must be C-contiguous"),
         ((x, np.empty((1, 3, 2, 2), np.float32), idx), ValueError, "batch and channel sizes"),
         ((x, out, np.empty((1, 2, 2, 3), np.int64)), ValueError, "indices has shape"),
