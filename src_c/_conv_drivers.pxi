@@ -37,34 +37,86 @@ cdef inline void _x_range(Geom *g, Py_ssize_t kx, Py_ssize_t *lo, Py_ssize_t *hi
     hi[0] = max(lo[0], min(hi[0], g.Wo))
 
 
+cdef inline void _gather_row(floating *d, const floating *srow, Py_ssize_t lo,
+                             Py_ssize_t hi, Py_ssize_t n, Py_ssize_t sw,
+                             Py_ssize_t s) noexcept nogil:
+    """d[ox] = srow[ox*sw + s] for ox in [lo, hi), zeros elsewhere in [0, n). Plain loops,
+    not libc calls: the rows are short (a stride-2 layer's 8 or 16 columns), where a
+    memset or memcpy call costs more than the copy. Strides 1 and 2 as constants, so the
+    copies vectorize."""
+    cdef Py_ssize_t ox
+    for ox in range(lo):
+        d[ox] = 0
+    if sw == 1:
+        for ox in range(lo, hi):
+            d[ox] = srow[ox + s]
+    elif sw == 2:
+        for ox in range(lo, hi):
+            d[ox] = srow[2 * ox + s]
+    else:
+        for ox in range(lo, hi):
+            d[ox] = srow[ox * sw + s]
+    for ox in range(hi, n):
+        d[ox] = 0
+
+
+cdef void _phase_planes(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                        floating *dst, Plan *p) noexcept nogil:
+    """The direct forward's planes for stride (psh, psw): plane (c, a, b), a < pnh,
+    b < pnw, of Hp x Wp is
+    dst[((c*pnh + a)*pnw + b)*Hp*Wp + i*Wp + j] = src[c][i*psh + a - top][j*psw + b - left]
+    inside src, else 0; then p.slack zeros."""
+    cdef Py_ssize_t c, a, b, i, iy, s, lo, hi, sh = p.psh, sw = p.psw
+    cdef Py_ssize_t plane = p.Hp * p.Wp
+    cdef floating *d
+    for c in range(C):
+        for a in range(p.pnh):
+            for b in range(p.pnw):
+                d = dst + ((c * p.pnh + a) * p.pnw + b) * plane
+                s = b - p.left
+                lo = 0 if s >= 0 else (-s + sw - 1) // sw
+                hi = (W - s + sw - 1) // sw if W > s else 0
+                lo = min(lo, p.Wp)
+                hi = max(lo, min(hi, p.Wp))
+                for i in range(p.Hp):
+                    iy = i * sh + a - p.top
+                    if iy < 0 or iy >= H:
+                        _gather_row(d + i * p.Wp, src, 0, 0, p.Wp, 1, 0)
+                    else:
+                        _gather_row(d + i * p.Wp, src + (c * H + iy) * W, lo, hi, p.Wp, sw, s)
+    _gather_row(dst + C * p.pnh * p.pnw * plane, src, 0, 0, p.slack, 1, 0)
+
+
+cdef void _phase_offsets(Py_ssize_t chans, Plan *p, Geom *g, Py_ssize_t *off) noexcept nogil:
+    """off[k] for k = (ky, c, kx) (the gemm's depth order) on phase planes (_phase_planes)."""
+    cdef Py_ssize_t c, ky, kx, plane = p.Hp * p.Wp
+    for c in range(chans):
+        for ky in range(g.kh):
+            for kx in range(g.kw):
+                off[(ky * chans + c) * g.kw + kx] = (
+                    ((c * p.pnh + ky % p.psh) * p.pnw + kx % p.psw) * plane
+                    + (ky // p.psh) * p.Wp + kx // p.psw)
+
+
 cdef void _im2col(Geom *g, const floating *src, floating *col, Py_ssize_t ld) noexcept nogil:
     """col[k*ld + oy*Wo + ox] = input of window (oy, ox) at weight element k=(c, ky, kx)
     of one group (src: its Cg planes), zero outside the image; zeros from Ho*Wo to ld."""
-    cdef Py_ssize_t c, ky, kx, oy, ox, iy, lo, hi, s, k = 0
+    cdef Py_ssize_t c, ky, kx, oy, iy, lo, hi, s, k = 0
     cdef Py_ssize_t P = g.Ho * g.Wo
     cdef floating *row
-    cdef floating *d
-    cdef const floating *srow
     for c in range(g.Cg):
         for ky in range(g.kh):
             for kx in range(g.kw):
                 row = col + k * ld
                 _x_range(g, kx, &lo, &hi, &s)
                 for oy in range(g.Ho):
-                    d = row + oy * g.Wo
                     iy = oy * g.sh - g.pt + ky * g.dh
-                    if iy < 0 or iy >= g.H:
-                        memset(d, 0, g.Wo * sizeof(floating))
-                        continue
-                    srow = src + (c * g.H + iy) * g.W
-                    memset(d, 0, lo * sizeof(floating))
-                    if g.sw == 1:
-                        memcpy(d + lo, srow + lo + s, (hi - lo) * sizeof(floating))
+                    if iy < 0 or iy >= g.H:  # a row of padding
+                        _gather_row(row + oy * g.Wo, src, 0, 0, g.Wo, 1, 0)
                     else:
-                        for ox in range(lo, hi):
-                            d[ox] = srow[ox * g.sw + s]
-                    memset(d + hi, 0, (g.Wo - hi) * sizeof(floating))
-                memset(row + P, 0, (ld - P) * sizeof(floating))
+                        _gather_row(row + oy * g.Wo, src + (c * g.H + iy) * g.W, lo, hi,
+                                    g.Wo, g.sw, s)
+                _gather_row(row + P, src, 0, 0, ld - P, 1, 0)
                 k += 1
 
 
@@ -73,6 +125,7 @@ cdef void _col2im(Geom *g, const floating *col, Py_ssize_t ld, floating *dst) no
     input position it was read from."""
     cdef Py_ssize_t c, ky, kx, oy, ox, iy, lo, hi, s, k = 0
     cdef const floating *row
+    cdef const floating *r
     cdef floating *drow
     for c in range(g.Cg):
         for ky in range(g.kh):
@@ -83,13 +136,17 @@ cdef void _col2im(Geom *g, const floating *col, Py_ssize_t ld, floating *dst) no
                     iy = oy * g.sh - g.pt + ky * g.dh
                     if iy < 0 or iy >= g.H:
                         continue
-                    drow = dst + (c * g.H + iy) * g.W
-                    if g.sw == 1:  # contiguous: vectorizes
+                    drow = dst + (c * g.H + iy) * g.W + s
+                    r = row + oy * g.Wo
+                    if g.sw == 1:  # strides as constants: the loops vectorize
                         for ox in range(lo, hi):
-                            drow[ox + s] += row[oy * g.Wo + ox]
+                            drow[ox] += r[ox]
+                    elif g.sw == 2:
+                        for ox in range(lo, hi):
+                            drow[2 * ox] += r[ox]
                     else:
                         for ox in range(lo, hi):
-                            drow[ox * g.sw + s] += row[oy * g.Wo + ox]
+                            drow[ox * g.sw] += r[ox]
                 k += 1
 
 
@@ -348,11 +405,13 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
     cdef Py_ssize_t grp
     cdef Py_ssize_t a_group = _round_up(p.rows, p.mr) * p.depth
     cdef const floating *b = buf_b
-    if p.direct:
+    if p.direct and p.psh * p.psw > 1:
+        _phase_planes(x, g.C, g.H, g.W, buf_b, p)
+    elif p.direct:
         _pad_planes(x, g.C, g.H, g.W, buf_b, p.Hp, p.Wp, p.top, p.left, p.slack)
     for grp in range(g.G):
         if p.direct:
-            b = buf_b + grp * g.Cg * p.Hp * p.Wp
+            b = buf_b + grp * g.Cg * p.pnh * p.pnw * p.Hp * p.Wp
         else:
             _im2col(g, x + grp * g.Cg * g.H * g.W, buf_b, p.ldc)
         if _gemm_into(p, tiles, ap + grp * a_group, b, off, out + grp * g.M * g.Ho * g.Wo,
@@ -534,7 +593,10 @@ cdef void _forward_run(Geom *g, Plan *p, const floating *x, const floating *w,
     _list_tiles(p, g, tiles)
     if p.direct:
         _pack(w, g, p, PACK_FORWARD_DIRECT, off, ap)
-        _window_offsets(g.Cg, p.Hp, p.Wp, g, True, off)
+        if p.psh * p.psw > 1:
+            _phase_offsets(g.Cg, p, g, off)
+        else:
+            _window_offsets(g.Cg, p.Hp, p.Wp, g, True, off)
     else:
         _pack(w, g, p, PACK_FORWARD_IM2COL, off, ap)
         _row_offsets(p.depth, p.ldc, off)

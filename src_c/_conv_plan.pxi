@@ -14,7 +14,7 @@ cdef struct Geom:
 
 
 cdef struct Plan:
-    bint direct                  # stride 1: shifted views of a padded plane, no im2col
+    bint direct                  # shifted views of padded (phase) planes, no im2col
     bint rowwise                 # gemm column tiles start at output rows (else run flat)
     int rowblock                 # >0: one-row gemm over blocks of this many output rows
     int level, mr, nr            # register tile: SIMD level (0 portable) and shape
@@ -25,6 +25,9 @@ cdef struct Plan:
     Py_ssize_t kgroup            # direct: depth entries per kernel row (channels * kW)
     Py_ssize_t src_top, src_rows # direct: rows of the padded plane holding the source
     Py_ssize_t Hp, Wp, top, left # padded plane and where the source starts in it
+    Py_ssize_t psh, psw          # direct forward: the stride, split into phase planes
+    Py_ssize_t pnh, pnw          # ... of which the window reads pnh x pnw per channel
+                                 # (min(stride, kernel); 1, 1: one padded plane)
     Py_ssize_t slack             # zeros after the padded planes (reads past the last row)
     Py_ssize_t flat_len          # weight gradient: widened output-gradient plane length
     bint lanes_dot               # weight gradient: output channels along the lanes
@@ -135,7 +138,7 @@ cdef void _k_range(Plan *p, Geom *g, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t *k
     depth runs kernel row by kernel row, and a kernel row whose input row is padding for
     every output row of the tile is skipped."""
     cdef Py_ssize_t oy, lo = g.kh, hi = -1, l, h
-    if not p.direct:
+    if not p.direct or p.kgroup == 0:
         k0[0], k1[0] = 0, p.depth
         return
     if g.dh == 1:  # rows move together: the union is the first row's lo, the last's hi
@@ -223,11 +226,22 @@ cdef void _gemm_geometry(Plan *p, Geom *g, int kind, bint direct) noexcept nogil
     """The gemm that forward (kind FORWARD) or the input gradient runs per group."""
     p.direct = direct
     p.Hp = p.Wp = p.top = p.left = p.src_top = p.src_rows = p.kgroup = 0
+    p.psh = p.psw = p.pnh = p.pnw = 1
     if kind == FORWARD:
         p.rows, p.depth = g.M, g.K
         p.out_rows, p.out_cols = g.Ho, g.Wo
         p.pitch = g.Wo
-        if direct:
+        if direct and (g.sh > 1 or g.sw > 1):
+            # A strided convolution (undilated) as a stride-1 one over phase planes:
+            # plane (c, a, b) holds padded input rows a, a + sh, ... and columns b,
+            # b + sw, ...; window element (ky, kx) of output (oy, ox) is that plane's
+            # element (oy + ky // sh, ox + kx // sw) for a = ky % sh, b = kx % sw.
+            p.psh, p.psw = g.sh, g.sw
+            p.pnh, p.pnw = min(g.sh, g.kh), min(g.sw, g.kw)
+            p.Hp, p.Wp = g.Ho + (g.kh - 1) // g.sh, g.Wo + (g.kw - 1) // g.sw
+            p.top, p.left = g.pt, g.pl
+            p.pitch = p.Wp  # kgroup 0: every tile sees the whole depth (padding is zeros)
+        elif direct:
             p.Hp, p.Wp = g.Ho + g.dh * (g.kh - 1), g.Wo + g.dw * (g.kw - 1)
             p.top, p.left = g.pt, g.pl
             p.src_top, p.src_rows, p.kgroup = g.pt, g.H, g.Cg * g.kw
@@ -282,7 +296,8 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     cdef double rates[3]
     rates[:] = [0, 1.2, 1.9]   # per SIMD level, relative to AVX2 6x16
     p.rowblock = 0
-    if (p.direct and p.rows == 1 and g.dh == 1 and (g.kh == 3 or g.kh == 5 or g.kh == 7)
+    if (p.direct and p.kgroup > 0 and p.rows == 1 and g.dh == 1
+            and (g.kh == 3 or g.kh == 5 or g.kh == 7)
             and fg_simd_level() >= 1):
         for i in range(6 if fg_simd_level() >= 2 else 1):
             mr = 8 - i // 2 if fg_simd_level() >= 2 else 4
@@ -306,7 +321,7 @@ cdef void _gemm_sizes(Plan *p, Geom *g, int kind) noexcept nogil:
     if p.direct:
         # tiles read up to ldc columns past each shifted plane start
         p.slack = max(<Py_ssize_t>0, p.ldc - p.out_rows * p.Wp) + g.dw * (g.kw - 1) + 1
-        p.size_b = (g.C if kind == FORWARD else g.Co) * p.Hp * p.Wp + p.slack
+        p.size_b = (g.C if kind == FORWARD else g.Co) * p.pnh * p.pnw * p.Hp * p.Wp + p.slack
     elif kind == FORWARD:
         p.size_b = p.depth * p.ldc          # im2col rows
     else:
@@ -403,7 +418,8 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
         raise ValueError(f"{kernel}: the problem is too large (a workspace of about "
                          f"{dsize:.3g} elements)")
     if kind == FORWARD:
-        _gemm_geometry(p, g, kind, stride1)
+        # direct: stride 1, or any stride over phase planes when undilated
+        _gemm_geometry(p, g, kind, stride1 or (g.dh == 1 and g.dw == 1))
         _choose_tiles(p, g)
         _gemm_sizes(p, g, kind)
     elif kind == BACKWARD_INPUT:

@@ -207,8 +207,11 @@ def test_paths_are_chosen_as_documented():
     c = Case(8, 6, 14, 14, 16, 5, 5)  # LeNet conv2
     info = compiled._plan_info("forward", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
     assert info["path"] == "direct"
-    s = Case(8, 6, 14, 14, 16, 5, 5, stride=(2, 2))
+    s = Case(8, 6, 14, 14, 16, 5, 5, stride=(2, 2))  # undilated: direct over phase planes
     info = compiled._plan_info("forward", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)
+    assert info["path"] == "direct"
+    d = Case(8, 6, 14, 14, 16, 3, 3, stride=(2, 2), dil=(2, 2))
+    info = compiled._plan_info("forward", d.x_shape, d.w_shape, d.y_shape, *d.params, 1)
     assert info["path"] == "im2col"
     assert compiled._plan_info("backward_input", s.x_shape, s.w_shape, s.y_shape, *s.params,
                                1)["path"] == "col2im"
