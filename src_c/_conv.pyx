@@ -304,13 +304,13 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
     _plan("_plan_info", &g, kinds[kernel], n_threads, &p)
     general = "col2im" if kernel == "backward_input" else "im2col"
     info = {"path": "direct" if p.direct else general, "tile": (p.mr, p.nr),
-            "threads": p.nthreads, "workspace": p.total}
+            "threads": p.nthreads, "workspace": p.total, "simd": p.level}
     if kernel == "backward_weight":
         info.update(flat_dot=p.flat_len > 0, lanes_dot=bool(p.lanes_dot),
                     images_per_block=p.images, blocks=p.blocks,
                     chunks=p.chunks)
     else:
-        info.update(rowwise=bool(p.rowwise), tiles=p.n_tiles, simd=p.level,
+        info.update(rowwise=bool(p.rowwise), tiles=p.n_tiles,
                     rowblock=p.rowblock,  # col2im: the gemm fills columns, not the output
                     stores_into_output=bool(_stores_into(&p)) and (kernel == "forward" or p.direct))
     return info
