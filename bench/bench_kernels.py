@@ -10,6 +10,14 @@ backends, with the same arrays, and prints the median times and the speed-up.
 The reference kernels are honest Python loops: the CIFAR-small convolutions take seconds
 per call there, so the reference is timed once or twice (--ref-repeat) and the compiled
 kernels many times (--repeat). The speed-up is reference median / compiled median.
+
+    python bench/bench_kernels.py --bandwidth     # memory-bound kernels, GB/s
+
+--bandwidth instead times the memory-bound kernels (linear at batch 1, 2x2 max pooling,
+BatchNorm, ReLU, SGD-momentum and Adam steps) on arrays larger than L2, on the SIMD path
+fastgrad runs, and prints the bytes each call must read and write per second, against
+numpy's copy of an array of the same size measured right before it (bytes read +
+written per second; target >= 70% of it).
 """
 import argparse
 import statistics
@@ -173,6 +181,79 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
+def bandwidth_cases(rng, n_threads):
+    """(label, call, bytes read + written per call) of the memory-bound kernels."""
+    f32 = np.float32
+    cases = []
+    x = rng.standard_normal((1, 4096)).astype(f32)           # linear at batch 1: the weight
+    w = rng.standard_normal((512, 4096)).astype(f32)
+    b = rng.standard_normal(512).astype(f32)
+    y = np.empty((1, 512), f32)
+    cases.append(("linear fwd 1x4096 -> 512", lambda: kernels.linear_forward(x, w, b, y, False,
+                                                                             n_threads), w.nbytes))
+    a = rng.standard_normal((64, 32, 32, 32)).astype(f32)
+    o = np.empty((64, 32, 16, 16), f32)
+    i = np.empty(o.shape, np.int64)
+    cases.append(("max_pool2d 2x2 fwd (64, 32, 32, 32)",
+                  lambda: kernels.max_pool2d_forward(a, o, i, 2, 2, 2, 2, 0, 0, 1, 1, n_threads),
+                  a.nbytes + o.nbytes + i.nbytes))
+    r = np.empty_like(a)
+    cases.append(("relu fwd (64, 32, 32, 32)", lambda: kernels.relu_forward(a, r, n_threads),
+                  2 * a.nbytes))
+    a3 = a.reshape(64, 32, -1)   # BatchNorm kernels take (N, C, S)
+    r3 = r.reshape(a3.shape)
+    c = a.shape[1]
+    bw, bb = np.ones(c, f32), np.zeros(c, f32)
+    rm, rv, sm, si = np.zeros(c, f32), np.ones(c, f32), np.empty(c, f32), np.empty(c, f32)
+    cases.append(("batch_norm fwd train (64, 32, 32, 32)",
+                  lambda: kernels.batch_norm_forward_train(a3, bw, bb, rm, rv, 0.1, 1e-5, r3, sm,
+                                                           si, n_threads), 3 * a.nbytes))
+    g, gi = rng.standard_normal(a3.shape).astype(f32), np.empty_like(a3)
+    gw, gb = np.empty(c, f32), np.empty(c, f32)
+    kernels.batch_norm_forward_train(a3, bw, bb, rm, rv, 0.1, 1e-5, r3, sm, si, n_threads)
+    cases.append(("batch_norm bwd (64, 32, 32, 32)",
+                  lambda: kernels.batch_norm_backward(g, a3, bw, sm, si, True, gi, gw, gb,
+                                                      n_threads), 5 * a.nbytes))
+    params = [rng.standard_normal(1 << 20).astype(f32) for _ in range(4)]
+    grads = [rng.standard_normal(p.shape).astype(f32) for p in params]
+    bufs = [np.zeros_like(p) for p in params]
+    size = sum(p.nbytes for p in params)
+    cases.append(("sgd momentum step 4 x 1M", lambda: kernels.sgd_step(
+        params, grads, bufs, 1e-3, 0.9, 0.0, 0.0, False, False, False, n_threads), 5 * size))
+    m1, m2 = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
+    cases.append(("adam step 4 x 1M", lambda: kernels.adam_step(
+        params, grads, m1, m2, [], 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, False, False,
+        n_threads), 7 * size))
+    return cases
+
+
+def bandwidth(args):
+    """Memory-bound kernels in GB/s against numpy's copy in the same run (medians)."""
+    rng = np.random.default_rng(0)
+    print(f"CPU: {cpu_model()}; float32; {args.threads} thread(s); SIMD path "
+          f"{kernels.simd_path}; medians of {args.repeat}, alternating with the copy, "
+          "thread CPU clock")
+    print("\n| kernel | GB/s | copy GB/s | share of copy |\n|---|---|---|---|")
+    for label, call, nbytes in bandwidth_cases(rng, args.threads):
+        src = np.ones(nbytes // 8, np.float32)  # copying it reads and writes nbytes in all
+        dst = np.empty_like(src)
+        np.copyto(dst, src)
+        call()  # warm-up: pages, plans
+        copies, times = [], []
+        for _ in range(args.repeat):  # alternating, on this thread's CPU clock
+            t0 = time.thread_time()
+            np.copyto(dst, src)
+            t1 = time.thread_time()
+            call()
+            t2 = time.thread_time()
+            copies.append(t1 - t0)
+            times.append(t2 - t1)
+        t, copy = statistics.median(times), statistics.median(copies)
+        rate, copy_rate = nbytes / t / 1e9, nbytes / copy / 1e9
+        print(f"| {label} | {rate:.1f} | {copy_rate:.1f} | {rate / copy_rate:.0%} |", flush=True)
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=2)
@@ -181,10 +262,14 @@ def main(argv=None):
     p.add_argument("--ref-repeat", type=int, default=1, help="timed calls of each reference kernel")
     p.add_argument("--nets", default="lenet5,cifar_small,other",
                    help="lenet5, cifar_small and/or other (the kernels neither net uses)")
+    p.add_argument("--bandwidth", action="store_true",
+                   help="the memory-bound kernels in GB/s against numpy's copy instead")
     args = p.parse_args(argv)
     if kernels.backend != "compiled":
         print("the compiled kernels are not installed: nothing to compare")
         return 1
+    if args.bandwidth:
+        return bandwidth(args)
     print(f"CPU: {cpu_model()}; float32; batch {args.batch}; {args.threads} thread(s); "
           f"fastgrad {fastgrad.__version__}, variant {kernels.simd_variant}")
     print(f"\n| kernel | compiled | pure Python | speed-up |\n|---|---|---|---|")

@@ -97,6 +97,40 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+_LEVEL_NAMES = {2: "avx512", 1: "avx2", 0: "baseline"}
+
+
+def simd_report():
+    """What runs, as a dict: the SIMD path fastgrad selected, how (FASTGRAD_SIMD or the
+    best), the paths this CPU can run, the build variant that runs it and what its
+    compiler targeted, and, per compiled family, the level its kernels dispatch on now
+    (read back from each module, so it is the level that runs, not the one compiled)."""
+    from . import kernels
+    forced = os.environ.get("FASTGRAD_SIMD", "").strip().lower()
+    report = {
+        "simd path": kernels.simd_path or "none (pure Python)",
+        "simd chosen by": (f"use_simd / FASTGRAD_SIMD={forced}" if forced not in ("", "auto")
+                           else "best this CPU runs"),
+        "simd paths (cpu)": ", ".join(kernels.simd_paths()),
+    }
+    if kernels.backend == "compiled":
+        report["build variant"] = f"{kernels.simd_variant} ({kernels.runtime.build_target()})"
+        levels = {}
+        for family in kernels.FAMILIES:
+            mod = sys.modules[getattr(kernels, _first_kernel(family)).__module__]
+            level = getattr(mod, "_simd_level", None)
+            levels[family] = _LEVEL_NAMES[level()] if level else "build's code"
+        report["family levels"] = ", ".join(f"{f} {v}" for f, v in levels.items())
+        report["caches"] = ", ".join(f"L{i} {kernels.runtime.cache_bytes(i) >> 10} KiB"
+                                     for i in (1, 2, 3))
+    return report
+
+
+def _first_kernel(family):
+    import importlib
+    return importlib.import_module(f"fastgrad.reference.{family}").__all__[0]
+
+
 def config_dict():
     """What ``show_config`` prints, as a dict."""
     from . import __version__, kernels
@@ -110,9 +144,9 @@ def config_dict():
         "threads": get_num_threads(),
         "cpu": _cpu_model(),
     }
+    info.update(simd_report())
     if kernels.runtime is not None:
         info["openmp"] = kernels.runtime.openmp_enabled()
-        info["simd level"] = kernels.runtime.simd_level()
         if info["openmp"]:
             from ._openmp import policy
             info["openmp wait policy"] = policy()
@@ -129,6 +163,7 @@ def config_dict():
 
 
 def show_config():
-    """Print the active backend, OpenMP, SIMD level, threads, CPU and versions."""
+    """Print the active backend, OpenMP, the SIMD path that runs (per family), threads,
+    CPU, caches and versions."""
     for key, value in config_dict().items():
         print(f"{key:>20}: {value}")

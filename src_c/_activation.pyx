@@ -24,7 +24,11 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, fabs, log, tanh
 
+from _checks cimport check_array, check_like, check_threads
+
 cnp.import_array()
+
+include "_simd.pxi"
 
 __all__ = [
     "relu_forward", "relu_backward",
@@ -64,33 +68,33 @@ cdef extern from *:
     float fg_tanh_f(float x) noexcept nogil
 
 # relu's two loops are pure memory streams; written in C so that baseline x86-64 builds
-# also carry an AVX2 clone, chosen at load time (about 10% faster when the arrays sit in
-# L2). Same selects as the generic loops, so the same bits. No restrict: the output may
-# be an input.
+# also carry an AVX2 copy, run when the selected SIMD level has it (cpu_features.h;
+# about 10% faster when the arrays sit in L2). Same selects as the generic loops, so the
+# same bits. No restrict: the output may be an input.
 cdef extern from *:
     """
     #include <stddef.h>
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX2__)
-    #define FG_ACT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-    #else
-    #define FG_ACT_CLONES
-    #endif
+    #include "cpu_features.h"
     #define FG_ACT_RELU(T, SUF)                                                          \
-    FG_ACT_CLONES static void fg_relu_forward_##SUF(const T *x, T *y, ptrdiff_t n)       \
+    static inline __attribute__((always_inline)) void                                    \
+    fg_relu_forward_##SUF##_body(const T *x, T *y, ptrdiff_t n)                          \
     {                                                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                              \
             const T v = x[i];                                                            \
             y[i] = v <= 0 ? (T)0 : v;  /* NaN stays NaN */                               \
         }                                                                                \
     }                                                                                    \
-    FG_ACT_CLONES static void fg_relu_backward_##SUF(const T *out, const T *g, T *gi,    \
-                                                     ptrdiff_t n)                        \
+    FG_SIMD_CLONE_VOID(fg_relu_forward_##SUF, (const T *x, T *y, ptrdiff_t n), (x, y, n)) \
+    static inline __attribute__((always_inline)) void                                    \
+    fg_relu_backward_##SUF##_body(const T *out, const T *g, T *gi, ptrdiff_t n)          \
     {                                                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                              \
             const T s = out[i], gv = g[i];                                               \
             gi[i] = s > 0 ? gv : (T)0;                                                   \
         }                                                                                \
-    }
+    }                                                                                    \
+    FG_SIMD_CLONE_VOID(fg_relu_backward_##SUF, (const T *out, const T *g, T *gi, ptrdiff_t n), \
+                       (out, g, gi, n))
     FG_ACT_RELU(float, f32)
     FG_ACT_RELU(double, f64)
     """
@@ -321,52 +325,18 @@ cdef void _softmax_backward(const floating *y, const floating *g, floating *gi, 
 
 cdef int _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim) except -1:
     """Check float arrays of one dtype and one shape (the last n_outputs writable; ndim
-    required when >= 0); return the dtype's type number. Plain C-API reads: at batch 1
-    these checks are most of a kernel's cost."""
-    cdef Py_ssize_t k, d, n = len(arrays)
-    cdef int t, typenum = -1, nd = -1
-    cdef cnp.ndarray a, first = None
+    required when >= 0); return the dtype's type number."""
+    cdef Py_ssize_t k, n = len(arrays)
+    cdef int typenum = -1
     for k in range(n):
-        obj, name = arrays[k], names[k]
-        if not cnp.PyArray_Check(obj):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(obj).__name__}")
-        a = <cnp.ndarray>obj
-        t = cnp.PyArray_TYPE(a)
-        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {obj.dtype}")
-        if ndim >= 0 and cnp.PyArray_NDIM(a) != ndim:
-            raise ValueError(f"{kernel}: {name} must have {ndim} dimensions (rows, cols), "
-                             f"got shape {obj.shape}")
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {obj.strides} "
-                             f"for shape {obj.shape}); pass np.ascontiguousarray({name})")
-        if k >= n - n_outputs and not cnp.PyArray_ISWRITEABLE(a):
-            raise ValueError(f"{kernel}: output {name} is read-only")
-        if first is None:
-            first, typenum, nd = a, t, cnp.PyArray_NDIM(a)
-        elif t != typenum:
-            raise TypeError(f"{kernel}: {name} has dtype {obj.dtype}, but {names[0]} has "
-                            f"{arrays[0].dtype}; all arrays must share one dtype")
-        else:
-            same = cnp.PyArray_NDIM(a) == nd
-            d = 0
-            while same and d < nd:
-                same = cnp.PyArray_DIMS(a)[d] == cnp.PyArray_DIMS(first)[d]
-                d += 1
-            if not same:
-                raise ValueError(f"{kernel}: {name} has shape {obj.shape}, but {names[0]} has "
-                                 f"{arrays[0].shape}; all arrays must share one shape")
+        typenum = check_array(kernel, names[k], arrays[k], ndim, typenum, k >= n - n_outputs)
+        if k:
+            check_like(kernel, names[k], arrays[k], names[0], arrays[0])
     return typenum
 
 
-cdef int _threads(str kernel, object n_threads) except -1:
-    if type(n_threads) is int and 1 <= n_threads <= (1 << 16):
-        return <int>n_threads  # the common case, without the isinstance chain below
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(int(n_threads), 1 << 16)
+cdef inline int _threads(str kernel, object n_threads) except -1:
+    return check_threads(kernel, n_threads)
 
 
 cdef void *_ptr(cnp.ndarray a) noexcept:

@@ -12,6 +12,8 @@ from cython cimport floating
 
 cnp.import_array()
 
+include "_simd.pxi"
+
 __all__ = ["accumulate", "backward_walk"]
 
 

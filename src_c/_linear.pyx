@@ -22,7 +22,11 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 
+from _checks cimport check_array, check_shape, check_threads, overlaps
+
 cnp.import_array()
+
+include "_simd.pxi"
 
 __all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
            "linear_backward_bias", "linear_backward"]
@@ -53,7 +57,6 @@ cdef extern from "linear_kernels.h" nogil:
     Py_ssize_t fg_lin_nr_f32()
     Py_ssize_t fg_lin_nr_f64()
     Py_ssize_t fg_lin_mr()
-    int fg_lin_set_narrow_only(int on)
 
 # Multiply-adds below which a product runs on one thread: about 50 us of work, the
 # point where an OpenMP region (a few us to start) stops costing more than it saves.
@@ -141,54 +144,8 @@ cdef void _forward_dot_threaded(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const 
 
 # --------------------------------------------------------------------------- checks
 
-cdef str _dtype_name(int typenum):
-    return str(cnp.PyArray_DescrFromType(typenum))
-
-
-cdef int _check(str kernel, str name, object arr, int ndim, int typenum,
-                bint writable) except -1:
-    """arr must be an ndarray of ndim dims, C-contiguous, of typenum (or, when typenum is
-    -1, float32/float64); returns its type number."""
-    if not cnp.PyArray_Check(arr):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(arr).__name__}")
-    cdef cnp.ndarray a = <cnp.ndarray>arr
-    cdef int t = cnp.PyArray_TYPE(a)
-    if typenum == -1:
-        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {arr.dtype}")
-    elif t != typenum:
-        raise TypeError(f"{kernel}: {name} has dtype {arr.dtype}, expected {_dtype_name(typenum)} "
-                        "(all arrays of one call share one dtype)")
-    if cnp.PyArray_NDIM(a) != ndim:
-        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {arr.shape}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
-    if writable and not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"{kernel}: {name} is read-only, but it is an output")
-    return t
-
-
-cdef int _check_threads(str kernel, object n_threads) except -1:
-    if type(n_threads) is int and 1 <= n_threads <= (1 << 16):
-        return n_threads  # the common case, without the isinstance chain below
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return min(n_threads, 1 << 16)  # compared as Python ints: any size, no OverflowError
-
-
 cdef inline void *_data(object arr) noexcept:
     return cnp.PyArray_DATA(<cnp.ndarray>arr)
-
-
-cdef bint _overlaps(object a, object b) noexcept:
-    """The memory of two C-contiguous arrays intersects. An output is written while the
-    inputs are still read (no product packs all of its operands first): an input that
-    shares memory with the output is read from a copy instead."""
-    cdef size_t pa = <size_t>cnp.PyArray_DATA(<cnp.ndarray>a)
-    cdef size_t pb = <size_t>cnp.PyArray_DATA(<cnp.ndarray>b)
-    cdef size_t na = <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>a)
-    cdef size_t nb = <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>b)
-    return na > 0 and nb > 0 and pa < pb + nb and pb < pa + na
 
 
 cdef inline Py_ssize_t _dim(object arr, int i) noexcept:
@@ -207,11 +164,8 @@ cdef int _expect_shape(str kernel, str name, object a, Py_ssize_t rows, Py_ssize
     if a is None:
         return 0
     if cols < 0:
-        if _dim(a, 0) != rows:
-            raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected ({rows},)")
-    elif _dim(a, 0) != rows or _dim(a, 1) != cols:
-        raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected ({rows}, {cols})")
-    return 0
+        return check_shape(kernel, name, a, (rows,))
+    return check_shape(kernel, name, a, (rows, cols))
 
 
 # --------------------------------------------------------------------------- kernels
@@ -224,21 +178,21 @@ def linear_forward(x, weight, bias, out, apply_relu, n_threads):
     all C-contiguous. apply_relu: bool (NaN stays NaN, as in PyTorch).
     """
     cdef str kn = "linear_forward"
-    cdef int t = _check(kn, "x", x, 2, -1, False)
-    _check(kn, "weight", weight, 2, t, False)
-    _check(kn, "out", out, 2, t, True)
+    cdef int t = check_array(kn, "x", x, 2, -1, False)
+    check_array(kn, "weight", weight, 2, t, False)
+    check_array(kn, "out", out, 2, t, True)
     if bias is not None:
-        _check(kn, "bias", bias, 1, t, False)
-    cdef int threads = _check_threads(kn, n_threads)
+        check_array(kn, "bias", bias, 1, t, False)
+    cdef int threads = check_threads(kn, n_threads)
     cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(weight, 0)
     _check_features(kn, x, weight)
     _expect_shape(kn, "out", out, n, o)
     _expect_shape(kn, "bias", bias, o, -1)
-    if _overlaps(out, x):
+    if overlaps(out, x):
         x = x.copy()
-    if _overlaps(out, weight):
+    if overlaps(out, weight):
         weight = weight.copy()
-    if bias is not None and _overlaps(out, bias):
+    if bias is not None and overlaps(out, bias):
         bias = bias.copy()
     cdef int relu = 1 if apply_relu else 0
     cdef void *bp = _data(bias) if bias is not None else NULL
@@ -269,19 +223,19 @@ def linear_backward_input(grad_out, weight, grad_x, n_threads):
     grad_x: OUT (N, in_features). One dtype, all C-contiguous.
     """
     cdef str kn = "linear_backward_input"
-    cdef int t = _check(kn, "grad_out", grad_out, 2, -1, False)
-    _check(kn, "weight", weight, 2, t, False)
-    _check(kn, "grad_x", grad_x, 2, t, True)
-    cdef int threads = _check_threads(kn, n_threads)
+    cdef int t = check_array(kn, "grad_out", grad_out, 2, -1, False)
+    check_array(kn, "weight", weight, 2, t, False)
+    check_array(kn, "grad_x", grad_x, 2, t, True)
+    cdef int threads = check_threads(kn, n_threads)
     cdef Py_ssize_t n = _dim(grad_out, 0), o = _dim(grad_out, 1), k = _dim(weight, 1)
     if _dim(weight, 0) != o:
         raise ValueError(f"{kn}: grad_out has {o} features (shape {grad_out.shape}), weight has "
                          f"{_dim(weight, 0)} output features (shape {weight.shape})")
     if _dim(grad_x, 0) != n or _dim(grad_x, 1) != k:
         raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
-    if _overlaps(grad_x, grad_out):
+    if overlaps(grad_x, grad_out):
         grad_out = grad_out.copy()
-    if _overlaps(grad_x, weight):
+    if overlaps(grad_x, weight):
         weight = weight.copy()
     cdef void *gp = _data(grad_out)
     cdef void *wp = _data(weight)
@@ -302,19 +256,19 @@ def linear_backward_weight(x, grad_out, grad_weight, n_threads):
     grad_weight: OUT (out_features, in_features). One dtype, all C-contiguous.
     """
     cdef str kn = "linear_backward_weight"
-    cdef int t = _check(kn, "x", x, 2, -1, False)
-    _check(kn, "grad_out", grad_out, 2, t, False)
-    _check(kn, "grad_weight", grad_weight, 2, t, True)
-    cdef int threads = _check_threads(kn, n_threads)
+    cdef int t = check_array(kn, "x", x, 2, -1, False)
+    check_array(kn, "grad_out", grad_out, 2, t, False)
+    check_array(kn, "grad_weight", grad_weight, 2, t, True)
+    cdef int threads = check_threads(kn, n_threads)
     cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(grad_out, 1)
     if _dim(grad_out, 0) != n:
         raise ValueError(f"{kn}: x has {n} rows (shape {x.shape}), grad_out has "
                          f"{_dim(grad_out, 0)} (shape {grad_out.shape})")
     if _dim(grad_weight, 0) != o or _dim(grad_weight, 1) != k:
         raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
-    if _overlaps(grad_weight, x):
+    if overlaps(grad_weight, x):
         x = x.copy()
-    if _overlaps(grad_weight, grad_out):
+    if overlaps(grad_weight, grad_out):
         grad_out = grad_out.copy()
     cdef void *xp = _data(x)
     cdef void *gp = _data(grad_out)
@@ -336,13 +290,13 @@ def linear_backward_bias(grad_out, grad_bias, n_threads):
     Single-threaded: one pass over grad_out is memory-bound and small.
     """
     cdef str kn = "linear_backward_bias"
-    cdef int t = _check(kn, "grad_out", grad_out, 2, -1, False)
-    _check(kn, "grad_bias", grad_bias, 1, t, True)
-    _check_threads(kn, n_threads)
+    cdef int t = check_array(kn, "grad_out", grad_out, 2, -1, False)
+    check_array(kn, "grad_bias", grad_bias, 1, t, True)
+    check_threads(kn, n_threads)
     cdef Py_ssize_t n = _dim(grad_out, 0), o = _dim(grad_out, 1)
     if _dim(grad_bias, 0) != o:
         raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
-    if _overlaps(grad_bias, grad_out):
+    if overlaps(grad_bias, grad_out):
         grad_out = grad_out.copy()
     cdef void *gp = _data(grad_out)
     cdef void *bp = _data(grad_bias)
@@ -366,18 +320,18 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
     Meant for a few rows: its one pass reads x and grad_out once per output feature.
     """
     cdef str kn = "linear_backward"
-    cdef int t = _check(kn, "x", x, 2, -1, False)
-    _check(kn, "grad_out", grad_out, 2, t, False)
-    _check(kn, "weight", weight, 2, t, False)
+    cdef int t = check_array(kn, "x", x, 2, -1, False)
+    check_array(kn, "grad_out", grad_out, 2, t, False)
+    check_array(kn, "weight", weight, 2, t, False)
     if relu_out is not None:
-        _check(kn, "relu_out", relu_out, 2, t, False)
+        check_array(kn, "relu_out", relu_out, 2, t, False)
     if grad_x is not None:
-        _check(kn, "grad_x", grad_x, 2, t, True)
+        check_array(kn, "grad_x", grad_x, 2, t, True)
     if grad_weight is not None:
-        _check(kn, "grad_weight", grad_weight, 2, t, True)
+        check_array(kn, "grad_weight", grad_weight, 2, t, True)
     if grad_bias is not None:
-        _check(kn, "grad_bias", grad_bias, 1, t, True)
-    _check_threads(kn, n_threads)
+        check_array(kn, "grad_bias", grad_bias, 1, t, True)
+    check_threads(kn, n_threads)
     cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), o = _dim(weight, 0)
     _check_features(kn, x, weight)
     _expect_shape(kn, "grad_out", grad_out, n, o)
@@ -385,22 +339,22 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
     _expect_shape(kn, "grad_x", grad_x, n, k)
     _expect_shape(kn, "grad_weight", grad_weight, o, k)
     _expect_shape(kn, "grad_bias", grad_bias, o, -1)
-    if grad_x is not None and grad_weight is not None and _overlaps(grad_x, grad_weight):
+    if grad_x is not None and grad_weight is not None and overlaps(grad_x, grad_weight):
         raise ValueError(f"{kn}: outputs grad_x and grad_weight share memory")
-    if grad_x is not None and grad_bias is not None and _overlaps(grad_x, grad_bias):
+    if grad_x is not None and grad_bias is not None and overlaps(grad_x, grad_bias):
         raise ValueError(f"{kn}: outputs grad_x and grad_bias share memory")
-    if grad_weight is not None and grad_bias is not None and _overlaps(grad_weight, grad_bias):
+    if grad_weight is not None and grad_bias is not None and overlaps(grad_weight, grad_bias):
         raise ValueError(f"{kn}: outputs grad_weight and grad_bias share memory")
     for out in (grad_x, grad_weight, grad_bias):  # inputs sharing an output's memory: copies
         if out is None:
             continue
-        if _overlaps(out, x):
+        if overlaps(out, x):
             x = x.copy()
-        if _overlaps(out, grad_out):
+        if overlaps(out, grad_out):
             grad_out = grad_out.copy()
-        if _overlaps(out, weight):
+        if overlaps(out, weight):
             weight = weight.copy()
-        if relu_out is not None and _overlaps(out, relu_out):
+        if relu_out is not None and overlaps(out, relu_out):
             relu_out = relu_out.copy()
     cdef void *xp = _data(x)
     cdef void *gp = _data(grad_out)
@@ -418,10 +372,3 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
             fg_lin_backward_small_f64(n, k, o, <const double *>xp, <const double *>gp,
                                       <const double *>rp, <const double *>wp, <double *>gxp,
                                       <double *>gwp, <double *>gbp)
-
-
-def _use_narrow_kernels(on):
-    """Testing hook: in a baseline build on an AVX2 CPU, run the portable 128-bit kernels
-    instead of the AVX2 ones (both are compiled in). Returns False when this build has
-    no such choice (the x86-64-v3 build, or a non-x86 CPU). Not thread-safe."""
-    return bool(fg_lin_set_narrow_only(1 if on else 0))

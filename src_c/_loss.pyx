@@ -23,7 +23,11 @@ from cython.parallel cimport prange
 from libc.math cimport NAN, exp, fabs, log, log1p, log1pf
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t
 
+from _checks cimport check_array, check_disjoint, check_shape, check_threads
+
 cnp.import_array()
+
+include "_simd.pxi"
 
 __all__ = [
     "cross_entropy_forward",
@@ -62,28 +66,11 @@ cdef object _float_array(str kernel, str name, object a, object dtype, tuple sha
     ``shape`` unless that is None); return its dtype. Checked through numpy's C API: a
     training step calls these kernels with tiny arrays, where Python-level attribute
     reads would cost more than the loss itself."""
-    if not cnp.PyArray_Check(a):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    cdef int t = cnp.PyArray_TYPE(arr)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-    cdef object own = <object>cnp.PyArray_DESCR(arr)
-    if dtype is not None and own is not dtype and own != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, expected {dtype} like the input")
-    cdef Py_ssize_t i
+    check_array(kernel, name, a, -1, -1 if dtype is None else (<cnp.dtype>dtype).type_num,
+                output)
     if shape is not None:
-        if cnp.PyArray_NDIM(arr) != len(shape):
-            raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected {shape}")
-        for i in range(len(shape)):
-            if cnp.PyArray_DIMS(arr)[i] != <Py_ssize_t>shape[i]:
-                raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected {shape}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                         f"for shape {a.shape}); pass np.ascontiguousarray({name})")
-    if output and not cnp.PyArray_ISWRITEABLE(arr):
-        raise ValueError(f"{kernel}: output {name} is read-only")
-    return own
+        check_shape(kernel, name, a, shape)
+    return <object>cnp.PyArray_DESCR(<cnp.ndarray>a)
 
 
 cdef object _matrix(str kernel, str name, object a):
@@ -113,37 +100,18 @@ cdef void *_weights(str kernel, object weight, object dtype, Py_ssize_t n_classe
     return cnp.PyArray_DATA(weight)
 
 
-cdef int _threads(str kernel, object n_threads) except -1:
-    if type(n_threads) is int and 1 <= n_threads <= (1 << 16):
-        return n_threads  # the common case, without the isinstance chain below
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(int(n_threads), 1 << 16)
+cdef inline int _threads(str kernel, object n_threads) except -1:
+    return check_threads(kernel, n_threads)
 
 
 cdef _disjoint(str kernel, tuple outputs, tuple inputs):
     """Refuse an output (name, array or None) that shares memory with an input or an
-    earlier output: the loops read inputs while writing outputs, row by row. Every array
-    is C-contiguous (checked before), so its memory is one byte range."""
+    earlier output: the loops read inputs while writing outputs, row by row."""
     cdef Py_ssize_t i
-    cdef char *o0
-    cdef char *o1
-    cdef char *a0
     for i in range(len(outputs)):
         out_name, out = outputs[i]
-        if out is None:
-            continue
-        o0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
-        o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out)
         for name, a in inputs + outputs[:i]:
-            if a is None:
-                continue
-            a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
-            if a0 < o1 and o0 < a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a):
-                raise ValueError(f"{kernel}: output {out_name} shares memory with {name}; "
-                                 "outputs must not overlap inputs or other outputs")
+            check_disjoint(kernel, out_name, out, name, a)
 
 
 cdef inline void *_ptr(object a) noexcept:

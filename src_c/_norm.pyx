@@ -28,7 +28,11 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
 
+from _checks cimport check_threads
+
 cnp.import_array()
+
+include "_simd.pxi"
 
 __all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
 
@@ -301,10 +305,8 @@ cdef class _Checker:
         return cnp.PyArray_DATA(a)
 
 
-cdef int _threads(str kernel, object n_threads) except -1:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(n_threads, 1 << 16)
+cdef inline int _threads(str kernel, object n_threads) except -1:
+    return check_threads(kernel, n_threads)
 
 
 cdef double _number(str kernel, str name, object value) except? -1:

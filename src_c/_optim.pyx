@@ -28,7 +28,11 @@ from cython.parallel cimport prange
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport pow, sqrt, sqrtf
 
+from _checks cimport check_threads
+
 cnp.import_array()
+
+include "_simd.pxi"
 
 __all__ = ["sgd_step", "adam_step", "rmsprop_step"]
 
@@ -165,13 +169,8 @@ cdef inline bint _part(const Batch *b, Py_ssize_t i, Py_ssize_t lo, Py_ssize_t h
     return e > s
 
 
-cdef int _threads(str kernel, object n_threads) except -1:
-    """n_threads as a C int: an integer >= 1, capped at MAX_THREADS."""
-    if not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be an integer, got {type(n_threads).__name__}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
-    return <int>min(n_threads, MAX_THREADS)
+cdef inline int _threads(str kernel, object n_threads) except -1:
+    return check_threads(kernel, n_threads)
 
 
 cdef double _real(str kernel, str name, object value) except? -1.0:

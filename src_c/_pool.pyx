@@ -33,7 +33,11 @@ from libc.math cimport INFINITY
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
+from _checks cimport check_array, check_disjoint, check_threads, same_shape
+
 cnp.import_array()
+
+include "_simd.pxi"
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
@@ -48,13 +52,9 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX2__)
-    /* baseline build: also an AVX2 clone, chosen at load time (the selects vectorise
-       far better with AVX2's blends and 256-bit compares) */
-    #define FG_POOL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-    #else
-    #define FG_POOL_CLONES
-    #endif
+    /* baseline build: also an AVX2 copy, chosen by the selected SIMD level (the selects
+       vectorise far better with AVX2's blends and 256-bit compares) */
+    #include "cpu_features.h"
     #define FG_POOL_ROW_KERNELS(T, SUF)                                                   \
     static inline __attribute__((always_inline)) void                                     \
     fg_pool_max_tap_body_##SUF(const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo,       \
@@ -68,14 +68,18 @@ cdef extern from *:
             irow[ow] = take ? base + iw : irow[ow];                                       \
         }                                                                                 \
     }                                                                                     \
-    FG_POOL_CLONES static void fg_pool_max_tap_##SUF(const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo, \
-                                      ptrdiff_t hi, ptrdiff_t sw, ptrdiff_t off,          \
-                                      int64_t base)                                       \
+    static inline __attribute__((always_inline)) void                                     \
+    fg_pool_max_tap_##SUF##_body(const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo,     \
+                                 ptrdiff_t hi, ptrdiff_t sw, ptrdiff_t off, int64_t base) \
     {   /* constant strides for the common cases, so loads need no gathering */          \
         if (sw == 1) fg_pool_max_tap_body_##SUF(xrow, yrow, irow, lo, hi, 1, off, base);  \
         else if (sw == 2) fg_pool_max_tap_body_##SUF(xrow, yrow, irow, lo, hi, 2, off, base); \
         else fg_pool_max_tap_body_##SUF(xrow, yrow, irow, lo, hi, sw, off, base);         \
     }                                                                                     \
+    FG_SIMD_CLONE_VOID(fg_pool_max_tap_##SUF,                                             \
+                       (const T *xrow, T *yrow, int64_t *irow, ptrdiff_t lo, ptrdiff_t hi, \
+                        ptrdiff_t sw, ptrdiff_t off, int64_t base),                       \
+                       (xrow, yrow, irow, lo, hi, sw, off, base))                         \
     static inline __attribute__((always_inline)) void                                     \
     fg_pool_sum_tap_body_##SUF(const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi,        \
                                ptrdiff_t sw, ptrdiff_t off)                               \
@@ -83,13 +87,18 @@ cdef extern from *:
         for (ptrdiff_t ow = lo; ow < hi; ow++)                                            \
             yrow[ow] += xrow[ow * sw + off];                                              \
     }                                                                                     \
-    FG_POOL_CLONES static void fg_pool_sum_tap_##SUF(const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi, \
-                                      ptrdiff_t sw, ptrdiff_t off)                        \
+    static inline __attribute__((always_inline)) void                                     \
+    fg_pool_sum_tap_##SUF##_body(const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi,      \
+                                 ptrdiff_t sw, ptrdiff_t off)                             \
     {                                                                                     \
         if (sw == 1) fg_pool_sum_tap_body_##SUF(xrow, yrow, lo, hi, 1, off);              \
         else if (sw == 2) fg_pool_sum_tap_body_##SUF(xrow, yrow, lo, hi, 2, off);         \
         else fg_pool_sum_tap_body_##SUF(xrow, yrow, lo, hi, sw, off);                     \
-    }
+    }                                                                                     \
+    FG_SIMD_CLONE_VOID(fg_pool_sum_tap_##SUF,                                             \
+                       (const T *xrow, T *yrow, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t sw, \
+                        ptrdiff_t off),                                                   \
+                       (xrow, yrow, lo, hi, sw, off))
     FG_POOL_ROW_KERNELS(float, f32)
     FG_POOL_ROW_KERNELS(double, f64)
     """
@@ -114,7 +123,6 @@ cdef extern from "pool_kernels.h" nogil:
                                     Py_ssize_t OH, Py_ssize_t OW)
     int fg_pool_max2x2_backward_f64(const double *g, const int64_t *idx, double *gx,
                                     Py_ssize_t OH, Py_ssize_t OW)
-    int fg_pool_set_scalar_only(int on)
     int fg_pool_any_outside(const int64_t *idx, Py_ssize_t n, int64_t limit)
 
 
@@ -482,28 +490,6 @@ cdef void _adaptive_backward(const floating *g, floating *gx, Py_ssize_t planes,
 
 # --------------------------------------------------------------------------- checks
 
-cdef int _check(str kernel, str name, object arr, int typenum, bint writable) except -1:
-    """arr must be a 4-D C-contiguous ndarray of typenum (or float32/float64 when typenum
-    is -1); returns its type number."""
-    if not cnp.PyArray_Check(arr):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(arr).__name__}")
-    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>arr)
-    if typenum == -1:
-        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {arr.dtype}")
-    elif t != typenum:
-        raise TypeError(f"{kernel}: {name} has dtype {arr.dtype}, expected "
-                        f"{cnp.PyArray_DescrFromType(typenum)}")
-    if cnp.PyArray_NDIM(<cnp.ndarray>arr) != 4:
-        raise ValueError(f"{kernel}: {name} must have 4 dimensions (N, C, H, W), got shape "
-                         f"{arr.shape}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>arr):
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
-    if writable and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>arr):
-        raise ValueError(f"{kernel}: {name} is read-only, but it is an output")
-    return t
-
-
 cdef Py_ssize_t _param(str kernel, str name, object value, Py_ssize_t minimum) except -1:
     if type(value) is int and minimum <= value <= PARAM_MAX:
         return value  # the common case, without the isinstance chain below
@@ -515,14 +501,9 @@ cdef Py_ssize_t _param(str kernel, str name, object value, Py_ssize_t minimum) e
 
 
 cdef int _threads(str kernel, object n_threads, Py_ssize_t work) except -1:
-    """The thread count to use: 1 for small work, else n_threads (validated)."""
-    if type(n_threads) is int and n_threads >= 1:
-        return 1 if work < PARALLEL_MIN_WORK else min(<long long>n_threads, 1 << 16)
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if work < PARALLEL_MIN_WORK:
-        return 1
-    return min(<long long>n_threads, 1 << 16)
+    """The thread count to use: 1 for small work, else n_threads (checked)."""
+    cdef int n = check_threads(kernel, n_threads)
+    return 1 if work < PARALLEL_MIN_WORK else n
 
 
 cdef inline Py_ssize_t _dim(object arr, int i) noexcept:
@@ -549,15 +530,6 @@ cdef Py_ssize_t _first_outside(const int64_t *idx, Py_ssize_t total,
     return -1
 
 
-cdef inline bint _same_shape(object a, object b) noexcept:
-    """Two 4-D arrays (checked before) of one shape."""
-    cdef int i
-    for i in range(4):
-        if _dim(a, i) != _dim(b, i):
-            return False
-    return True
-
-
 cdef _same_planes(str kernel, str a_name, a, str b_name, b):
     if _dim(a, 0) != _dim(b, 0) or _dim(a, 1) != _dim(b, 1):
         raise ValueError(f"{kernel}: {a_name} has shape {a.shape} and {b_name} {b.shape}: "
@@ -565,17 +537,9 @@ cdef _same_planes(str kernel, str a_name, a, str b_name, b):
 
 
 cdef int _check_disjoint(str kernel, str out_name, object out, tuple ins) except -1:
-    """out must share no memory with the arrays in ins (all C-contiguous, checked before:
-    each one's memory is one byte range)."""
-    cdef char *o0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
-    cdef char *o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out)
-    cdef char *a0
-    cdef char *a1
+    """out shares no memory with the (name, array) pairs of ins."""
     for name, a in ins:
-        a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
-        a1 = a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a)
-        if a0 < o1 and o0 < a1:
-            raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
+        check_disjoint(kernel, out_name, out, name, a)
     return 0
 
 
@@ -616,15 +580,15 @@ def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
     kernel >= 1, stride >= 1, pad >= 0, dilation >= 1.
     """
     cdef str kn = "max_pool2d_forward"
-    cdef int t = _check(kn, "x", x, -1, False)
-    _check(kn, "out", out, t, True)
-    _check(kn, "indices", indices, cnp.NPY_INT64, True)
+    cdef int t = check_array(kn, "x", x, 4, -1, False)
+    check_array(kn, "out", out, 4, t, True)
+    check_array(kn, "indices", indices, 4, cnp.NPY_INT64, True)
     cdef Py_ssize_t kh = _param(kn, "kernel_h", kernel_h, 1), kw = _param(kn, "kernel_w", kernel_w, 1)
     cdef Py_ssize_t sh = _param(kn, "stride_h", stride_h, 1), sw = _param(kn, "stride_w", stride_w, 1)
     cdef Py_ssize_t ph = _param(kn, "pad_h", pad_h, 0), pw = _param(kn, "pad_w", pad_w, 0)
     cdef Py_ssize_t dh = _param(kn, "dil_h", dil_h, 1), dw = _param(kn, "dil_w", dil_w, 1)
     _same_planes(kn, "x", x, "out", out)
-    if not _same_shape(indices, out):
+    if not same_shape(indices, out):
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected out's {out.shape}")
     _check_disjoint(kn, "out", out, (("x", x),))
     _check_disjoint(kn, "indices", indices, (("x", x), ("out", out)))
@@ -656,10 +620,10 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
     input (overlapping windows): their gradients add up.
     """
     cdef str kn = "max_pool2d_backward"
-    cdef int t = _check(kn, "grad_out", grad_out, -1, False)
-    _check(kn, "indices", indices, cnp.NPY_INT64, False)
-    _check(kn, "grad_x", grad_x, t, True)
-    if not _same_shape(indices, grad_out):
+    cdef int t = check_array(kn, "grad_out", grad_out, 4, -1, False)
+    check_array(kn, "indices", indices, 4, cnp.NPY_INT64, False)
+    check_array(kn, "grad_x", grad_x, 4, t, True)
+    if not same_shape(indices, grad_out):
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected grad_out's "
                          f"{grad_out.shape}")
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
@@ -711,8 +675,8 @@ def avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
     divisor_override: None or a nonzero integer. kernel >= 1, stride >= 1, pad >= 0.
     """
     cdef str kn = "avg_pool2d_forward"
-    cdef int t = _check(kn, "x", x, -1, False)
-    _check(kn, "out", out, t, True)
+    cdef int t = check_array(kn, "x", x, 4, -1, False)
+    check_array(kn, "out", out, 4, t, True)
     cdef Py_ssize_t kh = _param(kn, "kernel_h", kernel_h, 1), kw = _param(kn, "kernel_w", kernel_w, 1)
     cdef Py_ssize_t sh = _param(kn, "stride_h", stride_h, 1), sw = _param(kn, "stride_w", stride_w, 1)
     cdef Py_ssize_t ph = _param(kn, "pad_h", pad_h, 0), pw = _param(kn, "pad_w", pad_w, 0)
@@ -742,8 +706,8 @@ def avg_pool2d_backward(grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w
     arguments are those of avg_pool2d_forward.
     """
     cdef str kn = "avg_pool2d_backward"
-    cdef int t = _check(kn, "grad_out", grad_out, -1, False)
-    _check(kn, "grad_x", grad_x, t, True)
+    cdef int t = check_array(kn, "grad_out", grad_out, 4, -1, False)
+    check_array(kn, "grad_x", grad_x, 4, t, True)
     cdef Py_ssize_t kh = _param(kn, "kernel_h", kernel_h, 1), kw = _param(kn, "kernel_w", kernel_w, 1)
     cdef Py_ssize_t sh = _param(kn, "stride_h", stride_h, 1), sw = _param(kn, "stride_w", stride_w, 1)
     cdef Py_ssize_t ph = _param(kn, "pad_h", pad_h, 0), pw = _param(kn, "pad_w", pad_w, 0)
@@ -771,8 +735,8 @@ def adaptive_avg_pool2d_forward(x, out, n_threads):
     x: IN (N, C, H, W) with H, W >= 1 (unless out is empty); out: OUT (N, C, OH, OW).
     """
     cdef str kn = "adaptive_avg_pool2d_forward"
-    cdef int t = _check(kn, "x", x, -1, False)
-    _check(kn, "out", out, t, True)
+    cdef int t = check_array(kn, "x", x, 4, -1, False)
+    check_array(kn, "out", out, 4, t, True)
     _same_planes(kn, "x", x, "out", out)
     _check_disjoint(kn, "out", out, (("x", x),))
     cdef Py_ssize_t planes = _dim(x, 0) * _dim(x, 1), H = _dim(x, 2), W = _dim(x, 3)
@@ -798,8 +762,8 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
     (unless grad_out is empty).
     """
     cdef str kn = "adaptive_avg_pool2d_backward"
-    cdef int t = _check(kn, "grad_out", grad_out, -1, False)
-    _check(kn, "grad_x", grad_x, t, True)
+    cdef int t = check_array(kn, "grad_out", grad_out, 4, -1, False)
+    check_array(kn, "grad_x", grad_x, 4, t, True)
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
     _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out),))
     cdef Py_ssize_t planes = _dim(grad_x, 0) * _dim(grad_x, 1), H = _dim(grad_x, 2), W = _dim(grad_x, 3)
@@ -817,9 +781,3 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
         else:
             _adaptive_backward[double](<const double *>gp, <double *>gxp, planes, H, W, OH, OW,
                                        threads)
-
-
-def _use_scalar_kernels(on):
-    """Testing hook: run the portable loops of the 2x2 max-pool path instead of its AVX2
-    ones. Returns False when this build has no AVX2 path. Not thread-safe."""
-    return bool(fg_pool_set_scalar_only(1 if on else 0))

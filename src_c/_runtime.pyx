@@ -1,6 +1,12 @@
-# Design: facts about the compiled build that only C can tell (OpenMP on or off,
-# the OpenMP thread ceiling, the SIMD level the compiler targeted), and the one piece of
-# CPU state fastgrad sets: flush-to-zero / denormals-are-zero. No kernels here.
+# Design: facts about the compiled build and the CPU that only C can tell (OpenMP on or
+# off, the OpenMP thread ceiling, the instruction set the compiler targeted, the SIMD
+# levels this CPU can execute and its cache sizes, all from src_c/cpu_features.h), and the
+# one piece of CPU state fastgrad sets: flush-to-zero / denormals-are-zero. No kernels here.
+# fastgrad.kernels reads the CPU's levels from the baseline build of this module (safe on
+# any x86-64 CPU) before it imports any other compiled module.
+
+include "_simd.pxi"
+
 
 cdef extern from *:
     """
@@ -32,18 +38,18 @@ cdef extern from *:
     static int fg_set_flush_denormal(int on, int n_threads) { return 0; }
     #endif
     #if defined(__AVX512F__)
-    static const char *fg_simd_level(void) { return "avx512"; }
+    static const char *fg_build_target(void) { return "avx512"; }
     #elif defined(__AVX2__) && defined(__FMA__)
-    static const char *fg_simd_level(void) { return "avx2+fma"; }
+    static const char *fg_build_target(void) { return "x86-64-v3 (avx2+fma)"; }
     #elif defined(__SSE2__)
-    static const char *fg_simd_level(void) { return "sse2"; }
+    static const char *fg_build_target(void) { return "sse2"; }
     #else
-    static const char *fg_simd_level(void) { return "generic"; }
+    static const char *fg_build_target(void) { return "generic"; }
     #endif
     """
     int fg_openmp_enabled() nogil
     int fg_omp_max_threads() nogil
-    const char *fg_simd_level() nogil
+    const char *fg_build_target() nogil
     int fg_set_flush_denormal(int on, int n_threads) nogil
 
 
@@ -57,9 +63,28 @@ def omp_max_threads():
     return fg_omp_max_threads()
 
 
-def simd_level():
-    """The instruction set the compiler targeted for this build variant."""
-    return fg_simd_level().decode()
+def build_target():
+    """The instruction set the compiler targeted for this build variant (the floor of
+    what its code may execute; hand-written kernels dispatch above it at run time)."""
+    return fg_build_target().decode()
+
+
+cdef extern from "cpu_features.h" nogil:
+    size_t fg_cache_bytes(int level)
+
+
+def cpu_simd_level():
+    """The highest SIMD level this CPU and OS can execute: 0 baseline, 1 AVX2+FMA
+    (x86-64-v3), 2 AVX-512F."""
+    return fg_cpu_simd_level()
+
+
+def cache_bytes(int level):
+    """The data cache of ``level`` (1, 2 or 3) in bytes, as the OS reports it (or the
+    default kernels assume when it reports nothing)."""
+    if level not in (1, 2, 3):
+        raise ValueError(f"cache_bytes: level must be 1, 2 or 3, got {level}")
+    return fg_cache_bytes(level)
 
 
 def set_flush_denormal(bint on, int n_threads):

@@ -24,9 +24,13 @@
  *   lanes: the dot's sums with the output channels m along the lanes (a transposed
  *         gradient times broadcast window values: no lane sums; fgc_lanes_f32).
  *
+ * Per-ISA code is written once where the ISAs run the same loop: a body macro
+ * (FGC_GEMM_TILE_BODY, FGC_ROWS_BODY, FGC_LANES_BODY, FGC_PUT_BODY) instantiated per ISA
+ * with its vector type, width and intrinsics; the dot tiles differ by algorithm (AVX-512
+ * masks its row tails and sums 16 tiles at once) and are written per ISA.
  * The functions are compiled for AVX2+FMA (8-float vectors, 16 registers, 12-accumulator
  * tiles) and for AVX-512F (16-float vectors, 32 registers, 24-accumulator tiles) through
- * target attributes and chosen at run time (fgc_simd_level), so a baseline build still
+ * target attributes and chosen at run time (fg_simd_level, cpu_features.h), so a baseline build still
  * runs them on CPUs that have the instructions and never executes them on CPUs that do
  * not. The portable fallback (and every float64 kernel) is Cython code in _conv.pyx.
  */
@@ -36,30 +40,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#include "cpu_features.h"
+
+#if FG_X86
 #define FGC_HAVE_X86 1
 #include <immintrin.h>
-#define FGC_AVX2 __attribute__((target("avx2,fma")))
-#define FGC_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define FGC_AVX2 FG_TARGET_AVX2
+#define FGC_AVX512 FG_TARGET_AVX512
 #define FGC_INLINE static inline __attribute__((always_inline))
 #else
 #define FGC_HAVE_X86 0
 #endif
-
-/* 0: portable code only; 1: AVX2 + FMA; 2: AVX-512F (also has AVX2 + FMA). */
-static int fgc_simd_level(void)
-{
-#if FGC_HAVE_X86
-    __builtin_cpu_init();
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
-        return 0;
-    if (__builtin_cpu_supports("avx512f"))
-        return 2;
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 /* Where a gemm stores its tiles when it writes straight into the output (instead of
    into C, to be copied out by a second pass): row m of A is the plane out + m*plane
@@ -135,40 +126,45 @@ FGC_AVX512 __attribute__((noinline)) static void fgc_put_avx512(const fgc_out *o
 }
 #undef FGC_PUT_BODY
 
-/* One MR x (NV*8) tile of C over the whole K loop; rows >= mr are computed (A is zero
-   there) but not stored. MR and NV are compile-time constants at every call site, so the
-   accumulators stay in registers. */
+/* One MR x (NV*W) tile of C over the whole K loop, into registers acc[r][v]; rows >= mr
+   are computed (A is zero there) but not stored. MR and NV are compile-time constants at
+   every call site, so the accumulators stay in registers. One body for every ISA (VEC of
+   W floats, its intrinsics passed in); the ISA's tile function stores the result. */
+#define FGC_GEMM_TILE_BODY(VEC, W, ZERO, SET1, LOADU, FMA)                                \
+    for (int r = 0; r < MR; r++)                                                          \
+        for (int v = 0; v < NV; v++)                                                      \
+            acc[r][v] = ZERO();                                                           \
+    for (Py_ssize_t k = 0; k < K; k++) {                                                  \
+        const float *bk = b + off[k];                                                     \
+        if (MR <= NV) {  /* few rows: stream B, broadcasts held in registers */           \
+            VEC av[8];                                                                    \
+            for (int r = 0; r < MR; r++)                                                  \
+                av[r] = SET1(a[k * MR + r]);                                              \
+            for (int v = 0; v < NV; v++) {                                                \
+                VEC bv = LOADU(bk + W * v);                                               \
+                for (int r = 0; r < MR; r++)                                              \
+                    acc[r][v] = FMA(av[r], bv, acc[r][v]);                                \
+            }                                                                             \
+        } else {                                                                          \
+            VEC bv[8];                                                                    \
+            for (int v = 0; v < NV; v++)                                                  \
+                bv[v] = LOADU(bk + W * v);                                                \
+            for (int r = 0; r < MR; r++) {                                                \
+                VEC av = SET1(a[k * MR + r]);                                             \
+                for (int v = 0; v < NV; v++)                                              \
+                    acc[r][v] = FMA(av, bv[v], acc[r][v]);                                \
+            }                                                                             \
+        }                                                                                 \
+    }
+
 FGC_AVX2 FGC_INLINE void fgc_gemm_tile_avx2(const int MR, const int NV, Py_ssize_t K,
                                             const float *a, const float *b,
                                             const Py_ssize_t *off, float *c,
                                             Py_ssize_t ldc, int mr)
 {
     __m256 acc[6][12];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++)
-            acc[r][v] = _mm256_setzero_ps();
-    for (Py_ssize_t k = 0; k < K; k++) {
-        const float *bk = b + off[k];
-        if (MR <= NV) {  /* few rows: stream B, broadcasts held in registers */
-            __m256 av[6];
-            for (int r = 0; r < MR; r++)
-                av[r] = _mm256_broadcast_ss(a + k * MR + r);
-            for (int v = 0; v < NV; v++) {
-                __m256 bv = _mm256_loadu_ps(bk + 8 * v);
-                for (int r = 0; r < MR; r++)
-                    acc[r][v] = _mm256_fmadd_ps(av[r], bv, acc[r][v]);
-            }
-        } else {
-            __m256 bv[6];
-            for (int v = 0; v < NV; v++)
-                bv[v] = _mm256_loadu_ps(bk + 8 * v);
-            for (int r = 0; r < MR; r++) {
-                __m256 av = _mm256_broadcast_ss(a + k * MR + r);
-                for (int v = 0; v < NV; v++)
-                    acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
-            }
-        }
-    }
+    FGC_GEMM_TILE_BODY(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps,
+                       _mm256_fmadd_ps)
     for (int r = 0; r < MR; r++)
         if (r < mr)
             for (int v = 0; v < NV; v++)
@@ -328,7 +324,8 @@ FGC_DOT_VARIANT(2, 6)
 
 /* ------------------------------------------------------------------ AVX-512 */
 
-/* The same two loops on 16-float vectors and 32 registers: 24 accumulators per tile. */
+/* The same two loops on 16-float vectors and 32 registers: 24 accumulators per tile (the
+   gemm tile from the shared body, the dot tile with masked loads and a transposed sum). */
 
 FGC_AVX512 FGC_INLINE void fgc_gemm_tile_avx512(const int MR, const int NV, Py_ssize_t K,
                                                 const float *a, const float *b,
@@ -337,31 +334,8 @@ FGC_AVX512 FGC_INLINE void fgc_gemm_tile_avx512(const int MR, const int NV, Py_s
                                                 Py_ssize_t m0, Py_ssize_t col)
 {
     __m512 acc[8][24];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++)
-            acc[r][v] = _mm512_setzero_ps();
-    for (Py_ssize_t k = 0; k < K; k++) {
-        const float *bk = b + off[k];
-        if (MR <= NV) {
-            __m512 av[8];
-            for (int r = 0; r < MR; r++)
-                av[r] = _mm512_set1_ps(a[k * MR + r]);
-            for (int v = 0; v < NV; v++) {
-                __m512 bv = _mm512_loadu_ps(bk + 16 * v);
-                for (int r = 0; r < MR; r++)
-                    acc[r][v] = _mm512_fmadd_ps(av[r], bv, acc[r][v]);
-            }
-        } else {
-            __m512 bv[8];
-            for (int v = 0; v < NV; v++)
-                bv[v] = _mm512_loadu_ps(bk + 16 * v);
-            for (int r = 0; r < MR; r++) {
-                __m512 av = _mm512_set1_ps(a[k * MR + r]);
-                for (int v = 0; v < NV; v++)
-                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-            }
-        }
-    }
+    FGC_GEMM_TILE_BODY(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps,
+                       _mm512_fmadd_ps)
     if (o) {
         float tile[8 * 24 * 16];
         for (int r = 0; r < MR; r++)
@@ -376,6 +350,8 @@ FGC_AVX512 FGC_INLINE void fgc_gemm_tile_avx512(const int MR, const int NV, Py_s
             for (int v = 0; v < NV; v++)
                 _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
 }
+
+#undef FGC_GEMM_TILE_BODY
 
 FGC_AVX512 FGC_INLINE void fgc_gemm_avx512(const fgc_out *o, const int MR, const int NV, Py_ssize_t M,
                                            Py_ssize_t n_tiles, const Py_ssize_t *tiles,

@@ -26,7 +26,8 @@
  * "narrow" ones 128-bit GCC vector extensions with multiply-add, portable to any
  * target. The x86-64-v3 build of the extension compiles only the wide kernels. The
  * baseline build compiles both on x86-64, the wide ones under a target("avx2,fma")
- * attribute, and picks per call from the CPU's features (two register-tile widths
+ * attribute, and picks per call from the selected SIMD level (cpu_features.h: the
+ * CPU's best unless fastgrad forces another; two register-tile widths
  * cannot share one source under target_clones, hence the explicit choice).
  * Results differ from a naive dot product only by rounding (summation order, FMA).
  *
@@ -50,6 +51,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "cpu_features.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #define FG_LIN_WIDE_NATIVE 1    /* the whole translation unit targets AVX2+FMA */
@@ -221,7 +224,6 @@ FG_LIN_BACKWARD_SMALL(double, f64)
 #undef FG_VB
 #undef FG_WIDE
 #undef FG_ATTR
-static int fg_lin_set_narrow_only(int on) { (void)on; return 0; }  /* nothing to choose */
 
 #else /* the narrow kernels, plus the wide ones behind a target attribute */
 
@@ -292,21 +294,12 @@ static int fg_lin_set_narrow_only(int on) { (void)on; return 0; }  /* nothing to
 #undef FG_WIDE
 #undef FG_ATTR
 
-/* Set only by tests (fg_lin_set_narrow_only), so that the narrow kernels are checked
- * on CPUs that would otherwise always run the wide ones. */
-static int fg_lin_narrow_only = 0;
-static int fg_lin_set_narrow_only(int on) { fg_lin_narrow_only = on; return 1; }
-
-/* Read each call (a load and a bit test): libgcc fills the CPU model at load time. */
-static inline int fg_lin_use_wide(void)
-{
-    return !fg_lin_narrow_only && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+/* Read each call (a load and a compare): the level fastgrad selected (cpu_features.h). */
+static inline int fg_lin_use_wide(void) { return fg_simd_level() >= FG_SIMD_AVX2; }
 #define FG_LIN_PICK(name, ...) \
     (fg_lin_use_wide() ? name##_wide(__VA_ARGS__) : name##_narrow(__VA_ARGS__))
 #else
 #define FG_LIN_PICK(name, ...) name##_narrow(__VA_ARGS__)
-static int fg_lin_set_narrow_only(int on) { (void)on; return 0; }  /* nothing to choose */
 #endif
 
 /* The public names: the variant this CPU runs best. */

@@ -21,7 +21,8 @@
  * the even/odd columns of a row pair are split with in-lane shuffles and put back in
  * order with one cross-lane permute), compiled natively in the x86-64-v3 build and under
  * a target("avx2") attribute in the baseline build, which picks them per call when the
- * CPU has AVX2. The portable scalar loops do the remainders and everything elsewhere.
+ * selected SIMD level (cpu_features.h) is AVX2 or above. The portable scalar loops do
+ * the remainders and everything elsewhere.
  * Compares and blends are exact, so every path gives the same bits.
  */
 #ifndef FASTGRAD_POOL_KERNELS_H
@@ -30,51 +31,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Set only by tests (fg_pool_set_scalar_only), so that the portable loops are checked on
- * CPUs that would otherwise always run the AVX2 ones. */
-static int fg_pool_scalar_only = 0;
+#include "cpu_features.h"
 
 #if defined(__AVX2__)
 #define FG_POOL_AVX2 1
 #define FG_POOL_AVX2_ATTR
-#define FG_POOL_USE_AVX2() (!fg_pool_scalar_only)
 #include <immintrin.h>
-#elif defined(__GNUC__) && defined(__x86_64__)
+#elif FG_X86
 #define FG_POOL_AVX2 1
 #define FG_POOL_AVX2_ATTR __attribute__((target("avx2")))
-#define FG_POOL_USE_AVX2() (!fg_pool_scalar_only && __builtin_cpu_supports("avx2"))
 #include <immintrin.h>
 #else
 #define FG_POOL_AVX2 0
-#define FG_POOL_USE_AVX2() 0
 #endif
-
-/* Returns whether there was an AVX2 path to turn off. */
-static int fg_pool_set_scalar_only(int on)
-{
-    fg_pool_scalar_only = on;
-    return FG_POOL_AVX2;
-}
+/* the selected level (cpu_features.h), read per call */
+#define FG_POOL_USE_AVX2() (FG_POOL_AVX2 && fg_simd_level() >= FG_SIMD_AVX2)
 
 /* ------------------------------------------------------------------ index check */
-
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX2__)
-#define FG_POOL_CHECK_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FG_POOL_CHECK_CLONES
-#endif
 
 /* Whether some idx[i], i < n, lies outside [0, limit): a branch-free pass that vectorises
  * (negative values wrap to huge unsigned ones). Used by every max-pool backward call
  * before it writes anything. */
-FG_POOL_CHECK_CLONES static int fg_pool_any_outside(const int64_t *idx, ptrdiff_t n,
-                                                    int64_t limit)
+static inline __attribute__((always_inline)) int
+fg_pool_any_outside_body(const int64_t *idx, ptrdiff_t n, int64_t limit)
 {
     uint64_t outside = 0;
     for (ptrdiff_t i = 0; i < n; i++)
         outside |= (uint64_t)idx[i] >= (uint64_t)limit;
     return outside != 0;
 }
+FG_SIMD_CLONE(int, fg_pool_any_outside, (const int64_t *idx, ptrdiff_t n, int64_t limit),
+              (idx, n, limit))
 
 /* ------------------------------------------------------------------ portable loops */
 /* Branch-free (selects, not ifs: on random data a branch mispredicts half the time). */

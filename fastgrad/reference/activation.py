@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from ._checks import check_array, check_like, check_threads
+
 __all__ = [
     "relu_forward", "relu_backward",
     "leaky_relu_forward", "leaky_relu_backward",
@@ -23,38 +25,14 @@ __all__ = [
 # --------------------------------------------------------------------------- validation
 
 def _checked(kernel, names, arrays, n_outputs, ndim=None):
-    """Same checks as the compiled kernels: float arrays of one dtype and one shape,
-    C-contiguous, the last ``n_outputs`` writable."""
-    dtype = shape = None
+    """Float arrays of one dtype and one shape, C-contiguous, the last ``n_outputs``
+    writable; returns the dtype."""
+    dtype = None
     for k, (name, a) in enumerate(zip(names, arrays)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-        if ndim is not None and a.ndim != ndim:
-            raise ValueError(f"{kernel}: {name} must have {ndim} dimensions (rows, cols), "
-                             f"got shape {a.shape}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
-        if k >= len(arrays) - n_outputs and not a.flags.writeable:
-            raise ValueError(f"{kernel}: output {name} is read-only")
-        if dtype is None:
-            dtype, shape = a.dtype, a.shape
-        elif a.dtype != dtype:
-            raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but {names[0]} has {dtype}; "
-                            "all arrays must share one dtype")
-        elif a.shape != shape:
-            raise ValueError(f"{kernel}: {name} has shape {a.shape}, but {names[0]} has {shape}; "
-                             "all arrays must share one shape")
+        dtype = check_array(kernel, name, a, ndim, dtype, k >= len(arrays) - n_outputs)
+        if k:
+            check_like(kernel, name, a, names[0], arrays[0])
     return dtype
-
-
-def _check_threads(kernel, n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
 
 
 def _slope(kernel, negative_slope):
@@ -77,7 +55,7 @@ def relu_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("relu_forward", ("x", "out"), (x, out), 1)
-    _check_threads("relu_forward", n_threads)
+    check_threads("relu_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
         result.append(0.0 if v <= 0 else v)
@@ -91,7 +69,7 @@ def relu_backward(out, grad_out, grad_input, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     _checked("relu_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
-    _check_threads("relu_backward", n_threads)
+    check_threads("relu_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
         result.append(g if y > 0 else 0.0)
@@ -106,7 +84,7 @@ def leaky_relu_forward(x, out, negative_slope, n_threads=1):
     """
     slope = _slope("leaky_relu_forward", negative_slope)
     _checked("leaky_relu_forward", ("x", "out"), (x, out), 1)
-    _check_threads("leaky_relu_forward", n_threads)
+    check_threads("leaky_relu_forward", n_threads)
     if x.dtype == np.float32:  # the compiled kernel multiplies in float32
         slope = float(np.float32(slope))
     result = []
@@ -123,7 +101,7 @@ def leaky_relu_backward(x, grad_out, grad_input, negative_slope, n_threads=1):
     """
     slope = _slope("leaky_relu_backward", negative_slope)
     _checked("leaky_relu_backward", ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
-    _check_threads("leaky_relu_backward", n_threads)
+    check_threads("leaky_relu_backward", n_threads)
     if x.dtype == np.float32:
         slope = float(np.float32(slope))
     result = []
@@ -146,7 +124,7 @@ def sigmoid_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("sigmoid_forward", ("x", "out"), (x, out), 1)
-    _check_threads("sigmoid_forward", n_threads)
+    check_threads("sigmoid_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
         result.append(_sigmoid(v))
@@ -160,7 +138,7 @@ def sigmoid_backward(out, grad_out, grad_input, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     _checked("sigmoid_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
-    _check_threads("sigmoid_backward", n_threads)
+    check_threads("sigmoid_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
         result.append(g * (y * (1.0 - y)))
@@ -174,7 +152,7 @@ def tanh_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("tanh_forward", ("x", "out"), (x, out), 1)
-    _check_threads("tanh_forward", n_threads)
+    check_threads("tanh_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
         result.append(math.tanh(v))
@@ -188,7 +166,7 @@ def tanh_backward(out, grad_out, grad_input, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     _checked("tanh_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
-    _check_threads("tanh_backward", n_threads)
+    check_threads("tanh_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
         result.append(g * (1.0 - y * y))
@@ -213,7 +191,7 @@ def softmax_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
-    _check_threads("softmax_forward", n_threads)
+    check_threads("softmax_forward", n_threads)
     if x.size == 0:
         return
     result = []
@@ -234,7 +212,7 @@ def log_softmax_forward(x, out, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     _checked("log_softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
-    _check_threads("log_softmax_forward", n_threads)
+    check_threads("log_softmax_forward", n_threads)
     if x.size == 0:
         return
     result = []
@@ -256,7 +234,7 @@ def softmax_backward(out, grad_out, grad_input, n_threads=1):
     """
     _checked("softmax_backward", ("out", "grad_out", "grad_input"),
              (out, grad_out, grad_input), 1, ndim=2)
-    _check_threads("softmax_backward", n_threads)
+    check_threads("softmax_backward", n_threads)
     if out.size == 0:
         return
     result = []
@@ -276,7 +254,7 @@ def log_softmax_backward(out, grad_out, grad_input, n_threads=1):
     """
     _checked("log_softmax_backward", ("out", "grad_out", "grad_input"),
              (out, grad_out, grad_input), 1, ndim=2)
-    _check_threads("log_softmax_backward", n_threads)
+    check_threads("log_softmax_backward", n_threads)
     if out.size == 0:
         return
     result = []

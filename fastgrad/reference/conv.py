@@ -14,6 +14,8 @@ is ``n_threads``.
 """
 import numpy as np
 
+from ._checks import check_array, check_disjoint, check_elements, check_threads
+
 __all__ = [
     "conv2d_forward",
     "conv2d_backward_input",
@@ -28,30 +30,17 @@ _MAX_PARAM = 1 << 31
 # --------------------------------------------------------------------------- validation
 
 def _dtype_of(kernel, name, a):
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float32 and a.dtype != np.float64:
-        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-    return a.dtype
+    return check_array(kernel, name, a)
 
 
 def _check_array(kernel, name, a, ndim, dtype, out):
-    if _dtype_of(kernel, name, a) != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, expected {dtype} like the "
-                        "other arrays")
-    if a.ndim != ndim:
-        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
-    if out and not a.flags.writeable:
-        raise ValueError(f"{kernel}: {name} is read-only, but it is written")
+    check_array(kernel, name, a, ndim, dtype, out)
     return a.shape
 
 
 def _check_disjoint(kernel, out_name, out, ins):
     for name, a in ins:
-        if a is not None and np.may_share_memory(out, a):
-            raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
+        check_disjoint(kernel, out_name, out, name, a)
 
 
 _INT_ARG_LIMIT = 1 << 62
@@ -69,13 +58,7 @@ MAX_ELEMENTS = 1 << 31  # per array: a convolution over larger ones is refused
 
 
 def _check_elements(kernel, name, shape):
-    """Refuse a shape above MAX_ELEMENTS, counted with Python ints (no overflow)."""
-    count = 1
-    for d in shape:
-        count *= int(d)
-    if count > MAX_ELEMENTS:
-        raise ValueError(f"{kernel}: {name} {shape} is too large: {count} elements, more "
-                         f"than the {int(MAX_ELEMENTS)} allowed per array")
+    check_elements(kernel, name, shape, MAX_ELEMENTS)
 
 
 def _out_size(n, pads, extent, stride):
@@ -133,12 +116,6 @@ def _geometry(kernel, x_name, xs, ws, y_name, ys, sh, sw, pt, pl, dh, dw, groups
     return N, C, H, W, Co, Cg, kh, kw, Ho, Wo
 
 
-def _check_threads(kernel, n_threads):
-    _check_int(kernel, "n_threads", n_threads)
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
-
-
 def _check_workspace(kernel, workspace, dtype):
     if workspace is not None:
         _check_array(kernel, "workspace", workspace, 1, dtype, True)
@@ -163,7 +140,7 @@ def conv2d_workspace_size(kernel, x_shape, weight_shape, out_shape, stride_h, st
     for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape),
                     ("out_shape", out_shape)):
         _check_elements("conv2d_workspace_size", name, tuple(s))
-    _check_threads("conv2d_workspace_size", n_threads)
+    check_threads("conv2d_workspace_size", n_threads)
     return 0
 
 
@@ -187,7 +164,7 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         k, "x", xs, wsh, "out", ys, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
     _check_disjoint(k, "out", out, (("x", x), ("weight", weight), ("bias", bias)))
     _check_workspace(k, workspace, dt)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     M = Co // groups
     xl, wl = x.tolist(), weight.tolist()
     bl = bias.tolist() if bias is not None else [0.0] * Co
@@ -239,7 +216,7 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_top,
         dil_w, groups)
     _check_disjoint(k, "grad_x", grad_x, (("grad_out", grad_out), ("weight", weight)))
     _check_workspace(k, workspace, dt)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     M = Co // groups
     gl, wl = grad_out.tolist(), weight.tolist()
     gx = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
@@ -280,7 +257,7 @@ def conv2d_backward_weight(x, grad_out, grad_weight, stride_h, stride_w, pad_top
         groups)
     _check_disjoint(k, "grad_weight", grad_weight, (("x", x), ("grad_out", grad_out)))
     _check_workspace(k, workspace, dt)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     M = Co // groups
     xl, gl = x.tolist(), grad_out.tolist()
     gw = [[[[0.0] * kw for _ in range(kh)] for _ in range(Cg)] for _ in range(Co)]
@@ -314,7 +291,7 @@ def conv2d_backward_bias(grad_out, grad_bias, n_threads):
     bs = _check_array(k, "grad_bias", grad_bias, 1, dt, True)
     if bs[0] != ys[1]:
         raise ValueError(f"{k}: grad_bias has shape {bs}, expected ({ys[1]},) for grad_out {ys}")
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     _check_disjoint(k, "grad_bias", grad_bias, (("grad_out", grad_out),))
     gl = grad_out.tolist()
     sums = [0.0] * ys[1]

@@ -8,35 +8,10 @@ output once, fresh. ``n_threads`` is accepted and ignored.
 """
 import numpy as np
 
+from ._checks import check_array, check_threads
+
 __all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
            "linear_backward_bias", "linear_backward"]
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _check(kernel, name, arr, ndim, dtype=None, writable=False):
-    """Same checks and messages as the compiled kernels; returns the array's dtype."""
-    if not isinstance(arr, np.ndarray):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(arr).__name__}")
-    if dtype is None:
-        if arr.dtype not in _FLOATS:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {arr.dtype}")
-    elif arr.dtype != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {arr.dtype}, expected {dtype} "
-                        "(all arrays of one call share one dtype)")
-    if arr.ndim != ndim:
-        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {arr.shape}")
-    if not arr.flags.c_contiguous:
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
-    if writable and not arr.flags.writeable:
-        raise ValueError(f"{kernel}: {name} is read-only, but it is an output")
-    return arr.dtype
-
-
-def _check_threads(kernel, n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-
 
 def _sizes(kernel, x, weight):
     """(N, in_features, out_features) of x (N, in_features) and weight (out_features,
@@ -61,12 +36,12 @@ def linear_forward(x, weight, bias, out, apply_relu, n_threads):
     all C-contiguous. apply_relu: bool (NaN stays NaN, as in PyTorch).
     """
     kn = "linear_forward"
-    dt = _check(kn, "x", x, 2)
-    _check(kn, "weight", weight, 2, dt)
-    _check(kn, "out", out, 2, dt, writable=True)
+    dt = check_array(kn, "x", x, 2)
+    check_array(kn, "weight", weight, 2, dt)
+    check_array(kn, "out", out, 2, dt, output=True)
     if bias is not None:
-        _check(kn, "bias", bias, 1, dt)
-    _check_threads(kn, n_threads)
+        check_array(kn, "bias", bias, 1, dt)
+    check_threads(kn, n_threads)
     n, k, o = _sizes(kn, x, weight)
     if out.shape != (n, o):
         raise ValueError(f"{kn}: out has shape {out.shape}, expected ({n}, {o})")
@@ -99,10 +74,10 @@ def linear_backward_input(grad_out, weight, grad_x, n_threads):
     grad_x: OUT (N, in_features). One dtype, all C-contiguous.
     """
     kn = "linear_backward_input"
-    dt = _check(kn, "grad_out", grad_out, 2)
-    _check(kn, "weight", weight, 2, dt)
-    _check(kn, "grad_x", grad_x, 2, dt, writable=True)
-    _check_threads(kn, n_threads)
+    dt = check_array(kn, "grad_out", grad_out, 2)
+    check_array(kn, "weight", weight, 2, dt)
+    check_array(kn, "grad_x", grad_x, 2, dt, output=True)
+    check_threads(kn, n_threads)
     n, o = grad_out.shape
     k = weight.shape[1]
     if weight.shape[0] != o:
@@ -132,10 +107,10 @@ def linear_backward_weight(x, grad_out, grad_weight, n_threads):
     grad_weight: OUT (out_features, in_features). One dtype, all C-contiguous.
     """
     kn = "linear_backward_weight"
-    dt = _check(kn, "x", x, 2)
-    _check(kn, "grad_out", grad_out, 2, dt)
-    _check(kn, "grad_weight", grad_weight, 2, dt, writable=True)
-    _check_threads(kn, n_threads)
+    dt = check_array(kn, "x", x, 2)
+    check_array(kn, "grad_out", grad_out, 2, dt)
+    check_array(kn, "grad_weight", grad_weight, 2, dt, output=True)
+    check_threads(kn, n_threads)
     n, k = x.shape
     o = grad_out.shape[1]
     if grad_out.shape[0] != n:
@@ -164,9 +139,9 @@ def linear_backward_bias(grad_out, grad_bias, n_threads):
     grad_out: IN (N, out_features); grad_bias: OUT (out_features,). One dtype.
     """
     kn = "linear_backward_bias"
-    dt = _check(kn, "grad_out", grad_out, 2)
-    _check(kn, "grad_bias", grad_bias, 1, dt, writable=True)
-    _check_threads(kn, n_threads)
+    dt = check_array(kn, "grad_out", grad_out, 2)
+    check_array(kn, "grad_bias", grad_bias, 1, dt, output=True)
+    check_threads(kn, n_threads)
     n, o = grad_out.shape
     if grad_bias.shape != (o,):
         raise ValueError(f"{kn}: grad_bias has shape {grad_bias.shape}, expected ({o},)")
@@ -190,16 +165,16 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
     or None. One dtype, all C-contiguous; the outputs may not share memory with each other.
     """
     kn = "linear_backward"
-    dt = _check(kn, "x", x, 2)
-    _check(kn, "grad_out", grad_out, 2, dt)
-    _check(kn, "weight", weight, 2, dt)
+    dt = check_array(kn, "x", x, 2)
+    check_array(kn, "grad_out", grad_out, 2, dt)
+    check_array(kn, "weight", weight, 2, dt)
     if relu_out is not None:
-        _check(kn, "relu_out", relu_out, 2, dt)
+        check_array(kn, "relu_out", relu_out, 2, dt)
     for name, out, ndim in (("grad_x", grad_x, 2), ("grad_weight", grad_weight, 2),
                             ("grad_bias", grad_bias, 1)):
         if out is not None:
-            _check(kn, name, out, ndim, dt, writable=True)
-    _check_threads(kn, n_threads)
+            check_array(kn, name, out, ndim, dt, output=True)
+    check_threads(kn, n_threads)
     n, k, o = _sizes(kn, x, weight)
     for name, a, shape in (("grad_out", grad_out, (n, o)), ("relu_out", relu_out, (n, o)),
                            ("grad_x", grad_x, (n, k)), ("grad_weight", grad_weight, (o, k)),

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from ._checks import check_array, check_disjoint, check_shape, check_threads
+
 __all__ = [
     "cross_entropy_forward",
     "nll_loss_forward", "nll_loss_backward",
@@ -25,20 +27,11 @@ _INT64 = np.iinfo(np.int64)
 # The same checks, in the same order, as the compiled kernels.
 
 def _float_array(kernel, name, a, dtype, shape, output):
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float32 and a.dtype != np.float64:
-        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, expected {dtype} like the input")
-    if shape is not None and a.shape != shape:
-        raise ValueError(f"{kernel}: {name} has shape {a.shape}, expected {shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                         f"for shape {a.shape}); pass np.ascontiguousarray({name})")
-    if output and not a.flags.writeable:
-        raise ValueError(f"{kernel}: output {name} is read-only")
-    return a.dtype
+    """One float array (of ``dtype`` and ``shape`` unless None); returns its dtype."""
+    dtype = check_array(kernel, name, a, None, dtype, output)
+    if shape is not None:
+        check_shape(kernel, name, a, shape)
+    return dtype
 
 
 def _matrix(kernel, name, a):
@@ -66,23 +59,10 @@ def _weights(kernel, weight, dtype, n_classes):
     return weight.tolist()
 
 
-def _check_threads(kernel, n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-
-
 def _disjoint(kernel, outputs, inputs):
-    """Refuse an output (name, array or None) that shares memory with an input or an
-    earlier output, as the compiled kernels do."""
     for i, (out_name, out) in enumerate(outputs):
-        if out is None:
-            continue
         for name, a in inputs + outputs[:i]:
-            if a is not None and np.shares_memory(out, a):
-                raise ValueError(f"{kernel}: output {out_name} shares memory with {name}; "
-                                 "outputs must not overlap inputs or other outputs")
+            check_disjoint(kernel, out_name, out, name, a)
 
 
 def _ignore(kernel, ignore_index):
@@ -188,7 +168,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
     _float_array(k, "losses", losses, dtype, (N,), True)
     if grad is not None:
         _float_array(k, "grad", grad, dtype, (N, C), True)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     _disjoint(k, (("losses", losses), ("grad", grad)),
               (("logits", logits), ("target", target), ("weight", weight)))
     targets = target.tolist()
@@ -239,7 +219,7 @@ def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=
     ignore = _ignore(k, ignore_index)
     w = _weights(k, weight, dtype, C)
     _float_array(k, "losses", losses, dtype, (N,), True)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     _disjoint(k, (("losses", losses),),
               (("log_probs", log_probs), ("target", target), ("weight", weight)))
     targets = target.tolist()
@@ -273,7 +253,7 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
     ignore = _ignore(k, ignore_index)
     w = _weights(k, weight, dtype, C)
     _float_array(k, "grad_losses", grad_losses, dtype, (N,), False)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     _disjoint(k, (("grad_input", grad_input),),
               (("target", target), ("weight", weight), ("grad_losses", grad_losses)))
     targets = target.tolist()
@@ -302,7 +282,7 @@ def mse_loss_forward(input, target, diff, squares, n_threads=1):
     _float_array(k, "diff", diff, dtype, shape, True)
     if squares is not None:
         _float_array(k, "squares", squares, dtype, shape, True)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     _disjoint(k, (("diff", diff), ("squares", squares)), (("input", input), ("target", target)))
     if input.size == 0:
         return 0.0
@@ -338,7 +318,7 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
                          f"or diff's shape {diff.shape}")
     _float_array(k, "grad_input", grad_input, dtype, diff.shape, True)
     factor = 2.0 * _number(k, "scale", scale)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     _disjoint(k, (("grad_input", grad_input),), (("diff", diff), ("grad_loss", grad_loss)))
     if diff.size == 0:
         return
@@ -389,7 +369,7 @@ def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, 
     if grad is not None:
         _float_array(k, "grad", grad, dtype, shape, True)
     scale = _number(k, "grad_scale", grad_scale)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     _disjoint(k, (("losses", losses), ("grad", grad)),
               (("input", input), ("target", target), ("weight", weight),
                ("pos_weight", pos_weight)))

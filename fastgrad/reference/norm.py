@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from ._checks import check_threads
+
 __all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
 
 
@@ -55,11 +57,6 @@ class _Checker:
         if a.shape != (self.C,):
             raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) "
                              "(one value per channel of the input)")
-
-
-def _threads(kernel, n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
 
 
 def _number(kernel, name, value):
@@ -140,7 +137,7 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
         raise ValueError(f"{kernel}: running_mean and running_var must both be given or both be None")
     momentum = _number(kernel, "momentum", momentum)
     eps = _number(kernel, "eps", eps)
-    _threads(kernel, n_threads)
+    check_threads(kernel, n_threads)
     _separate(kernel, [("out", out), ("running_mean", running_mean), ("running_var", running_var),
                        ("save_mean", save_mean), ("save_invstd", save_invstd)],
               [("x", x), ("weight", weight), ("bias", bias)], in_place=[("out", "x")])
@@ -209,7 +206,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     check.channel("running_var", running_var, False, False)
     check.channel("save_invstd", save_invstd, True, False)
     eps = _number(kernel, "eps", eps)
-    _threads(kernel, n_threads)
+    check_threads(kernel, n_threads)
     _separate(kernel, [("out", out), ("save_invstd", save_invstd)],
               [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
                ("running_var", running_var)], in_place=[("out", "x")])
@@ -248,7 +245,7 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
     check.channel("grad_weight", grad_weight, True, True)
     check.channel("grad_bias", grad_bias, True, True)
     batch_stats = bool(use_batch_stats)
-    _threads(kernel, n_threads)
+    check_threads(kernel, n_threads)
     _separate(kernel, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
               [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
                ("save_invstd", save_invstd)], in_place=[("grad_input", "grad_out"), ("grad_input", "x")])

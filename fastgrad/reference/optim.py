@@ -17,6 +17,8 @@ import struct
 
 import numpy as np
 
+from ._checks import check_threads
+
 __all__ = ["sgd_step", "adam_step", "rmsprop_step"]
 
 _F32 = struct.Struct("f")
@@ -106,13 +108,6 @@ def _gather(kernel, names, seqs, used):
     return lists, (dtype if dtype is not None else np.dtype(np.float32))
 
 
-def _check_threads(kernel, n_threads):
-    if not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be an integer, got {type(n_threads).__name__}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
-
-
 def _real(kernel, name, value):
     """A hyperparameter as a Python float (NaN and inf pass: the update then propagates them)."""
     if value is None or isinstance(value, (str, bytes)):
@@ -159,7 +154,7 @@ def sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_de
     (buf = g on the first step); g = g + momentum * buf (nesterov) or buf; p = p - lr * g.
     """
     k = "sgd_step"
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     lr, momentum = _real(k, "lr", lr), _real(k, "momentum", momentum)
     dampening, weight_decay = _real(k, "dampening", dampening), _real(k, "weight_decay", weight_decay)
     use_momentum = momentum != 0
@@ -206,7 +201,7 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, b
     p += -(lr / (1 - beta1**step)) * m / (sqrt(v or vmax) / sqrt(1 - beta2**step) + eps).
     """
     k = "adam_step"
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     if step < 1:
         raise ValueError(f"adam_step: step must be >= 1 (the count after this update), got {step}")
     lr, beta1, beta2 = _real(k, "lr", lr), _real(k, "beta1", beta1), _real(k, "beta2", beta2)
@@ -271,7 +266,7 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, al
     momentum: buf = momentum * buf + g / avg, p -= lr * buf; else p -= lr * g / avg.
     """
     k = "rmsprop_step"
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     lr, alpha, eps = _real(k, "lr", lr), _real(k, "alpha", alpha), _real(k, "eps", eps)
     weight_decay, momentum = _real(k, "weight_decay", weight_decay), _real(k, "momentum", momentum)
     use_momentum = momentum > 0

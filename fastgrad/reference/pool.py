@@ -10,33 +10,16 @@ import math
 
 import numpy as np
 
+from ._checks import check_array, check_disjoint, check_threads
+
 __all__ = ["max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _PARAM_MAX = 2147483647
 
 
 # --------------------------------------------------------------------------- checks
-
-def _check(kernel, name, arr, dtype=None, writable=False):
-    if not isinstance(arr, np.ndarray):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(arr).__name__}")
-    if dtype is None:
-        if arr.dtype not in _FLOATS:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {arr.dtype}")
-    elif arr.dtype != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
-    if arr.ndim != 4:
-        raise ValueError(f"{kernel}: {name} must have 4 dimensions (N, C, H, W), got shape "
-                         f"{arr.shape}")
-    if not arr.flags.c_contiguous:
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray)")
-    if writable and not arr.flags.writeable:
-        raise ValueError(f"{kernel}: {name} is read-only, but it is an output")
-    return arr.dtype
-
 
 def _param(kernel, name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -44,11 +27,6 @@ def _param(kernel, name, value, minimum):
     if not minimum <= value <= _PARAM_MAX:
         raise ValueError(f"{kernel}: {name} must be in [{minimum}, {_PARAM_MAX}], got {value}")
     return int(value)
-
-
-def _check_threads(kernel, n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
 
 
 def _same_planes(kernel, a_name, a, b_name, b):
@@ -59,8 +37,7 @@ def _same_planes(kernel, a_name, a, b_name, b):
 
 def _check_disjoint(kernel, out_name, out, ins):
     for name, a in ins:
-        if np.may_share_memory(out, a):
-            raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
+        check_disjoint(kernel, out_name, out, name, a)
 
 
 def _check_divisor(kernel, divisor_override):
@@ -126,9 +103,9 @@ def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
     kernel >= 1, stride >= 1, pad >= 0, dilation >= 1.
     """
     kn = "max_pool2d_forward"
-    dt = _check(kn, "x", x)
-    _check(kn, "out", out, dt, writable=True)
-    _check(kn, "indices", indices, np.int64, writable=True)
+    dt = check_array(kn, "x", x, 4)
+    check_array(kn, "out", out, 4, dt, output=True)
+    check_array(kn, "indices", indices, 4, np.int64, output=True)
     kh, kw = _param(kn, "kernel_h", kernel_h, 1), _param(kn, "kernel_w", kernel_w, 1)
     sh, sw = _param(kn, "stride_h", stride_h, 1), _param(kn, "stride_w", stride_w, 1)
     ph, pw = _param(kn, "pad_h", pad_h, 0), _param(kn, "pad_w", pad_w, 0)
@@ -138,7 +115,7 @@ def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected out's {out.shape}")
     _check_disjoint(kn, "out", out, (("x", x),))
     _check_disjoint(kn, "indices", indices, (("x", x), ("out", out)))
-    _check_threads(kn, n_threads)
+    check_threads(kn, n_threads)
     H, W = x.shape[2:]
     OH, OW = out.shape[2:]
     if out.size == 0:
@@ -173,15 +150,15 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
     input (overlapping windows): their gradients add up.
     """
     kn = "max_pool2d_backward"
-    dt = _check(kn, "grad_out", grad_out)
-    _check(kn, "indices", indices, np.int64)
-    _check(kn, "grad_x", grad_x, dt, writable=True)
+    dt = check_array(kn, "grad_out", grad_out, 4)
+    check_array(kn, "indices", indices, 4, np.int64)
+    check_array(kn, "grad_x", grad_x, 4, dt, output=True)
     if indices.shape != grad_out.shape:
         raise ValueError(f"{kn}: indices has shape {indices.shape}, expected grad_out's "
                          f"{grad_out.shape}")
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
     _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out), ("indices", indices)))
-    _check_threads(kn, n_threads)
+    check_threads(kn, n_threads)
     N, C, H, W = grad_x.shape
     n_in = H * W
     flat_idx = indices.reshape(-1).tolist()
@@ -208,15 +185,15 @@ def avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
     divisor_override: None or a nonzero integer. kernel >= 1, stride >= 1, pad >= 0.
     """
     kn = "avg_pool2d_forward"
-    dt = _check(kn, "x", x)
-    _check(kn, "out", out, dt, writable=True)
+    dt = check_array(kn, "x", x, 4)
+    check_array(kn, "out", out, 4, dt, output=True)
     kh, kw = _param(kn, "kernel_h", kernel_h, 1), _param(kn, "kernel_w", kernel_w, 1)
     sh, sw = _param(kn, "stride_h", stride_h, 1), _param(kn, "stride_w", stride_w, 1)
     ph, pw = _param(kn, "pad_h", pad_h, 0), _param(kn, "pad_w", pad_w, 0)
     div = _check_divisor(kn, divisor_override)
     _same_planes(kn, "x", x, "out", out)
     _check_disjoint(kn, "out", out, (("x", x),))
-    _check_threads(kn, n_threads)
+    check_threads(kn, n_threads)
     H, W = x.shape[2:]
     OH, OW = out.shape[2:]
     rows_of = [_avg_window(oh, sh, ph, kh, H) for oh in range(OH)]
@@ -246,15 +223,15 @@ def avg_pool2d_backward(grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w
     arguments are those of avg_pool2d_forward.
     """
     kn = "avg_pool2d_backward"
-    dt = _check(kn, "grad_out", grad_out)
-    _check(kn, "grad_x", grad_x, dt, writable=True)
+    dt = check_array(kn, "grad_out", grad_out, 4)
+    check_array(kn, "grad_x", grad_x, 4, dt, output=True)
     kh, kw = _param(kn, "kernel_h", kernel_h, 1), _param(kn, "kernel_w", kernel_w, 1)
     sh, sw = _param(kn, "stride_h", stride_h, 1), _param(kn, "stride_w", stride_w, 1)
     ph, pw = _param(kn, "pad_h", pad_h, 0), _param(kn, "pad_w", pad_w, 0)
     div = _check_divisor(kn, divisor_override)
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
     _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out),))
-    _check_threads(kn, n_threads)
+    check_threads(kn, n_threads)
     H, W = grad_x.shape[2:]
     OH, OW = grad_out.shape[2:]
     if grad_x.size == 0:  # nothing to write (and no rows of an empty plane to build)
@@ -284,11 +261,11 @@ def adaptive_avg_pool2d_forward(x, out, n_threads):
     x: IN (N, C, H, W) with H, W >= 1 (unless out is empty); out: OUT (N, C, OH, OW).
     """
     kn = "adaptive_avg_pool2d_forward"
-    dt = _check(kn, "x", x)
-    _check(kn, "out", out, dt, writable=True)
+    dt = check_array(kn, "x", x, 4)
+    check_array(kn, "out", out, 4, dt, output=True)
     _same_planes(kn, "x", x, "out", out)
     _check_disjoint(kn, "out", out, (("x", x),))
-    _check_threads(kn, n_threads)
+    check_threads(kn, n_threads)
     H, W = x.shape[2:]
     OH, OW = out.shape[2:]
     if out.size and (H == 0 or W == 0):
@@ -316,11 +293,11 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
     (unless grad_out is empty).
     """
     kn = "adaptive_avg_pool2d_backward"
-    dt = _check(kn, "grad_out", grad_out)
-    _check(kn, "grad_x", grad_x, dt, writable=True)
+    dt = check_array(kn, "grad_out", grad_out, 4)
+    check_array(kn, "grad_x", grad_x, 4, dt, output=True)
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
     _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out),))
-    _check_threads(kn, n_threads)
+    check_threads(kn, n_threads)
     H, W = grad_x.shape[2:]
     OH, OW = grad_out.shape[2:]
     if grad_out.size and (H == 0 or W == 0):

@@ -4,12 +4,11 @@ of shapes that reaches every code path (dot-product forward for small batches, p
 panels, several depth blocks, narrow column blocks, empty dimensions), both dtypes;
 threaded against single-threaded; big shapes against numpy; bad arrays rejected by both
 homes."""
-import importlib
 
 import numpy as np
 import pytest
+from simd_builds import at_level, builds
 
-from fastgrad import kernels
 from fastgrad.reference import linear as reference
 
 DTYPES = (np.float32, np.float64)
@@ -21,37 +20,17 @@ SHAPES = [(1, 1, 1), (1, 7, 5), (2, 3, 17), (4, 33, 9), (5, 16, 16), (7, 19, 33)
           (0, 4, 3), (3, 0, 5), (4, 6, 0)]
 
 
-def _variants():
-    """Every compiled build present, plus the baseline build's portable 128-bit kernels
-    where that build would otherwise pick its AVX2 ones (both are compiled into it)."""
-    names = ["fastgrad._ext._linear"]
-    if kernels._cpu_has_v3():
-        names.append("fastgrad._ext.v3._linear")
-    found = []
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        found.append(name)
-        if module._use_narrow_kernels(True):
-            found.append(name + ":narrow")
-        module._use_narrow_kernels(False)
-    return found
-
-
-VARIANTS = _variants()
+# every build present at every SIMD level it runs here: the baseline build's portable
+# 128-bit kernels and its AVX2 ones, the x86-64-v3 build's
+VARIANTS = builds("linear", levels=(0, 1))
 
 
 @pytest.fixture(params=VARIANTS or ["none"])
 def compiled(request):
     if request.param == "none":
         pytest.skip("the compiled linear kernels are not built")
-    name, _, mode = request.param.partition(":")
-    module = importlib.import_module(name)
-    module._use_narrow_kernels(mode == "narrow")
-    yield module
-    module._use_narrow_kernels(False)
+    with at_level(request.param) as module:
+        yield module
 
 
 def data(shape, dtype, seed):
@@ -271,8 +250,9 @@ def test_forward_rejects_bad_arrays(compiled, home):
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         m.linear_forward(x, w, b, read_only, False, 1)
-    for bad_threads in (0, -1, 1.5, True, None):
-        with pytest.raises(ValueError, match="n_threads"):
+    for bad_threads, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError),
+                               (True, TypeError), (None, TypeError)):
+        with pytest.raises(error, match="n_threads must be a positive integer"):
             m.linear_forward(x, w, b, out, False, bad_threads)
 
 

@@ -196,7 +196,7 @@ def test_cross_entropy_rejects_bad_arrays(module):
         k(z, t, None, -100, 0.0, True, losses, np.zeros((6, 4), np.float32))
     ro = np.empty(6, np.float32)
     ro.flags.writeable = False
-    with pytest.raises(ValueError, match="output losses is read-only"):
+    with pytest.raises(ValueError, match="losses is read-only, but it is an output"):
         k(z, t, None, -100, 0.0, True, ro, None)
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 1.5"):
         k(z, t, None, -100, 1.5, True, losses, None)
@@ -245,7 +245,7 @@ def test_nll_rejects_bad_targets(module):
         module.nll_loss_backward(np.zeros(3, np.int64), None, -100, np.ones(2), np.empty((3, 4)))
     ro = np.empty((3, 4))
     ro.flags.writeable = False
-    with pytest.raises(ValueError, match="output grad_input is read-only"):
+    with pytest.raises(ValueError, match="grad_input is read-only, but it is an output"):
         module.nll_loss_backward(np.zeros(3, np.int64), None, -100, np.ones(3), ro)
 
 
@@ -398,21 +398,21 @@ def test_outputs_must_not_overlap_inputs(module):
     t = np.array([0, 3, 1, 2], np.int64)
     w = np.ones(4, np.float32)
     before = z.copy()
-    with pytest.raises(ValueError, match="^nll_loss_forward: output losses shares memory with weight"):
+    with pytest.raises(ValueError, match="^nll_loss_forward: losses overlaps weight in memory"):
         module.nll_loss_forward(z, t, w, -100, w, 1)
-    with pytest.raises(ValueError, match="^nll_loss_forward: output losses shares memory with log_probs"):
+    with pytest.raises(ValueError, match="^nll_loss_forward: losses overlaps log_probs in memory"):
         module.nll_loss_forward(z, t, None, -100, z[0], 1)
-    with pytest.raises(ValueError, match="^cross_entropy_forward: output grad shares memory with logits"):
+    with pytest.raises(ValueError, match="^cross_entropy_forward: grad overlaps logits in memory"):
         module.cross_entropy_forward(z, t, None, -100, 0.0, True, np.empty(4, np.float32), z, 1)
-    with pytest.raises(ValueError, match="^nll_loss_backward: output grad_input shares memory with target"):
+    with pytest.raises(ValueError, match="^nll_loss_backward: grad_input overlaps target in memory"):
         module.nll_loss_backward(t[:2], None, -100, w[:2], t.view(np.float32).reshape(2, 4), 1)
-    with pytest.raises(ValueError, match="^mse_loss_forward: output squares shares memory with diff"):
+    with pytest.raises(ValueError, match="^mse_loss_forward: squares overlaps diff in memory"):
         d = np.empty_like(z)
         module.mse_loss_forward(z, z, d, d, 1)
-    with pytest.raises(ValueError, match="^mse_loss_backward: output grad_input shares memory with diff"):
+    with pytest.raises(ValueError, match="^mse_loss_backward: grad_input overlaps diff in memory"):
         module.mse_loss_backward(z, np.ones(1, np.float32), 1.0, z, 1)
-    with pytest.raises(ValueError, match="^binary_cross_entropy_with_logits_forward: output grad "
-                                         "shares memory with target"):
+    with pytest.raises(ValueError, match="^binary_cross_entropy_with_logits_forward: grad "
+                                         "overlaps target in memory"):
         y = np.zeros_like(z)
         module.binary_cross_entropy_with_logits_forward(z, y, None, None, 1.0, None, y, 1)
     np.testing.assert_array_equal(z, before)

@@ -222,9 +222,9 @@ def test_bad_input_raises(module):
     with pytest.raises(ValueError, match=r"sgd_step: momentum_buffers\[0\] is read-only"):
         _sgd(module, [f32(3)], [f32(3)], [read_only])
     _sgd(module, [f32(3)], [read_only], [f32(3)])  # gradients are only read
-    with pytest.raises(ValueError, match=r"sgd_step: n_threads must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"sgd_step: n_threads must be a positive integer, got 0"):
         _sgd(module, [f32(3)], [f32(3)], [f32(3)], n_threads=0)
-    with pytest.raises(TypeError, match=r"sgd_step: n_threads must be an integer, got float"):
+    with pytest.raises(TypeError, match=r"sgd_step: n_threads must be a positive integer, got 1.5"):
         _sgd(module, [f32(3)], [f32(3)], [f32(3)], n_threads=1.5)
     with pytest.raises(TypeError, match=r"sgd_step: lr must be a real number, got list"):
         _sgd(module, [f32(3)], [f32(3)], [f32(3)], lr=[0.1])

@@ -3,13 +3,12 @@ grid of window settings (overlapping kernel 3 stride 2, padding, dilation, ceil_
 windows that run past the input, non-square kernels and inputs, batch 1), both dtypes;
 ties, NaN and all-equal inputs checked against PyTorch's rules written out by hand;
 threaded against single-threaded; bad arrays rejected by both homes."""
-import importlib
 import re
 
 import numpy as np
 import pytest
+from simd_builds import at_level, builds
 
-from fastgrad import kernels
 from fastgrad.reference import pool as reference
 
 DTYPES = (np.float32, np.float64)
@@ -47,27 +46,17 @@ def out_shape(case):
             out_size(w, k[1], s[1], p[1], d[1], ceil_mode))
 
 
-def _variants():
-    names = ["fastgrad._ext._pool"]
-    if kernels._cpu_has_v3():
-        names.append("fastgrad._ext.v3._pool")
-    found = []
-    for name in names:
-        try:
-            found.append(importlib.import_module(name))
-        except ImportError:
-            pass
-    return found
+# every build present at every SIMD level it runs here (the baseline build's portable
+# loops, its AVX2 ones, the x86-64-v3 build's)
+VARIANTS = builds("pool", levels=(0, 1))
 
 
-VARIANTS = _variants()
-
-
-@pytest.fixture(params=[m.__name__ for m in VARIANTS] or ["none"])
+@pytest.fixture(params=VARIANTS or ["none"])
 def compiled(request):
     if request.param == "none":
         pytest.skip("the compiled pooling kernels are not built")
-    return importlib.import_module(request.param)
+    with at_level(request.param) as module:
+        yield module
 
 
 def tol(dtype):
@@ -181,15 +170,11 @@ POOL2X2_SHAPES = [(1, 1, 1, 1), (1, 1, 2, 2), (1, 2, 3, 3), (2, 1, 4, 6), (1, 1,
                   (2, 3, 28, 28), (1, 1, 7, 33), (1, 1, 4, 40)]
 
 
-@pytest.fixture(params=["simd", "scalar"])
-def pool2x2_module(compiled, request):
-    """The compiled module with its 2x2 path on its AVX2 loops, then on its portable ones."""
-    use_scalar = getattr(compiled, "_use_scalar_kernels", None)
-    if request.param == "scalar" and not (use_scalar and use_scalar(True)):
-        pytest.skip("this build has no AVX2 path to turn off")
-    yield compiled
-    if use_scalar:
-        use_scalar(False)
+@pytest.fixture
+def pool2x2_module(compiled):
+    """The compiled module on each SIMD level (``compiled``'s parameters): the 2x2 path's
+    AVX2 loops, then its portable ones."""
+    return compiled
 
 
 def _tricky(shape, dtype, seed):
@@ -335,10 +320,10 @@ def test_adaptive_avg_pool_matches_reference(compiled, in_hw, out_hw, dtype):
                                adaptive_backward(reference, g, x.shape), **tol(dtype))
 
 
-def test_adaptive_regions_are_pytorchs():
+def test_adaptive_regions_are_pytorchs(compiled):
     # H=5 into 3 rows: floor(i*5/3) .. ceil((i+1)*5/3): rows [0,2), [1,4), [3,5)
     x = np.arange(5, dtype=np.float64).reshape(1, 1, 5, 1)
-    for module in VARIANTS + [reference]:
+    for module in (compiled, reference):
         np.testing.assert_allclose(adaptive(module, x, (3, 1)).ravel(), [0.5, 2.0, 3.5])
 
 
@@ -381,7 +366,7 @@ def test_max_forward_rejects_bad_arrays(home):
         ((x.astype(np.int32), out, idx), TypeError, "x must be float32 or float64"),
         ((x, out.astype(np.float64), idx), TypeError, "out has dtype float64"),
         ((x, out, idx.astype(np.int32)), TypeError, "indices has dtype int32"),
-        ((x[0], out, idx), ValueError, r"x must have 4 dimensions \(N, C, H, W\)"),
+        ((x[0], out, idx), ValueError, r"x must have 4 dimensions, got shape \(2, 5, 5\)"),
         ((x[..., ::2], out, idx), ValueError, "x must be C-contiguous"),
         ((x, np.empty((1, 3, 2, 2), np.float32), idx), ValueError, "batch and channel sizes"),
         ((x, out, np.empty((1, 2, 2, 3), np.int64)), ValueError, "indices has shape"),

@@ -1,0 +1,536 @@
+# Planning of the conv family (included by _conv.pyx): the geometry of a call, the cost
+# model that picks path, register tile, tiling and thread count, the workspace layout,
+# and the table of plans kept by geometry. Runs with the GIL; makes no Python objects
+# on a cache hit.
+
+# --------------------------------------------------------------------------- geometry
+
+cdef struct Geom:
+    Py_ssize_t N, C, H, W        # input
+    Py_ssize_t Co, kh, kw        # weight (Co, Cg, kh, kw)
+    Py_ssize_t Ho, Wo            # output
+    Py_ssize_t sh, sw, pt, pl, dh, dw
+    Py_ssize_t G, Cg, M, K       # groups, in/out channels per group, Cg*kh*kw
+
+
+cdef struct Plan:
+    bint direct                  # shifted views of padded (phase) planes, no im2col
+    bint rowwise                 # gemm column tiles start at output rows (else run flat)
+    int rowblock                 # >0: one-row gemm over blocks of this many output rows
+    int level, mr, nr            # register tile: SIMD level (0 portable) and shape
+    int nthreads
+    Py_ssize_t rows, depth       # gemm rows and depth per group
+    Py_ssize_t out_rows, out_cols, pitch   # the plane the gemm computes, its row pitch
+    Py_ssize_t ldc, n_tiles      # gemm output pitch and number of column tiles
+    Py_ssize_t kgroup            # direct: depth entries per kernel row (channels * kW)
+    Py_ssize_t src_top, src_rows # direct: rows of the padded plane holding the source
+    Py_ssize_t Hp, Wp, top, left # padded plane and where the source starts in it
+    Py_ssize_t psh, psw          # direct forward: the stride, split into phase planes
+    Py_ssize_t pnh, pnw          # ... of which the window reads pnh x pnw per channel
+                                 # (min(stride, kernel); 1, 1: one padded plane)
+    Py_ssize_t slack             # zeros after the padded planes (reads past the last row)
+    Py_ssize_t flat_len          # weight gradient: widened output-gradient plane length
+    bint lanes_dot               # weight gradient: output channels along the lanes
+    Py_ssize_t ldg               # lanes_dot: channels per position of the transposed gradient
+    Py_ssize_t images            # weight gradient: images per block
+    Py_ssize_t blocks            # weight gradient: blocks in the batch
+    Py_ssize_t img_b, img_d      # weight gradient: per-image strides of the block buffers
+    Py_ssize_t chunks            # weight gradient: chunks of the batch, each its own sum
+    Py_ssize_t partial           # weight gradient: stride of the chunks' partial sums
+    Py_ssize_t n_off             # entries of the offset table
+    Py_ssize_t size_a, size_b, size_c, size_d, per_thread, at_partial, at_index, total
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    return (n + m - 1) // m * m
+
+
+cdef inline Py_ssize_t _out_size(Py_ssize_t n, Py_ssize_t pads, Py_ssize_t extent,
+                                 Py_ssize_t stride) noexcept nogil:
+    if n + pads < extent:
+        return 0
+    return (n + pads - extent) // stride + 1
+
+
+cdef tuple _shape(const Py_ssize_t *dims, int n):
+    return tuple([dims[i] for i in range(n)])
+
+
+cdef int _shape_dims(str kernel, str x_name, tuple xs, tuple ws, str y_name, tuple ys,
+                     Py_ssize_t *xd, Py_ssize_t *wd, Py_ssize_t *yd) except -1:
+    """Shapes given as 4-tuples into C arrays (sizes above MAX_PARAM refused first)."""
+    if max(xs + ws + ys) > MAX_PARAM:
+        raise ValueError(f"{kernel}: a dimension above {MAX_PARAM}: {x_name} {xs}, weight "
+                         f"{ws}, {y_name} {ys}")
+    cdef int i
+    for i in range(4):
+        xd[i], wd[i], yd[i] = xs[i], ws[i], ys[i]
+    return 0
+
+
+cdef int _geometry(str kernel, Geom *g, str x_name, const Py_ssize_t *xd,
+                   const Py_ssize_t *wd, str y_name, const Py_ssize_t *yd, Py_ssize_t sh,
+                   Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t groups) except -1:
+    """Fill ``g`` from the shapes (4 sizes each) and parameters, or raise ValueError."""
+    cdef int i
+    if sh < 1 or sw < 1:
+        raise ValueError(f"{kernel}: stride must be >= 1, got ({sh}, {sw})")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"{kernel}: dilation must be >= 1, got ({dh}, {dw})")
+    if pt < 0 or pl < 0:
+        raise ValueError(f"{kernel}: padding must be >= 0, got ({pt}, {pl})")
+    if groups < 1:
+        raise ValueError(f"{kernel}: groups must be >= 1, got {groups}")
+    if max(sh, sw, dh, dw, pt, pl, groups) > MAX_PARAM:
+        raise ValueError(f"{kernel}: stride, padding, dilation or groups above {MAX_PARAM}")
+    for i in range(4):
+        if xd[i] > MAX_PARAM or wd[i] > MAX_PARAM or yd[i] > MAX_PARAM:
+            raise ValueError(f"{kernel}: a dimension above {MAX_PARAM}: {x_name} "
+                             f"{_shape(xd, 4)}, weight {_shape(wd, 4)}, {y_name} {_shape(yd, 4)}")
+    g.N, g.C, g.H, g.W = xd[0], xd[1], xd[2], xd[3]
+    g.Co, g.Cg, g.kh, g.kw = wd[0], wd[1], wd[2], wd[3]
+    g.Ho, g.Wo = yd[2], yd[3]
+    g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.G = sh, sw, pt, pl, dh, dw, groups
+    if g.C < 1 or g.H < 1 or g.W < 1:
+        raise ValueError(f"{kernel}: {x_name} needs at least one channel and a non-empty "
+                         f"image, got shape {_shape(xd, 4)}")
+    if g.Co < 1 or g.Cg < 1 or g.kh < 1 or g.kw < 1:
+        raise ValueError(f"{kernel}: weight must have no empty dimension, got shape {_shape(wd, 4)}")
+    if g.C % groups or g.Co % groups:
+        raise ValueError(f"{kernel}: groups={groups} must divide both the input channels "
+                         f"({g.C}) and the output channels ({g.Co})")
+    if g.Cg * groups != g.C:
+        raise ValueError(f"{kernel}: weight {_shape(wd, 4)} expects {g.Cg * groups} input channels "
+                         f"({g.Cg} per group x {groups} groups), {x_name} has {g.C}")
+    if yd[0] != g.N or yd[1] != g.Co:
+        raise ValueError(f"{kernel}: {y_name} has shape {_shape(yd, 4)}, expected ({g.N}, {g.Co}, "
+                         f"H_out, W_out) for {x_name} {_shape(xd, 4)} and weight {_shape(wd, 4)}")
+    cdef Py_ssize_t eh = dh * (g.kh - 1) + 1, ew = dw * (g.kw - 1) + 1
+    cdef Py_ssize_t h0 = _out_size(g.H, 2 * pt, eh, sh), h1 = _out_size(g.H, 2 * pt + 1, eh, sh)
+    cdef Py_ssize_t w0 = _out_size(g.W, 2 * pl, ew, sw), w1 = _out_size(g.W, 2 * pl + 1, ew, sw)
+    if g.Ho < 1 or (g.Ho != h0 and g.Ho != h1):
+        raise ValueError(f"{kernel}: {y_name} height {g.Ho} does not fit: H={g.H}, "
+                         f"pad_top={pt}, kernel {g.kh}, dilation {dh}, stride {sh} give "
+                         f"{h0} (or {h1} with one more row of bottom padding)"
+                         + (" and the kernel must fit in the padded input" if h1 < 1 else ""))
+    if g.Wo < 1 or (g.Wo != w0 and g.Wo != w1):
+        raise ValueError(f"{kernel}: {y_name} width {g.Wo} does not fit: W={g.W}, "
+                         f"pad_left={pl}, kernel {g.kw}, dilation {dw}, stride {sw} give "
+                         f"{w0} (or {w1} with one more column of right padding)"
+                         + (" and the kernel must fit in the padded input" if w1 < 1 else ""))
+    g.M = g.Co // groups
+    g.K = g.Cg * g.kh * g.kw
+    return 0
+
+
+cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a // b if a >= 0 else -((-a + b - 1) // b)
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b if a >= 0 else -((-a) // b)
+
+
+cdef void _k_range(Plan *p, Geom *g, Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t *k0,
+                   Py_ssize_t *k1) noexcept nogil:
+    """The depth range that output rows ra..rb can see non-zero: on the direct path the
+    depth runs kernel row by kernel row, and a kernel row whose input row is padding for
+    every output row of the tile is skipped."""
+    cdef Py_ssize_t oy, lo = g.kh, hi = -1, l, h
+    if not p.direct or p.kgroup == 0:
+        k0[0], k1[0] = 0, p.depth
+        return
+    if g.dh == 1:  # rows move together: the union is the first row's lo, the last's hi
+        lo = max(<Py_ssize_t>0, p.src_top - rb)
+        hi = min(g.kh - 1, p.src_top + p.src_rows - 1 - ra)
+        if lo > hi or p.src_top - ra > g.kh - 1 or p.src_top + p.src_rows - 1 - rb < 0:
+            # some rows may still be empty; fall through to the exact loop
+            lo, hi = g.kh, -1
+        else:
+            k0[0], k1[0] = lo * p.kgroup, (hi + 1) * p.kgroup
+            return
+    for oy in range(ra, rb + 1):
+        l = max(<Py_ssize_t>0, _ceil_div(p.src_top - oy, g.dh))
+        h = min(g.kh - 1, _floor_div(p.src_top + p.src_rows - 1 - oy, g.dh))
+        if l <= h:
+            lo = min(lo, l)
+            hi = max(hi, h)
+    if hi < lo:
+        k0[0], k1[0] = 0, 0
+    else:
+        k0[0], k1[0] = lo * p.kgroup, (hi + 1) * p.kgroup
+
+
+cdef Py_ssize_t _tiles(Plan *p, Geom *g, Py_ssize_t nr, bint rowwise, Py_ssize_t *out,
+                       Py_ssize_t *depth_sum, Py_ssize_t *ldc) noexcept nogil:
+    """List the gemm's column tiles (column, k0, k1) into `out` (if not NULL); returns
+    their number, the sum of their depths and the output pitch they need.
+    Flat tiles run across row ends (the plane's extra columns are computed and dropped);
+    row-wise tiles start at each output row, so a tile sees a single output row and can
+    skip every kernel row that reads padding. A later row's tile may overwrite an
+    earlier row's dropped columns, never its kept ones (the pitch is >= the row)."""
+    cdef Py_ssize_t count = 0, total = 0, t, j, per_row, col, k0, k1, oy, ntile
+    if rowwise:
+        per_row = (p.out_cols + nr - 1) // nr
+        for oy in range(p.out_rows):
+            _k_range(p, g, oy, oy, &k0, &k1)
+            for j in range(per_row):
+                if out != NULL:
+                    out[3 * count] = oy * p.pitch + j * nr
+                    out[3 * count + 1], out[3 * count + 2] = k0, k1
+                count += 1
+                total += k1 - k0
+        ldc[0] = (p.out_rows - 1) * p.pitch + per_row * nr
+    else:
+        ntile = (p.out_rows * p.pitch + nr - 1) // nr
+        for t in range(ntile):
+            col = t * nr
+            _k_range(p, g, col // p.pitch, min(p.out_rows - 1, (col + nr - 1) // p.pitch),
+                     &k0, &k1)
+            if out != NULL:
+                out[3 * count], out[3 * count + 1], out[3 * count + 2] = col, k0, k1
+            count += 1
+            total += k1 - k0
+        ldc[0] = ntile * nr
+    depth_sum[0] = total
+    return count
+
+
+cdef Py_ssize_t _block_tiles(Plan *p, Py_ssize_t R, Py_ssize_t nr, Py_ssize_t *out,
+                             Py_ssize_t *ldc) noexcept nogil:
+    """The row-blocked gemm's tiles (column, 0, depth): R output rows from each multiple
+    of R (the last block moved up to end at the last row: it recomputes a few rows, the
+    same way) times nr columns from each multiple of nr. Needs out_rows >= R."""
+    cdef Py_ssize_t per_row = (p.out_cols + nr - 1) // nr, count = 0, i, j, oy
+    for i in range((p.out_rows + R - 1) // R):
+        oy = min(i * R, p.out_rows - R)
+        for j in range(per_row):
+            if out != NULL:
+                out[3 * count] = oy * p.pitch + j * nr
+                out[3 * count + 1], out[3 * count + 2] = 0, p.depth
+            count += 1
+    ldc[0] = (p.out_rows - 1) * p.pitch + per_row * nr
+    return count
+
+
+cdef void _list_tiles(Plan *p, Geom *g, Py_ssize_t *out) noexcept nogil:
+    cdef Py_ssize_t depth_sum, ldc
+    if p.rowblock:
+        _block_tiles(p, p.rowblock, p.nr, out, &ldc)
+    else:
+        _tiles(p, g, p.nr, p.rowwise, out, &depth_sum, &ldc)
+
+
+cdef void _gemm_geometry(Plan *p, Geom *g, int kind, bint direct) noexcept nogil:
+    """The gemm that forward (kind FORWARD) or the input gradient runs per group."""
+    p.direct = direct
+    p.Hp = p.Wp = p.top = p.left = p.src_top = p.src_rows = p.kgroup = 0
+    p.psh = p.psw = p.pnh = p.pnw = 1
+    if kind == FORWARD:
+        p.rows, p.depth = g.M, g.K
+        p.out_rows, p.out_cols = g.Ho, g.Wo
+        p.pitch = g.Wo
+        if direct and (g.sh > 1 or g.sw > 1):
+            # A strided convolution (undilated) as a stride-1 one over phase planes:
+            # plane (c, a, b) holds padded input rows a, a + sh, ... and columns b,
+            # b + sw, ...; window element (ky, kx) of output (oy, ox) is that plane's
+            # element (oy + ky // sh, ox + kx // sw) for a = ky % sh, b = kx % sw.
+            p.psh, p.psw = g.sh, g.sw
+            p.pnh, p.pnw = min(g.sh, g.kh), min(g.sw, g.kw)
+            p.Hp, p.Wp = g.Ho + (g.kh - 1) // g.sh, g.Wo + (g.kw - 1) // g.sw
+            p.top, p.left = g.pt, g.pl
+            p.pitch = p.Wp  # kgroup 0: every tile sees the whole depth (padding is zeros)
+        elif direct:
+            p.Hp, p.Wp = g.Ho + g.dh * (g.kh - 1), g.Wo + g.dw * (g.kw - 1)
+            p.top, p.left = g.pt, g.pl
+            p.src_top, p.src_rows, p.kgroup = g.pt, g.H, g.Cg * g.kw
+            p.pitch = p.Wp
+    elif direct:
+        # the forward convolution of the padded output gradient with the flipped weight
+        p.rows, p.depth = g.Cg, g.M * g.kh * g.kw
+        p.out_rows, p.out_cols = g.H, g.W
+        p.Hp, p.Wp = g.H + g.dh * (g.kh - 1), g.W + g.dw * (g.kw - 1)
+        p.top, p.left = g.dh * (g.kh - 1) - g.pt, g.dw * (g.kw - 1) - g.pl
+        p.src_top, p.src_rows, p.kgroup = p.top, g.Ho, g.M * g.kw
+        p.pitch = p.Wp
+    else:
+        # col = weight^T (K x M) times the output gradient (M x Ho*Wo), then col2im
+        p.rows, p.depth = g.K, g.M
+        p.out_rows, p.out_cols = g.Ho, g.Wo
+        p.pitch = g.Wo
+
+
+cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
+    """Pick the register tile and tiling (flat or row-wise) that takes the least time:
+    padded multiply-adds (padded rows, padded columns, and the depth of each column tile)
+    over the tile's measured rate, plus a per-tile overhead. Returns that time, in units
+    of one multiply-add of the AVX2 6x16 tile."""
+    # (level, rows, columns, rate): rates measured on an AVX-512 Xeon relative to AVX2
+    # 6x16; few-row tiles load more per multiply-add (the B loads are unaligned), and
+    # AVX-512 pays twice for that. AVX-512 6x16 (one vector per row) serves row-wise
+    # tiles of narrow images, whose kernel rows over padding it skips row by row.
+    cdef double shapes[48]
+    shapes[:] = [1, 6, 16, 1.0, 1, 4, 24, 0.96, 1, 3, 32, 0.95, 1, 2, 48, 0.68,
+                 1, 1, 96, 0.61,
+                 2, 8, 48, 1.64, 2, 6, 64, 1.62, 2, 4, 96, 1.47, 2, 3, 128, 0.82,
+                 2, 2, 192, 0.77, 2, 1, 384, 0.55, 2, 6, 16, 1.25]
+    cdef double best = -1, cost
+    cdef Py_ssize_t count, total, ldc, panels
+    cdef int i, layout, level, mr, nr
+    for i in range(12):
+        level, mr, nr = <int>shapes[4 * i], <int>shapes[4 * i + 1], <int>shapes[4 * i + 2]
+        if level > max(fg_simd_level(), 1):
+            continue
+        panels = (p.rows + mr - 1) // mr
+        for layout in range(2 if p.direct else 1):
+            count = _tiles(p, g, nr, layout == 1, NULL, &total, &ldc)
+            cost = panels * (mr * nr * total / shapes[4 * i + 3] + 400.0 * count)
+            if best < 0 or cost < best:
+                best = cost
+                p.level = level if fg_simd_level() >= 1 else 0
+                p.mr, p.nr, p.rowwise, p.n_tiles, p.ldc = mr, nr, layout == 1, count, ldc
+    # One-row A on the direct path (dilation 1 between kernel rows, heights 3/5/7): the
+    # row-blocked gemm (R output rows x nr columns per tile, every depth entry) loads each
+    # plane row once for up to min(R, kh) kernel rows.
+    cdef double rates[3]
+    rates[:] = [0, 1.2, 1.9]   # per SIMD level, relative to AVX2 6x16
+    p.rowblock = 0
+    if (p.direct and p.kgroup > 0 and p.rows == 1 and g.dh == 1
+            and (g.kh == 3 or g.kh == 5 or g.kh == 7)
+            and fg_simd_level() >= 1):
+        for i in range(6 if fg_simd_level() >= 2 else 1):
+            mr = 8 - i // 2 if fg_simd_level() >= 2 else 4
+            nr = (16 if fg_simd_level() >= 2 else 8) * (2 - i % 2)
+            if p.out_rows < mr:
+                continue
+            count = _block_tiles(p, mr, nr, NULL, &ldc)
+            cost = mr * nr * count * p.depth / rates[min(fg_simd_level(), 2)] + 400.0 * count
+            if cost < best:
+                best = cost
+                p.level = min(fg_simd_level(), 2)
+                p.mr, p.nr, p.rowwise, p.n_tiles, p.ldc = 1, nr, True, count, ldc
+                p.rowblock = mr
+    return best
+
+
+cdef void _gemm_sizes(Plan *p, Geom *g, int kind) noexcept nogil:
+    p.size_a = g.G * _round_up(p.rows, p.mr) * p.depth
+    p.size_c = p.rows * p.ldc
+    p.slack = 0
+    if p.direct:
+        # tiles read up to ldc columns past each shifted plane start
+        p.slack = max(<Py_ssize_t>0, p.ldc - p.out_rows * p.Wp) + g.dw * (g.kw - 1) + 1
+        p.size_b = (g.C if kind == FORWARD else g.Co) * p.pnh * p.pnw * p.Hp * p.Wp + p.slack
+    elif kind == FORWARD:
+        p.size_b = p.depth * p.ldc          # im2col rows
+    else:
+        p.size_b = g.M * p.ldc              # the output gradient, rows padded to ldc
+    p.n_off = p.depth
+
+
+cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
+                    Py_ssize_t b_len, int *mr, int *nr) noexcept nogil:
+    """The dot tile computing the fewest padded entries (12 accumulators with AVX2, 24
+    with AVX-512), among the shapes whose row panel (mr rows of a_row_len) fits in L1
+    next to the b_len elements every tile reads, when those fit at all."""
+    cdef int shapes[8]
+    if fg_simd_level() >= 2:
+        shapes[:] = [4, 6, 6, 4, 8, 3, 3, 8]
+    else:
+        shapes[:] = [4, 3, 6, 2, 3, 4, 2, 6]
+    cdef double best = -1, cost
+    cdef int i
+    for i in range(4):
+        cost = <double>_round_up(rows, shapes[2 * i]) * _round_up(depth, shapes[2 * i + 1])
+        if shapes[2 * i] * a_row_len + b_len > L1_FLOATS and b_len <= L1_FLOATS:
+            cost = cost * 4 + shapes[2 * i]  # spills L1: only when nothing else fits
+        if best < 0 or cost < best:
+            best = cost
+            mr[0], nr[0] = shapes[2 * i], shapes[2 * i + 1]
+
+
+# Plans by geometry: choosing a tiling walks every candidate's column tiles, which costs
+# more than a small convolution; a training loop asks for the same few plans each step.
+# A small table of C structs (compared with memcmp, replaced round-robin): a lookup
+# makes no Python objects. Only touched with the GIL held.
+cdef struct PlanKey:
+    Py_ssize_t v[24]
+
+cdef enum:
+    PLAN_SLOTS = 64
+
+cdef PlanKey _plan_keys[PLAN_SLOTS]
+cdef Plan _plan_saved[PLAN_SLOTS]
+cdef int _plans_used = 0, _plan_next = 0, _plan_last = 0
+
+
+cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) except -1:
+    """Fill ``p`` for this geometry: from the cache, or by _make_plan."""
+    global _plans_used, _plan_next, _plan_last
+    cdef PlanKey key
+    cdef int i, slot
+    if n_threads < 1:
+        raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
+    key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
+                g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
+                _force_flat_dot, _force_lanes_dot, 0]
+    for i in range(_plans_used):
+        slot = (_plan_last + i) % _plans_used  # the last one found first
+        if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:
+            memcpy(p, &_plan_saved[slot], sizeof(Plan))
+            _plan_last = slot
+            return 0
+    _make_plan(kernel, g, kind, n_threads, p)
+    slot = _plan_next
+    _plan_next = (_plan_next + 1) % PLAN_SLOTS
+    _plans_used = max(_plans_used, slot + 1)
+    memcpy(&_plan_keys[slot], &key, sizeof(PlanKey))
+    memcpy(&_plan_saved[slot], p, sizeof(Plan))
+    _plan_last = slot
+    return 0
+
+
+cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) except -1:
+    """Choose the path, tile and thread count and lay out the workspace."""
+    cdef double flops = 2.0 * g.N * g.Co * g.Ho * g.Wo * g.K
+    cdef double dsize, direct_cost, col_cost
+    cdef Py_ssize_t lanes
+    cdef bint stride1 = g.sh == 1 and g.sw == 1
+    p.nthreads = 1
+    if flops >= PARALLEL_MIN_FLOPS and g.N > 1 and n_threads > 1:
+        p.nthreads = <int>min(n_threads, g.N)
+    p.flat_len = p.n_tiles = p.ldc = p.partial = 0
+    p.images, p.img_b, p.img_d, p.blocks, p.chunks = 1, 0, 0, 0, 1
+    p.size_a = p.size_b = p.size_c = p.size_d = 0
+    p.rowwise = p.lanes_dot = False
+    p.rowblock = 0
+    p.ldg = 0
+    # Estimate every buffer in floating point first: the integer sizes below are only
+    # computed once they are known to be far from overflow.
+    cdef double ext_h = <double>g.dh * (g.kh - 1), ext_w = <double>g.dw * (g.kw - 1)
+    dsize = (<double>g.C + g.Co) * (g.H + g.Ho + ext_h + 1) * (g.W + g.Wo + ext_w + 96)
+    dsize += (<double>g.K + g.Co + 8) * (g.Ho * (g.Wo + ext_w) + g.H * (g.W + ext_w) + 96)
+    dsize += (<double>g.Ho * g.Wo + 1) * (g.Co + 64)  # a transposed output gradient
+    dsize = (dsize * 8 * (p.nthreads + 1)
+             + (MAX_CHUNKS + 1.0) * (g.Co + 8) * (g.K + g.Co * g.kh * g.kw + 8))
+    if dsize > MAX_ELEMENTS:
+        raise ValueError(f"{kernel}: the problem is too large (a workspace of about "
+                         f"{dsize:.3g} elements)")
+    if kind == FORWARD:
+        # direct: stride 1, or any stride over phase planes when undilated
+        _gemm_geometry(p, g, kind, stride1 or (g.dh == 1 and g.dw == 1))
+        _choose_tiles(p, g)
+        _gemm_sizes(p, g, kind)
+    elif kind == BACKWARD_INPUT:
+        if stride1:
+            # Stride 1: the direct path works over every input position and window
+            # element, gemm + col2im over the output positions only, plus a scatter.
+            # Small images with large kernels favour the second (most windows of the
+            # first read padding, even with padded kernel rows skipped).
+            _gemm_geometry(p, g, kind, False)
+            # the scatter: ~20 cycles per output row segment plus ~1/4 cycle per element,
+            # at 16 multiply-adds per cycle
+            col_cost = _choose_tiles(p, g) + 16.0 * g.K * g.Ho * (20.0 + g.Wo / 4.0)
+            _gemm_geometry(p, g, kind, True)
+            direct_cost = _choose_tiles(p, g)
+            if _force_input_direct >= 0:
+                stride1 = _force_input_direct == 1
+            else:
+                stride1 = direct_cost <= col_cost
+        _gemm_geometry(p, g, kind, stride1)
+        _choose_tiles(p, g)
+        _gemm_sizes(p, g, kind)
+    else:
+        p.direct = stride1
+        p.rows, p.depth = g.M, g.K
+        p.level = fg_simd_level()
+        p.chunks = _weight_chunks(g, flops)  # at most; whole blocks of images each
+        p.Hp = p.Wp = p.top = p.left = p.slack = 0
+        if p.direct:
+            p.Hp, p.Wp = g.Ho + g.dh * (g.kh - 1), g.Wo + g.dw * (g.kw - 1)
+            p.top, p.left = g.pt, g.pl
+            _dot_tile(p.rows, p.depth, g.Ho * p.Wp, g.Cg * p.Hp * p.Wp, &p.mr, &p.nr)
+        else:
+            _dot_tile(p.rows, p.depth, g.Ho * g.Wo, g.K * g.Ho * g.Wo, &p.mr, &p.nr)
+        if p.direct:
+            # Dots over whole planes (the output gradient widened to the plane's pitch,
+            # zeros in the extra columns) when that takes fewer 8-lane steps than row by
+            # row dots with masked row ends; then a block of images is summed in one go.
+            p.flat_len = _round_up(g.Ho * p.Wp, LANES)
+            if _force_flat_dot == 0 or (_force_flat_dot < 0 and p.flat_len > g.Ho * _round_up(
+                    g.Wo, 16 if fg_simd_level() >= 2 else 8)):
+                p.flat_len = 0
+            p.slack = g.dw * (g.kw - 1) + LANES
+            p.img_b = _round_up(g.C * p.Hp * p.Wp + p.slack, ALIGN)
+            p.img_d = _round_up(g.Co * p.flat_len, ALIGN)
+            lanes = 16 if fg_simd_level() >= 2 else 8
+            if _force_lanes_dot == 1 or (_force_lanes_dot < 0 and _force_flat_dot < 0 and
+                                         fg_simd_level() >= 1 and g.M >= lanes and g.K >= LANES_DOT_MIN_K
+                                         and (fg_simd_level() >= 2 or g.M <= 2 * lanes)):
+                # output channels along the lanes: vectors of channels times window
+                # elements broadcast from the padded planes, over exactly the output
+                # positions (no extra columns, no lane sums). The gradient is transposed
+                # first: worth it when every position serves many window elements (and
+                # the channels fill the lanes; with AVX2's 16 registers, the dots do
+                # better on many channels).
+                p.lanes_dot = True
+                p.flat_len = 0
+                p.mr = 1 if g.M <= lanes else (2 if g.M <= 2 * lanes or fg_simd_level() < 2 else 4)
+                p.nr = 8 if p.mr == 1 else 6
+                p.ldg = _round_up(g.M, p.mr * lanes)
+                p.img_d = _round_up(g.G * g.Ho * g.Wo * p.ldg, ALIGN)
+                p.images = _ceil_div(LANES_DOT_POSITIONS, g.Ho * g.Wo)
+                p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
+                p.images = max(p.images, <Py_ssize_t>1)
+            elif p.flat_len:
+                # as many images per block as keep one row panel's data (its rows of the
+                # widened gradient and the padded planes) within ~32 KB of L1
+                p.images = 8192 // (p.mr * p.flat_len + g.Cg * p.Hp * p.Wp + p.slack)
+                p.images = max(<Py_ssize_t>1, min(<Py_ssize_t>8, p.images))
+                p.images = min(p.images, (g.N + p.chunks - 1) // p.chunks)
+                p.images = max(p.images, <Py_ssize_t>1)
+            else:
+                # row by row: a tile's dots run over every image of the block, so that
+                # its lane sums and stores are amortized over ~ROW_DOT_STEPS vector steps
+                # (small images; large ones have as many in one image)
+                p.images = _ceil_div(ROW_DOT_STEPS, g.Ho * _ceil_div(g.Wo, 16 if fg_simd_level() >= 2 else 8))
+                p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
+                p.images = max(p.images, <Py_ssize_t>1)
+            p.size_b = p.images * p.img_b
+            p.size_d = p.images * p.img_d
+        else:
+            p.size_b = g.K * g.Ho * g.Wo
+        p.blocks = (g.N + p.images - 1) // p.images
+        p.chunks = max(<Py_ssize_t>1, min(p.chunks, p.blocks))
+        p.nthreads = <int>min(<Py_ssize_t>p.nthreads, p.chunks)
+        if p.chunks > 1:
+            p.partial = _round_up(g.Co * g.K, ALIGN)
+        p.n_off = p.depth
+    p.per_thread = (_round_up(p.size_b, ALIGN) + _round_up(p.size_c, ALIGN)
+                    + _round_up(p.size_d, ALIGN))
+    p.at_partial = _round_up(p.size_a, ALIGN) + p.nthreads * p.per_thread
+    # then the offset table and tile list: 8-byte entries, two elements each
+    p.at_index = p.at_partial + (p.chunks - 1 if p.nthreads > 1 else 1) * p.partial
+    p.total = p.at_index + _round_up(2 * (p.n_off + 3 * p.n_tiles), ALIGN) + ALIGN
+    return 0
+
+
+cdef Py_ssize_t _weight_chunks(Geom *g, double flops) noexcept nogil:
+    """How many chunks the weight gradient splits the batch into: a function of the
+    shapes only, so that the sums, and so the bits, are the same for any thread count.
+    One chunk (no partial sums) when the work is too small to be worth threads."""
+    cdef Py_ssize_t per_chunk, chunks
+    if flops < PARALLEL_MIN_FLOPS or g.N < 2:
+        return 1
+    per_chunk = (CHUNK_MIN_POSITIONS + g.Ho * g.Wo - 1) // (g.Ho * g.Wo)  # images
+    chunks = max(<Py_ssize_t>2, min(MAX_CHUNKS, g.N // per_chunk))
+    chunks = min(chunks, 1 + PARTIAL_BUDGET // (g.Co * g.K))
+    return max(<Py_ssize_t>1, chunks)
+
+
+cdef inline floating *_aligned(floating *ws) noexcept nogil:
+    # First element on a 64-byte boundary (the workspace has ALIGN elements to spare).
+    cdef uintptr_t addr = <uintptr_t>ws
+    cdef uintptr_t pad = (64 - (addr & 63)) & 63
+    return <floating *>(addr + pad)
