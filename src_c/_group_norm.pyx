@@ -20,6 +20,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, sqrt
 
+from _checks cimport check_threads
+
 cnp.import_array()
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "group_norm_forward", "group_norm_backward"]
@@ -60,12 +62,6 @@ def _disjoint(kernel, outputs, inputs):
                 raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
 
 
-cdef int _threads(str kernel, object n_threads) except -1:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(int(n_threads), 1 << 16)
 
 
 cdef double _eps(str kernel, object eps) except? -1:
@@ -272,7 +268,7 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
     _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     cdef double e = _eps(k, eps)
-    cdef int nt = _threads(k, n_threads)
+    cdef int nt = check_threads(k, n_threads)
     # each row is a group of K runs of one element, parameters 0..K-1
     _run_forward(x, weight, bias, out, mean, rstd, rows, width, 1, 1, e, nt)
 
@@ -297,7 +293,7 @@ def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight
     _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
     _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
               [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
-    cdef int nt = _threads(k, n_threads)
+    cdef int nt = check_threads(k, n_threads)
     _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, rows, width, 1, 1,
                   width, nt)
 
@@ -321,7 +317,7 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
     _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     cdef double e = _eps(k, eps)
-    cdef int nt = _threads(k, n_threads)
+    cdef int nt = check_threads(k, n_threads)
     # group (n, g) holds channels g*C/G .. (g+1)*C/G - 1: C/G runs of S elements
     _run_forward(x, weight, bias, out, mean, rstd, n * g, c // g, s, g, e, nt)
 
@@ -347,6 +343,6 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
     _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
               [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
-    cdef int nt = _threads(k, n_threads)
+    cdef int nt = check_threads(k, n_threads)
     _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n * g, c // g, s, g,
                   c, nt)

@@ -20,6 +20,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport erfc, exp, expm1, fabs
 
+from _checks cimport check_threads
+
 cnp.import_array()
 
 __all__ = [
@@ -268,12 +270,6 @@ cdef int _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim
     return typenum
 
 
-cdef int _threads(str kernel, object n_threads) except -1:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    return <int>min(int(n_threads), 1 << 16)
 
 
 cdef double _number(str kernel, str name, object value) except? -1:
@@ -287,7 +283,7 @@ cdef double _number(str kernel, str name, object value) except? -1:
 
 cdef _run_forward(str kernel, int op, x, out, double alpha, n_threads):
     cdef int t = _checked(kernel, ("x", "out"), (x, out), 1, -1)
-    cdef int nt = _threads(kernel, n_threads)
+    cdef int nt = check_threads(kernel, n_threads)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>out)
@@ -303,7 +299,7 @@ cdef _run_forward(str kernel, int op, x, out, double alpha, n_threads):
 
 cdef _run_backward(str kernel, int op, x, grad_out, grad_input, double alpha, n_threads):
     cdef int t = _checked(kernel, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1, -1)
-    cdef int nt = _threads(kernel, n_threads)
+    cdef int nt = check_threads(kernel, n_threads)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void *pg = cnp.PyArray_DATA(<cnp.ndarray>grad_out)
@@ -433,7 +429,7 @@ def prelu_forward(x, weight, out, n_threads=1):
     cdef int t = _checked(k, ("x", "out"), (x, out), 1, 3)
     if weight.dtype != x.dtype:
         raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
-    _threads(k, n_threads)
+    check_threads(k, n_threads)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], s = x.shape[2]
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void *pw = cnp.PyArray_DATA(<cnp.ndarray>weight)
@@ -459,7 +455,7 @@ def prelu_backward(x, weight, grad_out, grad_input, grad_weight, n_threads=1):
     _checked(k, ("weight", "grad_weight"), (weight, grad_weight), 1, -1)
     if weight.dtype != x.dtype:
         raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
-    _threads(k, n_threads)
+    check_threads(k, n_threads)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], s = x.shape[2]
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void *pw = cnp.PyArray_DATA(<cnp.ndarray>weight)

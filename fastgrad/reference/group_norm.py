@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from ._checks import check_threads
+
 __all__ = ["layer_norm_forward", "layer_norm_backward", "group_norm_forward", "group_norm_backward"]
 
 
@@ -45,13 +47,6 @@ def _disjoint(kernel, outputs, inputs):
         for other, b in inputs + outputs[i + 1:]:
             if b is not None and np.may_share_memory(a, b):
                 raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
-
-
-def _check_threads(kernel, n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
 
 
 def _eps(kernel, eps):
@@ -158,7 +153,7 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
     _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     e = _eps(k, eps)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     b = bias.tolist() if bias is not None else None
     y, m, r = _norm_forward(x.reshape(-1).tolist(), rows, width, lambda i: i % width if width else 0, w, b, e)
@@ -187,7 +182,7 @@ def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight
     _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
     _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
               [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.tolist(),
                                 rstd.tolist(), rows, width, lambda i: i % width, w, width)
@@ -214,7 +209,7 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
     _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
     e = _eps(k, eps)
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     b = bias.tolist() if bias is not None else None
     y, m, r = _norm_forward(x.reshape(-1).tolist(), n * g, (c // g) * s, lambda i: (i // s) % c if s else 0,
@@ -245,7 +240,7 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
     _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
               [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.reshape(-1).tolist(),
                                 rstd.reshape(-1).tolist(), n * g, (c // g) * s, lambda i: (i // s) % c, w, c)

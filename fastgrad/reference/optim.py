@@ -327,7 +327,7 @@ def adadelta_step(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_d
     p -= lr * delta.
     """
     k = "adadelta_step"
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     lr, rho, eps = _real(k, "lr", lr), _real(k, "rho", rho), _real(k, "eps", eps)
     weight_decay = _real(k, "weight_decay", weight_decay)
     (ps, gs, sqs, accs), dtype = _gather(
@@ -367,7 +367,7 @@ def adagrad_step(params, grads, state_sums, step, lr, lr_decay, eps, weight_deca
     p += -clr * g / (sqrt(s) + eps), with clr = lr / (1 + (step - 1) * lr_decay) in double.
     """
     k = "adagrad_step"
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     if step < 1:
         raise ValueError(f"adagrad_step: step must be >= 1 (the count after this update), got {step}")
     lr, lr_decay = _real(k, "lr", lr), _real(k, "lr_decay", lr_decay)

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from ._checks import check_threads
+
 __all__ = [
     "gelu_forward", "gelu_backward",
     "silu_forward", "silu_backward",
@@ -49,13 +51,6 @@ def _checked(kernel, names, arrays, n_outputs, ndim=None):
     return dtype
 
 
-def _check_threads(kernel, n_threads):
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-        raise TypeError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{kernel}: n_threads must be a positive integer, got {n_threads!r}")
-
-
 def _number(kernel, name, value):
     if isinstance(value, (bool, str, bytes)) or value is None:
         raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
@@ -81,13 +76,13 @@ def _sigmoid(x):
 
 def _map(kernel, x, out, fn, n_threads):
     _checked(kernel, ("x", "out"), (x, out), 1)
-    _check_threads(kernel, n_threads)
+    check_threads(kernel, n_threads)
     out.reshape(-1)[:] = [fn(v) for v in x.reshape(-1).tolist()]
 
 
 def _map_backward(kernel, x, grad_out, grad_input, fn, n_threads):
     _checked(kernel, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
-    _check_threads(kernel, n_threads)
+    check_threads(kernel, n_threads)
     grad_input.reshape(-1)[:] = [g * fn(v) for v, g in zip(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist())]
 
 
@@ -206,7 +201,7 @@ def prelu_forward(x, weight, out, n_threads=1):
     _checked(k, ("x", "out"), (x, out), 1)
     if weight.dtype != x.dtype:
         raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     n, c, s = x.shape
     w = weight.tolist()
     xs = x.reshape(-1).tolist()
@@ -229,7 +224,7 @@ def prelu_backward(x, weight, grad_out, grad_input, grad_weight, n_threads=1):
     _checked(k, ("weight", "grad_weight"), (weight, grad_weight), 1)
     if weight.dtype != x.dtype:
         raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
-    _check_threads(k, n_threads)
+    check_threads(k, n_threads)
     n, c, s = x.shape
     w = weight.tolist()
     xs, gs = x.reshape(-1).tolist(), grad_out.reshape(-1).tolist()

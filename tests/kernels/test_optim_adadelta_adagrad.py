@@ -124,7 +124,7 @@ def test_bad_input_raises_and_changes_nothing(module):
         module.adagrad_step([f32(3)], [f32(3)], [f32(3)], 0, 0.1, 0.0, 1e-10, 0.0, False, 1)
     with pytest.raises(TypeError, match=r"adagrad_step: state_sums\[0\] has dtype float64, but params\[0\] has float32"):
         module.adagrad_step([f32(3)], [f32(3)], [np.zeros(3)], 1, 0.1, 0.0, 1e-10, 0.0, False, 1)
-    with pytest.raises(ValueError, match=r"adagrad_step: n_threads must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"adagrad_step: n_threads must be a positive integer, got 0"):
         module.adagrad_step([f32(3)], [f32(3)], [f32(3)], 1, 0.1, 0.0, 1e-10, 0.0, False, 0)
     read_only = f32(3)
     read_only.flags.writeable = False
