@@ -9,7 +9,15 @@ from ..autograd import no_grad
 from ..io import atomic_write
 from ..nn.module import Module
 from ..tensor import Tensor
-from . import nn_ops, tensor_ops  # noqa: F401  (they fill the table)
+from . import (  # noqa: F401  (they fill the table)
+    conv_transpose_ops,
+    nn_ops,
+    norm_ops,
+    resample_ops,
+    select_ops,
+    smooth_ops,
+    tensor_ops,
+)
 from .errors import Unsupported, UnsupportedOperatorError
 from .graph import GraphBuilder, make_model, value_info
 from .record import first_input_dependent_constant, record
@@ -120,8 +128,7 @@ def _record_in_eval_mode(model, inputs):
                       "(BatchNorm by its running statistics, Dropout as the identity) and put back "
                       "in training mode afterwards", UserWarning, stacklevel=4)
     rng = np.random.default_rng(0)  # not fastgrad's generator: export leaves its state alone
-    others = [Tensor(t.data + (rng.standard_normal(t.shape) * (np.std(t.data) + 1)).astype(t.dtype))
-              for t in inputs]
+    others = [Tensor(_other_values(t.data, rng)) for t in inputs]
     model.eval()
     try:
         # a first call plans a Sequential's chains for this shape, so that both recordings
@@ -139,6 +146,14 @@ def _record_in_eval_mode(model, inputs):
             "computed from the input outside the autograd graph (detach(), .data, a comparison or numpy); "
             "it would be frozen into the ONNX graph as a constant")
     return recording
+
+
+def _other_values(data, rng):
+    """Other values for an input, for the second recording: noise added to a float input,
+    a shuffle of an integer one (its values stay valid indices)."""
+    if data.dtype.kind in "iu":
+        return rng.permutation(data.reshape(-1)).reshape(data.shape)
+    return data + (rng.standard_normal(data.shape) * (np.std(data) + 1)).astype(data.dtype)
 
 
 def _where(model, path):
@@ -159,6 +174,8 @@ def _build(model, rec, in_names, out_names, axes, opset):
     graph_inputs = []
     for t, name in zip(rec.inputs, in_names):
         values[id(t)] = g.note(g.reserve(name), t.shape, axes.get(name, {}))
+        if t.dtype.kind in "iu":
+            g.add_integer_input(t.data, name)
         graph_inputs.append(value_info(name, t.dtype, t.shape, axes.get(name, {})))
     leaf_names = _leaf_names(model)
 
