@@ -41,6 +41,9 @@ def cast(g, node, x, out):
 
 # --------------------------------------------------------------------------- shapes
 
+_MERGED = "_flat"  # the suffix of a dynamic axis Flatten merged with others
+
+
 def reshape(g, x, out_shape):
     """``x`` reshaped to ``out_shape``: Flatten when the result is 2-d and splits the input
     after some axis (the ONNX op computes it at run time, so any axis may be dynamic);
@@ -53,13 +56,18 @@ def reshape(g, x, out_shape):
             if int(np.prod(in_shape[:k])) == out_shape[0] and int(np.prod(in_shape[k:])) == out_shape[1]:
                 merged = [{a: s for a, s in dyn.items() if lo <= a < hi} for lo, hi in ((0, k), (k, len(in_shape)))]
                 out_dyn = {i: (next(iter(m.values())) if len(m) == 1 and (i, k) in ((0, 1), (1, len(in_shape) - 1))
-                               else "_".join(m.values()) + "_flat")
+                               else "_".join(m.values()) + _MERGED)
                            for i, m in enumerate(merged) if m}
                 return g.note(g.op("Flatten", [x], axis=k), out_shape, out_dyn)
     prefix = 0
     while prefix < min(len(in_shape), len(out_shape)) and in_shape[prefix] == out_shape[prefix]:
         prefix += 1
     moved = sorted(a for a in dyn if a >= prefix)
+    if moved == [0] and dyn[0].endswith(_MERGED) and out_shape:
+        # the batch, merged by a Flatten with the axes after it (batch-major), split off
+        # again: the leading axis is the one the others leave (-1)
+        symbol = dyn[0][:-len(_MERGED)] if out_shape[0] == 1 else dyn[0]
+        return g.note(g.op("Reshape", [x, g.int64s([-1, *out_shape[1:]], "shape")]), out_shape, {0: symbol})
     if moved:
         raise Unsupported(f"reshape of {in_shape} to {out_shape} moves dynamic axis {moved[0]} "
                           f"({dyn[moved[0]]!r}); a dynamic axis must stay among the leading dimensions "
