@@ -31,7 +31,8 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     file object), as torch.onnx.export: ``model(*args)`` runs once in eval mode and the
     ops it ran become the graph, its parameters the initializers.
 
-    ``args``: a Tensor or a tuple of Tensors (their shapes and dtype are the graph's).
+    ``args``: a Tensor or a tuple of Tensors (their shapes and dtype are the graph's):
+    float inputs, or integer ones for the indices of an Embedding.
     ``input_names``/``output_names``: names for the graph's inputs and outputs (default
     "input"/"output", numbered when there are several). ``dynamic_axes``: {name: [axis,
     ...]} or {name: {axis: "symbol"}}, e.g. ``{"input": {0: "batch"}, "output": {0:
