@@ -121,65 +121,133 @@ def linear_attributes(node):
     return node.maps
 
 
-def _onnx_scale(n_in, n_out):
+def _sizes_scale(n_in, n_out):
     return np.float32(n_out) / np.float32(n_in)  # onnxruntime's scale from `sizes`
 
 
-def _onnx_nearest(n_in, n_out):
+def _scaled_size(n_in, scale):
+    """The output size ONNX gives an axis of ``n_in`` for ``scales`` entry ``scale`` (a
+    float32), or None where computing it in float32 and in float64 disagree (runtimes and
+    ONNX's shape inference differ in that)."""
+    scale = np.float32(scale)
+    narrow, wide = np.floor(np.float32(n_in) * scale), np.floor(float(n_in) * float(scale))
+    return int(narrow) if narrow == wide else None
+
+
+def _onnx_nearest(n_in, n_out, scale):
     """Resize nearest, asymmetric, floor: floor(i / scale), clamped to the input."""
-    pos = np.arange(n_out, dtype=np.float32) / _onnx_scale(n_in, n_out)
+    pos = np.arange(n_out, dtype=np.float32) / np.float32(scale)
     return np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
 
 
-def _onnx_linear(n_in, n_out, mode):
+def _onnx_linear(n_in, n_out, mode, scale):
     """Resize linear: the source coordinate of each output position, clamped to the input."""
     i = np.arange(n_out, dtype=np.float32)
     if mode == "align_corners":
         src = i * np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.zeros(n_out, np.float32)
     else:
-        src = (i + np.float32(0.5)) / _onnx_scale(n_in, n_out) - np.float32(0.5)
+        src = (i + np.float32(0.5)) / np.float32(scale) - np.float32(0.5)
     return np.clip(src.astype(np.float64), 0, n_in - 1)
+
+
+def _nearest_scale(n_in, idx):
+    """A ``scales`` entry whose floor(i / scale) is ``idx`` and whose output size is
+    len(idx): the middle of the interval every position allows, or None if it is empty."""
+    n_out, i = len(idx), np.arange(len(idx), dtype=np.float64)
+    low, high = n_out / n_in, (n_out + 1) / n_in          # the output size: low <= s < high
+    upper = idx > 0                                        # i / s >= idx
+    if upper.any():
+        high = min(high, float(np.min(i[upper] / idx[upper])))
+    lower = idx < n_in - 1                                 # i / s < idx + 1 (unless clamped)
+    if lower.any():
+        low = max(low, float(np.max(i[lower] / (idx[lower] + 1))))
+    return (low + high) / 2 if low < high else None
+
+
+def _linear_scale(n_in, lo, hi, frac):
+    """The ``scales`` entry of half_pixel positions (i + 0.5) / s - 0.5, from the last
+    unclamped one, or None."""
+    src = _source(lo, hi, frac)
+    free = np.flatnonzero((src > 0) & (src < n_in - 1))
+    if not free.size:
+        return None
+    i = free[-1]
+    return (i + 0.5) / (src[i] + 0.5)
+
+
+def _first_fitting(scale, n_in, n_out, reproduces):
+    """``scale`` as a float32, or its neighbour above or below (the product with n_in may
+    round to either side of n_out), that gives n_out positions which ``reproduces``
+    accepts; None if none does."""
+    if scale is None:
+        return None
+    near = np.float32(scale)
+    for s in (near, np.nextafter(near, np.float32(np.inf)), np.nextafter(near, np.float32(0))):
+        if _scaled_size(n_in, s) == n_out and reproduces(s):
+            return float(s)
+    return None
 
 
 def _source(lo, hi, frac):
     return np.where(hi > lo, lo + np.asarray(frac, np.float64), lo)
 
 
-def _resize(g, y, mode, transform, out_shape, **attrs):
+def _resize(g, y, mode, transform, out_shape, scales=None, **attrs):
+    """Resize to ``out_shape``: by ``sizes`` (the batch and channels from the input's
+    Shape), or by ``scales`` (1 for the batch and channels) when given."""
+    if scales is not None:
+        factors = g.const(np.array([1.0, 1.0, *scales], dtype=np.float32), "scales")
+        return g.op("Resize", [y, "", factors], mode=mode, coordinate_transformation_mode=transform, **attrs)
     batch_channels = g.op("Slice", [g.op("Shape", [y]), g.int64s([0], "starts"), g.int64s([2], "ends")])
     sizes = g.op("Concat", [batch_channels, g.int64s(out_shape[2:], "spatial_sizes")], axis=0)
     return g.op("Resize", [y, "", "", sizes], mode=mode, coordinate_transformation_mode=transform, **attrs)
 
 
-@maps(interpolate.Nearest)
-def nearest(g, node, x, out):
-    in_shape, dyn = g.shapes[x[0]], g.dyn[x[0]]
-    exact, gathers = True, []
-    for axis, idx in nearest_attributes(node):
+def _spatial(g, x, axis_maps):
+    dyn = g.dyn[x]
+    for axis, _ in axis_maps:
         if axis in dyn:
             raise Unsupported(f"resampling dynamic axis {axis} ({dyn[axis]!r})")
-        idx = np.asarray(idx)
-        exact &= np.array_equal(_onnx_nearest(in_shape[axis], len(idx)), idx)
-        gathers.append((axis, idx))
-    if exact:
+    if [axis for axis, _ in axis_maps] != list(range(2, len(g.shapes[x]))):
+        raise Unsupported("an interpolation that leaves a spatial axis out")
+    return g.shapes[x]
+
+
+@maps(interpolate.Nearest)
+def nearest(g, node, x, out):
+    axis_maps = [(axis, np.asarray(idx)) for axis, idx in nearest_attributes(node)]
+    in_shape = _spatial(g, x[0], axis_maps)
+    if all(np.array_equal(_onnx_nearest(in_shape[a], len(idx), _sizes_scale(in_shape[a], len(idx))), idx)
+           for a, idx in axis_maps):
         return _resize(g, x[0], "nearest", "asymmetric", out.shape, nearest_mode="floor")
+    scales = [_first_fitting(_nearest_scale(in_shape[a], idx), in_shape[a], len(idx),
+                             lambda s, a=a, idx=idx: np.array_equal(_onnx_nearest(in_shape[a], len(idx), s), idx))
+              for a, idx in axis_maps]
+    if None not in scales:
+        return _resize(g, x[0], "nearest", "asymmetric", out.shape, scales=scales, nearest_mode="floor")
     y = x[0]
-    for axis, idx in gathers:
+    for axis, idx in axis_maps:
         y = g.op("Gather", [y, g.int64s(idx, "source_index")], axis=int(axis))
     return y
 
 
+def _linear_matches(n_in, lo, hi, frac, transform, scale):
+    return np.allclose(_onnx_linear(n_in, len(lo), transform, scale), _source(lo, hi, frac), rtol=0, atol=1e-5)
+
+
 @maps(interpolate.Linear)
 def bilinear(g, node, x, out):
-    in_shape, dyn = g.shapes[x[0]], g.dyn[x[0]]
     axis_maps = [(axis, tuple(np.asarray(a) for a in m)) for axis, m in linear_attributes(node)]
-    for axis, _ in axis_maps:
-        if axis in dyn:
-            raise Unsupported(f"resampling dynamic axis {axis} ({dyn[axis]!r})")
+    in_shape = _spatial(g, x[0], axis_maps)
     for transform in ("half_pixel", "align_corners"):
-        if all(np.allclose(_onnx_linear(in_shape[axis], len(lo), transform), _source(lo, hi, frac),
-                           rtol=0, atol=1e-6) for axis, (lo, hi, frac) in axis_maps):
+        if all(_linear_matches(in_shape[a], *m, transform, _sizes_scale(in_shape[a], len(m[0])))
+               for a, m in axis_maps):
             return _resize(g, x[0], "linear", transform, out.shape)
+    scales = [_first_fitting(_linear_scale(in_shape[a], *m), in_shape[a], len(m[0]),
+                             lambda s, a=a, m=m: _linear_matches(in_shape[a], *m, "half_pixel", s))
+              for a, m in axis_maps]
+    if None not in scales:
+        return _resize(g, x[0], "linear", "half_pixel", out.shape, scales=scales)
     dtype, rank = out.data.dtype, len(in_shape)
     y = x[0]
     for axis, (lo, hi, frac) in axis_maps:

@@ -152,9 +152,39 @@ def test_interpolate_as_resize(tmp_path, shape, kwargs):
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
-def test_a_scale_factor_resize_cannot_reproduce_is_gathered(tmp_path, mode):
-    """scale_factor=1.7 samples at 1 / 1.7 steps, not in / out ones: exact Gathers instead."""
-    model = Lambda(lambda x: F.interpolate(x, scale_factor=1.7, mode=mode))
+@pytest.mark.parametrize("scale_factor", [1.7, (0.55, 2.3), 0.3])
+def test_a_scale_factor_is_resized_by_scales(tmp_path, mode, scale_factor):
+    """A scale_factor samples at 1 / scale_factor steps, not in / out ones: Resize by the
+    ``scales`` found to reproduce fastgrad's positions and output size (nearest: or
+    Gathers, where float32 rounding of i * (1 / scale_factor) leaves no one scale)."""
+    model = Lambda(lambda x: F.interpolate(x, scale_factor=scale_factor, mode=mode))
+    by_scales = 0
+    for shape in ((2, 5, 6), (3, 31, 7), (1, 41, 30)):
+        proto = export_and_compare(model.eval(), shape, tmp_path)
+        types = op_types(proto)
+        assert (types[-1] == "Resize" and "Gather" not in types) or (mode == "nearest" and "Resize" not in types)
+        by_scales += types == ["Resize"]  # no Shape: scales, not sizes
+    assert by_scales > 0 or scale_factor != 1.7  # at 1.7 some of these shapes need scales
+
+
+def test_nearest_positions_no_scale_reproduces_are_gathered(tmp_path):
+    """PyTorch's and fastgrad's floor(i * float32(1 / 2.3)) is 10 at i = 23 but 29 at
+    i = 69 (float32 rounding): no one Resize scale gives both, so the export gathers."""
+    model = Lambda(lambda x: F.interpolate(x, scale_factor=2.3))
+    proto = export_and_compare(model.eval(), (2, 3, 64), tmp_path)
+    assert "Resize" not in op_types(proto) and "Gather" in op_types(proto)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_positions_resize_cannot_reproduce_are_gathered(tmp_path, monkeypatch, mode):
+    """Where no Resize reproduces fastgrad's source positions (here: a simulation of
+    onnxruntime that never agrees), the export gathers the exact positions."""
+    from fastgrad.onnx import resample_ops
+
+    monkeypatch.setattr(resample_ops, "_onnx_nearest", lambda n_in, n_out, scale: np.full(n_out, -1))
+    monkeypatch.setattr(resample_ops, "_onnx_linear", lambda n_in, n_out, mode, scale: np.full(n_out, -1.0))
+    model = Lambda(lambda x: F.interpolate(x, size=(7, 4), mode=mode) + F.interpolate(x, scale_factor=1.7,
+                                                                                     mode=mode)[:, :, :7, :4])
     proto = export_and_compare(model.eval(), (2, 5, 6), tmp_path)
     assert "Resize" not in op_types(proto) and "Gather" in op_types(proto)
 
