@@ -13,8 +13,11 @@ give exactly that map:
   clamps too). The output sizes go in as ``sizes`` (the batch and channel dimensions
   from the input's Shape, so a dynamic batch stays dynamic). Where the source positions
   the ONNX formula gives (computed here in float32, as onnxruntime does) differ from
-  fastgrad's, as a scale_factor whose reciprocal is not out/in can make them, the axis
-  is written as Gathers of the exact positions instead (and the linear blend).
+  fastgrad's, as a scale_factor whose reciprocal is not out/in makes them, the
+  ``scales`` that reproduce fastgrad's positions and output size are found from the
+  positions themselves. Where none does (float32 rounding of i * (1 / scale_factor) can
+  floor one exact multiple down and not another), the axes are written as Gathers of the
+  exact positions (and, for bilinear, the blend).
 """
 import numpy as np
 
@@ -27,16 +30,16 @@ from .table import maps
 def pad_attributes(node, out):
     """[(axis, source index per output position, -1 where the value fills)] and the fill
     value: kept by the forward, or read from the output where a map is -1 (0 if none)."""
-    maps = node.maps
+    axis_maps = node.maps
     value = getattr(node, "value", None)
     if value is None:
         value = 0
-        for axis, idx in maps:
+        for axis, idx in axis_maps:
             filled = np.flatnonzero(np.asarray(idx) < 0)
             if filled.size and out.data.size:
                 value = np.take(out.data, filled[:1], axis=axis).reshape(-1)[0]
                 break
-    return maps, value
+    return axis_maps, value
 
 
 def _onnx_pad_index(mode, n, begin, end):
@@ -85,14 +88,14 @@ def pad_op(g, node, x, out):
             if m == mode:
                 pads[axis], pads[rank + axis] = begin, end
         if mode == "wrap" and g.opset < 19:
-            y = _wrap_by_concat(g, y, forms, rank)
+            y = _wrap_by_concat(g, y, forms)
             continue
         fill = g.const(np.asarray(value, dtype=out.data.dtype), "pad_value") if mode == "constant" else None
         y = g.op("Pad", [y, g.int64s(pads, "pads"), fill], mode=mode)
     return y
 
 
-def _wrap_by_concat(g, y, forms, rank):
+def _wrap_by_concat(g, y, forms):
     """Circular padding as [last `begin` elements, y, first `end` elements] per axis."""
     for axis, mode, begin, end in forms:
         if mode != "wrap":
