@@ -150,6 +150,14 @@ def _record_in_eval_mode(model, inputs):
             f"export: op {node.name()} in {_where(model, recording.path.get(node, ''))} takes a tensor "
             "computed from the input outside the autograd graph (detach(), .data, a comparison or numpy); "
             "it would be frozen into the ONNX graph as a constant")
+    inputs = {id(t) for t in recording.inputs}
+    for i, (a, b) in enumerate(zip(recording.outputs, second.outputs)):
+        if a._ctx is None and id(a) not in inputs and a.shape == b.shape and \
+                not np.array_equal(a.data, b.data, equal_nan=True):
+            raise UnsupportedOperatorError(
+                f"export: output {i} of {type(model).__name__} is computed from the input outside the autograd "
+                "graph (indices, a comparison, an integer cast or numpy); it would be frozen into the ONNX graph "
+                "as a constant")
     return recording
 
 

@@ -231,6 +231,17 @@ def test_indices_computed_from_the_input_are_refused(tmp_path):
         export(model.eval(), fastgrad.randn(1, 4), tmp_path / "m.onnx")
 
 
+def test_an_output_computed_outside_the_graph_is_refused(tmp_path):
+    """max_pool1d's indices (and an integer cast) make no graph node: frozen, they would
+    be wrong for every other input."""
+    model = Lambda(lambda x: F.max_pool1d(x, 2, return_indices=True))
+    with pytest.raises(UnsupportedOperatorError, match="output 1 of Lambda is computed from the input outside"):
+        export(model.eval(), fastgrad.randn(1, 2, 8), tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedOperatorError, match="output 0 of Lambda"):
+        export(Lambda(lambda x: (x * 4).long()).eval(), fastgrad.randn(1, 8), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_float_casts(tmp_path):
     model = Lambda(lambda x: (x * 3.0).half().float() + x.double().sqrt().float())
     path = tmp_path / "casts.onnx"
