@@ -29,11 +29,28 @@ and Div), AdaptiveAvgPool2d -> GlobalAveragePool / AveragePool / two MatMuls (un
 regions), BatchNorm (eval) -> BatchNormalization, ReLU/Sigmoid/Tanh/LeakyReLU,
 Softmax/LogSoftmax, and a Sequential's chain (one form per layer). Dropout in eval mode
 makes no node (it is the identity).
-``tensor_ops.py``: Add/Sub/Mul/Div/Pow/MatMul, Neg/Exp/Log/Sqrt/Abs/Clamp/Clone/Cast,
-reshape/flatten/squeeze/unsqueeze -> Flatten or Reshape, permute/transpose -> Transpose,
-expand -> Expand, cat -> Concat, stack -> Unsqueeze + Concat, basic indexing -> Slice
-(+ Squeeze/Unsqueeze), sum/mean/max/min -> ReduceSum/ReduceMean/ReduceMax/ReduceMin.
-Losses and integer-array indexing have no mapping.
+``tensor_ops.py``: Add/Sub/Mul/Div/Pow/MatMul, Neg/Exp/Log/Sqrt/Abs/Clamp/Clone/Cast (the
+float casts: float, double, half), reshape/flatten/squeeze/unsqueeze/Unflatten -> Flatten
+or Reshape, permute/transpose -> Transpose, expand -> Expand, cat -> Concat, stack ->
+Unsqueeze + Concat, basic indexing, chunk and split -> Slice (+ Squeeze/Unsqueeze),
+sum/mean/max/min -> ReduceSum/ReduceMean/ReduceMax/ReduceMin.
+``conv_transpose_ops.py``: ConvTranspose2d -> ConvTranspose (output_padding, dilation,
+groups). Conv1d, MaxPool1d and AvgPool1d run as the 2-D ops between Reshapes.
+``smooth_ops.py``: GELU -> Gelu (opset 20 and up; before, its erf or tanh formula as
+``approximate`` says), ELU -> Elu, SiLU -> Sigmoid + Mul, Hardswish -> HardSwish (opset
+14 and up; HardSigmoid + Mul before), PReLU -> PRelu.
+``norm_ops.py``: LayerNorm -> LayerNormalization (opset 17 and up; its formula before),
+GroupNorm -> Reshape + InstanceNormalization + Reshape + the affine.
+``resample_ops.py``: F.pad -> Pad (constant, reflect, replicate as edge, circular as wrap
+from opset 19, as a Concat before), F.interpolate -> Resize (nearest: asymmetric + floor;
+bilinear: half_pixel or align_corners), or exact Gathers where Resize's coordinates
+cannot reproduce fastgrad's (a scale_factor whose reciprocal is not out / in).
+``select_ops.py``: where / masked_fill -> Where, Embedding -> Gather (its indices a
+constant, or an integer input of the graph).
+Dropout and Dropout2d in eval mode make no node (they are the identity). Losses,
+integer-array indexing, one_hot and the integer and bool casts have no mapping: the
+last two make no autograd node (their result is a constant to the recording, refused
+when it depends on the input).
 
 Adding an op
 ------------
@@ -46,13 +63,17 @@ Write one function next to its family's and register it for the op's Function cl
 ``g`` is the GraphBuilder: ``g.op(op_type, inputs, **attributes)`` adds a node and
 returns its output's name, ``g.const(array)`` / ``g.int64s([...])`` add initializers,
 ``g.shapes[name]`` is a value's traced shape. ``node`` is the recorded Function: read the
-geometry from what its forward kept (``node.step.params``, ``node.negative_slope``) and
-from ``out`` (the output Tensor). ``x`` are the names of its inputs, in the order of
+geometry from what its forward kept, in one small accessor per op next to its mapping
+(``leaky_relu_slope(node)``), so that a renamed attribute is a one-line fix, and from
+``out`` (the output Tensor). ``x`` are the names of its inputs, in the order of
 ``node.parents``. Raise ``errors.Unsupported("why")`` for a case ONNX cannot express. An
 op that changes its input's rank also records which axes of its output are dynamic, with
 ``g.note(name, out.shape, {axis: symbol})`` (see ``tensor_ops.permute``); for the others
-the dynamic axes of the inputs carry over. Then add the op to a test model in
-tests/onnx, which compares onnxruntime's output with fastgrad's.
+the dynamic axes of the inputs carry over. An array the forward holds outside its inputs
+(a where's condition) becomes a constant: register an accessor for it with
+``@holds(Function)`` so that export refuses it when it changes with the input. Then add
+the op to ``EveryOp`` in tests/onnx/onnx_nets.py (a test checks that it runs every
+mapped Function), which compares onnxruntime's output with fastgrad's.
 """
 from .errors import Unsupported, UnsupportedOperatorError
 

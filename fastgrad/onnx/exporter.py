@@ -9,7 +9,15 @@ from ..autograd import no_grad
 from ..io import atomic_write
 from ..nn.module import Module
 from ..tensor import Tensor
-from . import nn_ops, tensor_ops  # noqa: F401  (they fill the table)
+from . import (  # noqa: F401  (they fill the table)
+    conv_transpose_ops,
+    nn_ops,
+    norm_ops,
+    resample_ops,
+    select_ops,
+    smooth_ops,
+    tensor_ops,
+)
 from .errors import Unsupported, UnsupportedOperatorError
 from .graph import GraphBuilder, make_model, value_info
 from .record import first_input_dependent_constant, record
@@ -23,7 +31,8 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     file object), as torch.onnx.export: ``model(*args)`` runs once in eval mode and the
     ops it ran become the graph, its parameters the initializers.
 
-    ``args``: a Tensor or a tuple of Tensors (their shapes and dtype are the graph's).
+    ``args``: a Tensor or a tuple of Tensors (their shapes and dtype are the graph's):
+    float inputs, or integer ones for the indices of an Embedding.
     ``input_names``/``output_names``: names for the graph's inputs and outputs (default
     "input"/"output", numbered when there are several). ``dynamic_axes``: {name: [axis,
     ...]} or {name: {axis: "symbol"}}, e.g. ``{"input": {0: "batch"}, "output": {0:
@@ -120,15 +129,18 @@ def _record_in_eval_mode(model, inputs):
                       "(BatchNorm by its running statistics, Dropout as the identity) and put back "
                       "in training mode afterwards", UserWarning, stacklevel=4)
     rng = np.random.default_rng(0)  # not fastgrad's generator: export leaves its state alone
-    others = [Tensor(t.data + (rng.standard_normal(t.shape) * (np.std(t.data) + 1)).astype(t.dtype))
-              for t in inputs]
+    others = [Tensor(_other_values(t.data, rng)) for t in inputs]
     model.eval()
     try:
         # a first call plans a Sequential's chains for this shape, so that both recordings
         # run the same ops (a chain, not the layers one by one)
-        with no_grad():
+        # other values may leave an op's domain (the log of a negated input): its NaNs
+        # are compared as they are, without numpy's warnings
+        with no_grad(), np.errstate(all="ignore"):
             model(*others)
-        recording, second = record(model, inputs), record(model, others)
+        recording = record(model, inputs)
+        with np.errstate(all="ignore"):
+            second = record(model, others)
     finally:
         for m, training in modes:
             object.__setattr__(m, "training", training)
@@ -138,7 +150,24 @@ def _record_in_eval_mode(model, inputs):
             f"export: op {node.name()} in {_where(model, recording.path.get(node, ''))} takes a tensor "
             "computed from the input outside the autograd graph (detach(), .data, a comparison or numpy); "
             "it would be frozen into the ONNX graph as a constant")
+    inputs = {id(t) for t in recording.inputs}
+    for i, (a, b) in enumerate(zip(recording.outputs, second.outputs)):
+        if a._ctx is None and id(a) not in inputs and a.shape == b.shape and \
+                not np.array_equal(a.data, b.data, equal_nan=True):
+            raise UnsupportedOperatorError(
+                f"export: output {i} of {type(model).__name__} is computed from the input outside the autograd "
+                "graph (indices, a comparison, an integer cast or numpy); it would be frozen into the ONNX graph "
+                "as a constant")
     return recording
+
+
+def _other_values(data, rng):
+    """Other values for an input, for the second recording: noise added to a float input,
+    a shuffle of an integer one (its values stay valid indices)."""
+    if data.dtype.kind in "iu":
+        return rng.permutation(data.reshape(-1)).reshape(data.shape)
+    # negated too, so that a mask of signs (x > 0) differs everywhere
+    return -(data + (rng.standard_normal(data.shape) * (np.std(data) + 1)).astype(data.dtype))
 
 
 def _where(model, path):
@@ -159,6 +188,8 @@ def _build(model, rec, in_names, out_names, axes, opset):
     graph_inputs = []
     for t, name in zip(rec.inputs, in_names):
         values[id(t)] = g.note(g.reserve(name), t.shape, axes.get(name, {}))
+        if t.dtype.kind in "iu":
+            g.add_integer_input(t.data, name)
         graph_inputs.append(value_info(name, t.dtype, t.shape, axes.get(name, {})))
     leaf_names = _leaf_names(model)
 

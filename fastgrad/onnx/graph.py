@@ -19,6 +19,7 @@ class GraphBuilder:
         self.path = ""                   # module path of the op being mapped (node names)
         self._taken = set()
         self._constants = {}             # id(array) -> name, for arrays given twice
+        self._integer_inputs = []        # (array, name) of the graph's integer inputs
 
     # ----------------------------------------------------------------- names
     def fresh(self, base):
@@ -76,6 +77,19 @@ class GraphBuilder:
         self._constants[key] = (name, array)  # the array is kept alive with its id
         self.note(name, array.shape, {})
         return name
+
+    def add_integer_input(self, array, name):
+        self._integer_inputs.append((np.asarray(array), name))
+
+    def integer_input(self, indices):
+        """The name of the graph's integer input holding ``indices`` (as int64: through a
+        Cast when the input has another integer type), or None."""
+        for array, name in self._integer_inputs:
+            if array.shape == indices.shape and np.array_equal(array, indices):
+                if array.dtype == np.int64:
+                    return name
+                return self.note(self.op("Cast", [name], to=tensor_type(np.int64)), array.shape, self.dyn[name])
+        return None
 
     def int64s(self, values, base="Constant"):
         return self.const(np.array(list(values), dtype=np.int64), base)

@@ -42,10 +42,15 @@ def conv2d(g, x, weights, params, in_shape, out_shape, relu):
     return g.op("Relu", [y]) if relu else y
 
 
+def conv2d_attributes(node):
+    """(params, fused relu) of a Conv2d node (params as conv2d takes them)."""
+    return node.step.params, node.step.relu
+
+
 @maps(conv.Conv2d)
 def conv2d_op(g, node, x, out):
-    step = node.step
-    return conv2d(g, x[0], x[1:], step.params, g.shapes[x[0]], out.shape, step.relu)
+    params, relu = conv2d_attributes(node)
+    return conv2d(g, x[0], x[1:], params, g.shapes[x[0]], out.shape, relu)
 
 
 def linear_(g, x, weights, relu):
@@ -59,9 +64,13 @@ def linear_(g, x, weights, relu):
     return g.op("Relu", [y]) if relu else y
 
 
+def linear_fused_relu(node):
+    return node.step.relu
+
+
 @maps(linear.Linear)
 def linear_op(g, node, x, out):
-    return linear_(g, x[0], x[1:], node.step.relu)
+    return linear_(g, x[0], x[1:], linear_fused_relu(node))
 
 
 # --------------------------------------------------------------------------- pooling
@@ -76,14 +85,25 @@ def max_pool2d(g, x, params, in_shape, out_shape):
                 dilations=[int(dh), int(dw)])
 
 
+def max_pool2d_params(node):
+    """(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) of a MaxPool2d node."""
+    return node.step.params
+
+
 @maps(pool.MaxPool2d)
 def max_pool2d_op(g, node, x, out):
-    return max_pool2d(g, x[0], node.step.params, g.shapes[x[0]], out.shape)
+    return max_pool2d(g, x[0], max_pool2d_params(node), g.shapes[x[0]], out.shape)
+
+
+def avg_pool2d_params(node):
+    """(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad,
+    divisor_override) of an AvgPool2d node."""
+    return node.params
 
 
 @maps(pool.AvgPool2d)
 def avg_pool2d(g, node, x, out):
-    kh, kw, sh, sw, ph, pw, count_include_pad, divisor = node.params
+    kh, kw, sh, sw, ph, pw, count_include_pad, divisor = avg_pool2d_params(node)
     in_hw, out_hw = g.shapes[x[0]][2:], out.shape[2:]
     if divisor is not None:
         # the window sums (a depthwise convolution with ones; padding adds zeros) / divisor
@@ -122,18 +142,25 @@ def adaptive_avg_pool2d(g, node, x, out):
 
 # --------------------------------------------------------------------------- normalization and dropout
 
+def batch_norm_attributes(node):
+    """(uses the batch's statistics, has weight, has bias, mean, 1 / sqrt(var + eps)) of a
+    BatchNorm node: the statistics it normalized by, one per channel."""
+    return node.use_batch_stats, node.has_weight, node.has_bias, node.save_mean, node.save_invstd
+
+
 @maps(norm.BatchNorm)
 def batch_norm(g, node, x, out):
-    if node.use_batch_stats:
+    batch_stats, has_weight, has_bias, mean, invstd = batch_norm_attributes(node)
+    if batch_stats:
         raise Unsupported("batch_norm with the batch's statistics (training=True, or no running "
                           "statistics): an exported model normalizes by running statistics")
-    dtype, channels = out.data.dtype, node.x3.shape[1]
-    scale = x[1] if node.has_weight else g.const(np.ones(channels, dtype), "scale")
-    bias = x[-1] if node.has_bias else g.const(np.zeros(channels, dtype), "bias")
+    dtype, channels = out.data.dtype, out.shape[1]
+    scale = x[1] if has_weight else g.const(np.ones(channels, dtype), "scale")
+    bias = x[-1] if has_bias else g.const(np.zeros(channels, dtype), "bias")
     # the forward kept 1/sqrt(running_var + eps): given as the variance, with epsilon 0
-    invstd = node.save_invstd.astype(np.float64)
+    invstd = np.asarray(invstd, dtype=np.float64).reshape(channels)
     var = g.const((1.0 / (invstd * invstd)).astype(dtype), "running_var_plus_eps")
-    mean = g.const(node.save_mean, "running_mean")
+    mean = g.const(np.asarray(mean, dtype=dtype).reshape(channels), "running_mean")
     return g.op("BatchNormalization", [x[0], scale, bias, mean, var], epsilon=0.0)
 
 
@@ -153,24 +180,38 @@ def elementwise(g, node, x, out):
     return g.op(_ELEMENTWISE[type(node)], x)
 
 
+def leaky_relu_slope(node):
+    return float(node.negative_slope)
+
+
 @maps(activation.LeakyReLU)
 def leaky_relu(g, node, x, out):
-    return g.op("LeakyRelu", x, alpha=float(node.negative_slope))
+    return g.op("LeakyRelu", x, alpha=leaky_relu_slope(node))
+
+
+def softmax_dim(node):
+    return int(node.layout.dim)
 
 
 @maps(activation.Softmax, activation.LogSoftmax)
 def softmax(g, node, x, out):
     op_type = "LogSoftmax" if isinstance(node, activation.LogSoftmax) else "Softmax"
-    return g.op(op_type, x, axis=int(node.layout.dim))
+    return g.op(op_type, x, axis=softmax_dim(node))
 
 
 # --------------------------------------------------------------------------- chains
+
+def chain_steps(node):
+    """The steps of a Chain node, in order (each with n_weights, out_shape and its own
+    geometry: params, relu)."""
+    return node.plan.steps
+
 
 @maps(chain.Chain)
 def chain_op(g, node, x, out):
     """The layers a Sequential ran as one chain, one ONNX form per step."""
     h, weights = x[0], x[1:]
-    for step in node.plan.steps:
+    for step in chain_steps(node):
         shape, dyn = g.shapes[h], g.dyn[h]
         w, weights = weights[:step.n_weights], weights[step.n_weights:]
         if isinstance(step, conv.ConvStep):

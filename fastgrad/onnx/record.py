@@ -19,6 +19,7 @@ import numpy as np
 from ..autograd import enable_grad
 from ..nn import module as module_mod
 from ..tensor import Tensor
+from .table import held_arrays
 
 
 class Recording:
@@ -86,12 +87,14 @@ def _order(outputs):
 
 def record(model, args):
     """Run ``model(*args)`` once (the caller has put it in eval mode) and return its
-    Recording. ``args`` are Tensors; the model sees float copies that require grad."""
+    Recording. ``args`` are Tensors; the model sees copies, the float ones requiring grad."""
     inputs = []
     for i, a in enumerate(args):
-        if a.dtype.kind != "f":
-            raise TypeError(f"export: input {i} has dtype {a.dtype}; the exported inputs must be float tensors")
-        inputs.append(Tensor(np.array(a.data), requires_grad=True))
+        if a.dtype.kind not in "fiu":
+            raise TypeError(f"export: input {i} has dtype {a.dtype}; the exported inputs must be float or "
+                            "integer tensors")
+        # integer inputs (an embedding's indices) take no gradient: the ops hold them as arrays
+        inputs.append(Tensor(np.array(a.data), requires_grad=a.dtype.kind == "f"))
     names = {id(m): name for name, m in model.named_modules()}
     paths, thread = {}, threading.get_ident()
 
@@ -145,4 +148,18 @@ def first_input_dependent_constant(first, second, model_tensors):
                 continue
             if pa.shape != pb.shape or not np.array_equal(pa.data, pb.data, equal_nan=True):
                 return a
+        for ha, hb in zip(held_arrays(a), held_arrays(b)):  # a where's condition, an embedding's indices
+            position = _integer_input_index(first, ha)
+            if position is not None and position == _integer_input_index(second, hb):
+                continue  # an integer input of the graph, not a constant
+            if ha.shape != hb.shape or not np.array_equal(ha, hb, equal_nan=True):
+                return a
+    return None
+
+
+def _integer_input_index(recording, array):
+    """The position of the integer input of ``recording`` holding ``array``, or None."""
+    for i, t in enumerate(recording.inputs):
+        if t.dtype.kind in "iu" and t.shape == array.shape and np.array_equal(t.data, array):
+            return i
     return None

@@ -1,6 +1,7 @@
 """The table of ONNX mappings: Function class -> the small function that writes its ONNX
 form. ``@maps(SomeFunction)`` adds an entry; ``fastgrad/onnx/__init__.py`` says how to
 write one."""
+import numpy as np
 
 MAPPINGS = {}
 
@@ -27,3 +28,23 @@ def broadcast_dyn(g, inputs, out_ndim):
         for axis, symbol in g.dyn[name].items():
             dyn.setdefault(axis + shift, symbol)
     return dyn
+
+
+# Arrays an op's forward holds outside its inputs (a where's condition, an embedding's
+# indices): the export writes them as constants, so they are checked, like the
+# constants among the inputs, not to change with the input's values.
+HELD_ARRAYS = {}
+
+
+def holds(*function_classes):
+    """Register the decorated ``node -> [array, ...]`` as the arrays ``function_classes`` hold."""
+    def register(fn):
+        for cls in function_classes:
+            HELD_ARRAYS[cls] = fn
+        return fn
+    return register
+
+
+def held_arrays(node):
+    accessor = HELD_ARRAYS.get(type(node))
+    return [] if accessor is None else [np.asarray(a) for a in accessor(node)]

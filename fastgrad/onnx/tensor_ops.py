@@ -27,10 +27,15 @@ def unary(g, node, x, out):
     return g.op(_UNARY[type(node)], x)
 
 
+def clamp_bounds(node):
+    """(min, max) of a Clamp node, None where unbounded."""
+    return node.low, node.high
+
+
 @maps(elementwise.Clamp)
 def clamp(g, node, x, out):
     dtype = out.data.dtype
-    bound = [None if b is None else g.const(np.asarray(b, dtype=dtype), "clamp_bound") for b in (node.low, node.high)]
+    bound = [None if b is None else g.const(np.asarray(b, dtype=dtype), "clamp_bound") for b in clamp_bounds(node)]
     return g.op("Clip", [x[0], *bound])
 
 
@@ -40,6 +45,9 @@ def cast(g, node, x, out):
 
 
 # --------------------------------------------------------------------------- shapes
+
+_MERGED = "_flat"  # the suffix of a dynamic axis Flatten merged with others
+
 
 def reshape(g, x, out_shape):
     """``x`` reshaped to ``out_shape``: Flatten when the result is 2-d and splits the input
@@ -53,13 +61,18 @@ def reshape(g, x, out_shape):
             if int(np.prod(in_shape[:k])) == out_shape[0] and int(np.prod(in_shape[k:])) == out_shape[1]:
                 merged = [{a: s for a, s in dyn.items() if lo <= a < hi} for lo, hi in ((0, k), (k, len(in_shape)))]
                 out_dyn = {i: (next(iter(m.values())) if len(m) == 1 and (i, k) in ((0, 1), (1, len(in_shape) - 1))
-                               else "_".join(m.values()) + "_flat")
+                               else "_".join(m.values()) + _MERGED)
                            for i, m in enumerate(merged) if m}
                 return g.note(g.op("Flatten", [x], axis=k), out_shape, out_dyn)
     prefix = 0
     while prefix < min(len(in_shape), len(out_shape)) and in_shape[prefix] == out_shape[prefix]:
         prefix += 1
     moved = sorted(a for a in dyn if a >= prefix)
+    if moved == [0] and dyn[0].endswith(_MERGED) and out_shape:
+        # the batch, merged by a Flatten with the axes after it (batch-major), split off
+        # again: the leading axis is the one the others leave (-1)
+        symbol = dyn[0][:-len(_MERGED)] if out_shape[0] == 1 else dyn[0]
+        return g.note(g.op("Reshape", [x, g.int64s([-1, *out_shape[1:]], "shape")]), out_shape, {0: symbol})
     if moved:
         raise Unsupported(f"reshape of {in_shape} to {out_shape} moves dynamic axis {moved[0]} "
                           f"({dyn[moved[0]]!r}); a dynamic axis must stay among the leading dimensions "
@@ -74,9 +87,14 @@ def reshape_op(g, node, x, out):
     return reshape(g, x[0], out.shape)
 
 
+def permutation(node):
+    """The axes of a Permute node's input, in the order of its output's."""
+    return [int(d) for d in np.argsort(node.inverse)]
+
+
 @maps(shape.Permute)
 def permute(g, node, x, out):
-    perm = [int(d) for d in np.argsort(node.inverse)]
+    perm = permutation(node)
     dyn = g.dyn[x[0]]
     return g.note(g.op("Transpose", x, perm=perm), out.shape,
                   {i: dyn[d] for i, d in enumerate(perm) if d in dyn})
@@ -91,31 +109,42 @@ def expand(g, node, x, out):
     return g.op("Expand", [x[0], g.int64s(target, "shape")])
 
 
+def joined_dim(node):
+    """The (non-negative) dimension a Cat or Stack node joins along."""
+    return int(node.dim)
+
+
 @maps(shape.Cat)
 def cat(g, node, x, out):
-    return g.op("Concat", x, axis=int(node.dim))
+    return g.op("Concat", x, axis=joined_dim(node))
 
 
 @maps(shape.Stack)
 def stack(g, node, x, out):
-    axes = g.int64s([node.dim], "axes")
+    dim = joined_dim(node)
+    axes = g.int64s([dim], "axes")
     dyn = {}
     for name in x:
-        dyn.update({a + (a >= node.dim): s for a, s in g.dyn[name].items()})
-    return g.note(g.op("Concat", [g.op("Unsqueeze", [name, axes]) for name in x], axis=int(node.dim)),
-                  out.shape, dyn)
+        dyn.update({a + (a >= dim): s for a, s in g.dyn[name].items()})
+    return g.note(g.op("Concat", [g.op("Unsqueeze", [name, axes]) for name in x], axis=dim), out.shape, dyn)
+
+
+def index_attributes(node):
+    """(whether it indexes with arrays, the index as given to __getitem__) of an Index node."""
+    return node.advanced, node.index
 
 
 @maps(shape.Index)
 def index(g, node, x, out):
     """Basic indexing (integers, slices, None, ...) as Slice, then Squeeze and Unsqueeze."""
-    if node.advanced:
+    advanced, index = index_attributes(node)
+    if advanced:
         raise Unsupported("indexing with integer or boolean arrays")
-    items = node.index if isinstance(node.index, tuple) else (node.index,)
+    items = index if isinstance(index, tuple) else (index,)
     in_shape, dyn = g.shapes[x[0]], g.dyn[x[0]]
     n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
     if any(not isinstance(i, (int, np.integer, slice)) and i is not None and i is not Ellipsis for i in items):
-        raise Unsupported(f"an index of {node.index!r}")
+        raise Unsupported(f"an index of {index!r}")
     expanded = []
     for i in items:
         if i is Ellipsis:
@@ -174,13 +203,18 @@ def _reduced_dyn(dyn, dims, keepdim):
     return {a - sum(1 for d in dims if d < a): dyn[a] for a in kept}
 
 
+def reduced_dims(node):
+    """(the non-negative dims reduced, keepdim) of a Sum or Mean node."""
+    return tuple(node.dims), bool(node.keepdim)
+
+
 @maps(reduce.Sum, reduce.Mean)
 def sum_mean(g, node, x, out):
     op_type = "ReduceSum" if isinstance(node, reduce.Sum) else "ReduceMean"
-    if not node.dims:  # a 0-d input: nothing to reduce
+    dims, keepdim = reduced_dims(node)
+    if not dims:  # a 0-d input: nothing to reduce
         return g.op("Identity", x)
-    return g.note(g.reduce(op_type, x[0], node.dims, node.keepdim), out.shape,
-                  _reduced_dyn(g.dyn[x[0]], node.dims, node.keepdim))
+    return g.note(g.reduce(op_type, x[0], dims, keepdim), out.shape, _reduced_dyn(g.dyn[x[0]], dims, keepdim))
 
 
 def _largest(node, data, values, axis):
@@ -197,10 +231,16 @@ def max_all(g, node, x, out):
     return g.note(y, (), {})
 
 
+def max_dim_attributes(node):
+    """(the non-negative dim, keepdim) of a MaxDim node (max or min along a dim)."""
+    return int(node.dim), bool(node.keepdim)
+
+
 @maps(reduce.MaxDim)
 def max_dim(g, node, x, out):
+    dim, keepdim = max_dim_attributes(node)
     data = node.parents[0].data
-    values = out.data if node.keepdim else np.expand_dims(out.data, node.dim)
-    largest = _largest(node, data, values, node.dim)
-    y = g.reduce("ReduceMax" if largest else "ReduceMin", x[0], [node.dim], node.keepdim)
-    return g.note(y, out.shape, _reduced_dyn(g.dyn[x[0]], (node.dim,), node.keepdim))
+    values = out.data if keepdim else np.expand_dims(out.data, dim)
+    largest = _largest(node, data, values, dim)
+    y = g.reduce("ReduceMax" if largest else "ReduceMin", x[0], [dim], keepdim)
+    return g.note(y, out.shape, _reduced_dyn(g.dyn[x[0]], (dim,), keepdim))

@@ -149,6 +149,29 @@ class EveryOp(nn.Module):
         self.log_softmax = nn.LogSoftmax(dim=1)
         self.register_buffer("offset", fastgrad.randn(1, 10))
         self.sigmoid, self.tanh = nn.Sigmoid(), nn.Tanh()
+        # the layers and functions added since: a second branch, from the same input
+        self.up = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.gn = nn.GroupNorm(3, 6)
+        self.prelu = nn.PReLU(6, init=0.1)
+        self.prelu_shared = nn.PReLU()
+        self.elu, self.silu, self.hardswish = nn.ELU(0.7), nn.SiLU(), nn.Hardswish()
+        self.gelu, self.gelu_tanh = nn.GELU(), nn.GELU(approximate="tanh")
+        self.ln = nn.LayerNorm(12)
+        self.ln2d = nn.LayerNorm((7, 8), eps=1e-3, elementwise_affine=False)
+        self.drop2d = nn.Dropout2d(0.4)
+        self.register_buffer("mask", fastgrad.tensor(np.arange(56).reshape(7, 8) % 3 == 0))
+        self.conv1d = nn.Conv1d(3, 4, 3, padding=1)
+        self.maxpool1d, self.avgpool1d = nn.MaxPool1d(2), nn.AvgPool1d(4)
+        self.unflatten = nn.Unflatten(1, (4, 7))
+        self.emb = nn.Embedding(9, 7)
+        self.register_buffer("tokens", fastgrad.tensor(np.array([3, 0, 8, 3])))
+        self.chained = nn.Sequential(nn.Conv2d(6, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 10))
+        self.head = nn.Linear(28, 10)
+        rng = np.random.default_rng(5)  # affine weights away from their initial 1s and 0s
+        for norm in (self.gn, self.ln):
+            norm.weight.data[...] = rng.uniform(0.5, 1.5, norm.weight.shape)
+            norm.bias.data[...] = rng.uniform(-0.5, 0.5, norm.bias.shape)
+        self.prelu.weight.data[...] = rng.uniform(-0.5, 0.5, 6)
 
     def forward(self, x):
         a = self.leaky(self.strided(x))                                # (N, 8, 6, 6)
@@ -166,5 +189,24 @@ class EveryOp(nn.Module):
         s = s - s.mean(dim=1, keepdim=True) + s.max(dim=1, keepdim=True).values
         s = (s ** 2 - s.min(dim=1).values.unsqueeze(1)).double().float()
         t = s @ torch.ones(15, 16) / 15 + (-h).sum(dim=1, keepdim=True).expand(s.shape[0], 16)
-        out = t @ self.mix + self.offset + t.max() * 0.0
+        out = t @ self.mix + self.offset + t.max() * 0.0 + self.newer_ops(x)
         return self.softmax(out) + self.log_softmax(out)
+
+    def newer_ops(self, x):
+        u = self.up(x[:, :, ::2, ::2])                                  # (N, 6, 12, 12)
+        u = self.prelu(self.gn(u)) + self.prelu_shared(u)
+        u = self.gelu(u) + self.gelu_tanh(u) * 0.5 + self.elu(u) - self.silu(u) + self.hardswish(u)
+        u = self.drop2d(self.ln(u)).double().float()
+        v = (F.pad(u, (1, 2, 0, 1), value=0.25) + F.pad(u, (2, 1, 1, 0), mode="reflect")
+             - F.pad(u, (0, 3, 1, 0), mode="replicate") * F.pad(u, (1, 2, 1, 0), mode="circular") * 0.1)
+        r = (F.interpolate(v, size=(7, 8), mode="bilinear")                 # (N, 6, 7, 8)
+             + F.interpolate(v, size=(7, 8), mode="bilinear", align_corners=True)
+             + F.interpolate(v, size=(7, 8)) + F.interpolate(v, scale_factor=0.55))
+        a, b = r.chunk(2, dim=1)                                            # (N, 3, 7, 8) each
+        c1, c2, c3 = r.split([1, 2, 3], dim=1)
+        w = fastgrad.where(self.mask, a, b) + c3.masked_fill(self.mask, -1.0) + c2.sum(1, keepdim=True) + c1
+        w = self.ln2d(w)
+        s = self.avgpool1d(self.maxpool1d(self.conv1d(w.flatten(2))))     # (N, 4, 7)
+        s = self.unflatten(s.flatten(1)) * self.emb(self.tokens)            # (N, 4, 7)
+        up2 = F.interpolate(self.up(x[:, :, 1::3, 1::3]), scale_factor=1.7, mode="bilinear")  # (N, 6, 13, 13)
+        return self.head(s.flatten(1)) + self.chained(up2[:, :, 3:9, 3:9]) * 0.1

@@ -119,7 +119,11 @@ def test_resnet8_with_batch_norm_in_eval_mode(tmp_path):
     assert "GlobalAveragePool" in types and types.count("Add") == 3
 
 
-@pytest.mark.parametrize("opset", [13, 17, 18])
+# ONNX ops whose presence depends on the opset: (op, first opset that has it, the form before)
+BY_OPSET = [("Gelu", 20, "Erf"), ("HardSwish", 14, "HardSigmoid"), ("LayerNormalization", 17, "ReduceMean")]
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 20])
 def test_a_model_using_every_mapped_op(tmp_path, opset):
     model = settle_batch_norms(EveryOp(), (4, 12, 12))
     proto = export_and_compare(model, (4, 12, 12), tmp_path, opset_version=opset)
@@ -128,8 +132,32 @@ def test_a_model_using_every_mapped_op(tmp_path, opset):
                "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Add", "Mul", "Sub", "Div",
                "Softmax", "LogSoftmax", "Concat", "Slice", "Transpose", "Expand", "ReduceSum", "ReduceMean",
                "ReduceMax", "ReduceMin", "Pow", "Neg", "Exp", "Log", "Sqrt", "Abs", "Clip", "Cast", "Identity",
-               "Unsqueeze", "Squeeze"):
+               "Unsqueeze", "Squeeze", "ConvTranspose", "Elu", "PRelu", "InstanceNormalization", "Pad",
+               "Resize", "Gather", "Where", "Shape"):
         assert op in types, op
+    for op, since, before in BY_OPSET:
+        assert (op in types) == (opset >= since), op
+        assert opset >= since or before in types, op
+    modes = {a.s.decode() for n in proto.graph.node if n.op_type == "Pad" for a in n.attribute if a.name == "mode"}
+    assert modes == ({"constant", "reflect", "edge", "wrap"} if opset >= 19 else {"constant", "reflect", "edge"})
+    transforms = {a.s.decode() for n in proto.graph.node if n.op_type == "Resize" for a in n.attribute
+                  if a.name == "coordinate_transformation_mode"}
+    assert transforms == {"half_pixel", "align_corners", "asymmetric"}
+
+
+def test_the_every_op_model_runs_every_mapped_function():
+    """Every Function class with a mapping is among the ops the model's forward records
+    (but Dropout, whose mapping refuses training-mode dropout: eval makes no node)."""
+    from fastgrad.onnx import exporter  # noqa: F401  (fills the table)
+    from fastgrad.onnx.table import MAPPINGS
+    from fastgrad.ops import dropout
+
+    model, x = EveryOp().eval(), fastgrad.randn(1, 4, 12, 12)
+    with fastgrad.no_grad():
+        model(x)  # as export does first: the Sequential plans its chain
+    recorded = {type(n) for n in record(model, [x]).nodes}
+    missing = set(MAPPINGS) - recorded - {dropout.Dropout}
+    assert not missing, sorted(f"{c.__module__}.{c.__name__}" for c in missing)
 
 
 def test_every_pooling_geometry_matches(tmp_path):
