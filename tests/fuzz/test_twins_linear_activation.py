@@ -1,9 +1,7 @@
 """The compiled linear and activation kernels against their pure-Python twins: empty
-and odd matrix sizes (the gemm path above 4 rows, the dot path below), the portable
-kernels, bias and fused ReLU; activations on any shape including empty, NaN, infinities
+and odd matrix sizes (the gemm path above 4 rows, the dot path below), bias and fused
+ReLU (each SIMD path: .ci/run repeats the kernel tests under FASTGRAD_SIMD); activations on any shape including empty, NaN, infinities
 and signed zeros, in place (out is x). Threaded runs: test_threads.py."""
-import contextlib
-
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,25 +11,12 @@ from fuzz_common import (assert_close, both, compiled_module, dtypes, frozen, ma
                          with_specials)
 
 
-@contextlib.contextmanager
-def narrow_kernels(on):
-    """Run the linear module's portable 128-bit kernels (when this build has the choice)."""
-    toggle = getattr(compiled_module("linear"), "_use_narrow_kernels", None)
-    if toggle is not None and on:
-        toggle(True)
-    try:
-        yield
-    finally:
-        if toggle is not None and on:
-            toggle(False)
-
-
 matrix_sizes = st.tuples(st.integers(0, 12), st.integers(0, 9), st.integers(0, 9))
 
 
 @given(sizes=matrix_sizes, dtype=dtypes, seed=seeds, kind=value_kinds, use_bias=st.booleans(),
-       relu=st.booleans(), readonly=st.booleans(), narrow=st.booleans(), n_threads=threads)
-def test_linear_kernels(sizes, dtype, seed, kind, use_bias, relu, readonly, narrow, n_threads):
+       relu=st.booleans(), readonly=st.booleans(), n_threads=threads)
+def test_linear_kernels(sizes, dtype, seed, kind, use_bias, relu, readonly, n_threads):
     n, k, o = sizes
     rng = rng_of(seed)
     x = frozen(random_array(rng, (n, k), dtype, kind), readonly)
@@ -48,8 +33,7 @@ def test_linear_kernels(sizes, dtype, seed, kind, use_bias, relu, readonly, narr
         comp, ref = both(name)
         expected, got = sentinel(shape, dtype), sentinel(shape, dtype)
         ref(*inputs, expected, *extra, 1)
-        with narrow_kernels(narrow):
-            comp(*inputs, got, *extra, n_threads)
+        comp(*inputs, got, *extra, n_threads)
         assert_close(got, expected, dtype, scale, f"{name} n={n} k={k} o={o}")
     # all three gradients in one pass, with the forward's ReLU output as the mask or not
     y = frozen(random_array(rng, (n, o), dtype, kind), readonly) if relu else None
