@@ -13,8 +13,8 @@ import fastgrad
 import fastgrad.nn.functional as F
 
 from fuzz_api import Arg, check_call, make_arg, torch, views
-from fuzz_common import (conv_cases, dtypes, expect_error, magnitude, pool_cases, pool_out,
-                         rng_of, seeds, value_kinds, with_specials)
+from fuzz_common import (backend, compiled_available, conv_cases, dtypes, expect_error, magnitude, pool_cases,
+                         pool_out, rng_of, seeds, value_kinds, with_specials)
 
 TF = torch.nn.functional if torch is not None else None
 any_shapes = st.lists(st.integers(0, 4), max_size=4).map(tuple)
@@ -357,3 +357,37 @@ def test_dropout(shape, dtype, seed, p, training):
     np.testing.assert_allclose(out.data[kept], x.data[kept] * factor, rtol=1e-6)
     np.testing.assert_allclose(x.grad.data, np.where(kept, factor, 0), rtol=1e-6)
     assert out.dtype == dtype
+
+
+# --------------------------------------------------------------------------- found by fuzzing
+
+def test_batch_norm_rejects_one_value_per_channel_when_training():
+    """PyTorch's rule, which the fuzz oracle states itself where PyTorch is absent: a (1, C)
+    batch in training mode has one value per channel and is refused; evaluation and an
+    empty batch are not."""
+    x = fastgrad.tensor(np.ones((1, 3)))
+    mean, var = fastgrad.tensor(np.zeros(3)), fastgrad.tensor(np.ones(3))
+    try:
+        F.batch_norm(x, mean, var, training=True)
+    except ValueError as exc:
+        assert "batch_norm" in str(exc)
+    else:
+        raise AssertionError("batch_norm accepted one value per channel in training")
+    F.batch_norm(x, mean, var, training=False)
+    F.batch_norm(fastgrad.tensor(np.ones((0, 3))), mean, var, training=True)
+
+
+def test_batch_norm_eval_backward_through_a_transposed_input():
+    """The case where PyTorch 2.13's evaluation-mode backward is wrong (it ignores the
+    input's strides): fastgrad's gradient, on both backends, is the one worked out by hand."""
+    rng = np.random.default_rng(1)
+    leaf = rng.standard_normal((2, 2, 1, 1))
+    mean, var, cot = rng.standard_normal(2), rng.uniform(0.5, 2, 2), rng.standard_normal((1, 2, 1, 2))
+    # y = (v - mean_c) / sqrt(var_c + eps) on the view v = leaf.transpose(3, 0)
+    want = (cot / np.sqrt(var + 1e-5)[None, :, None, None]).transpose(3, 1, 2, 0)
+    for side in (["compiled"] if compiled_available() else []) + ["reference"]:
+        with backend(side):
+            x = fastgrad.tensor(leaf, requires_grad=True)
+            y = F.batch_norm(x.transpose(3, 0), fastgrad.tensor(mean), fastgrad.tensor(var), training=False)
+            (y * fastgrad.tensor(cot)).sum().backward()
+            np.testing.assert_allclose(x.grad.data, want, rtol=1e-12, err_msg=side)
