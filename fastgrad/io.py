@@ -28,12 +28,20 @@ overlaps and holes are all checked, and loading into a model or optimizer checks
 name, shape and dtype before changing anything. Every problem raises CheckpointError
 with the file name and the reason.
 """
+from __future__ import annotations
+
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .nn import Module
+    from .optim import Optimizer
 
 FORMAT = "fastgrad.checkpoint"
 FORMAT_VERSION = 1
@@ -52,7 +60,7 @@ class CheckpointError(ValueError):
 
 # --------------------------------------------------------------------------- atomic writes
 
-def atomic_write(path, data):
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` (bytes) to ``path`` so that a crash at any moment leaves either the
     previous file or the complete new one."""
     path = os.fspath(path)
@@ -97,7 +105,8 @@ def _fsync_folder(folder):
 
 # --------------------------------------------------------------------------- safetensors files
 
-def write_safetensors(path, tensors, metadata=None):
+def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray],
+                      metadata: Mapping[str, str] | None = None) -> None:
     """Write a dict name -> array as a safetensors file, atomically.
     ``metadata`` is an optional str -> str dict."""
     from safetensors.numpy import save
@@ -116,7 +125,8 @@ def write_safetensors(path, tensors, metadata=None):
     atomic_write(path, save(arrays, metadata=metadata))
 
 
-def read_safetensors(path, max_header_bytes=MAX_HEADER_BYTES):
+def read_safetensors(path: str | os.PathLike[str], max_header_bytes: int = MAX_HEADER_BYTES
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """``(tensors, metadata)`` from a safetensors file, every byte of the header checked.
 
     ``tensors`` maps names to fresh numpy arrays; ``metadata`` is the str -> str map
@@ -319,7 +329,8 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
 
 
-def save_checkpoint(path, model, optimizer=None, epoch=0, step=0, extra=None):
+def save_checkpoint(path: str | os.PathLike[str], model: Module, optimizer: Optimizer | None = None, epoch: int = 0,
+                    step: int = 0, extra: Mapping[str, Any] | None = None) -> None:
     """Save ``model``'s weights, ``optimizer``'s state, the position (``epoch``: epochs
     completed, ``step``: updates made) and ``extra`` (JSON-able values and arrays) to
     ``path``, atomically."""
@@ -349,7 +360,8 @@ def _describe(model):
         return type(model).__name__
 
 
-def load_checkpoint(path, model=None, optimizer=None):
+def load_checkpoint(path: str | os.PathLike[str], model: Module | None = None,
+                    optimizer: Optimizer | None = None) -> Checkpoint:
     """Read a checkpoint written by ``save_checkpoint``; with ``model`` and/or
     ``optimizer``, load their states into them after checking that every name, shape
     and dtype matches (nothing is changed when something does not). Returns a Checkpoint."""
@@ -470,7 +482,7 @@ def check_optimizer_matches(optimizer, ckpt, where):
 
 # --------------------------------------------------------------------------- plain weight files
 
-def save_weights(path, model):
+def save_weights(path: str | os.PathLike[str], model: Module | Mapping[str, Any]) -> None:
     """Write ``model``'s state dict (or a dict name -> array) under its plain keys,
     atomically: ``safetensors.torch.load_file(path)`` gives a state dict PyTorch's
     ``load_state_dict`` takes as it is."""
@@ -478,7 +490,7 @@ def save_weights(path, model):
     write_safetensors(path, {k: _as_array(v) for k, v in state.items()})
 
 
-def load_weights(path, model=None):
+def load_weights(path: str | os.PathLike[str], model: Module | None = None) -> dict[str, np.ndarray]:
     """The weights in ``path`` as a dict key -> array: a file from ``save_weights``, from
     PyTorch's ``safetensors.torch.save_file(module.state_dict(), path)``, or the model part
     of a checkpoint. With ``model``, they are checked against it and loaded into it."""

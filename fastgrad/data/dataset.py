@@ -2,7 +2,11 @@
 ``torch.utils.data``. ``TensorDataset`` holds whole arrays and also answers
 ``__getitems__`` (a list of indices at once), which lets the DataLoader build a batch
 with one fancy-indexing call per array instead of one Python call per sample."""
+from __future__ import annotations
+
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -11,7 +15,7 @@ from ..tensor import Tensor
 from .generator import numpy_rng
 
 
-def as_array(data, name="data"):
+def as_array(data: Any, name: str = "data") -> np.ndarray:
     """A numpy array from a Tensor, an array or nested lists (no copy when possible)."""
     if isinstance(data, Tensor):
         return data.data
@@ -24,13 +28,13 @@ def as_array(data, name="data"):
 class Dataset:
     """Base class: subclasses define ``__getitem__(i)`` and ``__len__()``."""
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         raise NotImplementedError
 
     def __len__(self):
         raise NotImplementedError
 
-    def __add__(self, other):
+    def __add__(self, other: Dataset) -> ConcatDataset:
         return ConcatDataset([self, other])
 
 
@@ -38,7 +42,7 @@ class TensorDataset(Dataset):
     """Samples are the i-th rows of each given array or Tensor (all of the same length):
     ``TensorDataset(images, labels)[i] == (images[i], labels[i])`` as numpy arrays."""
 
-    def __init__(self, *tensors):
+    def __init__(self, *tensors: Any) -> None:
         if not tensors:
             raise ValueError("TensorDataset: give at least one array")
         arrays = tuple(as_array(t, "TensorDataset") for t in tensors)
@@ -64,7 +68,7 @@ class TensorDataset(Dataset):
 class Subset(Dataset):
     """The samples of ``dataset`` at ``indices``, in that order."""
 
-    def __init__(self, dataset, indices):
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(dataset)
@@ -87,7 +91,7 @@ class Subset(Dataset):
 class ConcatDataset(Dataset):
     """The samples of several datasets, one after the other."""
 
-    def __init__(self, datasets):
+    def __init__(self, datasets: Iterable[Dataset]) -> None:
         self.datasets = list(datasets)
         self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
 
@@ -104,7 +108,8 @@ class ConcatDataset(Dataset):
         return int(self.offsets[-1])
 
 
-def random_split(dataset, lengths, seed=None, generator=None):
+def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int | None = None,
+                 generator: np.random.Generator | None = None) -> list[Subset]:
     """Split ``dataset`` into non-overlapping Subsets of the given lengths (counts, or
     fractions that sum to 1), from a random permutation drawn with ``generator`` (a
     ``fastgrad.Generator`` or a numpy Generator), or ``numpy.random.default_rng(seed)``,
@@ -130,7 +135,7 @@ def random_split(dataset, lengths, seed=None, generator=None):
     return out
 
 
-def collate(samples):
+def collate(samples: Sequence[Any]) -> Any:
     """Stack a list of samples into a batch: tuples position by position, arrays and
     numbers along a new first axis (floats become float32, ints int64)."""
     first = samples[0]

@@ -15,8 +15,12 @@ an epoch visits the indices it yields, in its order; it excludes ``shuffle``, as
 ``pin_memory`` is accepted and, with no accelerator to copy to, does nothing beyond
 PyTorch's warning for that case.
 """
+from __future__ import annotations
+
 import numbers
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,11 +30,17 @@ from .dataset import collate
 from .generator import numpy_rng
 from . import workers as _workers
 
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
 
 class DataLoader:
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 generator=None, collate_fn=None, num_workers=0, pin_memory=False, timeout=0,
-                 worker_init_fn=None, prefetch_factor=None, persistent_workers=False, sampler=None):
+    def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
+                 seed: int | None = None, generator: Any = None,
+                 collate_fn: Callable[[list[Any]], Any] | None = None, num_workers: int = 0,
+                 pin_memory: bool = False, timeout: float = 0, worker_init_fn: Callable[[int], None] | None = None,
+                 prefetch_factor: int | None = None, persistent_workers: bool = False,
+                 sampler: Iterable[int] | None = None) -> None:
         if sampler is not None and shuffle:
             raise ValueError("DataLoader with sampler option is mutually exclusive with shuffle")
         if sampler is not None and not hasattr(sampler, "__iter__"):
@@ -81,15 +91,15 @@ class DataLoader:
         self.persistent_workers = bool(persistent_workers)
         self._pool = None
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch`` (its shuffled order, with a seed)."""
         self.epoch = int(epoch)
 
-    def __len__(self):
+    def __len__(self) -> int:
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def order(self, epoch=None):
+    def order(self, epoch: int | None = None) -> np.ndarray:
         """The sample indices of one epoch, in visiting order (does not advance the epoch)."""
         if self.sampler is not None:
             return np.fromiter(iter(self.sampler), dtype=np.int64)
@@ -101,14 +111,14 @@ class DataLoader:
             return np.random.default_rng([self.seed, e]).permutation(n)
         return numpy_rng(self.generator, _config.rng).permutation(n)
 
-    def batch_indices(self, epoch=None):
+    def batch_indices(self, epoch: int | None = None) -> list[np.ndarray]:
         """The index array of every batch of one epoch."""
         order = self.order(epoch)
         n, bs = order.size, self.batch_size
         stop = n - n % bs if self.drop_last else n
         return [order[i:i + bs] for i in range(0, stop, bs)]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         batches = self.batch_indices()
         self.epoch += 1
         if self.num_workers == 0:
@@ -143,7 +153,7 @@ class DataLoader:
         except Exception:  # interpreter shutdown: the queues may already be gone
             pass
 
-    def fetch(self, indices):
+    def fetch(self, indices: Sequence[int] | np.ndarray) -> Any:
         """The batch made of the samples at ``indices``, as Tensors."""
         batch = self._fetch_raw(indices)
         return batch if self.collate_fn is not None else _to_tensors(batch)

@@ -12,8 +12,12 @@ which collects the arrays of its group and hands them to its kernel.
 group order. Both ``state_dict()`` and ``load_state_dict()`` copy the arrays, so a saved
 dict never changes under later steps and a loaded one is never shared.
 """
+from __future__ import annotations
+
 import copy
 from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +47,7 @@ class Optimizer:
     and hyperparameters that override ``defaults`` for that group.
     """
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]) -> None:
         self.defaults = defaults
         self.state = defaultdict(dict)
         self.param_groups = []
@@ -68,7 +72,7 @@ class Optimizer:
     def _validate_group(self, group):
         """Raise ValueError for invalid hyperparameters of ``group`` (subclasses)."""
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group of parameters (a dict with ``"params"`` and optional hyperparameters)."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
@@ -106,7 +110,7 @@ class Optimizer:
         self.param_groups.append(group)
 
     # ----------------------------------------------------------------- stepping
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients: set every ``.grad`` to None, or fill it with zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
@@ -116,7 +120,7 @@ class Optimizer:
                     else:
                         p.grad.data.fill(0)
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns ``closure()``'s loss, if given.
 
         ``closure`` re-evaluates the model and returns the loss; it runs with gradient
@@ -144,7 +148,7 @@ class Optimizer:
         return lists
 
     # ----------------------------------------------------------------- state dict
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The optimizer's state and hyperparameters, in PyTorch's layout, with copied arrays."""
         index = {}
         groups = []
@@ -160,7 +164,7 @@ class Optimizer:
                 state[index[id(p)]] = {k: _save_value(k, v) for k, v in entries.items()}
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a dict made by ``state_dict()`` (here or by PyTorch, converted to numpy).
 
         The groups must have the same sizes as this optimizer's; state arrays must have

@@ -1,5 +1,9 @@
 """SGD with momentum, dampening, Nesterov momentum, weight decay and maximize (PyTorch's SGD)."""
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +19,8 @@ class SGD(Optimizer):
     or buf; p = p - lr * g. State: ``momentum_buffer`` when momentum != 0.
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False) -> None:
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
                     "nesterov": nesterov, "maximize": maximize}
         self._validate_group(defaults)

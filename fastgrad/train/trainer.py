@@ -22,9 +22,13 @@ whole batch. Each step's loss and accuracy are summed over ranks (one small allr
 as is the decision to stop; only rank 0 shows progress, evaluates ``val`` (and sends the
 result to the others, so every rank's callbacks see the same logs) and writes checkpoints.
 """
+from __future__ import annotations
+
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +37,12 @@ from ..autograd import no_grad
 from ..data import DataLoader, Dataset, TensorDataset
 from ..tensor import Tensor
 from .history import History
+
+if TYPE_CHECKING:
+    import os
+
+    from ..nn import Module
+    from ..optim import Optimizer
 
 MODES = ("minibatch", "batch", "sgd")
 
@@ -81,7 +91,8 @@ class Trainer:
     (default: about 16 times per epoch, and at least every update in batch mode).
     """
 
-    def __init__(self, model, loss_fn, optimizer, stats_every=None, distributed=None):
+    def __init__(self, model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], optimizer: Optimizer,
+                 stats_every: int | None = None, distributed: bool | None = None) -> None:
         from . import data_parallel
         self.model, self._net, self._world = data_parallel.setup(model, distributed)
         self.loss_fn, self.optimizer = loss_fn, optimizer
@@ -179,8 +190,9 @@ class Trainer:
         return value, correct, n
 
     # ----------------------------------------------------------------- fit
-    def fit(self, train, epochs=1, batch_size=64, mode="minibatch", val=None, callbacks=(), shuffle=True,
-            seed=0, verbose=1, chunk_size=1024):
+    def fit(self, train: Any, epochs: int = 1, batch_size: int = 64, mode: str = "minibatch", val: Any = None,
+            callbacks: Sequence[Any] = (), shuffle: bool = True, seed: int = 0, verbose: int = 1,
+            chunk_size: int = 1024) -> History:
         """Train for ``epochs`` epochs; returns the History (also ``self.history``).
 
         train, val: a Dataset, or an ``(inputs, targets)`` pair of arrays or Tensors (floating
@@ -356,7 +368,7 @@ class Trainer:
         return record
 
     # ----------------------------------------------------------------- evaluation
-    def evaluate(self, data, batch_size=256):
+    def evaluate(self, data: Any, batch_size: int = 256) -> tuple[float, float | None]:
         """``(mean loss, accuracy)`` of the model on ``data`` (accuracy None when the task
         is not classification), in eval mode and without recording a graph."""
         ds = as_dataset(data, self._float_dtype(), "evaluate data")
@@ -379,7 +391,7 @@ class Trainer:
             self.model.train(was_training)
         return total / seen, (correct / seen if correct is not None else None)
 
-    def predict(self, inputs, batch_size=256, logits=False):
+    def predict(self, inputs: Any, batch_size: int = 256, logits: bool = False) -> np.ndarray:
         """Predicted classes (int64) for ``inputs`` (an array, Tensor or Dataset whose
         samples start with the input); the raw outputs with ``logits=True`` or when the
         output is not (N, classes)."""
@@ -415,7 +427,7 @@ class Trainer:
             keys.append((f"{name}:{counts[name]}", cb))
         return keys
 
-    def save_checkpoint(self, path):
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Save model, optimizer, position, history, random state and callback states
         (``fastgrad.io`` format); ``checkpoint_extra`` goes in too. In data-parallel training
         only rank 0 writes (the ranks hold the same weights), so no file is written twice."""
@@ -429,7 +441,7 @@ class Trainer:
                  "user": dict(self.checkpoint_extra)}
         io.save_checkpoint(path, self.model, self.optimizer, epoch=self.epoch, step=self.global_step, extra=state)
 
-    def load_checkpoint(self, path):
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> io.Checkpoint:
         """Restore everything ``save_checkpoint`` saved; the next ``fit`` continues the run.
         Returns the ``fastgrad.io.Checkpoint``."""
         ckpt = io.load_checkpoint(path, self.model, self.optimizer)

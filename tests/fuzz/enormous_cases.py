@@ -188,8 +188,7 @@ def _empty(shape, dtype):
 def _zero_size_calls(big, dtype):
     """(kernel, arguments) of calls on zero-size arrays with an enormous dimension; the
     other arrays are small. Each must be answered at once."""
-    e, z = (lambda *s: _empty(s, dtype)), (lambda *s: np.zeros(s, dtype))
-    i64 = (lambda *s: np.empty(s, np.int64))
+    e, z, i64 = (lambda *s: _empty(s, dtype)), (lambda *s: np.zeros(s, dtype)), (lambda *s: np.empty(s, np.int64))
     n = 1
     return [
         ("relu_forward", (e(0, big), e(0, big), n)), ("relu_backward", (e(big, 0), e(big, 0), e(big, 0), n)),

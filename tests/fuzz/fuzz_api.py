@@ -168,13 +168,20 @@ def attempt(run, call, args, seed):
 
 
 def check_call(name, fastgrad_call, torch_call, args, dtype, scale=1.0, torch_rtol=None,
-               cotangent_seed=0):
+               cotangent_seed=0, torch_rejects=None):
     """Run ``fastgrad_call`` on the compiled and the reference kernels and
     ``torch_call`` in PyTorch (None: skip it), on views of the same leaves; compare.
 
     The compiled and reference runs must agree (both raise, or the same values); PyTorch
     must agree too, except that an error is only required of fastgrad when PyTorch
     raises. Errors must be of the allowed types and name ``name``.
+
+    ``torch_rejects`` is the test's own statement of PyTorch's rule for this call: None
+    when PyTorch accepts it, else the documented reason PyTorch rejects it. It is the
+    oracle for rejections when PyTorch is not installed (fastgrad must then reject the
+    call too), and PyTorch, when installed, must agree with it both ways, so a rule the
+    test lacks shows up as a failure on a machine with PyTorch, not as a wrong
+    rejection on one without.
     """
     results = {}
     if compiled_available():
@@ -193,10 +200,16 @@ def check_call(name, fastgrad_call, torch_call, args, dtype, scale=1.0, torch_rt
                 raise AssertionError(f"{name} on the {side} kernels raised "
                                      f"{type(exc).__name__}: {exc}") from exc
     kinds = {side: r[0] for side, r in results.items()}
-    if kinds.get("torch") == "error":
+    if "torch" in kinds:
+        torch_error = results["torch"][1] if kinds["torch"] == "error" else None
+        assert (torch_error is None) == (torch_rejects is None), (
+            f"{name}: the test's rule says PyTorch {'rejects' if torch_rejects else 'accepts'} "
+            f"this call ({torch_rejects or 'no rule applies'}), PyTorch "
+            + (f"rejects it: {torch_error}" if torch_error else "accepts it"))
+    if torch_rejects is not None:
         for side in ("compiled", "reference"):
             assert kinds.get(side, "error") == "error", (
-                f"{name}: PyTorch rejects this call ({results['torch'][1]}), fastgrad on the "
+                f"{name}: PyTorch rejects this call ({torch_rejects}), fastgrad on the "
                 f"{side} kernels accepts it")
         return
     for side in ("compiled", "reference"):

@@ -13,8 +13,8 @@ import fastgrad
 import fastgrad.nn.functional as F
 
 from fuzz_api import Arg, check_call, make_arg, torch, views
-from fuzz_common import (conv_cases, dtypes, expect_error, magnitude, pool_cases, pool_out,
-                         rng_of, seeds, value_kinds, with_specials)
+from fuzz_common import (backend, compiled_available, conv_cases, dtypes, expect_error, magnitude, pool_cases,
+                         pool_out, rng_of, seeds, value_kinds, with_specials)
 
 TF = torch.nn.functional if torch is not None else None
 any_shapes = st.lists(st.integers(0, 4), max_size=4).map(tuple)
@@ -310,9 +310,11 @@ def test_batch_norm_empty_batch(shape, dtype, seed, kind, training, running, aff
 def check_batch_norm(shape, dtype, seed, kind, training, running, affine, momentum, eps, data):
     rng = rng_of(seed)
     c = shape[1]
+    # PyTorch's evaluation-mode backward ignores the strides of a non-contiguous input or
+    # weight (torch 2.13: wrong input gradients, e.g. a (2, 2, 1, 1) leaf seen through
+    # transpose(3, 0), checked by hand): PyTorch gets contiguous copies of the views
     args = [make_arg(rng, shape, dtype, data.draw(views(shape)), kind)]
-    # PyTorch's evaluation-mode backward ignores the strides of a non-contiguous weight
-    # (torch 2.13: wrong input gradients): PyTorch gets contiguous copies of the views
+    args[0].torch_contiguous = True
     for _ in range({"none": 0, "weight": 1, "both": 2}[affine]):
         arg = make_arg(rng, (c,), dtype, data.draw(views((c,))))
         arg.torch_contiguous = True
@@ -329,9 +331,12 @@ def check_batch_norm(shape, dtype, seed, kind, training, running, affine, moment
         return (out, *stats) if running else out  # the running statistics, as updated
 
     n_values = int(np.prod(shape)) // c
-    check_call("batch_norm", lambda *a: call(fastgrad, *a),
-               lambda *a: call(torch, *a) if torch is not None else None, args, dtype,
-               4 * max(n_values, 1) * magnitude(args[0].leaf) ** 2 / eps)
+    # torch.nn.functional.batch_norm: "Expected more than 1 value per channel when
+    # training" (an empty batch is accepted)
+    rejects = "one value per channel when training" if training and n_values == 1 else None
+    check_call("batch_norm", lambda *a: call(fastgrad, *a), lambda *a: call(torch, *a), args,
+               dtype, 4 * max(n_values, 1) * magnitude(args[0].leaf) ** 2 / eps,
+               torch_rejects=rejects)
 
 
 @given(shape=any_shapes, dtype=dtypes, seed=seeds, p=st.sampled_from([0.0, 0.3, 0.5, 1.0]),
@@ -352,3 +357,37 @@ def test_dropout(shape, dtype, seed, p, training):
     np.testing.assert_allclose(out.data[kept], x.data[kept] * factor, rtol=1e-6)
     np.testing.assert_allclose(x.grad.data, np.where(kept, factor, 0), rtol=1e-6)
     assert out.dtype == dtype
+
+
+# --------------------------------------------------------------------------- found by fuzzing
+
+def test_batch_norm_rejects_one_value_per_channel_when_training():
+    """PyTorch's rule, which the fuzz oracle states itself where PyTorch is absent: a (1, C)
+    batch in training mode has one value per channel and is refused; evaluation and an
+    empty batch are not."""
+    x = fastgrad.tensor(np.ones((1, 3)))
+    mean, var = fastgrad.tensor(np.zeros(3)), fastgrad.tensor(np.ones(3))
+    try:
+        F.batch_norm(x, mean, var, training=True)
+    except ValueError as exc:
+        assert "batch_norm" in str(exc)
+    else:
+        raise AssertionError("batch_norm accepted one value per channel in training")
+    F.batch_norm(x, mean, var, training=False)
+    F.batch_norm(fastgrad.tensor(np.ones((0, 3))), mean, var, training=True)
+
+
+def test_batch_norm_eval_backward_through_a_transposed_input():
+    """The case where PyTorch 2.13's evaluation-mode backward is wrong (it ignores the
+    input's strides): fastgrad's gradient, on both backends, is the one worked out by hand."""
+    rng = np.random.default_rng(1)
+    leaf = rng.standard_normal((2, 2, 1, 1))
+    mean, var, cot = rng.standard_normal(2), rng.uniform(0.5, 2, 2), rng.standard_normal((1, 2, 1, 2))
+    # y = (v - mean_c) / sqrt(var_c + eps) on the view v = leaf.transpose(3, 0)
+    want = (cot / np.sqrt(var + 1e-5)[None, :, None, None]).transpose(3, 1, 2, 0)
+    for side in (["compiled"] if compiled_available() else []) + ["reference"]:
+        with backend(side):
+            x = fastgrad.tensor(leaf, requires_grad=True)
+            y = F.batch_norm(x.transpose(3, 0), fastgrad.tensor(mean), fastgrad.tensor(var), training=False)
+            (y * fastgrad.tensor(cot)).sum().backward()
+            np.testing.assert_allclose(x.grad.data, want, rtol=1e-12, err_msg=side)

@@ -96,13 +96,33 @@ def test_outputs_may_overwrite_their_inputs(kernels):
 
 @pytest.mark.parametrize("kernels", [compiled, ref], ids=["compiled", "reference"])
 def test_empty_channel_axis_and_optional_gradients(kernels):
+    # no channels: every kernel accepts the call and writes nothing
     x = np.zeros((2, 0, 3), np.float32)
     e = np.zeros(0, np.float32)
-    kernels.batch_norm_forward_train(x, None, None, e.copy(), e.copy(), 0.1, 1e-5, x.copy(), e.copy(), e.copy(), 1)
-    kernels.batch_norm_forward_eval(x, None, None, e, e, 1e-5, x.copy(), e.copy(), 1)
-    d = data((2, 2, 2), np.float32, seed=4)
-    mean, invstd = np.zeros(2, np.float32), np.ones(2, np.float32)
-    kernels.batch_norm_backward(d["g"], d["x"], None, mean, invstd, True, None, None, None, 1)  # nothing wanted
+    out = np.zeros((2, 0, 3), np.float32)
+    kernels.batch_norm_forward_train(x, None, None, e.copy(), e.copy(), 0.1, 1e-5, out, e.copy(), e.copy(), 1)
+    kernels.batch_norm_forward_eval(x, None, None, e, e, 1e-5, out, e.copy(), 1)
+    assert out.shape == (2, 0, 3)
+    # each gradient asked for alone is the one asked for with the others; none asked for
+    # writes nothing and changes no input
+    d = data((2, 2, 3), np.float64, seed=4)
+    mean, invstd = d["x"].mean(axis=(0, 2)), 1 / np.sqrt(d["x"].var(axis=(0, 2)) + 1e-5)
+    want = [np.empty_like(d["x"]), np.empty(2), np.empty(2)]
+    kernels.batch_norm_backward(d["g"], d["x"], d["w"], mean, invstd, True, *want, 1)
+    for k in range(3):
+        alone = [None, None, None]
+        alone[k] = np.full_like(want[k], np.nan)
+        kernels.batch_norm_backward(d["g"], d["x"], d["w"], mean, invstd, True, *alone, 1)
+        np.testing.assert_array_equal(alone[k], want[k])
+    inputs = [d["g"], d["x"], d["w"], mean, invstd]
+    before = [a.copy() for a in inputs]
+    kernels.batch_norm_backward(*inputs, True, None, None, None, 1)  # nothing wanted
+    for a, b in zip(inputs, before):
+        np.testing.assert_array_equal(a, b)
+    # and the values are the gradients: bias sums grad_out, weight sums grad_out * xhat
+    xhat = (d["x"] - mean[None, :, None]) * invstd[None, :, None]
+    np.testing.assert_allclose(want[2], d["g"].sum(axis=(0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(want[1], (d["g"] * xhat).sum(axis=(0, 2)), rtol=1e-12)
 
 
 def bad_calls():

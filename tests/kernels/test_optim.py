@@ -150,10 +150,32 @@ def test_tuples_are_accepted():
 
 
 def test_empty_call_is_a_no_op():
+    """No tensors, or zero-size tensors beside real ones: nothing is written to the empty
+    ones, and the real ones get exactly what they get alone."""
+    calls = {
+        "sgd_step": lambda m, p, g, s: m.sgd_step(p, g, s[0], 0.1, 0.9, 0.0, 0.0, False, False, True, 1),
+        "adam_step": lambda m, p, g, s: m.adam_step(p, g, s[0], s[1], s[2], 1, 0.1, 0.9, 0.999, 1e-8, 0.0,
+                                                    True, False, False, 2),
+        "rmsprop_step": lambda m, p, g, s: m.rmsprop_step(p, g, s[0], s[1], s[2], 0.1, 0.99, 1e-8, 0.0, 0.9,
+                                                          True, False, 2),
+    }
+    rng = np.random.default_rng(3)
     for module in (compiled, reference):
-        module.sgd_step([], [], [], 0.1, 0.9, 0.0, 0.0, False, False, True, 1)
-        module.adam_step([], [], [], [], [], 1, 0.1, 0.9, 0.999, 1e-8, 0.0, True, False, False, 2)
-        module.rmsprop_step([], [], [], [], [], 0.1, 0.99, 1e-8, 0.0, 0.9, True, False, 2)
+        for name, call in calls.items():
+            assert call(module, [], [], [[], [], []]) is None, name
+            alone = _random_arrays(rng, np.float32, [(5,)])
+            grads = _random_arrays(rng, np.float32, [(5,)])
+            state = [[np.zeros(5, np.float32)] for _ in range(3)]
+            mixed = [np.empty(0, np.float32), alone[0].copy(), np.empty((3, 0), np.float32)]
+            mixed_grads = [np.empty(0, np.float32), grads[0], np.empty((3, 0), np.float32)]
+            mixed_state = [[np.empty(0, np.float32), np.zeros(5, np.float32), np.empty((3, 0), np.float32)]
+                           for _ in range(3)]
+            call(module, alone, grads, state)
+            call(module, mixed, mixed_grads, mixed_state)
+            np.testing.assert_array_equal(mixed[1], alone[0], err_msg=name)
+            for s_mixed, s_alone in zip(mixed_state, state):
+                np.testing.assert_array_equal(s_mixed[1], s_alone[0], err_msg=name)
+            assert [a.shape for a in mixed] == [(0,), (5,), (3, 0)], name
 
 
 # --------------------------------------------------------------------------- threads

@@ -469,19 +469,29 @@ def test_output_sharing_memory_with_an_input_is_refused(compiled):
             module.max_pool2d_backward(g, idx, g, 1)
 
 
-@pytest.mark.parametrize("bad", [None, 1.5, "2", 2 ** 70])
-def test_bad_scalar_arguments_name_the_kernel(compiled, bad):
+# a non-integer is a TypeError, an integer out of range a ValueError
+@pytest.mark.parametrize("bad,error", [(None, TypeError), (1.5, TypeError), ("2", TypeError),
+                                       (2 ** 70, ValueError)])
+def test_bad_scalar_arguments_name_the_kernel(compiled, bad, error):
     x = np.ones((1, 1, 4, 4), np.float32)
     for module in (compiled, reference):
-        with pytest.raises((TypeError, ValueError), match="avg_pool2d_forward: stride_h"):
+        with pytest.raises(error, match="avg_pool2d_forward: stride_h"):
             module.avg_pool2d_forward(x, np.empty((1, 1, 2, 2), np.float32), 2, 2, bad, 2, 0, 0,
                                       True, None, 1)
 
 
 def test_backward_into_empty_planes_returns_at_once(compiled):
+    """A gradient of zero size but enormous planes (2**28 rows of width 0) is written at
+    once: there is nothing to write, grad_out is left as it was, and the arguments are
+    still checked first."""
     for module in (compiled, reference):
-        g = np.zeros((1, 1, 3, 3), np.float32)
-        module.avg_pool2d_backward(g, np.empty((1, 1, 2 ** 28, 0), np.float32), 2, 2, 2, 2, 0, 0,
-                                   True, None, 1)
-        module.adaptive_avg_pool2d_backward(np.empty((1, 1, 0, 3), np.float32),
-                                            np.empty((1, 1, 2 ** 28, 0), np.float32), 1)
+        g = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+        empty = np.empty((1, 1, 2 ** 28, 0), np.float32)
+        assert module.avg_pool2d_backward(g, empty, 2, 2, 2, 2, 0, 0, True, None, 1) is None
+        assert module.adaptive_avg_pool2d_backward(np.empty((1, 1, 0, 3), np.float32), empty, 1) is None
+        np.testing.assert_array_equal(g, np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3))
+        assert empty.shape == (1, 1, 2 ** 28, 0)
+        with pytest.raises(ValueError, match="avg_pool2d_backward: stride_h"):
+            module.avg_pool2d_backward(g, empty, 2, 2, 0, 2, 0, 0, True, None, 1)
+        with pytest.raises(TypeError, match="adaptive_avg_pool2d_backward"):
+            module.adaptive_avg_pool2d_backward(g.astype(np.float64), empty, 1)

@@ -12,13 +12,8 @@ import pytest
 import fastgrad
 import fastgrad.nn as nn
 import fastgrad.optim as optim
+from fastgrad.models import lenet5 as lenet
 from fastgrad.ops.chain import Chain
-
-
-def lenet():
-    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
 
 
 def layer_by_layer(model):

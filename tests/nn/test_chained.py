@@ -8,12 +8,7 @@ import pytest
 import fastgrad
 import fastgrad.nn as nn
 from fastgrad import kernels
-
-
-def lenet():
-    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+from fastgrad.models import lenet5 as lenet
 
 
 def mixed():

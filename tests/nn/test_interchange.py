@@ -6,11 +6,15 @@ import pytest
 
 import fastgrad
 import fastgrad.nn as nn
+from fastgrad import models
 
 torch = pytest.importorskip("torch")
 
 
 def lenet5(lib):
+    """fastgrad.models.lenet5, or the same network written with torch.nn."""
+    if lib is nn:
+        return models.lenet5()
     return lib.Sequential(
         lib.Conv2d(1, 6, 5, padding=2), lib.ReLU(), lib.MaxPool2d(2),
         lib.Conv2d(6, 16, 5), lib.ReLU(), lib.MaxPool2d(2),

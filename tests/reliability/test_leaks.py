@@ -43,7 +43,8 @@ snap0 = tracemalloc.take_snapshot()
 run.train(model, opt, xs, ys, 1000)
 snap1 = tracemalloc.take_snapshot()
 growth = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
-print(json.dumps({"backend": fastgrad.kernels.backend, "rss_before_kb": rss0, "rss_after_kb": rss1, "traced_growth_bytes": growth}))
+print(json.dumps({"backend": fastgrad.kernels.backend, "rss_before_kb": rss0, "rss_after_kb": rss1,
+                  "traced_growth_bytes": growth}))
 """
 
 

@@ -1,0 +1,15 @@
+"""Signatures of ``fastgrad._ext._engine`` (compiled from ``src_c/_engine.pyx``; the same
+module built for x86-64-v3 lives in ``fastgrad._ext.v3``). The pure-Python twins in
+``fastgrad/reference/engine.py`` have the same names and signatures; the docstrings of
+either say which arrays are IN and OUT."""
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+# float32 or float64 (one dtype per call), C-contiguous
+Array = NDArray[np.floating[Any]]
+
+def accumulate(dst: Array, src: Array) -> None: ...
+def backward_walk(order: list[Any], tensor_cls: type, retain_graph: bool) -> None: ...

@@ -1,0 +1,57 @@
+"""Signatures of ``fastgrad._ext._norm`` (compiled from ``src_c/_norm.pyx``; the same
+module built for x86-64-v3 lives in ``fastgrad._ext.v3``). The pure-Python twins in
+``fastgrad/reference/norm.py`` have the same names and signatures; the docstrings of
+either say which arrays are IN and OUT."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+# float32 or float64 (one dtype per call), C-contiguous
+Array = NDArray[np.floating[Any]]
+
+def _same_memory(a: Array, b: Array) -> bool: ...
+def _separate(
+    kernel: str,
+    outputs: Sequence[tuple[str, Array | None]],
+    inputs: Sequence[tuple[str, Array | None]],
+    in_place: Sequence[tuple[str, str]] = (),
+) -> None: ...
+def batch_norm_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array | None,
+    save_mean: Array,
+    save_invstd: Array,
+    use_batch_stats: bool,
+    grad_input: Array | None,
+    grad_weight: Array | None,
+    grad_bias: Array | None,
+    n_threads: int = 1,
+) -> None: ...
+def batch_norm_forward_eval(
+    x: Array,
+    weight: Array | None,
+    bias: Array | None,
+    running_mean: Array,
+    running_var: Array,
+    eps: float,
+    out: Array,
+    save_invstd: Array,
+    n_threads: int = 1,
+) -> None: ...
+def batch_norm_forward_train(
+    x: Array,
+    weight: Array | None,
+    bias: Array | None,
+    running_mean: Array | None,
+    running_var: Array | None,
+    momentum: float,
+    eps: float,
+    out: Array,
+    save_mean: Array,
+    save_invstd: Array,
+    n_threads: int = 1,
+) -> None: ...
