@@ -19,6 +19,7 @@ Environment knobs (all optional):
   FASTGRAD_NO_SIMD_VARIANT=1           skip the x86-64-v3 build (faster dev builds)
   FASTGRAD_EXT=_conv,_pool             build only these families (dev builds)
 """
+
 import json
 import os
 import platform
@@ -99,8 +100,10 @@ class BuildExt(build_ext):
                 before = json.load(f)
         except (OSError, ValueError):
             before = {}
-        now = {ext.name: json.loads(json.dumps([ext.extra_compile_args, ext.extra_link_args,
-                                                ext.define_macros])) for ext in self.extensions}
+        now = {
+            ext.name: json.loads(json.dumps([ext.extra_compile_args, ext.extra_link_args, ext.define_macros]))
+            for ext in self.extensions
+        }
         for name, flags in now.items():
             if before.get(name) != flags and os.path.exists(self.get_ext_fullpath(name)):
                 os.remove(self.get_ext_fullpath(name))
@@ -137,9 +140,11 @@ class BuildExt(build_ext):
         try:
             super().build_extensions()
         except Exception as exc:  # no compiler, broken toolchain: fall back, loudly
-            warn(f"building the compiled kernels failed ({exc!r}).\n"
-                 "fastgrad is installed with its pure-Python kernels only: correct but\n"
-                 "hundreds of times slower. Install a C compiler and reinstall.")
+            warn(
+                f"building the compiled kernels failed ({exc!r}).\n"
+                "fastgrad is installed with its pure-Python kernels only: correct but\n"
+                "hundreds of times slower. Install a C compiler and reinstall."
+            )
 
     def run(self):
         try:
@@ -192,8 +197,14 @@ def extensions():
     is_x86 = platform.machine().lower() in ("x86_64", "amd64")
     if is_x86 and not os.environ.get("FASTGRAD_NO_SIMD_VARIANT"):
         variants.append("v3")
-    directives = {"language_level": "3", "boundscheck": False, "wraparound": False,
-                  "cdivision": True, "initializedcheck": False, "embedsignature": True}
+    directives = {
+        "language_level": "3",
+        "boundscheck": False,
+        "wraparound": False,
+        "cdivision": True,
+        "initializedcheck": False,
+        "embedsignature": True,
+    }
     stamp = {"cython": Cython.__version__, "numpy": numpy.__version__, "directives": directives}
     built = []
     for variant in variants:
@@ -207,13 +218,13 @@ def extensions():
                 continue
             c_file = fresh_c_file(pyx, build_dir, stamp)
             sources = [c_file or pyx] + [os.path.join(SRC, c) for c in EXTRA_C.get(family, [])]
-            ext = Extension(f"{pkg}.{family}", sources, include_dirs=[numpy.get_include(), SRC],
-                            depends=own_sources())
+            ext = Extension(f"{pkg}.{family}", sources, include_dirs=[numpy.get_include(), SRC], depends=own_sources())
             (built if c_file else stale).append(ext)
         if stale:
             # A Cython error is a bug in fastgrad, not a missing tool: let it fail the build.
-            built += cythonize(stale, compiler_directives=directives, include_path=[SRC],
-                               build_dir=build_dir, quiet=True, force=True)
+            built += cythonize(
+                stale, compiler_directives=directives, include_path=[SRC], build_dir=build_dir, quiet=True, force=True
+            )
             with open(os.path.join(build_dir, "stamp.json"), "w") as f:
                 json.dump(stamp, f)
     return built

@@ -9,6 +9,7 @@ Each case runs forward and backward (a weighted sum's gradient) through the publ
 other, round after round, and the table shows both medians and torch / fastgrad (above
 1: fastgrad is faster).
 """
+
 import argparse
 import statistics
 import time
@@ -34,8 +35,11 @@ def cases(n):
         ("silu (N,16,14,14)", [act], lambda f, x: f.silu(x)),
         ("layer_norm (N,256)", [feat, lw, lb], lambda f, x, w, b: f.layer_norm(x, (256,), w, b)),
         ("group_norm 4 groups (N,16,14,14)", [act, gw, gb], lambda f, x, w, b: f.group_norm(x, 4, w, b)),
-        ("conv_transpose2d 16->8 k4 s2 (N,16,7,7)", [small, tw],
-         lambda f, x, w: f.conv_transpose2d(x, w, stride=2, padding=1)),
+        (
+            "conv_transpose2d 16->8 k4 s2 (N,16,7,7)",
+            [small, tw],
+            lambda f, x, w: f.conv_transpose2d(x, w, stride=2, padding=1),
+        ),
     ]
 
 
@@ -58,10 +62,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args(argv)
     import torch
+
     torch.set_num_threads(args.threads)
     fastgrad.set_num_threads(args.threads)
-    print(f"CPU: {cpu_model()}; fastgrad backend {kernels.backend}, SIMD variant {kernels.simd_variant}; "
-          f"threads {args.threads}; batch {args.batch}; float32; torch {torch.__version__}")
+    print(
+        f"CPU: {cpu_model()}; fastgrad backend {kernels.backend}, SIMD variant {kernels.simd_variant}; "
+        f"threads {args.threads}; batch {args.batch}; float32; torch {torch.__version__}"
+    )
     print(f"{'case (forward + backward)':44s} {'fastgrad ms':>12s} {'torch ms':>10s} {'torch/fastgrad':>15s}")
     for name, arrays, fn in cases(args.batch):
         ours, theirs = [], []

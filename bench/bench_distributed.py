@@ -12,6 +12,7 @@ gradient size and of a few other sizes (latency + size / bandwidth: the model fo
     python bench/bench_distributed.py                       # LeNet-5 and ResNet-8, batch 128
     python bench/bench_distributed.py --models lenet5 --rounds 5 --bucket-mb 25 0.05
 """
+
 import argparse
 import json
 import os
@@ -28,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # --------------------------------------------------------------------------- models
+
 
 def resnet8(num_classes=10):
     """ResNet-8 for 32x32 RGB (He et al.'s CIFAR ResNet with one basic block per stage)."""
@@ -50,13 +52,22 @@ def resnet8(num_classes=10):
             out = self.bn2(self.conv2(out))
             return self.relu(out + (x if self.shortcut is None else self.shortcut(x)))
 
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                         BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        BasicBlock(16, 16, 1),
+        BasicBlock(16, 32, 2),
+        BasicBlock(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, num_classes),
+    )
 
 
 def build(name):
     from fastgrad import models
+
     if name == "lenet5":
         return models.lenet5(), (1, 28, 28)
     if name == "resnet8":
@@ -66,10 +77,12 @@ def build(name):
 
 # --------------------------------------------------------------------------- one run (under mpiexec)
 
+
 def worker(args):
     import fastgrad
     from fastgrad import distributed as dist
     from fastgrad import nn, optim
+
     fastgrad.set_num_threads(1)
     dist.init_process_group("mpi")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -83,6 +96,7 @@ def worker(args):
         t0 = time.perf_counter()
         finish()
         waited[0] += time.perf_counter() - t0
+
     object.__setattr__(ddp, "_finish", timed_finish)
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
@@ -125,22 +139,53 @@ def worker(args):
             times.append(time.perf_counter() - t0)
         bare[n] = statistics.median(times)
     if rank == 0:
-        print(json.dumps({"world": world, "model": args.model, "bucket_mb": args.bucket_mb,
-                          "buckets": len(ddp._buckets), "rates": rates, "waits": waits, "cpu": cpu,
-                          "grad_floats": grad_floats, "allreduce": bare}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "world": world,
+                    "model": args.model,
+                    "bucket_mb": args.bucket_mb,
+                    "buckets": len(ddp._buckets),
+                    "rates": rates,
+                    "waits": waits,
+                    "cpu": cpu,
+                    "grad_floats": grad_floats,
+                    "allreduce": bare,
+                }
+            ),
+            flush=True,
+        )
     dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------- driver
+
 
 def mpiexec():
     return shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
 
 
 def run(world, model, bucket_mb, args):
-    cmd = [mpiexec(), "-n", str(world), sys.executable, os.path.abspath(__file__), "--worker", "--model", model,
-           "--bucket-mb", str(bucket_mb), "--global-batch", str(args.global_batch), "--steps", str(args.steps[model]),
-           "--windows", str(args.windows), "--warmup", str(args.warmup)]
+    cmd = [
+        mpiexec(),
+        "-n",
+        str(world),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--model",
+        model,
+        "--bucket-mb",
+        str(bucket_mb),
+        "--global-batch",
+        str(args.global_batch),
+        "--steps",
+        str(args.steps[model]),
+        "--windows",
+        str(args.windows),
+        "--warmup",
+        str(args.warmup),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -190,6 +235,7 @@ def main(argv=None):
     args.steps = {m: args.steps or (10 if m == "lenet5" else 3) for m in args.models}
     import fastgrad
     from fastgrad import kernels
+
     load_before = os.getloadavg()
     results = {}
     for _ in range(args.rounds):
@@ -198,18 +244,31 @@ def main(argv=None):
                 for world in (1, 2):  # in turns, so drifting machine load hits both alike
                     r = run(world, model, bucket_mb, args)
                     key = (model, bucket_mb, world)
-                    entry = results.setdefault(key, {"rates": [], "waits": [], "cpu": [], "allreduce": [],
-                                                     "buckets": r["buckets"], "grad_floats": r["grad_floats"]})
+                    entry = results.setdefault(
+                        key,
+                        {
+                            "rates": [],
+                            "waits": [],
+                            "cpu": [],
+                            "allreduce": [],
+                            "buckets": r["buckets"],
+                            "grad_floats": r["grad_floats"],
+                        },
+                    )
                     entry["rates"] += r["rates"]
                     entry["waits"] += r["waits"]
                     entry["cpu"] += r["cpu"]
                     entry["allreduce"].append({int(k): v for k, v in r["allreduce"].items()})
     load_after = os.getloadavg()
-    print(f"bench_distributed: {cpu_name()}, {os.cpu_count()} cores; SIMD path {kernels.simd_variant or 'baseline'}; "
-          f"1 thread per process; float32; global batch {args.global_batch}; fastgrad {fastgrad.__version__}")
+    print(
+        f"bench_distributed: {cpu_name()}, {os.cpu_count()} cores; SIMD path {kernels.simd_variant or 'baseline'}; "
+        f"1 thread per process; float32; global batch {args.global_batch}; fastgrad {fastgrad.__version__}"
+    )
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (the machine is shared)")
-    print(f"{'model':<8} {'bucket MB':>9} {'buckets':>7} {'1 proc img/s':>13} {'2 procs img/s':>14} {'speed-up':>8} "
-          f"{'allreduce wait/step (2 procs)':>30} {'CPU ms/step 1 | 2':>18} {'CPU ratio':>9}")
+    print(
+        f"{'model':<8} {'bucket MB':>9} {'buckets':>7} {'1 proc img/s':>13} {'2 procs img/s':>14} {'speed-up':>8} "
+        f"{'allreduce wait/step (2 procs)':>30} {'CPU ms/step 1 | 2':>18} {'CPU ratio':>9}"
+    )
     for model in args.models:
         for bucket_mb in args.bucket_mb:
             one, two = results[(model, bucket_mb, 1)], results[(model, bucket_mb, 2)]
@@ -217,10 +276,14 @@ def main(argv=None):
             wait = statistics.median(two["waits"]) * 1e3
             step = args.global_batch / r2 * 1e3
             c1, c2 = statistics.median(one["cpu"]) * 1e3, statistics.median(two["cpu"]) * 1e3
-            print(f"{model:<8} {bucket_mb:>9g} {two['buckets']:>7} {r1:>13,.0f} {r2:>14,.0f} {r2 / r1:>7.2f}x "
-                  f"{wait:>9.2f} ms of {step:.1f} ms ({100 * wait / step:.0f}%) {c1:>8.2f} | {c2:>7.2f} {c1 / c2:>8.2f}x")
-    print("(CPU ms/step: rank 0's processor time per step, polling in waits included; their ratio is the "
-          "speed-up two otherwise idle cores would give, the wall-clock one is what this machine gave)")
+            print(
+                f"{model:<8} {bucket_mb:>9g} {two['buckets']:>7} {r1:>13,.0f} {r2:>14,.0f} {r2 / r1:>7.2f}x "
+                f"{wait:>9.2f} ms of {step:.1f} ms ({100 * wait / step:.0f}%) {c1:>8.2f} | {c2:>7.2f} {c1 / c2:>8.2f}x"
+            )
+    print(
+        "(CPU ms/step: rank 0's processor time per step, polling in waits included; their ratio is the "
+        "speed-up two otherwise idle cores would give, the wall-clock one is what this machine gave)"
+    )
     print("bare allreduce (2 processes, shared memory), median:")
     sweeps = [s for m in args.models for s in results[(m, args.bucket_mb[0], 2)]["allreduce"]]
     merged = {n: statistics.median([s[n] for s in sweeps if n in s]) for n in sorted({n for s in sweeps for n in s})}
@@ -228,8 +291,10 @@ def main(argv=None):
         print(f"  {n:>9,} floats ({4 * n / 1024:>7,.0f} KiB): {t * 1e6:>9.1f} us, {4 * n / t / 1e9:>6.2f} GB/s")
     latency, bandwidth = fit_latency_bandwidth(merged)
     print(f"fit: allreduce(bytes) = {latency * 1e6:.1f} us + bytes / {bandwidth / 1e9:.2f} GB/s")
-    print("model for N processes, one core each, this link (ring allreduce: 2(N-1) latencies and "
-          "2(N-1)/N of the message per process), compute per image from the 1-process run:")
+    print(
+        "model for N processes, one core each, this link (ring allreduce: 2(N-1) latencies and "
+        "2(N-1)/N of the message per process), compute per image from the 1-process run:"
+    )
     for model in args.models:
         one = results[(model, args.bucket_mb[0], 1)]
         per_image = 1.0 / statistics.median(one["rates"])

@@ -23,6 +23,7 @@ the 2-thread rows always use the wall clock.
 Run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset: they can pin OpenBLAS to a slower
 kernel. The header prints which OpenBLAS kernel (corename) runs.
 """
+
 import argparse
 import os
 import platform
@@ -71,9 +72,10 @@ class Sgemm:
 
     def sample(self, repeat=3):
         from threadpoolctl import threadpool_limits
+
         with threadpool_limits(1):
             t = median_time(lambda: self.a @ self.a, repeat)
-        rate = 2 * 1024 ** 3 / t / 1e9
+        rate = 2 * 1024**3 / t / 1e9
         self.samples.append(rate)
         return rate
 
@@ -84,8 +86,7 @@ class Sgemm:
 def problem(layer, batch, dtype):
     (c, h, w), wshape, stride, pad, first = LAYERS[layer]
     rng = np.random.default_rng(0)
-    x = fastgrad.tensor(rng.standard_normal((batch, c, h, w)).astype(dtype),
-                        requires_grad=not first)
+    x = fastgrad.tensor(rng.standard_normal((batch, c, h, w)).astype(dtype), requires_grad=not first)
     weight = fastgrad.tensor((rng.standard_normal(wshape) * 0.1).astype(dtype), requires_grad=True)
     bias = fastgrad.tensor(rng.standard_normal(wshape[0]).astype(dtype), requires_grad=True)
     kh, kw = wshape[2:]
@@ -109,6 +110,7 @@ def problem(layer, batch, dtype):
 def _kernels_module():
     """The compiled conv module fastgrad.kernels binds (on the path it selected)."""
     import sys
+
     return sys.modules[kernels.conv2d_forward.__module__]
 
 
@@ -140,10 +142,8 @@ def make_problem(mod, layer, batch, dtype, n_threads):
         plans[kind] = f"{info['path']} {info['tile'][0]}x{info['tile'][1]} {level}"
     calls = {
         "forward": lambda: mod.conv2d_forward(x, weight, bias, out, *params, False, wf, n_threads),
-        "backward_input": lambda: mod.conv2d_backward_input(grad_out, weight, grad_x, *params, wi,
-                                                            n_threads),
-        "backward_weight": lambda: mod.conv2d_backward_weight(x, grad_out, grad_w, *params, ww,
-                                                              n_threads),
+        "backward_input": lambda: mod.conv2d_backward_input(grad_out, weight, grad_x, *params, wi, n_threads),
+        "backward_weight": lambda: mod.conv2d_backward_weight(x, grad_out, grad_w, *params, ww, n_threads),
     }
     return calls, flops, plans
 
@@ -164,8 +164,10 @@ def blas_line():
     if not blas:
         return "no BLAS found by threadpoolctl"
     b = blas[0]
-    return (f"{b.get('internal_api')} {b.get('version')} kernel {b.get('architecture')}, "
-            f"{b.get('num_threads')} threads (limited to 1 for sgemm)")
+    return (
+        f"{b.get('internal_api')} {b.get('version')} kernel {b.get('architecture')}, "
+        f"{b.get('num_threads')} threads (limited to 1 for sgemm)"
+    )
 
 
 def header(args):
@@ -176,10 +178,8 @@ def header(args):
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS"):
         if os.environ.get(var):
             print(f"  note: {var}={os.environ[var]} is set")
-    print(f"fastgrad {fastgrad.__version__}: paths this CPU runs {kernels.simd_paths()}, "
-          f"build {kernels.simd_variant}")
-    print(f"batch {args.batch}, dtype {args.dtype}, 1 thread, median of {args.repeat}, "
-          f"{args.clock} clock")
+    print(f"fastgrad {fastgrad.__version__}: paths this CPU runs {kernels.simd_paths()}, build {kernels.simd_variant}")
+    print(f"batch {args.batch}, dtype {args.dtype}, 1 thread, median of {args.repeat}, {args.clock} clock")
     print()
 
 
@@ -191,11 +191,12 @@ def main():
     ap.add_argument("--paths", default="", help="comma-separated SIMD paths (default: all)")
     ap.add_argument("--layers", default="", help="comma-separated layer names (default: all)")
     ap.add_argument("--clock", default="cpu", choices=("wall", "cpu"))
-    ap.add_argument("--scaling", action="store_true",
-                    help="also batch 1 and 8 and 2 threads, on the first path")
-    ap.add_argument("--kernels", action="store_true",
-                    help="also each kernel called directly (forward, input and weight "
-                         "gradients) with the plan it runs")
+    ap.add_argument("--scaling", action="store_true", help="also batch 1 and 8 and 2 threads, on the first path")
+    ap.add_argument(
+        "--kernels",
+        action="store_true",
+        help="also each kernel called directly (forward, input and weight gradients) with the plan it runs",
+    )
     args = ap.parse_args()
     global CLOCK
     CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
@@ -215,17 +216,26 @@ def main():
             rows.append((path, layer, fwd, bwd, tf, tb))
     kernels.use_simd(start)
     peak = sgemm.rate()
-    print(f"sgemm 1024^3, one core: median {peak:.1f} GFLOP/s over {len(sgemm.samples)} samples "
-          f"(min {min(sgemm.samples):.1f}, max {max(sgemm.samples):.1f})")
+    print(
+        f"sgemm 1024^3, one core: median {peak:.1f} GFLOP/s over {len(sgemm.samples)} samples "
+        f"(min {min(sgemm.samples):.1f}, max {max(sgemm.samples):.1f})"
+    )
     print()
-    print(f"{'path':<9} {'layer':<15} {'fwd ms':>8} {'GF/s':>6} {'share':>6} "
-          f"{'bwd ms':>8} {'GF/s':>6} {'share':>6}  targets (fwd>=75%, bwd>=60%)")
+    print(
+        f"{'path':<9} {'layer':<15} {'fwd ms':>8} {'GF/s':>6} {'share':>6} "
+        f"{'bwd ms':>8} {'GF/s':>6} {'share':>6}  targets (fwd>=75%, bwd>=60%)"
+    )
     for path, layer, fwd, bwd, tf, tb in rows:
         ok_f, ok_b = fwd / peak >= TARGET["fwd"], bwd / peak >= TARGET["bwd"]
-        verdict = "met" if ok_f and ok_b else ("NOT met: " + ", ".join(
-            n for n, ok in (("fwd", ok_f), ("bwd", ok_b)) if not ok))
-        print(f"{path:<9} {layer:<15} {tf * 1e3:8.2f} {fwd:6.1f} {fwd / peak:6.0%} "
-              f"{tb * 1e3:8.2f} {bwd:6.1f} {bwd / peak:6.0%}  {verdict}")
+        verdict = (
+            "met"
+            if ok_f and ok_b
+            else ("NOT met: " + ", ".join(n for n, ok in (("fwd", ok_f), ("bwd", ok_b)) if not ok))
+        )
+        print(
+            f"{path:<9} {layer:<15} {tf * 1e3:8.2f} {fwd:6.1f} {fwd / peak:6.0%} "
+            f"{tb * 1e3:8.2f} {bwd:6.1f} {bwd / peak:6.0%}  {verdict}"
+        )
     if args.kernels:
         kernel_rows(paths, layers, dtype, args.repeat, args.batch, peak)
     if args.scaling:
@@ -244,18 +254,20 @@ def kernel_rows(paths, layers, dtype, repeat, batch, peak):
             for kernel in KERNELS:
                 t = median_time(calls[kernel], repeat)
                 rate = flops / t / 1e9
-                print(f"{path:<9} {layer:<15} {kernel:<16} {t * 1e3:8.3f} {rate:6.1f} "
-                      f"{rate / peak:6.0%}  {plans[kernel]}")
+                print(
+                    f"{path:<9} {layer:<15} {kernel:<16} {t * 1e3:8.3f} {rate:6.1f} {rate / peak:6.0%}  {plans[kernel]}"
+                )
     kernels.use_simd(start)
 
 
 def scaling(path, layers, dtype, repeat, batch):
     kernels.use_simd(path)
     print()
-    print(f"scaling on {path}: time per image at batch 1 and 8 over batch {batch} "
-          f"(target <= 2x), 2 threads over 1 at batch {batch} (target >= 1.7x, wall clock)")
-    print(f"{'layer':<15} {'b1 fwd':>7} {'b1 bwd':>7} {'b8 fwd':>7} {'b8 bwd':>7} "
-          f"{'2thr fwd':>8} {'2thr bwd':>8}")
+    print(
+        f"scaling on {path}: time per image at batch 1 and 8 over batch {batch} "
+        f"(target <= 2x), 2 threads over 1 at batch {batch} (target >= 1.7x, wall clock)"
+    )
+    print(f"{'layer':<15} {'b1 fwd':>7} {'b1 bwd':>7} {'b8 fwd':>7} {'b8 bwd':>7} {'2thr fwd':>8} {'2thr bwd':>8}")
     for layer in layers:
         fastgrad.set_num_threads(1)
         base = rates(layer, batch, dtype, repeat)
@@ -267,8 +279,10 @@ def scaling(path, layers, dtype, repeat, batch):
         fastgrad.set_num_threads(2)
         two = rates(layer, batch, dtype, repeat, time.perf_counter)
         fastgrad.set_num_threads(1)
-        print(f"{layer:<15} {per[1][0]:6.2f}x {per[1][1]:6.2f}x {per[8][0]:6.2f}x "
-              f"{per[8][1]:6.2f}x {two[0] / one[0]:7.2f}x {two[1] / one[1]:7.2f}x")
+        print(
+            f"{layer:<15} {per[1][0]:6.2f}x {per[1][1]:6.2f}x {per[8][0]:6.2f}x "
+            f"{per[8][1]:6.2f}x {two[0] / one[0]:7.2f}x {two[1] / one[1]:7.2f}x"
+        )
 
 
 if __name__ == "__main__":

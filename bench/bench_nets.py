@@ -15,6 +15,7 @@ ratio, with the CPU model, SIMD path, threads, batch and dtype (float32).
     python bench/bench_nets.py --memory --nets resnet8 --batches 64  # peak resident memory
     fastgrad bench --vs torch -- --nets mnist                # the same from the command line
 """
+
 import argparse
 import os
 import platform
@@ -46,6 +47,7 @@ def cpu_model():
 
 # --------------------------------------------------------------------------- the nets
 
+
 def resnet8(lib):
     nn, F = lib.nn, lib.nn.functional
 
@@ -58,8 +60,7 @@ def resnet8(lib):
             self.bn2 = nn.BatchNorm2d(cout)
             self.shortcut = nn.Sequential()
             if stride != 1 or cin != cout:
-                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                              nn.BatchNorm2d(cout))
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
         def forward(self, x):
             out = F.relu(self.bn1(self.conv1(x)))
@@ -167,16 +168,36 @@ def vgg_bn(lib):
 
 def lenet5(lib):
     nn = lib.nn
-    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, 10),
+    )
 
 
 def cifar_small(lib):
     nn = lib.nn
-    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(4096, 128), nn.ReLU(), nn.Linear(128, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4096, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
 
 
 # name: (builder, input shape, loss ("ce" on logits, "nll" on log-probabilities), lr, weight decay)
@@ -197,8 +218,10 @@ def make_batches(shape, batch, seed=0):
     would reach 0 and whose gradients would decay into denormals."""
     rng = np.random.default_rng(seed)
     count = max(4, POOL_IMAGES // batch)
-    return [(rng.standard_normal((batch,) + shape).astype(np.float32),
-             rng.integers(0, 10, batch).astype(np.int64)) for _ in range(count)]
+    return [
+        (rng.standard_normal((batch,) + shape).astype(np.float32), rng.integers(0, 10, batch).astype(np.int64))
+        for _ in range(count)
+    ]
 
 
 class Contender:
@@ -236,8 +259,9 @@ class Contender:
         self.next = i
 
     def weights(self):
-        return {k: np.array(v.detach().numpy() if hasattr(v, "detach") else v)
-                for k, v in self.model.state_dict().items()}
+        return {
+            k: np.array(v.detach().numpy() if hasattr(v, "detach") else v) for k, v in self.model.state_dict().items()
+        }
 
 
 def steps_for(contender, min_seconds):
@@ -278,6 +302,7 @@ def _memory_child(argv):
     the peak resident memory (ru_maxrss, KiB) as JSON."""
     import json
     import resource
+
     lib_name, net, batch, steps = argv[0], argv[1], int(argv[2]), int(argv[3])
     if lib_name == "torch":
         torch.set_num_threads(1)
@@ -299,6 +324,7 @@ def memory(nets, batches, steps):
     """Peak resident memory of each contender's training run, each in its own process."""
     import json
     import subprocess
+
     libs = ["fastgrad-eager", "fastgrad-compiled", "fastgrad-plain"] + (["torch"] if torch else [])
     print("\n| net | batch | steps | " + " | ".join(f"{k} peak MiB (growth)" for k in libs) + " |")
     print("|---|---|---|" + "---|" * len(libs))
@@ -306,8 +332,12 @@ def memory(nets, batches, steps):
         for batch in batches:
             cells = []
             for lib in libs:
-                out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", lib, net,
-                                      str(batch), str(steps)], capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "--memory-child", lib, net, str(batch), str(steps)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 cells.append(f"{r['peak_kib'] / 1024:.0f} (+{(r['peak_kib'] - r['before_kib']) / 1024:.0f})")
             print(f"| {net} | {batch} | {steps} | " + " | ".join(cells) + " |", flush=True)
@@ -316,6 +346,7 @@ def memory(nets, batches, steps):
 def profile(net, batch, train, threads, steps=30):
     import cProfile
     import pstats
+
     fastgrad.set_num_threads(threads)
     c = Contender(fastgrad, net, batch, train)
     c.run(3)
@@ -336,8 +367,11 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=0.3, help="length of one timed round")
     p.add_argument("--profile", choices=list(NETS), help="cProfile fastgrad's eager step of this net")
-    p.add_argument("--memory", action="store_true",
-                   help="peak resident memory of training runs (one process per contender) instead of speed")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="peak resident memory of training runs (one process per contender) instead of speed",
+    )
     p.add_argument("--steps", type=int, default=10, help="training steps of a --memory run")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--memory-child"]:
@@ -354,11 +388,16 @@ def main(argv=None):
         for b in args.batches:
             profile(args.profile, b, "train" in args.kind, args.threads[0])
         return 0
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); dtype float32; "
-          f"fastgrad backend {fastgrad.kernels.backend}, SIMD path {fastgrad.kernels.simd_variant}; "
-          + (f"torch {torch.__version__} eager" if torch is not None else "torch not installed"))
-    cols = [f"fastgrad {m} img/s" for m in args.modes] + (["torch img/s"] if torch else []) \
+    print(
+        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); dtype float32; "
+        f"fastgrad backend {fastgrad.kernels.backend}, SIMD path {fastgrad.kernels.simd_variant}; "
+        + (f"torch {torch.__version__} eager" if torch is not None else "torch not installed")
+    )
+    cols = (
+        [f"fastgrad {m} img/s" for m in args.modes]
+        + (["torch img/s"] if torch else [])
         + ([f"{m} / torch" for m in args.modes] if torch else [])
+    )
     print("\n| net | step | batch | threads | " + " | ".join(cols) + " |")
     print("|---|---|---|---|" + "---|" * len(cols))
     for net in args.nets:

@@ -10,14 +10,13 @@ take about a second per LeNet-5 step, run on the small set only and fewer times)
     python bench/bench_optim.py                  # everything
     python bench/bench_optim.py --rounds 3 --threads 1 --sizes lenet5
 """
+
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
-
 
 import fastgrad
 from fastgrad import _config, kernels, optim
@@ -125,27 +124,42 @@ def main(argv=None):
     args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     print(f"bench_optim: CPU {_config._cpu_model()}, {os.cpu_count()} logical CPUs, dtype float32")
-    print(f"fastgrad {fastgrad.__version__}: backend {kernels.backend}, SIMD variant {kernels.simd_variant}; "
-          f"torch {torch.__version__ if torch is not None else 'not installed'}; numpy {np.__version__}")
+    print(
+        f"fastgrad {fastgrad.__version__}: backend {kernels.backend}, SIMD variant {kernels.simd_variant}; "
+        f"torch {torch.__version__ if torch is not None else 'not installed'}; numpy {np.__version__}"
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at start: {load:.2f} (other processes on the cores skew 2-thread figures most)")
-    print("median time per optimizer.step() over alternating rounds; ratio = contender / fastgrad "
-          "(above 1: fastgrad is faster)")
-    header = (f"{'params':>18} {'optimizer':>13} {'threads':>7} {'contender':>19} {'per step':>12} "
-              f"{'ns/param':>9} {'ratio':>8}")
+    print(
+        "median time per optimizer.step() over alternating rounds; ratio = contender / fastgrad "
+        "(above 1: fastgrad is faster)"
+    )
+    header = (
+        f"{'params':>18} {'optimizer':>13} {'threads':>7} {'contender':>19} {'per step':>12} "
+        f"{'ns/param':>9} {'ratio':>8}"
+    )
     print(header)
     print("-" * len(header))
     for size in args.sizes.split(","):
         steps = 50 if size == "lenet5" else 3
         for opt_name in args.optimizers.split(","):
             for n_threads in threads:
-                rows = bench_case(size, opt_name, n_threads, args.rounds, steps,
-                                  with_reference=(size == "lenet5" and not args.no_reference and n_threads == 1),
-                                  with_torch=not args.no_torch)
+                rows = bench_case(
+                    size,
+                    opt_name,
+                    n_threads,
+                    args.rounds,
+                    steps,
+                    with_reference=(size == "lenet5" and not args.no_reference and n_threads == 1),
+                    with_torch=not args.no_torch,
+                )
                 for size_, n_params, name, nt, label, med, ns, ratio in rows:
                     per_step = f"{med * 1e6:,.1f} us" if med < 0.1 else f"{med * 1e3:,.1f} ms"
-                    print(f"{size_ + f' ({n_params:,})':>18} {name:>13} {nt:>7} {label:>19} {per_step:>12} "
-                          f"{ns:>9.3f} {ratio:>8.2f}", flush=True)
+                    print(
+                        f"{size_ + f' ({n_params:,})':>18} {name:>13} {nt:>7} {label:>19} {per_step:>12} "
+                        f"{ns:>9.3f} {ratio:>8.2f}",
+                        flush=True,
+                    )
     fastgrad.set_num_threads(_config._default_threads())
 
 

@@ -9,6 +9,7 @@ float32 matmul (1024 x 1024) on one core, measured once per session. Each benchm
 records its GFLOP/s and share in ``benchmark.extra_info`` (so they land in --benchmark-json)
 and a table of them is printed at the end of the session.
 """
+
 import os
 import platform
 import sys
@@ -28,6 +29,7 @@ _session_info = {}  # the matmul yardstick and the timer it was measured with
 def one_blas_thread():
     """One thread owns the core: no BLAS pool spinning next to the kernels."""
     from threadpoolctl import threadpool_limits
+
     import fastgrad
 
     before = fastgrad.get_num_threads()
@@ -62,6 +64,7 @@ def matmul_gflops(request, one_blas_thread):
 def record_rate(matmul_gflops):
     """record_rate(benchmark, flops, **labels): GFLOP/s and share of the matmul rate from
     the benchmark's median, into extra_info and the summary table."""
+
     def record(benchmark, flops, **labels):
         stats = getattr(benchmark, "stats", None)
         if stats is None:  # --benchmark-disable: the function ran once, untimed
@@ -69,9 +72,13 @@ def record_rate(matmul_gflops):
         median = stats.stats.median
         gflops = flops / median / 1e9
         share = gflops / matmul_gflops
-        benchmark.extra_info.update(labels, flops=flops, gflops=round(gflops, 2),
-                                    share_of_matmul=round(share, 4),
-                                    matmul_gflops=round(matmul_gflops, 2))
+        benchmark.extra_info.update(
+            labels,
+            flops=flops,
+            gflops=round(gflops, 2),
+            share_of_matmul=round(share, 4),
+            matmul_gflops=round(matmul_gflops, 2),
+        )
         _rows.append(dict(labels, ms=median * 1e3, gflops=gflops, share=share))
         return gflops
 
@@ -85,14 +92,20 @@ def pytest_terminal_summary(terminalreporter):
 
     tr = terminalreporter
     tr.section("conv kernels: GFLOP/s on one thread (median)")
-    tr.write_line(f"cpu: {_config._cpu_model()} ({os.cpu_count()} logical cores), "
-                  f"{platform.machine()}; backend {kernels.backend}, variant "
-                  f"{kernels.simd_variant}")
-    tr.write_line(f"numpy float32 matmul 1024^3 on one core: {_session_info['matmul']:.1f} "
-                  f"GFLOP/s (the 'share' column); timer {_session_info['timer']}")
+    tr.write_line(
+        f"cpu: {_config._cpu_model()} ({os.cpu_count()} logical cores), "
+        f"{platform.machine()}; backend {kernels.backend}, variant "
+        f"{kernels.simd_variant}"
+    )
+    tr.write_line(
+        f"numpy float32 matmul 1024^3 on one core: {_session_info['matmul']:.1f} "
+        f"GFLOP/s (the 'share' column); timer {_session_info['timer']}"
+    )
     tr.write_line("")
     tr.write_line("| layer | kernel | batch | dtype | ms | GFLOP/s | share of matmul | how |")
     tr.write_line("|---|---|---|---|---|---|---|---|")
     for r in _rows:
-        tr.write_line(f"| {r['layer']} | {r['kernel']} | {r['batch']} | {r['dtype']} | "
-                      f"{r['ms']:.3f} | {r['gflops']:.1f} | {r['share']:.0%} | {r['how']} |")
+        tr.write_line(
+            f"| {r['layer']} | {r['kernel']} | {r['batch']} | {r['dtype']} | "
+            f"{r['ms']:.3f} | {r['gflops']:.1f} | {r['share']:.0%} | {r['how']} |"
+        )

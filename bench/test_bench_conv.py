@@ -10,10 +10,11 @@ layer does) and the flop count come from bench_kernels_conv.py. Each benchmark s
 GFLOP/s and share of numpy's one-core matmul rate in extra_info; bench/conftest.py prints
 them as a table at the end of the session.
 """
+
 import numpy as np
 import pytest
-
 from bench_kernels_conv import KERNELS, LAYERS, _kernels_module, make_problem
+
 from fastgrad import kernels
 
 BATCH = 64
@@ -24,8 +25,7 @@ THREADS = 1
 @pytest.fixture(scope="module")
 def conv_module():
     if kernels.backend != "compiled":
-        pytest.skip("the kernel benchmarks time the compiled kernels "
-                    f"(backend is {kernels.backend})")
+        pytest.skip(f"the kernel benchmarks time the compiled kernels (backend is {kernels.backend})")
     return _kernels_module()
 
 
@@ -46,5 +46,13 @@ def test_conv_kernel(benchmark, record_rate, conv_module, layer, kernel):
     benchmark.group = layer
     benchmark.name = f"{layer} {kernel}"
     benchmark(calls[kernel])
-    record_rate(benchmark, flops, layer=layer, kernel=kernel, batch=BATCH,
-                dtype=np.dtype(DTYPE).name, threads=THREADS, how=plans.get(kernel, ""))
+    record_rate(
+        benchmark,
+        flops,
+        layer=layer,
+        kernel=kernel,
+        batch=BATCH,
+        dtype=np.dtype(DTYPE).name,
+        threads=THREADS,
+        how=plans.get(kernel, ""),
+    )

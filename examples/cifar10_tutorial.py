@@ -6,30 +6,23 @@
 # and do not train or test. It reads CIFAR-10 from ./data: place the python batches
 # (cifar-10-batches-py, as torchvision downloads them) or the binary batches there.
 import fastgrad as torch
-import fastgrad.vision as torchvision
-import fastgrad.vision.transforms as transforms
 import fastgrad.nn as nn
 import fastgrad.nn.functional as F
 import fastgrad.optim as optim
+import fastgrad.vision as torchvision
+import fastgrad.vision.transforms as transforms
 
-transform = transforms.Compose(
-    [transforms.ToTensor(),
-     transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
 
 batch_size = 4
 
-trainset = torchvision.datasets.CIFAR10(root='./data', train=True,
-                                        download=True, transform=transform)
-trainloader = torch.utils.data.DataLoader(trainset, batch_size=batch_size,
-                                          shuffle=True, num_workers=2)
+trainset = torchvision.datasets.CIFAR10(root="./data", train=True, download=True, transform=transform)
+trainloader = torch.utils.data.DataLoader(trainset, batch_size=batch_size, shuffle=True, num_workers=2)
 
-testset = torchvision.datasets.CIFAR10(root='./data', train=False,
-                                       download=True, transform=transform)
-testloader = torch.utils.data.DataLoader(testset, batch_size=batch_size,
-                                         shuffle=False, num_workers=2)
+testset = torchvision.datasets.CIFAR10(root="./data", train=False, download=True, transform=transform)
+testloader = torch.utils.data.DataLoader(testset, batch_size=batch_size, shuffle=False, num_workers=2)
 
-classes = ('plane', 'car', 'bird', 'cat',
-           'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+classes = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class Net(nn.Module):
@@ -58,7 +51,6 @@ criterion = nn.CrossEntropyLoss()
 optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
 
 for epoch in range(2):  # loop over the dataset multiple times
-
     running_loss = 0.0
     for i, data in enumerate(trainloader, 0):
         # get the inputs; data is a list of [inputs, labels]
@@ -75,18 +67,18 @@ for epoch in range(2):  # loop over the dataset multiple times
 
         # print statistics
         running_loss += loss.item()
-        if i % 2000 == 1999:    # print every 2000 mini-batches
-            print(f'[{epoch + 1}, {i + 1:5d}] loss: {running_loss / 2000:.3f}')
+        if i % 2000 == 1999:  # print every 2000 mini-batches
+            print(f"[{epoch + 1}, {i + 1:5d}] loss: {running_loss / 2000:.3f}")
             running_loss = 0.0
 
-print('Finished Training')
+print("Finished Training")
 
-PATH = './cifar_net.pth'
+PATH = "./cifar_net.pth"
 torch.save(net.state_dict(), PATH)
 
 dataiter = iter(testloader)
 images, labels = next(dataiter)
-print('GroundTruth: ', ' '.join(f'{classes[labels[j]]:5s}' for j in range(4)))
+print("GroundTruth: ", " ".join(f"{classes[labels[j]]:5s}" for j in range(4)))
 
 net = Net()
 net.load_state_dict(torch.load(PATH, weights_only=True))
@@ -94,8 +86,7 @@ net.load_state_dict(torch.load(PATH, weights_only=True))
 outputs = net(images)
 _, predicted = torch.max(outputs, 1)
 
-print('Predicted: ', ' '.join(f'{classes[predicted[j]]:5s}'
-                              for j in range(4)))
+print("Predicted: ", " ".join(f"{classes[predicted[j]]:5s}" for j in range(4)))
 
 correct = 0
 total = 0
@@ -110,7 +101,7 @@ with torch.no_grad():
         total += labels.size(0)
         correct += (predicted == labels).sum().item()
 
-print(f'Accuracy of the network on the 10000 test images: {100 * correct // total} %')
+print(f"Accuracy of the network on the 10000 test images: {100 * correct // total} %")
 
 # prepare to count predictions for each class
 correct_pred = {classname: 0 for classname in classes}
@@ -132,9 +123,9 @@ with torch.no_grad():
 # print accuracy for each class
 for classname, correct_count in correct_pred.items():
     accuracy = 100 * float(correct_count) / total_pred[classname]
-    print(f'Accuracy for class: {classname:5s} is {accuracy:.1f} %')
+    print(f"Accuracy for class: {classname:5s} is {accuracy:.1f} %")
 
-device = torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')
+device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 # Assuming that we are on a CUDA machine, this should print a CUDA device:
 

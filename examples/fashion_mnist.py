@@ -75,7 +75,8 @@ def main():
     test_set = datasets.FashionMNIST(args.data, train=False, download=True, transform=transform)
     n_val = max(1, len(full_train) // 10)
     train_set, val_set = torch.utils.data.random_split(
-        full_train, [len(full_train) - n_val, n_val], generator=torch.Generator().manual_seed(args.seed))
+        full_train, [len(full_train) - n_val, n_val], generator=torch.Generator().manual_seed(args.seed)
+    )
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=512)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=512)
@@ -85,8 +86,10 @@ def main():
     for epoch in range(1, args.epochs + 1):
         train_loss, train_acc = run_epoch(model, device, train_loader, optimizer)
         val_loss, val_acc = run_epoch(model, device, val_loader)
-        print(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
-              f"val loss {val_loss:.4f} acc {val_acc:.3f}")
+        print(
+            f"epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
+            f"val loss {val_loss:.4f} acc {val_acc:.3f}"
+        )
     test_loss, test_acc = run_epoch(model, device, test_loader)
     print(f"test loss {test_loss:.4f} acc {test_acc:.3f}")
     torch.save(model.state_dict(), args.save)

@@ -77,8 +77,10 @@ def train(model, device, loader, criterion, optimizer, epoch, log_interval):
         loss.backward()
         optimizer.step()
         if batch_idx % log_interval == 0:
-            print(f"epoch {epoch} [{batch_idx * len(inputs)}/{len(loader.dataset)}] loss {loss.item():.4f} "
-                  f"({time.time() - start:.1f} s)")
+            print(
+                f"epoch {epoch} [{batch_idx * len(inputs)}/{len(loader.dataset)}] loss {loss.item():.4f} "
+                f"({time.time() - start:.1f} s)"
+            )
 
 
 def evaluate(model, device, loader, criterion):
@@ -112,17 +114,24 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    train_transform = transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    train_transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     test_transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
     train_set = datasets.CIFAR10(args.data, train=True, download=True, transform=train_transform)
     test_set = datasets.CIFAR10(args.data, train=False, download=True, transform=test_transform)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                                               num_workers=args.workers, pin_memory=torch.cuda.is_available())
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=torch.cuda.is_available(),
+    )
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, shuffle=False, num_workers=args.workers)
 
     model = resnet8().to(device)
@@ -137,8 +146,15 @@ def main():
         scheduler.step()
         if accuracy >= best:
             best = accuracy
-            torch.save({"epoch": epoch, "model_state_dict": model.state_dict(),
-                        "optimizer_state_dict": optimizer.state_dict(), "accuracy": accuracy}, args.checkpoint)
+            torch.save(
+                {
+                    "epoch": epoch,
+                    "model_state_dict": model.state_dict(),
+                    "optimizer_state_dict": optimizer.state_dict(),
+                    "accuracy": accuracy,
+                },
+                args.checkpoint,
+            )
     print(f"best accuracy {100.0 * best:.1f}%")
 
 

@@ -1,4 +1,5 @@
 """``python -m fastgrad``: the fastgrad command."""
+
 import sys
 
 from .cli import main

@@ -5,6 +5,7 @@ The thread count is passed to each compiled kernel as an argument at call time, 
 stored inside the extension, so changing it from one Python thread cannot disturb a
 kernel already running in another.
 """
+
 import os
 import platform
 import sys
@@ -63,6 +64,7 @@ def set_flush_denormal(mode):
     Denormal weights or activations can slow CPU arithmetic tens of times. The mode is set
     in the calling thread and the kernels' OpenMP threads. Returns True when supported."""
     from . import kernels
+
     if kernels.runtime is None:
         return False
     return kernels.runtime.set_flush_denormal(bool(mode), max(get_num_threads(), 1))
@@ -106,11 +108,13 @@ def simd_report():
     compiler targeted, and, per compiled family, the level its kernels dispatch on now
     (read back from each module, so it is the level that runs, not the one compiled)."""
     from . import kernels
+
     forced = os.environ.get("FASTGRAD_SIMD", "").strip().lower()
     report = {
         "simd path": kernels.simd_path or "none (pure Python)",
-        "simd chosen by": (f"use_simd / FASTGRAD_SIMD={forced}" if forced not in ("", "auto")
-                           else "best this CPU runs"),
+        "simd chosen by": (
+            f"use_simd / FASTGRAD_SIMD={forced}" if forced not in ("", "auto") else "best this CPU runs"
+        ),
         "simd paths (cpu)": ", ".join(kernels.simd_paths()),
     }
     if kernels.backend == "compiled":
@@ -121,19 +125,20 @@ def simd_report():
             level = getattr(mod, "_simd_level", None)
             levels[family] = _LEVEL_NAMES[level()] if level else "build's code"
         report["family levels"] = ", ".join(f"{f} {v}" for f, v in levels.items())
-        report["caches"] = ", ".join(f"L{i} {kernels.runtime.cache_bytes(i) >> 10} KiB"
-                                     for i in (1, 2, 3))
+        report["caches"] = ", ".join(f"L{i} {kernels.runtime.cache_bytes(i) >> 10} KiB" for i in (1, 2, 3))
     return report
 
 
 def _first_kernel(family):
     import importlib
+
     return importlib.import_module(f"fastgrad.reference.{family}").__all__[0]
 
 
 def config_dict():
     """What ``show_config`` prints, as a dict."""
     from . import __version__, kernels
+
     info = {
         "fastgrad": __version__,
         "python": sys.version.split()[0],
@@ -149,14 +154,18 @@ def config_dict():
         info["openmp"] = kernels.runtime.openmp_enabled()
         if info["openmp"]:
             from ._openmp import policy
+
             info["openmp wait policy"] = policy()
     if kernels.load_error:
         info["compiled load error"] = kernels.load_error
     try:
         from threadpoolctl import threadpool_info
+
         blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
         if blas:
-            info["blas"] = f"{blas[0].get('internal_api')} {blas[0].get('version')} ({blas[0].get('num_threads')} threads)"
+            info["blas"] = (
+                f"{blas[0].get('internal_api')} {blas[0].get('version')} ({blas[0].get('num_threads')} threads)"
+            )
     except ImportError:
         pass
     return info

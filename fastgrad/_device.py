@@ -7,6 +7,7 @@ why. ``Tensor.to`` and ``Module.to`` share the argument parsing below, so both a
 PyTorch's forms: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)``
 and the keywords ``device=``, ``dtype=``, ``non_blocking=``, ``copy=``.
 """
+
 import numbers
 
 import numpy as np
@@ -16,13 +17,16 @@ _KNOWN_TYPES = ("cpu", "cuda", "mps", "xpu", "xla", "meta", "hip", "mtia", "priv
 
 def cpu_only_error(what):
     """The error raised for anything that needs an accelerator."""
-    return RuntimeError(f"{what}: fastgrad runs on the CPU only (it has no CUDA, MPS or other "
-                        "accelerator backend); use the device 'cpu', or leave the device out")
+    return RuntimeError(
+        f"{what}: fastgrad runs on the CPU only (it has no CUDA, MPS or other "
+        "accelerator backend); use the device 'cpu', or leave the device out"
+    )
 
 
 class device:
     """A device, as ``torch.device``: ``device("cpu")``, ``device("cuda", 0)``,
     ``device("cuda:1")``. Only ``"cpu"`` can hold fastgrad tensors."""
+
     __slots__ = ("type", "index")
 
     def __init__(self, type, index=None):
@@ -37,8 +41,9 @@ class device:
             raise TypeError(f"device: expected a string such as 'cpu', got {type.__class__.__name__}")
         name, sep, ordinal = type.partition(":")
         if name not in _KNOWN_TYPES:
-            raise RuntimeError(f"Expected one of {', '.join(_KNOWN_TYPES)} device type at start of device "
-                               f"string: {type}")
+            raise RuntimeError(
+                f"Expected one of {', '.join(_KNOWN_TYPES)} device type at start of device string: {type}"
+            )
         if sep:
             if index is not None:
                 raise RuntimeError(f"device: type {type!r} already names an index; do not also pass index={index}")
@@ -50,8 +55,9 @@ class device:
         self.type, self.index = name, None if index is None else int(index)
 
     def __repr__(self):
-        return f"device(type='{self.type}')" if self.index is None else \
-            f"device(type='{self.type}', index={self.index})"
+        return (
+            f"device(type='{self.type}')" if self.index is None else f"device(type='{self.type}', index={self.index})"
+        )
 
     def __str__(self):
         return self.type if self.index is None else f"{self.type}:{self.index}"
@@ -95,6 +101,7 @@ def parse_to(what, args, kwargs):
     after checking that any device given is the CPU. A tensor argument stands for its
     dtype (and its device, the CPU)."""
     from .tensor import Tensor
+
     kwargs = dict(kwargs)
     dev = kwargs.pop("device", None)
     dtype = kwargs.pop("dtype", None)

@@ -9,6 +9,7 @@ on a 2-core machine, LeNet-5 training at batch 64 on 2 threads: idle, 30,000 ima
 with the default against 15,000 with PASSIVE; beside one busy process, 8,500 against
 18,000. fastgrad leaves the choice to the environment (README, "Threads").
 """
+
 import os
 
 _VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")

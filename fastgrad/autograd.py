@@ -12,6 +12,7 @@ search, so a 10,000-op chain needs no recursion) and hands the order to the
 chain-rule accumulation loop, ``kernels.backward_walk``: compiled or pure Python,
 chosen by ``fastgrad.kernels``.
 """
+
 import contextlib
 import os
 import threading
@@ -22,6 +23,7 @@ import numpy as np
 from . import hooks, kernels
 
 # --------------------------------------------------------------------------- grad mode
+
 
 class _GradMode(threading.local):
     enabled = True  # per thread, as in PyTorch: no_grad in one thread never affects another
@@ -73,6 +75,7 @@ class enable_grad(set_grad_enabled):
 
 # --------------------------------------------------------------------------- capture
 
+
 class _Capture(threading.local):
     # a fastgrad.compile recorder while it captures a forward on this thread, else None:
     # Function.apply tells it every op it runs
@@ -86,6 +89,7 @@ _capture = _Capture()
 
 
 # --------------------------------------------------------------------------- Function
+
 
 class Function:
     """One node of the graph. Subclasses define ``forward`` and ``backward`` side by side.
@@ -168,6 +172,7 @@ _tensor_cls = None  # set by fastgrad.tensor, which imports this module
 
 # --------------------------------------------------------------------------- backward
 
+
 def topological_order(root):
     """The Function nodes reachable from ``root``, each before all nodes it depends on."""
     order = []
@@ -207,18 +212,23 @@ def backward(tensor, gradient=None, retain_graph=False):
     if data.dtype.kind != "f":
         raise RuntimeError(f"backward: only floating point tensors have gradients; got dtype {data.dtype}")
     if not tensor.requires_grad:
-        raise RuntimeError("backward: the tensor does not require grad and has no grad_fn "
-                           "(was it computed under no_grad, or from tensors without requires_grad=True?)")
+        raise RuntimeError(
+            "backward: the tensor does not require grad and has no grad_fn "
+            "(was it computed under no_grad, or from tensors without requires_grad=True?)"
+        )
     if gradient is None:
         if data.size != 1:
-            raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs; "
-                               f"got a tensor of shape {tuple(data.shape)}: pass gradient=")
+            raise RuntimeError(
+                f"backward: grad can be implicitly created only for scalar outputs; "
+                f"got a tensor of shape {tuple(data.shape)}: pass gradient="
+            )
         grad = _ones(data)
     else:
         grad = np.asarray(getattr(gradient, "data", gradient))
         if grad.shape != data.shape:
-            raise ValueError(f"backward: gradient has shape {tuple(grad.shape)}, "
-                             f"but the tensor has shape {tuple(data.shape)}")
+            raise ValueError(
+                f"backward: gradient has shape {tuple(grad.shape)}, but the tensor has shape {tuple(data.shape)}"
+            )
         if grad.dtype != data.dtype:
             raise TypeError(f"backward: gradient has dtype {grad.dtype}, the tensor {data.dtype}")
     root = tensor._ctx
@@ -233,8 +243,10 @@ def backward(tensor, gradient=None, retain_graph=False):
             hooks.run_post_accumulate_grad_hooks(tensor)
         return
     if root.freed:
-        raise RuntimeError(f"backward through {root.name()} a second time: the graph was freed "
-                           "by the first backward; pass retain_graph=True to the first call")
+        raise RuntimeError(
+            f"backward through {root.name()} a second time: the graph was freed "
+            "by the first backward; pass retain_graph=True to the first call"
+        )
     order = topological_order(root)
     if _anomaly.enabled:
         for fn in order:
@@ -266,6 +278,7 @@ def backward(tensor, gradient=None, retain_graph=False):
 # slices that end at those last nodes and calls the leaves' hooks between the slices
 # (DistributedDataParallel starts a bucket's allreduce there, while the rest of backward runs).
 
+
 def _walk_calling_post_accumulate_grad_hooks(order, retain_graph):
     last_use = {}  # id(leaf) -> (position after the last node that feeds it, leaf)
     for i, fn in enumerate(order):
@@ -288,6 +301,7 @@ def _walk_calling_post_accumulate_grad_hooks(order, retain_graph):
 
 
 # --------------------------------------------------------------------------- anomaly mode
+
 
 class AnomalyError(RuntimeError):
     """A forward or backward pass produced a NaN or an infinity (under detect_anomaly)."""
@@ -321,9 +335,11 @@ def _check_forward(fn, tensors, out):
     site = _user_line()
     fn.anomaly_site = site  # kept for the backward check
     if _nonfinite(out):
-        raise AnomalyError(f"{fn.name()} produced a non-finite value in its forward pass: inputs "
-                           f"[{_describe_inputs([t.data for t in tensors])}], output {tuple(out.shape)}; "
-                           f"created at {site}")
+        raise AnomalyError(
+            f"{fn.name()} produced a non-finite value in its forward pass: inputs "
+            f"[{_describe_inputs([t.data for t in tensors])}], output {tuple(out.shape)}; "
+            f"created at {site}"
+        )
 
 
 def _checked_backward(fn):
@@ -335,10 +351,13 @@ def _checked_backward(fn):
         grads = op_backward(fn, grad)
         for i, g in enumerate(grads):
             if _nonfinite(g):
-                raise AnomalyError(f"{fn.name()} produced a non-finite gradient for input {i} in its "
-                                   f"backward pass: inputs [{shapes}], incoming gradient "
-                                   f"{tuple(grad.shape)}; the op was created at {site}")
+                raise AnomalyError(
+                    f"{fn.name()} produced a non-finite gradient for input {i} in its "
+                    f"backward pass: inputs [{shapes}], incoming gradient "
+                    f"{tuple(grad.shape)}; the op was created at {site}"
+                )
         return grads
+
     return backward
 
 
@@ -370,6 +389,7 @@ def is_anomaly_enabled():
 
 
 # --------------------------------------------------------------------------- gradcheck
+
 
 class GradcheckError(RuntimeError):
     pass
@@ -424,9 +444,11 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if err.size and err.max() > 0:
             worst = np.unravel_index(int(np.argmax(err)), err.shape)
-            msg = (f"gradcheck: input {i} (shape {tuple(x.shape)}): gradient mismatch at index "
-                   f"{tuple(int(k) for k in worst)}: analytic {analytic[worst]!r}, numeric "
-                   f"{numeric[worst]!r} (atol={atol}, rtol={rtol})")
+            msg = (
+                f"gradcheck: input {i} (shape {tuple(x.shape)}): gradient mismatch at index "
+                f"{tuple(int(k) for k in worst)}: analytic {analytic[worst]!r}, numeric "
+                f"{numeric[worst]!r} (atol={atol}, rtol={rtol})"
+            )
             if raise_exception:
                 raise GradcheckError(msg)
             return False

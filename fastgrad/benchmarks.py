@@ -21,6 +21,7 @@ fresh child processes, one that only imports it (and numpy) and one that also tr
 LeNet-5 (batch 64, --steps steps), so the two libraries never share a peak; it prints both
 peaks, their ratio and the growth of each over its import-only peak.
 """
+
 import argparse
 import json
 import os
@@ -61,14 +62,38 @@ def cpu_model():
 
 # Layer lists written once, instantiated in either library (same class names and arguments).
 NETS = {
-    "lenet5": ((1, 28, 28), lambda nn: [
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)]),
-    "cifar_small": ((3, 32, 32), lambda nn: [
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(4096, 128), nn.ReLU(), nn.Linear(128, 10)]),
+    "lenet5": (
+        (1, 28, 28),
+        lambda nn: [
+            nn.Conv2d(1, 6, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(400, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, 10),
+        ],
+    ),
+    "cifar_small": (
+        (3, 32, 32),
+        lambda nn: [
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(4096, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        ],
+    ),
 }
 
 # (name, net, batch, train?, targets {threads: ratio})
@@ -94,8 +119,10 @@ def make_batches(net, batch, seed=0):
     shape = NETS[net][0]
     rng = np.random.default_rng(seed)
     count = max(8, POOL_IMAGES // batch)
-    return [(rng.standard_normal((batch,) + shape).astype(np.float32),
-             rng.integers(0, 10, batch).astype(np.int64)) for _ in range(count)]
+    return [
+        (rng.standard_normal((batch,) + shape).astype(np.float32), rng.integers(0, 10, batch).astype(np.int64))
+        for _ in range(count)
+    ]
 
 
 class Contender:
@@ -144,8 +171,9 @@ class Contender:
         self.next = i
 
     def state_dict_numpy(self):
-        return {k: np.array(v.detach().numpy() if hasattr(v, "detach") else v)
-                for k, v in self.model.state_dict().items()}
+        return {
+            k: np.array(v.detach().numpy() if hasattr(v, "detach") else v) for k, v in self.model.state_dict().items()
+        }
 
 
 def steps_for(contender, min_seconds):
@@ -174,8 +202,7 @@ def measure(workload, threads, rounds, min_seconds):
         torch.set_num_threads(threads)
         torch.set_flush_denormal(FLUSH_DENORMALS)
         contenders["torch"] = Contender("torch", net, batch, train, weights=None)
-        contenders["torch"].model.load_state_dict(
-            {k: torch.from_numpy(v) for k, v in fg.state_dict_numpy().items()})
+        contenders["torch"].model.load_state_dict({k: torch.from_numpy(v) for k, v in fg.state_dict_numpy().items()})
     for c in contenders.values():  # warm-up: caches, workspaces, allocator pools
         c.run(3)
     steps = {k: steps_for(c, min_seconds) for k, c in contenders.items()}
@@ -185,8 +212,15 @@ def measure(workload, threads, rounds, min_seconds):
             t0 = time.perf_counter()
             c.run(steps[key])
             rates[key].append(steps[key] * batch / (time.perf_counter() - t0))
-    result = {"workload": name, "net": net, "batch": batch, "train": train, "threads": threads,
-              "dtype": "float32", "fastgrad_img_s": statistics.median(rates["fastgrad"])}
+    result = {
+        "workload": name,
+        "net": net,
+        "batch": batch,
+        "train": train,
+        "threads": threads,
+        "dtype": "float32",
+        "fastgrad_img_s": statistics.median(rates["fastgrad"]),
+    }
     if "torch" in rates:
         result["torch_img_s"] = statistics.median(rates["torch"])
         result["ratio"] = result["fastgrad_img_s"] / result["torch_img_s"]
@@ -202,17 +236,24 @@ def _loadavg():
 
 
 def print_header():
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); dtype float32; "
-          f"load average {_loadavg()}")
-    print(f"fastgrad {fastgrad.__version__} (backend {fastgrad.kernels.backend}, "
-          f"variant {fastgrad.kernels.simd_variant})"
-          + (f"; torch {torch.__version__}" if torch is not None else "; torch not installed"))
-    print("denormals: " + ("flushed to zero in both libraries (set_flush_denormal(True); "
-                           "--keep-denormals to keep them)" if FLUSH_DENORMALS else "kept (IEEE default)"))
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); dtype float32; load average {_loadavg()}")
+    print(
+        f"fastgrad {fastgrad.__version__} (backend {fastgrad.kernels.backend}, "
+        f"variant {fastgrad.kernels.simd_variant})"
+        + (f"; torch {torch.__version__}" if torch is not None else "; torch not installed")
+    )
+    print(
+        "denormals: "
+        + (
+            "flushed to zero in both libraries (set_flush_denormal(True); --keep-denormals to keep them)"
+            if FLUSH_DENORMALS
+            else "kept (IEEE default)"
+        )
+    )
 
 
 def print_table(results):
-    print(f"\n| workload | threads | fastgrad img/s | torch img/s | ratio | target |")
+    print("\n| workload | threads | fastgrad img/s | torch img/s | ratio | target |")
     print("|---|---|---|---|---|---|")
     for r in results:
         torch_rate = f"{r['torch_img_s']:.0f}" if "torch_img_s" in r else "-"
@@ -229,8 +270,9 @@ def sweep(threads, rounds, min_seconds, batches=(1, 2, 4, 8, 16, 32, 64, 128, 25
     results = []
     for b in batches:
         for t in thread_counts:
-            results.append(measure((f"LeNet-5 training step, batch {b}", "lenet5", b, True, {}),
-                                   t, rounds, min_seconds))
+            results.append(
+                measure((f"LeNet-5 training step, batch {b}", "lenet5", b, True, {}), t, rounds, min_seconds)
+            )
     return results
 
 
@@ -239,6 +281,7 @@ def plot_sweep(results, path, note=None):
     line style per thread count; beside it, fastgrad's speed as a multiple of PyTorch's."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -248,21 +291,23 @@ def plot_sweep(results, path, note=None):
     threads = sorted({r["threads"] for r in results})
     has_torch = all("torch_img_s" in r for r in results)
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(1, 2 if has_torch else 1, squeeze=False,
-                             figsize=(11, 4.6) if has_torch else (6.4, 4.6))
+    fig, axes = plt.subplots(1, 2 if has_torch else 1, squeeze=False, figsize=(11, 4.6) if has_torch else (6.4, 4.6))
     ax, ax_ratio = axes[0][0], (axes[0][1] if has_torch else None)
     for i, t in enumerate(threads):
         part = sorted((r for r in results if r["threads"] == t), key=lambda r: r["batch"])
         batches = [r["batch"] for r in part]
         style = styles[i % len(styles)]
         label_t = f"{t} thread" + ("s" if t > 1 else "")
-        ax.plot(batches, [r["fastgrad_img_s"] for r in part], "o" + style, color="C0",
-                label=f"fastgrad, {label_t}")
+        ax.plot(batches, [r["fastgrad_img_s"] for r in part], "o" + style, color="C0", label=f"fastgrad, {label_t}")
         if has_torch:
-            ax.plot(batches, [r["torch_img_s"] for r in part], "s" + style, color="C3",
-                    label=f"PyTorch {torch.__version__}, {label_t}")
-            ax_ratio.plot(batches, [r["ratio"] for r in part], "D" + style, color="C2",
-                          label=label_t)
+            ax.plot(
+                batches,
+                [r["torch_img_s"] for r in part],
+                "s" + style,
+                color="C3",
+                label=f"PyTorch {torch.__version__}, {label_t}",
+            )
+            ax_ratio.plot(batches, [r["ratio"] for r in part], "D" + style, color="C2", label=label_t)
     batches = sorted({r["batch"] for r in results})
     integer = FuncFormatter(lambda v, _: f"{v:,.0f}")
     for a in [ax] + ([ax_ratio] if has_torch else []):
@@ -287,8 +332,7 @@ def plot_sweep(results, path, note=None):
         ax_ratio.set_ylabel("fastgrad / PyTorch, images/s")
         ax_ratio.set_title("speed-up over PyTorch")
         ax_ratio.legend(fontsize=8)
-    fig.suptitle(f"LeNet-5 training step (SGD momentum), float32, "
-                 f"{cpu_model()} ({os.cpu_count()} CPUs)", fontsize=11)
+    fig.suptitle(f"LeNet-5 training step (SGD momentum), float32, {cpu_model()} ({os.cpu_count()} CPUs)", fontsize=11)
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="dimgrey", va="bottom")
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
@@ -372,12 +416,26 @@ def memory_child(lib, mode, steps, batch, threads):
 
     with tempfile.TemporaryDirectory(prefix="fastgrad-mem-") as cwd:  # not the repo root
         proc = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER,
-             sys.executable, "-c", _MEMORY_CHILD, lib, mode, str(steps), str(batch), str(threads)],
-            cwd=cwd, env=_child_env(), capture_output=True, text=True)
+            [
+                sys.executable,
+                "-c",
+                _LAUNCHER,
+                sys.executable,
+                "-c",
+                _MEMORY_CHILD,
+                lib,
+                mode,
+                str(steps),
+                str(batch),
+                str(threads),
+            ],
+            cwd=cwd,
+            env=_child_env(),
+            capture_output=True,
+            text=True,
+        )
     if proc.returncode != 0:
-        raise RuntimeError(f"the {lib} {mode} child failed (exit {proc.returncode}):\n"
-                           f"{proc.stderr.strip()}")
+        raise RuntimeError(f"the {lib} {mode} child failed (exit {proc.returncode}):\n{proc.stderr.strip()}")
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     if lib == "fastgrad":
         here = os.path.dirname(os.path.abspath(fastgrad.__file__))
@@ -401,17 +459,22 @@ def measure_memory(threads, steps=200, batch=64, repeats=3):
                     hwm[lib, mode].append(got["vmhwm_bytes"])
                 info.setdefault(lib, got)
     mib = {f"{lib}_{mode}_mib": statistics.median(v) / 2**20 for (lib, mode), v in peaks.items()}
-    mib.update({f"{lib}_{mode}_vmhwm_mib": statistics.median(v) / 2**20
-                for (lib, mode), v in hwm.items() if v})
-    result = {"workload": f"LeNet-5 training, batch {batch}, {steps} steps", "threads": threads,
-              "batch": batch, "steps": steps, "repeats": repeats, "dtype": "float32",
-              "fastgrad_backend": info["fastgrad"].get("backend"), **mib}
+    mib.update({f"{lib}_{mode}_vmhwm_mib": statistics.median(v) / 2**20 for (lib, mode), v in hwm.items() if v})
+    result = {
+        "workload": f"LeNet-5 training, batch {batch}, {steps} steps",
+        "threads": threads,
+        "batch": batch,
+        "steps": steps,
+        "repeats": repeats,
+        "dtype": "float32",
+        "fastgrad_backend": info["fastgrad"].get("backend"),
+        **mib,
+    }
     for lib in libs:
         result[f"{lib}_increment_mib"] = mib[f"{lib}_train_mib"] - mib[f"{lib}_import_mib"]
     if "torch" in libs:
         result["peak_ratio"] = mib["fastgrad_train_mib"] / mib["torch_train_mib"]
-        result["increment_ratio"] = (result["fastgrad_increment_mib"]
-                                     / result["torch_increment_mib"])
+        result["increment_ratio"] = result["fastgrad_increment_mib"] / result["torch_increment_mib"]
     return result
 
 
@@ -423,30 +486,36 @@ def print_memory_table(results):
         for lib in ("fastgrad", "torch"):
             if f"{lib}_train_mib" in r:
                 name = "PyTorch" if lib == "torch" else lib
-                print(f"| {r['threads']} | {name} | {r[f'{lib}_import_mib']:.1f} | "
-                      f"{r[f'{lib}_train_mib']:.1f} | {r[f'{lib}_increment_mib']:.1f} |")
+                print(
+                    f"| {r['threads']} | {name} | {r[f'{lib}_import_mib']:.1f} | "
+                    f"{r[f'{lib}_train_mib']:.1f} | {r[f'{lib}_increment_mib']:.1f} |"
+                )
     for r in results:
         if "peak_ratio" in r:
             verdict = "met" if r["peak_ratio"] <= 1 / 3 else "NOT met"
-            print(f"{r['threads']} thread(s): fastgrad/PyTorch peak {r['peak_ratio']:.2f}x "
-                  f"(target <= 0.33x: {verdict}); increment over import "
-                  f"{r['increment_ratio']:.2f}x")
+            print(
+                f"{r['threads']} thread(s): fastgrad/PyTorch peak {r['peak_ratio']:.2f}x "
+                f"(target <= 0.33x: {verdict}); increment over import "
+                f"{r['increment_ratio']:.2f}x"
+            )
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="fastgrad bench --vs torch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fastgrad bench --vs torch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--rounds", type=int, default=7, help="alternating timed rounds per contender")
     p.add_argument("--seconds", type=float, default=0.3, help="length of one timed round")
     p.add_argument("--only", default="", help="substring filter on workload names")
     p.add_argument("--sweep", action="store_true", help="images/s against batch size 1..256 (LeNet-5)")
     p.add_argument("--plot", help="with --sweep: write a PNG of the sweep")
-    p.add_argument("--memory", action="store_true",
-                   help="peak resident memory of LeNet-5 training instead of speed")
+    p.add_argument("--memory", action="store_true", help="peak resident memory of LeNet-5 training instead of speed")
     p.add_argument("--steps", type=int, default=200, help="with --memory: training steps")
     p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--keep-denormals", action="store_true",
-                   help="do not flush denormals to zero (both libraries' default setting)")
+    p.add_argument(
+        "--keep-denormals", action="store_true", help="do not flush denormals to zero (both libraries' default setting)"
+    )
     args = p.parse_args(argv)
     if args.plot and not args.sweep:
         p.error("--plot goes with --sweep")
@@ -461,8 +530,10 @@ def main(argv=None):
     print_header()
     results = []
     if args.memory:
-        print(f"LeNet-5, batch 64, {args.steps} SGD-momentum steps; each figure the median of "
-              f"3 fresh child processes per library and mode, {sys.executable}")
+        print(
+            f"LeNet-5, batch 64, {args.steps} SGD-momentum steps; each figure the median of "
+            f"3 fresh child processes per library and mode, {sys.executable}"
+        )
         for t in threads:
             results.append(measure_memory(t, steps=args.steps))
         print_memory_table(results)
@@ -474,10 +545,15 @@ def main(argv=None):
         load_after = _loadavg()
         print(f"load average after: {load_after}")
         if args.plot:
-            plot_sweep(results, args.plot, note=(
-                f"fastgrad {fastgrad.__version__}; libraries alternated round by round, "
-                f"thread counts batch by batch; median of {args.rounds} rounds of "
-                f"~{args.seconds:g} s each; load average before {load_before}, after {load_after}"))
+            plot_sweep(
+                results,
+                args.plot,
+                note=(
+                    f"fastgrad {fastgrad.__version__}; libraries alternated round by round, "
+                    f"thread counts batch by batch; median of {args.rounds} rounds of "
+                    f"~{args.seconds:g} s each; load average before {load_before}, after {load_after}"
+                ),
+            )
     else:
         for t in threads:
             for w in WORKLOADS:

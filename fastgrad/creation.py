@@ -1,5 +1,6 @@
 """Tensor factories: tensor, from_numpy, zeros/ones/full, randn/rand/randint, arange and
 the *_like variants. Random ones draw from the generator seeded by manual_seed."""
+
 import numpy as np
 
 from . import _config

@@ -1,6 +1,7 @@
 """``torch.cuda`` for scripts that ask: fastgrad has no CUDA backend, so nothing is
 available, there are no devices, and seeding is a no-op (as ``torch.cuda.manual_seed``
 is on a machine without a GPU). Anything that needs a GPU raises the CPU-only error."""
+
 from ._device import cpu_only_error
 
 

@@ -18,6 +18,7 @@ A leaf's post-accumulate-grad hooks (``Tensor.register_post_accumulate_grad_hook
 the same ``TensorHooks``; ``autograd.backward`` calls them once the leaf's ``.grad`` is final
 (see ``autograd._walk_calling_post_accumulate_grad_hooks``).
 """
+
 import itertools
 import threading
 import weakref
@@ -62,11 +63,14 @@ def _checked(name, grad, result):
     if data is None:
         raise TypeError(f"hook {name!r} returned a {type(result).__name__}; a hook returns a Tensor or None")
     if data.shape != grad.shape:
-        raise RuntimeError(f"hook {name!r} has changed the size of value: it returned shape "
-                           f"{tuple(data.shape)}, the gradient has shape {tuple(grad.shape)}")
+        raise RuntimeError(
+            f"hook {name!r} has changed the size of value: it returned shape "
+            f"{tuple(data.shape)}, the gradient has shape {tuple(grad.shape)}"
+        )
     if data.dtype != grad.dtype:
-        raise RuntimeError(f"hook {name!r} has changed the type of value: it returned {data.dtype}, "
-                           f"the gradient is {grad.dtype}")
+        raise RuntimeError(
+            f"hook {name!r} has changed the type of value: it returned {data.dtype}, the gradient is {grad.dtype}"
+        )
     return data
 
 
@@ -77,8 +81,8 @@ class TensorHooks:
 
     def __init__(self):
         self.hooks = _HookDict()
-        self.retained = None   # non-leaf only: a weak reference to the tensor that keeps .grad
-        self.pending = None    # leaf only: the sum of this backward's contributions so far
+        self.retained = None  # non-leaf only: a weak reference to the tensor that keeps .grad
+        self.pending = None  # leaf only: the sum of this backward's contributions so far
         self.post_accumulate = _HookDict()  # leaf only: hook(tensor) once .grad is final
 
     def add(self, hook):
@@ -90,6 +94,7 @@ class TensorHooks:
         """Run the hooks in order on ``grad`` (an array); the gradient they leave."""
         if self.hooks:
             from .tensor import Tensor
+
             for hook in list(self.hooks.values()):
                 result = hook(Tensor._from_op(grad, None))
                 if result is not None:
@@ -115,6 +120,7 @@ class TensorHooks:
 
 def _accumulate_grad(tensor, grad):
     from .tensor import Tensor
+
     if tensor.grad is None:
         tensor.grad = Tensor._from_op(np.array(grad, dtype=tensor._data.dtype, order="C", copy=True), None)
     else:
@@ -174,6 +180,7 @@ def register_hook(tensor, hook):
 class _LiveCount:
     """How many post-accumulate-grad hooks are registered and not removed: while it is 0,
     backward runs the chain-rule loop in one call."""
+
     n = 0
 
 

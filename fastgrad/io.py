@@ -28,6 +28,7 @@ overlaps and holes are all checked, and loading into a model or optimizer checks
 name, shape and dtype before changing anything. Every problem raises CheckpointError
 with the file name and the reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,20 @@ METADATA_KEY = "fastgrad"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 # safetensors dtype names <-> numpy (little-endian on disk)
-_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-           "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
@@ -59,6 +72,7 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------- atomic writes
+
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` (bytes) to ``path`` so that a crash at any moment leaves either the
@@ -105,11 +119,14 @@ def _fsync_folder(folder):
 
 # --------------------------------------------------------------------------- safetensors files
 
-def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray],
-                      metadata: Mapping[str, str] | None = None) -> None:
+
+def write_safetensors(
+    path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write a dict name -> array as a safetensors file, atomically.
     ``metadata`` is an optional str -> str dict."""
     from safetensors.numpy import save
+
     arrays = {}
     for name, value in tensors.items():
         arr = _as_array(value)
@@ -125,8 +142,9 @@ def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, np.nda
     atomic_write(path, save(arrays, metadata=metadata))
 
 
-def read_safetensors(path: str | os.PathLike[str], max_header_bytes: int = MAX_HEADER_BYTES
-                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors(
+    path: str | os.PathLike[str], max_header_bytes: int = MAX_HEADER_BYTES
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """``(tensors, metadata)`` from a safetensors file, every byte of the header checked.
 
     ``tensors`` maps names to fresh numpy arrays; ``metadata`` is the str -> str map
@@ -145,8 +163,7 @@ def read_safetensors(path: str | os.PathLike[str], max_header_bytes: int = MAX_H
         if header_len < 2 or header_len > max_header_bytes:
             fail(f"header length {header_len} is out of range (2 to {max_header_bytes})")
         if 8 + header_len > size:
-            fail(f"header claims {header_len} bytes but the file has only {size - 8} after the "
-                 "length (truncated?)")
+            fail(f"header claims {header_len} bytes but the file has only {size - 8} after the length (truncated?)")
         raw_header = f.read(header_len)
         try:
             header = json.loads(raw_header.decode("utf-8"), object_pairs_hook=_no_duplicates)
@@ -180,31 +197,42 @@ def _check_entries(header, data_size, fail):
             fail(f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
         dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if dtype_name not in _DTYPES:
-            fail(f"tensor {name!r}: dtype {dtype_name!r} is not supported (numpy has no "
-                 f"{dtype_name}; supported: {', '.join(_DTYPES)})")
-        if (not isinstance(shape, list) or len(shape) > 32
-                or any(type(s) is not int or s < 0 for s in shape)):
+            fail(
+                f"tensor {name!r}: dtype {dtype_name!r} is not supported (numpy has no "
+                f"{dtype_name}; supported: {', '.join(_DTYPES)})"
+            )
+        if not isinstance(shape, list) or len(shape) > 32 or any(type(s) is not int or s < 0 for s in shape):
             fail(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or any(type(o) is not int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or any(type(o) is not int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
             fail(f"tensor {name!r}: data_offsets {offsets!r} are not [begin, end] with 0 <= begin <= end")
         if offsets[1] > data_size:
-            fail(f"tensor {name!r}: data_offsets {offsets} point past the end of the data "
-                 f"({data_size} bytes; truncated file?)")
+            fail(
+                f"tensor {name!r}: data_offsets {offsets} point past the end of the data "
+                f"({data_size} bytes; truncated file?)"
+            )
         dtype = np.dtype(_DTYPES[dtype_name])
         count = 1
         for s in shape:
             count *= s
         if count * dtype.itemsize != offsets[1] - offsets[0]:
-            fail(f"tensor {name!r}: shape {shape} of {dtype_name} needs {count * dtype.itemsize} bytes, "
-                 f"data_offsets give {offsets[1] - offsets[0]}")
+            fail(
+                f"tensor {name!r}: shape {shape} of {dtype_name} needs {count * dtype.itemsize} bytes, "
+                f"data_offsets give {offsets[1] - offsets[0]}"
+            )
         spans.append((offsets[0], offsets[1], name))
         tensors[name] = (dtype, tuple(shape), offsets[0])
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
-            fail(f"tensor {name!r} starts at byte {begin} of the data, expected {position} "
-                 "(overlapping tensors or a hole)")
+            fail(
+                f"tensor {name!r} starts at byte {begin} of the data, expected {position} "
+                "(overlapping tensors or a hole)"
+            )
         position = end
     if position != data_size:
         fail(f"the tensors cover {position} bytes of data but the file holds {data_size}")
@@ -259,8 +287,10 @@ def encode_state(obj, prefix, tensors):
             if all(isinstance(k, str) and not k.startswith("__") for k in value):
                 return {k: enc(v, f"{path}.{k}") for k, v in value.items()}
             return {"__items__": [[enc(k, path), enc(v, f"{path}.{k}")] for k, v in value.items()]}
-        raise CheckpointError(f"cannot store {type(value).__name__} at {path!r} in a checkpoint "
-                              "(arrays, numbers, strings, None, lists, tuples and dicts only)")
+        raise CheckpointError(
+            f"cannot store {type(value).__name__} at {path!r} in a checkpoint "
+            "(arrays, numbers, strings, None, lists, tuples and dicts only)"
+        )
 
     return enc(obj, prefix)
 
@@ -313,11 +343,13 @@ def _expect(value, kind, where):
 
 # --------------------------------------------------------------------------- checkpoints
 
+
 @dataclass
 class Checkpoint:
     """What ``load_checkpoint`` read. ``model_state`` maps state-dict keys to arrays;
     ``optimizer_state`` is the optimizer's state dict (or None); ``extra`` is what the
     saver stored beside them."""
+
     path: str
     epoch: int
     step: int
@@ -329,25 +361,41 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: Module, optimizer: Optimizer | None = None, epoch: int = 0,
-                    step: int = 0, extra: Mapping[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Module,
+    optimizer: Optimizer | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
     """Save ``model``'s weights, ``optimizer``'s state, the position (``epoch``: epochs
     completed, ``step``: updates made) and ``extra`` (JSON-able values and arrays) to
     ``path``, atomically."""
     from . import __version__
+
     for label, value in (("epoch", epoch), ("step", step)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"save_checkpoint: {label} must be a non-negative integer, got {value!r}")
     tensors = {}
     for key, value in model.state_dict().items():
         tensors["model." + key] = _as_array(value)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastgrad_version": __version__,
-              "epoch": int(epoch), "step": int(step), "model": _describe(model),
-              "model_keys": list(model.state_dict().keys()),
-              "optimizer": None, "extra": None}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fastgrad_version": __version__,
+        "epoch": int(epoch),
+        "step": int(step),
+        "model": _describe(model),
+        "model_keys": list(model.state_dict().keys()),
+        "optimizer": None,
+        "extra": None,
+    }
     if optimizer is not None:
-        header["optimizer"] = {"class": type(optimizer).__name__,
-                               "state_dict": encode_state(optimizer.state_dict(), "optim", tensors)}
+        header["optimizer"] = {
+            "class": type(optimizer).__name__,
+            "state_dict": encode_state(optimizer.state_dict(), "optim", tensors),
+        }
     if extra is not None:
         header["extra"] = encode_state(dict(extra), "extra", tensors)
     write_safetensors(path, tensors, {METADATA_KEY: json.dumps(header)})
@@ -360,16 +408,19 @@ def _describe(model):
         return type(model).__name__
 
 
-def load_checkpoint(path: str | os.PathLike[str], model: Module | None = None,
-                    optimizer: Optimizer | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], model: Module | None = None, optimizer: Optimizer | None = None
+) -> Checkpoint:
     """Read a checkpoint written by ``save_checkpoint``; with ``model`` and/or
     ``optimizer``, load their states into them after checking that every name, shape
     and dtype matches (nothing is changed when something does not). Returns a Checkpoint."""
     path = os.fspath(path)
     tensors, metadata = read_safetensors(path)
     if METADATA_KEY not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file, but not a fastgrad checkpoint (no "
-                              f"{METADATA_KEY!r} metadata); for plain weights use load_weights")
+        raise CheckpointError(
+            f"{path}: a safetensors file, but not a fastgrad checkpoint (no "
+            f"{METADATA_KEY!r} metadata); for plain weights use load_weights"
+        )
     try:
         header = json.loads(metadata[METADATA_KEY], object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError) as exc:
@@ -378,8 +429,10 @@ def load_checkpoint(path: str | os.PathLike[str], model: Module | None = None,
         raise CheckpointError(f"{path}: the metadata does not describe a {FORMAT} file")
     version = header.get("format_version")
     if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version!r}; this fastgrad reads "
-                              f"versions 1 to {FORMAT_VERSION} (upgrade fastgrad?)")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r}; this fastgrad reads "
+            f"versions 1 to {FORMAT_VERSION} (upgrade fastgrad?)"
+        )
     for key in ("epoch", "step"):
         if type(header.get(key)) is not int or header[key] < 0:
             raise CheckpointError(f"{path}: bad {key} {header.get(key)!r} in the metadata")
@@ -394,9 +447,14 @@ def load_checkpoint(path: str | os.PathLike[str], model: Module | None = None,
     stray = [n for n in tensors if n.startswith("model.") and n[6:] not in model_state]
     if stray:
         raise CheckpointError(f"{path}: tensors {stray[:5]} are not listed in the metadata")
-    ckpt = Checkpoint(path=path, epoch=header["epoch"], step=header["step"],
-                      fastgrad_version=str(header.get("fastgrad_version")),
-                      model_description=str(header.get("model")), model_state=model_state)
+    ckpt = Checkpoint(
+        path=path,
+        epoch=header["epoch"],
+        step=header["step"],
+        fastgrad_version=str(header.get("fastgrad_version")),
+        model_description=str(header.get("model")),
+        model_state=model_state,
+    )
     opt = header.get("optimizer")
     if opt is not None:
         if not isinstance(opt, dict) or not isinstance(opt.get("class"), str) or "state_dict" not in opt:
@@ -436,8 +494,11 @@ def check_state_matches(model, state, where):
             elif got.dtype != want.dtype:
                 problems.append(f"{k}: dtype {got.dtype} in the file, {want.dtype} in the model")
     if problems:
-        raise CheckpointError(f"{where}: the weights do not match the model ({type(model).__name__}): "
-                              + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+        raise CheckpointError(
+            f"{where}: the weights do not match the model ({type(model).__name__}): "
+            + "; ".join(problems[:8])
+            + (" ..." if len(problems) > 8 else "")
+        )
 
 
 def check_optimizer_matches(optimizer, ckpt, where):
@@ -446,10 +507,14 @@ def check_optimizer_matches(optimizer, ckpt, where):
     if state is None:
         raise CheckpointError(f"{where}: the checkpoint holds no optimizer state")
     if ckpt.optimizer_class != type(optimizer).__name__:
-        raise CheckpointError(f"{where}: the checkpoint holds {ckpt.optimizer_class} state, "
-                              f"not {type(optimizer).__name__}")
-    if not isinstance(state, dict) or not isinstance(state.get("state"), dict) \
-            or not isinstance(state.get("param_groups"), list):
+        raise CheckpointError(
+            f"{where}: the checkpoint holds {ckpt.optimizer_class} state, not {type(optimizer).__name__}"
+        )
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("state"), dict)
+        or not isinstance(state.get("param_groups"), list)
+    ):
         raise CheckpointError(f"{where}: malformed optimizer state (expected state and param_groups)")
     groups = optimizer.param_groups
     saved = state["param_groups"]
@@ -460,8 +525,10 @@ def check_optimizer_matches(optimizer, ckpt, where):
         if not isinstance(g_saved, dict) or not isinstance(g_saved.get("params"), list):
             raise CheckpointError(f"{where}: malformed parameter group {i}")
         if len(g_saved["params"]) != len(g["params"]):
-            raise CheckpointError(f"{where}: parameter group {i} has {len(g_saved['params'])} parameters "
-                                  f"saved, {len(g['params'])} in the optimizer")
+            raise CheckpointError(
+                f"{where}: parameter group {i} has {len(g_saved['params'])} parameters "
+                f"saved, {len(g['params'])} in the optimizer"
+            )
         params.extend(zip(g_saved["params"], g["params"]))
     by_index = dict(params)
     if len(by_index) != len(params):
@@ -473,14 +540,19 @@ def check_optimizer_matches(optimizer, ckpt, where):
         for name, value in entry.items():
             if isinstance(value, np.ndarray) and value.ndim > 0:
                 if value.shape != want.shape:
-                    raise CheckpointError(f"{where}: optimizer state {name!r} of parameter {index} has shape "
-                                          f"{value.shape}, the parameter {want.shape}")
+                    raise CheckpointError(
+                        f"{where}: optimizer state {name!r} of parameter {index} has shape "
+                        f"{value.shape}, the parameter {want.shape}"
+                    )
                 if value.dtype.kind == "f" and value.dtype != want.dtype:
-                    raise CheckpointError(f"{where}: optimizer state {name!r} of parameter {index} has dtype "
-                                          f"{value.dtype}, the parameter {want.dtype}")
+                    raise CheckpointError(
+                        f"{where}: optimizer state {name!r} of parameter {index} has dtype "
+                        f"{value.dtype}, the parameter {want.dtype}"
+                    )
 
 
 # --------------------------------------------------------------------------- plain weight files
+
 
 def save_weights(path: str | os.PathLike[str], model: Module | Mapping[str, Any]) -> None:
     """Write ``model``'s state dict (or a dict name -> array) under its plain keys,

@@ -21,6 +21,7 @@ CPU cannot run is refused with a RuntimeError before any of its code is loaded. 
 for x86-64-v3; the AVX-512 kernels chosen inside it at run time), ``baseline`` runs the
 baseline build with its run-time dispatch held at the portable kernels.
 """
+
 import importlib
 import os
 import pkgutil
@@ -33,13 +34,12 @@ BACKENDS = ("compiled", "reference")
 SIMD_PATHS = ("avx512", "avx2", "baseline")
 SIMD_LEVELS = {"avx512": 2, "avx2": 1, "baseline": 0}
 
-backend = None        # "compiled" or "reference": what is bound now
-simd_path = None      # the SIMD path the compiled kernels run, or None on the reference ones
-simd_variant = None   # the build that runs it: "v3", "baseline", or None (reference)
-load_error = None     # why the compiled kernels could not be loaded, if they could not
+backend = None  # "compiled" or "reference": what is bound now
+simd_path = None  # the SIMD path the compiled kernels run, or None on the reference ones
+simd_variant = None  # the build that runs it: "v3", "baseline", or None (reference)
+load_error = None  # why the compiled kernels could not be loaded, if they could not
 
-FAMILIES = sorted(m.name for m in pkgutil.iter_modules(_reference_pkg.__path__)
-                  if not m.name.startswith("_"))
+FAMILIES = sorted(m.name for m in pkgutil.iter_modules(_reference_pkg.__path__) if not m.name.startswith("_"))
 
 
 def _cpu_simd_level():
@@ -60,8 +60,7 @@ def _path_name(value):
     """The path a FASTGRAD_SIMD value names, or 'auto'; ValueError for an unknown one."""
     name = (value or "").strip().lower() or "auto"
     if name != "auto" and name not in SIMD_LEVELS:
-        raise ValueError(f"FASTGRAD_SIMD={value!r}: expected one of 'auto', "
-                         + ", ".join(repr(p) for p in SIMD_PATHS))
+        raise ValueError(f"FASTGRAD_SIMD={value!r}: expected one of 'auto', " + ", ".join(repr(p) for p in SIMD_PATHS))
     return name
 
 
@@ -75,12 +74,14 @@ def _requested_path(value):
     if name not in runnable:
         raise RuntimeError(
             f"FASTGRAD_SIMD={name}: this CPU ({_cpu_name()}) cannot run the {name} path; "
-            f"the paths it can run are: {', '.join(runnable)}")
+            f"the paths it can run are: {', '.join(runnable)}"
+        )
     return name
 
 
 def _cpu_name():
     from ._config import _cpu_model
+
     return _cpu_model()
 
 
@@ -178,7 +179,10 @@ def _initial_backend():
             "fastgrad: the compiled kernels are not installed (" + load_error + "); running on "
             "the pure-Python reference kernels, hundreds of times slower. Reinstall with a C "
             "compiler available (pip install --force-reinstall .), or set "
-            "FASTGRAD_BACKEND=reference to silence this.", RuntimeWarning, stacklevel=3)
+            "FASTGRAD_BACKEND=reference to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         use_backend("reference")
 
 

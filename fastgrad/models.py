@@ -4,6 +4,7 @@ Each builder returns an ``nn.Sequential`` whose layers, order and shapes are tho
 the same network written with ``torch.nn``, so ``state_dict`` keys ("0.weight",
 "3.bias", ...) match PyTorch's one to one.
 """
+
 from . import nn
 
 # name -> (builder, the input shape (C, H, W) it is built for by default)
@@ -14,6 +15,7 @@ def _register(name, input_shape):
     def wrap(fn):
         MODELS[name] = (fn, input_shape)
         return fn
+
     return wrap
 
 
@@ -24,12 +26,19 @@ def lenet5(num_classes=10, in_channels=1, image_size=28):
     if side < 1:
         raise ValueError(f"lenet5: image_size {image_size} is too small (at least 12)")
     return nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * side * side, 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
-        nn.Linear(84, num_classes))
+        nn.Linear(16 * side * side, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
 
 
 @_register("cifar_small", (3, 32, 32))
@@ -40,11 +49,17 @@ def cifar_small(num_classes=10, in_channels=3, image_size=32):
     if side < 1:
         raise ValueError(f"cifar_small: image_size {image_size} is too small (at least 4)")
     return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * side * side, 128), nn.ReLU(),
-        nn.Linear(128, num_classes))
+        nn.Linear(64 * side * side, 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
 
 
 @_register("mlp", (1, 28, 28))

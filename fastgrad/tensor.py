@@ -5,7 +5,6 @@ integers or bools for labels, indices and masks), ``requires_grad``, ``grad`` (a
 or None) and ``_ctx``, the Function that produced it (None for leaves). The methods
 here only dispatch: the math and its derivative live in ``fastgrad.ops``.
 """
-import numbers
 
 import numpy as np
 
@@ -82,8 +81,9 @@ class Tensor:
     def requires_grad(self, flag):
         flag = bool(flag)
         if flag and self._data.dtype not in _FLOATS:
-            raise RuntimeError(f"requires_grad: only float32/float64 tensors can require gradients, "
-                               f"got dtype {self._data.dtype}")
+            raise RuntimeError(
+                f"requires_grad: only float32/float64 tensors can require gradients, got dtype {self._data.dtype}"
+            )
         if not flag and self._ctx is not None:
             raise RuntimeError("requires_grad: cannot turn it off on a non-leaf tensor; use .detach()")
         self._requires_grad = flag
@@ -142,8 +142,10 @@ class Tensor:
 
     def item(self):
         if self._data.size != 1:
-            raise ValueError(f"item: only a tensor with one element can be converted to a Python "
-                             f"number, got shape {tuple(self._data.shape)}")
+            raise ValueError(
+                f"item: only a tensor with one element can be converted to a Python "
+                f"number, got shape {tuple(self._data.shape)}"
+            )
         return self._data.reshape(()).item()
 
     def tolist(self):
@@ -302,8 +304,10 @@ class Tensor:
     # on tensors outside the graph, or under no_grad (as in a hand-written SGD step).
     def _inplace(self, other, ufunc, name):
         if self._requires_grad and autograd.is_grad_enabled():
-            raise RuntimeError(f"{name}: a tensor that requires grad cannot be changed in place "
-                               "while the graph is recorded; wrap the update in fastgrad.no_grad()")
+            raise RuntimeError(
+                f"{name}: a tensor that requires grad cannot be changed in place "
+                "while the graph is recorded; wrap the update in fastgrad.no_grad()"
+            )
         other = other._data if isinstance(other, Tensor) else other
         ufunc(self._data, other, out=self._data, casting="same_kind")
         return self
@@ -461,8 +465,13 @@ class Tensor:
         return shape_ops.index(self, index)
 
     def __setitem__(self, index, value):
-        self._inplace(None, lambda a, _, out, casting: out.__setitem__(
-            shape_ops.plain_index(index), value._data if isinstance(value, Tensor) else value), "[]=")
+        self._inplace(
+            None,
+            lambda a, _, out, casting: out.__setitem__(
+                shape_ops.plain_index(index), value._data if isinstance(value, Tensor) else value
+            ),
+            "[]=",
+        )
 
     # ----------------------------------------------------------------- selection, pieces, half
     def masked_fill(self, mask, value):
@@ -483,5 +492,6 @@ autograd._tensor_cls = Tensor
 
 # The ops import Tensor from this module; bind them last to keep the cycle benign.
 from .ops import activation, elementwise, linalg, reduce  # noqa: E402
+from .ops import select as select_ops  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402
-from .ops import select as select_ops, split as split_ops  # noqa: E402
+from .ops import split as split_ops  # noqa: E402

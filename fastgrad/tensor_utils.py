@@ -1,5 +1,6 @@
 """Small top-level functions of PyTorch's namespace: ``eye``, ``allclose``, ``is_tensor``,
 and the ``inference_mode`` context (graph recording off, as no_grad)."""
+
 import numpy as np
 
 from .autograd import set_grad_enabled
@@ -16,8 +17,7 @@ def eye(n, m=None, *, dtype=None, requires_grad=False):
     for name, v in (("n", n), ("m", m)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise RuntimeError(f"eye: {name} must be greater or equal to 0, got {v!r}")
-    return Tensor(np.eye(n, m, dtype=np.dtype(dtype) if dtype is not None else np.float32),
-                  requires_grad=requires_grad)
+    return Tensor(np.eye(n, m, dtype=np.dtype(dtype) if dtype is not None else np.float32), requires_grad=requires_grad)
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
@@ -25,8 +25,11 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     a = input._data if isinstance(input, Tensor) else _as_array(input)
     b = other._data if isinstance(other, Tensor) else _as_array(other)
     if a.dtype != b.dtype and not (a.dtype.kind == b.dtype.kind == "f"):
-        raise RuntimeError(f"Float did not match {b.dtype}" if a.dtype.kind == "f" else
-                           f"allclose: dtypes differ: {a.dtype} and {b.dtype}")
+        raise RuntimeError(
+            f"Float did not match {b.dtype}"
+            if a.dtype.kind == "f"
+            else f"allclose: dtypes differ: {a.dtype} and {b.dtype}"
+        )
     return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
@@ -48,5 +51,6 @@ class inference_mode(set_grad_enabled):
     def __enter__(self):
         if not self.inference:
             from .autograd import is_grad_enabled
+
             self.mode = is_grad_enabled()
         return super().__enter__()

@@ -1,6 +1,7 @@
 """The autograd engine: every Tensor op's gradient against finite differences and
 PyTorch, graph shapes (shared subexpressions, diamonds, deep chains), accumulation,
 freeing, and the compiled engine against the reference engine."""
+
 import numpy as np
 import pytest
 
@@ -18,22 +19,40 @@ def t64(*shape, positive=False, seed=0):
 
 # (name, function of tensors, input shapes, positive inputs?)
 UNARY = [
-    ("neg", lambda x: -x), ("exp", lambda x: x.exp()), ("abs", lambda x: x.abs()),
-    ("relu", lambda x: x.relu()), ("sigmoid", lambda x: x.sigmoid()), ("tanh", lambda x: x.tanh()),
-    ("clamp", lambda x: x.clamp(-0.5, 0.5)), ("clamp_min", lambda x: x.clamp(min=0.1)),
-    ("pow_scalar", lambda x: x ** 3), ("rpow", lambda x: 2.0 ** x), ("scalar_ops", lambda x: (3 - x) / 2 + 1 * x),
+    ("neg", lambda x: -x),
+    ("exp", lambda x: x.exp()),
+    ("abs", lambda x: x.abs()),
+    ("relu", lambda x: x.relu()),
+    ("sigmoid", lambda x: x.sigmoid()),
+    ("tanh", lambda x: x.tanh()),
+    ("clamp", lambda x: x.clamp(-0.5, 0.5)),
+    ("clamp_min", lambda x: x.clamp(min=0.1)),
+    ("pow_scalar", lambda x: x**3),
+    ("rpow", lambda x: 2.0**x),
+    ("scalar_ops", lambda x: (3 - x) / 2 + 1 * x),
     ("rdiv", lambda x: 1.0 / (x.abs() + 1)),
-    ("sum_all", lambda x: x.sum()), ("sum_dim", lambda x: x.sum(1)), ("sum_keep", lambda x: x.sum((0, 2), keepdim=True)),
-    ("mean", lambda x: x.mean(dim=-1)), ("max_dim", lambda x: x.max(dim=1)[0]), ("min_dim", lambda x: x.min(dim=2, keepdim=True)[0]),
-    ("max_all", lambda x: x.max()), ("reshape", lambda x: x.reshape(6, -1) * 2), ("flatten", lambda x: x.flatten(1)),
+    ("sum_all", lambda x: x.sum()),
+    ("sum_dim", lambda x: x.sum(1)),
+    ("sum_keep", lambda x: x.sum((0, 2), keepdim=True)),
+    ("mean", lambda x: x.mean(dim=-1)),
+    ("max_dim", lambda x: x.max(dim=1)[0]),
+    ("min_dim", lambda x: x.min(dim=2, keepdim=True)[0]),
+    ("max_all", lambda x: x.max()),
+    ("reshape", lambda x: x.reshape(6, -1) * 2),
+    ("flatten", lambda x: x.flatten(1)),
     ("transpose", lambda x: x.transpose(0, 2) * fastgrad.arange(2.0, dtype=fastgrad.float64)),
-    ("permute", lambda x: x.permute(1, 2, 0)), ("T", lambda x: x.T), ("squeeze_unsqueeze", lambda x: x.unsqueeze(1).squeeze(1)),
-    ("index_basic", lambda x: x[1, :, 1:3]), ("index_int_repeats", lambda x: x[np.array([0, 1, 0])]),
-    ("index_tensor", lambda x: x[:, fastgrad.tensor([2, 2, 0])]), ("index_mask", lambda x: x[x > 0]),
-    ("softmax", lambda x: x.softmax(1)), ("log_softmax", lambda x: x.log_softmax(-1)),
+    ("permute", lambda x: x.permute(1, 2, 0)),
+    ("T", lambda x: x.T),
+    ("squeeze_unsqueeze", lambda x: x.unsqueeze(1).squeeze(1)),
+    ("index_basic", lambda x: x[1, :, 1:3]),
+    ("index_int_repeats", lambda x: x[np.array([0, 1, 0])]),
+    ("index_tensor", lambda x: x[:, fastgrad.tensor([2, 2, 0])]),
+    ("index_mask", lambda x: x[x > 0]),
+    ("softmax", lambda x: x.softmax(1)),
+    ("log_softmax", lambda x: x.log_softmax(-1)),
     ("expand", lambda x: x[:, :1, :].expand(2, 3, 3)),
 ]
-POSITIVE = [("log", lambda x: x.log()), ("sqrt", lambda x: x.sqrt()), ("pow_tensor_base", lambda x: x ** x)]
+POSITIVE = [("log", lambda x: x.log()), ("sqrt", lambda x: x.sqrt()), ("pow_tensor_base", lambda x: x**x)]
 
 
 @pytest.mark.parametrize("name,fn", UNARY, ids=[u[0] for u in UNARY])
@@ -47,8 +66,11 @@ def test_positive_gradcheck(name, fn):
 
 
 BINARY = [
-    ("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),
-    ("div", lambda a, b: a / (b.abs() + 1)), ("pow", lambda a, b: a.abs() ** b),
+    ("add", lambda a, b: a + b),
+    ("sub", lambda a, b: a - b),
+    ("mul", lambda a, b: a * b),
+    ("div", lambda a, b: a / (b.abs() + 1)),
+    ("pow", lambda a, b: a.abs() ** b),
 ]
 
 
@@ -58,8 +80,10 @@ def test_binary_broadcast_gradcheck(name, fn, shapes):
     assert gradcheck(fn, [t64(*shapes[0], seed=1), t64(*shapes[1], seed=2)])
 
 
-@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)),
-                                   ((2, 3, 4), (4, 5)), ((2, 3, 4), (1, 4, 2))])
+@pytest.mark.parametrize(
+    "sa,sb",
+    [((3, 4), (4, 5)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (1, 4, 2))],
+)
 def test_matmul_gradcheck(sa, sb):
     assert gradcheck(lambda a, b: a @ b, [t64(*sa, seed=1), t64(*sb, seed=2)])
 
@@ -86,10 +110,11 @@ def test_gradcheck_catches_a_wrong_gradient():
 
 # ------------------------------------------------------------------ graph structure
 
+
 def test_shared_subexpression_and_node_used_twice():
     x = fastgrad.tensor([3.0], requires_grad=True)
-    y = x * x          # used twice below
-    z = y * y + y      # x^4 + x^2
+    y = x * x  # used twice below
+    z = y * y + y  # x^4 + x^2
     z.backward()
     assert x.grad.item() == pytest.approx(4 * 27 + 2 * 3)
 
@@ -98,7 +123,7 @@ def test_diamond():
     x = fastgrad.tensor([2.0], requires_grad=True, dtype=fastgrad.float64)
     a = x * 3
     b = x.exp()
-    c = a * b       # both branches meet
+    c = a * b  # both branches meet
     c.backward()
     assert x.grad.item() == pytest.approx(3 * np.exp(2) + 6 * np.exp(2))
 
@@ -118,7 +143,7 @@ def test_deep_chain_no_recursion_limit():
     for _ in range(10_000):
         y = y * 1.0001
     y.backward()
-    assert x.grad.item() == pytest.approx(1.0001 ** 10_000)
+    assert x.grad.item() == pytest.approx(1.0001**10_000)
 
 
 def test_gradients_accumulate_until_zeroed():
@@ -182,6 +207,7 @@ def test_detach_cuts_the_graph():
 
 # ------------------------------------------------------------------ engines agree
 
+
 def _grads_of_mixed_graph():
     fastgrad.manual_seed(1)
     x = fastgrad.randn(4, 5, requires_grad=True)
@@ -208,6 +234,7 @@ def test_compiled_and_reference_engines_agree():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_accumulate_kernel_twins(dtype):
     from fastgrad.reference import engine as ref
+
     rng = np.random.default_rng(0)
     for shape in [(1,), (7,), (3, 5, 2), (1000,)]:
         a = rng.standard_normal(shape).astype(dtype)
@@ -222,6 +249,7 @@ def test_accumulate_kernel_twins(dtype):
 @pytest.mark.parametrize("impl", ["kernels", "reference"])
 def test_accumulate_rejects_bad_arrays(impl):
     from fastgrad.reference import engine as ref
+
     acc = kernels.accumulate if impl == "kernels" else ref.accumulate
     a32 = np.zeros(4, np.float32)
     with pytest.raises(ValueError, match="shapes differ"):
@@ -270,16 +298,21 @@ def test_against_pytorch(name, fn):
 
 # ------------------------------------------------------------------ anomaly mode
 
+
 def test_detect_anomaly_forward_names_op_shapes_and_line():
     from fastgrad.autograd import AnomalyError, detect_anomaly
+
     x = fastgrad.tensor([1.0, -1.0], requires_grad=True)
     with detect_anomaly():
-        with pytest.raises(AnomalyError, match=r"Log produced a non-finite value.*\(2,\) float32.*test_autograd.py:\d+: y = x.log\(\)"):
+        with pytest.raises(
+            AnomalyError, match=r"Log produced a non-finite value.*\(2,\) float32.*test_autograd.py:\d+: y = x.log\(\)"
+        ):
             y = x.log()  # noqa: F841 (the message quotes this line)
 
 
 def test_detect_anomaly_backward():
     from fastgrad.autograd import AnomalyError, detect_anomaly
+
     x = fastgrad.tensor([0.0, 4.0], requires_grad=True)
     with detect_anomaly():
         y = x.sqrt()  # finite forward, infinite gradient at 0

@@ -1,4 +1,5 @@
 """show_config, threads, backend switching, determinism flag and flush-to-zero."""
+
 import numpy as np
 import pytest
 
@@ -44,6 +45,7 @@ def test_every_reference_kernel_has_a_compiled_twin():
     if kernels.backend != "compiled":
         pytest.skip("compiled kernels not in use")
     import importlib
+
     for family in kernels.FAMILIES:
         ref = importlib.import_module(f"fastgrad.reference.{family}")
         for name in ref.__all__:
@@ -78,12 +80,16 @@ def _child_config(env_extra, tmp_path):
     import os
     import subprocess
     import sys
+
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(env_extra)
-    code = ("import json, os, fastgrad; from fastgrad import _config;"
-            "print(json.dumps([_config.config_dict().get('openmp wait policy'), os.environ.get('OMP_WAIT_POLICY')]))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         check=True, timeout=120).stdout
+    code = (
+        "import json, os, fastgrad; from fastgrad import _config;"
+        "print(json.dumps([_config.config_dict().get('openmp wait policy'), os.environ.get('OMP_WAIT_POLICY')]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -1,6 +1,7 @@
 """Devices: fastgrad.device, Tensor.device / .to / .cpu / .cuda, Module.to / .cuda,
 fastgrad.cuda, fastgrad.backends and fastgrad.accelerator, against PyTorch's behaviour
 (compared with torch itself where it is installed)."""
+
 import numpy as np
 import pytest
 
@@ -51,10 +52,17 @@ def test_tensor_device_and_to():
     assert labels.to("cpu") is labels and labels.long() is labels
 
 
-@pytest.mark.parametrize("call", [
-    lambda t: t.to("cuda"), lambda t: t.to("cuda:0"), lambda t: t.to(fastgrad.device("mps")),
-    lambda t: t.to(device="cuda"), lambda t: t.cuda(), lambda t: t.to("cuda", fastgrad.float64),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: t.to("cuda"),
+        lambda t: t.to("cuda:0"),
+        lambda t: t.to(fastgrad.device("mps")),
+        lambda t: t.to(device="cuda"),
+        lambda t: t.cuda(),
+        lambda t: t.to("cuda", fastgrad.float64),
+    ],
+)
 def test_tensor_to_an_accelerator_says_cpu_only(call):
     with pytest.raises(RuntimeError, match="runs on the CPU only"):
         call(fastgrad.ones(2))
@@ -75,8 +83,12 @@ def test_module_to_cpu_dtype_and_cuda():
     assert net[0].weight is weight and weight.dtype == np.float64  # converted in place
     assert net.to(fastgrad.zeros(1)) is net and weight.dtype == np.float32
     assert net.to(device="cpu", dtype=fastgrad.float64) is net and net[1].running_mean.dtype == np.float64
-    for call in (lambda: net.to("cuda"), lambda: net.cuda(), lambda: net.to(fastgrad.device("mps")),
-                 lambda: net.to(device="cuda:0")):
+    for call in (
+        lambda: net.to("cuda"),
+        lambda: net.cuda(),
+        lambda: net.to(fastgrad.device("mps")),
+        lambda: net.to(device="cuda:0"),
+    ):
         with pytest.raises(RuntimeError, match="runs on the CPU only"):
             call()
 
@@ -109,6 +121,7 @@ def test_defaults_match_torch_on_a_cpu_machine():
 
 def test_the_porting_idioms_run_with_import_fastgrad_as_torch():
     import fastgrad as torch
+
     use_cuda = torch.cuda.is_available()
     use_mps = torch.backends.mps.is_available()
     device = torch.device("cuda" if use_cuda else "mps" if use_mps else "cpu")

@@ -2,6 +2,7 @@
 MNIST sample), in a fresh interpreter; each differs from its PyTorch original in its
 imports only, which the first test checks. A script that needs a layer or optimizer this
 build lacks is skipped, naming it."""
+
 import importlib.util
 import os
 import pickle
@@ -28,8 +29,13 @@ def _needs(module, *names):
 
 
 def _run(script, cwd, *args, timeout=600):
-    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -75,16 +81,29 @@ def test_cifar10_tutorial_on_tiny_data(tmp_path):
     assert re.search(r"Accuracy of the network on the 10000 test images: \d+ %", out)
     assert len(re.findall(r"Accuracy for class: \w+ +is [0-9.]+ %", out)) == 10
     assert out.rstrip().endswith("cpu")
-    assert set(fastgrad.load(tmp_path / "cifar_net.pth")) == {f"{m}.{p}" for m in ("conv1", "conv2", "fc1", "fc2", "fc3")
-                                                              for p in ("weight", "bias")}
+    assert set(fastgrad.load(tmp_path / "cifar_net.pth")) == {
+        f"{m}.{p}" for m in ("conv1", "conv2", "fc1", "fc2", "fc3") for p in ("weight", "bias")
+    }
 
 
 def test_resnet8_on_tiny_cifar_shaped_data(tmp_path):
     _needs(optim.lr_scheduler, "CosineAnnealingLR")
     _needs(nn, "AdaptiveAvgPool2d")
     _cifar_python_batches(tmp_path / "data", n_train=6)
-    out = _run("resnet8_cifar.py", tmp_path, "--data", str(tmp_path / "data"), "--epochs", "2", "--batch-size", "8",
-               "--workers", "1", "--log-interval", "1")
+    out = _run(
+        "resnet8_cifar.py",
+        tmp_path,
+        "--data",
+        str(tmp_path / "data"),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--log-interval",
+        "1",
+    )
     assert re.search(r"test: loss [0-9.]+, accuracy \d+/10", out) and "best accuracy" in out
     ckpt = fastgrad.load(tmp_path / "resnet8_cifar.pt")
     assert ckpt["epoch"] in (1, 2) and "layer3.0.shortcut.1.running_mean" in ckpt["model_state_dict"]

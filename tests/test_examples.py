@@ -1,5 +1,6 @@
 """The two worked examples of the README run as written for PyTorch, with only the import
 changed, and print PyTorch's numbers."""
+
 import subprocess
 import sys
 
@@ -18,13 +19,15 @@ print(W.grad.item(), b.grad.item())
 
 def test_worked_examples_print_pytorchs_numbers(tmp_path):
     # cwd=tmp_path: `python -c` puts the working folder first on sys.path
-    out = subprocess.run([sys.executable, "-c", EXAMPLE], cwd=tmp_path, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", EXAMPLE], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
     assert out.split() == ["-4.0", "2.4000000953674316", "-18.0", "-6.0"]
 
 
 def test_worked_examples_in_process():
     import fastgrad as torch
+
     x = torch.tensor([2.0], requires_grad=True)
     loss = (x - torch.tensor([4.0])) ** 2
     loss.backward()

@@ -1,5 +1,6 @@
 """Tensor and Module hooks: PyTorch's order and semantics (checked against torch where it is
 installed, and against hand-computed gradients where it is not), handles, every call."""
+
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ def _t(values, grad=True):
 
 
 # --------------------------------------------------------------------------- tensor hooks
+
 
 def test_non_leaf_hook_sees_and_replaces_the_gradient():
     x = _t([1.0, 2.0, 3.0])
@@ -113,14 +115,17 @@ def test_tensor_hooks_match_torch():
 
 # --------------------------------------------------------------------------- module hooks
 
+
 def _net(lib):
     lib.manual_seed(0)
-    return lib.nn.Sequential(lib.nn.Conv2d(1, 3, 3), lib.nn.ReLU(), lib.nn.MaxPool2d(2), lib.nn.Flatten(),
-                             lib.nn.Linear(12, 4))
+    return lib.nn.Sequential(
+        lib.nn.Conv2d(1, 3, 3), lib.nn.ReLU(), lib.nn.MaxPool2d(2), lib.nn.Flatten(), lib.nn.Linear(12, 4)
+    )
 
 
 def _copy_weights(src, dst):
     import torch
+
     with torch.no_grad():
         for (_, p), (_, q) in zip(src.named_parameters(), dst.named_parameters()):
             q.copy_(torch.from_numpy(p.data.astype(np.float32)))
@@ -131,9 +136,13 @@ def _watch(lib, net, log):
     for name, m in net.named_children():
         handles.append(m.register_forward_pre_hook(lambda mod, args, n=name: log.append(("pre", n, args[0].shape))))
         handles.append(m.register_forward_hook(lambda mod, args, out, n=name: log.append(("fwd", n, out.shape))))
-        handles.append(m.register_full_backward_hook(
-            lambda mod, gin, gout, n=name: log.append(("bwd", n, None if gin[0] is None else gin[0].shape,
-                                                       gout[0].detach().numpy().copy()))))
+        handles.append(
+            m.register_full_backward_hook(
+                lambda mod, gin, gout, n=name: log.append(
+                    ("bwd", n, None if gin[0] is None else gin[0].shape, gout[0].detach().numpy().copy())
+                )
+            )
+        )
     return handles
 
 
@@ -146,8 +155,9 @@ def test_module_hooks_fire_on_a_chainable_sequential_every_call():
     handles = _watch(fastgrad, net, log)
     for call in range(3):
         log.clear()
-        with pytest.warns(UserWarning, match="Full backward hook is firing when gradients are computed with respect "
-                                             "to module outputs"):
+        with pytest.warns(
+            UserWarning, match="Full backward hook is firing when gradients are computed with respect to module outputs"
+        ):
             net(x).sum().backward()
         assert [e[:2] for e in log if e[0] != "bwd"] == [(k, n) for n in "01234" for k in ("pre", "fwd")]
         assert [e[1] for e in log if e[0] == "bwd"] == list("43210")
@@ -215,8 +225,9 @@ def test_backward_hook_errors():
     lin = nn.Linear(2, 2)
     lin.register_full_backward_hook(lambda m, gin, gout: (gin[0], gin[0]))
     x = fastgrad.ones(1, 2, requires_grad=True)
-    with pytest.raises(RuntimeError, match="Backward hook returned an invalid number of grad_input, got 2, but "
-                                           "expected 1"):
+    with pytest.raises(
+        RuntimeError, match="Backward hook returned an invalid number of grad_input, got 2, but expected 1"
+    ):
         lin(x).sum().backward()
     lin2 = nn.Linear(2, 2)
     lin2.register_full_backward_hook(lambda m, gin, gout: (fastgrad.ones(1, 2),))
@@ -228,6 +239,7 @@ def test_backward_hook_errors():
 
 def test_a_hooked_layer_leaves_the_chain_and_returns_after_remove():
     from fastgrad.nn.layers.chained import ChainedRun
+
     net = _net(fastgrad)
     x = fastgrad.randn(2, 1, 6, 6)
     net(x)

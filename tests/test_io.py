@@ -1,5 +1,6 @@
 """Checkpoints: exact round trips, atomic saves that survive a kill, strict refusal of
 truncated, garbage, crafted and mismatched files, and PyTorch interop."""
+
 import json
 import os
 import signal
@@ -57,8 +58,16 @@ def _stepped_optimizer(model, cls=optim.Adam, steps=3, **kw):
 
 # --------------------------------------------------------------------------- round trips
 
-@pytest.mark.parametrize("cls,kw", [(optim.Adam, {"lr": 1e-3}), (optim.SGD, {"lr": 0.1, "momentum": 0.9}),
-                                    (optim.AdamW, {"lr": 1e-3}), (optim.RMSprop, {"lr": 1e-3, "momentum": 0.5})])
+
+@pytest.mark.parametrize(
+    "cls,kw",
+    [
+        (optim.Adam, {"lr": 1e-3}),
+        (optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+        (optim.AdamW, {"lr": 1e-3}),
+        (optim.RMSprop, {"lr": 1e-3, "momentum": 0.5}),
+    ],
+)
 def test_model_and_optimizer_round_trip_exactly(tmp_path, cls, kw):
     model = _net(0)
     opt = _stepped_optimizer(model, cls, **kw)
@@ -75,12 +84,19 @@ def test_model_and_optimizer_round_trip_exactly(tmp_path, cls, kw):
 
 
 def test_nested_state_encoding_keeps_types():
-    state = {"state": {0: {"step": np.float32(3.0), "buf": np.arange(6, dtype=np.float64).reshape(2, 3)},
-                       7: {"flag": True, "n": None}},
-             "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0, 7], "eps": float("nan"),
-                               "name": "x", "__odd__": 1}],
-             "ints": np.array([1, 2], dtype=np.int32), "empty": np.zeros((0, 3), np.float32),
-             "scalar": np.array(2.5, dtype=np.float32), "b": np.array([True, False])}
+    state = {
+        "state": {
+            0: {"step": np.float32(3.0), "buf": np.arange(6, dtype=np.float64).reshape(2, 3)},
+            7: {"flag": True, "n": None},
+        },
+        "param_groups": [
+            {"lr": 0.1, "betas": (0.9, 0.999), "params": [0, 7], "eps": float("nan"), "name": "x", "__odd__": 1}
+        ],
+        "ints": np.array([1, 2], dtype=np.int32),
+        "empty": np.zeros((0, 3), np.float32),
+        "scalar": np.array(2.5, dtype=np.float32),
+        "b": np.array([True, False]),
+    }
     tensors = {}
     encoded = io.encode_state(state, "optim", tensors)
     decoded = io.decode_state(json.loads(json.dumps(encoded)), tensors, "test")
@@ -101,6 +117,7 @@ def test_weights_only_file_round_trip(tmp_path):
 
 
 # --------------------------------------------------------------------------- atomic saves
+
 
 def test_failed_replace_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ck.safetensors"
@@ -140,8 +157,12 @@ KILL_SCRIPT = textwrap.dedent("""
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_process_killed_during_save_leaves_previous_checkpoint(tmp_path):
     path = tmp_path / "ck.safetensors"
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(path)], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__))))
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__))),
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert "not reached" not in proc.stdout
     model = _net(7)
@@ -152,6 +173,7 @@ def test_process_killed_during_save_leaves_previous_checkpoint(tmp_path):
 
 
 # --------------------------------------------------------------------------- refusing bad files
+
 
 @pytest.fixture
 def checkpoint(tmp_path):
@@ -173,12 +195,14 @@ def test_truncated_files_are_refused(checkpoint, tmp_path):
 
 def test_garbage_and_foreign_files_are_refused(tmp_path):
     rng = np.random.default_rng(0)
-    cases = {"random": rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
-             "text": b"this is not a checkpoint at all, just some text in a file\n" * 10,
-             "huge_header": struct.pack("<Q", 1 << 60) + b"{}",
-             "not_object": struct.pack("<Q", 2) + b"[]",
-             "bad_utf8": struct.pack("<Q", 4) + b"\xff\xfe{}",
-             "pickle": b"\x80\x04\x95" + bytes(100)}
+    cases = {
+        "random": rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+        "text": b"this is not a checkpoint at all, just some text in a file\n" * 10,
+        "huge_header": struct.pack("<Q", 1 << 60) + b"{}",
+        "not_object": struct.pack("<Q", 2) + b"[]",
+        "bad_utf8": struct.pack("<Q", 4) + b"\xff\xfe{}",
+        "pickle": b"\x80\x04\x95" + bytes(100),
+    }
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
@@ -198,22 +222,31 @@ def _crafted(path, header_text, data):
     return path
 
 
-@pytest.mark.parametrize("header,data,match", [
-    ('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}', bytes(8), "past the end"),
-    ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}',
-     bytes(12), "overlapping"),
-    ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', bytes(12), "hole"),
-    ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', bytes(12), "cover 8 bytes"),
-    ('{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', bytes(8), "needs 12 bytes"),
-    ('{"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}', bytes(8), "not supported"),
-    ('{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', bytes(8), "shape"),
-    ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}', bytes(8), "data_offsets"),
-    ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}}', bytes(8), "exactly"),
-    ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
-     bytes(8), "duplicate names"),
-    ('{"__metadata__":{"x":1}}', b"", "strings"),
-    ("[" * 100000 + "]" * 100000, b"", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "header,data,match",
+    [
+        ('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}', bytes(8), "past the end"),
+        (
+            '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}',
+            bytes(12),
+            "overlapping",
+        ),
+        ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', bytes(12), "hole"),
+        ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', bytes(12), "cover 8 bytes"),
+        ('{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', bytes(8), "needs 12 bytes"),
+        ('{"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}', bytes(8), "not supported"),
+        ('{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', bytes(8), "shape"),
+        ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}', bytes(8), "data_offsets"),
+        ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}}', bytes(8), "exactly"),
+        (
+            '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+            bytes(8),
+            "duplicate names",
+        ),
+        ('{"__metadata__":{"x":1}}', b"", "strings"),
+        ("[" * 100000 + "]" * 100000, b"", "not valid JSON"),
+    ],
+)
 def test_crafted_headers_are_refused(tmp_path, header, data, match):
     with pytest.raises(CheckpointError, match=match):
         io.read_safetensors(_crafted(tmp_path / "x.safetensors", header, data))
@@ -267,17 +300,30 @@ def test_mismatched_model_or_optimizer_is_refused_and_left_untouched(checkpoint)
 
 # --------------------------------------------------------------------------- PyTorch interop
 
+
 def _torch_lenet(torch):
     nn = torch.nn
-    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
-                         nn.ReLU(), nn.Linear(84, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, 10),
+    )
 
 
 def test_checkpoint_weights_load_into_pytorch(checkpoint):
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
-    state = {k[len("model."):]: v for k, v in load_file(str(checkpoint)).items() if k.startswith("model.")}
+
+    state = {k[len("model.") :]: v for k, v in load_file(str(checkpoint)).items() if k.startswith("model.")}
     net = _torch_lenet(torch)
     net.load_state_dict(state)  # strict: every key and shape matches
     ours = io.load_checkpoint(checkpoint).model_state
@@ -296,6 +342,7 @@ def test_checkpoint_weights_load_into_pytorch(checkpoint):
 def test_pytorch_weights_load_into_fastgrad(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
+
     torch.manual_seed(0)
     net = _torch_lenet(torch)
     save_file(net.state_dict(), str(tmp_path / "torch.safetensors"))

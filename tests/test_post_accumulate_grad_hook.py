@@ -1,6 +1,7 @@
 """Tensor.register_post_accumulate_grad_hook: called once per backward, after the leaf's
 .grad holds every contribution of that pass; oracle: the gradient backward leaves behind,
 and the order in which the backward walk finishes leaves."""
+
 import numpy as np
 import pytest
 
@@ -34,9 +35,12 @@ def test_hooks_fire_from_the_output_back_while_backward_runs():
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
     events = []
     names = {id(p): n for n, p in model.named_parameters()}
-    handles = [p.register_post_accumulate_grad_hook(
-        lambda t: events.append((names[id(t)], [q.grad is None for q in model.parameters()])))
-        for p in model.parameters()]
+    handles = [
+        p.register_post_accumulate_grad_hook(
+            lambda t: events.append((names[id(t)], [q.grad is None for q in model.parameters()]))
+        )
+        for p in model.parameters()
+    ]
     model(fastgrad.randn(6, 4)).sum().backward()
     fired = [n for n, _ in events]
     # the last layer's parameters are finished first; the first layer's last
@@ -134,6 +138,7 @@ def test_gradient_hooks_of_a_leaf_run_before_its_post_accumulate_hook():
 
 def test_removing_the_last_post_accumulate_hook_leaves_plain_backward():
     from fastgrad import hooks
+
     live = hooks.live_post_accumulate.n  # hooks other tests left on tensors still count
     w = fastgrad.tensor([1.0, 2.0], requires_grad=True)
     seen = []

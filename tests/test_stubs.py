@@ -1,6 +1,7 @@
 """fastgrad/_ext/*.pyi, the stubs editors and type checkers read for the compiled kernels,
 name every function of each compiled module with its exact parameters and defaults, and
 the pure-Python twins in fastgrad/reference have the same signatures."""
+
 import ast
 import importlib
 import inspect
@@ -29,16 +30,23 @@ def stub_signatures(module):
 
 
 def runtime_signature(fn):
-    return [(p.name, None if p.default is inspect.Parameter.empty else p.default)
-            for p in inspect.signature(fn).parameters.values()]
+    return [
+        (p.name, None if p.default is inspect.Parameter.empty else p.default)
+        for p in inspect.signature(fn).parameters.values()
+    ]
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_stubs_match_the_compiled_modules(module):
     compiled = pytest.importorskip(f"fastgrad._ext.{module}", reason="compiled kernels not built")
-    functions = {name: fn for name, fn in vars(compiled).items()
-                 if callable(fn) and not name.startswith("__") and getattr(fn, "__module__", None) == compiled.__name__
-                 and not isinstance(fn, type)}
+    functions = {
+        name: fn
+        for name, fn in vars(compiled).items()
+        if callable(fn)
+        and not name.startswith("__")
+        and getattr(fn, "__module__", None) == compiled.__name__
+        and not isinstance(fn, type)
+    }
     stubs = stub_signatures(module)
     assert sorted(stubs) == sorted(functions)
     for name, fn in functions.items():

@@ -1,9 +1,9 @@
 """Tensor: construction, dtypes, conversions, operators, in-place rules and bad input."""
+
 import numpy as np
 import pytest
 
 import fastgrad
-from fastgrad import Tensor
 
 
 def test_default_dtypes():
@@ -189,6 +189,7 @@ def test_no_grad_context_and_decorator():
 
 def test_no_grad_is_per_thread():
     import threading
+
     seen = []
     w = fastgrad.tensor([1.0], requires_grad=True)
     with fastgrad.no_grad():

@@ -1,5 +1,6 @@
 """Top-level helpers of PyTorch's namespace (eye, empty, allclose, is_tensor, where, chunk,
 split, inference_mode) and the Tensor dtype casts, against PyTorch where installed."""
+
 import numpy as np
 import pytest
 

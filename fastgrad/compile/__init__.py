@@ -13,6 +13,7 @@ Plans are cached per compiled module, at most ``cache_size_limit`` of them (the 
 set the attribute on a compiled module); the least recently used one is dropped first.
 See docs/fast-path.md.
 """
+
 from collections import OrderedDict
 
 from ..autograd import _anomaly, _capture
@@ -124,8 +125,10 @@ def _changed_counters(model, before, recorder):
         if id(t._data) in kernel_written or (t._data.shape == old.shape and (t._data == old).all()):
             continue
         if t._data.ndim == 0 and t._data.dtype.kind == "i" and t._data == old + 1:
-            if any(getattr(m, "momentum", 0) is None and t is getattr(m, "num_batches_tracked", None)
-                   for m in model.modules()):
+            if any(
+                getattr(m, "momentum", 0) is None and t is getattr(m, "num_batches_tracked", None)
+                for m in model.modules()
+            ):
                 recorder.graph_break("a BatchNorm with momentum=None computes its factor in Python")
             counters.append(t)
         else:
@@ -133,14 +136,31 @@ def _changed_counters(model, before, recorder):
     return counters
 
 
-def compile(model=None, *, fullgraph=False, dynamic=None, backend=None, mode=None, options=None,
-            disable=False, cache_size_limit=None):
+def compile(
+    model=None,
+    *,
+    fullgraph=False,
+    dynamic=None,
+    backend=None,
+    mode=None,
+    options=None,
+    disable=False,
+    cache_size_limit=None,
+):
     """As torch.compile for a Module: returns a CompiledModule (or ``model`` itself when
     ``disable``). ``dynamic``, ``backend``, ``mode`` and ``options`` are accepted for
     compatibility and change nothing. Used as a decorator without a model, returns one."""
     if model is None:
-        return lambda m: compile(m, fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode,
-                                 options=options, disable=disable, cache_size_limit=cache_size_limit)
+        return lambda m: compile(
+            m,
+            fullgraph=fullgraph,
+            dynamic=dynamic,
+            backend=backend,
+            mode=mode,
+            options=options,
+            disable=disable,
+            cache_size_limit=cache_size_limit,
+        )
     if not isinstance(model, Module):
         raise TypeError(f"fastgrad.compile: expected a fastgrad.nn.Module, got {type(model).__name__}")
     if disable:

@@ -15,6 +15,7 @@ user's line):
   incrementing an integer counter by one (BatchNorm's num_batches_tracked);
 - an output that is not one tensor made by an op.
 """
+
 import os
 import sys
 import threading
@@ -56,12 +57,12 @@ def _from_user_code():
 class Recorder:
     def __init__(self, module, args, fullgraph):
         self.module, self.args, self.fullgraph = module, args, fullgraph
-        self.slots = {}      # id(tensor) -> slot, for tensors kept alive in self.kept
+        self.slots = {}  # id(tensor) -> slot, for tensors kept alive in self.kept
         self.kept = []
-        self.boundary = []   # (slot, ("arg", i) | ("tensor", t))
+        self.boundary = []  # (slot, ("arg", i) | ("tensor", t))
         self.entries = []
-        self.fns = {}        # id(Function node) -> entry index
-        self.broken = None   # the first reason the call cannot be captured
+        self.fns = {}  # id(Function node) -> entry index
+        self.broken = None  # the first reason the call cannot be captured
         self.changed_state = False
         self.fuse = True  # fuse_relus on the finished capture (off to compare against)
         self.module_tensors = {}
@@ -94,8 +95,10 @@ class Recorder:
             elif t._ctx is None and t._data.ndim == 0 and not t._requires_grad:
                 source = ("tensor", t)  # a constant made from a Python number
             else:
-                self.graph_break(f"{op} at {user_site()} takes a tensor of shape {tuple(t.shape)} that is "
-                                 "neither an input, a parameter or buffer of the module, nor made inside it")
+                self.graph_break(
+                    f"{op} at {user_site()} takes a tensor of shape {tuple(t.shape)} that is "
+                    "neither an input, a parameter or buffer of the module, nor made inside it"
+                )
                 return None
         k = len(self.kept)
         self.kept.append(t)
@@ -113,8 +116,9 @@ class Recorder:
             return
         for key, v in params.items():
             if isinstance(v, np.ndarray) and id(v) not in self.buffer_arrays:
-                self.graph_break(f"{name} at {user_site()} takes an array parameter {key!r} "
-                                 "that is not a module buffer")
+                self.graph_break(
+                    f"{name} at {user_site()} takes an array parameter {key!r} that is not a module buffer"
+                )
                 return
         out = len(self.kept)
         self.kept.append(result)
@@ -129,8 +133,11 @@ class Recorder:
 
     def plan(self, output, before, counters):
         """The Plan of the finished capture, or None after a graph break."""
-        if self.broken is None and (not isinstance(output, Tensor) or id(output) not in self.slots
-                                    or self.slots[id(output)] in {k for k, _ in self.boundary}):
+        if self.broken is None and (
+            not isinstance(output, Tensor)
+            or id(output) not in self.slots
+            or self.slots[id(output)] in {k for k, _ in self.boundary}
+        ):
             self.graph_break("the forward's output is not one tensor made by an op inside it")
         if self.broken is None and any(tensor_has_hooks(t) for t in self.kept):
             self.graph_break("a tensor made inside the forward has a hook or retains its gradient")
@@ -180,6 +187,7 @@ def _watching(name, original):
         if recorder is not None and _from_user_code():
             recorder.graph_break(f"Tensor.{name} at {user_site()} reads a tensor's values in Python")
         return original(self, *args, **kwargs)
+
     read.__name__ = name
     return read
 
@@ -190,6 +198,7 @@ def _watching_data(prop):
         if recorder is not None and _from_user_code():
             recorder.graph_break(f"Tensor.data at {user_site()} reads a tensor's values in Python")
         return prop.fget(self)
+
     return property(get, prop.fset, prop.fdel, prop.__doc__)
 
 

@@ -5,6 +5,7 @@ Steps' ReLU backward before the products), which saves a pass over the output an
 array. The values and gradients are the unfused ops' bit for bit (ReLU is exact, and
 the fused Steps apply the same mask to the same gradient; tests/compile check it).
 """
+
 from ..ops.activation import ReLU
 from ..ops.conv import Conv2d, ConvStep
 from ..ops.linear import Linear, LinearStep
@@ -14,8 +15,9 @@ from .plan import Entry
 def _relu_step(step):
     """The Step of the same geometry with its ReLU on."""
     if isinstance(step, ConvStep):
-        return ConvStep(step.x_shape, step.w_shape, step.n_weights == 2, step.params, step.out_shape[2:],
-                        True, step.n_threads)
+        return ConvStep(
+            step.x_shape, step.w_shape, step.n_weights == 2, step.params, step.out_shape[2:], True, step.n_threads
+        )
     return LinearStep(step.x_shape, step.w_shape, step.n_weights == 2, True, step.n_threads)
 
 
@@ -27,7 +29,7 @@ def fuse_relus(entries, out_slot):
         producer[e.out] = i
         for k in e.ins:
             readers[k] = readers.get(k, 0) + 1
-    fused = {}   # producer index -> the ReLU entry folded into it
+    fused = {}  # producer index -> the ReLU entry folded into it
     folded = set()
     for i, e in enumerate(entries):
         if e.cls is not ReLU or len(e.ins) != 1:

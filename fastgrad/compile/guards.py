@@ -8,6 +8,7 @@ changed stride, a swapped sub-module, train()/eval() all change one), every para
 and buffer's array and requires_grad, and whether any hook is registered. Comparing by
 identity is exact for what it sees and errs only towards re-planning.
 """
+
 from operator import is_
 
 from .. import _config, kernels
@@ -17,8 +18,12 @@ from ..tensor import Tensor
 
 def call_key(args):
     """The plan-cache key of a call, or None when an argument cannot be keyed."""
-    sig = [is_grad_enabled(), _config.get_num_threads(), kernels.backend,
-           _config.are_deterministic_algorithms_enabled()]
+    sig = [
+        is_grad_enabled(),
+        _config.get_num_threads(),
+        kernels.backend,
+        _config.are_deterministic_algorithms_enabled(),
+    ]
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
             first = next(j for j, b in enumerate(args) if b is a)
@@ -39,8 +44,12 @@ def _hook_containers(module):
 
 
 def has_hooks(module):
-    return any(bool(v) for m in module.modules() for k, v in m.__dict__.items()
-               if "hook" in k and v is not None and not isinstance(v, (bool, int, str)))
+    return any(
+        bool(v)
+        for m in module.modules()
+        for k, v in m.__dict__.items()
+        if "hook" in k and v is not None and not isinstance(v, (bool, int, str))
+    )
 
 
 def tensor_has_hooks(t):
@@ -70,8 +79,10 @@ class ModuleGuard:
             if type(m) is not cls or len(d) != len(values) or not all(map(is_, d.values(), values)):
                 return False
         tensors = self.tensor_objects
-        if not (all(map(is_, [t._data for t in tensors], self.arrays))
-                and all(map(is_, [t._requires_grad for t in tensors], self.flags))):
+        if not (
+            all(map(is_, [t._data for t in tensors], self.arrays))
+            and all(map(is_, [t._requires_grad for t in tensors], self.flags))
+        ):
             return False
         return not any(self.hooks)
 
@@ -83,5 +94,4 @@ class ModuleGuard:
         for (m, c, d, v), (m2, c2, d2, v2) in zip(self.modules, other.modules):
             if m is not m2 or c is not c2 or len(v) != len(v2) or any(a is not b for a, b in zip(v, v2)):
                 return False
-        return all(t is t2 and a is b and r is r2
-                   for (t, a, r), (t2, b, r2) in zip(self.tensors, other.tensors))
+        return all(t is t2 and a is b and r is r2 for (t, a, r), (t2, b, r2) in zip(self.tensors, other.tensors))

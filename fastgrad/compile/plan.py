@@ -16,6 +16,7 @@ the eager run. Gradients for the boundary tensors go out once per use, in the or
 eager walk would deliver them, and the engine adds them into ``.grad`` as it always does
 (hooks on those tensors fire there).
 """
+
 import numpy as np
 
 from .. import kernels
@@ -32,7 +33,7 @@ class Entry:
     def __init__(self, cls, ins, params, needs, out, site):
         self.cls, self.ins, self.params, self.needs, self.out, self.site = cls, ins, params, needs, out, site
         self.grad_to = ()  # per input: (SLOT, slot) | (USE, index into Plan.uses) | (SKIP, None)
-        self.frees = ()    # slots no later entry reads: dropped once this one ran
+        self.frees = ()  # slots no later entry reads: dropped once this one ran
         self.wants_grad = True in needs
 
 
@@ -111,8 +112,7 @@ class Replay(Function):
             try:
                 input_grads = fn.backward(g)
             except Exception as exc:
-                exc.add_note(f"fastgrad.compile: raised by the backward of {e.cls.__name__} "
-                             f"replayed from {e.site}")
+                exc.add_note(f"fastgrad.compile: raised by the backward of {e.cls.__name__} replayed from {e.site}")
                 raise
             fresh = fn.fresh_grads
             if not retain:

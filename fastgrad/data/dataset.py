@@ -2,6 +2,7 @@
 ``torch.utils.data``. ``TensorDataset`` holds whole arrays and also answers
 ``__getitems__`` (a list of indices at once), which lets the DataLoader build a batch
 with one fancy-indexing call per array instead of one Python call per sample."""
+
 from __future__ import annotations
 
 import numbers
@@ -51,8 +52,9 @@ class TensorDataset(Dataset):
                 raise ValueError("TensorDataset: arrays need a first (sample) dimension; got a 0-d array")
         lengths = {a.shape[0] for a in arrays}
         if len(lengths) != 1:
-            raise ValueError("TensorDataset: arrays differ in their first dimension: "
-                             + ", ".join(str(a.shape) for a in arrays))
+            raise ValueError(
+                "TensorDataset: arrays differ in their first dimension: " + ", ".join(str(a.shape) for a in arrays)
+            )
         self.tensors = arrays
 
     def __getitem__(self, index):
@@ -108,8 +110,12 @@ class ConcatDataset(Dataset):
         return int(self.offsets[-1])
 
 
-def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int | None = None,
-                 generator: np.random.Generator | None = None) -> list[Subset]:
+def random_split(
+    dataset: Dataset,
+    lengths: Sequence[int | float],
+    seed: int | None = None,
+    generator: np.random.Generator | None = None,
+) -> list[Subset]:
     """Split ``dataset`` into non-overlapping Subsets of the given lengths (counts, or
     fractions that sum to 1), from a random permutation drawn with ``generator`` (a
     ``fastgrad.Generator`` or a numpy Generator), or ``numpy.random.default_rng(seed)``,
@@ -122,15 +128,17 @@ def random_split(dataset: Dataset, lengths: Sequence[int | float], seed: int | N
             counts[i % len(counts)] += 1
         lengths = counts
     if any(not isinstance(x, numbers.Integral) or x < 0 for x in lengths) or sum(lengths) != n:
-        raise ValueError(f"random_split: lengths {lengths} must be non-negative integers summing to "
-                         f"the dataset size {n} (or fractions summing to 1)")
+        raise ValueError(
+            f"random_split: lengths {lengths} must be non-negative integers summing to "
+            f"the dataset size {n} (or fractions summing to 1)"
+        )
     if seed is not None and generator is not None:
         raise ValueError("random_split: give seed or generator, not both")
     rng = np.random.default_rng(seed) if seed is not None else numpy_rng(generator, _config.rng)
     perm = rng.permutation(n)
     out, start = [], 0
     for length in lengths:
-        out.append(Subset(dataset, perm[start:start + length]))
+        out.append(Subset(dataset, perm[start : start + length]))
         start += length
     return out
 

@@ -9,6 +9,7 @@ Shuffled order is fastgrad's DataLoader order for the same seed and epoch,
 on every rank together are exactly positions [k b W, (k+1) b W) of that order: the batch
 one process would take with batch size ``b W``.
 """
+
 import math
 import numbers
 
@@ -19,9 +20,12 @@ class DistributedSampler:
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
         if num_replicas is None or rank is None:
             from .. import distributed as dist
+
             if not dist.is_initialized():
-                raise RuntimeError("DistributedSampler: pass num_replicas and rank, or call "
-                                   "fastgrad.distributed.init_process_group() first")
+                raise RuntimeError(
+                    "DistributedSampler: pass num_replicas and rank, or call "
+                    "fastgrad.distributed.init_process_group() first"
+                )
             num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
             rank = dist.get_rank() if rank is None else rank
         for name, value, low in (("num_replicas", num_replicas, 1), ("seed", seed, 0)):
@@ -54,8 +58,8 @@ class DistributedSampler:
         if self.total_size > n:  # pad by repeating the order from its start (several times if n is tiny)
             order = np.resize(order, self.total_size)
         else:
-            order = order[:self.total_size]
-        return order[self.rank:self.total_size:self.num_replicas].astype(np.int64, copy=False)
+            order = order[: self.total_size]
+        return order[self.rank : self.total_size : self.num_replicas].astype(np.int64, copy=False)
 
     def __iter__(self):
         return iter(self.indices().tolist())

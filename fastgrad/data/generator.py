@@ -6,6 +6,7 @@ It wraps a numpy Generator (PCG64). The numbers differ from PyTorch's (a differe
 algorithm), but the contract is PyTorch's: the same seed gives the same split and the
 same shuffled order, run after run.
 """
+
 import numbers
 import os
 
@@ -83,5 +84,4 @@ def numpy_rng(generator, default):
         return generator.numpy
     if isinstance(generator, np.random.Generator):
         return generator
-    raise TypeError(f"generator must be a fastgrad.Generator (or a numpy Generator), "
-                    f"got {type(generator).__name__}")
+    raise TypeError(f"generator must be a fastgrad.Generator (or a numpy Generator), got {type(generator).__name__}")

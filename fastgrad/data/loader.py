@@ -15,6 +15,7 @@ an epoch visits the indices it yields, in its order; it excludes ``shuffle``, as
 ``pin_memory`` is accepted and, with no accelerator to copy to, does nothing beyond
 PyTorch's warning for that case.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -26,21 +27,32 @@ import numpy as np
 
 from .. import _config
 from ..tensor import Tensor
+from . import workers as _workers
 from .dataset import collate
 from .generator import numpy_rng
-from . import workers as _workers
 
 if TYPE_CHECKING:
     from .dataset import Dataset
 
 
 class DataLoader:
-    def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
-                 seed: int | None = None, generator: Any = None,
-                 collate_fn: Callable[[list[Any]], Any] | None = None, num_workers: int = 0,
-                 pin_memory: bool = False, timeout: float = 0, worker_init_fn: Callable[[int], None] | None = None,
-                 prefetch_factor: int | None = None, persistent_workers: bool = False,
-                 sampler: Iterable[int] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+        generator: Any = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        sampler: Iterable[int] | None = None,
+    ) -> None:
         if sampler is not None and shuffle:
             raise ValueError("DataLoader with sampler option is mutually exclusive with shuffle")
         if sampler is not None and not hasattr(sampler, "__iter__"):
@@ -64,24 +76,35 @@ class DataLoader:
 
     def _init_workers(self, num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers):
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
-            raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable "
-                             f"multiprocessing (got {num_workers!r})")
+            raise ValueError(
+                "num_workers option should be non-negative; use num_workers=0 to disable "
+                f"multiprocessing (got {num_workers!r})"
+            )
         if not isinstance(timeout, numbers.Real) or timeout < 0:
             raise ValueError(f"timeout option should be non-negative, got {timeout!r}")
         if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError("prefetch_factor option could only be specified in multiprocessing. "
-                             "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None.")
+            raise ValueError(
+                "prefetch_factor option could only be specified in multiprocessing. "
+                "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None."
+            )
         if prefetch_factor is not None and (not isinstance(prefetch_factor, numbers.Integral) or prefetch_factor < 1):
             raise ValueError(f"prefetch_factor must be a positive integer, got {prefetch_factor!r}")
         if persistent_workers and num_workers == 0:
             raise ValueError("persistent_workers option needs num_workers > 0")
         if pin_memory:
-            warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device "
-                          "pinned memory won't be used.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "'pin_memory' argument is set as true but no accelerator is found, then device "
+                "pinned memory won't be used.",
+                UserWarning,
+                stacklevel=3,
+            )
         if num_workers > 0 and not _workers.fork_available():
-            warnings.warn(f"DataLoader: num_workers={num_workers} needs the 'fork' start method, which this "
-                          "platform lacks; loading in the main process instead (same batches, no parallelism)",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"DataLoader: num_workers={num_workers} needs the 'fork' start method, which this "
+                "platform lacks; loading in the main process instead (same batches, no parallelism)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             num_workers = 0
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
@@ -116,7 +139,7 @@ class DataLoader:
         order = self.order(epoch)
         n, bs = order.size, self.batch_size
         stop = n - n % bs if self.drop_last else n
-        return [order[i:i + bs] for i in range(0, stop, bs)]
+        return [order[i : i + bs] for i in range(0, stop, bs)]
 
     def __iter__(self) -> Iterator[Any]:
         batches = self.batch_indices()
@@ -133,8 +156,9 @@ class DataLoader:
                 base_seed = int(np.random.default_rng([self.seed, self.epoch - 1, 1]).integers(1 << 63))
             else:
                 base_seed = int(numpy_rng(self.generator, _config.rng).integers(1 << 63))
-            self._pool = _workers.WorkerPool(self._fetch_raw, self.dataset, self.num_workers, base_seed,
-                                             self.worker_init_fn)
+            self._pool = _workers.WorkerPool(
+                self._fetch_raw, self.dataset, self.num_workers, base_seed, self.worker_init_fn
+            )
         try:
             for raw in self._pool.run(batches, self.prefetch_factor, self.timeout):
                 yield raw if self.collate_fn is not None else _to_tensors(raw)

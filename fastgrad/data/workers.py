@@ -14,6 +14,7 @@ batches are the same, only not loaded in parallel. An error in a worker is raise
 main process with the worker's traceback; a worker that dies (killed, crashed) raises a
 RuntimeError naming its pid and exit code instead of hanging.
 """
+
 import queue
 import random
 import traceback
@@ -34,6 +35,7 @@ def get_worker_info():
 
 def fork_available():
     import multiprocessing  # here, not at import: most scripts never start workers
+
     return "fork" in multiprocessing.get_all_start_methods()
 
 
@@ -42,8 +44,9 @@ class _Failure:
 
     def __init__(self, exc, worker_id):
         self.exc_type = type(exc)
-        self.text = (f"Caught {type(exc).__name__} in DataLoader worker process {worker_id}.\n"
-                     f"Original {traceback.format_exc()}")
+        self.text = (
+            f"Caught {type(exc).__name__} in DataLoader worker process {worker_id}.\nOriginal {traceback.format_exc()}"
+        )
 
     def reraise(self):
         try:
@@ -81,14 +84,26 @@ class WorkerPool:
 
     def __init__(self, fetch, dataset, num_workers, base_seed, worker_init_fn):
         import multiprocessing
+
         ctx = multiprocessing.get_context("fork")
         self.result_queue = ctx.Queue()
         self.index_queues, self.workers = [], []
         for wid in range(num_workers):
             iq = ctx.Queue()
-            w = ctx.Process(target=_worker_loop, daemon=True,
-                            args=(fetch, dataset, iq, self.result_queue, wid, num_workers,
-                                  (base_seed + wid) & ((1 << 64) - 1), worker_init_fn))
+            w = ctx.Process(
+                target=_worker_loop,
+                daemon=True,
+                args=(
+                    fetch,
+                    dataset,
+                    iq,
+                    self.result_queue,
+                    wid,
+                    num_workers,
+                    (base_seed + wid) & ((1 << 64) - 1),
+                    worker_init_fn,
+                ),
+            )
             w.start()
             self.index_queues.append(iq)
             self.workers.append(w)
@@ -132,8 +147,7 @@ class WorkerPool:
     def _check_alive(self):
         for w in self.workers:
             if w.exitcode is not None:
-                raise RuntimeError(f"DataLoader worker (pid {w.pid}) exited unexpectedly with exit code "
-                                   f"{w.exitcode}")
+                raise RuntimeError(f"DataLoader worker (pid {w.pid}) exited unexpectedly with exit code {w.exitcode}")
 
     def close(self):
         for iq, w in zip(self.index_queues, self.workers):

@@ -7,6 +7,7 @@ claims no larger than ``max_bytes``, and the file must hold exactly that much da
 after the header (for gzip files this is checked while decompressing, in chunks, so a
 lying header or a decompression bomb never makes fastgrad allocate what it claims).
 """
+
 import gzip
 import io
 import os
@@ -16,8 +17,14 @@ import zlib
 import numpy as np
 
 # IDX type code -> numpy dtype (big-endian on disk)
-IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 MAX_DIMS = 8
 DEFAULT_MAX_BYTES = 1 << 31  # 2 GiB: the full MNIST training images are 47 MB
 _CHUNK = 1 << 20
@@ -63,26 +70,32 @@ def _read_stream(f, path, max_bytes, file_size):
         raise IDXError(f"{path}: not an IDX file (magic starts with {head[:2].hex()}, expected 0000)")
     code, ndim = head[2], head[3]
     if code not in IDX_DTYPES:
-        raise IDXError(f"{path}: unknown IDX type code 0x{code:02x} (known: "
-                       + ", ".join(f"0x{c:02x}" for c in IDX_DTYPES) + ")")
+        raise IDXError(
+            f"{path}: unknown IDX type code 0x{code:02x} (known: " + ", ".join(f"0x{c:02x}" for c in IDX_DTYPES) + ")"
+        )
     if not 1 <= ndim <= MAX_DIMS:
         raise IDXError(f"{path}: header claims {ndim} dimensions; expected 1 to {MAX_DIMS}")
     raw_dims = _read_exact(f, 4 * ndim)
     if len(raw_dims) < 4 * ndim:
-        raise IDXError(f"{path}: header cut short: {ndim} dimension sizes announced, "
-                       f"file ends after {len(raw_dims) // 4}")
+        raise IDXError(
+            f"{path}: header cut short: {ndim} dimension sizes announced, file ends after {len(raw_dims) // 4}"
+        )
     shape = struct.unpack(f">{ndim}I", raw_dims)
     dtype = IDX_DTYPES[code]
     claimed = dtype.itemsize
     for n in shape:  # Python ints: no overflow however absurd the sizes are
         claimed *= n
     if claimed > max_bytes:
-        raise IDXError(f"{path}: header claims shape {shape} of {dtype.name}, {claimed:,} bytes, "
-                       f"more than the limit of {max_bytes:,} bytes (pass max_bytes= to raise it)")
+        raise IDXError(
+            f"{path}: header claims shape {shape} of {dtype.name}, {claimed:,} bytes, "
+            f"more than the limit of {max_bytes:,} bytes (pass max_bytes= to raise it)"
+        )
     header_bytes = 4 + 4 * ndim
     if file_size is not None and file_size - header_bytes != claimed:
-        raise IDXError(f"{path}: header claims shape {shape} ({claimed:,} bytes of data) but the "
-                       f"file holds {file_size - header_bytes:,} bytes after the header")
+        raise IDXError(
+            f"{path}: header claims shape {shape} ({claimed:,} bytes of data) but the "
+            f"file holds {file_size - header_bytes:,} bytes after the header"
+        )
     # Read at most claimed + 1 bytes in chunks: memory follows what is really there.
     data = bytearray()
     while len(data) <= claimed:
@@ -92,8 +105,10 @@ def _read_stream(f, path, max_bytes, file_size):
         data += chunk
     if len(data) != claimed:
         what = "more than" if len(data) > claimed else f"only {len(data):,} bytes, not"
-        raise IDXError(f"{path}: header claims shape {shape} ({claimed:,} bytes of data) but the "
-                       f"file holds {what} that after the header")
+        raise IDXError(
+            f"{path}: header claims shape {shape} ({claimed:,} bytes of data) but the "
+            f"file holds {what} that after the header"
+        )
     array = np.frombuffer(data, dtype=dtype).reshape(shape)  # writable: it views the bytearray
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 

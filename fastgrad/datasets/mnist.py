@@ -14,6 +14,7 @@ MNIST: ``(x / 255 - 0.1307) / 0.3081``; labels as int64.
 
 The data files are distributed under CC BY-SA 3.0; see data/README.md beside them.
 """
+
 import functools
 import hashlib
 import os
@@ -22,7 +23,7 @@ import numpy as np
 
 from .idx import IDXError, read_idx
 
-SPLIT_SEED = 1998          # the year the MNIST paper (LeCun et al.) appeared
+SPLIT_SEED = 1998  # the year the MNIST paper (LeCun et al.) appeared
 N_TRAIN, N_HELDOUT = 8000, 2000
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -62,8 +63,10 @@ def _verify_bundled():
         with open(os.path.join(DATA_DIR, name), "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         if digest != sums.get(name):
-            raise IDXError(f"bundled MNIST file {name} is damaged (SHA-256 {digest[:16]}... does not "
-                           f"match SHA256SUMS); reinstall fastgrad")
+            raise IDXError(
+                f"bundled MNIST file {name} is damaged (SHA-256 {digest[:16]}... does not "
+                f"match SHA256SUMS); reinstall fastgrad"
+            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,8 +98,10 @@ def load_bundled_mnist(normalized=True):
     return tuple(out)
 
 
-_SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def _find(folder, stem):
@@ -127,8 +132,10 @@ def load_mnist(folder=None, normalized=True, mean=MNIST_MEAN, std=MNIST_STD, max
         for stem in stems:
             path = _find(folder, stem)
             if path is None:
-                raise FileNotFoundError(f"load_mnist: {folder} has no {stem} (or {stem}.gz); expected the "
-                                        "four MNIST / Fashion-MNIST files: " + ", ".join(s for p in _SPLITS.values() for s in p))
+                raise FileNotFoundError(
+                    f"load_mnist: {folder} has no {stem} (or {stem}.gz); expected the "
+                    "four MNIST / Fashion-MNIST files: " + ", ".join(s for p in _SPLITS.values() for s in p)
+                )
             paths[stem] = path
     kwargs = {} if max_bytes is None else {"max_bytes": max_bytes}
     out = []

@@ -3,6 +3,7 @@ barrier. Each works in place on the tensor's numpy buffer through mpi4py's buffe
 interface (no array is pickled) and waits through the process group's watchdog (see
 process_group). ``async_op=True`` returns a Work whose ``wait()`` finishes the operation.
 """
+
 import enum
 
 import numpy as np
@@ -21,8 +22,15 @@ class ReduceOp(enum.Enum):
     BXOR = "bxor"
 
 
-_MPI_OPS = {ReduceOp.SUM: "SUM", ReduceOp.PRODUCT: "PROD", ReduceOp.MIN: "MIN", ReduceOp.MAX: "MAX",
-            ReduceOp.BAND: "BAND", ReduceOp.BOR: "BOR", ReduceOp.BXOR: "BXOR"}
+_MPI_OPS = {
+    ReduceOp.SUM: "SUM",
+    ReduceOp.PRODUCT: "PROD",
+    ReduceOp.MIN: "MIN",
+    ReduceOp.MAX: "MAX",
+    ReduceOp.BAND: "BAND",
+    ReduceOp.BOR: "BOR",
+    ReduceOp.BXOR: "BXOR",
+}
 _SUPPORTED = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_)}
 
 
@@ -106,14 +114,17 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     outs = [_buffer(t, "all_gather") for t in tensor_list]
     for r, out in enumerate(outs):
         if out.shape != a.shape or out.dtype != a.dtype:
-            raise ValueError(f"all_gather: tensor_list[{r}] is {tuple(out.shape)} {out.dtype}, "
-                             f"the input is {tuple(a.shape)} {a.dtype}")
+            raise ValueError(
+                f"all_gather: tensor_list[{r}] is {tuple(out.shape)} {out.dtype}, "
+                f"the input is {tuple(a.shape)} {a.dtype}"
+            )
     gathered = np.empty((world.size,) + a.shape, a.dtype)
     request = world.comm.Iallgather(a, gathered)
 
     def finish():
         for r, out in enumerate(outs):
             out[...] = gathered[r]
+
     return _run(Work(world, request, "all_gather", finish, nbytes=gathered.nbytes), async_op)
 
 

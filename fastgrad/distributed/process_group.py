@@ -16,6 +16,7 @@ seconds have passed. A rank killed outright (SIGKILL) cannot send anything: mpie
 process manager then stops the others at once and names the dead process. Every wait also
 has a deadline (``timeout``, 30 minutes by default as in PyTorch), after which it raises.
 """
+
 import atexit
 import datetime
 import os
@@ -24,9 +25,9 @@ import time
 import traceback
 
 _NOTICE_TAG = 77
-_NOTICE_GRACE = 2.0      # seconds a wait keeps testing after a peer's notice (it may have finished first)
-_ABORT_GRACE = 5.0       # seconds a failing rank waits for the others' notices before MPI_Abort
-_OUTPUT_GRACE = 1.0      # seconds between a failing rank's report and its MPI_Abort, at least
+_NOTICE_GRACE = 2.0  # seconds a wait keeps testing after a peer's notice (it may have finished first)
+_ABORT_GRACE = 5.0  # seconds a failing rank waits for the others' notices before MPI_Abort
+_OUTPUT_GRACE = 1.0  # seconds between a failing rank's report and its MPI_Abort, at least
 # An allreduce progresses only while both sides call into MPI, so a wait polls: without pause
 # for _SPIN_SECONDS plus the time the message could take at _SPIN_BYTES_PER_SECOND (a peer
 # arriving about now, or the data still moving), then napping _NAP_SECONDS between polls (a
@@ -75,7 +76,7 @@ class _World:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.timeout = timeout
-        self.reported = {}   # rank -> what its notice said
+        self.reported = {}  # rank -> what its notice said
         self.closed = False
 
     # ------------------------------------------------------------- notices
@@ -131,12 +132,15 @@ class _World:
                 noticed_at = now
             if noticed_at is not None and now - noticed_at > _NOTICE_GRACE:
                 source = min(self.reported)
-                raise DistributedError(f"{what} on rank {self.rank} cannot complete: rank {source} "
-                                       f"{self.reported[source]}", rank=source)
+                raise DistributedError(
+                    f"{what} on rank {self.rank} cannot complete: rank {source} {self.reported[source]}", rank=source
+                )
             if now > deadline:
-                raise DistributedError(f"{what} on rank {self.rank} did not complete within "
-                                       f"{self.timeout.total_seconds():g} s (timeout of init_process_group); "
-                                       "some rank stopped taking part in collectives")
+                raise DistributedError(
+                    f"{what} on rank {self.rank} did not complete within "
+                    f"{self.timeout.total_seconds():g} s (timeout of init_process_group); "
+                    "some rank stopped taking part in collectives"
+                )
 
     # ------------------------------------------------------------- leaving
     def close(self):
@@ -161,8 +165,7 @@ _previous_excepthook = None
 
 def _world_or_raise():
     if _world is None:
-        raise ValueError("Default process group has not been initialized, please make sure to call "
-                         "init_process_group.")
+        raise ValueError("Default process group has not been initialized, please make sure to call init_process_group.")
     return _world
 
 
@@ -183,9 +186,11 @@ def init_process_group(backend="mpi", init_method=None, timeout=None, world_size
     if not isinstance(timeout, datetime.timedelta) or timeout.total_seconds() <= 0:
         raise ValueError(f"init_process_group: timeout must be a positive datetime.timedelta, got {timeout!r}")
     if not is_available():
-        raise RuntimeError("init_process_group: the MPI backend needs mpi4py and an MPI library: "
-                           "pip install 'fastgrad[mpi]'")
+        raise RuntimeError(
+            "init_process_group: the MPI backend needs mpi4py and an MPI library: pip install 'fastgrad[mpi]'"
+        )
     from mpi4py import MPI
+
     world = _World(MPI, timeout)
     for name, given, actual in (("world_size", world_size, world.size), ("rank", rank, world.rank)):
         if given not in (-1, None) and given != actual:

@@ -14,6 +14,7 @@ Entries for arguments that are not Tensors requiring grad are None.
 A module with hooks always runs through ``Module.__call__``: ``Sequential`` never puts it
 in a chained run (nn/layers/chained.chainable), so its hooks fire on every call.
 """
+
 import warnings
 
 from ..autograd import is_grad_enabled
@@ -27,6 +28,7 @@ HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks")
 class _Version:
     """Bumped whenever any module gains or loses a hook: Sequential's cached plan of
     which layers run chained is rebuilt then."""
+
     count = 0
 
 
@@ -76,8 +78,9 @@ def call_with_hooks(module, args, kwargs):
             result = hook(module, args, kwargs)
             if result is not None:
                 if not (isinstance(result, tuple) and len(result) == 2):
-                    raise RuntimeError("forward pre-hook must return None or a tuple of (new_args, new_kwargs), "
-                                       f"but got {result}.")
+                    raise RuntimeError(
+                        f"forward pre-hook must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                    )
                 args, kwargs = result
         else:
             result = hook(module, args)
@@ -120,8 +123,8 @@ class _BackwardHookCall:
         self.module = module
         self.hooks = hooks
         self.n_args = 0
-        self.inputs = []      # positions of the tapped inputs
-        self.n_outputs = 0    # tapped outputs
+        self.inputs = []  # positions of the tapped inputs
+        self.n_outputs = 0  # tapped outputs
         self.grad_input = {}
         self.grad_output = {}
         self.output_slots = 0
@@ -153,12 +156,18 @@ class _BackwardHookCall:
     def _output_grad(self, j, grad):
         self.grad_output[j] = grad
         if len(self.grad_output) == self.n_outputs and not self.inputs:
-            warnings.warn("Full backward hook is firing when gradients are computed with respect to module outputs "
-                          "since no inputs require gradients.", UserWarning, stacklevel=2)
+            warnings.warn(
+                "Full backward hook is firing when gradients are computed with respect to module outputs "
+                "since no inputs require gradients.",
+                UserWarning,
+                stacklevel=2,
+            )
             result = self._fire({})
             if result is not None and any(r is not None for r in result):
-                raise RuntimeError("Backward hook for Modules where no input requires gradient should always "
-                                   "return None or None for all gradients.")
+                raise RuntimeError(
+                    "Backward hook for Modules where no input requires gradient should always "
+                    "return None or None for all gradients."
+                )
         return grad
 
     def _input_grad(self, i, grad):
@@ -169,16 +178,20 @@ class _BackwardHookCall:
         if result is None:
             return grad
         if len(self.inputs) > 1:
-            raise RuntimeError(f"backward hook of {type(self.module).__name__}: replacing grad_input is supported "
-                               f"when one input requires grad; this call had {len(self.inputs)}")
+            raise RuntimeError(
+                f"backward hook of {type(self.module).__name__}: replacing grad_input is supported "
+                f"when one input requires grad; this call had {len(self.inputs)}"
+            )
         new = result[i]
         if new is None:
             return None
         data = getattr(new, "_data", None)
         if data is None or data.shape != grad.shape or data.dtype != grad.dtype:
-            raise RuntimeError(f"backward hook of {type(self.module).__name__} returned grad_input[{i}] of "
-                               f"{_describe(new)}; expected a Tensor of shape {tuple(grad.shape)} and dtype "
-                               f"{grad.dtype}")
+            raise RuntimeError(
+                f"backward hook of {type(self.module).__name__} returned grad_input[{i}] of "
+                f"{_describe(new)}; expected a Tensor of shape {tuple(grad.shape)} and dtype "
+                f"{grad.dtype}"
+            )
         return data
 
     def _fire(self, grad_input):
@@ -192,8 +205,10 @@ class _BackwardHookCall:
             if result is not None:
                 result = tuple(result) if isinstance(result, (tuple, list)) else (result,)
                 if len(result) != len(gin):
-                    raise RuntimeError(f"Backward hook returned an invalid number of grad_input, got "
-                                       f"{len(result)}, but expected {len(gin)}")
+                    raise RuntimeError(
+                        f"Backward hook returned an invalid number of grad_input, got "
+                        f"{len(result)}, but expected {len(gin)}"
+                    )
                 gin = replaced = result
         return replaced
 

@@ -2,6 +2,7 @@
 object, so optimizers that hold it see the new values) and returns it. Random ones draw
 from fastgrad's generator (seeded by ``fastgrad.manual_seed``) unless given a numpy
 ``generator``."""
+
 import math
 import numbers
 import warnings
@@ -10,8 +11,7 @@ import numpy as np
 
 from .. import _config
 
-_LINEAR_LIKE = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-                "conv_transpose3d")
+_LINEAR_LIKE = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -29,7 +29,7 @@ def calculate_gain(nonlinearity, param=None):
             slope = param
         else:
             raise ValueError(f"negative_slope {param} not a valid number")
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
     raise ValueError(f"Unsupported nonlinearity {nonlinearity}")

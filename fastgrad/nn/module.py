@@ -8,14 +8,15 @@ an ordinary attribute read, not a ``__getattr__`` fallback; ``__setattr__`` and
 ``__delattr__`` keep the two in step. Names, traversal order and ``state_dict`` keys
 follow PyTorch ("features.0.weight"), so checkpoints map one to one.
 """
+
 from collections import OrderedDict, namedtuple
 from collections.abc import Mapping
 
 import numpy as np
 
 from .. import _device
-from .hooks import add_hook, call_with_hooks, has_hooks
 from ..tensor import Tensor, _as_array
+from .hooks import add_hook, call_with_hooks, has_hooks
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -152,8 +153,10 @@ class Module:
     def _registries(self):
         d = self.__dict__
         if "_parameters" not in d:
-            raise AttributeError(f"cannot assign to a {type(self).__name__} before Module.__init__() call "
-                                 "(call super().__init__() first)")
+            raise AttributeError(
+                f"cannot assign to a {type(self).__name__} before Module.__init__() call "
+                "(call super().__init__() first)"
+            )
         return d["_parameters"], d["_buffers"], d["_modules"]
 
     def _unregister(self, name):
@@ -177,8 +180,10 @@ class Module:
             d[name] = value
         elif params is not None and name in params:
             if value is not None:
-                raise TypeError(f"cannot assign '{type(value).__name__}' as parameter '{name}' "
-                                "(fastgrad.nn.Parameter or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as parameter '{name}' "
+                    "(fastgrad.nn.Parameter or None expected)"
+                )
             params[name] = None
             d[name] = None
         elif isinstance(value, Module):
@@ -189,14 +194,17 @@ class Module:
             d[name] = value
         elif params is not None and name in d["_modules"]:
             if value is not None:
-                raise TypeError(f"cannot assign '{type(value).__name__}' as child module '{name}' "
-                                "(fastgrad.nn.Module or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as child module '{name}' "
+                    "(fastgrad.nn.Module or None expected)"
+                )
             d["_modules"][name] = None
             d[name] = None
         elif params is not None and name in d["_buffers"]:
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
-                                "(fastgrad.Tensor or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as buffer '{name}' (fastgrad.Tensor or None expected)"
+                )
             d["_buffers"][name] = value
             d[name] = value
         else:
@@ -215,8 +223,10 @@ class Module:
         self._registries()
         _check_name("parameter", self, name, self._parameters)
         if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
-                            "(fastgrad.nn.Parameter or None required)")
+            raise TypeError(
+                f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
+                "(fastgrad.nn.Parameter or None required)"
+            )
         self._unregister(name)
         self._parameters[name] = param
         self.__dict__[name] = param
@@ -229,8 +239,9 @@ class Module:
         if isinstance(tensor, np.ndarray):
             tensor = Tensor._from_op(tensor, None)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
-                            "(fastgrad.Tensor or None required)")
+            raise TypeError(
+                f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (fastgrad.Tensor or None required)"
+            )
         self._unregister(name)
         self._buffers[name] = tensor
         if not persistent:
@@ -442,8 +453,10 @@ class Module:
             if value.dtype.kind not in "biuf":
                 errors.append(f"cannot load {key}: expected numbers, got an array of dtype {value.dtype}.")
             elif value.shape != tensor.shape:
-                errors.append(f"size mismatch for {key}: copying a param with shape {tuple(value.shape)} from "
-                              f"checkpoint, the shape in current model is {tuple(tensor.shape)}.")
+                errors.append(
+                    f"size mismatch for {key}: copying a param with shape {tuple(value.shape)} from "
+                    f"checkpoint, the shape in current model is {tuple(tensor.shape)}."
+                )
             else:
                 ready.append((tensor, value))
         if strict and unexpected:
@@ -470,8 +483,9 @@ class Module:
     def __repr__(self):
         extra = self.extra_repr()
         extra_lines = extra.split("\n") if extra else []
-        child_lines = [f"({name}): " + _indent_after_first_line(repr(child), 2)
-                       for name, child in self._modules.items()]
+        child_lines = [
+            f"({name}): " + _indent_after_first_line(repr(child), 2) for name, child in self._modules.items()
+        ]
         lines = extra_lines + child_lines
         if not lines:
             return self._get_name() + "()"

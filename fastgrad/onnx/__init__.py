@@ -75,6 +75,7 @@ the dynamic axes of the inputs carry over. An array the forward holds outside it
 the op to ``EveryOp`` in tests/onnx/onnx_nets.py (a test checks that it runs every
 mapped Function), which compares onnxruntime's output with fastgrad's.
 """
+
 from .errors import Unsupported, UnsupportedOperatorError
 
 __all__ = ["Unsupported", "UnsupportedOperatorError", "export"]
@@ -87,5 +88,13 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     except ImportError:
         raise ImportError("fastgrad.onnx.export needs the onnx package: pip install 'fastgrad[onnx]'") from None
     from .exporter import export as export_model
-    return export_model(model, args, f, input_names=input_names, output_names=output_names,
-                        dynamic_axes=dynamic_axes, opset_version=opset_version)
+
+    return export_model(
+        model,
+        args,
+        f,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        opset_version=opset_version,
+    )

@@ -1,4 +1,5 @@
 """``export``: one eval-mode forward of a model, recorded and written as an ONNX file."""
+
 import os
 import warnings
 
@@ -43,6 +44,7 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     and the module that ran it, when an op has no ONNX form; nothing is written then.
     """
     import onnx
+
     if not isinstance(model, Module):
         raise TypeError(f"export: model must be a fastgrad.nn.Module, got {type(model).__name__}")
     inputs = _as_inputs(args)
@@ -50,13 +52,16 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
         raise TypeError(f"export: opset_version must be an integer, got {opset_version!r}")
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset_version <= newest:
-        raise ValueError(f"export: opset_version {opset_version} is not supported; choose one from "
-                         f"{MIN_OPSET} to {newest} (the installed onnx's newest)")
+        raise ValueError(
+            f"export: opset_version {opset_version} is not supported; choose one from "
+            f"{MIN_OPSET} to {newest} (the installed onnx's newest)"
+        )
     in_names = _names("input", input_names, len(inputs))
     recording = _record_in_eval_mode(model, inputs)
     out_names = _names("output", output_names, len(recording.outputs))
-    axes = _dynamic_axes(dynamic_axes, in_names, out_names, [t.shape for t in inputs],
-                         [t.shape for t in recording.outputs])
+    axes = _dynamic_axes(
+        dynamic_axes, in_names, out_names, [t.shape for t in inputs], [t.shape for t in recording.outputs]
+    )
     proto = _build(model, recording, in_names, out_names, axes, int(opset_version))
     data = proto.SerializeToString()
     if hasattr(f, "write"):
@@ -100,8 +105,10 @@ def _dynamic_axes(spec, in_names, out_names, in_shapes, out_shapes):
     out = {}
     for name, axes in spec.items():
         if name not in shapes:
-            raise ValueError(f"export: dynamic_axes names {name!r}, which is not an input or output "
-                             f"(inputs {in_names}, outputs {out_names})")
+            raise ValueError(
+                f"export: dynamic_axes names {name!r}, which is not an input or output "
+                f"(inputs {in_names}, outputs {out_names})"
+            )
         if isinstance(axes, dict):
             pairs = list(axes.items())
         elif isinstance(axes, (list, tuple)):
@@ -111,8 +118,9 @@ def _dynamic_axes(spec, in_names, out_names, in_shapes, out_shapes):
         ndim, out[name] = len(shapes[name]), {}
         for axis, symbol in pairs:
             if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
-                raise ValueError(f"export: dynamic_axes[{name!r}]: axis {axis!r} is not an axis of its "
-                                 f"shape {tuple(shapes[name])}")
+                raise ValueError(
+                    f"export: dynamic_axes[{name!r}]: axis {axis!r} is not an axis of its shape {tuple(shapes[name])}"
+                )
             if not isinstance(symbol, str) or not symbol:
                 raise TypeError(f"export: dynamic_axes[{name!r}]: the name of axis {axis} must be a string")
             out[name][int(axis) % ndim] = symbol
@@ -125,9 +133,13 @@ def _record_in_eval_mode(model, inputs):
     outside the graph, which the export would freeze)."""
     modes = [(m, m.training) for m in model.modules()]
     if any(training for _, training in modes):
-        warnings.warn("export: the model is in training mode; it is exported with eval semantics "
-                      "(BatchNorm by its running statistics, Dropout as the identity) and put back "
-                      "in training mode afterwards", UserWarning, stacklevel=4)
+        warnings.warn(
+            "export: the model is in training mode; it is exported with eval semantics "
+            "(BatchNorm by its running statistics, Dropout as the identity) and put back "
+            "in training mode afterwards",
+            UserWarning,
+            stacklevel=4,
+        )
     rng = np.random.default_rng(0)  # not fastgrad's generator: export leaves its state alone
     others = [Tensor(_other_values(t.data, rng)) for t in inputs]
     model.eval()
@@ -149,15 +161,21 @@ def _record_in_eval_mode(model, inputs):
         raise UnsupportedOperatorError(
             f"export: op {node.name()} in {_where(model, recording.path.get(node, ''))} takes a tensor "
             "computed from the input outside the autograd graph (detach(), .data, a comparison or numpy); "
-            "it would be frozen into the ONNX graph as a constant")
+            "it would be frozen into the ONNX graph as a constant"
+        )
     inputs = {id(t) for t in recording.inputs}
     for i, (a, b) in enumerate(zip(recording.outputs, second.outputs)):
-        if a._ctx is None and id(a) not in inputs and a.shape == b.shape and \
-                not np.array_equal(a.data, b.data, equal_nan=True):
+        if (
+            a._ctx is None
+            and id(a) not in inputs
+            and a.shape == b.shape
+            and not np.array_equal(a.data, b.data, equal_nan=True)
+        ):
             raise UnsupportedOperatorError(
                 f"export: output {i} of {type(model).__name__} is computed from the input outside the autograd "
                 "graph (indices, a comparison, an integer cast or numpy); it would be frozen into the ONNX graph "
-                "as a constant")
+                "as a constant"
+            )
     return recording
 
 
@@ -208,8 +226,10 @@ def _build(model, rec, in_names, out_names, axes, opset):
         mapping = MAPPINGS.get(type(node))
         where = _where(model, g.path)
         if mapping is None:
-            raise UnsupportedOperatorError(f"export: op {node.name()} in {where} has no ONNX mapping "
-                                           "(fastgrad.onnx lists the mapped ops and how to add one)")
+            raise UnsupportedOperatorError(
+                f"export: op {node.name()} in {where} has no ONNX mapping "
+                "(fastgrad.onnx lists the mapped ops and how to add one)"
+            )
         x = [value(p) for p in node.parents]
         out = rec.output_of[node]
         try:
@@ -248,4 +268,5 @@ def _name_output(g, produced, name, in_names):
 
 def _identity(g, src, dst):
     from onnx import helper
+
     return helper.make_node("Identity", [src], [dst], name=g.fresh(f"/{dst}/Identity"))

@@ -6,6 +6,7 @@ forward gave it and its dynamic axes (axis -> symbolic name, from ``dynamic_axes
 few mappings whose ONNX form holds a shape (Reshape, Expand) read them to keep a dynamic
 batch dimension dynamic, and the graph's outputs declare them.
 """
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -15,11 +16,11 @@ class GraphBuilder:
     def __init__(self, opset):
         self.opset = opset
         self.nodes, self.initializers = [], []
-        self.shapes, self.dyn = {}, {}   # value name -> traced shape, -> {axis: symbol}
-        self.path = ""                   # module path of the op being mapped (node names)
+        self.shapes, self.dyn = {}, {}  # value name -> traced shape, -> {axis: symbol}
+        self.path = ""  # module path of the op being mapped (node names)
         self._taken = set()
-        self._constants = {}             # id(array) -> name, for arrays given twice
-        self._integer_inputs = []        # (array, name) of the graph's integer inputs
+        self._constants = {}  # id(array) -> name, for arrays given twice
+        self._integer_inputs = []  # (array, name) of the graph's integer inputs
 
     # ----------------------------------------------------------------- names
     def fresh(self, base):
@@ -50,8 +51,7 @@ class GraphBuilder:
         while inputs and inputs[-1] == "":
             inputs.pop()
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, inputs, names, name=self.fresh(f"{scope}/{op_type}"),
-                                           **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=self.fresh(f"{scope}/{op_type}"), **attrs))
         return names[0] if outputs == 1 else names
 
     def note(self, name, shape, dyn):
@@ -123,9 +123,13 @@ def make_model(builder, inputs, outputs, opset, producer_version):
     inference, which must agree with every shape the recorded forward gave."""
     graph = helper.make_graph(builder.nodes, "fastgrad", inputs, outputs, builder.initializers)
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="fastgrad",
-                              producer_version=producer_version,
-                              ir_version=helper.find_min_ir_version_for(opsets))
+    model = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="fastgrad",
+        producer_version=producer_version,
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

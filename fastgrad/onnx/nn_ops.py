@@ -7,6 +7,7 @@ ONNX output. The geometry comes from what the op's forward kept (a ConvStep's pa
 a pooling op's params) and the output's shape, so padding that PyTorch puts only at the
 bottom and right ('same' with an even kernel, ceil_mode) is written out explicitly.
 """
+
 import numpy as np
 
 from ..ops import activation, chain, conv, dropout, linear, norm, pool
@@ -31,14 +32,21 @@ def _pads(in_hw, out_hw, spans, strides, begins):
 
 # --------------------------------------------------------------------------- convolution and linear
 
+
 def conv2d(g, x, weights, params, in_shape, out_shape, relu):
     """Conv (+ Relu); params: (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)."""
     sh, sw, pt, pl, dh, dw, groups = params
     kh, kw = g.shapes[weights[0]][2:]
     spans = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    y = g.op("Conv", [x, *weights], kernel_shape=[int(kh), int(kw)], strides=[int(sh), int(sw)],
-             pads=_pads(in_shape[2:], out_shape[2:], spans, (sh, sw), (pt, pl)),
-             dilations=[int(dh), int(dw)], group=int(groups))
+    y = g.op(
+        "Conv",
+        [x, *weights],
+        kernel_shape=[int(kh), int(kw)],
+        strides=[int(sh), int(sw)],
+        pads=_pads(in_shape[2:], out_shape[2:], spans, (sh, sw), (pt, pl)),
+        dilations=[int(dh), int(dw)],
+        group=int(groups),
+    )
     return g.op("Relu", [y]) if relu else y
 
 
@@ -75,14 +83,20 @@ def linear_op(g, node, x, out):
 
 # --------------------------------------------------------------------------- pooling
 
+
 def max_pool2d(g, x, params, in_shape, out_shape):
     """MaxPool; params: (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w).
     ceil_mode is written as extra padding at the end (never taken as a maximum)."""
     kh, kw, sh, sw, ph, pw, dh, dw = params
     spans = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    return g.op("MaxPool", [x], kernel_shape=[int(kh), int(kw)], strides=[int(sh), int(sw)],
-                pads=_pads(in_shape[2:], out_shape[2:], spans, (sh, sw), (ph, pw)),
-                dilations=[int(dh), int(dw)])
+    return g.op(
+        "MaxPool",
+        [x],
+        kernel_shape=[int(kh), int(kw)],
+        strides=[int(sh), int(sw)],
+        pads=_pads(in_shape[2:], out_shape[2:], spans, (sh, sw), (ph, pw)),
+        dilations=[int(dh), int(dw)],
+    )
 
 
 def max_pool2d_params(node):
@@ -109,12 +123,25 @@ def avg_pool2d(g, node, x, out):
         # the window sums (a depthwise convolution with ones; padding adds zeros) / divisor
         channels = g.shapes[x[0]][1]
         ones = g.const(np.ones((channels, 1, kh, kw), dtype=out.data.dtype), "window")
-        total = g.op("Conv", [x[0], ones], kernel_shape=[kh, kw], strides=[sh, sw], group=int(channels),
-                     pads=_pads(in_hw, out_hw, (kh, kw), (sh, sw), (ph, pw)))
+        total = g.op(
+            "Conv",
+            [x[0], ones],
+            kernel_shape=[kh, kw],
+            strides=[sh, sw],
+            group=int(channels),
+            pads=_pads(in_hw, out_hw, (kh, kw), (sh, sw), (ph, pw)),
+        )
         return g.op("Div", [total, g.const(np.asarray(divisor, dtype=out.data.dtype), "divisor")])
     floor_hw = tuple((s + 2 * p - k) // st + 1 for s, p, k, st in zip(in_hw, (ph, pw), (kh, kw), (sh, sw)))
-    return g.op("AveragePool", [x[0]], kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw],
-                ceil_mode=int(tuple(out_hw) != floor_hw), count_include_pad=int(count_include_pad))
+    return g.op(
+        "AveragePool",
+        [x[0]],
+        kernel_shape=[kh, kw],
+        strides=[sh, sw],
+        pads=[ph, pw, ph, pw],
+        ceil_mode=int(tuple(out_hw) != floor_hw),
+        count_include_pad=int(count_include_pad),
+    )
 
 
 def _adaptive_matrix(size, out, dtype):
@@ -142,6 +169,7 @@ def adaptive_avg_pool2d(g, node, x, out):
 
 # --------------------------------------------------------------------------- normalization and dropout
 
+
 def batch_norm_attributes(node):
     """(uses the batch's statistics, has weight, has bias, mean, 1 / sqrt(var + eps)) of a
     BatchNorm node: the statistics it normalized by, one per channel."""
@@ -152,8 +180,10 @@ def batch_norm_attributes(node):
 def batch_norm(g, node, x, out):
     batch_stats, has_weight, has_bias, mean, invstd = batch_norm_attributes(node)
     if batch_stats:
-        raise Unsupported("batch_norm with the batch's statistics (training=True, or no running "
-                          "statistics): an exported model normalizes by running statistics")
+        raise Unsupported(
+            "batch_norm with the batch's statistics (training=True, or no running "
+            "statistics): an exported model normalizes by running statistics"
+        )
     dtype, channels = out.data.dtype, out.shape[1]
     scale = x[1] if has_weight else g.const(np.ones(channels, dtype), "scale")
     bias = x[-1] if has_bias else g.const(np.zeros(channels, dtype), "bias")
@@ -166,8 +196,9 @@ def batch_norm(g, node, x, out):
 
 @maps(dropout.Dropout)
 def dropout_op(g, node, x, out):
-    raise Unsupported("dropout called with training=True; in eval mode dropout is the identity "
-                      "(pass training=self.training)")
+    raise Unsupported(
+        "dropout called with training=True; in eval mode dropout is the identity (pass training=self.training)"
+    )
 
 
 # --------------------------------------------------------------------------- activations
@@ -201,6 +232,7 @@ def softmax(g, node, x, out):
 
 # --------------------------------------------------------------------------- chains
 
+
 def chain_steps(node):
     """The steps of a Chain node, in order (each with n_weights, out_shape and its own
     geometry: params, relu)."""
@@ -213,7 +245,7 @@ def chain_op(g, node, x, out):
     h, weights = x[0], x[1:]
     for step in chain_steps(node):
         shape, dyn = g.shapes[h], g.dyn[h]
-        w, weights = weights[:step.n_weights], weights[step.n_weights:]
+        w, weights = weights[: step.n_weights], weights[step.n_weights :]
         if isinstance(step, conv.ConvStep):
             h = conv2d(g, h, w, step.params, shape, step.out_shape, step.relu)
         elif isinstance(step, linear.LinearStep):

@@ -7,6 +7,7 @@ deviations rstd = 1 / sqrt(var + eps) of each row, as 1 / rstd^2 - var with the 
 variances computed again in float64 (``_epsilon``). A forward that keeps ``eps`` is read
 directly. Each op's attributes are read in one accessor below.
 """
+
 import numpy as np
 
 from ..ops import group_norm
@@ -31,6 +32,7 @@ def _epsilon(node, rows):
 
 # --------------------------------------------------------------------------- LayerNorm
 
+
 def layer_norm_attributes(node):
     """(normalized rank, has weight, has bias, eps) of a LayerNorm node."""
     return len(node.affine_shape), node.has_weight, node.has_bias, _epsilon(node, node.x2)
@@ -40,7 +42,7 @@ def layer_norm_attributes(node):
 def layer_norm(g, node, x, out):
     n_dims, has_weight, has_bias, eps = layer_norm_attributes(node)
     dtype, rank = out.data.dtype, len(g.shapes[x[0]])
-    normalized = tuple(g.shapes[x[0]][rank - n_dims:])
+    normalized = tuple(g.shapes[x[0]][rank - n_dims :])
     weight = x[1] if has_weight else None
     bias = x[-1] if has_bias else None
     if g.opset >= 17:
@@ -59,6 +61,7 @@ def layer_norm(g, node, x, out):
 
 
 # --------------------------------------------------------------------------- GroupNorm
+
 
 def group_norm_attributes(node):
     """(groups, has weight, has bias, eps) of a GroupNorm node."""

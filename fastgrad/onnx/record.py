@@ -12,6 +12,7 @@ call returns, the nodes behind its output that no module has claimed yet are its
 (inner calls return first, so they claim theirs first), up to the nodes its arguments
 came from.
 """
+
 import threading
 
 import numpy as np
@@ -91,8 +92,9 @@ def record(model, args):
     inputs = []
     for i, a in enumerate(args):
         if a.dtype.kind not in "fiu":
-            raise TypeError(f"export: input {i} has dtype {a.dtype}; the exported inputs must be float or "
-                            "integer tensors")
+            raise TypeError(
+                f"export: input {i} has dtype {a.dtype}; the exported inputs must be float or integer tensors"
+            )
         # integer inputs (an embedding's indices) take no gradient: the ops hold them as arrays
         inputs.append(Tensor(np.array(a.data), requires_grad=a.dtype.kind == "f"))
     names = {id(m): name for name, m in model.named_modules()}
@@ -116,8 +118,9 @@ def record(model, args):
         module_mod._forward_observers.remove(observe)
     outputs = _tensors(result)
     if not outputs or (not isinstance(result, Tensor) and len(outputs) != _count(result)):
-        raise TypeError(f"export: the model must return a Tensor or a tuple or list of Tensors, "
-                        f"got {type(result).__name__}")
+        raise TypeError(
+            f"export: the model must return a Tensor or a tuple or list of Tensors, got {type(result).__name__}"
+        )
     for t in outputs:  # a call of the model itself returns through the observer too
         _claim(t, "", paths)
     order, output_of = _order(outputs)
@@ -139,8 +142,10 @@ def first_input_dependent_constant(first, second, model_tensors):
     Raises ValueError when the two forwards ran different ops."""
     kinds = [type(n) for n in first.nodes], [type(n) for n in second.nodes]
     if kinds[0] != kinds[1]:
-        raise ValueError("export: the model's forward runs different ops for different input values "
-                         "(Python control flow on tensor values); its graph cannot be recorded once for all inputs")
+        raise ValueError(
+            "export: the model's forward runs different ops for different input values "
+            "(Python control flow on tensor values); its graph cannot be recorded once for all inputs"
+        )
     inputs = {id(t) for t in first.inputs + second.inputs}
     for a, b in zip(first.nodes, second.nodes):
         for pa, pb in zip(a.parents, b.parents):

@@ -19,6 +19,7 @@ give exactly that map:
   floor one exact multiple down and not another), the axes are written as Gathers of the
   exact positions (and, for bilinear, the blend).
 """
+
 import numpy as np
 
 from ..ops import interpolate, pad
@@ -26,6 +27,7 @@ from .errors import Unsupported
 from .table import maps
 
 # --------------------------------------------------------------------------- Pad
+
 
 def pad_attributes(node, out):
     """[(axis, source index per output position, -1 where the value fills)] and the fill
@@ -103,8 +105,9 @@ def _wrap_by_concat(g, y, forms):
         axes = g.int64s([axis], "axes")
         parts = []
         if begin:
-            parts.append(g.op("Slice", [y, g.int64s([-begin], "starts"), g.int64s([np.iinfo(np.int64).max], "ends"),
-                                        axes]))
+            parts.append(
+                g.op("Slice", [y, g.int64s([-begin], "starts"), g.int64s([np.iinfo(np.int64).max], "ends"), axes])
+            )
         parts.append(y)
         if end:
             parts.append(g.op("Slice", [y, g.int64s([0], "starts"), g.int64s([end], "ends"), axes]))
@@ -113,6 +116,7 @@ def _wrap_by_concat(g, y, forms):
 
 
 # --------------------------------------------------------------------------- Resize
+
 
 def nearest_attributes(node):
     """[(axis, source index per output position)] of a nearest interpolation."""
@@ -157,11 +161,11 @@ def _nearest_scale(n_in, idx):
     """A ``scales`` entry whose floor(i / scale) is ``idx`` and whose output size is
     len(idx): the middle of the interval every position allows, or None if it is empty."""
     n_out, i = len(idx), np.arange(len(idx), dtype=np.float64)
-    low, high = n_out / n_in, (n_out + 1) / n_in          # the output size: low <= s < high
-    upper = idx > 0                                        # i / s >= idx
+    low, high = n_out / n_in, (n_out + 1) / n_in  # the output size: low <= s < high
+    upper = idx > 0  # i / s >= idx
     if upper.any():
         high = min(high, float(np.min(i[upper] / idx[upper])))
-    lower = idx < n_in - 1                                 # i / s < idx + 1 (unless clamped)
+    lower = idx < n_in - 1  # i / s < idx + 1 (unless clamped)
     if lower.any():
         low = max(low, float(np.max(i[lower] / (idx[lower] + 1))))
     return (low + high) / 2 if low < high else None
@@ -220,12 +224,20 @@ def _spatial(g, x, axis_maps):
 def nearest(g, node, x, out):
     axis_maps = [(axis, np.asarray(idx)) for axis, idx in nearest_attributes(node)]
     in_shape = _spatial(g, x[0], axis_maps)
-    if all(np.array_equal(_onnx_nearest(in_shape[a], len(idx), _sizes_scale(in_shape[a], len(idx))), idx)
-           for a, idx in axis_maps):
+    if all(
+        np.array_equal(_onnx_nearest(in_shape[a], len(idx), _sizes_scale(in_shape[a], len(idx))), idx)
+        for a, idx in axis_maps
+    ):
         return _resize(g, x[0], "nearest", "asymmetric", out.shape, nearest_mode="floor")
-    scales = [_first_fitting(_nearest_scale(in_shape[a], idx), in_shape[a], len(idx),
-                             lambda s, a=a, idx=idx: np.array_equal(_onnx_nearest(in_shape[a], len(idx), s), idx))
-              for a, idx in axis_maps]
+    scales = [
+        _first_fitting(
+            _nearest_scale(in_shape[a], idx),
+            in_shape[a],
+            len(idx),
+            lambda s, a=a, idx=idx: np.array_equal(_onnx_nearest(in_shape[a], len(idx), s), idx),
+        )
+        for a, idx in axis_maps
+    ]
     if None not in scales:
         return _resize(g, x[0], "nearest", "asymmetric", out.shape, scales=scales, nearest_mode="floor")
     y = x[0]
@@ -243,12 +255,17 @@ def bilinear(g, node, x, out):
     axis_maps = [(axis, tuple(np.asarray(a) for a in m)) for axis, m in linear_attributes(node)]
     in_shape = _spatial(g, x[0], axis_maps)
     for transform in ("half_pixel", "align_corners"):
-        if all(_linear_matches(in_shape[a], *m, transform, _sizes_scale(in_shape[a], len(m[0])))
-               for a, m in axis_maps):
+        if all(_linear_matches(in_shape[a], *m, transform, _sizes_scale(in_shape[a], len(m[0]))) for a, m in axis_maps):
             return _resize(g, x[0], "linear", transform, out.shape)
-    scales = [_first_fitting(_linear_scale(in_shape[a], *m), in_shape[a], len(m[0]),
-                             lambda s, a=a, m=m: _linear_matches(in_shape[a], *m, "half_pixel", s))
-              for a, m in axis_maps]
+    scales = [
+        _first_fitting(
+            _linear_scale(in_shape[a], *m),
+            in_shape[a],
+            len(m[0]),
+            lambda s, a=a, m=m: _linear_matches(in_shape[a], *m, "half_pixel", s),
+        )
+        for a, m in axis_maps
+    ]
     if None not in scales:
         return _resize(g, x[0], "linear", "half_pixel", out.shape, scales=scales)
     dtype, rank = out.data.dtype, len(in_shape)

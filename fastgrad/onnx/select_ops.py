@@ -6,6 +6,7 @@ not inputs of its node: they are written as constants (and checked, through
 ``table.holds``, not to change with the input's values), except indices that are an
 integer input of the graph, which stay that input.
 """
+
 import numpy as np
 
 from ..ops import embedding, select

@@ -6,6 +6,7 @@ out with the same semantics: ``approximate="none"`` is x * (1 + erf(x / sqrt 2))
 ``"tanh"`` is x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2, as PyTorch's.
 Each op's attributes are read in one accessor below, next to its mapping.
 """
+
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ def _scalar(g, value, out, base):
 
 
 # --------------------------------------------------------------------------- GELU
+
 
 def gelu_uses_tanh(node):
     """Whether a GELU node took approximate="tanh" (its kernels' first argument)."""
@@ -43,6 +45,7 @@ def gelu(g, node, x, out):
 
 # --------------------------------------------------------------------------- SiLU, ELU, Hardswish
 
+
 @maps(smooth.SiLU)
 def silu(g, node, x, out):
     return g.op("Mul", [x[0], g.op("Sigmoid", x)])
@@ -66,6 +69,7 @@ def hardswish(g, node, x, out):
 
 
 # --------------------------------------------------------------------------- PReLU
+
 
 @maps(smooth.PReLU)
 def prelu(g, node, x, out):

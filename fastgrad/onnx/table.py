@@ -1,6 +1,7 @@
 """The table of ONNX mappings: Function class -> the small function that writes its ONNX
 form. ``@maps(SomeFunction)`` adds an entry; ``fastgrad/onnx/__init__.py`` says how to
 write one."""
+
 import numpy as np
 
 MAPPINGS = {}
@@ -8,12 +9,14 @@ MAPPINGS = {}
 
 def maps(*function_classes):
     """Register the decorated function as the ONNX form of ``function_classes``."""
+
     def register(fn):
         for cls in function_classes:
             if cls in MAPPINGS:
                 raise ValueError(f"{cls.__name__} is mapped twice ({MAPPINGS[cls].__name__}, {fn.__name__})")
             MAPPINGS[cls] = fn
         return fn
+
     return register
 
 
@@ -38,10 +41,12 @@ HELD_ARRAYS = {}
 
 def holds(*function_classes):
     """Register the decorated ``node -> [array, ...]`` as the arrays ``function_classes`` hold."""
+
     def register(fn):
         for cls in function_classes:
             HELD_ARRAYS[cls] = fn
         return fn
+
     return register
 
 

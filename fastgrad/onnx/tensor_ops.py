@@ -4,6 +4,7 @@
 Each function takes the builder ``g``, the recorded Function ``node``, the value names of
 its inputs ``x`` and its output Tensor ``out``, and returns the name of its ONNX output.
 """
+
 import numpy as np
 
 from ..ops import elementwise, linalg, reduce, shape
@@ -11,10 +12,22 @@ from .errors import Unsupported
 from .graph import tensor_type
 from .table import maps
 
-_BINARY = {elementwise.Add: "Add", elementwise.Sub: "Sub", elementwise.Mul: "Mul",
-           elementwise.Div: "Div", elementwise.Pow: "Pow", linalg.MatMul: "MatMul"}
-_UNARY = {elementwise.Neg: "Neg", elementwise.Exp: "Exp", elementwise.Log: "Log",
-          elementwise.Sqrt: "Sqrt", elementwise.Abs: "Abs", elementwise.Clone: "Identity"}
+_BINARY = {
+    elementwise.Add: "Add",
+    elementwise.Sub: "Sub",
+    elementwise.Mul: "Mul",
+    elementwise.Div: "Div",
+    elementwise.Pow: "Pow",
+    linalg.MatMul: "MatMul",
+}
+_UNARY = {
+    elementwise.Neg: "Neg",
+    elementwise.Exp: "Exp",
+    elementwise.Log: "Log",
+    elementwise.Sqrt: "Sqrt",
+    elementwise.Abs: "Abs",
+    elementwise.Clone: "Identity",
+}
 
 
 @maps(*_BINARY)
@@ -60,9 +73,15 @@ def reshape(g, x, out_shape):
         for k in range(1, len(in_shape) + 1):
             if int(np.prod(in_shape[:k])) == out_shape[0] and int(np.prod(in_shape[k:])) == out_shape[1]:
                 merged = [{a: s for a, s in dyn.items() if lo <= a < hi} for lo, hi in ((0, k), (k, len(in_shape)))]
-                out_dyn = {i: (next(iter(m.values())) if len(m) == 1 and (i, k) in ((0, 1), (1, len(in_shape) - 1))
-                               else "_".join(m.values()) + _MERGED)
-                           for i, m in enumerate(merged) if m}
+                out_dyn = {
+                    i: (
+                        next(iter(m.values()))
+                        if len(m) == 1 and (i, k) in ((0, 1), (1, len(in_shape) - 1))
+                        else "_".join(m.values()) + _MERGED
+                    )
+                    for i, m in enumerate(merged)
+                    if m
+                }
                 return g.note(g.op("Flatten", [x], axis=k), out_shape, out_dyn)
     prefix = 0
     while prefix < min(len(in_shape), len(out_shape)) and in_shape[prefix] == out_shape[prefix]:
@@ -71,15 +90,18 @@ def reshape(g, x, out_shape):
     if moved == [0] and dyn[0].endswith(_MERGED) and out_shape:
         # the batch, merged by a Flatten with the axes after it (batch-major), split off
         # again: the leading axis is the one the others leave (-1)
-        symbol = dyn[0][:-len(_MERGED)] if out_shape[0] == 1 else dyn[0]
+        symbol = dyn[0][: -len(_MERGED)] if out_shape[0] == 1 else dyn[0]
         return g.note(g.op("Reshape", [x, g.int64s([-1, *out_shape[1:]], "shape")]), out_shape, {0: symbol})
     if moved:
-        raise Unsupported(f"reshape of {in_shape} to {out_shape} moves dynamic axis {moved[0]} "
-                          f"({dyn[moved[0]]!r}); a dynamic axis must stay among the leading dimensions "
-                          "a reshape keeps (as flatten(x, 1) does)")
+        raise Unsupported(
+            f"reshape of {in_shape} to {out_shape} moves dynamic axis {moved[0]} "
+            f"({dyn[moved[0]]!r}); a dynamic axis must stay among the leading dimensions "
+            "a reshape keeps (as flatten(x, 1) does)"
+        )
     target = [0] * prefix + list(out_shape[prefix:])
-    return g.note(g.op("Reshape", [x, g.int64s(target, "shape")]), out_shape,
-                  {a: s for a, s in dyn.items() if a < prefix})
+    return g.note(
+        g.op("Reshape", [x, g.int64s(target, "shape")]), out_shape, {a: s for a, s in dyn.items() if a < prefix}
+    )
 
 
 @maps(shape.Reshape)
@@ -96,8 +118,7 @@ def permutation(node):
 def permute(g, node, x, out):
     perm = permutation(node)
     dyn = g.dyn[x[0]]
-    return g.note(g.op("Transpose", x, perm=perm), out.shape,
-                  {i: dyn[d] for i, d in enumerate(perm) if d in dyn})
+    return g.note(g.op("Transpose", x, perm=perm), out.shape, {i: dyn[d] for i, d in enumerate(perm) if d in dyn})
 
 
 @maps(shape.Expand)
@@ -183,8 +204,10 @@ def index(g, node, x, out):
     y = x[0]
     if sliced:
         starts, ends, axes, steps = zip(*sliced)
-        y = g.op("Slice", [y, g.int64s(starts, "starts"), g.int64s(ends, "ends"), g.int64s(axes, "axes"),
-                           g.int64s(steps, "steps")])
+        y = g.op(
+            "Slice",
+            [y, g.int64s(starts, "starts"), g.int64s(ends, "ends"), g.int64s(axes, "axes"), g.int64s(steps, "steps")],
+        )
     if squeeze:
         y = g.op("Squeeze", [y, g.int64s(squeeze, "axes")])
     if unsqueeze:
@@ -195,6 +218,7 @@ def index(g, node, x, out):
 
 
 # --------------------------------------------------------------------------- reductions
+
 
 def _reduced_dyn(dyn, dims, keepdim):
     kept = [a for a in sorted(dyn) if a not in dims]

@@ -19,6 +19,7 @@ def tensor_cls():
     global _Tensor
     if _Tensor is None:
         from ..tensor import Tensor
+
         _Tensor = Tensor
     return _Tensor
 
@@ -36,8 +37,10 @@ def as_operands(op, a, b):
         if da == db:
             return a, b
         if da.kind == "f" and db.kind == "f":
-            raise TypeError(f"{op}: dtype mismatch: {da} and {db} (shapes {tuple(a.shape)} and "
-                            f"{tuple(b.shape)}); convert one with .float() or .double()")
+            raise TypeError(
+                f"{op}: dtype mismatch: {da} and {db} (shapes {tuple(a.shape)} and "
+                f"{tuple(b.shape)}); convert one with .float() or .double()"
+            )
         if da.kind == "f":
             return a, Tensor._from_op(b.data.astype(da), None)
         if db.kind == "f":
@@ -55,8 +58,9 @@ def _scalar_like(op, value, like):
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "f" and like.data.dtype.kind == "f" and value.dtype != like.data.dtype:
             raise TypeError(f"{op}: dtype mismatch: tensor {like.data.dtype} and array {value.dtype}")
-        return Tensor._from_op(value.astype(like.data.dtype, copy=False) if like.data.dtype.kind == "f"
-                               else value, None)
+        return Tensor._from_op(
+            value.astype(like.data.dtype, copy=False) if like.data.dtype.kind == "f" else value, None
+        )
     if isinstance(value, (float, int, np.number)):
         dtype = like._data.dtype
         if dtype.kind != "f" and isinstance(value, float):
@@ -116,6 +120,7 @@ def check_float(op, t):
 
 # --------------------------------------------------------------------------- remembered checks
 
+
 def _typed(v):
     """``v`` with the type of every part beside it: 1, 1.0 and True are different keys."""
     if type(v) is tuple:
@@ -171,15 +176,19 @@ def check_size(op, name, shape, dtype, max_elements=None):
     for d in shape:
         count *= int(d)
     if max_elements is not None and count > max_elements:
-        raise ValueError(f"{op}: {name} of shape {tuple(shape)} would have {count:,} elements, "
-                         f"more than the {max_elements:,} allowed per array")
+        raise ValueError(
+            f"{op}: {name} of shape {tuple(shape)} would have {count:,} elements, "
+            f"more than the {max_elements:,} allowed per array"
+        )
     itemsize = np.dtype(dtype).itemsize
     needed = count * itemsize
     limit = memory_bytes()
     if needed > limit:
-        raise ValueError(f"{op}: {name} of shape {tuple(shape)} has {count:,} elements, "
-                         f"{needed / 2**30:,.1f} GiB of {np.dtype(dtype).name}, more than this "
-                         f"machine's memory ({limit / 2**30:,.1f} GiB)")
+        raise ValueError(
+            f"{op}: {name} of shape {tuple(shape)} has {count:,} elements, "
+            f"{needed / 2**30:,.1f} GiB of {np.dtype(dtype).name}, more than this "
+            f"machine's memory ({limit / 2**30:,.1f} GiB)"
+        )
 
 
 class StepBuffers(dict):

@@ -9,6 +9,7 @@ softmax and log_softmax move ``dim`` to the last axis, run the row kernels on a
 ``inplace=True`` is accepted for PyTorch compatibility but computes out of place: the
 input is left unchanged and the result is returned, which is what callers use.
 """
+
 import numbers
 import warnings
 
@@ -31,6 +32,7 @@ def contiguous(a, dtype=None):
 
 # --------------------------------------------------------------------------- elementwise
 
+
 class _SavesOutput(Function):
     """An elementwise op whose derivative is a function of its output."""
 
@@ -46,8 +48,7 @@ class _SavesOutput(Function):
     def backward(self, grad):
         out = self.out
         grad_input = buffer_pool.empty(out.shape, out.dtype)
-        getattr(kernels, self.backward_kernel)(out, contiguous(grad, out.dtype), grad_input,
-                                               get_num_threads())
+        getattr(kernels, self.backward_kernel)(out, contiguous(grad, out.dtype), grad_input, get_num_threads())
         return (grad_input,)
 
 
@@ -100,8 +101,7 @@ class LeakyReLU(Function):
     def backward(self, grad):
         x = self.x
         grad_input = buffer_pool.empty(x.shape, x.dtype)
-        kernels.leaky_relu_backward(x, contiguous(grad, x.dtype), grad_input, self.negative_slope,
-                                    get_num_threads())
+        kernels.leaky_relu_backward(x, contiguous(grad, x.dtype), grad_input, self.negative_slope, get_num_threads())
         return (grad_input,)
 
 
@@ -138,6 +138,7 @@ def tanh(input):
 
 # --------------------------------------------------------------------------- softmax
 
+
 class _RowsLayout:
     """How an array maps onto (rows, cols) with ``dim`` as the columns, and back."""
 
@@ -145,7 +146,7 @@ class _RowsLayout:
         self.shape, self.dim = shape, dim
         self.last = len(shape) == 0 or dim == len(shape) - 1
         cols = shape[dim] if shape else 1
-        self.moved_shape = shape[:dim] + shape[dim + 1:] + (cols,)
+        self.moved_shape = shape[:dim] + shape[dim + 1 :] + (cols,)
         self.rows_shape = (int(np.prod(self.moved_shape[:-1], dtype=np.int64)), cols)
 
     def to_rows(self, a, dtype):
@@ -185,8 +186,12 @@ class LogSoftmax(Softmax):
 def _softmax_dim(op, input, dim):
     if dim is None:
         # PyTorch's legacy implicit choice, with its warning
-        warnings.warn(f"{op}: implicit dimension choice has been deprecated; pass dim=X "
-                      f"(using dim={0 if input.ndim in (0, 1, 3) else 1})", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{op}: implicit dimension choice has been deprecated; pass dim=X "
+            f"(using dim={0 if input.ndim in (0, 1, 3) else 1})",
+            UserWarning,
+            stacklevel=3,
+        )
         dim = 0 if input.ndim in (0, 1, 3) else 1
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
         raise TypeError(f"{op}: dim must be an integer, got {dim!r}")

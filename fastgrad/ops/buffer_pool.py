@@ -24,6 +24,7 @@ the pool. Its memory is, per array size, the most arrays of that size a step has
 at once; when sizes reach their most at different moments of a step, that is more than
 the plain path's peak (a ResNet-8 batch-64 step: 81 MiB of arrays against 69).
 """
+
 import math
 import sys
 import threading

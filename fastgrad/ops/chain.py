@@ -30,6 +30,7 @@ ChainPlan), makes the arrays it hands out (``bufs.new``) and names the kernels i
 Steps keep no state of their own between calls, so one plan serves any number of graphs
 and threads.
 """
+
 import contextlib
 
 import numpy as np
@@ -96,8 +97,7 @@ class ChainPlan:
         self.out_shape = steps[-1].out_shape if steps else None
         # the largest workspace any step asks for: taken once per call, so that every
         # kernel call of a traced run sees the same array
-        self.ws_size = max((size for step in steps for size in getattr(step, "ws_sizes", {}).values()),
-                           default=0)
+        self.ws_size = max((size for step in steps for size in getattr(step, "ws_sizes", {}).values()), default=0)
         self.spare = []
 
     def take_arena(self):
@@ -162,7 +162,7 @@ class Chain(Function):
             saved, i = [], 0
             for step, bufs in zip(plan.steps, arena.bufs):
                 k = step.n_weights
-                h, s = step.forward(h, weights[i:i + k], keep, bufs)
+                h, s = step.forward(h, weights[i : i + k], keep, bufs)
                 saved.append(s)
                 i += k
         if recorder is not None:
@@ -202,7 +202,7 @@ class Chain(Function):
             first = 0
         else:
             for s, step in enumerate(steps):
-                if True in needs[1 + i:1 + i + step.n_weights]:
+                if True in needs[1 + i : 1 + i + step.n_weights]:
                     first = s
                     break
                 i += step.n_weights
@@ -211,9 +211,10 @@ class Chain(Function):
             step = steps[s]
             k = step.n_weights
             i -= k
-            g, step_grads = step.backward(g, weights[i:i + k], self.saved[s], s > first or needs[0],
-                                          needs[1 + i:1 + i + k], bufs[s])
-            grads[1 + i:1 + i + k] = step_grads
+            g, step_grads = step.backward(
+                g, weights[i : i + k], self.saved[s], s > first or needs[0], needs[1 + i : 1 + i + k], bufs[s]
+            )
+            grads[1 + i : 1 + i + k] = step_grads
         grads[0] = g if needs[0] else None
         return grads
 

@@ -1,6 +1,7 @@
 """dropout2d: zero whole channels (every element of a (sample, channel) pair at once) with
 probability ``p`` while training, scaling the kept ones by 1 / (1 - p); one mask entry
 per channel, broadcast over the spatial dimensions, drawn by the Dropout op."""
+
 import numpy as np
 
 from ._util import check_float
@@ -13,8 +14,9 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     check_float("dropout2d", input)
     if input.ndim not in (3, 4):
-        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape {tuple(input.shape)}"
+        )
     if not training or p == 0:
         return input
     return Dropout.apply(input, p=float(p), per_channel=True)

@@ -10,6 +10,7 @@ Two other paths run this ConvStep: a Sequential's chain (ops/chain.py), and a pl
 ``fastgrad.compile``, which replays ``Conv2d.forward``/``backward`` (and so this Step) on
 its slots' arrays (fastgrad/compile/plan.py, docs/fast-path.md).
 """
+
 import functools
 import threading
 
@@ -65,15 +66,24 @@ class ConvStep:
             self.buffers["masked"] = self.out_shape
         self.pool_masks = False  # set when a max pool after it applies the ReLU's mask
         backend = kernels.backend
-        self.ws_sizes = {kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape,
-                                              params, n_threads)
-                         for kind in ("forward", "backward_input", "backward_weight")}
+        self.ws_sizes = {
+            kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape, params, n_threads)
+            for kind in ("forward", "backward_input", "backward_weight")
+        }
 
     def forward(self, x, weights, keep, bufs):
         bias = weights[1] if self.n_weights == 2 else None
         out = arena_array(bufs, "out", self.out_shape, x.dtype)
-        bufs.kernels.conv2d_forward(x, weights[0], bias, out, *self.params, self.relu,
-                               workspace(self.ws_sizes["forward"], x.dtype), self.n_threads)
+        bufs.kernels.conv2d_forward(
+            x,
+            weights[0],
+            bias,
+            out,
+            *self.params,
+            self.relu,
+            workspace(self.ws_sizes["forward"], x.dtype),
+            self.n_threads,
+        )
         return out, ((x, out) if keep else None)
 
     def backward(self, grad, weights, saved, need_x, need_weights, bufs):
@@ -84,15 +94,15 @@ class ConvStep:
         gx = None
         if need_x:
             gx = arena_array(bufs, "gx", self.x_shape, dtype)
-            bufs.kernels.conv2d_backward_input(grad, weights[0], gx, *params,
-                                          workspace(self.ws_sizes["backward_input"], dtype),
-                                          n_threads)
+            bufs.kernels.conv2d_backward_input(
+                grad, weights[0], gx, *params, workspace(self.ws_sizes["backward_input"], dtype), n_threads
+            )
         grads = [None] * self.n_weights
         if need_weights[0]:
             gw = grads[0] = bufs.new(self.w_shape, dtype)
-            bufs.kernels.conv2d_backward_weight(x, grad, gw, *params,
-                                           workspace(self.ws_sizes["backward_weight"], dtype),
-                                           n_threads)
+            bufs.kernels.conv2d_backward_weight(
+                x, grad, gw, *params, workspace(self.ws_sizes["backward_weight"], dtype), n_threads
+            )
         if self.n_weights == 2 and need_weights[1]:
             gb = grads[1] = bufs.new(self.w_shape[0], dtype)
             bufs.kernels.conv2d_backward_bias(grad, gb, n_threads)
@@ -111,8 +121,7 @@ class Conv2d(Function):
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
         if step is None:
-            step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu,
-                            _config.get_num_threads())
+            step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu, _config.get_num_threads())
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out
@@ -126,11 +135,17 @@ class Conv2d(Function):
 
 # --------------------------------------------------------------------------- arguments
 
+
 def _pair(fn, name, value, minimum):
     if type(value) is int and value >= minimum:  # the common cases, checked first
         return value, value
-    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int
-            and type(value[1]) is int and min(value) >= minimum):
+    if (
+        type(value) is tuple
+        and len(value) == 2
+        and type(value[0]) is int
+        and type(value[1]) is int
+        and min(value) >= minimum
+    ):
         return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         pair = (value, value)
@@ -153,11 +168,9 @@ def _padding(fn, padding, stride, dilation, kernel_hw):
         if padding == "valid":
             return (0, 0), False
         if padding != "same":
-            raise ValueError(f"{fn}: padding must be 'valid', 'same', an int or a pair of ints, "
-                             f"got {padding!r}")
+            raise ValueError(f"{fn}: padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
         if stride != (1, 1):
-            raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions "
-                             f"(stride={stride})")
+            raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions (stride={stride})")
         # The total padding is dil*(k-1); an odd total puts the extra row/column at the
         # bottom/right, as PyTorch does.
         return tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel_hw)), True
@@ -182,28 +195,29 @@ def _conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtyp
     if min(Co, Cg, kh, kw) < 1:
         raise ValueError(f"{fn}: weight has an empty dimension: shape {tuple(w_shape)}")
     if Co % groups:
-        raise ValueError(f"{fn}: {Co} output channels (weight {tuple(w_shape)}) are not "
-                         f"divisible by groups={groups}")
+        raise ValueError(f"{fn}: {Co} output channels (weight {tuple(w_shape)}) are not divisible by groups={groups}")
     if C != Cg * groups:
-        raise ValueError(f"{fn}: weight {tuple(w_shape)} with groups={groups} expects input "
-                         f"with {Cg * groups} channels, got input of shape {tuple(x_shape)}")
+        raise ValueError(
+            f"{fn}: weight {tuple(w_shape)} with groups={groups} expects input "
+            f"with {Cg * groups} channels, got input of shape {tuple(x_shape)}"
+        )
     (pt, pl), same = _padding(fn, padding, stride, dilation, (kh, kw))
     eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
     ph, pw = (H + eh - 1, W + ew - 1) if same else (H + 2 * pt, W + 2 * pl)
     if eh > ph or ew > pw:
-        raise ValueError(f"{fn}: kernel size ({kh}, {kw}) with dilation {dilation} spans "
-                         f"({eh}, {ew}), larger than the padded input ({ph}, {pw})")
+        raise ValueError(
+            f"{fn}: kernel size ({kh}, {kw}) with dilation {dilation} spans "
+            f"({eh}, {ew}), larger than the padded input ({ph}, {pw})"
+        )
     out_hw = (H, W) if same else ((ph - eh) // stride[0] + 1, (pw - ew) // stride[1] + 1)
     # the input may be a broadcast view of almost no memory: count with Python ints
-    for name, shape in (("input", (N, C, H, W)), ("weight", (Co, Cg, kh, kw)),
-                        ("output", (N, Co) + out_hw)):
+    for name, shape in (("input", (N, C, H, W)), ("weight", (Co, Cg, kh, kw)), ("output", (N, Co) + out_hw)):
         check_size(fn, name, shape, dtype, MAX_INDEXED_ELEMENTS)
     return (stride[0], stride[1], pt, pl, dilation[0], dilation[1], groups), out_hw
 
 
 def conv_geometry(fn, x_shape, w_shape, stride, padding, dilation, groups, dtype=np.float32):
-    return _conv_geometry(fn, tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups,
-                          np.dtype(dtype))
+    return _conv_geometry(fn, tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, np.dtype(dtype))
 
 
 conv_geometry.__doc__ = _conv_geometry.__doc__
@@ -215,26 +229,27 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
         if not isinstance(t, Tensor):
             raise TypeError(f"{fn}: {name} must be a Tensor, got {type(t).__name__}")
         if t.data.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{fn}: {name} must be a float32 or float64 tensor, "
-                            f"got dtype {t.data.dtype}")
+            raise TypeError(f"{fn}: {name} must be a float32 or float64 tensor, got dtype {t.data.dtype}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"{fn}: bias must be a Tensor or None, got {type(bias).__name__}")
     x_data, w_data = input.data, weight.data
     if x_data.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
-        out = _conv(fn, input.reshape(1, *input.shape), weight, bias, stride, padding, dilation,
-                    groups, relu)
+        out = _conv(fn, input.reshape(1, *input.shape), weight, bias, stride, padding, dilation, groups, relu)
         return out.reshape(*out.shape[1:])
     if x_data.ndim != 4:
-        raise ValueError(f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), "
-                         f"got shape {x_data.shape}")
+        raise ValueError(
+            f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), got shape {x_data.shape}"
+        )
     if w_data.ndim != 4:
-        raise ValueError(f"{fn}: expected weight with 4 dimensions (C_out, C_in/groups, kH, kW), "
-                         f"got shape {w_data.shape}")
+        raise ValueError(
+            f"{fn}: expected weight with 4 dimensions (C_out, C_in/groups, kH, kW), got shape {w_data.shape}"
+        )
     if x_data.dtype != w_data.dtype:
-        raise TypeError(f"{fn}: input has dtype {x_data.dtype} but weight has {w_data.dtype}; "
-                        "convert one with .float() or .double()")
-    params, out_hw = conv_geometry(fn, x_data.shape, w_data.shape, stride, padding, dilation,
-                                   groups, x_data.dtype)
+        raise TypeError(
+            f"{fn}: input has dtype {x_data.dtype} but weight has {w_data.dtype}; "
+            "convert one with .float() or .double()"
+        )
+    params, out_hw = conv_geometry(fn, x_data.shape, w_data.shape, stride, padding, dilation, groups, x_data.dtype)
     if bias is not None:
         Co = w_data.shape[0]
         if bias.data.dtype != x_data.dtype:

@@ -9,6 +9,7 @@
   transposed layout (C_in, C_out/groups, kH, kW), which is exactly the conv weight that maps
   the output's channels to the input's.
 """
+
 import numpy as np
 
 from .. import _config, kernels
@@ -35,23 +36,34 @@ def _as_2d(fn, input, batched_ndim=3):
     if not isinstance(input, Tensor):
         raise TypeError(f"{fn}: input must be a Tensor, got {type(input).__name__}")
     if input.ndim not in (batched_ndim - 1, batched_ndim):
-        raise ValueError(f"{fn}: expected input with 3 dimensions (N, C, L) or 2 (C, L), got shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"{fn}: expected input with 3 dimensions (N, C, L) or 2 (C, L), got shape {tuple(input.shape)}"
+        )
     return unsqueeze(input, -2)
 
 
 # --------------------------------------------------------------------------- 1-D
+
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """As torch.nn.functional.conv1d: (N, C_in, L) or (C_in, L) input, weight (C_out, C_in/groups, k)."""
     x = _as_2d("conv1d", input)
     Tensor = tensor_cls()
     if not isinstance(weight, Tensor) or weight.ndim != 3:
-        raise ValueError(f"conv1d: expected weight with 3 dimensions (C_out, C_in/groups, k), got "
-                         f"{tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__}")
+        raise ValueError(
+            f"conv1d: expected weight with 3 dimensions (C_out, C_in/groups, k), got "
+            f"{tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__}"
+        )
     pad = padding if isinstance(padding, str) else (0, _single("conv1d", "padding", padding))
-    out = conv2d(x, unsqueeze(weight, 2), bias, (1, _single("conv1d", "stride", stride)), pad,
-                 (1, _single("conv1d", "dilation", dilation)), groups)
+    out = conv2d(
+        x,
+        unsqueeze(weight, 2),
+        bias,
+        (1, _single("conv1d", "stride", stride)),
+        pad,
+        (1, _single("conv1d", "dilation", dilation)),
+        groups,
+    )
     return squeeze(out, -2)
 
 
@@ -60,8 +72,15 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x = _as_2d("max_pool1d", input)
     k = _single("max_pool1d", "kernel_size", kernel_size)
     s = k if stride is None or stride == () else _single("max_pool1d", "stride", stride)
-    out = max_pool2d(x, (1, k), (1, s), (0, _single("max_pool1d", "padding", padding)),
-                     (1, _single("max_pool1d", "dilation", dilation)), ceil_mode, return_indices)
+    out = max_pool2d(
+        x,
+        (1, k),
+        (1, s),
+        (0, _single("max_pool1d", "padding", padding)),
+        (1, _single("max_pool1d", "dilation", dilation)),
+        ceil_mode,
+        return_indices,
+    )
     if return_indices:
         values, indices = out
         return squeeze(values, -2), squeeze(indices, -2)
@@ -73,12 +92,12 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     x = _as_2d("avg_pool1d", input)
     k = _single("avg_pool1d", "kernel_size", kernel_size)
     s = k if stride is None or stride == () else _single("avg_pool1d", "stride", stride)
-    out = avg_pool2d(x, (1, k), (1, s), (0, _single("avg_pool1d", "padding", padding)), ceil_mode,
-                     count_include_pad)
+    out = avg_pool2d(x, (1, k), (1, s), (0, _single("avg_pool1d", "padding", padding)), ceil_mode, count_include_pad)
     return squeeze(out, -2)
 
 
 # --------------------------------------------------------------------------- transposed
+
 
 class ConvTranspose2d(Function):
     """y = conv2d's input gradient of x (the adjoint of conv2d by weight), + bias."""
@@ -90,8 +109,10 @@ class ConvTranspose2d(Function):
         weight = np.ascontiguousarray(weight)
         n_threads = _config.get_num_threads()
         backend = kernels.backend
-        sizes = {kind: workspace_size(backend, kind, out_shape, weight.shape, x.shape, params, n_threads)
-                 for kind in ("forward", "backward_input", "backward_weight")}
+        sizes = {
+            kind: workspace_size(backend, kind, out_shape, weight.shape, x.shape, params, n_threads)
+            for kind in ("forward", "backward_input", "backward_weight")
+        }
         y = np.empty(out_shape, x.dtype)
         kernels.conv2d_backward_input(x, weight, y, *params, workspace(sizes["backward_input"], x.dtype), n_threads)
         if bias is not None:
@@ -107,12 +128,14 @@ class ConvTranspose2d(Function):
         gx = gw = gb = None
         if needs[0]:
             gx = np.empty(x.shape, x.dtype)
-            kernels.conv2d_forward(grad, weight, None, gx, *params, False,
-                                   workspace(self.sizes["forward"], x.dtype), n_threads)
+            kernels.conv2d_forward(
+                grad, weight, None, gx, *params, False, workspace(self.sizes["forward"], x.dtype), n_threads
+            )
         if needs[1]:
             gw = np.empty(weight.shape, x.dtype)
-            kernels.conv2d_backward_weight(grad, x, gw, *params, workspace(self.sizes["backward_weight"], x.dtype),
-                                           n_threads)
+            kernels.conv2d_backward_weight(
+                grad, x, gw, *params, workspace(self.sizes["backward_weight"], x.dtype), n_threads
+            )
         if self.has_bias:
             if needs[2]:
                 gb = np.empty(weight.shape[1] * params[6], x.dtype)
@@ -136,11 +159,13 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         out = conv_transpose2d(unsqueeze(input, 0), weight, bias, stride, padding, output_padding, groups, dilation)
         return squeeze(out, 0)
     if input.ndim != 4:
-        raise ValueError(f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), got shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), got shape {tuple(input.shape)}"
+        )
     if weight.ndim != 4:
-        raise ValueError(f"{fn}: expected weight with 4 dimensions (C_in, C_out/groups, kH, kW), got shape "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"{fn}: expected weight with 4 dimensions (C_in, C_out/groups, kH, kW), got shape {tuple(weight.shape)}"
+        )
     if input.dtype != weight.dtype:
         raise TypeError(f"{fn}: input has dtype {input.dtype} but weight has {weight.dtype}")
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
@@ -150,8 +175,10 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     n, c_in, h, w = input.shape
     wc_in, c_out_g, kh, kw = weight.shape
     if wc_in != c_in:
-        raise ValueError(f"{fn}: weight {tuple(weight.shape)} expects input with {wc_in} channels, got input of "
-                         f"shape {tuple(input.shape)}")
+        raise ValueError(
+            f"{fn}: weight {tuple(weight.shape)} expects input with {wc_in} channels, got input of "
+            f"shape {tuple(input.shape)}"
+        )
     if c_in % groups:
         raise ValueError(f"{fn}: {c_in} input channels are not divisible by groups={groups}")
     if min(c_out_g, kh, kw) < 1:
@@ -159,11 +186,15 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     for op, s, d in zip(output_padding, stride, dilation):
         if op >= s:
             raise ValueError(f"{fn}: output_padding {output_padding} must be smaller than the stride {stride}")
-    out_hw = tuple((size - 1) * s - 2 * p + d * (k - 1) + op + 1
-                   for size, s, p, d, k, op in zip((h, w), stride, padding, dilation, (kh, kw), output_padding))
+    out_hw = tuple(
+        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for size, s, p, d, k, op in zip((h, w), stride, padding, dilation, (kh, kw), output_padding)
+    )
     if min(out_hw) < 1:
-        raise ValueError(f"{fn}: the output would have size {out_hw} (input {tuple(input.shape)}, kernel "
-                         f"{(kh, kw)}, stride {stride}, padding {padding}): padding is too large")
+        raise ValueError(
+            f"{fn}: the output would have size {out_hw} (input {tuple(input.shape)}, kernel "
+            f"{(kh, kw)}, stride {stride}, padding {padding}): padding is too large"
+        )
     out_shape = (n, c_out_g * groups) + out_hw
     check_size(fn, "output", out_shape, input.dtype, MAX_INDEXED_ELEMENTS)
     params = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], int(groups))

@@ -1,13 +1,13 @@
 """Dropout: while training, zero each element with probability ``p`` and scale the kept
 ones by 1 / (1 - p) (inverted dropout, so evaluation needs no rescaling); the identity
 otherwise. The mask is drawn from fastgrad's generator, so ``manual_seed`` fixes it."""
+
 import numpy as np
 
 from .. import _config
 from ..autograd import Function
 from . import buffer_pool
-from ._util import check_float
-from ._util import check_size
+from ._util import check_float, check_size
 
 
 class Dropout(Function):

@@ -1,5 +1,6 @@
 """Elementwise arithmetic with numpy broadcasting; each backward reduces its gradient to
 the shape of its input (``unbroadcast``)."""
+
 import numpy as np
 
 from ..autograd import Function
@@ -32,8 +33,10 @@ class Sub(Function):
 
     def backward(self, grad):
         sa, sb = self.shapes
-        return (unbroadcast(grad, sa) if self.needs_input_grad[0] else None,
-                unbroadcast(-grad, sb) if self.needs_input_grad[1] else None)
+        return (
+            unbroadcast(grad, sa) if self.needs_input_grad[0] else None,
+            unbroadcast(-grad, sb) if self.needs_input_grad[1] else None,
+        )
 
 
 class Mul(Function):
@@ -43,8 +46,10 @@ class Mul(Function):
 
     def backward(self, grad):
         a, b = self.a, self.b
-        return (unbroadcast(grad * b, a.shape) if self.needs_input_grad[0] else None,
-                unbroadcast(grad * a, b.shape) if self.needs_input_grad[1] else None)
+        return (
+            unbroadcast(grad * b, a.shape) if self.needs_input_grad[0] else None,
+            unbroadcast(grad * a, b.shape) if self.needs_input_grad[1] else None,
+        )
 
 
 class Div(Function):

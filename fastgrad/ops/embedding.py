@@ -1,5 +1,6 @@
 """Lookup tables: ``embedding`` (rows of a weight matrix picked by integer indices, whose
 gradient adds each row's incoming gradients up) and ``one_hot``."""
+
 import numpy as np
 
 from ..autograd import Function
@@ -29,8 +30,7 @@ def _indices(op, input, limit):
     return data.astype(np.int64, copy=False)
 
 
-def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
-              sparse=False):
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
     """As torch.nn.functional.embedding: weight[input]. ``max_norm``, ``scale_grad_by_freq`` and
     ``sparse`` are not supported."""
     Tensor = tensor_cls()

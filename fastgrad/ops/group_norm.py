@@ -2,6 +2,7 @@
 and group normalization (over groups of channels of each sample), with optional affine
 weight and bias; the statistics are those of the sample itself, in training and eval
 alike. The kernels (``group_norm`` family) see the input as (R, K) and (N, C, S)."""
+
 import math
 
 import numpy as np
@@ -19,15 +20,15 @@ def _c(a):
 class LayerNorm(Function):
     def forward(self, x, *affine, n_dims, has_weight, has_bias, eps):
         shape = x.shape
-        k = math.prod(shape[len(shape) - n_dims:])
-        x2 = _c(x).reshape(-1, k) if k else np.empty((math.prod(shape[:len(shape) - n_dims]), 0), x.dtype)
+        k = math.prod(shape[len(shape) - n_dims :])
+        x2 = _c(x).reshape(-1, k) if k else np.empty((math.prod(shape[: len(shape) - n_dims]), 0), x.dtype)
         weight = _c(affine[0]).reshape(k) if has_weight else None
         bias = _c(affine[-1]).reshape(k) if has_bias else None
         out = np.empty(x2.shape, x2.dtype)
         mean, rstd = np.empty(x2.shape[0], x2.dtype), np.empty(x2.shape[0], x2.dtype)
         kernels.layer_norm_forward(x2, weight, bias, eps, out, mean, rstd, get_num_threads())
         self.x2, self.weight, self.mean, self.rstd, self.shape = x2, weight, mean, rstd, shape
-        self.has_weight, self.has_bias, self.affine_shape = has_weight, has_bias, shape[len(shape) - n_dims:]
+        self.has_weight, self.has_bias, self.affine_shape = has_weight, has_bias, shape[len(shape) - n_dims :]
         return out.reshape(shape)
 
     def backward(self, grad):
@@ -36,8 +37,17 @@ class LayerNorm(Function):
         gi = np.empty(x2.shape, x2.dtype)
         gw = np.empty(k, x2.dtype) if self.has_weight and needs[1] else None
         gb = np.empty(k, x2.dtype) if self.has_bias and needs[-1] else None
-        kernels.layer_norm_backward(x2, np.ascontiguousarray(grad, x2.dtype).reshape(x2.shape), self.weight,
-                                    self.mean, self.rstd, gi, gw, gb, get_num_threads())
+        kernels.layer_norm_backward(
+            x2,
+            np.ascontiguousarray(grad, x2.dtype).reshape(x2.shape),
+            self.weight,
+            self.mean,
+            self.rstd,
+            gi,
+            gw,
+            gb,
+            get_num_threads(),
+        )
         grads = [gi.reshape(self.shape)]
         if self.has_weight:
             grads.append(None if gw is None else gw.reshape(self.affine_shape))
@@ -70,13 +80,14 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     check_float("layer_norm", input)
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     n = len(normalized_shape)
-    if n == 0 or tuple(input.shape[input.ndim - n:]) != normalized_shape or input.ndim < n:
-        raise RuntimeError(f"Given normalized_shape={list(normalized_shape)}, expected input with shape "
-                           f"[*, {', '.join(map(str, normalized_shape))}], but got input of size "
-                           f"{list(input.shape)}")
+    if n == 0 or tuple(input.shape[input.ndim - n :]) != normalized_shape or input.ndim < n:
+        raise RuntimeError(
+            f"Given normalized_shape={list(normalized_shape)}, expected input with shape "
+            f"[*, {', '.join(map(str, normalized_shape))}], but got input of size "
+            f"{list(input.shape)}"
+        )
     affine = _affine("layer_norm", weight, bias, normalized_shape, input.dtype)
-    return LayerNorm.apply(input, *affine, n_dims=n, has_weight=weight is not None, has_bias=bias is not None,
-                           eps=eps)
+    return LayerNorm.apply(input, *affine, n_dims=n, has_weight=weight is not None, has_bias=bias is not None, eps=eps)
 
 
 class GroupNorm(Function):
@@ -99,8 +110,18 @@ class GroupNorm(Function):
         gi = np.empty(x3.shape, x3.dtype)
         gw = np.empty(c, x3.dtype) if self.has_weight and needs[1] else None
         gb = np.empty(c, x3.dtype) if self.has_bias and needs[-1] else None
-        kernels.group_norm_backward(x3, np.ascontiguousarray(grad, x3.dtype).reshape(x3.shape), self.weight,
-                                    self.mean, self.rstd, self.num_groups, gi, gw, gb, get_num_threads())
+        kernels.group_norm_backward(
+            x3,
+            np.ascontiguousarray(grad, x3.dtype).reshape(x3.shape),
+            self.weight,
+            self.mean,
+            self.rstd,
+            self.num_groups,
+            gi,
+            gw,
+            gb,
+            get_num_threads(),
+        )
         grads = [gi.reshape(self.shape)]
         if self.has_weight:
             grads.append(gw)
@@ -116,12 +137,16 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise TypeError(f"group_norm: expected a Tensor, got {type(input).__name__}")
     check_float("group_norm", input)
     if input.ndim < 2:
-        raise RuntimeError(f"group_norm: expected an input with at least 2 dimensions (N, C, *), got shape "
-                           f"{tuple(input.shape)}")
+        raise RuntimeError(
+            f"group_norm: expected an input with at least 2 dimensions (N, C, *), got shape {tuple(input.shape)}"
+        )
     c = input.shape[1]
     if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 or c % num_groups:
-        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input "
-                           f"of shape {list(input.shape)} and num_groups={num_groups}")
+        raise RuntimeError(
+            f"Expected number of channels in input to be divisible by num_groups, but got input "
+            f"of shape {list(input.shape)} and num_groups={num_groups}"
+        )
     affine = _affine("group_norm", weight, bias, (c,), input.dtype)
-    return GroupNorm.apply(input, *affine, num_groups=num_groups, has_weight=weight is not None,
-                           has_bias=bias is not None, eps=eps)
+    return GroupNorm.apply(
+        input, *affine, num_groups=num_groups, has_weight=weight is not None, has_bias=bias is not None, eps=eps
+    )

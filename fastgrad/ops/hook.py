@@ -5,11 +5,11 @@ hooked module's call (as PyTorch's BackwardHookFunction): the forward passes the
 on unchanged; the backward hands the gathered gradient to ``on_grad``, which returns the
 gradient to pass on (the same, a replacement, or None to stop it).
 """
+
 from ..autograd import Function
 
 
 class GradientTap(Function):
-
     def forward(self, x, on_grad):
         self.on_grad = on_grad
         return x

@@ -8,6 +8,7 @@ given (and recompute_scale_factor is not set), as in PyTorch. Bilinear is separa
 axis is a (rows -> two source rows with weights) map applied by a gather, and the
 backward scatters the gradient back through the same maps.
 """
+
 import math
 import numbers
 
@@ -86,31 +87,43 @@ class Linear(Function):
 def _per_dim(name, value, n):
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
     if len(values) != n:
-        raise ValueError(f"Input and {name} must have the same number of spatial dimensions, but got input with "
-                         f"spatial dimensions of {n} and {name} {value!r}")
+        raise ValueError(
+            f"Input and {name} must have the same number of spatial dimensions, but got input with "
+            f"spatial dimensions of {n} and {name} {value!r}"
+        )
     return values
 
 
-def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
-                recompute_scale_factor=None, antialias=False):
+def interpolate(
+    input,
+    size=None,
+    scale_factor=None,
+    mode="nearest",
+    align_corners=None,
+    recompute_scale_factor=None,
+    antialias=False,
+):
     """As torch.nn.functional.interpolate, for mode "nearest" and "bilinear"."""
     Tensor = tensor_cls()
     if not isinstance(input, Tensor):
         raise TypeError(f"interpolate: input must be a Tensor, got {type(input).__name__}")
     if mode not in ("nearest", "bilinear"):
-        raise NotImplementedError(f"interpolate: mode {mode!r} is not supported (fastgrad has 'nearest' and "
-                                  "'bilinear')")
+        raise NotImplementedError(
+            f"interpolate: mode {mode!r} is not supported (fastgrad has 'nearest' and 'bilinear')"
+        )
     if antialias:
         raise NotImplementedError("interpolate: antialias=True is not supported")
     if mode == "nearest" and align_corners is not None:
-        raise ValueError("align_corners option can only be set with the interpolating modes: linear | bilinear | "
-                         "bicubic | trilinear")
+        raise ValueError(
+            "align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | trilinear"
+        )
     n_spatial = input.ndim - 2
     if mode == "bilinear" and input.ndim != 4:
         raise NotImplementedError(f"Got {input.ndim}D input, but bilinear mode needs 4D input")
     if n_spatial not in (1, 2, 3):
-        raise ValueError(f"interpolate: expected a 3-D, 4-D or 5-D input (N, C, *spatial), got shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"interpolate: expected a 3-D, 4-D or 5-D input (N, C, *spatial), got shape {tuple(input.shape)}"
+        )
     if (size is None) == (scale_factor is None):
         raise ValueError("only one of size or scale_factor should be defined")
     check_float("interpolate", input)
@@ -134,9 +147,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     check_size("interpolate", "output", tuple(input.shape[:2]) + tuple(out_sizes), input.dtype)
     axes = range(2, input.ndim)
     if mode == "nearest":
-        indices = [(a, _nearest_index(n_in, n_out, s))
-                   for a, n_in, n_out, s in zip(axes, in_sizes, out_sizes, scales)]
+        indices = [(a, _nearest_index(n_in, n_out, s)) for a, n_in, n_out, s in zip(axes, in_sizes, out_sizes, scales)]
         return Nearest.apply(input, indices=indices)
-    maps = [(a, _linear_map(n_in, n_out, s, bool(align_corners)))
-            for a, n_in, n_out, s in zip(axes, in_sizes, out_sizes, scales)]
+    maps = [
+        (a, _linear_map(n_in, n_out, s, bool(align_corners)))
+        for a, n_in, n_out, s in zip(axes, in_sizes, out_sizes, scales)
+    ]
     return Linear.apply(input, maps=maps)

@@ -1,4 +1,5 @@
 """Matrix products with numpy's matmul semantics (1-D, 2-D and batched, broadcasting)."""
+
 import numpy as np
 
 from ..autograd import Function
@@ -13,8 +14,7 @@ class MatMul(Function):
     def backward(self, grad):
         a, b = self.a, self.b
         if a.ndim == 1 and b.ndim == 1:  # a dot product
-            return (grad * b if self.needs_input_grad[0] else None,
-                    grad * a if self.needs_input_grad[1] else None)
+            return (grad * b if self.needs_input_grad[0] else None, grad * a if self.needs_input_grad[1] else None)
         # Promote 1-D operands to matrices as matmul does, then undo it on the way out.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -42,8 +42,9 @@ def matmul(a, b):
     ka = sa[-1]
     kb = sb[0] if b.ndim == 1 else sb[-2]
     if ka != kb:
-        raise ValueError(f"matmul: shapes {tuple(sa)} and {tuple(sb)} are not aligned "
-                         f"({ka} != {kb} in the contracted dimension)")
+        raise ValueError(
+            f"matmul: shapes {tuple(sa)} and {tuple(sb)} are not aligned ({ka} != {kb} in the contracted dimension)"
+        )
     try:
         np.broadcast_shapes(sa[:-2], sb[:-2])
     except ValueError:

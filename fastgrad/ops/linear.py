@@ -5,15 +5,15 @@ in one pass over the output).
 The kernels (``fastgrad.kernels.linear_*``) work on matrices: leading dimensions of the
 input are flattened into rows here and restored on the way out.
 """
+
 import math
 
 import numpy as np
 
-from .. import _config, kernels
+from .. import _config
 from ..autograd import Function
 from ._util import StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
-
 
 # Batches up to this many rows take all three gradients in one pass over the weight
 # (linear_backward): at a few rows the products are memory-bound, and one pass touches
@@ -57,8 +57,7 @@ class LinearStep:
             grads[1] = bufs.new(self.w_shape[0], dtype)
         gw, gb = grads[0], grads[1] if self.n_weights == 2 else None
         if self.fused_backward:  # the ReLU's mask and all three products in one pass
-            kernels.linear_backward(x2, grad, out if self.relu else None, weights[0], gx, gw, gb,
-                                    n_threads)
+            kernels.linear_backward(x2, grad, out if self.relu else None, weights[0], gx, gw, gb, n_threads)
         else:
             if self.relu:
                 grad = relu_backward_step(out, grad, bufs, "masked", n_threads)
@@ -118,17 +117,21 @@ def _check_shapes(fn, in_shape, in_dtype, w_shape, w_dtype, bias):
     input = _Shaped(in_shape, in_dtype)
     weight = _Shaped(w_shape, w_dtype)
     if weight.ndim != 2:
-        raise ValueError(f"{fn}: expected weight with 2 dimensions (out_features, in_features), "
-                         f"got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"{fn}: expected weight with 2 dimensions (out_features, in_features), got shape {tuple(weight.shape)}"
+        )
     if input.ndim < 1:
         raise ValueError(f"{fn}: expected input of shape (*, in_features), got a 0-d tensor")
     out_features, in_features = weight.shape
     if input.shape[-1] != in_features:
-        raise ValueError(f"{fn}: input has {input.shape[-1]} features, weight expects {in_features} "
-                         f"(input shape {tuple(input.shape)}, weight shape {tuple(weight.shape)})")
+        raise ValueError(
+            f"{fn}: input has {input.shape[-1]} features, weight expects {in_features} "
+            f"(input shape {tuple(input.shape)}, weight shape {tuple(weight.shape)})"
+        )
     if input.dtype != weight.dtype:
-        raise TypeError(f"{fn}: input has dtype {input.dtype} but weight has {weight.dtype}; "
-                        "convert one with .float() or .double()")
+        raise TypeError(
+            f"{fn}: input has dtype {input.dtype} but weight has {weight.dtype}; convert one with .float() or .double()"
+        )
     # before anything is allocated: the input may be a broadcast view that the contiguous
     # copy expands, and the output has a row per input row
     check_size(fn, "input", input.shape, input.dtype)

@@ -11,6 +11,7 @@ Class-index losses take input (N, C) with targets (N,), or (N, C, d1, ...) with 
 unbatched (C,) with a 0-d target. Gradients flow to ``input`` (and to ``target`` for
 mse_loss and binary_cross_entropy_with_logits), never to ``weight`` or ``pos_weight``.
 """
+
 import math
 import numbers
 
@@ -26,6 +27,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 # --------------------------------------------------------------------------- validation
+
 
 def _check_reduction(op, reduction):
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
@@ -53,14 +55,19 @@ def _float_target(op, input, target):
     """A float target of the input's shape and dtype (for mse and bce)."""
     target = _as_tensor(op, "target", target)
     if target.dtype.kind != "f":
-        raise TypeError(f"{op}: expected a float target of dtype {input.dtype} (the input's), got "
-                        f"{target.dtype}; convert it with .float() or .double()")
+        raise TypeError(
+            f"{op}: expected a float target of dtype {input.dtype} (the input's), got "
+            f"{target.dtype}; convert it with .float() or .double()"
+        )
     if target.dtype != input.dtype:
-        raise TypeError(f"{op}: input has dtype {input.dtype} but target has {target.dtype}; "
-                        "convert one with .float() or .double()")
+        raise TypeError(
+            f"{op}: input has dtype {input.dtype} but target has {target.dtype}; convert one with .float() or .double()"
+        )
     if target.shape != input.shape:
-        raise ValueError(f"{op}: target shape {tuple(target.shape)} differs from input shape "
-                         f"{tuple(input.shape)}; they must be equal")
+        raise ValueError(
+            f"{op}: target shape {tuple(target.shape)} differs from input shape "
+            f"{tuple(input.shape)}; they must be equal"
+        )
     return target
 
 
@@ -86,6 +93,7 @@ def _mean(total, count):
 
 
 # --------------------------------------------------------------------------- class layout
+
 
 class _ClassLayout:
     """Input (N, C, d1, ...) as (rows, C) with the class axis last, targets as (rows,).
@@ -123,11 +131,15 @@ def _class_args(op, input, target, weight, ignore_index, reduction):
     layout = _ClassLayout(input.shape)
     target = _as_tensor(op, "target", target)
     if target.dtype.kind not in "iu":
-        raise TypeError(f"{op}: expected integer class indices as target (int64), got dtype "
-                        f"{target.dtype}; class-probability targets are not supported")
+        raise TypeError(
+            f"{op}: expected integer class indices as target (int64), got dtype "
+            f"{target.dtype}; class-probability targets are not supported"
+        )
     if target.shape != layout.target_shape:
-        raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input shape "
-                         f"{tuple(input.shape)}: expected target shape {layout.target_shape}")
+        raise ValueError(
+            f"{op}: target shape {tuple(target.shape)} does not match input shape "
+            f"{tuple(input.shape)}: expected target shape {layout.target_shape}"
+        )
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"{op}: ignore_index must be an integer, got {ignore_index!r}")
     n_classes = layout.rows_shape[1]
@@ -137,8 +149,7 @@ def _class_args(op, input, target, weight, ignore_index, reduction):
     w = _aux_array(op, "weight", weight, input.dtype)
     if w is not None:
         if w.shape != (n_classes,):
-            raise ValueError(f"{op}: weight must have shape ({n_classes},), one per class, "
-                             f"got {w.shape}")
+            raise ValueError(f"{op}: weight must have shape ({n_classes},), one per class, got {w.shape}")
         w = contiguous(w)
     return layout, contiguous(targets), w
 
@@ -149,12 +160,15 @@ def _refuse_targets(op, target, targets, ignore_index, n_classes):
     if bad.any():
         where = np.unravel_index(int(np.argmax(bad)), target.shape) if target.ndim else ()
         value = int(target.data[where])
-        raise ValueError(f"{op}: target {value} at index {tuple(int(i) for i in where)} is out of "
-                         f"range for {n_classes} classes (expected 0 <= target < {n_classes}, "
-                         f"or ignore_index={ignore_index})")
+        raise ValueError(
+            f"{op}: target {value} at index {tuple(int(i) for i in where)} is out of "
+            f"range for {n_classes} classes (expected 0 <= target < {n_classes}, "
+            f"or ignore_index={ignore_index})"
+        )
 
 
 # --------------------------------------------------------------------------- cross entropy
+
 
 class CrossEntropy(Function):
     """Cross-entropy of logits; ``layout`` None means (N, C) logits used as they are."""
@@ -164,8 +178,8 @@ class CrossEntropy(Function):
         losses = np.empty(logits.shape[0], x.dtype)
         grad = np.empty(logits.shape, x.dtype) if self.needs_input_grad[0] else None
         loss_sum, total_weight = kernels.cross_entropy_forward(
-            logits, target, weight, ignore_index, label_smoothing, reduction == "mean",
-            losses, grad, get_num_threads())
+            logits, target, weight, ignore_index, label_smoothing, reduction == "mean", losses, grad, get_num_threads()
+        )
         self.grad, self.reduction, self.layout = grad, reduction, layout
         if reduction == "none":
             return losses.reshape(layout.target_shape)
@@ -182,17 +196,22 @@ class CrossEntropy(Function):
         return (grad if self.layout is None else self.layout.from_rows(grad),)
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0):
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Cross-entropy between logits ``input`` (N, C) and class indices ``target`` (N,),
     as torch.nn.functional.cross_entropy (class-probability targets are not supported).
 
     'mean' divides by the total weight of the non-ignored targets; ``label_smoothing``
     mixes the one-hot target with the uniform distribution, as in PyTorch.
     """
-    if (weight is None and type(reduction) is str and reduction == "mean"
-            and type(label_smoothing) in (float, int) and label_smoothing == 0
-            and type(ignore_index) is int and ignore_index == -100):
+    if (
+        weight is None
+        and type(reduction) is str
+        and reduction == "mean"
+        and type(label_smoothing) in (float, int)
+        and label_smoothing == 0
+        and type(ignore_index) is int
+        and ignore_index == -100
+    ):
         out = _cross_entropy_rows(input, target)
         if out is not None:
             return out
@@ -202,9 +221,15 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         raise TypeError(f"{op}: label_smoothing must be a float, got {label_smoothing!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    return CrossEntropy.apply(input, target=targets, weight=w, ignore_index=int(ignore_index),
-                              reduction=reduction, label_smoothing=float(label_smoothing),
-                              layout=layout)
+    return CrossEntropy.apply(
+        input,
+        target=targets,
+        weight=w,
+        ignore_index=int(ignore_index),
+        reduction=reduction,
+        label_smoothing=float(label_smoothing),
+        layout=layout,
+    )
 
 
 def _cross_entropy_rows(input, target):
@@ -215,13 +240,20 @@ def _cross_entropy_rows(input, target):
     if type(input) is not Tensor or type(target) is not Tensor:
         return None
     x, t = input._data, target._data
-    if (x.ndim != 2 or t.ndim != 1 or t.dtype != _INT64 or x.shape[0] != t.shape[0]
-            or x.dtype not in _FLOAT_DTYPES or not (x.flags.c_contiguous and t.flags.c_contiguous)):
+    if (
+        x.ndim != 2
+        or t.ndim != 1
+        or t.dtype != _INT64
+        or x.shape[0] != t.shape[0]
+        or x.dtype not in _FLOAT_DTYPES
+        or not (x.flags.c_contiguous and t.flags.c_contiguous)
+    ):
         return None
     if t.size and not _in_range(t, x.shape[1]):
         return None
-    return CrossEntropy.apply(input, target=t, weight=None, ignore_index=-100,
-                              reduction="mean", label_smoothing=0.0, layout=None)
+    return CrossEntropy.apply(
+        input, target=t, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, layout=None
+    )
 
 
 def _in_range(targets, n_classes):
@@ -239,12 +271,12 @@ _INT64 = np.dtype(np.int64)  # compared as dtypes: no conversion from the type p
 
 # --------------------------------------------------------------------------- nll
 
+
 class NLLLoss(Function):
     def forward(self, log_probs, target, weight, ignore_index, reduction, layout):
         rows = layout.to_rows(log_probs)
         losses = np.empty(rows.shape[0], log_probs.dtype)
-        loss_sum, total_weight = kernels.nll_loss_forward(rows, target, weight, ignore_index, losses,
-                                                          get_num_threads())
+        loss_sum, total_weight = kernels.nll_loss_forward(rows, target, weight, ignore_index, losses, get_num_threads())
         self.target, self.weight, self.ignore_index = target, weight, ignore_index
         self.reduction, self.layout, self.total_weight = reduction, layout, total_weight
         self.rows_shape, self.dtype = rows.shape, log_probs.dtype
@@ -264,8 +296,9 @@ class NLLLoss(Function):
                 g = _mean(g, self.total_weight)
             grad_losses = np.full(n, g, self.dtype)
         grad_input = np.empty(self.rows_shape, self.dtype)
-        kernels.nll_loss_backward(self.target, self.weight, self.ignore_index, grad_losses,
-                                  grad_input, get_num_threads())
+        kernels.nll_loss_backward(
+            self.target, self.weight, self.ignore_index, grad_losses, grad_input, get_num_threads()
+        )
         return (self.layout.from_rows(grad_input),)
 
 
@@ -273,11 +306,13 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of class indices ``target`` (N,) under log-probabilities
     ``input`` (N, C), as torch.nn.functional.nll_loss."""
     layout, targets, w = _class_args("nll_loss", input, target, weight, ignore_index, reduction)
-    return NLLLoss.apply(input, target=targets, weight=w, ignore_index=int(ignore_index),
-                         reduction=reduction, layout=layout)
+    return NLLLoss.apply(
+        input, target=targets, weight=w, ignore_index=int(ignore_index), reduction=reduction, layout=layout
+    )
 
 
 # --------------------------------------------------------------------------- mse
+
 
 class MSELoss(Function):
     def forward(self, x, y, reduction):
@@ -296,10 +331,8 @@ class MSELoss(Function):
         diff = self.diff
         scale = 1.0 / diff.size if self.reduction == "mean" and diff.size else 1.0
         grad = np.empty(diff.shape, diff.dtype)
-        kernels.mse_loss_backward(diff, contiguous(grad_out, diff.dtype), scale, grad,
-                                  get_num_threads())
-        return (grad if self.needs_input_grad[0] else None,
-                -grad if self.needs_input_grad[1] else None)
+        kernels.mse_loss_backward(diff, contiguous(grad_out, diff.dtype), scale, grad, get_num_threads())
+        return (grad if self.needs_input_grad[0] else None, -grad if self.needs_input_grad[1] else None)
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -313,6 +346,7 @@ def mse_loss(input, target, reduction="mean"):
 
 # --------------------------------------------------------------------------- bce with logits
 
+
 class BCEWithLogits(Function):
     def forward(self, x, y, weight, pos_weight, reduction):
         cols = x.shape[-1] if x.ndim else 1
@@ -323,7 +357,8 @@ class BCEWithLogits(Function):
         losses = np.empty(rows_shape, x.dtype) if reduction == "none" else None
         grad = np.empty(rows_shape, x.dtype) if self.needs_input_grad[0] else None
         total = kernels.binary_cross_entropy_with_logits_forward(
-            xr, yr, wr, pos_weight, scale, losses, grad, get_num_threads())
+            xr, yr, wr, pos_weight, scale, losses, grad, get_num_threads()
+        )
         self.grad, self.reduction, self.shape, self.scale = grad, reduction, x.shape, scale
         self.dtype = x.dtype
         if self.needs_input_grad[1]:
@@ -357,10 +392,11 @@ def _pos_weight_columns(op, pos_weight, shape, dtype):
     cols = shape[-1] if shape else 1
     arr = _aux_array(op, "pos_weight", pos_weight, dtype)
     lead = arr.shape[:-1] if arr.ndim else ()
-    if (arr.ndim > max(len(shape), 1) or any(n != 1 for n in lead)
-            or (arr.ndim and arr.shape[-1] not in (1, cols))):
-        raise ValueError(f"{op}: pos_weight of shape {arr.shape} must broadcast along the last "
-                         f"dimension of the input {tuple(shape)}: expected shape ({cols},) or (1,)")
+    if arr.ndim > max(len(shape), 1) or any(n != 1 for n in lead) or (arr.ndim and arr.shape[-1] not in (1, cols)):
+        raise ValueError(
+            f"{op}: pos_weight of shape {arr.shape} must broadcast along the last "
+            f"dimension of the input {tuple(shape)}: expected shape ({cols},) or (1,)"
+        )
     return np.ascontiguousarray(np.broadcast_to(arr.reshape(-1), (cols,)))
 
 
@@ -382,8 +418,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
         except ValueError:
             shape = None
         if shape != input.shape:
-            raise ValueError(f"{op}: weight of shape {w.shape} does not broadcast to the input "
-                             f"shape {tuple(input.shape)}")
+            raise ValueError(
+                f"{op}: weight of shape {w.shape} does not broadcast to the input shape {tuple(input.shape)}"
+            )
         w = np.ascontiguousarray(np.broadcast_to(w, input.shape))
     pw = None
     if pos_weight is not None:

@@ -3,6 +3,7 @@ dimension, by the batch's statistics while training (which also updates the runn
 statistics in place) or by the running statistics otherwise; then scaled by ``weight``
 and shifted by ``bias``. The kernels see the input as (N, C, S), S = the product of the
 dimensions after the channels."""
+
 import math
 
 import numpy as np
@@ -10,13 +11,11 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from . import buffer_pool
-from ._util import check_float, tensor_cls
-from ._util import check_size
+from ._util import check_float, check_size, tensor_cls
 
 
 class BatchNorm(Function):
-    def forward(self, x, *affine, has_weight, has_bias, running_mean, running_var, use_batch_stats,
-                momentum, eps):
+    def forward(self, x, *affine, has_weight, has_bias, running_mean, running_var, use_batch_stats, momentum, eps):
         shape = x.shape
         n, c = shape[0], shape[1]
         x3 = np.ascontiguousarray(x).reshape(n, c, math.prod(shape[2:]))
@@ -31,12 +30,12 @@ class BatchNorm(Function):
             save_invstd.fill(0)
         elif use_batch_stats:
             save_mean = np.empty(c, dtype=x.dtype)
-            kernels.batch_norm_forward_train(x3, weight, bias, running_mean, running_var, momentum, eps, out,
-                                             save_mean, save_invstd, threads)
+            kernels.batch_norm_forward_train(
+                x3, weight, bias, running_mean, running_var, momentum, eps, out, save_mean, save_invstd, threads
+            )
         else:
             save_mean = running_mean.copy()  # the buffer may change before backward runs
-            kernels.batch_norm_forward_eval(x3, weight, bias, running_mean, running_var, eps, out, save_invstd,
-                                            threads)
+            kernels.batch_norm_forward_eval(x3, weight, bias, running_mean, running_var, eps, out, save_invstd, threads)
         self.x3, self.weight, self.shape = x3, weight, shape
         self.save_mean, self.save_invstd, self.use_batch_stats = save_mean, save_invstd, use_batch_stats
         self.has_weight, self.has_bias = has_weight, has_bias
@@ -51,8 +50,18 @@ class BatchNorm(Function):
         grad_weight = np.empty(c, dtype=x3.dtype) if want_weight else None
         grad_bias = np.empty(c, dtype=x3.dtype) if want_bias else None
         g3 = np.ascontiguousarray(grad, dtype=x3.dtype).reshape(x3.shape)
-        kernels.batch_norm_backward(g3, x3, self.weight, self.save_mean, self.save_invstd, self.use_batch_stats,
-                                    grad_input, grad_weight, grad_bias, _config.get_num_threads())
+        kernels.batch_norm_backward(
+            g3,
+            x3,
+            self.weight,
+            self.save_mean,
+            self.save_invstd,
+            self.use_batch_stats,
+            grad_input,
+            grad_weight,
+            grad_bias,
+            _config.get_num_threads(),
+        )
         grads = [grad_input.reshape(self.shape) if grad_input is not None else None]
         if self.has_weight:
             grads.append(grad_weight)
@@ -66,8 +75,10 @@ def _channel_array(name, t, channels, dtype, writable):
     if not isinstance(t, tensor_cls()):
         raise TypeError(f"batch_norm: {name} must be a Tensor or None, got {type(t).__name__}")
     if t.shape != (channels,):
-        raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({channels},) "
-                         "(one value per channel, dimension 1 of the input)")
+        raise ValueError(
+            f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({channels},) "
+            "(one value per channel, dimension 1 of the input)"
+        )
     if t.dtype != dtype:
         raise TypeError(f"batch_norm: {name} has dtype {t.dtype}, but the input has {dtype}")
     data = t.data
@@ -78,8 +89,7 @@ def _channel_array(name, t, channels, dtype, writable):
     return data
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5):
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """As torch.nn.functional.batch_norm: input (N, C, *); running_mean/running_var (C,)
     Tensors or None (needed when not training; updated in place when training);
     weight/bias (C,) Tensors or None."""
@@ -98,8 +108,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     check_size("batch_norm", "input", shape, dtype)  # before a broadcast view is copied
     values_per_channel = shape[0] * math.prod(shape[2:])
     if training and channels and values_per_channel == 1:  # PyTorch accepts an empty batch
-        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of "
-                         f"shape {shape}")
+        raise ValueError(
+            f"batch_norm: expected more than 1 value per channel when training, got input of shape {shape}"
+        )
     try:
         momentum, eps = float(momentum), float(eps)
     except (TypeError, ValueError):
@@ -118,6 +129,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if t is not None:
             _channel_array(name, t, channels, dtype, False)
             tensors.append(t)
-    return BatchNorm.apply(*tensors, has_weight=weight is not None, has_bias=bias is not None,
-                           running_mean=rm, running_var=rv, use_batch_stats=bool(training),
-                           momentum=momentum, eps=eps)
+    return BatchNorm.apply(
+        *tensors,
+        has_weight=weight is not None,
+        has_bias=bias is not None,
+        running_mean=rm,
+        running_var=rv,
+        use_batch_stats=bool(training),
+        momentum=momentum,
+        eps=eps,
+    )

@@ -5,6 +5,7 @@ mode is an index map from output positions to input positions along each padded 
 (constant mode maps the new positions nowhere and fills them), so the forward is a
 gather and the backward a scatter-add of the gradient through the same maps.
 """
+
 import numpy as np
 
 from ..autograd import Function
@@ -65,23 +66,27 @@ def pad(input, pad, mode="constant", value=None):
     if len(pad) % 2 or any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) for p in pad):
         raise ValueError(f"Padding length must be divisible by 2, and the pads integers: got {pad!r}")
     if len(pad) // 2 > input.ndim:
-        raise ValueError(f"Padding length should be less than or equal to two times the input dimension but got "
-                         f"padding length {len(pad)} and input of dimension {input.ndim}")
+        raise ValueError(
+            f"Padding length should be less than or equal to two times the input dimension but got "
+            f"padding length {len(pad)} and input of dimension {input.ndim}"
+        )
     if any(p < 0 for p in pad):
         raise ValueError(f"pad: negative padding (cropping) is not supported, got {pad!r}")
     if mode not in MODES:
         raise NotImplementedError(f"pad: unknown padding mode {mode!r}; expected one of {MODES}")
     if mode != "constant" and value not in (None, 0):
-        raise ValueError(f"Padding mode \"{mode}\" doesn't take in value argument")
+        raise ValueError(f'Padding mode "{mode}" doesn\'t take in value argument')
     maps, shape = [], list(input.shape)
     for i in range(len(pad) // 2):
-        axis, (left, right) = input.ndim - 1 - i, pad[2 * i:2 * i + 2]
+        axis, (left, right) = input.ndim - 1 - i, pad[2 * i : 2 * i + 2]
         n = shape[axis]
         if left == right == 0:
             continue
         if mode == "reflect" and (left >= n or right >= n):
-            raise ValueError(f"pad: padding size should be less than the corresponding input dimension, but got "
-                             f"padding ({left}, {right}) at dimension {axis} of input {list(input.shape)}")
+            raise ValueError(
+                f"pad: padding size should be less than the corresponding input dimension, but got "
+                f"padding ({left}, {right}) at dimension {axis} of input {list(input.shape)}"
+            )
         if mode in ("replicate", "circular") and n == 0:
             raise ValueError(f"pad: {mode} padding of an empty dimension {axis}")
         if mode == "circular" and (left > n or right > n):

@@ -7,6 +7,7 @@ The output size is computed here (PyTorch's formula, ceil_mode included); the ke
 pooling keeps the index of each maximum for its backward pass (and returns it when
 ``return_indices`` is set).
 """
+
 import numpy as np
 
 from .. import _config, kernels
@@ -66,8 +67,7 @@ class MaxPool2d(Function):
     def forward(self, x, *, params, out_hw, indices=None, step=None):
         # step: as for Conv2d.forward, the MaxPoolStep a replayed plan already has
         x = np.ascontiguousarray(x)
-        self.step = step if step is not None else MaxPoolStep(x.shape, params, out_hw,
-                                                              _config.get_num_threads())
+        self.step = step if step is not None else MaxPoolStep(x.shape, params, out_hw, _config.get_num_threads())
         if indices is None:  # made here, so that a replayed plan makes them anew too
             indices = buffer_pool.empty(x.shape[:2] + out_hw, np.int64)
         out, self.saved = self.step.forward(x, (), True, StepBuffers(indices=indices))
@@ -116,6 +116,7 @@ class AdaptiveAvgPool2d(Function):
 
 # --------------------------------------------------------------------------- arguments
 
+
 def _is_int(v):
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -140,11 +141,13 @@ def _check_input(fn, input):
     if input.dtype not in (np.float32, np.float64):
         raise TypeError(f"{fn}: input must be a float32 or float64 tensor, got dtype {input.dtype}")
     if input.ndim not in (3, 4):
-        raise ValueError(f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), "
-                         f"got shape {tuple(input.shape)}")
+        raise ValueError(
+            f"{fn}: expected input with 4 dimensions (N, C, H, W) or 3 (C, H, W), got shape {tuple(input.shape)}"
+        )
     if min(input.shape[-3:]) == 0:
-        raise ValueError(f"{fn}: expected non-empty channel and spatial dimensions, got input of "
-                         f"shape {tuple(input.shape)}")
+        raise ValueError(
+            f"{fn}: expected non-empty channel and spatial dimensions, got input of shape {tuple(input.shape)}"
+        )
     check_size(fn, "input", input.shape, input.dtype, MAX_INDEXED_ELEMENTS)
 
 
@@ -167,8 +170,7 @@ def _window_args(fn, kernel_size, stride, padding, dilation):
     pad = _pair(fn, "padding", padding, 0)
     dil = _pair(fn, "dilation", dilation, 1)
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
-        raise ValueError(f"{fn}: padding {pad} must be at most half of kernel_size {kernel} "
-                         "(as PyTorch requires)")
+        raise ValueError(f"{fn}: padding {pad} must be at most half of kernel_size {kernel} (as PyTorch requires)")
     return kernel, stride, pad, dil
 
 
@@ -176,9 +178,11 @@ def _out_size(fn, size, k, s, p, d, ceil_mode, axis, shape):
     """PyTorch's pooling output size along one axis."""
     span = d * (k - 1) + 1
     if span > size + 2 * p:
-        raise ValueError(f"{fn}: the window spans {span} along {axis} (kernel {k}, dilation {d}), "
-                         f"larger than the padded input ({size} + 2*{p} = {size + 2 * p}); "
-                         f"input shape {shape}")
+        raise ValueError(
+            f"{fn}: the window spans {span} along {axis} (kernel {k}, dilation {d}), "
+            f"larger than the padded input ({size} + 2*{p} = {size + 2 * p}); "
+            f"input shape {shape}"
+        )
     o = (size + 2 * p - span + ((s - 1) if ceil_mode else 0)) // s + 1
     if ceil_mode and (o - 1) * s >= size + p:  # the last window must start inside the input
         o -= 1
@@ -193,8 +197,10 @@ def _check_max_windows(fn, size, k, s, p, d, axis, shape):
         start = o * s - p
         t = (-start + d - 1) // d  # the first tap at or right of position 0
         if t >= k or start + t * d >= size:
-            raise ValueError(f"{fn}: with kernel {k}, dilation {d} and padding {p}, the window "
-                             f"of output {axis} {o} covers only padding; input shape {shape}")
+            raise ValueError(
+                f"{fn}: with kernel {k}, dilation {d} and padding {p}, the window "
+                f"of output {axis} {o} covers only padding; input shape {shape}"
+            )
         o += 1
 
 
@@ -210,8 +216,7 @@ def _output_size_arg(fn, output_size, hw):
         if v is None:
             out.append(size)
         elif not _is_int(v) or v < 0:
-            raise ValueError(f"{fn}: output_size entries must be non-negative ints or None, "
-                             f"got {output_size!r}")
+            raise ValueError(f"{fn}: output_size entries must be non-negative ints or None, got {output_size!r}")
         else:
             out.append(int(v))
     return tuple(out)
@@ -227,11 +232,15 @@ def _max_pool_geometry(fn, shape, kernel_size, stride, padding, dilation, ceil_m
     (kernel, stride, padding and dilation, each as h, w) and the output's (H, W)."""
     kernel, stride, pad, dil = _window_args(fn, kernel_size, stride, padding, dilation)
     H, W = shape[-2:]
-    for size, k, s, p, d, axis in ((H, kernel[0], stride[0], pad[0], dil[0], "height"),
-                                   (W, kernel[1], stride[1], pad[1], dil[1], "width")):
+    for size, k, s, p, d, axis in (
+        (H, kernel[0], stride[0], pad[0], dil[0], "height"),
+        (W, kernel[1], stride[1], pad[1], dil[1], "width"),
+    ):
         _check_max_windows(fn, size, k, s, p, d, axis, shape)
-    out_hw = (_out_size(fn, H, kernel[0], stride[0], pad[0], dil[0], ceil_mode, "height", shape),
-              _out_size(fn, W, kernel[1], stride[1], pad[1], dil[1], ceil_mode, "width", shape))
+    out_hw = (
+        _out_size(fn, H, kernel[0], stride[0], pad[0], dil[0], ceil_mode, "height", shape),
+        _out_size(fn, W, kernel[1], stride[1], pad[1], dil[1], ceil_mode, "width", shape),
+    )
     check_size(fn, "output", tuple(shape[:-2]) + out_hw, np.float64, MAX_INDEXED_ELEMENTS)
     return kernel + stride + pad + dil, out_hw
 
@@ -241,15 +250,14 @@ max_pool_geometry.__doc__ = _max_pool_geometry.__doc__
 
 # --------------------------------------------------------------------------- public ops
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.max_pool2d.
     With return_indices, also returns the int64 index (h * W + w) of each maximum within
     its input plane. Ties go to the first maximum in the window; NaN propagates."""
     fn = "max_pool2d"
     _check_input(fn, input)
-    params, out_hw = max_pool_geometry(fn, tuple(input.shape), kernel_size, stride, padding,
-                                       dilation, ceil_mode)
+    params, out_hw = max_pool_geometry(fn, tuple(input.shape), kernel_size, stride, padding, dilation, ceil_mode)
 
     def run(x):
         if not return_indices:
@@ -261,8 +269,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _batched(input, run)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     """Average pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.avg_pool2d
     (windows past the padded input under ceil_mode are clipped, as PyTorch does)."""
     fn = "avg_pool2d"
@@ -276,8 +285,10 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         divisor_override = int(divisor_override)
     shape = tuple(input.shape)
     H, W = shape[-2:]
-    out_hw = (_out_size(fn, H, kernel[0], stride[0], pad[0], 1, ceil_mode, "height", shape),
-              _out_size(fn, W, kernel[1], stride[1], pad[1], 1, ceil_mode, "width", shape))
+    out_hw = (
+        _out_size(fn, H, kernel[0], stride[0], pad[0], 1, ceil_mode, "height", shape),
+        _out_size(fn, W, kernel[1], stride[1], pad[1], 1, ceil_mode, "width", shape),
+    )
     params = kernel + stride + pad + (bool(count_include_pad), divisor_override)
     check_size(fn, "output", tuple(input.shape[:-2]) + out_hw, input.dtype, MAX_INDEXED_ELEMENTS)
     return _batched(input, lambda x: AvgPool2d.apply(x, params=params, out_hw=out_hw))

@@ -1,5 +1,6 @@
 """Reductions over dimensions: sum, mean, max/min (with the index kept for backward)
 and argmax/argmin."""
+
 from collections import namedtuple
 
 import numpy as np

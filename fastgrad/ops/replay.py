@@ -20,6 +20,7 @@ Anything that fits none of these (or a kernel that returned a value) leaves the 
 without a program: it keeps running its steps. Replayed calls still pass through each
 kernel's own argument checks.
 """
+
 import re
 
 import numpy as np
@@ -61,8 +62,8 @@ class Slots:
     run (and for those the run makes), and positions in the arena's list of arrays."""
 
     def __init__(self, given, arena, made):
-        self.known = []   # (array, slot): given and made arrays, in slot order
-        self.made = []    # (slot, shape, dtype) of the arrays each replay makes anew
+        self.known = []  # (array, slot): given and made arrays, in slot order
+        self.made = []  # (slot, shape, dtype) of the arrays each replay makes anew
         self.count = 0
         spans = []
         for a in given:
@@ -99,8 +100,12 @@ class Slots:
         span = _span(a)
         for kind, pairs in (("slot", self.known), ("arena", [(b, k) for k, b in enumerate(self.arena)])):
             for known, k in pairs:
-                if (_span(known) == span and a.dtype == known.dtype
-                        and a.flags.c_contiguous and known.flags.c_contiguous):
+                if (
+                    _span(known) == span
+                    and a.dtype == known.dtype
+                    and a.flags.c_contiguous
+                    and known.flags.c_contiguous
+                ):
                     return kind, k, (None if a.shape == known.shape else a.shape)
         # not given, not made by the run, not the arena's: an array a replay could not
         # find again (say, one a step keeps), so the chain keeps running its steps
@@ -108,7 +113,7 @@ class Slots:
 
 
 _TAKEN = {"run", "values", "arena", "empty"}  # the names a program's text itself uses
-_GENERATED = re.compile(r"[sacv][0-9]+")     # and its slots, arena arrays, constants, views
+_GENERATED = re.compile(r"[sacv][0-9]+")  # and its slots, arena arrays, constants, views
 
 
 class Program:
@@ -128,8 +133,13 @@ class Program:
             if a is None or type(a) in (bool, int):
                 return repr(a)  # exact, and read as fast as a name
             name = getattr(a, "__name__", None)  # a kernel: by its name, for the reader
-            if not (isinstance(name, str) and name.isidentifier() and names.get(name, a) is a
-                    and name not in _TAKEN and not _GENERATED.fullmatch(name)):
+            if not (
+                isinstance(name, str)
+                and name.isidentifier()
+                and names.get(name, a) is a
+                and name not in _TAKEN
+                and not _GENERATED.fullmatch(name)
+            ):
                 name = f"c{len(names)}"
             names[name] = a
             return name
@@ -161,14 +171,22 @@ class Program:
         returned = expression(list(results))
         self.made = slots.made
         self.given = slots.count - len(slots.made)  # slots filled by the caller
-        unpack = [f"{''.join(f'{p}{i}, ' for i in range(n))} = {src}"
-                  for p, n, src in (("s", self.given, "values"), ("a", len(slots.arena), "arena")) if n]
-        made = [f"s{slot} = empty({constant(shape)}, {constant(dtype)})"
-                for slot, shape, dtype in self.made]
+        unpack = [
+            f"{''.join(f'{p}{i}, ' for i in range(n))} = {src}"
+            for p, n, src in (("s", self.given, "values"), ("a", len(slots.arena), "arena"))
+            if n
+        ]
+        made = [f"s{slot} = empty({constant(shape)}, {constant(dtype)})" for slot, shape, dtype in self.made]
         self.source = "\n    ".join(
-            ["def run(values, arena):", *unpack, *made, *lines,
-             f"values.extend(({''.join(f's{slot}, ' for slot, _, _ in self.made)}))",
-             f"return {returned}"])
+            [
+                "def run(values, arena):",
+                *unpack,
+                *made,
+                *lines,
+                f"values.extend(({''.join(f's{slot}, ' for slot, _, _ in self.made)}))",
+                f"return {returned}",
+            ]
+        )
         exec(compile(self.source, "<fastgrad chain program>", "exec"), names)
         # the traced run's arrays that change from run to run are slots or arena arrays,
         # never names: the program holds on to no run's input, output, gradients or arena

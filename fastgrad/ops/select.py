@@ -2,6 +2,7 @@
 
 The gradient of each operand flows where the condition picks it (summed back over the
 dimensions broadcasting stretched); the condition gets none."""
+
 import numbers
 
 import numpy as np
@@ -54,18 +55,23 @@ def masked_fill(input, mask, value):
     cond = _condition("masked_fill", mask)
     if isinstance(value, Tensor):
         if value.ndim != 0:
-            raise RuntimeError(f"masked_fill only supports a 0-dimensional value tensor, but got tensor with "
-                               f"{value.ndim} dimension(s).")
+            raise RuntimeError(
+                f"masked_fill only supports a 0-dimensional value tensor, but got tensor with "
+                f"{value.ndim} dimension(s)."
+            )
         value = value.item()
     if not isinstance(value, (numbers.Number, np.number)):
         raise TypeError(f"masked_fill: value must be a number, got {type(value).__name__}")
     try:
         np.broadcast_shapes(cond.shape, input.shape)
     except ValueError:
-        raise RuntimeError(f"masked_fill: the mask of shape {tuple(cond.shape)} cannot be broadcast to the input "
-                           f"of shape {tuple(input.shape)}") from None
+        raise RuntimeError(
+            f"masked_fill: the mask of shape {tuple(cond.shape)} cannot be broadcast to the input "
+            f"of shape {tuple(input.shape)}"
+        ) from None
     if np.broadcast_shapes(cond.shape, input.shape) != tuple(input.shape):
-        raise RuntimeError(f"masked_fill: the mask of shape {tuple(cond.shape)} would enlarge the input of shape "
-                           f"{tuple(input.shape)}")
+        raise RuntimeError(
+            f"masked_fill: the mask of shape {tuple(cond.shape)} would enlarge the input of shape {tuple(input.shape)}"
+        )
     fill = Tensor._from_op(np.asarray(value, dtype=input.dtype), None)
     return Where.apply(fill, input, condition=np.broadcast_to(cond, input.shape))

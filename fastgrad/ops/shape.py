@@ -1,5 +1,6 @@
 """Shape and indexing ops: reshape/view/flatten, transpose/permute, squeeze/unsqueeze,
 expand, indexing (basic and integer-array) and cat/stack."""
+
 import numpy as np
 
 from ..autograd import Function
@@ -41,6 +42,7 @@ class Expand(Function):
 
     def backward(self, grad):
         from ._util import unbroadcast
+
         return (unbroadcast(grad, self.shape),)
 
 
@@ -81,10 +83,13 @@ class Stack(Function):
 def reshape(a, shape):
     size = a.data.size
     known = int(np.prod([s for s in shape if s != -1])) if shape else 1
-    if shape.count(-1) > 1 or any(s < -1 for s in shape) or (
-            -1 not in shape and known != size) or (-1 in shape and (known == 0 or size % known)):
-        raise ValueError(f"reshape: shape {shape} is invalid for a tensor of shape {tuple(a.shape)} "
-                         f"({size} elements)")
+    if (
+        shape.count(-1) > 1
+        or any(s < -1 for s in shape)
+        or (-1 not in shape and known != size)
+        or (-1 in shape and (known == 0 or size % known))
+    ):
+        raise ValueError(f"reshape: shape {shape} is invalid for a tensor of shape {tuple(a.shape)} ({size} elements)")
     return Reshape.apply(a, shape=shape)
 
 
@@ -95,13 +100,15 @@ def flatten(a, start_dim=0, end_dim=-1):
     if start > end:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     s = a.shape
-    return reshape(a, s[:start] + (int(np.prod(s[start:end + 1])),) + s[end + 1:])
+    return reshape(a, s[:start] + (int(np.prod(s[start : end + 1])),) + s[end + 1 :])
 
 
 def permute(a, dims):
     if len(dims) != a.ndim or sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
-        raise ValueError(f"permute: dims {dims} are not a permutation of the {a.ndim} dimensions "
-                         f"of a tensor of shape {tuple(a.shape)}")
+        raise ValueError(
+            f"permute: dims {dims} are not a permutation of the {a.ndim} dimensions "
+            f"of a tensor of shape {tuple(a.shape)}"
+        )
     return Permute.apply(a, dims=tuple(d % a.ndim for d in dims))
 
 
@@ -184,7 +191,7 @@ def cat(tensors, dim=0):
     nd = tensors[0].ndim
     (d,) = normalize_dims("cat", dim, nd)
     for t in tensors:
-        if t.ndim != nd or t.shape[:d] + t.shape[d + 1:] != tensors[0].shape[:d] + tensors[0].shape[d + 1:]:
+        if t.ndim != nd or t.shape[:d] + t.shape[d + 1 :] != tensors[0].shape[:d] + tensors[0].shape[d + 1 :]:
             raise ValueError(f"cat: shapes {[tuple(t.shape) for t in tensors]} differ outside dim {dim}")
     return Cat.apply(*tensors, dim=d)
 

@@ -4,6 +4,7 @@ Each keeps its INPUT for backward (the derivative is a function of x) and calls 
 ``smooth_activation`` kernels through ``fastgrad.kernels``. ``inplace=True`` is accepted
 for PyTorch compatibility but computes out of place, as fastgrad's other activations do.
 """
+
 import math
 import numbers
 
@@ -38,8 +39,9 @@ class _SavesInput(Function):
     def backward(self, grad):
         x = self.x
         grad_input = np.empty(x.shape, x.dtype)
-        getattr(kernels, self.name_ + "_backward")(x, _contiguous(grad, x.dtype), grad_input, *self.args,
-                                                   n_threads=get_num_threads())
+        getattr(kernels, self.name_ + "_backward")(
+            x, _contiguous(grad, x.dtype), grad_input, *self.args, n_threads=get_num_threads()
+        )
         return (grad_input,)
 
 
@@ -95,6 +97,7 @@ def hardswish(input, inplace=False):
 
 # --------------------------------------------------------------------------- PReLU
 
+
 class PReLU(Function):
     """x if x > 0 else weight[c] * x, with c the channel (dimension 1), or one shared slope."""
 
@@ -114,8 +117,9 @@ class PReLU(Function):
     def backward(self, grad):
         x3, w = self.x3, self.w
         gi, gw = np.empty(x3.shape, x3.dtype), np.empty(w.shape, w.dtype)
-        kernels.prelu_backward(x3, w, _contiguous(grad, x3.dtype).reshape(x3.shape), gi, gw,
-                               n_threads=get_num_threads())
+        kernels.prelu_backward(
+            x3, w, _contiguous(grad, x3.dtype).reshape(x3.shape), gi, gw, n_threads=get_num_threads()
+        )
         return gi.reshape(self.shape), gw.reshape(self.weight_shape)
 
 
@@ -131,6 +135,8 @@ def prelu(input, weight):
         raise ValueError(f"prelu: weight must be 1-D, got shape {tuple(weight.shape)}")
     c = weight._data.size
     if c != 1 and (input.ndim < 2 or input.shape[1] != c):
-        raise ValueError(f"Mismatch of parameter numbers and input channel size. Found parameter numbers = {c} "
-                         f"and channel size = {input.shape[1] if input.ndim >= 2 else 1}.")
+        raise ValueError(
+            f"Mismatch of parameter numbers and input channel size. Found parameter numbers = {c} "
+            f"and channel size = {input.shape[1] if input.ndim >= 2 else 1}."
+        )
     return PReLU.apply(input, weight)

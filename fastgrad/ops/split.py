@@ -1,5 +1,6 @@
 """``split`` and ``chunk``: views of consecutive slices along one dimension, each a
 differentiable index of the input (the gradient of a piece lands in its slice)."""
+
 import numbers
 
 from ._util import normalize_dims, tensor_cls
@@ -20,8 +21,10 @@ def split(tensor, split_size_or_sections, dim=0):
     else:
         sizes = [int(s) for s in split_size_or_sections]
         if sum(sizes) != n or any(s < 0 for s in sizes):
-            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size at "
-                               f"dimension {axis}), but got split_sizes={sizes}")
+            raise RuntimeError(
+                f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size at "
+                f"dimension {axis}), but got split_sizes={sizes}"
+            )
     pieces, start = [], 0
     for size in sizes:
         index = (slice(None),) * axis + (slice(start, start + size),)

@@ -1,4 +1,5 @@
 """Adadelta with weight decay and maximize (PyTorch's Adadelta)."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Adagrad with learning-rate decay, weight decay and maximize (PyTorch's Adagrad)."""
+
 import math
 
 import numpy as np
@@ -16,10 +17,17 @@ class Adagrad(Optimizer):
     parameter when the optimizer is built, so it is in ``state_dict()`` from the start.
     """
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *,
-                 maximize=False):
-        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
-                    "initial_accumulator_value": initial_accumulator_value, "maximize": maximize}
+    def __init__(
+        self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *, maximize=False
+    ):
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "maximize": maximize,
+        }
         self._validate_group(defaults)
         super().__init__(params, defaults)
         for group in self.param_groups:

@@ -1,4 +1,5 @@
 """Adam and AdamW (PyTorch's Adam, with amsgrad and maximize; AdamW's decoupled weight decay)."""
+
 from __future__ import annotations
 
 import math
@@ -21,11 +22,27 @@ class Adam(Optimizer):
     (and ``max_exp_avg_sq`` with amsgrad).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
-                 decoupled_weight_decay: bool = False) -> None:
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "amsgrad": amsgrad, "maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
@@ -75,19 +92,41 @@ class Adam(Optimizer):
         lr, eps, wd, maximize = group["lr"], group["eps"], group["weight_decay"], group["maximize"]
         decoupled = group["decoupled_weight_decay"]
         for (_, step), (params, grads, exp_avgs, exp_avg_sqs, maxes) in buckets.items():
-            kernels.adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes, step, lr, beta1, beta2, eps, wd,
-                              amsgrad, maximize, decoupled, n_threads)
+            kernels.adam_step(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                maxes,
+                step,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                wd,
+                amsgrad,
+                maximize,
+                decoupled,
+                n_threads,
+            )
 
 
 class AdamW(Adam):
     """AdamW, as torch.optim.AdamW: Adam with decoupled weight decay (p *= 1 - lr * weight_decay
     before the Adam update) and weight_decay=1e-2 by default."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

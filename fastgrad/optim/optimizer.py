@@ -12,6 +12,7 @@ which collects the arrays of its group and hands them to its kernel.
 group order. Both ``state_dict()`` and ``load_state_dict()`` copy the arrays, so a saved
 dict never changes under later steps and a loaded one is never shared.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,10 @@ from ..autograd import enable_grad
 from ..tensor import Tensor
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_UNORDERED = ("optimizer parameters need to be organized in ordered collections, but the ordering of "
-              "tensors in sets will change between runs. Please use a list instead.")
+_UNORDERED = (
+    "optimizer parameters need to be organized in ordered collections, but the ordering of "
+    "tensors in sets will change between runs. Please use a list instead."
+)
 
 
 class _RequiredParameter:
@@ -53,11 +56,14 @@ class Optimizer:
         self.param_groups = []
         self._opt_called = False  # set by step(); lets a scheduler warn about call order
         if isinstance(params, Tensor):
-            raise TypeError("params argument given to the optimizer should be an iterable of Tensors "
-                            "or dicts, but got a Tensor")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Tensors or dicts, but got a Tensor"
+            )
         if isinstance(params, dict):
-            raise TypeError("params argument given to the optimizer should be an iterable of Tensors "
-                            "or dicts, but got a dict (wrap a parameter group in a list)")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Tensors "
+                "or dicts, but got a dict (wrap a parameter group in a list)"
+            )
         if isinstance(params, (set, frozenset)):
             raise TypeError(_UNORDERED)
         groups = list(params)
@@ -88,13 +94,16 @@ class Optimizer:
             params = list(params)
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
-                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is "
-                                f"{type(p).__module__}.{type(p).__name__} (params[{i}])")
+                raise TypeError(
+                    f"optimizer can only optimize Tensors, but one of the params is "
+                    f"{type(p).__module__}.{type(p).__name__} (params[{i}])"
+                )
             if not p.is_leaf:
                 raise ValueError(f"can't optimize a non-leaf Tensor (params[{i}], shape {tuple(p.shape)})")
             if p.data.dtype not in _FLOATS:
-                raise TypeError(f"optimizer can only optimize float32 or float64 tensors, but params[{i}] "
-                                f"has dtype {p.data.dtype}")
+                raise TypeError(
+                    f"optimizer can only optimize float32 or float64 tensors, but params[{i}] has dtype {p.data.dtype}"
+                )
         if len(set(map(id, params))) != len(params):
             raise ValueError("optimizer contains a parameter group with duplicate parameters")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
@@ -102,8 +111,7 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
         for name, default in self.defaults.items():
             if default is required and name not in group:
-                raise ValueError(f"parameter group didn't specify a value of required optimization "
-                                 f"parameter {name}")
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
             group.setdefault(name, default)
         group["params"] = params
         self._validate_group(group)
@@ -174,21 +182,26 @@ class Optimizer:
             raise ValueError("load_state_dict: expected a dict with 'state' and 'param_groups' entries")
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"loaded state dict has a different number of parameter groups "
-                             f"({len(saved_groups)}, the optimizer has {len(self.param_groups)})")
+            raise ValueError(
+                f"loaded state dict has a different number of parameter groups "
+                f"({len(saved_groups)}, the optimizer has {len(self.param_groups)})"
+            )
         by_index = {}
         for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(group["params"]) != len(saved["params"]):
-                raise ValueError(f"loaded state dict contains a parameter group that doesn't match the size "
-                                 f"of optimizer's group (group {i}: {len(saved['params'])} saved, "
-                                 f"{len(group['params'])} here)")
+                raise ValueError(
+                    f"loaded state dict contains a parameter group that doesn't match the size "
+                    f"of optimizer's group (group {i}: {len(saved['params'])} saved, "
+                    f"{len(group['params'])} here)"
+                )
             for idx, p in zip(saved["params"], group["params"]):
                 by_index[idx] = p
         new_state = defaultdict(dict)
         for idx, entries in state_dict["state"].items():
             if idx not in by_index:
-                raise ValueError(f"load_state_dict: the state has an entry for parameter {idx!r}, "
-                                 "which no parameter group lists")
+                raise ValueError(
+                    f"load_state_dict: the state has an entry for parameter {idx!r}, which no parameter group lists"
+                )
             p = by_index[idx]
             new_state[p] = {k: _load_value(idx, k, v, p) for k, v in entries.items()}
         new_groups = []
@@ -227,6 +240,8 @@ def _load_value(idx, key, value, param):
         return None
     arr = np.asarray(value)
     if arr.shape != param.data.shape:
-        raise ValueError(f"load_state_dict: state[{idx!r}][{key!r}] has shape {arr.shape}, but its parameter "
-                         f"has shape {param.data.shape}")
+        raise ValueError(
+            f"load_state_dict: state[{idx!r}][{key!r}] has shape {arr.shape}, but its parameter "
+            f"has shape {param.data.shape}"
+        )
     return np.array(arr, dtype=param.data.dtype, order="C", copy=True)

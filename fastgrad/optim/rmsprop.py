@@ -1,4 +1,5 @@
 """RMSprop with momentum, centering, weight decay and maximize (PyTorch's RMSprop)."""
+
 from __future__ import annotations
 
 import math
@@ -21,11 +22,27 @@ class RMSprop(Optimizer):
     ``grad_avg`` when used).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, *,
-                 maximize: bool = False) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
-                    "weight_decay": weight_decay, "maximize": maximize}
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+        }
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
@@ -68,7 +85,14 @@ class RMSprop(Optimizer):
                 grad_avgs.append(entry["grad_avg"])
             if use_momentum:
                 bufs.append(entry["momentum_buffer"])
-        lr, alpha, eps, wd, maximize = group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["maximize"]
+        lr, alpha, eps, wd, maximize = (
+            group["lr"],
+            group["alpha"],
+            group["eps"],
+            group["weight_decay"],
+            group["maximize"],
+        )
         for params, grads, square_avgs, grad_avgs, bufs in buckets.values():
-            kernels.rmsprop_step(params, grads, square_avgs, grad_avgs, bufs, lr, alpha, eps, wd, momentum,
-                                 centered, maximize, n_threads)
+            kernels.rmsprop_step(
+                params, grads, square_avgs, grad_avgs, bufs, lr, alpha, eps, wd, momentum, centered, maximize, n_threads
+            )

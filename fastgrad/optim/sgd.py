@@ -1,4 +1,5 @@
 """SGD with momentum, dampening, Nesterov momentum, weight decay and maximize (PyTorch's SGD)."""
+
 from __future__ import annotations
 
 import math
@@ -19,10 +20,25 @@ class SGD(Optimizer):
     or buf; p = p - lr * g. State: ``momentum_buffer`` when momentum != 0.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "maximize": maximize}
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+        }
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
@@ -66,5 +82,6 @@ class SGD(Optimizer):
         lr, dampening, wd = group["lr"], group["dampening"], group["weight_decay"]
         nesterov, maximize = group["nesterov"], group["maximize"]
         for (_, first_step), (params, grads, bufs) in buckets.items():
-            kernels.sgd_step(params, grads, bufs, lr, momentum, dampening, wd, nesterov, maximize,
-                             first_step, n_threads)
+            kernels.sgd_step(
+                params, grads, bufs, lr, momentum, dampening, wd, nesterov, maximize, first_step, n_threads
+            )

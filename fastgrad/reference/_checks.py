@@ -7,6 +7,7 @@ integer argument that is not an integer. ValueError: wrong number of dimensions 
 shape; not C-contiguous; a read-only output; an output sharing memory with an input; a
 count out of range.
 """
+
 import numpy as np
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -27,8 +28,10 @@ def check_array(kernel, name, arr, ndim=None, dtype=None, output=False):
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {arr.shape}")
     if not arr.flags.c_contiguous:
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray), "
-                         f"got strides {arr.strides} for shape {arr.shape}")
+        raise ValueError(
+            f"{kernel}: {name} must be C-contiguous (use np.ascontiguousarray), "
+            f"got strides {arr.strides} for shape {arr.shape}"
+        )
     if output and not arr.flags.writeable:
         raise ValueError(f"{kernel}: {name} is read-only, but it is an output")
     return arr.dtype
@@ -43,14 +46,12 @@ def check_shape(kernel, name, arr, expected):
 def check_like(kernel, name, arr, first_name, first):
     """arr has the shape of ``first`` (both ndarrays, checked before)."""
     if arr.shape != first.shape:
-        raise ValueError(f"{kernel}: {name} has shape {arr.shape}, but {first_name} has "
-                         f"{first.shape}; they must match")
+        raise ValueError(f"{kernel}: {name} has shape {arr.shape}, but {first_name} has {first.shape}; they must match")
 
 
 def overlaps(a, b):
     """The memory of two ndarrays may intersect (None: never)."""
-    return a is not None and b is not None and a.size > 0 and b.size > 0 and \
-        np.may_share_memory(a, b)
+    return a is not None and b is not None and a.size > 0 and b.size > 0 and np.may_share_memory(a, b)
 
 
 def check_disjoint(kernel, out_name, out, name, a):
@@ -74,5 +75,6 @@ def check_elements(kernel, name, shape, limit):
     for d in shape:
         count *= int(d)
     if count > limit:
-        raise ValueError(f"{kernel}: {name} {shape} is too large: {count} elements, more "
-                         f"than the {int(limit)} allowed per array")
+        raise ValueError(
+            f"{kernel}: {name} {shape} is too large: {count} elements, more than the {int(limit)} allowed per array"
+        )

@@ -6,6 +6,7 @@ array, subtracting each row's maximum before exp. Backward kernels read the forw
 output (relu, sigmoid, tanh, softmax, log_softmax) or input (leaky_relu) and write the
 input gradient fresh. Loops run over Python floats; ``n_threads`` is accepted and ignored.
 """
+
 import math
 
 import numpy as np
@@ -13,16 +14,23 @@ import numpy as np
 from ._checks import check_array, check_like, check_threads
 
 __all__ = [
-    "relu_forward", "relu_backward",
-    "leaky_relu_forward", "leaky_relu_backward",
-    "sigmoid_forward", "sigmoid_backward",
-    "tanh_forward", "tanh_backward",
-    "softmax_forward", "softmax_backward",
-    "log_softmax_forward", "log_softmax_backward",
+    "relu_forward",
+    "relu_backward",
+    "leaky_relu_forward",
+    "leaky_relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "tanh_forward",
+    "tanh_backward",
+    "softmax_forward",
+    "softmax_backward",
+    "log_softmax_forward",
+    "log_softmax_backward",
 ]
 
 
 # --------------------------------------------------------------------------- validation
+
 
 def _checked(kernel, names, arrays, n_outputs, ndim=None):
     """Float arrays of one dtype and one shape, C-contiguous, the last ``n_outputs``
@@ -47,6 +55,7 @@ def _write(out, values):
 
 
 # --------------------------------------------------------------------------- elementwise
+
 
 def relu_forward(x, out, n_threads=1):
     """out = max(x, 0) elementwise (NaN propagates).
@@ -175,6 +184,7 @@ def tanh_backward(out, grad_out, grad_input, n_threads=1):
 
 # --------------------------------------------------------------------------- softmax rows
 
+
 def _exp_shifted(row):
     """exp(v - max(row)) for each v: every exponent is <= 0, so nothing overflows."""
     m = row[0]
@@ -232,8 +242,7 @@ def softmax_backward(out, grad_out, grad_input, n_threads=1):
     out: IN, the output of softmax_forward, shape (rows, cols). grad_out: IN, same shape.
     grad_input: OUT, same shape and dtype, written fresh.
     """
-    _checked("softmax_backward", ("out", "grad_out", "grad_input"),
-             (out, grad_out, grad_input), 1, ndim=2)
+    _checked("softmax_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, ndim=2)
     check_threads("softmax_backward", n_threads)
     if out.size == 0:
         return
@@ -252,8 +261,7 @@ def log_softmax_backward(out, grad_out, grad_input, n_threads=1):
     out: IN, the output of log_softmax_forward, shape (rows, cols). grad_out: IN, same shape.
     grad_input: OUT, same shape and dtype, written fresh.
     """
-    _checked("log_softmax_backward", ("out", "grad_out", "grad_input"),
-             (out, grad_out, grad_input), 1, ndim=2)
+    _checked("log_softmax_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, ndim=2)
     check_threads("log_softmax_backward", n_threads)
     if out.size == 0:
         return

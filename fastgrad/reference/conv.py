@@ -12,6 +12,7 @@ multiply-add per (output element, weight element) pair. The ``workspace`` argume
 exist so the signatures match the compiled kernels; they are accepted and ignored, as
 is ``n_threads``.
 """
+
 import numpy as np
 
 from ._checks import check_array, check_disjoint, check_elements, check_threads
@@ -28,6 +29,7 @@ _MAX_PARAM = 1 << 31
 
 
 # --------------------------------------------------------------------------- validation
+
 
 def _dtype_of(kernel, name, a):
     return check_array(kernel, name, a)
@@ -67,8 +69,15 @@ def _out_size(n, pads, extent, stride):
 
 def _geometry(kernel, x_name, xs, ws, y_name, ys, sh, sw, pt, pl, dh, dw, groups):
     """The sizes of the convolution, after checking every relation the loops rely on."""
-    for name, v in (("stride_h", sh), ("stride_w", sw), ("pad_top", pt), ("pad_left", pl),
-                    ("dil_h", dh), ("dil_w", dw), ("groups", groups)):
+    for name, v in (
+        ("stride_h", sh),
+        ("stride_w", sw),
+        ("pad_top", pt),
+        ("pad_left", pl),
+        ("dil_h", dh),
+        ("dil_w", dw),
+        ("groups", groups),
+    ):
         _check_int(kernel, name, v)
     if sh < 1 or sw < 1:
         raise ValueError(f"{kernel}: stride must be >= 1, got ({sh}, {sw})")
@@ -81,38 +90,44 @@ def _geometry(kernel, x_name, xs, ws, y_name, ys, sh, sw, pt, pl, dh, dw, groups
     if max(sh, sw, dh, dw, pt, pl, groups) > _MAX_PARAM:
         raise ValueError(f"{kernel}: stride, padding, dilation or groups above {_MAX_PARAM}")
     if max(tuple(xs) + tuple(ws) + tuple(ys)) > _MAX_PARAM:
-        raise ValueError(f"{kernel}: a dimension above {_MAX_PARAM}: {x_name} {xs}, weight "
-                         f"{ws}, {y_name} {ys}")
+        raise ValueError(f"{kernel}: a dimension above {_MAX_PARAM}: {x_name} {xs}, weight {ws}, {y_name} {ys}")
     N, C, H, W = xs
     Co, Cg, kh, kw = ws
     Ho, Wo = ys[2], ys[3]
     if C < 1 or H < 1 or W < 1:
-        raise ValueError(f"{kernel}: {x_name} needs at least one channel and a non-empty "
-                         f"image, got shape {xs}")
+        raise ValueError(f"{kernel}: {x_name} needs at least one channel and a non-empty image, got shape {xs}")
     if Co < 1 or Cg < 1 or kh < 1 or kw < 1:
         raise ValueError(f"{kernel}: weight must have no empty dimension, got shape {ws}")
     if C % groups or Co % groups:
-        raise ValueError(f"{kernel}: groups={groups} must divide both the input channels "
-                         f"({C}) and the output channels ({Co})")
+        raise ValueError(
+            f"{kernel}: groups={groups} must divide both the input channels ({C}) and the output channels ({Co})"
+        )
     if Cg * groups != C:
-        raise ValueError(f"{kernel}: weight {ws} expects {Cg * groups} input channels "
-                         f"({Cg} per group x {groups} groups), {x_name} has {C}")
+        raise ValueError(
+            f"{kernel}: weight {ws} expects {Cg * groups} input channels "
+            f"({Cg} per group x {groups} groups), {x_name} has {C}"
+        )
     if ys[0] != N or ys[1] != Co:
-        raise ValueError(f"{kernel}: {y_name} has shape {ys}, expected ({N}, {Co}, "
-                         f"H_out, W_out) for {x_name} {xs} and weight {ws}")
+        raise ValueError(
+            f"{kernel}: {y_name} has shape {ys}, expected ({N}, {Co}, H_out, W_out) for {x_name} {xs} and weight {ws}"
+        )
     eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     h0, h1 = _out_size(H, 2 * pt, eh, sh), _out_size(H, 2 * pt + 1, eh, sh)
     w0, w1 = _out_size(W, 2 * pl, ew, sw), _out_size(W, 2 * pl + 1, ew, sw)
     if Ho < 1 or Ho not in (h0, h1):
-        raise ValueError(f"{kernel}: {y_name} height {Ho} does not fit: H={H}, "
-                         f"pad_top={pt}, kernel {kh}, dilation {dh}, stride {sh} give "
-                         f"{h0} (or {h1} with one more row of bottom padding)"
-                         + (" and the kernel must fit in the padded input" if h1 < 1 else ""))
+        raise ValueError(
+            f"{kernel}: {y_name} height {Ho} does not fit: H={H}, "
+            f"pad_top={pt}, kernel {kh}, dilation {dh}, stride {sh} give "
+            f"{h0} (or {h1} with one more row of bottom padding)"
+            + (" and the kernel must fit in the padded input" if h1 < 1 else "")
+        )
     if Wo < 1 or Wo not in (w0, w1):
-        raise ValueError(f"{kernel}: {y_name} width {Wo} does not fit: W={W}, "
-                         f"pad_left={pl}, kernel {kw}, dilation {dw}, stride {sw} give "
-                         f"{w0} (or {w1} with one more column of right padding)"
-                         + (" and the kernel must fit in the padded input" if w1 < 1 else ""))
+        raise ValueError(
+            f"{kernel}: {y_name} width {Wo} does not fit: W={W}, "
+            f"pad_left={pl}, kernel {kw}, dilation {dw}, stride {sw} give "
+            f"{w0} (or {w1} with one more column of right padding)"
+            + (" and the kernel must fit in the padded input" if w1 < 1 else "")
+        )
     return N, C, H, W, Co, Cg, kh, kw, Ho, Wo
 
 
@@ -123,29 +138,41 @@ def _check_workspace(kernel, workspace, dtype):
 
 # --------------------------------------------------------------------------- kernels
 
-def conv2d_workspace_size(kernel, x_shape, weight_shape, out_shape, stride_h, stride_w,
-                          pad_top, pad_left, dil_h, dil_w, groups, n_threads):
+
+def conv2d_workspace_size(
+    kernel, x_shape, weight_shape, out_shape, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, n_threads
+):
     """Elements of workspace that conv2d_<kernel> needs: none for the reference kernels."""
     kinds = ("backward_input", "backward_weight", "forward")
     if kernel not in kinds:
-        raise ValueError(f"conv2d_workspace_size: kernel must be one of {list(kinds)}, "
-                         f"got {kernel!r}")
-    for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape),
-                    ("out_shape", out_shape)):
+        raise ValueError(f"conv2d_workspace_size: kernel must be one of {list(kinds)}, got {kernel!r}")
+    for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape), ("out_shape", out_shape)):
         if len(s) != 4 or any(int(v) < 0 for v in s):
-            raise ValueError(f"conv2d_workspace_size: {name} must be 4 non-negative sizes, "
-                             f"got {s}")
-    _geometry("conv2d_workspace_size", "x", tuple(x_shape), tuple(weight_shape), "out",
-              tuple(out_shape), stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
-    for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape),
-                    ("out_shape", out_shape)):
+            raise ValueError(f"conv2d_workspace_size: {name} must be 4 non-negative sizes, got {s}")
+    _geometry(
+        "conv2d_workspace_size",
+        "x",
+        tuple(x_shape),
+        tuple(weight_shape),
+        "out",
+        tuple(out_shape),
+        stride_h,
+        stride_w,
+        pad_top,
+        pad_left,
+        dil_h,
+        dil_w,
+        groups,
+    )
+    for name, s in (("x_shape", x_shape), ("weight_shape", weight_shape), ("out_shape", out_shape)):
         _check_elements("conv2d_workspace_size", name, tuple(s))
     check_threads("conv2d_workspace_size", n_threads)
     return 0
 
 
-def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, dil_h,
-                   dil_w, groups, apply_relu, workspace, n_threads):
+def conv2d_forward(
+    x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, apply_relu, workspace, n_threads
+):
     """out = conv2d(x, weight) + bias, then max(0, .) when apply_relu; written fresh.
 
     x: IN (N, C_in, H, W); weight: IN (C_out, C_in/groups, kH, kW); bias: IN (C_out,) or
@@ -161,7 +188,8 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         if bs[0] != wsh[0]:
             raise ValueError(f"{k}: bias has shape {bs}, expected ({wsh[0]},)")
     N, C, H, W, Co, Cg, kh, kw, Ho, Wo = _geometry(
-        k, "x", xs, wsh, "out", ys, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)
+        k, "x", xs, wsh, "out", ys, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups
+    )
     _check_disjoint(k, "out", out, (("x", x), ("weight", weight), ("bias", bias)))
     _check_workspace(k, workspace, dt)
     check_threads(k, n_threads)
@@ -199,8 +227,9 @@ def conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left, 
         out[...] = result
 
 
-def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_top, pad_left,
-                          dil_h, dil_w, groups, workspace, n_threads):
+def conv2d_backward_input(
+    grad_out, weight, grad_x, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, workspace, n_threads
+):
     """grad_x = d(sum(grad_out * conv2d(x, weight))) / dx, written fresh.
 
     grad_out: IN (N, C_out, H_out, W_out); weight: IN (C_out, C_in/groups, kH, kW);
@@ -212,8 +241,8 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_top,
     wsh = _check_array(k, "weight", weight, 4, dt, False)
     xs = _check_array(k, "grad_x", grad_x, 4, dt, True)
     N, C, H, W, Co, Cg, kh, kw, Ho, Wo = _geometry(
-        k, "grad_x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top, pad_left, dil_h,
-        dil_w, groups)
+        k, "grad_x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups
+    )
     _check_disjoint(k, "grad_x", grad_x, (("grad_out", grad_out), ("weight", weight)))
     _check_workspace(k, workspace, dt)
     check_threads(k, n_threads)
@@ -240,8 +269,9 @@ def conv2d_backward_input(grad_out, weight, grad_x, stride_h, stride_w, pad_top,
         grad_x[...] = gx
 
 
-def conv2d_backward_weight(x, grad_out, grad_weight, stride_h, stride_w, pad_top, pad_left,
-                           dil_h, dil_w, groups, workspace, n_threads):
+def conv2d_backward_weight(
+    x, grad_out, grad_weight, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, workspace, n_threads
+):
     """grad_weight = d(sum(grad_out * conv2d(x, weight))) / dweight, written fresh.
 
     x: IN (N, C_in, H, W); grad_out: IN (N, C_out, H_out, W_out);
@@ -253,8 +283,8 @@ def conv2d_backward_weight(x, grad_out, grad_weight, stride_h, stride_w, pad_top
     ys = _check_array(k, "grad_out", grad_out, 4, dt, False)
     wsh = _check_array(k, "grad_weight", grad_weight, 4, dt, True)
     N, C, H, W, Co, Cg, kh, kw, Ho, Wo = _geometry(
-        k, "x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
-        groups)
+        k, "x", xs, wsh, "grad_out", ys, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups
+    )
     _check_disjoint(k, "grad_weight", grad_weight, (("x", x), ("grad_out", grad_out)))
     _check_workspace(k, workspace, dt)
     check_threads(k, n_threads)

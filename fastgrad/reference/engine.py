@@ -6,6 +6,7 @@ node's ``backward`` on the gradient gathered for its output, and adds every retu
 input gradient into the right place: the producing node's pending gradient, or the
 ``.grad`` of a leaf tensor. ``accumulate`` is that addition, in place.
 """
+
 import numpy as np
 
 __all__ = ["accumulate", "backward_walk"]
@@ -65,7 +66,8 @@ def backward_walk(order, tensor_cls, retain_graph):
         if fn.freed:
             raise RuntimeError(
                 f"backward through {fn.name()} a second time: its saved tensors were freed "
-                "by the first backward; pass retain_graph=True to the first call")
+                "by the first backward; pass retain_graph=True to the first call"
+            )
         fn.grad_out = None
         if fn.grad_hooks is not None:  # Tensor.register_hook / retain_grad on fn's output
             grad = fn.grad_hooks.run(grad)

@@ -10,6 +10,7 @@ squared deviations: two passes); the output is (x - mean) * (rstd * weight) + bi
 for backward. Backward writes grad_input fresh and, when given, grad_weight and grad_bias
 fresh. ``n_threads`` is accepted and ignored.
 """
+
 import math
 
 import numpy as np
@@ -44,7 +45,7 @@ def _disjoint(kernel, outputs, inputs):
     for i, (name, a) in enumerate(outputs):
         if a is None:
             continue
-        for other, b in inputs + outputs[i + 1:]:
+        for other, b in inputs + outputs[i + 1 :]:
             if b is not None and np.may_share_memory(a, b):
                 raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
 
@@ -138,6 +139,7 @@ def _store(a, values):
 
 # --------------------------------------------------------------------------- layer norm
 
+
 def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     """out[r, k] = (x[r, k] - mean[r]) * rstd[r] * weight[k] + bias[k].
 
@@ -180,18 +182,31 @@ def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight
     _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
     _array(k, "grad_weight", grad_weight, x.dtype, (width,), writable=True, optional=True)
     _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
-    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    _disjoint(
+        k,
+        [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+        [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)],
+    )
     check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
-    gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.tolist(),
-                                rstd.tolist(), rows, width, lambda i: i % width, w, width)
+    gi, gw, gb = _norm_backward(
+        x.reshape(-1).tolist(),
+        grad_out.reshape(-1).tolist(),
+        mean.tolist(),
+        rstd.tolist(),
+        rows,
+        width,
+        lambda i: i % width,
+        w,
+        width,
+    )
     _store(grad_input, gi)
     _store(grad_weight, gw)
     _store(grad_bias, gb)
 
 
 # --------------------------------------------------------------------------- group norm
+
 
 def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_threads=1):
     """out[n, c, s] = (x - mean[n, g]) * rstd[n, g] * weight[c] + bias[c], g = c // (C / G).
@@ -212,15 +227,13 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     b = bias.tolist() if bias is not None else None
-    y, m, r = _norm_forward(x.reshape(-1).tolist(), n * g, (c // g) * s, lambda i: (i // s) % c if s else 0,
-                            w, b, e)
+    y, m, r = _norm_forward(x.reshape(-1).tolist(), n * g, (c // g) * s, lambda i: (i // s) % c if s else 0, w, b, e)
     _store(out, y)
     _store(mean, m)
     _store(rstd, r)
 
 
-def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input, grad_weight, grad_bias,
-                        n_threads=1):
+def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input, grad_weight, grad_bias, n_threads=1):
     """Gradients of group_norm_forward, as layer_norm_backward's per group of (C/G) * S
     elements, the weight and bias gradients summed per channel over N and S.
 
@@ -238,12 +251,24 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
     _array(k, "grad_weight", grad_weight, x.dtype, (c,), writable=True, optional=True)
     _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
-    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    _disjoint(
+        k,
+        [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+        [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)],
+    )
     check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
-    gi, gw, gb = _norm_backward(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist(), mean.reshape(-1).tolist(),
-                                rstd.reshape(-1).tolist(), n * g, (c // g) * s, lambda i: (i // s) % c, w, c)
+    gi, gw, gb = _norm_backward(
+        x.reshape(-1).tolist(),
+        grad_out.reshape(-1).tolist(),
+        mean.reshape(-1).tolist(),
+        rstd.reshape(-1).tolist(),
+        n * g,
+        (c // g) * s,
+        lambda i: (i // s) % c,
+        w,
+        c,
+    )
     _store(grad_input, gi)
     _store(grad_weight, gw)
     _store(grad_bias, gb)

@@ -6,20 +6,28 @@ to rounding (the compiled kernels sum in another order and may fuse multiply-add
 Each kernel reads its inputs with ``.tolist()``, loops over Python floats, and writes its
 output once, fresh. ``n_threads`` is accepted and ignored.
 """
+
 import numpy as np
 
 from ._checks import check_array, check_threads
 
-__all__ = ["linear_forward", "linear_backward_input", "linear_backward_weight",
-           "linear_backward_bias", "linear_backward"]
+__all__ = [
+    "linear_forward",
+    "linear_backward_input",
+    "linear_backward_weight",
+    "linear_backward_bias",
+    "linear_backward",
+]
+
 
 def _sizes(kernel, x, weight):
     """(N, in_features, out_features) of x (N, in_features) and weight (out_features,
     in_features), which must agree."""
     n, k = x.shape
     if weight.shape[1] != k:
-        raise ValueError(f"{kernel}: x has {k} features (shape {x.shape}), weight expects "
-                         f"{weight.shape[1]} (shape {weight.shape})")
+        raise ValueError(
+            f"{kernel}: x has {k} features (shape {x.shape}), weight expects {weight.shape[1]} (shape {weight.shape})"
+        )
     return n, k, weight.shape[0]
 
 
@@ -81,8 +89,10 @@ def linear_backward_input(grad_out, weight, grad_x, n_threads):
     n, o = grad_out.shape
     k = weight.shape[1]
     if weight.shape[0] != o:
-        raise ValueError(f"{kn}: grad_out has {o} features (shape {grad_out.shape}), weight has "
-                         f"{weight.shape[0]} output features (shape {weight.shape})")
+        raise ValueError(
+            f"{kn}: grad_out has {o} features (shape {grad_out.shape}), weight has "
+            f"{weight.shape[0]} output features (shape {weight.shape})"
+        )
     if grad_x.shape != (n, k):
         raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}, expected ({n}, {k})")
     if grad_x.size == 0:  # nothing to write: never walk an enormous empty dimension
@@ -114,8 +124,9 @@ def linear_backward_weight(x, grad_out, grad_weight, n_threads):
     n, k = x.shape
     o = grad_out.shape[1]
     if grad_out.shape[0] != n:
-        raise ValueError(f"{kn}: x has {n} rows (shape {x.shape}), grad_out has "
-                         f"{grad_out.shape[0]} (shape {grad_out.shape})")
+        raise ValueError(
+            f"{kn}: x has {n} rows (shape {x.shape}), grad_out has {grad_out.shape[0]} (shape {grad_out.shape})"
+        )
     if grad_weight.shape != (o, k):
         raise ValueError(f"{kn}: grad_weight has shape {grad_weight.shape}, expected ({o}, {k})")
     if grad_weight.size == 0:  # nothing to write: never walk an enormous empty dimension
@@ -170,19 +181,25 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
     check_array(kn, "weight", weight, 2, dt)
     if relu_out is not None:
         check_array(kn, "relu_out", relu_out, 2, dt)
-    for name, out, ndim in (("grad_x", grad_x, 2), ("grad_weight", grad_weight, 2),
-                            ("grad_bias", grad_bias, 1)):
+    for name, out, ndim in (("grad_x", grad_x, 2), ("grad_weight", grad_weight, 2), ("grad_bias", grad_bias, 1)):
         if out is not None:
             check_array(kn, name, out, ndim, dt, output=True)
     check_threads(kn, n_threads)
     n, k, o = _sizes(kn, x, weight)
-    for name, a, shape in (("grad_out", grad_out, (n, o)), ("relu_out", relu_out, (n, o)),
-                           ("grad_x", grad_x, (n, k)), ("grad_weight", grad_weight, (o, k)),
-                           ("grad_bias", grad_bias, (o,))):
+    for name, a, shape in (
+        ("grad_out", grad_out, (n, o)),
+        ("relu_out", relu_out, (n, o)),
+        ("grad_x", grad_x, (n, k)),
+        ("grad_weight", grad_weight, (o, k)),
+        ("grad_bias", grad_bias, (o,)),
+    ):
         if a is not None and a.shape != shape:
             raise ValueError(f"{kn}: {name} has shape {a.shape}, expected {shape}")
-    outputs = [(name, a) for name, a in (("grad_x", grad_x), ("grad_weight", grad_weight),
-                                         ("grad_bias", grad_bias)) if a is not None]
+    outputs = [
+        (name, a)
+        for name, a in (("grad_x", grad_x), ("grad_weight", grad_weight), ("grad_bias", grad_bias))
+        if a is not None
+    ]
     for i in range(len(outputs)):
         for j in range(i):
             if np.shares_memory(outputs[i][1], outputs[j][1]):
@@ -191,12 +208,10 @@ def linear_backward(x, grad_out, relu_out, weight, grad_x, grad_weight, grad_bia
     xs, ws = x.tolist(), weight.tolist()
     gs = grad_out.tolist()
     if relu_out is not None:
-        gs = [[g if y > 0 else 0.0 for g, y in zip(grow, yrow)]
-              for grow, yrow in zip(gs, relu_out.tolist())]
+        gs = [[g if y > 0 else 0.0 for g, y in zip(grow, yrow)] for grow, yrow in zip(gs, relu_out.tolist())]
     if grad_x is not None and grad_x.size:
         _store(grad_x, [[sum(grow[j] * ws[j][p] for j in range(o)) for p in range(k)] for grow in gs])
     if grad_weight is not None and grad_weight.size:
-        _store(grad_weight, [[sum(gs[i][j] * xs[i][p] for i in range(n)) for p in range(k)]
-                             for j in range(o)])
+        _store(grad_weight, [[sum(gs[i][j] * xs[i][p] for i in range(n)) for p in range(k)] for j in range(o)])
     if grad_bias is not None and grad_bias.size:
         _store(grad_bias, [sum(gs[i][j] for i in range(n)) for j in range(o)])

@@ -7,6 +7,7 @@ binary_cross_entropy_with_logits follow the same pattern: per-element results wr
 into the caller's arrays, sums returned as Python floats. Loops run over Python floats;
 ``n_threads`` is accepted and ignored.
 """
+
 import math
 
 import numpy as np
@@ -15,8 +16,10 @@ from ._checks import check_array, check_disjoint, check_shape, check_threads
 
 __all__ = [
     "cross_entropy_forward",
-    "nll_loss_forward", "nll_loss_backward",
-    "mse_loss_forward", "mse_loss_backward",
+    "nll_loss_forward",
+    "nll_loss_backward",
+    "mse_loss_forward",
+    "mse_loss_backward",
     "binary_cross_entropy_with_logits_forward",
 ]
 
@@ -25,6 +28,7 @@ _INT64 = np.iinfo(np.int64)
 
 # --------------------------------------------------------------------------- validation
 # The same checks, in the same order, as the compiled kernels.
+
 
 def _float_array(kernel, name, a, dtype, shape, output):
     """One float array (of ``dtype`` and ``shape`` unless None); returns its dtype."""
@@ -76,8 +80,10 @@ def _ignore(kernel, ignore_index):
 def _check_targets(kernel, targets, n_classes, ignore_index):
     for i, t in enumerate(targets):
         if t != ignore_index and not 0 <= t < n_classes:
-            raise ValueError(f"{kernel}: target[{i}] = {t} is out of range for {n_classes} classes "
-                             f"(expected 0 <= target < {n_classes}, or ignore_index={ignore_index})")
+            raise ValueError(
+                f"{kernel}: target[{i}] = {t} is out of range for {n_classes} classes "
+                f"(expected 0 <= target < {n_classes}, or ignore_index={ignore_index})"
+            )
 
 
 def _number(kernel, name, value):
@@ -104,6 +110,7 @@ def _store(a, values):
 
 
 # --------------------------------------------------------------------------- cross entropy
+
 
 def _cross_entropy_row(z, t, w, w_total, eps, scale, want_grad):
     """(loss, scale * d(loss)/dz or None) for one row of logits ``z`` and target ``t``.
@@ -139,8 +146,7 @@ def _cross_entropy_row(z, t, w, w_total, eps, scale, want_grad):
     return loss, grad
 
 
-def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing, normalize,
-                          losses, grad, n_threads=1):
+def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing, normalize, losses, grad, n_threads=1):
     """Per-sample cross-entropy losses from logits, fused with their gradient.
 
     logits: IN, (N, C) float32/float64, C-contiguous.
@@ -169,8 +175,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
     if grad is not None:
         _float_array(k, "grad", grad, dtype, (N, C), True)
     check_threads(k, n_threads)
-    _disjoint(k, (("losses", losses), ("grad", grad)),
-              (("logits", logits), ("target", target), ("weight", weight)))
+    _disjoint(k, (("losses", losses), ("grad", grad)), (("logits", logits), ("target", target), ("weight", weight)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     w_total = float(C)
@@ -203,6 +208,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
 
 # --------------------------------------------------------------------------- nll
 
+
 def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=1):
     """Per-sample negative log-likelihood losses: losses[i] = -weight[t] * log_probs[i, t].
 
@@ -220,8 +226,7 @@ def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=
     w = _weights(k, weight, dtype, C)
     _float_array(k, "losses", losses, dtype, (N,), True)
     check_threads(k, n_threads)
-    _disjoint(k, (("losses", losses),),
-              (("log_probs", log_probs), ("target", target), ("weight", weight)))
+    _disjoint(k, (("losses", losses),), (("log_probs", log_probs), ("target", target), ("weight", weight)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     values = []
@@ -254,8 +259,7 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
     w = _weights(k, weight, dtype, C)
     _float_array(k, "grad_losses", grad_losses, dtype, (N,), False)
     check_threads(k, n_threads)
-    _disjoint(k, (("grad_input", grad_input),),
-              (("target", target), ("weight", weight), ("grad_losses", grad_losses)))
+    _disjoint(k, (("grad_input", grad_input),), (("target", target), ("weight", weight), ("grad_losses", grad_losses)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     values = [0.0] * (N * C)
@@ -267,6 +271,7 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
 
 
 # --------------------------------------------------------------------------- mse
+
 
 def mse_loss_forward(input, target, diff, squares, n_threads=1):
     """diff = input - target, squares = diff^2; returns sum(diff^2) as a Python float.
@@ -314,8 +319,9 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
     _float_array(k, "grad_loss", grad_loss, dtype, None, False)
     g_scalar = grad_loss.size == 1
     if not g_scalar and grad_loss.shape != diff.shape:
-        raise ValueError(f"{k}: grad_loss has shape {grad_loss.shape}, expected one element "
-                         f"or diff's shape {diff.shape}")
+        raise ValueError(
+            f"{k}: grad_loss has shape {grad_loss.shape}, expected one element or diff's shape {diff.shape}"
+        )
     _float_array(k, "grad_input", grad_input, dtype, diff.shape, True)
     factor = 2.0 * _number(k, "scale", scale)
     check_threads(k, n_threads)
@@ -337,8 +343,8 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
 
 # --------------------------------------------------------------------------- bce with logits
 
-def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, grad_scale,
-                                             losses, grad, n_threads=1):
+
+def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, grad_scale, losses, grad, n_threads=1):
     """Elementwise binary cross-entropy on logits, fused with its gradient.
 
     input: IN, (R, C) float32/float64 logits, C-contiguous.
@@ -370,9 +376,11 @@ def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, 
         _float_array(k, "grad", grad, dtype, shape, True)
     scale = _number(k, "grad_scale", grad_scale)
     check_threads(k, n_threads)
-    _disjoint(k, (("losses", losses), ("grad", grad)),
-              (("input", input), ("target", target), ("weight", weight),
-               ("pos_weight", pos_weight)))
+    _disjoint(
+        k,
+        (("losses", losses), ("grad", grad)),
+        (("input", input), ("target", target), ("weight", weight), ("pos_weight", pos_weight)),
+    )
     if R * C == 0:
         return 0.0
     xs = input.reshape(-1).tolist()

@@ -7,6 +7,7 @@ d = x - mean0: mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^
 (a constant channel gets its value as mean and a variance of exactly 0, whatever the
 order of the sums; see src_c/_norm.pyx).
 """
+
 import math
 
 import numpy as np
@@ -34,19 +35,23 @@ class _Checker:
         if a.dtype != np.float32 and a.dtype != np.float64:
             raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
         if self.dtype is not None and a.dtype != self.dtype:
-            raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; "
-                            "all arrays must share one dtype")
+            raise TypeError(
+                f"{kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; all arrays must share one dtype"
+            )
         if not a.flags.c_contiguous:
-            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
+            raise ValueError(
+                f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
+                f"for shape {a.shape}); pass np.ascontiguousarray({name})"
+            )
         if output and not a.flags.writeable:
             raise ValueError(f"{kernel}: output {name} is read-only")
 
     def full(self, name, a, output):
         self._basic(name, a, output)
         if a.shape != (self.N, self.C, self.S):
-            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected "
-                             f"{(self.N, self.C, self.S)} (the input's)")
+            raise ValueError(
+                f"{self.kernel}: {name} has shape {a.shape}, expected {(self.N, self.C, self.S)} (the input's)"
+            )
 
     def channel(self, name, a, output, optional):
         if a is None:
@@ -55,8 +60,9 @@ class _Checker:
             raise TypeError(f"{self.kernel}: {name} is required, got None")
         self._basic(name, a, output)
         if a.shape != (self.C,):
-            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) "
-                             "(one value per channel of the input)")
+            raise ValueError(
+                f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) (one value per channel of the input)"
+            )
 
 
 def _number(kernel, name, value):
@@ -85,13 +91,15 @@ def _separate(kernel, outputs, inputs, in_place=()):
                 continue
             if (name, other_name) in in_place and _same_memory(out, other):
                 continue
-            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a "
-                             "separate array")
+            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a separate array")
 
 
 def _same_memory(a, b):
-    return (a.shape == b.shape and a.dtype == b.dtype and
-            a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
 
 
 def _inv_sqrt(v):
@@ -118,8 +126,9 @@ def _affine(xs, out, N, C, S, c, mean, scale, shift):
             out[s] = (xs[s] - mean) * scale + shift
 
 
-def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps, out,
-                             save_mean, save_invstd, n_threads=1):
+def batch_norm_forward_train(
+    x, weight, bias, running_mean, running_var, momentum, eps, out, save_mean, save_invstd, n_threads=1
+):
     """Normalize each channel by its batch statistics; update the running ones.
 
     Same contract as the compiled kernel (see src_c/_norm.pyx).
@@ -138,17 +147,27 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     momentum = _number(kernel, "momentum", momentum)
     eps = _number(kernel, "eps", eps)
     check_threads(kernel, n_threads)
-    _separate(kernel, [("out", out), ("running_mean", running_mean), ("running_var", running_var),
-                       ("save_mean", save_mean), ("save_invstd", save_invstd)],
-              [("x", x), ("weight", weight), ("bias", bias)], in_place=[("out", "x")])
+    _separate(
+        kernel,
+        [
+            ("out", out),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+            ("save_mean", save_mean),
+            ("save_invstd", save_invstd),
+        ],
+        [("x", x), ("weight", weight), ("bias", bias)],
+        in_place=[("out", "x")],
+    )
     N, C, S = check.N, check.C, check.S
     m = N * S
     if C > 0 and m < 1:
-        raise ValueError(f"{kernel}: no values per channel (input shape {x.shape}): batch statistics "
-                         "need at least one")
+        raise ValueError(f"{kernel}: no values per channel (input shape {x.shape}): batch statistics need at least one")
     if C > 0 and running_mean is not None and m < 2:
-        raise ValueError(f"{kernel}: one value per channel (input shape {x.shape}): the unbiased "
-                         "variance for the running statistics needs at least two")
+        raise ValueError(
+            f"{kernel}: one value per channel (input shape {x.shape}): the unbiased "
+            "variance for the running statistics needs at least two"
+        )
     if C == 0:
         return
     xs = _values(x)
@@ -191,8 +210,7 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     _store(running_var, rv)
 
 
-def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, save_invstd,
-                            n_threads=1):
+def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, save_invstd, n_threads=1):
     """Normalize each channel by the running statistics.
 
     Same contract as the compiled kernel (see src_c/_norm.pyx).
@@ -207,9 +225,12 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     check.channel("save_invstd", save_invstd, True, False)
     eps = _number(kernel, "eps", eps)
     check_threads(kernel, n_threads)
-    _separate(kernel, [("out", out), ("save_invstd", save_invstd)],
-              [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
-               ("running_var", running_var)], in_place=[("out", "x")])
+    _separate(
+        kernel,
+        [("out", out), ("save_invstd", save_invstd)],
+        [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)],
+        in_place=[("out", "x")],
+    )
     N, C, S = check.N, check.C, check.S
     if C == 0:
         return
@@ -228,8 +249,9 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     _store(save_invstd, invstds)
 
 
-def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_stats, grad_input,
-                        grad_weight, grad_bias, n_threads=1):
+def batch_norm_backward(
+    grad_out, x, weight, save_mean, save_invstd, use_batch_stats, grad_input, grad_weight, grad_bias, n_threads=1
+):
     """Gradients of batch normalization for the input, weight and bias.
 
     Same contract as the compiled kernel (see src_c/_norm.pyx).
@@ -246,9 +268,12 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
     check.channel("grad_bias", grad_bias, True, True)
     batch_stats = bool(use_batch_stats)
     check_threads(kernel, n_threads)
-    _separate(kernel, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-              [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
-               ("save_invstd", save_invstd)], in_place=[("grad_input", "grad_out"), ("grad_input", "x")])
+    _separate(
+        kernel,
+        [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
+        [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean), ("save_invstd", save_invstd)],
+        in_place=[("grad_input", "grad_out"), ("grad_input", "x")],
+    )
     N, C, S = check.N, check.C, check.S
     if C == 0:
         return

@@ -12,6 +12,7 @@ the correctly rounded float32 result, which is what the C code computes. Scalars
 (lr, betas, bias corrections) are combined in double first and rounded once, as in
 the compiled kernels. n_threads is accepted and ignored.
 """
+
 import math
 import struct
 
@@ -62,6 +63,7 @@ def _lerp(r, start, end, w, one_minus_w, small_w):
 
 # --------------------------------------------------------------------------- validation
 
+
 def _gather(kernel, names, seqs, used):
     """Check the arrays of every used role as the compiled kernel does; return the lists.
 
@@ -96,11 +98,14 @@ def _gather(kernel, names, seqs, used):
                     if dtype not in (np.float32, np.float64):
                         raise TypeError(f"{kernel}: {names[0]}[0] must be float32 or float64, got {a.dtype}")
             if a.dtype != dtype:
-                raise TypeError(f"{kernel}: {names[r]}[{i}] has dtype {a.dtype}, but {names[0]}[0] has "
-                                f"{dtype}; all arrays of one call must share one dtype")
+                raise TypeError(
+                    f"{kernel}: {names[r]}[{i}] has dtype {a.dtype}, but {names[0]}[0] has "
+                    f"{dtype}; all arrays of one call must share one dtype"
+                )
             if r > 0 and a.shape != p.shape:
-                raise ValueError(f"{kernel}: {names[r]}[{i}] has shape {a.shape}, but "
-                                 f"{names[0]}[{i}] has shape {p.shape}")
+                raise ValueError(
+                    f"{kernel}: {names[r]}[{i}] has shape {a.shape}, but {names[0]}[{i}] has shape {p.shape}"
+                )
             if not a.flags.c_contiguous:
                 raise ValueError(f"{kernel}: {names[r]}[{i}] must be C-contiguous")
             if r != 1 and not a.flags.writeable:
@@ -121,7 +126,7 @@ def _real(kernel, name, value):
 def _pow(x, y):
     """x ** y with C's pow results where Python raises or goes complex."""
     try:
-        r = x ** y
+        r = x**y
     except OverflowError:
         odd = y == int(y) and int(y) % 2 == 1
         return -math.inf if (x < 0 and odd) else math.inf
@@ -141,8 +146,10 @@ def _store(a, values):
 
 # --------------------------------------------------------------------------- SGD
 
-def sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov,
-             maximize, first_step, n_threads):
+
+def sgd_step(
+    params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step, n_threads
+):
     """One SGD step over every tensor of a group, in place (PyTorch's SGD arithmetic).
 
     params:           IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
@@ -158,8 +165,12 @@ def sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_de
     lr, momentum = _real(k, "lr", lr), _real(k, "momentum", momentum)
     dampening, weight_decay = _real(k, "dampening", dampening), _real(k, "weight_decay", weight_decay)
     use_momentum = momentum != 0
-    (ps, gs, bs), dtype = _gather("sgd_step", ("params", "grads", "momentum_buffers"),
-                                  (params, grads, momentum_buffers), (True, True, use_momentum))
+    (ps, gs, bs), dtype = _gather(
+        "sgd_step",
+        ("params", "grads", "momentum_buffers"),
+        (params, grads, momentum_buffers),
+        (True, True, use_momentum),
+    )
     r = _rounder(dtype)
     neg_lr, mom = r(-lr), r(momentum)
     omd, wd = r(1.0 - dampening), r(weight_decay)
@@ -186,8 +197,24 @@ def sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_de
 
 # --------------------------------------------------------------------------- Adam / AdamW
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps,
-              weight_decay, amsgrad, maximize, decoupled_weight_decay, n_threads):
+
+def adam_step(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    step,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+    n_threads,
+):
     """One Adam (or AdamW, decoupled_weight_decay=True) step over a group, in place.
 
     params:          IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
@@ -207,8 +234,11 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, b
     lr, beta1, beta2 = _real(k, "lr", lr), _real(k, "beta1", beta1), _real(k, "beta2", beta2)
     eps, weight_decay = _real(k, "eps", eps), _real(k, "weight_decay", weight_decay)
     (ps, gs, ms, vs, vmaxs), dtype = _gather(
-        "adam_step", ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
-        (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs), (True, True, True, True, amsgrad))
+        "adam_step",
+        ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
+        (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs),
+        (True, True, True, True, amsgrad),
+    )
     r = _rounder(dtype)
     fstep = float(step)
     neg_ss = r(-_div(lr, 1.0 - _pow(beta1, fstep)))
@@ -252,8 +282,22 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, b
 
 # --------------------------------------------------------------------------- RMSprop
 
-def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps,
-                 weight_decay, momentum, centered, maximize, n_threads):
+
+def rmsprop_step(
+    params,
+    grads,
+    square_avgs,
+    grad_avgs,
+    momentum_buffers,
+    lr,
+    alpha,
+    eps,
+    weight_decay,
+    momentum,
+    centered,
+    maximize,
+    n_threads,
+):
     """One RMSprop step over every tensor of a group, in place (PyTorch's RMSprop arithmetic).
 
     params:           IN/OUT, list of C-contiguous float32/float64 arrays (one dtype per call).
@@ -271,8 +315,11 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, al
     weight_decay, momentum = _real(k, "weight_decay", weight_decay), _real(k, "momentum", momentum)
     use_momentum = momentum > 0
     (ps, gs, sqs, gavgs, bufs), dtype = _gather(
-        "rmsprop_step", ("params", "grads", "square_avgs", "grad_avgs", "momentum_buffers"),
-        (params, grads, square_avgs, grad_avgs, momentum_buffers), (True, True, True, centered, use_momentum))
+        "rmsprop_step",
+        ("params", "grads", "square_avgs", "grad_avgs", "momentum_buffers"),
+        (params, grads, square_avgs, grad_avgs, momentum_buffers),
+        (True, True, True, centered, use_momentum),
+    )
     r = _rounder(dtype)
     neg_lr, a_, oma = r(-lr), r(alpha), r(1.0 - alpha)
     omoma = r(1.0 - oma)
@@ -331,8 +378,11 @@ def adadelta_step(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_d
     lr, rho, eps = _real(k, "lr", lr), _real(k, "rho", rho), _real(k, "eps", eps)
     weight_decay = _real(k, "weight_decay", weight_decay)
     (ps, gs, sqs, accs), dtype = _gather(
-        k, ("params", "grads", "square_avgs", "acc_deltas"),
-        (params, grads, square_avgs, acc_deltas), (True, True, True, True))
+        k,
+        ("params", "grads", "square_avgs", "acc_deltas"),
+        (params, grads, square_avgs, acc_deltas),
+        (True, True, True, True),
+    )
     r = _rounder(dtype)
     neg_lr, rho_, omr, eps_, wd = r(-lr), r(rho), r(1.0 - rho), r(eps), r(weight_decay)
     has_wd = weight_decay != 0
@@ -356,6 +406,7 @@ def adadelta_step(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_d
 
 # --------------------------------------------------------------------------- Adagrad
 
+
 def adagrad_step(params, grads, state_sums, step, lr, lr_decay, eps, weight_decay, maximize, n_threads):
     """One Adagrad step over every tensor of a group, in place (PyTorch's Adagrad arithmetic).
 
@@ -372,8 +423,9 @@ def adagrad_step(params, grads, state_sums, step, lr, lr_decay, eps, weight_deca
         raise ValueError(f"adagrad_step: step must be >= 1 (the count after this update), got {step}")
     lr, lr_decay = _real(k, "lr", lr), _real(k, "lr_decay", lr_decay)
     eps, weight_decay = _real(k, "eps", eps), _real(k, "weight_decay", weight_decay)
-    (ps, gs, sums), dtype = _gather(k, ("params", "grads", "state_sums"),
-                                    (params, grads, state_sums), (True, True, True))
+    (ps, gs, sums), dtype = _gather(
+        k, ("params", "grads", "state_sums"), (params, grads, state_sums), (True, True, True)
+    )
     r = _rounder(dtype)
     neg_clr = r(-_div(lr, 1.0 + (float(step) - 1.0) * lr_decay))
     eps_, wd = r(eps), r(weight_decay)

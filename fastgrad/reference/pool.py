@@ -6,20 +6,27 @@ Twin of ``src_c/_pool.pyx``: same names, same signatures, same checks, same resu
 are read with ``.tolist()``; every output is computed plane by plane over Python floats
 and written once, fresh. ``n_threads`` is checked and otherwise ignored.
 """
+
 import math
 
 import numpy as np
 
 from ._checks import check_array, check_disjoint, check_threads
 
-__all__ = ["max_pool2d_forward", "max_pool2d_backward",
-           "avg_pool2d_forward", "avg_pool2d_backward",
-           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
+__all__ = [
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "adaptive_avg_pool2d_backward",
+]
 
 _PARAM_MAX = 2147483647
 
 
 # --------------------------------------------------------------------------- checks
+
 
 def _param(kernel, name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -31,8 +38,10 @@ def _param(kernel, name, value, minimum):
 
 def _same_planes(kernel, a_name, a, b_name, b):
     if a.shape[:2] != b.shape[:2]:
-        raise ValueError(f"{kernel}: {a_name} has shape {a.shape} and {b_name} {b.shape}: "
-                         "their batch and channel sizes (N, C) differ")
+        raise ValueError(
+            f"{kernel}: {a_name} has shape {a.shape} and {b_name} {b.shape}: "
+            "their batch and channel sizes (N, C) differ"
+        )
 
 
 def _check_disjoint(kernel, out_name, out, ins):
@@ -44,11 +53,9 @@ def _check_divisor(kernel, divisor_override):
     if divisor_override is None:
         return 0
     if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)):
-        raise TypeError(f"{kernel}: divisor_override must be None or an integer, got "
-                        f"{divisor_override!r}")
+        raise TypeError(f"{kernel}: divisor_override must be None or an integer, got {divisor_override!r}")
     if divisor_override == 0 or not -_PARAM_MAX <= divisor_override <= _PARAM_MAX:
-        raise ValueError(f"{kernel}: divisor_override must be a nonzero integer, got "
-                         f"{divisor_override}")
+        raise ValueError(f"{kernel}: divisor_override must be a nonzero integer, got {divisor_override}")
     return int(divisor_override)
 
 
@@ -59,6 +66,7 @@ def _store(out, values):
 
 # --------------------------------------------------------------------------- windows
 
+
 def _taps(o, stride, pad, dil, k, size):
     """Input coordinates of window o's taps that fall inside [0, size), in scan order."""
     start = o * stride - pad
@@ -68,9 +76,11 @@ def _taps(o, stride, pad, dil, k, size):
 def _check_max_windows(kernel, size, n_out, k, stride, pad, dil, axis):
     for o in range(n_out):
         if not _taps(o, stride, pad, dil, k, size):
-            raise ValueError(f"{kernel}: output {axis} {o} (of {n_out}) has a window that covers "
-                             f"no input position (input {axis} {size}, kernel {k}, stride {stride}, "
-                             f"padding {pad}, dilation {dil})")
+            raise ValueError(
+                f"{kernel}: output {axis} {o} (of {n_out}) has a window that covers "
+                f"no input position (input {axis} {size}, kernel {k}, stride {stride}, "
+                f"padding {pad}, dilation {dil})"
+            )
 
 
 def _avg_window(o, stride, pad, k, size):
@@ -93,8 +103,8 @@ def _adaptive_range(o, size, n_out):
 
 # --------------------------------------------------------------------------- kernels
 
-def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w,
-                       pad_h, pad_w, dil_h, dil_w, n_threads):
+
+def max_pool2d_forward(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, n_threads):
     """Max over each window; out and indices written fresh.
 
     x: IN (N, C, H, W); out: OUT (N, C, OH, OW), same dtype; indices: OUT int64, same
@@ -154,8 +164,7 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
     check_array(kn, "indices", indices, 4, np.int64)
     check_array(kn, "grad_x", grad_x, 4, dt, output=True)
     if indices.shape != grad_out.shape:
-        raise ValueError(f"{kn}: indices has shape {indices.shape}, expected grad_out's "
-                         f"{grad_out.shape}")
+        raise ValueError(f"{kn}: indices has shape {indices.shape}, expected grad_out's {grad_out.shape}")
     _same_planes(kn, "grad_out", grad_out, "grad_x", grad_x)
     _check_disjoint(kn, "grad_x", grad_x, (("grad_out", grad_out), ("indices", indices)))
     check_threads(kn, n_threads)
@@ -164,8 +173,10 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
     flat_idx = indices.reshape(-1).tolist()
     for i, j in enumerate(flat_idx):
         if not 0 <= j < n_in:
-            raise ValueError(f"{kn}: indices[{np.unravel_index(i, grad_out.shape)}] = {j} "
-                             f"is outside the input plane of {n_in} elements ({H} x {W})")
+            raise ValueError(
+                f"{kn}: indices[{np.unravel_index(i, grad_out.shape)}] = {j} "
+                f"is outside the input plane of {n_in} elements ({H} x {W})"
+            )
     n_out = grad_out.shape[2] * grad_out.shape[3]
     grads = grad_out.reshape(-1).tolist()
     result = []
@@ -177,8 +188,9 @@ def max_pool2d_backward(grad_out, indices, grad_x, n_threads):
     _store(grad_x, result)
 
 
-def avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                       count_include_pad, divisor_override, n_threads):
+def avg_pool2d_forward(
+    x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad, divisor_override, n_threads
+):
     """Mean over each window (PyTorch's rule for the divisor); out written fresh.
 
     x: IN (N, C, H, W); out: OUT (N, C, OH, OW), same dtype. count_include_pad: bool.
@@ -210,13 +222,23 @@ def avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
                     for ih in range(h0, h1):
                         for iw in range(w0, w1):
                             s += plane[ih][iw]
-                    values.append(s / _avg_divisor(div, count_include_pad, hp, wp,
-                                                   h1 - h0, w1 - w0))
+                    values.append(s / _avg_divisor(div, count_include_pad, hp, wp, h1 - h0, w1 - w0))
     _store(out, values)
 
 
-def avg_pool2d_backward(grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                        count_include_pad, divisor_override, n_threads):
+def avg_pool2d_backward(
+    grad_out,
+    grad_x,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    count_include_pad,
+    divisor_override,
+    n_threads,
+):
     """grad_x = each output's gradient / its divisor, spread over its window; fresh.
 
     grad_out: IN (N, C, OH, OW); grad_x: OUT (N, C, H, W), same dtype. The other
@@ -246,8 +268,7 @@ def avg_pool2d_backward(grad_out, grad_x, kernel_h, kernel_w, stride_h, stride_w
                 for ow, (w0, w1, wp) in enumerate(cols_of):
                     if h0 >= h1 or w0 >= w1:
                         continue
-                    share = gplane[oh][ow] / _avg_divisor(div, count_include_pad, hp, wp,
-                                                          h1 - h0, w1 - w0)
+                    share = gplane[oh][ow] / _avg_divisor(div, count_include_pad, hp, wp, h1 - h0, w1 - w0)
                     for ih in range(h0, h1):
                         for iw in range(w0, w1):
                             plane[ih][iw] += share
@@ -269,8 +290,7 @@ def adaptive_avg_pool2d_forward(x, out, n_threads):
     H, W = x.shape[2:]
     OH, OW = out.shape[2:]
     if out.size and (H == 0 or W == 0):
-        raise ValueError(f"{kn}: x has shape {x.shape}: an empty plane cannot be averaged "
-                         f"into {OH} x {OW}")
+        raise ValueError(f"{kn}: x has shape {x.shape}: an empty plane cannot be averaged into {OH} x {OW}")
     rows_of = [_adaptive_range(oh, H, OH) for oh in range(OH)]
     cols_of = [_adaptive_range(ow, W, OW) for ow in range(OW)]
     values = []
@@ -301,8 +321,7 @@ def adaptive_avg_pool2d_backward(grad_out, grad_x, n_threads):
     H, W = grad_x.shape[2:]
     OH, OW = grad_out.shape[2:]
     if grad_out.size and (H == 0 or W == 0):
-        raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}: an empty plane has no "
-                         f"{OH} x {OW} regions")
+        raise ValueError(f"{kn}: grad_x has shape {grad_x.shape}: an empty plane has no {OH} x {OW} regions")
     if grad_x.size == 0:  # nothing to write (and no rows of an empty plane to build)
         return
     rows_of = [_adaptive_range(oh, H, OH) for oh in range(OH)]

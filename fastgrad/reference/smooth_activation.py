@@ -6,6 +6,7 @@ channel. Backward kernels read the forward INPUT and write the input gradient fr
 (PReLU's weight gradient too). Values are computed in double on Python floats and stored
 in the array's dtype; ``n_threads`` is accepted and ignored.
 """
+
 import math
 
 import numpy as np
@@ -13,11 +14,16 @@ import numpy as np
 from ._checks import check_threads
 
 __all__ = [
-    "gelu_forward", "gelu_backward",
-    "silu_forward", "silu_backward",
-    "elu_forward", "elu_backward",
-    "hardswish_forward", "hardswish_backward",
-    "prelu_forward", "prelu_backward",
+    "gelu_forward",
+    "gelu_backward",
+    "silu_forward",
+    "silu_backward",
+    "elu_forward",
+    "elu_backward",
+    "hardswish_forward",
+    "hardswish_backward",
+    "prelu_forward",
+    "prelu_backward",
 ]
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -43,11 +49,13 @@ def _checked(kernel, names, arrays, n_outputs, ndim=None):
         if dtype is None:
             dtype, shape = a.dtype, a.shape
         elif a.dtype != dtype:
-            raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but {names[0]} has {dtype}; "
-                            "all arrays must share one dtype")
+            raise TypeError(
+                f"{kernel}: {name} has dtype {a.dtype}, but {names[0]} has {dtype}; all arrays must share one dtype"
+            )
         elif a.shape != shape:
-            raise ValueError(f"{kernel}: {name} has shape {a.shape}, but {names[0]} has {shape}; "
-                             "all arrays must share one shape")
+            raise ValueError(
+                f"{kernel}: {name} has shape {a.shape}, but {names[0]} has {shape}; all arrays must share one shape"
+            )
     return dtype
 
 
@@ -88,6 +96,7 @@ def _map_backward(kernel, x, grad_out, grad_input, fn, n_threads):
 
 # --------------------------------------------------------------------------- GELU
 
+
 def _gelu(v, approximate):
     if approximate:
         return 0.5 * v * (1.0 + math.tanh(_TANH_K * (v + _TANH_C * v * v * v)))
@@ -117,6 +126,7 @@ def gelu_backward(x, grad_out, grad_input, approximate, n_threads=1):
 
 # --------------------------------------------------------------------------- SiLU
 
+
 def silu_forward(x, out, n_threads=1):
     """out = x * sigmoid(x). x: IN, any shape; out: OUT, same shape and dtype, fresh."""
     _map("silu_forward", x, out, lambda v: v * _sigmoid(v), n_threads)
@@ -124,13 +134,16 @@ def silu_forward(x, out, n_threads=1):
 
 def silu_backward(x, grad_out, grad_input, n_threads=1):
     """grad_input = grad_out * s (1 + x (1 - s)), s = sigmoid(x) of the forward INPUT."""
+
     def grad(v):
         s = _sigmoid(v)
         return s * (1.0 + v * (1.0 - s))
+
     _map_backward("silu_backward", x, grad_out, grad_input, grad, n_threads)
 
 
 # --------------------------------------------------------------------------- ELU
+
 
 def _expm1(v):
     try:
@@ -148,15 +161,15 @@ def elu_forward(x, out, alpha, n_threads=1):
 def elu_backward(x, grad_out, grad_input, alpha, n_threads=1):
     """grad_input = grad_out if x > 0 else grad_out * alpha * exp(x) (x: the forward INPUT)."""
     a = _number("elu_backward", "alpha", alpha)
-    _map_backward("elu_backward", x, grad_out, grad_input, lambda v: 1.0 if v > 0 else a * _exp(v),
-                  n_threads)
+    _map_backward("elu_backward", x, grad_out, grad_input, lambda v: 1.0 if v > 0 else a * _exp(v), n_threads)
 
 
 # --------------------------------------------------------------------------- Hardswish
 
+
 def _hardswish(v):
     c = v + 3.0
-    c = 0.0 if c < 0.0 else c   # comparisons, not min/max: NaN stays NaN
+    c = 0.0 if c < 0.0 else c  # comparisons, not min/max: NaN stays NaN
     c = 6.0 if c > 6.0 else c
     return v * c / 6.0
 
@@ -169,23 +182,27 @@ def hardswish_forward(x, out, n_threads=1):
 def hardswish_backward(x, grad_out, grad_input, n_threads=1):
     """grad_input = 0 for x < -3, grad_out * (x / 3 + 0.5) for -3 <= x <= 3, grad_out above
     (PyTorch's choice at the two kinks)."""
+
     def grad(v):
         if v < -3.0:
             return 0.0
         if v <= 3.0:
             return v / 3.0 + 0.5
         return 1.0
+
     _map_backward("hardswish_backward", x, grad_out, grad_input, grad, n_threads)
 
 
 # --------------------------------------------------------------------------- PReLU
 
+
 def _check_prelu(kernel, x, weight):
     if isinstance(x, np.ndarray) and x.ndim != 3:
         raise ValueError(f"{kernel}: x must have 3 dimensions (N, C, S), got shape {x.shape}")
     if isinstance(weight, np.ndarray) and isinstance(x, np.ndarray) and weight.shape != (x.shape[1],):
-        raise ValueError(f"{kernel}: weight must have shape ({x.shape[1]},) (one slope per channel of x), "
-                         f"got {weight.shape}")
+        raise ValueError(
+            f"{kernel}: weight must have shape ({x.shape[1]},) (one slope per channel of x), got {weight.shape}"
+        )
 
 
 def prelu_forward(x, weight, out, n_threads=1):

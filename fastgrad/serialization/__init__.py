@@ -8,6 +8,7 @@ writes (``torch_zip.py``), those through a restricted unpickler that rebuilds te
 storages, OrderedDicts and plain containers only, as ``torch.load(weights_only=True)``;
 nothing from a file is ever run. Tensors load onto the CPU.
 """
+
 import os
 import tempfile
 
@@ -22,9 +23,11 @@ def __getattr__(name):
     # by `import fastgrad`); their error types are importable from here all the same.
     if name == "CheckpointError":
         from ..io import CheckpointError
+
         return CheckpointError
     if name == "UnsafePickleError":
         from .restricted import UnsafePickleError
+
         return UnsafePickleError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -37,6 +40,7 @@ def save(obj, f, pickle_module=None, pickle_protocol=None, _use_new_zipfile_seri
         raise ValueError("fastgrad.save never pickles: leave pickle_module and pickle_protocol unset")
     from ..io import write_safetensors
     from . import native
+
     tree, arrays = native.encode(obj)
     metadata = native.metadata_for(tree)
     if isinstance(f, (str, os.PathLike)):
@@ -61,17 +65,22 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     if pickle_module is not None:
         raise ValueError("fastgrad.load does not take a pickle_module: it never unpickles arbitrary objects")
     from ..io import CheckpointError
+
     where, raw = _read(f)
     if raw[:4] == ZIP_MAGIC:
         from .torch_zip import load_torch_zip
+
         return load_torch_zip(raw, where)
     if raw[:1] == b"\x80":
-        raise CheckpointError(f"{where}: a torch.save file in the legacy (pre-1.6, not zip) format; fastgrad "
-                              "reads the zip format: re-save it with a current PyTorch")
+        raise CheckpointError(
+            f"{where}: a torch.save file in the legacy (pre-1.6, not zip) format; fastgrad "
+            "reads the zip format: re-save it with a current PyTorch"
+        )
     if len(raw) >= 9 and raw[8:9] == b"{":
         return _load_safetensors(f, raw, where)
-    raise CheckpointError(f"{where}: not a file written by fastgrad.save, safetensors or torch.save "
-                          f"(it starts with {raw[:8]!r})")
+    raise CheckpointError(
+        f"{where}: not a file written by fastgrad.save, safetensors or torch.save (it starts with {raw[:8]!r})"
+    )
 
 
 def _read(f):
@@ -84,12 +93,15 @@ def _read(f):
     raw = f.read()
     if not isinstance(raw, (bytes, bytearray)):
         raise TypeError("fastgrad.load: the file object must be opened in binary mode")
-    return getattr(f, "name", "<file object>") if isinstance(getattr(f, "name", None), str) else "<file object>", bytes(raw)
+    return getattr(f, "name", "<file object>") if isinstance(getattr(f, "name", None), str) else "<file object>", bytes(
+        raw
+    )
 
 
 def _load_safetensors(f, raw, where):
     from ..io import CheckpointError, atomic_write, read_safetensors
     from . import native
+
     if isinstance(f, (str, os.PathLike)):
         arrays, metadata = read_safetensors(f)
     else:
@@ -105,6 +117,7 @@ def _load_safetensors(f, raw, where):
     from collections import OrderedDict
 
     from ..tensor import Tensor
+
     return OrderedDict((name, Tensor._from_op(a, None)) for name, a in arrays.items())
 
 

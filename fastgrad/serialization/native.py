@@ -16,6 +16,7 @@ An object saved twice in one file (a tensor shared by two entries) is stored onc
 comes back shared. Tensor names are the paths to them (``model.fc1.weight``), so the
 file also reads with any safetensors tool.
 """
+
 import json
 from collections import OrderedDict
 
@@ -32,6 +33,7 @@ _TAGS = ("__tensor__", "__array__", "__tuple__", "__odict__", "__items__", "__np
 def encode(obj):
     """``(tree, arrays)``: the JSON-able description of ``obj`` and its arrays by name."""
     from ..tensor import Tensor
+
     arrays, names = {}, {}
 
     def array_name(value, path):
@@ -49,8 +51,11 @@ def encode(obj):
         if value is None or isinstance(value, (bool, str)) or type(value) in (int, float):
             return value
         if isinstance(value, Tensor):
-            return {"__tensor__": array_name(value, path), "class": "Parameter" if type(value) is not Tensor
-                    else "Tensor", "requires_grad": bool(value.requires_grad)}
+            return {
+                "__tensor__": array_name(value, path),
+                "class": "Parameter" if type(value) is not Tensor else "Tensor",
+                "requires_grad": bool(value.requires_grad),
+            }
         if isinstance(value, np.ndarray):
             if value.dtype.kind not in "biuf":
                 raise CheckpointError(f"fastgrad.save: cannot store an array of dtype {value.dtype} at {path!r}")
@@ -72,9 +77,11 @@ def encode(obj):
             return {"__items__": items}
         if isinstance(value, (int, float)):  # bool and int subclasses (IntEnum...) as plain numbers
             return int(value) if isinstance(value, int) else float(value)
-        raise CheckpointError(f"fastgrad.save: cannot store a {type(value).__name__} at {path or 'the top'!r}: "
-                              "only tensors, arrays, numbers, strings, bytes, None, lists, tuples and dicts "
-                              "(save model.state_dict(), not the model)")
+        raise CheckpointError(
+            f"fastgrad.save: cannot store a {type(value).__name__} at {path or 'the top'!r}: "
+            "only tensors, arrays, numbers, strings, bytes, None, lists, tuples and dicts "
+            "(save model.state_dict(), not the model)"
+        )
 
     tree = enc(obj, "")
     return tree, arrays
@@ -93,10 +100,13 @@ def decode(metadata, arrays, where):
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "object" not in doc:
         raise CheckpointError(f"{where}: the fastgrad.save description lacks its format or object")
     if doc.get("version") != VERSION:
-        raise CheckpointError(f"{where}: fastgrad.save format version {doc.get('version')!r} is not "
-                              f"{VERSION}; a newer fastgrad wrote this file")
+        raise CheckpointError(
+            f"{where}: fastgrad.save format version {doc.get('version')!r} is not "
+            f"{VERSION}; a newer fastgrad wrote this file"
+        )
     from ..nn import Parameter
     from ..tensor import Tensor
+
     made = {}
 
     def fail(what):

@@ -8,6 +8,7 @@ return builders whose ``__setstate__`` checks that state (numeric dtypes only, t
 bytes exactly as long as the shape needs) and makes the array with ``numpy.frombuffer``.
 ``unwrap`` replaces the builders in a loaded object by the arrays they made.
 """
+
 import numbers
 
 import numpy as np
@@ -63,8 +64,11 @@ class ArrayBuilder:
         _, shape, dtype, fortran, raw = state
         if not isinstance(dtype, DtypeBuilder):
             raise UnsafePickleError("refused: a numpy array whose dtype is not a plain numeric dtype")
-        if not isinstance(shape, tuple) or len(shape) > 32 or any(
-                isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in shape):
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) > 32
+            or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in shape)
+        ):
             raise UnsafePickleError(f"refused: numpy array shape {shape!r:.80}")
         if isinstance(raw, str):
             raw = raw.encode("latin1")  # loaded with encoding="latin1"
@@ -74,8 +78,10 @@ class ArrayBuilder:
         for s in shape:
             count *= int(s)
         if count * dtype.dtype.itemsize != len(raw):
-            raise UnsafePickleError(f"malformed numpy array: shape {shape} of {dtype.dtype} needs "
-                                    f"{count * dtype.dtype.itemsize:,} bytes, the pickle holds {len(raw):,}")
+            raise UnsafePickleError(
+                f"malformed numpy array: shape {shape} of {dtype.dtype} needs "
+                f"{count * dtype.dtype.itemsize:,} bytes, the pickle holds {len(raw):,}"
+            )
         flat = np.frombuffer(raw, dtype=dtype.dtype)
         array = flat.reshape(shape, order="F" if fortran else "C")
         self.array = array.astype(dtype.dtype.newbyteorder("="), copy=True)
@@ -122,6 +128,7 @@ def unwrap(obj, _memo=None):
 def accept(node):
     """``restricted.check_tree`` acceptor: plain containers and arrays of numbers."""
     from .restricted import plain_children
+
     if isinstance(node, ArrayBuilder):
         return []
     return plain_children(node)

@@ -16,6 +16,7 @@ tools write (PyTorch checkpoints, the CIFAR-10 python batches) in two passes:
    allow-list is enforced a second time, and ``check_tree`` confirms that the result holds
    nothing but the types the caller accepts.
 """
+
 import io
 import pickle
 import pickletools
@@ -25,10 +26,19 @@ from ..io import CheckpointError
 
 # Opcodes that build objects without any allow-list (instances, copyreg extensions,
 # out-of-band buffers): never needed by the files fastgrad reads.
-_REFUSED_OPCODES = {"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "NEXT_BUFFER",
-                    "READONLY_BUFFER", "PERSID"}
-_STRING_PUSHES = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE",
-                  "BINUNICODE8"}
+_REFUSED_OPCODES = {
+    "INST",
+    "OBJ",
+    "NEWOBJ",
+    "NEWOBJ_EX",
+    "EXT1",
+    "EXT2",
+    "EXT4",
+    "NEXT_BUFFER",
+    "READONLY_BUFFER",
+    "PERSID",
+}
+_STRING_PUSHES = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
 _MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
 _UNKNOWN = object()
@@ -44,14 +54,16 @@ def scan(data, allowed, where, persistent_ids=False):
     ``allowed`` is a collection of ``(module, name)`` pairs. Returns the set of globals
     the stream names."""
     found = set()
-    recent = []   # what the last opcodes pushed, while it is known exactly (str or _UNKNOWN)
+    recent = []  # what the last opcodes pushed, while it is known exactly (str or _UNKNOWN)
     memo = {}
     try:
         for op, arg, pos in pickletools.genops(io.BytesIO(data)):
             name = op.name
             if name in _REFUSED_OPCODES or (name == "BINPERSID" and not persistent_ids):
-                raise UnsafePickleError(f"{where}: refused: the pickle uses opcode {name} at byte {pos}, "
-                                        "which plain data (tensors, numbers, strings, containers) never needs")
+                raise UnsafePickleError(
+                    f"{where}: refused: the pickle uses opcode {name} at byte {pos}, "
+                    "which plain data (tensors, numbers, strings, containers) never needs"
+                )
             if name in _STRING_PUSHES:
                 recent.append(arg if isinstance(arg, str) else _UNKNOWN)
             elif name in _MEMO_GETS:
@@ -60,15 +72,18 @@ def scan(data, allowed, where, persistent_ids=False):
                 if name != "MEMOIZE" and arg > len(data):
                     # a pickler numbers memo slots from 0; a huge index would make the
                     # unpickler grow its memo table to that size
-                    raise UnsafePickleError(f"{where}: malformed pickle: memo index {arg} at byte {pos} "
-                                            f"in a {len(data)}-byte stream")
+                    raise UnsafePickleError(
+                        f"{where}: malformed pickle: memo index {arg} at byte {pos} in a {len(data)}-byte stream"
+                    )
                 memo[arg if name != "MEMOIZE" else len(memo)] = recent[-1] if recent else _UNKNOWN
             elif name == "DUP":
                 recent.append(recent[-1] if recent else _UNKNOWN)
             elif name == "FRAME":
                 if arg > len(data) - pos:
-                    raise UnsafePickleError(f"{where}: malformed pickle: a frame of {arg} bytes at byte {pos} "
-                                            f"runs past the end of the {len(data)}-byte stream")
+                    raise UnsafePickleError(
+                        f"{where}: malformed pickle: a frame of {arg} bytes at byte {pos} "
+                        f"runs past the end of the {len(data)}-byte stream"
+                    )
             elif name == "PROTO":
                 pass  # no effect on the stack
             else:
@@ -78,8 +93,10 @@ def scan(data, allowed, where, persistent_ids=False):
                     found.add((module, attr))
                 elif name == "STACK_GLOBAL":
                     if len(recent) < 2 or _UNKNOWN in recent[-2:]:
-                        raise UnsafePickleError(f"{where}: refused: STACK_GLOBAL at byte {pos} takes a global "
-                                                "whose name cannot be read before loading")
+                        raise UnsafePickleError(
+                            f"{where}: refused: STACK_GLOBAL at byte {pos} takes a global "
+                            "whose name cannot be read before loading"
+                        )
                     module, attr = recent[-2], recent[-1]
                     _check_global(module, attr, allowed, where, pos)
                     found.add((module, attr))
@@ -93,9 +110,11 @@ def scan(data, allowed, where, persistent_ids=False):
 
 def _check_global(module, attr, allowed, where, pos):
     if (module, attr) not in allowed:
-        raise UnsafePickleError(f"{where}: refused: the pickle calls global {module}.{attr} (byte {pos}), "
-                                "which is not a tensor, storage or plain container; fastgrad never runs "
-                                "code from a file")
+        raise UnsafePickleError(
+            f"{where}: refused: the pickle calls global {module}.{attr} (byte {pos}), "
+            "which is not a tensor, storage or plain container; fastgrad never runs "
+            "code from a file"
+        )
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -145,8 +164,10 @@ def check_tree(obj, accept, where):
         seen.add(id(node))
         children = accept(node)
         if children is None:
-            raise UnsafePickleError(f"{where}: refused: the file holds a {type(node).__name__}, which is not "
-                                    "a tensor, number, string or container")
+            raise UnsafePickleError(
+                f"{where}: refused: the file holds a {type(node).__name__}, which is not "
+                "a tensor, number, string or container"
+            )
         stack.extend(children)
 
 

@@ -13,6 +13,7 @@ real size, and each tensor's offset, sizes and strides against its storage, so a
 lies about sizes is refused before any array is made. Tensors come back as fastgrad Tensors
 (``nn.Parameter`` for parameters) on the CPU; half and bfloat16 storages become float32.
 """
+
 import collections
 import io
 import numbers
@@ -33,6 +34,7 @@ MAX_EXPANDED_BYTES = 1 << 26
 
 class _StorageType:
     """Stands in for ``torch.FloatStorage`` and its kin: which dtype a storage holds."""
+
     __slots__ = ("name", "dtype", "bfloat16")
 
     def __init__(self, name, dtype, bfloat16=False):
@@ -42,15 +44,26 @@ class _StorageType:
         raise restricted.UnsafePickleError(f"refused: state set on {self.name}")
 
 
-_STORAGES = {name: _StorageType(name, dtype, name == "BFloat16Storage") for name, dtype in {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "BFloat16Storage": np.uint16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_}.items()}
+_STORAGES = {
+    name: _StorageType(name, dtype, name == "BFloat16Storage")
+    for name, dtype in {
+        "DoubleStorage": np.float64,
+        "FloatStorage": np.float32,
+        "HalfStorage": np.float16,
+        "BFloat16Storage": np.uint16,
+        "LongStorage": np.int64,
+        "IntStorage": np.int32,
+        "ShortStorage": np.int16,
+        "CharStorage": np.int8,
+        "ByteStorage": np.uint8,
+        "BoolStorage": np.bool_,
+    }.items()
+}
 
 
 class _Storage:
     """A storage read from its record: a flat numpy array in native byte order."""
+
     __slots__ = ("array", "type")
 
     def __init__(self, array, storage_type):
@@ -86,14 +99,19 @@ def _materialize(storage, offset, size, stride, where):
     else:
         last = offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= flat.size:
-            raise CheckpointError(f"{where}: a tensor of size {size}, stride {stride} at offset {offset} reaches "
-                                  f"element {last} of a storage of {flat.size} elements")
+            raise CheckpointError(
+                f"{where}: a tensor of size {size}, stride {stride} at offset {offset} reaches "
+                f"element {last} of a storage of {flat.size} elements"
+            )
         if numel * flat.itemsize > max(flat.nbytes, MAX_EXPANDED_BYTES):
-            raise CheckpointError(f"{where}: a tensor of size {size} views a storage of {flat.size} elements "
-                                  f"with repeating strides {stride}; copying it would take "
-                                  f"{numel * flat.itemsize:,} bytes")
-        view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size,
-                                               strides=[st * flat.itemsize for st in stride], writeable=False)
+            raise CheckpointError(
+                f"{where}: a tensor of size {size} views a storage of {flat.size} elements "
+                f"with repeating strides {stride}; copying it would take "
+                f"{numel * flat.itemsize:,} bytes"
+            )
+        view = np.lib.stride_tricks.as_strided(
+            flat[offset:], shape=size, strides=[st * flat.itemsize for st in stride], writeable=False
+        )
         out = np.array(view, order="C", copy=True)
     if storage.type.bfloat16:  # bfloat16 is the top half of a float32
         out = (out.astype(np.uint32) << 16).view(np.float32)
@@ -118,19 +136,26 @@ class _Reader:
             raise CheckpointError(f"{where}: the zip archive lists a name twice")
         for info in infos:
             if info.compress_type != zipfile.ZIP_STORED:
-                raise CheckpointError(f"{where}: zip entry {info.filename} is compressed; torch.save writes "
-                                      "stored entries only")
+                raise CheckpointError(
+                    f"{where}: zip entry {info.filename} is compressed; torch.save writes stored entries only"
+                )
             if info.file_size != info.compress_size or info.header_offset + info.file_size > self.size:
-                raise CheckpointError(f"{where}: zip entry {info.filename} claims {info.file_size:,} bytes at "
-                                      f"offset {info.header_offset:,}, past the end of the {self.size:,}-byte file")
+                raise CheckpointError(
+                    f"{where}: zip entry {info.filename} claims {info.file_size:,} bytes at "
+                    f"offset {info.header_offset:,}, past the end of the {self.size:,}-byte file"
+                )
         self.infos = {i.filename: i for i in infos}
         pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pickles) != 1:
-            raise CheckpointError(f"{where}: not a torch.save checkpoint (expected one <name>/data.pkl "
-                                  f"record, found {len(pickles)})")
-        self.prefix = pickles[0][:-len("data.pkl")]
-        order = self.read(self.prefix + "byteorder").decode("ascii", "replace") \
-            if self.prefix + "byteorder" in self.infos else "little"
+            raise CheckpointError(
+                f"{where}: not a torch.save checkpoint (expected one <name>/data.pkl record, found {len(pickles)})"
+            )
+        self.prefix = pickles[0][: -len("data.pkl")]
+        order = (
+            self.read(self.prefix + "byteorder").decode("ascii", "replace")
+            if self.prefix + "byteorder" in self.infos
+            else "little"
+        )
         if order not in ("little", "big"):
             raise CheckpointError(f"{where}: byteorder record says {order!r:.20}, expected 'little' or 'big'")
         self.endian = "<" if order == "little" else ">"
@@ -157,8 +182,10 @@ class _Reader:
             raise CheckpointError(f"{self.where}: storage {key} has no record {record} in the archive")
         nbytes = numel * storage_type.dtype.itemsize
         if info.file_size != nbytes:
-            raise CheckpointError(f"{self.where}: storage {key} declares {numel:,} elements of "
-                                  f"{storage_type.name} ({nbytes:,} bytes) but its record holds {info.file_size:,}")
+            raise CheckpointError(
+                f"{self.where}: storage {key} declares {numel:,} elements of "
+                f"{storage_type.name} ({nbytes:,} bytes) but its record holds {info.file_size:,}"
+            )
         dtype = storage_type.dtype.newbyteorder(self.endian) if storage_type.dtype.itemsize > 1 else storage_type.dtype
         flat = np.frombuffer(self.read(record), dtype=dtype).astype(storage_type.dtype, copy=False)
         storage = self.storages[key] = _Storage(flat, storage_type)
@@ -167,16 +194,22 @@ class _Reader:
     def stand_ins(self):
         where = self.where
 
-        def rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                              metadata=None):
+        def rebuild_tensor_v2(
+            storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+        ):
             from ..tensor import Tensor
+
             if not isinstance(storage, _Storage):
                 raise CheckpointError(f"{where}: a tensor is rebuilt from a {type(storage).__name__}, not a storage")
             if backward_hooks:
                 raise CheckpointError(f"{where}: a tensor carries backward hooks, which fastgrad does not load")
-            array = _materialize(storage, _int(storage_offset, "a storage offset", where),
-                                 _int_tuple(size, "a tensor size", where), _int_tuple(stride, "a stride", where),
-                                 where)
+            array = _materialize(
+                storage,
+                _int(storage_offset, "a storage offset", where),
+                _int_tuple(size, "a tensor size", where),
+                _int_tuple(stride, "a stride", where),
+                where,
+            )
             t = Tensor._from_op(array, None)
             if requires_grad is True and array.dtype.kind == "f":
                 t.requires_grad = True
@@ -185,30 +218,42 @@ class _Reader:
         def rebuild_parameter(data, requires_grad, backward_hooks, *state):
             from ..nn import Parameter
             from ..tensor import Tensor
+
             if type(data) is not Tensor:
                 raise CheckpointError(f"{where}: a parameter wraps a {type(data).__name__}, not a tensor")
             return Parameter(data.data, requires_grad=bool(requires_grad) and data.data.dtype.kind == "f")
 
         stand_ins = {("torch", name): st for name, st in _STORAGES.items()}
-        stand_ins.update({
-            ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
-            ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
-            ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
-            ("collections", "OrderedDict"): collections.OrderedDict,
-            ("torch", "Size"): _size,
-            ("torch", "device"): device,
-            ("_codecs", "encode"): latin1_bytes,
-            ("builtins", "set"): set,
-            ("builtins", "frozenset"): frozenset,
-            ("__builtin__", "set"): set,  # protocol 2 spells builtins the Python 2 way
-            ("__builtin__", "frozenset"): frozenset,
-        })
+        stand_ins.update(
+            {
+                ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
+                ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+                ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
+                ("collections", "OrderedDict"): collections.OrderedDict,
+                ("torch", "Size"): _size,
+                ("torch", "device"): device,
+                ("_codecs", "encode"): latin1_bytes,
+                ("builtins", "set"): set,
+                ("builtins", "frozenset"): frozenset,
+                ("__builtin__", "set"): set,  # protocol 2 spells builtins the Python 2 way
+                ("__builtin__", "frozenset"): frozenset,
+            }
+        )
         stand_ins.update({("torch", name): np.dtype(dt) for name, dt in _TORCH_DTYPES.items()})
         return stand_ins
 
 
-_TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int64": np.int64,
-                 "int32": np.int32, "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+_TORCH_DTYPES = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "int16": np.int16,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+}
 
 
 def _size(dims=()):
@@ -218,6 +263,7 @@ def _size(dims=()):
 def _accept(node):
     from ..nn import Parameter
     from ..tensor import Tensor
+
     if type(node) in (Tensor, Parameter):
         ok = isinstance(node.data, np.ndarray) and node.grad is None and node.grad_fn is None
         return [] if ok else None
@@ -230,7 +276,6 @@ def load_torch_zip(raw, where):
     """The object a ``torch.save`` zip checkpoint (``raw``: its bytes) holds."""
     reader = _Reader(raw, where)
     data = reader.read(reader.prefix + "data.pkl")
-    obj = restricted.load(data, reader.stand_ins(), where, persistent_load=reader.persistent_load,
-                          encoding="utf-8")
+    obj = restricted.load(data, reader.stand_ins(), where, persistent_load=reader.persistent_load, encoding="utf-8")
     restricted.check_tree(obj, _accept, where)
     return obj

@@ -6,6 +6,7 @@ step's ``{"loss", "accuracy", "epoch", "step"}``. A callback stops training by s
 current update always completes. Callbacks with ``state_dict`` / ``load_state_dict``
 are saved in checkpoints and restored on resume.
 """
+
 import signal
 import threading
 
@@ -39,8 +40,10 @@ def _monitored(logs, monitor, who):
     value = logs.get(monitor)
     if value is None:
         have = ", ".join(k for k, v in logs.items() if isinstance(v, (int, float)))
-        raise ValueError(f"{who}: {monitor!r} is not in the epoch's logs (have: {have}); pass val= to "
-                         "fit to get val_loss / val_accuracy, or monitor 'loss'")
+        raise ValueError(
+            f"{who}: {monitor!r} is not in the epoch's logs (have: {have}); pass val= to "
+            "fit to get val_loss / val_accuracy, or monitor 'loss'"
+        )
     return value
 
 
@@ -188,4 +191,3 @@ class StopOnInterrupt(Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
-

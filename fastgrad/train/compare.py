@@ -5,6 +5,7 @@ The curves are of the full training-set loss, measured about ``points_per_epoch`
 per epoch; the time spent measuring is kept out of the seconds axis, so the seconds are
 training time only.
 """
+
 import time
 
 from .. import manual_seed, nn
@@ -12,8 +13,11 @@ from ..optim import SGD
 from .callbacks import Callback
 from .trainer import Trainer
 
-LABELS = {"batch": "batch GD (all samples per update)", "sgd": "stochastic GD (1 sample per update)",
-          "minibatch": "mini-batch GD ({batch_size} samples per update)"}
+LABELS = {
+    "batch": "batch GD (all samples per update)",
+    "sgd": "stochastic GD (1 sample per update)",
+    "minibatch": "mini-batch GD ({batch_size} samples per update)",
+}
 # Learning rates that suit each mode on the built-in models: a full-set gradient is exact
 # and allows a large step; a one-sample gradient is noisy and needs a small one.
 DEFAULT_LR = {"batch": 0.5, "sgd": 0.01, "minibatch": 0.05}
@@ -40,8 +44,19 @@ class LossProbe(Callback):
         self.paused += time.perf_counter() - t
 
 
-def compare_gd(build_model, train, heldout, epochs=3, lr=None, batch_size=32, seed=0, verbose=1,
-               modes=("batch", "sgd", "minibatch"), chunk_size=1024, points_per_epoch=10):
+def compare_gd(
+    build_model,
+    train,
+    heldout,
+    epochs=3,
+    lr=None,
+    batch_size=32,
+    seed=0,
+    verbose=1,
+    modes=("batch", "sgd", "minibatch"),
+    chunk_size=1024,
+    points_per_epoch=10,
+):
     """Train ``build_model()`` once per mode from one set of initial weights.
 
     ``lr``: one learning rate for every mode, a dict mode -> lr, or None for DEFAULT_LR.
@@ -59,21 +74,39 @@ def compare_gd(build_model, train, heldout, epochs=3, lr=None, batch_size=32, se
     results = []
     for mode in modes:
         model.load_state_dict(initial)
-        mode_lr = (lr.get(mode, DEFAULT_LR[mode]) if isinstance(lr, dict)
-                   else DEFAULT_LR[mode] if lr is None else lr)
+        mode_lr = lr.get(mode, DEFAULT_LR[mode]) if isinstance(lr, dict) else DEFAULT_LR[mode] if lr is None else lr
         trainer = Trainer(model, loss_fn, SGD(model.parameters(), lr=mode_lr))
         steps = {"batch": 1, "sgd": n, "minibatch": -(-n // batch_size)}[mode]
         probe = LossProbe(train, steps, points_per_epoch, start_loss)
         label = LABELS[mode].format(batch_size=batch_size)
         if verbose:
             print(f"{mode}: {label}, lr {mode_lr:g}", flush=True)
-        history = trainer.fit(train, epochs=epochs, batch_size=batch_size, mode=mode, seed=seed,
-                              verbose=1 if verbose else 0, chunk_size=chunk_size, callbacks=[probe])
+        history = trainer.fit(
+            train,
+            epochs=epochs,
+            batch_size=batch_size,
+            mode=mode,
+            seed=seed,
+            verbose=1 if verbose else 0,
+            chunk_size=chunk_size,
+            callbacks=[probe],
+        )
         val_loss, val_accuracy = trainer.evaluate(heldout, batch_size=500)
         _, seconds, loss = probe.points[-1]
-        results.append({"mode": mode, "label": label, "lr": mode_lr, "updates": trainer.global_step, "loss": loss,
-                        "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": seconds,
-                        "curve": probe.points, "history": history})
+        results.append(
+            {
+                "mode": mode,
+                "label": label,
+                "lr": mode_lr,
+                "updates": trainer.global_step,
+                "loss": loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "seconds": seconds,
+                "curve": probe.points,
+                "history": history,
+            }
+        )
     return start_loss, results
 
 
@@ -84,10 +117,14 @@ def format_table(start_loss, results):
         acc = f"{100 * r['val_accuracy']:.2f}%" if r["val_accuracy"] is not None else "-"
         rows.append((r["mode"], f"{r['lr']:g}", f"{r['updates']:,}", f"{r['loss']:.4f}", acc, f"{r['seconds']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"initial training loss {start_loss:.4f} (the same weights for every mode); "
-             "final loss = training-set loss after the last update; seconds = training only"]
+    lines = [
+        f"initial training loss {start_loss:.4f} (the same weights for every mode); "
+        "final loss = training-set loss after the last update; seconds = training only"
+    ]
     for k, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        )
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

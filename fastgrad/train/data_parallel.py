@@ -1,6 +1,7 @@
 """What the Trainer does differently when it trains data-parallel over MPI: wrapping the
 model, sharding each global batch, and the few small collectives that keep every rank's
 view of the run (metrics, stop decisions, held-out scores) the same."""
+
 import numpy as np
 
 from ..data.distributed import DistributedSampler
@@ -13,6 +14,7 @@ def setup(model, distributed):
     DistributedDataParallel already; checkpoints and evaluation use the module inside."""
     from .. import distributed as dist
     from ..nn.parallel import DistributedDataParallel
+
     if isinstance(model, DistributedDataParallel):
         return model.module, model, dist.process_group.current_world()
     if distributed is None:
@@ -39,12 +41,13 @@ class ShardedLoader(DataLoader):
     def batch_indices(self, epoch=None):
         self.sampler.set_epoch(self.epoch if epoch is None else epoch)
         idx, b = self.sampler.indices(), self.batch_size
-        return [idx[i:i + b] for i in range(0, idx.size, b)]
+        return [idx[i : i + b] for i in range(0, idx.size, b)]
 
 
 def _allreduce(world, values):
     from .. import distributed as dist
     from ..tensor import Tensor
+
     t = Tensor._from_op(np.array(values, dtype=np.float64), None)
     dist.all_reduce(t)
     return t.data
@@ -66,6 +69,7 @@ def evaluated_on_rank_0(world, evaluate):
     """Rank 0 runs ``evaluate()`` -> (loss, accuracy or None); every rank gets the result."""
     from .. import distributed as dist
     from ..tensor import Tensor
+
     result = np.full(2, np.nan)
     if world.rank == 0:
         loss, accuracy = evaluate()

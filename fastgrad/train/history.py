@@ -15,6 +15,7 @@
 ``history["val_accuracy"]`` is the list of that per-epoch value. ``to_dict`` /
 ``from_dict`` make it JSON-able for checkpoints.
 """
+
 import math
 
 import numpy as np
@@ -58,8 +59,10 @@ class History:
     def epoch_means(self, series, first_step, last_step):
         """Mean per name of ``series`` over sampled steps in [first_step, last_step]."""
         picks = [i for i, s in enumerate(self.stat_steps) if first_step <= s <= last_step]
-        return {name: (math.fsum(values[i] for i in picks) / len(picks) if picks else None)
-                for name, values in series.items()}
+        return {
+            name: (math.fsum(values[i] for i in picks) / len(picks) if picks else None)
+            for name, values in series.items()
+        }
 
     _SERIES = ("step_loss", "step_accuracy", "step_epoch", "step_time", "stat_steps")
 
@@ -74,8 +77,9 @@ class History:
                 out[key] = np.asarray(out[key], dtype=np.int64)
             for key in ("step_loss", "step_time"):
                 out[key] = np.asarray(out[key], dtype=np.float64)
-            out["step_accuracy"] = np.asarray([np.nan if a is None else a for a in self.step_accuracy],
-                                              dtype=np.float64)
+            out["step_accuracy"] = np.asarray(
+                [np.nan if a is None else a for a in self.step_accuracy], dtype=np.float64
+            )
             for key in ("grad_norms", "update_norms"):
                 out[key] = {name: np.asarray(v, dtype=np.float64) for name, v in out[key].items()}
         return out

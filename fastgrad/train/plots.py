@@ -3,6 +3,7 @@
 Each function writes a PNG and returns its path. Without matplotlib they raise
 ``MissingMatplotlib``, whose message names the extra to install.
 """
+
 import numpy as np
 
 INSTALL_HINT = "plotting needs matplotlib: pip install fastgrad[plot]"
@@ -15,6 +16,7 @@ class MissingMatplotlib(ImportError):
 def _pyplot():
     try:
         import matplotlib
+
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
     except ImportError:
@@ -89,8 +91,12 @@ def plot_compare(results, path):
         label = f"{r['label']}, lr {r['lr']:g}" if "lr" in r else r["label"]
         ax_e.plot(epochs, loss, style, lw=1.5, ms=4, label=label)
         ax_s.plot(seconds, loss, style, lw=1.5, ms=4, label=label)
-    ax_e.set(xlabel="epochs (passes over the training set)", ylabel="training-set loss", yscale="log",
-             title="loss against epochs")
+    ax_e.set(
+        xlabel="epochs (passes over the training set)",
+        ylabel="training-set loss",
+        yscale="log",
+        title="loss against epochs",
+    )
     ax_s.set(xlabel="seconds of training", ylabel="training-set loss", yscale="log", title="loss against time")
     for ax in (ax_e, ax_s):
         ax.grid(alpha=0.3, which="both")

@@ -22,6 +22,7 @@ whole batch. Each step's loss and accuracy are summed over ranks (one small allr
 as is the decision to stop; only rank 0 shows progress, evaluates ``val`` (and sends the
 result to the others, so every rank's callbacks see the same logs) and writes checkpoints.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,11 @@ def norms_of(arrays):
 def as_dataset(data, float_dtype=np.float32, what="data"):
     """A Dataset from a Dataset or an ``(inputs, targets)`` pair of arrays or Tensors.
     Floating inputs are cast to ``float_dtype`` (the model's), integer targets to int64."""
-    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")
-                                     and not isinstance(data, (tuple, list, np.ndarray, Tensor))):
+    if isinstance(data, Dataset) or (
+        hasattr(data, "__getitem__")
+        and hasattr(data, "__len__")
+        and not isinstance(data, (tuple, list, np.ndarray, Tensor))
+    ):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = (getattr(a, "data", a) if isinstance(a, Tensor) else np.asarray(a) for a in data)
@@ -80,8 +84,9 @@ def as_dataset(data, float_dtype=np.float32, what="data"):
         elif y.dtype.kind == "f" and y.dtype != float_dtype:
             y = y.astype(float_dtype)
         return TensorDataset(x, y)
-    raise TypeError(f"Trainer: {what} must be a Dataset or an (inputs, targets) pair of arrays, "
-                    f"got {type(data).__name__}")
+    raise TypeError(
+        f"Trainer: {what} must be a Dataset or an (inputs, targets) pair of arrays, got {type(data).__name__}"
+    )
 
 
 class Trainer:
@@ -91,9 +96,16 @@ class Trainer:
     (default: about 16 times per epoch, and at least every update in batch mode).
     """
 
-    def __init__(self, model: Module, loss_fn: Callable[[Tensor, Tensor], Tensor], optimizer: Optimizer,
-                 stats_every: int | None = None, distributed: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        optimizer: Optimizer,
+        stats_every: int | None = None,
+        distributed: bool | None = None,
+    ) -> None:
         from . import data_parallel
+
         self.model, self._net, self._world = data_parallel.setup(model, distributed)
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.stats_every = stats_every
@@ -102,11 +114,11 @@ class Trainer:
         self.epoch_step = 0
         self.global_step = 0
         self.stop_training = False
-        self.checkpoint_extra = {}   # stored with every checkpoint this Trainer saves
+        self.checkpoint_extra = {}  # stored with every checkpoint this Trainer saves
         self.callbacks = []
-        self._partial = None         # running sums of the unfinished epoch
+        self._partial = None  # running sums of the unfinished epoch
         self._fit_config = None
-        self._elapsed = 0.0          # seconds of training before the current fit
+        self._elapsed = 0.0  # seconds of training before the current fit
         self._callback_states = {}
 
     # ----------------------------------------------------------------- helpers
@@ -117,8 +129,9 @@ class Trainer:
 
     def _loss_value(self, loss, count):
         if loss.numel() != 1:
-            raise ValueError(f"Trainer: loss_fn must return one number (reduction 'mean' or 'sum'), "
-                             f"got shape {tuple(loss.shape)}")
+            raise ValueError(
+                f"Trainer: loss_fn must return one number (reduction 'mean' or 'sum'), got shape {tuple(loss.shape)}"
+            )
         value = float(loss.item())
         return value / count if getattr(self.loss_fn, "reduction", "mean") == "sum" else value
 
@@ -154,7 +167,7 @@ class Trainer:
             total, correct = 0.0, 0
             mean = getattr(self.loss_fn, "reduction", "mean") == "mean"
             for start in range(0, n, chunk_size):
-                chunk = idx[start:start + chunk_size]
+                chunk = idx[start : start + chunk_size]
                 x, y = loader.fetch(chunk)
                 out = self._net(x)
                 loss = self.loss_fn(out, y)
@@ -172,6 +185,7 @@ class Trainer:
             correct = self._correct(out, y)
             if self._world is not None:
                 from .data_parallel import sum_over_ranks
+
                 value, correct, n = sum_over_ranks(self._world, value, correct, n)
         if not math.isfinite(value):
             self._nonfinite("loss", value, epoch_no, step_no)
@@ -182,17 +196,26 @@ class Trainer:
                 self._nonfinite("gradient", value, epoch_no, step_no)
             before = [p.data.copy() for _, p in named]
             opt.step()
-            updates = dict(zip((nm for nm, _ in named),
-                               norms_of([p.data - b for (_, p), b in zip(named, before)])))
+            updates = dict(zip((nm for nm, _ in named), norms_of([p.data - b for (_, p), b in zip(named, before)])))
             self.history.record_stats(self.global_step + 1, grads, updates)
         else:
             opt.step()
         return value, correct, n
 
     # ----------------------------------------------------------------- fit
-    def fit(self, train: Any, epochs: int = 1, batch_size: int = 64, mode: str = "minibatch", val: Any = None,
-            callbacks: Sequence[Any] = (), shuffle: bool = True, seed: int = 0, verbose: int = 1,
-            chunk_size: int = 1024) -> History:
+    def fit(
+        self,
+        train: Any,
+        epochs: int = 1,
+        batch_size: int = 64,
+        mode: str = "minibatch",
+        val: Any = None,
+        callbacks: Sequence[Any] = (),
+        shuffle: bool = True,
+        seed: int = 0,
+        verbose: int = 1,
+        chunk_size: int = 1024,
+    ) -> History:
         """Train for ``epochs`` epochs; returns the History (also ``self.history``).
 
         train, val: a Dataset, or an ``(inputs, targets)`` pair of arrays or Tensors (floating
@@ -214,8 +237,10 @@ class Trainer:
         if self._world is not None and mode != "minibatch":
             raise ValueError(f"fit: data-parallel training runs mode 'minibatch' only, got {mode!r}")
         if self._world is not None and (batch_size % self._world.size or seed is None):
-            raise ValueError(f"fit: data-parallel training needs batch_size (the global batch) divisible by the "
-                             f"world size {self._world.size} and an integer seed; got {batch_size}, {seed!r}")
+            raise ValueError(
+                f"fit: data-parallel training needs batch_size (the global batch) divisible by the "
+                f"world size {self._world.size} and an integer seed; got {batch_size}, {seed!r}"
+            )
         if self._world is not None and self._world.rank != 0:
             verbose = 0  # one progress display: rank 0's
         dtype = self._float_dtype()
@@ -228,13 +253,16 @@ class Trainer:
         config = {"mode": mode, "batch_size": step_size, "seed": seed, "shuffle": bool(shuffle), "samples": n}
         if self._world is not None:
             from .data_parallel import ShardedLoader
+
             config["world_size"] = self._world.size
             loader = ShardedLoader(train_ds, step_size, shuffle, seed, self._world)
         else:
             loader = DataLoader(train_ds, batch_size=step_size, shuffle=shuffle and mode != "batch", seed=seed)
         if self.epoch_step and self._fit_config is not None and self._fit_config != config:
-            raise ValueError(f"fit: resuming in the middle of an epoch needs the same data and settings as the "
-                             f"interrupted run: {self._fit_config}, got {config}")
+            raise ValueError(
+                f"fit: resuming in the middle of an epoch needs the same data and settings as the "
+                f"interrupted run: {self._fit_config}, got {config}"
+            )
         self._fit_config = config
         steps_per_epoch = len(loader)
         stats_every = self.stats_every or max(1, steps_per_epoch // 16)
@@ -270,8 +298,17 @@ class Trainer:
         bar = None
         if verbose == 1:
             from tqdm.auto import tqdm
-            bar = tqdm(total=len(train_ds), initial=part["seen"], unit="img", desc=f"epoch {epoch_no}/{end_epoch}",
-                       leave=True, dynamic_ncols=True, mininterval=0.25, file=sys.stderr)
+
+            bar = tqdm(
+                total=len(train_ds),
+                initial=part["seen"],
+                unit="img",
+                desc=f"epoch {epoch_no}/{end_epoch}",
+                leave=True,
+                dynamic_ncols=True,
+                mininterval=0.25,
+                file=sys.stderr,
+            )
         self.model.train()
         try:
             record = self._run_updates(batches, loader, val_ds, mode, chunk_size, stats_every, epoch_no, clock, bar)
@@ -287,8 +324,12 @@ class Trainer:
             bar.set_postfix_str(self._postfix(part, record), refresh=True)
             bar.close()
         elif verbose >= 2:
-            print(f"epoch {epoch_no}/{end_epoch}: " + self._postfix(part, record)
-                  + f", {record['images_per_second']:.0f} img/s, {record['seconds']:.1f} s", flush=True)
+            print(
+                f"epoch {epoch_no}/{end_epoch}: "
+                + self._postfix(part, record)
+                + f", {record['images_per_second']:.0f} img/s, {record['seconds']:.1f} s",
+                flush=True,
+            )
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
 
@@ -300,8 +341,9 @@ class Trainer:
         while self.epoch_step < len(batches):
             step_no = self.epoch_step + 1
             sample = (self.global_step % stats_every == 0) or self.epoch_step == 0
-            value, correct, count = self._update(loader, batches[self.epoch_step], mode, chunk_size, sample,
-                                                 epoch_no, step_no)
+            value, correct, count = self._update(
+                loader, batches[self.epoch_step], mode, chunk_size, sample, epoch_no, step_no
+            )
             self.epoch_step += 1
             self.global_step += 1
             part["loss"] += value * count
@@ -318,6 +360,7 @@ class Trainer:
                 cb.on_batch_end(self, logs)
             if self._world is not None:
                 from .data_parallel import any_rank
+
                 self.stop_training = any_rank(self._world, self.stop_training)
             if bar is not None:
                 bar.update(count)
@@ -345,18 +388,22 @@ class Trainer:
     def _finish_epoch(self, epoch_no, val_ds):
         part = self._partial
         first = self.global_step - part["updates"] + 1
-        record = {"epoch": epoch_no,
-                  "loss": part["loss"] / part["seen"],
-                  "accuracy": part["correct"] / part["scored"] if part["scored"] else None,
-                  "val_loss": None, "val_accuracy": None,
-                  "updates": part["updates"],
-                  "images_per_second": part["seen"] / part["seconds"] if part["seconds"] > 0 else None,
-                  "lr": [g.get("lr") for g in getattr(self.optimizer, "param_groups", [])],
-                  "grad_norm": self.history.epoch_means(self.history.grad_norms, first, self.global_step),
-                  "update_norm": self.history.epoch_means(self.history.update_norms, first, self.global_step)}
+        record = {
+            "epoch": epoch_no,
+            "loss": part["loss"] / part["seen"],
+            "accuracy": part["correct"] / part["scored"] if part["scored"] else None,
+            "val_loss": None,
+            "val_accuracy": None,
+            "updates": part["updates"],
+            "images_per_second": part["seen"] / part["seconds"] if part["seconds"] > 0 else None,
+            "lr": [g.get("lr") for g in getattr(self.optimizer, "param_groups", [])],
+            "grad_norm": self.history.epoch_means(self.history.grad_norms, first, self.global_step),
+            "update_norm": self.history.epoch_means(self.history.update_norms, first, self.global_step),
+        }
         t0 = time.perf_counter()
         if val_ds is not None and self._world is not None:
             from .data_parallel import evaluated_on_rank_0
+
             record["val_loss"], record["val_accuracy"] = evaluated_on_rank_0(self._world, lambda: self.evaluate(val_ds))
         elif val_ds is not None:
             record["val_loss"], record["val_accuracy"] = self.evaluate(val_ds)
@@ -433,12 +480,19 @@ class Trainer:
         only rank 0 writes (the ranks hold the same weights), so no file is written twice."""
         if self._world is not None and self._world.rank != 0:
             return
-        state = {"trainer": {"epoch_step": self.epoch_step, "global_step": self.global_step,
-                             "partial": self._partial, "fit_config": self._fit_config, "elapsed": self._elapsed},
-                 "history": self.history.to_dict(arrays=True),
-                 "rng": _config.rng().bit_generator.state,
-                 "callbacks": {k: cb.state_dict() for k, cb in self._callback_keys() if hasattr(cb, "state_dict")},
-                 "user": dict(self.checkpoint_extra)}
+        state = {
+            "trainer": {
+                "epoch_step": self.epoch_step,
+                "global_step": self.global_step,
+                "partial": self._partial,
+                "fit_config": self._fit_config,
+                "elapsed": self._elapsed,
+            },
+            "history": self.history.to_dict(arrays=True),
+            "rng": _config.rng().bit_generator.state,
+            "callbacks": {k: cb.state_dict() for k, cb in self._callback_keys() if hasattr(cb, "state_dict")},
+            "user": dict(self.checkpoint_extra),
+        }
         io.save_checkpoint(path, self.model, self.optimizer, epoch=self.epoch, step=self.global_step, extra=state)
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> io.Checkpoint:

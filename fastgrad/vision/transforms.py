@@ -6,6 +6,7 @@ image), or a Tensor / float array (..., H, W) after ``ToTensor``; the geometric 
 Random choices come from fastgrad's generator (``fastgrad.manual_seed``; DataLoader
 workers each get their own seed), as torchvision's come from torch's.
 """
+
 import numbers
 
 import numpy as np
@@ -45,8 +46,11 @@ def _padding(padding):
     if isinstance(padding, numbers.Integral):
         p = int(padding)
         return p, p, p, p
-    if isinstance(padding, (tuple, list)) and len(padding) in (1, 2, 4) and all(
-            isinstance(v, numbers.Integral) for v in padding):
+    if (
+        isinstance(padding, (tuple, list))
+        and len(padding) in (1, 2, 4)
+        and all(isinstance(v, numbers.Integral) for v in padding)
+    ):
         if len(padding) == 1:
             return (int(padding[0]),) * 4
         if len(padding) == 2:
@@ -91,15 +95,16 @@ class ToTensor:
         if isinstance(pic, Tensor):
             raise TypeError("ToTensor: the input is already a Tensor")
         if not isinstance(pic, np.ndarray) or pic.ndim not in (2, 3):
-            raise TypeError(f"ToTensor: pic should be an (H, W) or (H, W, C) numpy array, got "
-                            f"{getattr(pic, 'shape', type(pic).__name__)}")
-        chw = (pic[None] if pic.ndim == 2 else pic.transpose(2, 0, 1))
+            raise TypeError(
+                f"ToTensor: pic should be an (H, W) or (H, W, C) numpy array, got "
+                f"{getattr(pic, 'shape', type(pic).__name__)}"
+            )
+        chw = pic[None] if pic.ndim == 2 else pic.transpose(2, 0, 1)
         if chw.dtype == np.uint8:
             out = chw.astype(np.float32)
             out /= np.float32(255)
         else:
-            out = np.array(chw, dtype=np.float32 if chw.dtype.kind != "f" or chw.dtype == np.float16
-                           else chw.dtype)
+            out = np.array(chw, dtype=np.float32 if chw.dtype.kind != "f" or chw.dtype == np.float16 else chw.dtype)
         return Tensor._from_op(np.ascontiguousarray(out), None)
 
     def __repr__(self):
@@ -125,8 +130,9 @@ class Normalize:
         if (std == 0).any():
             raise ValueError(f"std evaluated to zero after conversion to {data.dtype}, leading to division by zero.")
         if mean.shape[0] not in (1, data.shape[-3]) or std.shape[0] not in (1, data.shape[-3]):
-            raise ValueError(f"Normalize: {mean.shape[0]} means and {std.shape[0]} stds for an image of "
-                             f"{data.shape[-3]} channels")
+            raise ValueError(
+                f"Normalize: {mean.shape[0]} means and {std.shape[0]} stds for an image of {data.shape[-3]} channels"
+            )
         if self.inplace:
             data -= mean
             data /= std
@@ -143,7 +149,9 @@ class Pad:
     def __init__(self, padding, fill=0, padding_mode="constant"):
         _padding(padding)
         if padding_mode not in _PAD_MODES:
-            raise ValueError(f"Padding mode should be either constant, edge, reflect or symmetric, got {padding_mode!r}")
+            raise ValueError(
+                f"Padding mode should be either constant, edge, reflect or symmetric, got {padding_mode!r}"
+            )
         self.padding, self.fill, self.padding_mode = padding, fill, padding_mode
 
     def __call__(self, img):

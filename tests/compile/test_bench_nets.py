@@ -2,6 +2,7 @@
 fastgrad what it computes in PyTorch from the same weights (so the benchmark races like
 against like), and its compiled replay gives bit for bit what its eager run gives, in
 training (BatchNorm statistics, dropout with the same seed) and in eval mode."""
+
 import importlib.util
 import os
 
@@ -11,12 +12,10 @@ import pytest
 import fastgrad
 
 if fastgrad.kernels.backend != "compiled":
-    pytest.skip("the benchmark's nets on the pure-Python reference kernels take far too long",
-                allow_module_level=True)
+    pytest.skip("the benchmark's nets on the pure-Python reference kernels take far too long", allow_module_level=True)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location(
-    "bench_nets", os.path.join(HERE, "..", "..", "bench", "bench_nets.py"))
+_spec = importlib.util.spec_from_file_location("bench_nets", os.path.join(HERE, "..", "..", "bench", "bench_nets.py"))
 bench_nets = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_nets)
 
@@ -54,8 +53,9 @@ def test_compiled_net_trains_bit_for_bit_as_eager(net):
         out = []
         for step in range(4):
             opt.zero_grad()
-            loss = fastgrad.nn.functional.cross_entropy(call(fastgrad.from_numpy(batch(net, seed=step % 2))),
-                                                        fastgrad.tensor([1, 3]))
+            loss = fastgrad.nn.functional.cross_entropy(
+                call(fastgrad.from_numpy(batch(net, seed=step % 2))), fastgrad.tensor([1, 3])
+            )
             loss.backward()
             opt.step()
             out.append(loss.item())

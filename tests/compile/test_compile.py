@@ -3,6 +3,7 @@ gradients, running statistics, dropout masks), across thread counts; every guard
 seen (train/eval, attributes, a forward replaced on an instance, requires_grad, shapes,
 replaced arrays, hooks); what cannot be captured runs eagerly and is counted, or raises
 under fullgraph=True naming the module and the operation; the plan cache is bounded."""
+
 import numpy as np
 import pytest
 

@@ -2,6 +2,7 @@
 gradients that outlive later steps, graphs dropped without backward, tied weights, a
 backward on another thread, one compiled model shared by threads, anomaly mode, and bad
 input after planning getting the eager errors. Each compared bit for bit with eager."""
+
 import threading
 
 import numpy as np
@@ -101,8 +102,9 @@ class Wide(nn.Module):
 def test_outputs_and_gradients_handed_out_survive_later_steps():
     compiled = fastgrad.compile(Wide())
     rng = np.random.default_rng(4)
-    xs = [fastgrad.tensor(rng.standard_normal((16, 4, 16, 16)).astype(np.float32), requires_grad=True)
-          for _ in range(4)]
+    xs = [
+        fastgrad.tensor(rng.standard_normal((16, 4, 16, 16)).astype(np.float32), requires_grad=True) for _ in range(4)
+    ]
     warm(compiled, xs[0])
     kept = []
     for x in xs:
@@ -115,7 +117,7 @@ def test_outputs_and_gradients_handed_out_survive_later_steps():
         np.testing.assert_array_equal(g.data, g_copy)
     arrays = [a for y, _, g, _ in kept for a in (y.data, g.data)]
     for i, a in enumerate(arrays):  # none handed out twice
-        assert not any(np.shares_memory(a, b) for b in arrays[i + 1:])
+        assert not any(np.shares_memory(a, b) for b in arrays[i + 1 :])
 
 
 def test_backward_on_another_thread_matches():
@@ -167,10 +169,13 @@ def test_anomaly_mode_runs_eagerly_and_names_the_op():
         compiled(x)
 
 
-@pytest.mark.parametrize(("bad", "error"), [
-    (lambda: fastgrad.randn(3, 5, 6, 6), ValueError),
-    (lambda: fastgrad.randn(3, 2, 6, 6).double(), TypeError),
-])
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (lambda: fastgrad.randn(3, 5, 6, 6), ValueError),
+        (lambda: fastgrad.randn(3, 2, 6, 6).double(), TypeError),
+    ],
+)
 def test_bad_input_after_planning_gets_the_eager_error(bad, error):
     eager, compiled, _ = pair()
     warm(compiled, data(7))

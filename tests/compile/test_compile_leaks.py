@@ -3,6 +3,7 @@ forward (BatchNorm, a residual add, dropout, max pooling) replayed by fastgrad.c
 a subprocess, keep resident memory within 2 MB of its post-warm-up level, and 1,000 more
 steps under tracemalloc show no growth in Python objects; the compiled module, its plans
 and graphs go away with the model."""
+
 import gc
 import json
 import os
@@ -57,7 +58,9 @@ def train(call, opt, data, steps):
     return loss
 """
 
-LONG_RUN = NET + r"""
+LONG_RUN = (
+    NET
+    + r"""
 import json, sys, tracemalloc
 
 def rss_kb():
@@ -83,13 +86,20 @@ growth = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
 print(json.dumps({"backend": fastgrad.kernels.backend, "stats": compiled.compile_stats,
                   "rss_before_kb": rss0, "rss_after_kb": rss1, "traced_growth_bytes": growth}))
 """
+)
 
 
 def test_20000_compiled_steps_do_not_grow_memory(tmp_path):
     steps = 20000 if fastgrad.kernels.backend == "compiled" else 30
-    out = subprocess.run([sys.executable, "-c", LONG_RUN, str(steps), str(min(1000, steps // 3))], cwd=tmp_path,
-                         capture_output=True, text=True, check=True, timeout=3000,
-                         env=_env()).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", LONG_RUN, str(steps), str(min(1000, steps // 3))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3000,
+        env=_env(),
+    ).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     print("compiled leak test:", figures)
     assert figures["backend"] == fastgrad.kernels.backend, figures
@@ -109,6 +119,7 @@ def test_the_compiled_module_its_plans_and_graphs_are_freed(tmp_path, monkeypatc
     (tmp_path / "leaknet.py").write_text(NET)
     monkeypatch.syspath_prepend(str(tmp_path))
     import leaknet
+
     model, compiled, opt = leaknet.build()
     loss = leaknet.train(compiled, opt, leaknet.batches(2, 4), 4)
     assert compiled.compile_stats["replays"] >= 1

@@ -1,4 +1,5 @@
 """DataLoader: every sample once per epoch, reproducible order from a seed, batching."""
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,9 @@ def _data(n):
     return TensorDataset(x, np.arange(n))
 
 
-@pytest.mark.parametrize("n,batch,drop_last", [(10, 3, False), (10, 3, True), (12, 4, False), (12, 4, True),
-                                               (5, 8, False), (1, 1, False)])
+@pytest.mark.parametrize(
+    "n,batch,drop_last", [(10, 3, False), (10, 3, True), (12, 4, False), (12, 4, True), (5, 8, False), (1, 1, False)]
+)
 def test_every_sample_once_per_epoch(n, batch, drop_last):
     loader = DataLoader(_data(n), batch_size=batch, shuffle=True, drop_last=drop_last, seed=7)
     for _ in range(3):
@@ -42,7 +44,7 @@ def test_same_seed_same_order_and_epochs_differ():
     b = DataLoader(_data(50), batch_size=8, shuffle=True, seed=3)
     first_a, first_b = _epoch_ids(a), _epoch_ids(b)
     assert first_a == first_b
-    assert _epoch_ids(a) != first_a                     # the next epoch has a new order
+    assert _epoch_ids(a) != first_a  # the next epoch has a new order
     c = DataLoader(_data(50), batch_size=8, shuffle=True, seed=4)
     assert _epoch_ids(c) != first_a
 
@@ -58,8 +60,10 @@ def test_order_depends_only_on_seed_and_epoch():
 
 
 def test_generator_and_global_seed_are_reproducible():
-    orders = [_epoch_ids(DataLoader(_data(30), batch_size=4, shuffle=True, generator=np.random.default_rng(5)))
-              for _ in range(2)]
+    orders = [
+        _epoch_ids(DataLoader(_data(30), batch_size=4, shuffle=True, generator=np.random.default_rng(5)))
+        for _ in range(2)
+    ]
     assert orders[0] == orders[1]
     fastgrad.manual_seed(9)
     first = _epoch_ids(DataLoader(_data(30), batch_size=4, shuffle=True))

@@ -1,5 +1,6 @@
 """fastgrad.Generator for seeded splits and shuffles; fastgrad.utils.data as torch.utils.data;
 DataLoader worker processes (same batches as the main process), pin_memory."""
+
 import os
 import subprocess
 import sys
@@ -10,16 +11,17 @@ import pytest
 
 import fastgrad
 from fastgrad.data import workers
-from fastgrad.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset, get_worker_info, \
-    random_split
+from fastgrad.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset, get_worker_info, random_split
 
 needs_fork = pytest.mark.skipif(not workers.fork_available(), reason="worker processes need fork")
 
 
 def test_utils_data_is_there_after_import_fastgrad(tmp_path):
     # a fresh interpreter: only `import fastgrad`, then torch.utils.data's path
-    code = ("import fastgrad as torch; "
-            "print(torch.utils.data.DataLoader is torch.data.DataLoader, torch.utils.data.random_split.__module__)")
+    code = (
+        "import fastgrad as torch; "
+        "print(torch.utils.data.DataLoader is torch.data.DataLoader, torch.utils.data.random_split.__module__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "fastgrad.data.dataset"]
 
@@ -67,6 +69,7 @@ def test_unseeded_split_follows_manual_seed():
 
 def test_dataloader_shuffle_with_a_generator():
     ds = TensorDataset(np.arange(10))
+
     def order(seed):
         loader = DataLoader(ds, batch_size=3, shuffle=True, generator=fastgrad.Generator().manual_seed(seed))
         return [int(v) for b in loader for v in b[0].data]
@@ -74,8 +77,17 @@ def test_dataloader_shuffle_with_a_generator():
     assert order(1) == order(1) and order(1) != order(2) and sorted(order(1)) == list(range(10))
 
 
-@pytest.mark.parametrize("n, lengths", [(10, [0.33, 0.33, 0.34]), (11, [0.5, 0.5]), (97, [0.1, 0.2, 0.3, 0.4]),
-                                        (10, [3, 7]), (11, [0.7, 0.3]), (5, [0.1, 0.9])])
+@pytest.mark.parametrize(
+    "n, lengths",
+    [
+        (10, [0.33, 0.33, 0.34]),
+        (11, [0.5, 0.5]),
+        (97, [0.1, 0.2, 0.3, 0.4]),
+        (10, [3, 7]),
+        (11, [0.7, 0.3]),
+        (5, [0.1, 0.9]),
+    ],
+)
 def test_random_split_lengths_match_torch(n, lengths):
     torch = pytest.importorskip("torch")
     want = [len(p) for p in torch.utils.data.random_split(range(n), lengths)]
@@ -147,8 +159,9 @@ def test_a_dying_worker_is_reported_not_waited_for():
 @needs_fork
 def test_worker_init_fn_and_persistent_workers():
     seen = []
-    loader = DataLoader(Squares(6), batch_size=2, num_workers=2, persistent_workers=True,
-                        worker_init_fn=lambda wid: seen.append(wid))
+    loader = DataLoader(
+        Squares(6), batch_size=2, num_workers=2, persistent_workers=True, worker_init_fn=lambda wid: seen.append(wid)
+    )
     first = [b[1].data.tolist() for b in loader]
     second = [b[1].data.tolist() for b in loader]
     assert first == second  # the same processes serve the second epoch
@@ -158,8 +171,13 @@ def test_worker_init_fn_and_persistent_workers():
 
 def test_argument_checks_and_pin_memory():
     ds = TensorDataset(np.arange(4))
-    for kwargs in ({"num_workers": -1}, {"prefetch_factor": 2}, {"persistent_workers": True},
-                   {"num_workers": 1, "prefetch_factor": 0}, {"timeout": -1}):
+    for kwargs in (
+        {"num_workers": -1},
+        {"prefetch_factor": 2},
+        {"persistent_workers": True},
+        {"num_workers": 1, "prefetch_factor": 0},
+        {"timeout": -1},
+    ):
         with pytest.raises(ValueError):
             DataLoader(ds, **kwargs)
     with pytest.warns(UserWarning, match="pin_memory"):

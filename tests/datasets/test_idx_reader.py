@@ -1,4 +1,5 @@
 """IDX reader: round trips, and files whose header lies are refused before allocating."""
+
 import gzip
 import struct
 import tracemalloc
@@ -57,16 +58,19 @@ def test_absurd_dimensions_are_refused(tmp_path, gz):
         read_idx(small, max_bytes=50)
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"\x00\x00", "too short"),
-    (b"\x01\x00\x08\x01" + bytes(8), "not an IDX file"),
-    (b"\x00\x00\x07\x01" + bytes(8), "unknown IDX type code"),
-    (b"\x00\x00\x08\x00", "dimensions"),
-    (b"\x00\x00\x08\x09" + bytes(36), "dimensions"),
-    (b"\x00\x00\x08\x03" + bytes(6), "cut short"),
-    (_header(0x08, [4]) + bytes(5), "header claims"),      # one byte too many
-    (_header(0x08, [4]) + bytes(3), "header claims"),      # one byte short
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"\x00\x00", "too short"),
+        (b"\x01\x00\x08\x01" + bytes(8), "not an IDX file"),
+        (b"\x00\x00\x07\x01" + bytes(8), "unknown IDX type code"),
+        (b"\x00\x00\x08\x00", "dimensions"),
+        (b"\x00\x00\x08\x09" + bytes(36), "dimensions"),
+        (b"\x00\x00\x08\x03" + bytes(6), "cut short"),
+        (_header(0x08, [4]) + bytes(5), "header claims"),  # one byte too many
+        (_header(0x08, [4]) + bytes(3), "header claims"),  # one byte short
+    ],
+)
 @pytest.mark.parametrize("gz", [False, True])
 def test_malformed_files(tmp_path, data, match, gz):
     with pytest.raises(IDXError, match=match):

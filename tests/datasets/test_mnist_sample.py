@@ -1,11 +1,11 @@
 """The bundled MNIST sample: the fixed split, its class counts, normalization, licence."""
+
 import hashlib
 import os
 
 import numpy as np
 
-from fastgrad.datasets import SPLIT_SEED, load_bundled_mnist, load_mnist, split_indices
-from fastgrad.datasets import mnist
+from fastgrad.datasets import SPLIT_SEED, load_bundled_mnist, load_mnist, mnist, split_indices
 
 # numpy.random.default_rng(1998).permutation(10000): first 8,000 train, last 2,000 held out.
 TRAIN_COUNTS = [783, 903, 828, 800, 787, 709, 773, 828, 787, 802]

@@ -1,5 +1,6 @@
 """Run a tests/distributed/workers.py scenario under ``mpiexec -n 2``, with a timeout so that
 a hang fails the test instead of hanging the suite; skip where MPI is not installed."""
+
 import importlib.util
 import os
 import shutil
@@ -37,11 +38,14 @@ def mpirun(tmp_path):
         cmd = [find_mpiexec(), "-n", str(n), sys.executable] + (args or [WORKERS, scenario, str(tmp_path)])
         full_env = dict(os.environ, **(env or {}))
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=tmp_path,
-                                  check=False)
+            return subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=tmp_path, check=False
+            )
         except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"mpiexec -n {n} {scenario} did not finish within {timeout} s (a hang):\n"
-                        f"{exc.stdout}\n{exc.stderr}")
+            pytest.fail(
+                f"mpiexec -n {n} {scenario} did not finish within {timeout} s (a hang):\n{exc.stdout}\n{exc.stderr}"
+            )
+
     run.out = tmp_path
     return run
 

@@ -1,4 +1,5 @@
 """`mpiexec -n 2 fastgrad train --distributed`: one report, a trained model, one checkpoint."""
+
 import importlib.util
 import re
 import sys
@@ -20,14 +21,23 @@ def test_train_distributed_prints_once_and_reaches_95_percent(mpirun, tmp_path):
         assert (tmp_path / "run.safetensors").exists()
         # the checkpoint holds the plain model (no "module." prefix): `fastgrad evaluate` reads it
         import subprocess
-        done = subprocess.run([sys.executable, "-m", "fastgrad", "evaluate", str(tmp_path / "run.safetensors")],
-                              capture_output=True, text=True, timeout=300, check=False)
+
+        done = subprocess.run(
+            [sys.executable, "-m", "fastgrad", "evaluate", str(tmp_path / "run.safetensors")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert f"held-out accuracy: {accuracy:.2f}%" in done.stdout
 
 
 def test_train_distributed_refuses_a_batch_it_cannot_split(mpirun):
-    proc = mpirun("cli", args=["-m", "fastgrad", "train", "--distributed", "--batch-size", "63", "--epochs", "1",
-                               "--quiet"], timeout=300)
+    proc = mpirun(
+        "cli",
+        args=["-m", "fastgrad", "train", "--distributed", "--batch-size", "63", "--epochs", "1", "--quiet"],
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "divisible by the 2 processes" in proc.stderr

@@ -1,5 +1,6 @@
 """DistributedDataParallel under mpiexec -n 2: identical weights on every rank, equal to one
 process training on the whole batches (the oracle, computed here in this process)."""
+
 import numpy as np
 import pytest
 
@@ -52,7 +53,7 @@ def test_no_sync_accumulates_locally_then_averages(mpirun, workers):
     x, y = workers.lenet_data(4 * workers.GLOBAL_BATCH)
     loss_fn = fastgrad.nn.CrossEntropyLoss()
     for k in range(4):
-        xb, yb = x[k * 64:(k + 1) * 64], y[k * 64:(k + 1) * 64]
+        xb, yb = x[k * 64 : (k + 1) * 64], y[k * 64 : (k + 1) * 64]
         opt.zero_grad()
         for r in range(2):  # rank r's samples, as two halves; the loss averaged over ranks
             xs, ys = xb[r::2], yb[r::2]
@@ -129,9 +130,12 @@ def test_ddp_over_a_world_of_one_changes_nothing_and_checks_its_arguments():
     import os
     import subprocess
     import sys
+
     pytest.importorskip("mpi4py")
     from fastgrad.distributed import process_group
+
     env = {k: v for k, v in os.environ.items() if k not in process_group.LAUNCHER_ENV}
-    proc = subprocess.run([sys.executable, "-c", WORLD_OF_ONE], capture_output=True, text=True, timeout=300,
-                          env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", WORLD_OF_ONE], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
 """Faults under mpiexec -n 2: a rank that raises, exits or is killed in the middle of
 training stops the whole job within bounded time (the subprocess timeout fails a hang),
 and the error names the rank that failed."""
+
 import re
 import time
 
@@ -10,10 +11,13 @@ import fastgrad
 from fastgrad import distributed as dist
 
 
-@pytest.mark.parametrize("scenario, says", [
-    ("raise", "rank 1 failed: ZeroDivisionError: rank 1 cannot go on"),
-    ("exit", "rank 1 left the process group"),
-])
+@pytest.mark.parametrize(
+    "scenario, says",
+    [
+        ("raise", "rank 1 failed: ZeroDivisionError: rank 1 cannot go on"),
+        ("exit", "rank 1 left the process group"),
+    ],
+)
 def test_a_failed_rank_stops_the_others_with_an_error_naming_it(mpirun, scenario, says):
     start = time.monotonic()
     proc = mpirun(scenario, timeout=120)
@@ -40,14 +44,19 @@ def test_without_mpiexec_the_world_is_one_process():
     import os
     import subprocess
     import sys
-    code = ("import fastgrad\nfrom fastgrad import distributed as dist\n"
-            "dist.init_process_group()\n"
-            "t = fastgrad.tensor([1.0, 2.0])\ndist.all_reduce(t)\n"
-            "out = [fastgrad.zeros(2)]\ndist.all_gather(out, t)\ndist.broadcast(t, 0)\ndist.barrier()\n"
-            "print(dist.get_rank(), dist.get_world_size(), t.tolist(), out[0].tolist())\n"
-            "dist.destroy_process_group()\nprint(dist.is_initialized())\n")
+
+    code = (
+        "import fastgrad\nfrom fastgrad import distributed as dist\n"
+        "dist.init_process_group()\n"
+        "t = fastgrad.tensor([1.0, 2.0])\ndist.all_reduce(t)\n"
+        "out = [fastgrad.zeros(2)]\ndist.all_gather(out, t)\ndist.broadcast(t, 0)\ndist.barrier()\n"
+        "print(dist.get_rank(), dist.get_world_size(), t.tolist(), out[0].tolist())\n"
+        "dist.destroy_process_group()\nprint(dist.is_initialized())\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in dist.process_group.LAUNCHER_ENV}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["0 1 [1.0, 2.0] [1.0, 2.0]", "False"]
 

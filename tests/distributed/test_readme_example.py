@@ -1,4 +1,5 @@
 """The README's distributed script runs as written under mpiexec -n 2, and prints once."""
+
 import os
 import re
 
@@ -8,7 +9,7 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
 def test_readme_distributed_script_runs_under_mpiexec(mpirun, tmp_path):
     with open(README, encoding="utf-8") as f:
         text = f.read()
-    section = text[text.index("## Distributed training"):]
+    section = text[text.index("## Distributed training") :]
     script = re.search(r"```py\n(.*?)```", section, flags=re.DOTALL).group(1)
     path = tmp_path / "train.py"
     path.write_text(script)

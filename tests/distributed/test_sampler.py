@@ -1,4 +1,5 @@
 """DistributedSampler: PyTorch's index layout, and the global batches of one process."""
+
 import numpy as np
 import pytest
 
@@ -10,11 +11,13 @@ def dataset(n):
     return TensorDataset(np.arange(n, dtype=np.float32).reshape(n, 1))
 
 
-@pytest.mark.parametrize("n, world, drop_last", [(10, 3, False), (10, 3, True), (12, 4, False), (2, 3, False),
-                                                 (7, 1, False), (9, 2, True)])
+@pytest.mark.parametrize(
+    "n, world, drop_last", [(10, 3, False), (10, 3, True), (12, 4, False), (2, 3, False), (7, 1, False), (9, 2, True)]
+)
 def test_unshuffled_layout_matches_pytorch(n, world, drop_last):
     torch = pytest.importorskip("torch")
     from torch.utils.data.distributed import DistributedSampler as TorchSampler
+
     for rank in range(world):
         want = list(TorchSampler(list(range(n)), num_replicas=world, rank=rank, shuffle=False, drop_last=drop_last))
         sampler = DistributedSampler(dataset(n), num_replicas=world, rank=rank, shuffle=False, drop_last=drop_last)
@@ -41,7 +44,7 @@ def test_shuffled_ranks_together_are_the_single_process_batches():
             s.set_epoch(epoch)
             shares.append(s.indices())
         for k, batch in enumerate(loader.batch_indices(epoch)):
-            together = np.concatenate([sh[k * per_rank:(k + 1) * per_rank] for sh in shares])
+            together = np.concatenate([sh[k * per_rank : (k + 1) * per_rank] for sh in shares])
             assert sorted(together.tolist()) == sorted(batch.tolist())
     a = DistributedSampler(dataset(n), world, 0, seed=11)
     b = DistributedSampler(dataset(n), world, 0, seed=11)

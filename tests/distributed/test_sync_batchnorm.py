@@ -1,6 +1,7 @@
 """SyncBatchNorm under mpiexec -n 2 (ranks of 5 and 7 samples): outputs, input gradients,
 summed parameter gradients and running statistics equal BatchNorm on the whole batch of 12
 in one process (the oracle, run here)."""
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,8 @@ def test_sync_batchnorm_is_batchnorm_of_the_global_batch(mpirun, workers):
     rows = [slice(0, 5), slice(5, 12)]
     for r in range(2):
         n = rows[r].stop - rows[r].start
-        np.testing.assert_allclose(d[f"y{r}"][:n * 5], y.data[rows[r]].reshape(-1), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(d[f"dx{r}"][:n * 72], xt.grad.data[rows[r]].reshape(-1), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(d[f"y{r}"][: n * 5], y.data[rows[r]].reshape(-1), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(d[f"dx{r}"][: n * 72], xt.grad.data[rows[r]].reshape(-1), rtol=1e-4, atol=1e-5)
         stats = np.concatenate([net[1].running_mean.data, net[1].running_var.data, net[5].running_mean.data])
         np.testing.assert_allclose(d[f"stats{r}"], stats, rtol=1e-5, atol=1e-6)
     grads = np.concatenate([p.grad.data.reshape(-1) for p in net.parameters()])

@@ -1,5 +1,6 @@
 """The Trainer under mpiexec -n 2: auto-detected data parallel, the updates of one process
 taking the whole global batch, one progress display, one checkpoint writer."""
+
 import importlib.util
 
 import numpy as np

@@ -2,6 +2,7 @@
 
 Each scenario is a function of the output folder; rank 0 writes what the test checks.
 """
+
 import os
 import sys
 
@@ -31,7 +32,10 @@ def train_lenet(model, x, y, shard, bucket_cap_mb=None):
     opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     loss_fn = nn.CrossEntropyLoss()
     for k in range(STEPS):
-        xb, yb = shard(x[k * GLOBAL_BATCH:(k + 1) * GLOBAL_BATCH]), shard(y[k * GLOBAL_BATCH:(k + 1) * GLOBAL_BATCH])
+        xb, yb = (
+            shard(x[k * GLOBAL_BATCH : (k + 1) * GLOBAL_BATCH]),
+            shard(y[k * GLOBAL_BATCH : (k + 1) * GLOBAL_BATCH]),
+        )
         opt.zero_grad()
         loss_fn(model(fastgrad.tensor(xb)), fastgrad.tensor(yb)).backward()
         opt.step()
@@ -48,8 +52,12 @@ def scenario_equality(out):
     gathered = [fastgrad.zeros(mine.size) for _ in range(world)]
     dist.all_gather(gathered, fastgrad.tensor(mine))
     if rank == 0:
-        np.savez(os.path.join(out, "weights.npz"), *[g.data for g in gathered],
-                 buckets=len(ddp._buckets), keys=np.array(list(ddp.state_dict())))
+        np.savez(
+            os.path.join(out, "weights.npz"),
+            *[g.data for g in gathered],
+            buckets=len(ddp._buckets),
+            keys=np.array(list(ddp.state_dict())),
+        )
 
 
 def scenario_no_sync(out):
@@ -62,7 +70,10 @@ def scenario_no_sync(out):
     loss_fn = nn.CrossEntropyLoss()
     x, y = lenet_data(4 * GLOBAL_BATCH)
     for k in range(4):
-        xb, yb = x[k * GLOBAL_BATCH:(k + 1) * GLOBAL_BATCH][rank::world], y[k * GLOBAL_BATCH:(k + 1) * GLOBAL_BATCH][rank::world]
+        xb, yb = (
+            x[k * GLOBAL_BATCH : (k + 1) * GLOBAL_BATCH][rank::world],
+            y[k * GLOBAL_BATCH : (k + 1) * GLOBAL_BATCH][rank::world],
+        )
         half = len(yb) // 2
         opt.zero_grad()
         with ddp.no_sync():
@@ -76,8 +87,13 @@ def scenario_no_sync(out):
     weights = [fastgrad.zeros(mine.size) for _ in range(world)]
     dist.all_gather(weights, fastgrad.tensor(mine))
     if rank == 0:
-        np.savez(os.path.join(out, "no_sync.npz"), w0=weights[0].data, w1=weights[1].data,
-                 g0=gathered[0].data, g1=gathered[1].data)
+        np.savez(
+            os.path.join(out, "no_sync.npz"),
+            w0=weights[0].data,
+            w1=weights[1].data,
+            g0=gathered[0].data,
+            g1=gathered[1].data,
+        )
 
 
 def scenario_collectives(out):
@@ -107,6 +123,7 @@ def scenario_collectives(out):
 
 def trainer_data():
     from fastgrad.datasets import load_mnist
+
     (xt, yt), (xv, yv) = load_mnist()
     return (xt[:512], yt[:512]), (xv[:200], yv[:200])
 
@@ -114,13 +131,14 @@ def trainer_data():
 def run_trainer(trainer_kwargs, out_ckpt):
     """One epoch of the Trainer on 512 bundled images, global batch 64, a checkpoint per epoch."""
     from fastgrad.train import ModelCheckpoint, Trainer
+
     fastgrad.manual_seed(5)
     net = models.lenet5()
-    trainer = Trainer(net, nn.CrossEntropyLoss(), optim.SGD(net.parameters(), lr=0.05, momentum=0.9),
-                      **trainer_kwargs)
+    trainer = Trainer(net, nn.CrossEntropyLoss(), optim.SGD(net.parameters(), lr=0.05, momentum=0.9), **trainer_kwargs)
     train, val = trainer_data()
     try:
         import safetensors  # noqa: F401  (checkpoints need it)
+
         callbacks = [ModelCheckpoint(out_ckpt)]
     except ImportError:
         callbacks = []
@@ -136,10 +154,17 @@ def scenario_trainer(out):
     dist.all_gather(gathered, fastgrad.tensor(mine))
     if rank == 0:
         record = history.epochs[-1]
-        np.savez(os.path.join(out, "trainer.npz"), w0=gathered[0].data, w1=gathered[1].data,
-                 losses=np.array(history.step_loss),
-                 loss=record["loss"], accuracy=record["accuracy"], val_loss=record["val_loss"],
-                 val_accuracy=record["val_accuracy"], updates=record["updates"])
+        np.savez(
+            os.path.join(out, "trainer.npz"),
+            w0=gathered[0].data,
+            w1=gathered[1].data,
+            losses=np.array(history.step_loss),
+            loss=record["loss"],
+            accuracy=record["accuracy"],
+            val_loss=record["val_loss"],
+            val_accuracy=record["val_accuracy"],
+            updates=record["updates"],
+        )
 
 
 def bn_model():
@@ -171,14 +196,15 @@ def syncbn_case(rank=None):
     """A model with BatchNorm layers made SyncBatchNorm, and (rank's share of) a batch of 12
     with a fixed linear loss sum(out * c); rank None: the whole batch."""
     fastgrad.manual_seed(8)
-    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5),
-                        nn.BatchNorm1d(5))
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5), nn.BatchNorm1d(5)
+    )
     rng = np.random.default_rng(3)
     x = rng.standard_normal((12, 2, 6, 6)).astype(np.float32) * 2 + 1
     c = rng.standard_normal((12, 5)).astype(np.float32)
     if rank is not None:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        x, c = x[rank * 5:(rank + 1) * 5 + rank * 2], c[rank * 5:(rank + 1) * 5 + rank * 2]  # 5 and 7 samples
+        x, c = x[rank * 5 : (rank + 1) * 5 + rank * 2], c[rank * 5 : (rank + 1) * 5 + rank * 2]  # 5 and 7 samples
     return net, x, c
 
 
@@ -196,7 +222,7 @@ def scenario_syncbn(out):
         size = fastgrad.tensor(np.array([value.size], np.int64))
         dist.all_reduce(size, op=dist.ReduceOp.MAX)
         padded = np.zeros(int(size.item()), np.float32)
-        padded[:value.size] = value
+        padded[: value.size] = value
         gathered = [fastgrad.zeros(padded.size) for _ in range(2)]
         dist.all_gather(gathered, fastgrad.tensor(padded))
         for r in range(2):
@@ -233,6 +259,7 @@ def _train_forever(fail):
 def scenario_raise(out):
     def fail():
         raise ZeroDivisionError("rank 1 cannot go on")
+
     _train_forever(fail)
 
 
@@ -246,6 +273,7 @@ def scenario_kill(out):
     def die():
         print(f"rank 1 is process {os.getpid()}", flush=True)  # for the test: mpiexec names the process
         os.kill(os.getpid(), signal.SIGKILL)
+
     _train_forever(die)
 
 

@@ -20,6 +20,7 @@ Files:
 The tests import those modules by name, so this directory is put on sys.path here (the
 suite imports test files with --import-mode=importlib, which does not do that itself).
 """
+
 import os
 import sys
 
@@ -54,6 +55,7 @@ def pytest_collection_finish(session):
     while the in-process tests do (the tests then only wait for their results). Only the
     groups of the selected tests (their parameter: a kernel family, ...) are run."""
     import isolated
+
     if session.config.option.collectonly:
         return
     groups = {}

@@ -14,6 +14,7 @@ swapping the machine to death. Each call has a deadline: a Python loop over an e
 empty dimension is interrupted by an alarm (a failure), a compiled one by the watchdog,
 which ends the child (reported as a hang).
 """
+
 import gc
 import signal
 
@@ -24,7 +25,6 @@ from hypothesis import strategies as st
 import fastgrad
 import fastgrad.nn as nn
 import fastgrad.nn.functional as F
-
 from fuzz_common import ALLOWED_ERRORS, DTYPES, compiled, family_of, reference
 from isolated import watchdog
 
@@ -37,7 +37,9 @@ class Overtime(Exception):
 
 def _alarm(signum, frame):
     raise Overtime(f"no answer after {SECONDS_PER_CALL} s")
-huge = st.sampled_from([10**6, 3 * 10**6, 2**22 + 1])        # one dimension of a 10**12 input
+
+
+huge = st.sampled_from([10**6, 3 * 10**6, 2**22 + 1])  # one dimension of a 10**12 input
 enormous = st.sampled_from([10**7, 2**31 + 3, 10**9, 2**40])  # a size argument
 dtypes = st.sampled_from(DTYPES)
 
@@ -58,8 +60,9 @@ def expect_quick_error(name, fn, *args, allow_success=False, **kwargs):
         assert name in str(exc), f"{name}: the error does not name it: {type(exc).__name__}: {exc}"
         return
     except BaseException as exc:  # MemoryError, OverflowError, ...
-        raise AssertionError(f"{name} raised {type(exc).__name__} ({exc}) instead of a clear "
-                             "error before allocating") from exc
+        raise AssertionError(
+            f"{name} raised {type(exc).__name__} ({exc}) instead of a clear error before allocating"
+        ) from exc
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -78,18 +81,17 @@ def small(shape, dtype):
 
 # --------------------------------------------------------------------------- functionals
 
-@given(dtype=dtypes, big=huge, where=st.sampled_from(["image", "batch", "padding", "channels"]),
-       relu=st.booleans())
+
+@given(dtype=dtypes, big=huge, where=st.sampled_from(["image", "batch", "padding", "channels"]), relu=st.booleans())
 def conv2d(dtype, big, where, relu):
     fn = F.conv2d_relu if relu else F.conv2d
     name = fn.__name__
-    if where == "image":    # input (1, 1, big, big)
+    if where == "image":  # input (1, 1, big, big)
         expect_quick_error(name, fn, view((1, 1, big, big), dtype), small((2, 1, 3, 3), dtype))
     elif where == "batch":  # input (big**2 / 100, 1, 10, 10)
         expect_quick_error(name, fn, view((big * big // 100, 1, 10, 10), dtype), small((1, 1, 1, 1), dtype))
     elif where == "padding":  # a 4 x 4 image padded to big x big
-        expect_quick_error(name, fn, small((1, 1, 4, 4), dtype), small((1, 1, 1, 1), dtype),
-                           padding=big // 2)
+        expect_quick_error(name, fn, small((1, 1, 4, 4), dtype), small((1, 1, 1, 1), dtype), padding=big // 2)
     else:  # weight (big**2 // 9, 1, 3, 3): as many output channels
         expect_quick_error(name, fn, small((1, 1, 8, 8), dtype), view((big * big // 9, 1, 3, 3), dtype))
 
@@ -113,16 +115,22 @@ def pooling(dtype, big, kind):
         expect_quick_error("adaptive_avg_pool2d", F.adaptive_avg_pool2d, small((1, 1, 4, 4), dtype), big)
 
 
-@given(dtype=dtypes, big=huge, name=st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh", "softmax",
-                                                     "log_softmax", "dropout"]))
+@given(
+    dtype=dtypes,
+    big=huge,
+    name=st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout"]),
+)
 def activations(dtype, big, name):
     x = view((big, big), dtype)
     kwargs = {"dim": 1} if "softmax" in name else {}
     expect_quick_error(name, getattr(F, name), x, **kwargs)
 
 
-@given(dtype=dtypes, big=huge, name=st.sampled_from(["cross_entropy", "nll_loss", "mse_loss",
-                                                     "binary_cross_entropy_with_logits"]))
+@given(
+    dtype=dtypes,
+    big=huge,
+    name=st.sampled_from(["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"]),
+)
 def losses(dtype, big, name):
     x = view((big, big), dtype)
     if name in ("cross_entropy", "nll_loss"):
@@ -141,12 +149,16 @@ def batch_norm(dtype, big, training):
 
 # --------------------------------------------------------------------------- layers
 
-@given(size=enormous, layer=st.sampled_from(["Conv2d in", "Conv2d out", "Conv2d kernel", "Linear",
-                                             "BatchNorm1d", "BatchNorm2d"]))
+
+@given(
+    size=enormous,
+    layer=st.sampled_from(["Conv2d in", "Conv2d out", "Conv2d kernel", "Linear", "BatchNorm1d", "BatchNorm2d"]),
+)
 def layer_construction(size, layer):
     """Parameters of terabytes: refused with a clear error, not a MemoryError."""
     builds = {
-        "Conv2d in": lambda: nn.Conv2d(size, 1000, 3), "Conv2d out": lambda: nn.Conv2d(1000, size, 3),
+        "Conv2d in": lambda: nn.Conv2d(size, 1000, 3),
+        "Conv2d out": lambda: nn.Conv2d(1000, size, 3),
         "Conv2d kernel": lambda: nn.Conv2d(1, 1, (size, size)),
         "Linear": lambda: nn.Linear(size, size),
         "BatchNorm1d": lambda: nn.BatchNorm1d(size * 1000),
@@ -158,8 +170,11 @@ def layer_construction(size, layer):
 # --------------------------------------------------------------------------- kernels
 
 
-@given(side=st.sampled_from([2 * 10**5, 3 * 10**5 + 1, 10**6]), channels=st.integers(1, 8),
-       kind=st.sampled_from(["forward", "backward_input", "backward_weight"]))
+@given(
+    side=st.sampled_from([2 * 10**5, 3 * 10**5 + 1, 10**6]),
+    channels=st.integers(1, 8),
+    kind=st.sampled_from(["forward", "backward_input", "backward_weight"]),
+)
 def conv2d_workspace_size(side, channels, kind):
     """The workspace of a convolution over side x side images (4e10 pixels and more)
     would take terabytes: asked for its size, the kernel must refuse at once (or name a
@@ -176,8 +191,10 @@ def conv2d_workspace_size(side, channels, kind):
             except ALLOWED_ERRORS as exc:
                 assert "conv2d_workspace_size" in str(exc), f"the error does not name it: {exc}"
                 continue
-        assert size * 8 < 2**40, (f"conv2d_workspace_size{(kind, x, w, y)} = {size} elements "
-                                  f"({size * 4 / 2**40:.1f} TiB of float32): should raise")
+        assert size * 8 < 2**40, (
+            f"conv2d_workspace_size{(kind, x, w, y)} = {size} elements "
+            f"({size * 4 / 2**40:.1f} TiB of float32): should raise"
+        )
 
 
 def _empty(shape, dtype):
@@ -191,21 +208,31 @@ def _zero_size_calls(big, dtype):
     e, z, i64 = (lambda *s: _empty(s, dtype)), (lambda *s: np.zeros(s, dtype)), (lambda *s: np.empty(s, np.int64))
     n = 1
     return [
-        ("relu_forward", (e(0, big), e(0, big), n)), ("relu_backward", (e(big, 0), e(big, 0), e(big, 0), n)),
+        ("relu_forward", (e(0, big), e(0, big), n)),
+        ("relu_backward", (e(big, 0), e(big, 0), e(big, 0), n)),
         ("leaky_relu_forward", (e(0, big), e(0, big), 0.1, n)),
         ("sigmoid_backward", (e(0, big), e(0, big), e(0, big), n)),
         ("tanh_forward", (e(big, 0), e(big, 0), n)),
-        ("softmax_forward", (e(0, big), e(0, big), n)), ("softmax_forward", (e(big, 0), e(big, 0), n)),
+        ("softmax_forward", (e(0, big), e(0, big), n)),
+        ("softmax_forward", (e(big, 0), e(big, 0), n)),
         ("log_softmax_backward", (e(big, 0), e(big, 0), e(big, 0), n)),
-        ("conv2d_forward", (e(0, 1, big, big), z(2, 1, 3, 3), None, e(0, 2, big - 2, big - 2),
-                            1, 1, 0, 0, 1, 1, 1, False, None, n)),
-        ("conv2d_backward_input", (e(0, 2, big - 2, big - 2), z(2, 1, 3, 3), e(0, 1, big, big),
-                                   1, 1, 0, 0, 1, 1, 1, None, n)),
-        ("conv2d_backward_weight", (e(0, 1, big, big), e(0, 2, big - 2, big - 2), z(2, 1, 3, 3),
-                                    1, 1, 0, 0, 1, 1, 1, None, n)),
+        (
+            "conv2d_forward",
+            (e(0, 1, big, big), z(2, 1, 3, 3), None, e(0, 2, big - 2, big - 2), 1, 1, 0, 0, 1, 1, 1, False, None, n),
+        ),
+        (
+            "conv2d_backward_input",
+            (e(0, 2, big - 2, big - 2), z(2, 1, 3, 3), e(0, 1, big, big), 1, 1, 0, 0, 1, 1, 1, None, n),
+        ),
+        (
+            "conv2d_backward_weight",
+            (e(0, 1, big, big), e(0, 2, big - 2, big - 2), z(2, 1, 3, 3), 1, 1, 0, 0, 1, 1, 1, None, n),
+        ),
         ("conv2d_backward_bias", (e(0, 2, big, big), z(2), n)),
-        ("max_pool2d_forward", (e(0, 1, big, big), e(0, 1, big // 2, big // 2), i64(0, 1, big // 2, big // 2),
-                                2, 2, 2, 2, 0, 0, 1, 1, n)),
+        (
+            "max_pool2d_forward",
+            (e(0, 1, big, big), e(0, 1, big // 2, big // 2), i64(0, 1, big // 2, big // 2), 2, 2, 2, 2, 0, 0, 1, 1, n),
+        ),
         ("max_pool2d_backward", (e(0, 1, 2, 2), i64(0, 1, 2, 2), e(0, 1, big, big), n)),
         ("avg_pool2d_forward", (e(1, 1, 0, big), z(1, 1, 3, 3), 2, 2, 2, 2, 0, 0, True, None, n)),
         ("avg_pool2d_backward", (z(1, 1, 3, 3), e(1, 1, big, 0), 2, 2, 2, 2, 0, 0, True, None, n)),
@@ -220,8 +247,7 @@ def _zero_size_calls(big, dtype):
         ("mse_loss_forward", (e(0, big), e(0, big), e(0, big), None, n)),
         ("binary_cross_entropy_with_logits_forward", (e(0, big), e(0, big), None, None, 1.0, None, None, n)),
         ("batch_norm_forward_eval", (e(0, 2, big), None, None, z(2), z(2) + 1, 1e-5, e(0, 2, big), z(2), n)),
-        ("batch_norm_backward", (e(0, 2, big), e(0, 2, big), None, z(2), z(2) + 1, True, e(0, 2, big),
-                                 z(2), z(2), n)),
+        ("batch_norm_backward", (e(0, 2, big), e(0, 2, big), None, z(2), z(2) + 1, True, e(0, 2, big), z(2), z(2), n)),
         ("sgd_step", ([e(0, big)], [e(0, big)], [e(0, big)], 0.1, 0.9, 0.0, 0.0, False, False, False, n)),
         ("accumulate", (e(big, 0), e(big, 0))),
     ]
@@ -235,11 +261,18 @@ def _zero_size_target(index, twin):
         kernel = compiled(name) if twin == "compiled" else reference(name)
         if kernel is not None:
             expect_quick_error(name, kernel, *args, allow_success=True)
+
     return run
 
 
-FUNCTIONALS = {"conv2d": conv2d, "linear": linear, "pooling": pooling, "activations": activations,
-               "losses": losses, "batch_norm": batch_norm}
+FUNCTIONALS = {
+    "conv2d": conv2d,
+    "linear": linear,
+    "pooling": pooling,
+    "activations": activations,
+    "losses": losses,
+    "batch_norm": batch_norm,
+}
 
 
 GROUPS = ("functional", "layers", "kernels")

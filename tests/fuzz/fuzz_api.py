@@ -8,14 +8,14 @@ views (torch.flip for the negative strides it does not have). Each output is con
 with a fixed random cotangent and backpropagated; outputs and leaf gradients are
 compared.
 """
+
 import warnings
 
 import numpy as np
 from hypothesis import strategies as st
 
 import fastgrad
-
-from fuzz_common import RTOL, ALLOWED_ERRORS, backend, compiled_available, random_array
+from fuzz_common import ALLOWED_ERRORS, RTOL, backend, compiled_available, random_array
 
 try:
     import torch
@@ -167,8 +167,9 @@ def attempt(run, call, args, seed):
         return "error", exc
 
 
-def check_call(name, fastgrad_call, torch_call, args, dtype, scale=1.0, torch_rtol=None,
-               cotangent_seed=0, torch_rejects=None):
+def check_call(
+    name, fastgrad_call, torch_call, args, dtype, scale=1.0, torch_rtol=None, cotangent_seed=0, torch_rejects=None
+):
     """Run ``fastgrad_call`` on the compiled and the reference kernels and
     ``torch_call`` in PyTorch (None: skip it), on views of the same leaves; compare.
 
@@ -197,25 +198,26 @@ def check_call(name, fastgrad_call, torch_call, args, dtype, scale=1.0, torch_rt
         if side in results and results[side][0] == "error":
             exc = results[side][1]
             if not isinstance(exc, ALLOWED_ERRORS) or name not in str(exc):
-                raise AssertionError(f"{name} on the {side} kernels raised "
-                                     f"{type(exc).__name__}: {exc}") from exc
+                raise AssertionError(f"{name} on the {side} kernels raised {type(exc).__name__}: {exc}") from exc
     kinds = {side: r[0] for side, r in results.items()}
     if "torch" in kinds:
         torch_error = results["torch"][1] if kinds["torch"] == "error" else None
         assert (torch_error is None) == (torch_rejects is None), (
             f"{name}: the test's rule says PyTorch {'rejects' if torch_rejects else 'accepts'} "
             f"this call ({torch_rejects or 'no rule applies'}), PyTorch "
-            + (f"rejects it: {torch_error}" if torch_error else "accepts it"))
+            + (f"rejects it: {torch_error}" if torch_error else "accepts it")
+        )
     if torch_rejects is not None:
         for side in ("compiled", "reference"):
             assert kinds.get(side, "error") == "error", (
-                f"{name}: PyTorch rejects this call ({torch_rejects}), fastgrad on the "
-                f"{side} kernels accepts it")
+                f"{name}: PyTorch rejects this call ({torch_rejects}), fastgrad on the {side} kernels accepts it"
+            )
         return
     for side in ("compiled", "reference"):
         if kinds.get(side) == "error":
-            raise AssertionError(f"{name} on the {side} kernels rejects a valid call: "
-                                 f"{results[side][1]!r}") from results[side][1]
+            raise AssertionError(
+                f"{name} on the {side} kernels rejects a valid call: {results[side][1]!r}"
+            ) from results[side][1]
     expected = results["reference"][1]
     rtol = RTOL[np.dtype(dtype)]
     if "compiled" in results:
@@ -236,17 +238,14 @@ def _compare(name, a_name, b_name, a, b, rtol, scale):
             np.testing.assert_array_equal(x, y, err_msg=what)
         else:
             assert x.dtype == y.dtype, f"{what}: dtype {x.dtype} vs {y.dtype}"
-            np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale, equal_nan=True,
-                                       err_msg=what)
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=what)
     for i, (x, y) in enumerate(zip(a_grads, b_grads)):
         what = f"{name} gradient of input {i}: {a_name} vs {b_name}"
         if x is None or y is None:
-            assert (x is None or not np.any(x)) and (y is None or not np.any(y)), (
-                f"{what}: one side has no gradient")
+            assert (x is None or not np.any(x)) and (y is None or not np.any(y)), f"{what}: one side has no gradient"
             continue
         assert x.shape == y.shape, f"{what}: shape {x.shape} vs {y.shape}"
-        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale, equal_nan=True,
-                                   err_msg=what)
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=what)
 
 
 # --------------------------------------------------------------------------- modules
@@ -274,11 +273,11 @@ def _run_module(lib, build, state, args, call, modes, dtype, seed):
         for p in module.parameters():
             p.grad = None
         outs, grads = run(lambda *inputs: call(module, *inputs), args, seed + step)
-        param_grads = {name: (None if p.grad is None else
-                              np.array(p.grad.data if lib is fastgrad.nn else p.grad.numpy()))
-                       for name, p in module.named_parameters()}
-        after = {k: np.array(v if lib is fastgrad.nn else v.numpy())
-                 for k, v in module.state_dict().items()}
+        param_grads = {
+            name: (None if p.grad is None else np.array(p.grad.data if lib is fastgrad.nn else p.grad.numpy()))
+            for name, p in module.named_parameters()
+        }
+        after = {k: np.array(v if lib is fastgrad.nn else v.numpy()) for k, v in module.state_dict().items()}
         records.append((outs, grads, param_grads, after))
     return records
 
@@ -312,5 +311,6 @@ def check_module(name, build, args, dtype, scale=1.0, call=None, modes=("train",
                     if x is None or y is None:
                         assert x is None and y is None, f"{what}: {label} {key}: one is None"
                         continue
-                    np.testing.assert_allclose(x, y, rtol=tol, atol=tol * scale, equal_nan=True,
-                                               err_msg=f"{what}: {label} {key}")
+                    np.testing.assert_allclose(
+                        x, y, rtol=tol, atol=tol * scale, equal_nan=True, err_msg=f"{what}: {label} {key}"
+                    )

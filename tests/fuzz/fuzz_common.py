@@ -6,6 +6,7 @@ Arrays are drawn from a numpy generator seeded by hypothesis (one integer), not 
 by element: the shapes and parameters are what hypothesis explores and shrinks, and a
 seed is enough to reproduce the values.
 """
+
 import contextlib
 import importlib
 
@@ -22,19 +23,32 @@ LONG_EXAMPLES = 10_000
 
 
 def register_profiles():
-    """"ci": a quick, reproducible run (derandomized: the same examples every time; no
+    """ "ci": a quick, reproducible run (derandomized: the same examples every time; no
     shrinking, so a known failure costs one example, not hundreds). "long": 10,000
     examples per test, random, failures shrunk to a minimal example."""
-    common = dict(deadline=None, print_blob=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                         HealthCheck.filter_too_much,
-                                         HealthCheck.function_scoped_fixture])
-    settings.register_profile("ci", max_examples=CI_EXAMPLES, derandomize=True, database=None,
-                              phases=(Phase.explicit, Phase.generate), **common)
+    common = dict(
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
+    settings.register_profile(
+        "ci",
+        max_examples=CI_EXAMPLES,
+        derandomize=True,
+        database=None,
+        phases=(Phase.explicit, Phase.generate),
+        **common,
+    )
     settings.register_profile("long", max_examples=LONG_EXAMPLES, **common)
 
 
 # --------------------------------------------------------------------------- kernels
+
 
 def family_of(name):
     for family in kernels.FAMILIES:
@@ -70,6 +84,7 @@ def compiled(name):
 def both(name):
     """(compiled, reference) kernel ``name``; skips the test without compiled kernels."""
     import pytest
+
     comp = compiled(name)
     if comp is None:
         pytest.skip("compiled kernels not built")
@@ -151,8 +166,9 @@ def assert_close(actual, expected, dtype, scale=1.0, what=""):
     rtol = RTOL[np.dtype(dtype)]
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * max(float(scale), 1e-30),
-                               equal_nan=True, err_msg=what)
+    np.testing.assert_allclose(
+        actual, expected, rtol=rtol, atol=rtol * max(float(scale), 1e-30), equal_nan=True, err_msg=what
+    )
 
 
 def magnitude(*arrays):
@@ -181,11 +197,14 @@ def expect_error(name, fn, *args, **kwargs):
     except ALLOWED_ERRORS as exc:
         message = str(exc)
         assert any(n.lower() in message.lower() for n in names), (
-            f"the error does not name {' or '.join(names)}: {type(exc).__name__}: {message}")
+            f"the error does not name {' or '.join(names)}: {type(exc).__name__}: {message}"
+        )
         return exc
     except BaseException as exc:  # MemoryError, OverflowError, SystemError, ...
-        raise AssertionError(f"{names[0]} raised {type(exc).__name__} ({exc}), expected one of "
-                             f"{[e.__name__ for e in ALLOWED_ERRORS]} naming it") from exc
+        raise AssertionError(
+            f"{names[0]} raised {type(exc).__name__} ({exc}), expected one of "
+            f"{[e.__name__ for e in ALLOWED_ERRORS]} naming it"
+        ) from exc
     raise AssertionError(f"{names[0]} accepted an invalid call")
 
 
@@ -201,6 +220,7 @@ def kernels_forbidden():
 
             def forbidden(*args, _name=name, **kwargs):
                 raise AssertionError(f"kernel {_name} ran: the invalid call was not refused first")
+
             saved[name] = getattr(kernels, name)
             setattr(kernels, name, forbidden)
     try:
@@ -226,8 +246,7 @@ def same_outcome(name, comp_result, ref_result):
         return True
     if kinds == ("error", "error"):
         for side, (_, exc) in (("compiled", comp_result), ("reference", ref_result)):
-            assert isinstance(exc, ALLOWED_ERRORS), (
-                f"{side} {name} raised {type(exc).__name__}: {exc}")
+            assert isinstance(exc, ALLOWED_ERRORS), f"{side} {name} raised {type(exc).__name__}: {exc}"
             assert name in str(exc), f"{side} {name}: the error does not name it: {exc}"
         return False
     texts = [repr(r[1]) if r[0] == "error" else "returned" for r in (comp_result, ref_result)]
@@ -235,6 +254,7 @@ def same_outcome(name, comp_result, ref_result):
 
 
 # --------------------------------------------------------------------------- geometry
+
 
 def conv_out(n, pad_total, dil, k, stride):
     """Output length of a convolution over n inputs with pad_total padding in all."""
@@ -253,12 +273,14 @@ class ConvCase:
         self.params = (stride[0], stride[1], pad[0], pad[1], dil[0], dil[1], groups)
         self.stride, self.dilation, self.groups = stride, dil, groups
         self.padding = "same" if same else pad  # as conv2d takes it
-        self.depth = cg * kh * kw               # the length of each output's dot product
-        self.fan_out = m * kh * kw              # outputs each input element feeds
+        self.depth = cg * kh * kw  # the length of each output's dot product
+        self.fan_out = m * kh * kw  # outputs each input element feeds
 
     def __repr__(self):
-        return (f"ConvCase(x={self.x_shape}, w={self.w_shape}, y={self.y_shape}, "
-                f"params={self.params}, padding={self.padding!r})")
+        return (
+            f"ConvCase(x={self.x_shape}, w={self.w_shape}, y={self.y_shape}, "
+            f"params={self.params}, padding={self.padding!r})"
+        )
 
 
 @st.composite
@@ -304,13 +326,14 @@ class PoolCase:
     def __init__(self, x_shape, kernel, stride, pad, dil, ceil_mode):
         self.x_shape, self.kernel, self.stride = x_shape, kernel, stride
         self.pad, self.dil, self.ceil_mode = pad, dil, ceil_mode
-        self.out_hw = tuple(pool_out(x_shape[2 + a], kernel[a], stride[a], pad[a], dil[a], ceil_mode)
-                            for a in range(2))
+        self.out_hw = tuple(pool_out(x_shape[2 + a], kernel[a], stride[a], pad[a], dil[a], ceil_mode) for a in range(2))
         self.y_shape = x_shape[:2] + self.out_hw
 
     def __repr__(self):
-        return (f"PoolCase(x={self.x_shape}, kernel={self.kernel}, stride={self.stride}, "
-                f"pad={self.pad}, dil={self.dil}, ceil_mode={self.ceil_mode}, y={self.y_shape})")
+        return (
+            f"PoolCase(x={self.x_shape}, kernel={self.kernel}, stride={self.stride}, "
+            f"pad={self.pad}, dil={self.dil}, ceil_mode={self.ceil_mode}, y={self.y_shape})"
+        )
 
 
 @st.composite

@@ -20,6 +20,7 @@ the tests print it, shown with -rP). ``watchdog()`` lets a target bound a single
 dumps its stack and exits at once, even from a compiled loop that holds the GIL
 (faulthandler's timer is a C thread).
 """
+
 import atexit
 import faulthandler
 import importlib
@@ -35,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MEMORY_LIMIT = 4 << 30  # bytes of address space: far below "terabytes", far above the tests' needs
 CHILD_TIMEOUTS = {"ci": 600}  # seconds per child; other profiles (long) run as long as they need
 
+
 class Outcome:
     """What targets did: {"group: name": "PASS" | "FAILED" | "HUNG ..." | "CRASHED ..."},
     how many examples hypothesis ran for each ({"group: name": summary}), and the
@@ -46,12 +48,12 @@ class Outcome:
     def group(self, group):
         """The part of this outcome about one group."""
         part = Outcome()
-        part.status = {k: v for k, v in self.status.items() if k.startswith(group + ": ")
-                       or k.startswith("(")}
+        part.status = {k: v for k, v in self.status.items() if k.startswith(group + ": ") or k.startswith("(")}
         part.examples = {k: v for k, v in self.examples.items() if k in part.status}
         blocks = self.stderr.split("===== ")
-        part.stderr = blocks[0] + "".join("===== " + b for b in blocks[1:]
-                                          if b.startswith(group + ": ") and b.count("\n") > 1)
+        part.stderr = blocks[0] + "".join(
+            "===== " + b for b in blocks[1:] if b.startswith(group + ": ") and b.count("\n") > 1
+        )
         return part
 
     @property
@@ -60,14 +62,16 @@ class Outcome:
 
     def statistics(self):
         """One line per target: its status and the examples hypothesis ran."""
-        return "\n".join(f"{name}: {status}; {self.examples.get(name, 'no statistics')}"
-                         for name, status in self.status.items())
+        return "\n".join(
+            f"{name}: {status}; {self.examples.get(name, 'no statistics')}" for name, status in self.status.items()
+        )
 
     def explain(self):
         bad = {name: s for name, s in self.status.items() if s != "PASS"}
         lines = [f"  {name}: {s}" for name, s in bad.items()]
-        return ("targets that did not pass:\n" + "\n".join(lines)
-                + f"\n--- child stderr (tail) ---\n{self.stderr[-15000:]}")
+        return (
+            "targets that did not pass:\n" + "\n".join(lines) + f"\n--- child stderr (tail) ---\n{self.stderr[-15000:]}"
+        )
 
 
 def _text(data):
@@ -89,12 +93,14 @@ def start(module, groups=None):
     """Begin running the targets of ``groups`` (default: all) of ``module`` in the
     background (once per profile)."""
     from hypothesis import settings
+
     key = (module, settings.get_current_profile_name())
     if key not in _runs:
         entry = _runs[key] = [None, None, None if groups is None else set(groups)]
 
         def work():
             entry[1] = _run_module(*key, entry[2])
+
         entry[0] = threading.Thread(target=work, name=f"fuzz child {module}", daemon=True)
         entry[0].start()
     return _runs[key]
@@ -113,6 +119,7 @@ def run_group(module, group):
 
 def _run_module(module, profile, groups):
     import fastgrad
+
     repo = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([repo, HERE] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -124,9 +131,11 @@ def _run_module(module, profile, groups):
         # the memory cap, enforced by ASan's allocator (see _child): a larger request
         # fails (NULL, hence MemoryError), a process that grows past it is ended
         limit_mb = MEMORY_LIMIT >> 20
-        env["ASAN_OPTIONS"] = ":".join(o for o in [env.get("ASAN_OPTIONS"),
-                                                   f"max_allocation_size_mb={limit_mb}",
-                                                   f"hard_rss_limit_mb={limit_mb}"] if o)
+        env["ASAN_OPTIONS"] = ":".join(
+            o
+            for o in [env.get("ASAN_OPTIONS"), f"max_allocation_size_mb={limit_mb}", f"hard_rss_limit_mb={limit_mb}"]
+            if o
+        )
     outcome = Outcome()
     while True:
         command = [sys.executable, os.path.abspath(__file__), module, profile, *outcome.status]
@@ -186,13 +195,20 @@ def _examples_run(statistics):
     """'N passing, M failing, K invalid examples; stopped because ...' from the run
     statistics hypothesis reports (its --hypothesis-show-statistics data): the examples
     replayed from its database and the generated ones, not the shrinking steps."""
-    cases = [case for phase in ("explicit", "reuse", "generate", "target")
-             for case in statistics.get(f"{phase}-phase", {}).get("test-cases", [])]
-    count = {status: sum(1 for case in cases if case.get("status") == status)
-             for status in ("valid", "interesting", "invalid", "overrun")}
-    return (f"{count['valid']} passing, {count['interesting']} failing, "
-            f"{count['invalid'] + count['overrun']} invalid examples; "
-            f"stopped because {statistics.get('stopped-because', 'the examples ran out')}")
+    cases = [
+        case
+        for phase in ("explicit", "reuse", "generate", "target")
+        for case in statistics.get(f"{phase}-phase", {}).get("test-cases", [])
+    ]
+    count = {
+        status: sum(1 for case in cases if case.get("status") == status)
+        for status in ("valid", "interesting", "invalid", "overrun")
+    }
+    return (
+        f"{count['valid']} passing, {count['interesting']} failing, "
+        f"{count['invalid'] + count['overrun']} invalid examples; "
+        f"stopped because {statistics.get('stopped-because', 'the examples ran out')}"
+    )
 
 
 def _sanitized():
@@ -209,16 +225,16 @@ def _child(module_name, profile, skip):
     sys.path.insert(0, HERE)
     from hypothesis import settings
     from hypothesis.statistics import collector
+
     import fuzz_common
+
     fuzz_common.register_profiles()
     settings.load_profile(profile)
     module = importlib.import_module(module_name)
     failed = False
     chosen = os.environ.get("FASTGRAD_FUZZ_GROUPS")
-    groups = module.GROUPS if chosen is None else [g for g in module.GROUPS
-                                                   if g in chosen.split(",")]
-    everything = {f"{group}: {name}": test for group in groups
-                  for name, test in module.targets(group).items()}
+    groups = module.GROUPS if chosen is None else [g for g in module.GROUPS if g in chosen.split(",")]
+    everything = {f"{group}: {name}": test for group in groups for name, test in module.targets(group).items()}
     for name, test in everything.items():
         if name in skip:
             continue

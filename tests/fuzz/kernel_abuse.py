@@ -15,23 +15,39 @@ What must hold for both twins:
   * otherwise the twins agree: both raise (as above) or both return the same values;
   * and nothing crashes: these targets run in a child process (test_kernel_abuse.py).
 """
+
 import math
 
 import numpy as np
 from hypothesis import find, given
 from hypothesis import strategies as st
 
-from fuzz_common import (ALLOWED_ERRORS, DTYPES, compiled, family_of, reference, rng_of,
-                         seeds)
+from fuzz_common import ALLOWED_ERRORS, DTYPES, compiled, family_of, reference, rng_of, seeds
 from isolated import watchdog
 from kernel_calls import SPECS
 
 ARRAY_ROLES = ("in", "in?", "out", "out?", "target", "index")
 OUTPUT_ROLES = ("out", "out?", "list_out")
 WRONG_DTYPES = ["int64", "int32", "float16", "bool", "complex64", "object", "other float"]
-INT_VALUES = [0, -1, -2**31, 2**31, 2**31 + 1, 2**63 - 1, 2**63, 2**70, 1.5, 2.0, math.nan,
-              None, "2", True, np.int64(2), np.int32(1)]
-THREAD_VALUES = [0, -1, -2**40, 1.5, None, "2", 2**70, np.int32(2), True, 2**40]
+INT_VALUES = [
+    0,
+    -1,
+    -(2**31),
+    2**31,
+    2**31 + 1,
+    2**63 - 1,
+    2**63,
+    2**70,
+    1.5,
+    2.0,
+    math.nan,
+    None,
+    "2",
+    True,
+    np.int64(2),
+    np.int32(1),
+]
+THREAD_VALUES = [0, -1, -(2**40), 1.5, None, "2", 2**70, np.int32(2), True, 2**40]
 NUM_VALUES = [math.nan, math.inf, -math.inf, 0.0, -1.0, -1e30, "x", None, [0.1]]
 
 
@@ -50,9 +66,24 @@ def mutations_for(roles, group):
     out = []
     for i, role in enumerate(roles):
         if role in ARRAY_ROLES:
-            out += [(i, k) for k in ("dtype", "ndim+", "ndim-", "size", "empty", "strided",
-                                     "reversed", "fortran", "broadcast", "readonly", "list",
-                                     "scalar", "none")]
+            out += [
+                (i, k)
+                for k in (
+                    "dtype",
+                    "ndim+",
+                    "ndim-",
+                    "size",
+                    "empty",
+                    "strided",
+                    "reversed",
+                    "fortran",
+                    "broadcast",
+                    "readonly",
+                    "list",
+                    "scalar",
+                    "none",
+                )
+            ]
             if role in OUTPUT_ROLES:
                 out.append((i, "alias"))
             if role in ("target", "index"):
@@ -66,8 +97,7 @@ def mutations_for(roles, group):
         elif role == "ws":
             out += [(i, k) for k in ("size", "dtype", "ndim+", "strided", "readonly", "list")]
         elif role in ("list_in", "list_out"):
-            out += [(i, k) for k in ("short list", "array for list", "element", "element none",
-                                     "tuple")]
+            out += [(i, k) for k in ("short list", "array for list", "element", "element none", "tuple")]
     return [(i, k) for i, k in out if group_of(k) == group]
 
 
@@ -84,8 +114,11 @@ def _break_array(a, kind, draw):
     if a is None:
         return None, False
     if kind == "dtype":
-        choice = draw(st.sampled_from(WRONG_DTYPES if a.dtype.kind == "f"
-                                      else ["int32", "float64", "float32", "uint64", "object"]))
+        choice = draw(
+            st.sampled_from(
+                WRONG_DTYPES if a.dtype.kind == "f" else ["int32", "float64", "float32", "uint64", "object"]
+            )
+        )
         return _non_float(a, choice), True
     if kind == "ndim+":
         return a.reshape(a.shape + (1,)).copy(), False
@@ -139,7 +172,7 @@ def break_call(args, roles, i, kind, draw):
         if a is None:
             return args, False, False
         if kind == "size":
-            args[i] = a[:draw(st.integers(0, a.size - 1))] if a.size else a
+            args[i] = a[: draw(st.integers(0, a.size - 1))] if a.size else a
             return args, a.size > 0, False
         new, forbidden = _break_array(a, kind, draw)
         args[i] = new
@@ -151,8 +184,15 @@ def break_call(args, roles, i, kind, draw):
         if kind == "alias":
             if a is None:
                 return args, False, False
-            same = [j for j, b in enumerate(args) if j != i and isinstance(b, np.ndarray)
-                    and roles[j] in ("in", "in?") and b.shape == a.shape and b.dtype == a.dtype]
+            same = [
+                j
+                for j, b in enumerate(args)
+                if j != i
+                and isinstance(b, np.ndarray)
+                and roles[j] in ("in", "in?")
+                and b.shape == a.shape
+                and b.dtype == a.dtype
+            ]
             if not same:
                 return args, False, False
             args[i] = args[draw(st.sampled_from(same))]
@@ -163,13 +203,17 @@ def break_call(args, roles, i, kind, draw):
                 return args, False, False
             limit = 2**62
             if role == "target":
-                n_classes = next(b.shape[1] for b, r in zip(args, roles)
-                                 if r in ("in", "out") and isinstance(b, np.ndarray) and b.ndim == 2)
+                n_classes = next(
+                    b.shape[1]
+                    for b, r in zip(args, roles)
+                    if r in ("in", "out") and isinstance(b, np.ndarray) and b.ndim == 2
+                )
                 n_valid = n_classes
             else:
                 n_valid = next(b.shape[2] * b.shape[3] for b, r in zip(args, roles) if r == "out")
             bad.reshape(-1)[draw(st.integers(0, bad.size - 1))] = draw(
-                st.sampled_from([-1, n_valid, n_valid + 7, limit, -limit]))
+                st.sampled_from([-1, n_valid, n_valid + 7, limit, -limit])
+            )
             args[i] = bad
             return args, True, False
         new, forbidden = _break_array(a, kind, draw)
@@ -209,8 +253,7 @@ def break_call(args, roles, i, kind, draw):
         arrays[j] = None
         args[i] = arrays
         return args, True, False
-    sub = draw(st.sampled_from(["dtype", "size", "strided", "reversed", "fortran", "readonly",
-                                "list", "ndim+"]))
+    sub = draw(st.sampled_from(["dtype", "size", "strided", "reversed", "fortran", "readonly", "list", "ndim+"]))
     before = arrays[j].shape
     arrays[j], forbidden = _break_array(arrays[j], sub, draw)
     forbidden = _forbidden(arrays[j], forbidden, role == "list_out")
@@ -253,8 +296,7 @@ def _same_array(a, b):
         return False
     if a.dtype.kind in "fc":
         return np.array_equal(a, b, equal_nan=True)
-    return all(x == y or (x != x and y != y) for x, y in zip(a.reshape(-1).tolist(),
-                                                              b.reshape(-1).tolist()))
+    return all(x == y or (x != x and y != y) for x, y in zip(a.reshape(-1).tolist(), b.reshape(-1).tolist()))
 
 
 def _snapshot(args, roles):
@@ -282,8 +324,7 @@ def check_abuse(name, group, dtype, seed, data):
     # the reference ignores the workspace's length: only the compiled kernel must refuse
     compiled_only = roles[i] == "ws" and kind == "size"
     outcomes = {}
-    for side, kernel, call_args in (("compiled", compiled(name), broken),
-                                    ("reference", reference(name), twin_broken)):
+    for side, kernel, call_args in (("compiled", compiled(name), broken), ("reference", reference(name), twin_broken)):
         if kernel is None or (compiled_only and side == "reference"):
             continue
         snapshot = _snapshot(call_args, roles)
@@ -291,23 +332,20 @@ def check_abuse(name, group, dtype, seed, data):
         outcomes[side] = (result, call_args)
         if result[0] == "error":
             exc = result[1]
-            assert isinstance(exc, ALLOWED_ERRORS), (
-                f"{what}: {side} raised {type(exc).__name__}: {exc}")
+            assert isinstance(exc, ALLOWED_ERRORS), f"{what}: {side} raised {type(exc).__name__}: {exc}"
             assert name in str(exc), f"{what}: {side}'s error does not name the kernel: {exc}"
             for (pos, saved), (_, now) in zip(snapshot, _arrays_of(call_args, roles, OUTPUT_ROLES)):
-                assert _same_array(saved, now), (
-                    f"{what}: {side} raised ({exc}) after writing into argument {pos}")
+                assert _same_array(saved, now), f"{what}: {side} raised ({exc}) after writing into argument {pos}"
         elif must_raise:
             raise AssertionError(f"{what}: {side} accepted the call")
         if not aliased:
-            for (pos, saved), (_, now) in zip(before_in, _arrays_of(call_args, roles,
-                                                                    ("in", "in?", "list_in"))):
+            for (pos, saved), (_, now) in zip(before_in, _arrays_of(call_args, roles, ("in", "in?", "list_in"))):
                 assert _same_array(saved, now), f"{what}: {side} changed input argument {pos}"
     if len(outcomes) == 2:
         (comp, comp_args), (ref, ref_args) = outcomes["compiled"], outcomes["reference"]
         assert comp[0] == ref[0], (
-            f"{what}: the twins disagree: compiled {comp[0]} ({comp[1]!r}), "
-            f"reference {ref[0]} ({ref[1]!r})")
+            f"{what}: the twins disagree: compiled {comp[0]} ({comp[1]!r}), reference {ref[0]} ({ref[1]!r})"
+        )
         if comp[0] == "ok":
             _same_results(name, what, comp, ref, comp_args, ref_args, roles)
 
@@ -320,22 +358,35 @@ def _same_results(name, what, comp, ref, comp_args, ref_args, roles):
     if name in RESULTS_DIFFER:
         return
     if isinstance(ref[1], (int, float, tuple)) and not isinstance(ref[1], bool):
-        np.testing.assert_allclose(np.asarray(comp[1], dtype=float), np.asarray(ref[1], dtype=float),
-                                   rtol=1e-4, atol=1e-4, equal_nan=True, err_msg=what)
-    for (pos, a), (_, b) in zip(_arrays_of(comp_args, roles, OUTPUT_ROLES),
-                                _arrays_of(ref_args, roles, OUTPUT_ROLES)):
+        np.testing.assert_allclose(
+            np.asarray(comp[1], dtype=float),
+            np.asarray(ref[1], dtype=float),
+            rtol=1e-4,
+            atol=1e-4,
+            equal_nan=True,
+            err_msg=what,
+        )
+    for (pos, a), (_, b) in zip(_arrays_of(comp_args, roles, OUTPUT_ROLES), _arrays_of(ref_args, roles, OUTPUT_ROLES)):
         if a.dtype.kind == "f" and b.dtype.kind == "f":
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * (1 + np.nanmax(np.abs(b), initial=0)),
-                                       equal_nan=True, err_msg=f"{what}: argument {pos}")
+            np.testing.assert_allclose(
+                a,
+                b,
+                rtol=1e-4,
+                atol=1e-4 * (1 + np.nanmax(np.abs(b), initial=0)),
+                equal_nan=True,
+                err_msg=f"{what}: argument {pos}",
+            )
         else:
             np.testing.assert_array_equal(a, b, err_msg=f"{what}: argument {pos}")
 
 
 def target(name, group):
     """The hypothesis test of kernel ``name`` with its ``group`` of arguments broken."""
+
     @given(dtype=st.sampled_from(DTYPES), seed=seeds, data=st.data())
     def abuse(dtype, seed, data):
         check_abuse(name, group, dtype, seed, data)
+
     abuse.__name__ = f"abuse_{name}_{group}"
     return abuse
 

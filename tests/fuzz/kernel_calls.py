@@ -17,6 +17,7 @@ each twin. Roles:
   list_in, list_out  a list of float arrays (optimizers), read / updated in place
   fixed            not fuzzed (a kernel-kind string, a step count, ignore_index)
 """
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -46,33 +47,37 @@ def _workspace(kind, case, dtype):
 def _conv_forward(case, dtype, rng):
     x, w = _arr(rng, case.x_shape, dtype), _arr(rng, case.w_shape, dtype)
     b = _arr(rng, case.w_shape[:1], dtype)
-    return ([x, w, b, _out(case.y_shape, dtype), *case.params, False,
-             _workspace("forward", case, dtype), 1],
-            ["in", "in", "in?", "out"] + CONV_PARAMS + ["flag", "ws", "threads"])
+    return (
+        [x, w, b, _out(case.y_shape, dtype), *case.params, False, _workspace("forward", case, dtype), 1],
+        ["in", "in", "in?", "out"] + CONV_PARAMS + ["flag", "ws", "threads"],
+    )
 
 
 def _conv_backward_input(case, dtype, rng):
     g, w = _arr(rng, case.y_shape, dtype), _arr(rng, case.w_shape, dtype)
-    return ([g, w, _out(case.x_shape, dtype), *case.params,
-             _workspace("backward_input", case, dtype), 1],
-            ["in", "in", "out"] + CONV_PARAMS + ["ws", "threads"])
+    return (
+        [g, w, _out(case.x_shape, dtype), *case.params, _workspace("backward_input", case, dtype), 1],
+        ["in", "in", "out"] + CONV_PARAMS + ["ws", "threads"],
+    )
 
 
 def _conv_backward_weight(case, dtype, rng):
     x, g = _arr(rng, case.x_shape, dtype), _arr(rng, case.y_shape, dtype)
-    return ([x, g, _out(case.w_shape, dtype), *case.params,
-             _workspace("backward_weight", case, dtype), 1],
-            ["in", "in", "out"] + CONV_PARAMS + ["ws", "threads"])
+    return (
+        [x, g, _out(case.w_shape, dtype), *case.params, _workspace("backward_weight", case, dtype), 1],
+        ["in", "in", "out"] + CONV_PARAMS + ["ws", "threads"],
+    )
 
 
 def _conv_backward_bias(case, dtype, rng):
-    return ([_arr(rng, case.y_shape, dtype), _out(case.w_shape[:1], dtype), 1],
-            ["in", "out", "threads"])
+    return ([_arr(rng, case.y_shape, dtype), _out(case.w_shape[:1], dtype), 1], ["in", "out", "threads"])
 
 
 def _conv_workspace_size(case, dtype, rng):
-    return (["forward", case.x_shape, case.w_shape, case.y_shape, *case.params, 1],
-            ["fixed"] * 4 + CONV_PARAMS + ["threads"])
+    return (
+        ["forward", case.x_shape, case.w_shape, case.y_shape, *case.params, 1],
+        ["fixed"] * 4 + CONV_PARAMS + ["threads"],
+    )
 
 
 convs = conv_cases(min_batch=1)
@@ -85,26 +90,37 @@ def _window(case):
 
 
 def _max_forward(case, dtype, rng):
-    return ([_arr(rng, case.x_shape, dtype), _out(case.y_shape, dtype),
-             np.full(case.y_shape, -1, np.int64), *_window(case), *case.dil, 1],
-            ["in", "out", "out"] + ["int1"] * 4 + ["int0"] * 2 + ["int1"] * 2 + ["threads"])
+    return (
+        [
+            _arr(rng, case.x_shape, dtype),
+            _out(case.y_shape, dtype),
+            np.full(case.y_shape, -1, np.int64),
+            *_window(case),
+            *case.dil,
+            1,
+        ],
+        ["in", "out", "out"] + ["int1"] * 4 + ["int0"] * 2 + ["int1"] * 2 + ["threads"],
+    )
 
 
 def _max_backward(case, dtype, rng):
     n, c, h, w = case.x_shape
     indices = rng.integers(0, h * w, size=case.y_shape).astype(np.int64)
-    return ([_arr(rng, case.y_shape, dtype), indices, _out(case.x_shape, dtype), 1],
-            ["in", "index", "out", "threads"])
+    return ([_arr(rng, case.y_shape, dtype), indices, _out(case.x_shape, dtype), 1], ["in", "index", "out", "threads"])
 
 
 def _avg_forward(case, dtype, rng):
-    return ([_arr(rng, case.x_shape, dtype), _out(case.y_shape, dtype), *_window(case), True,
-             None, 1], ["in", "out"] + ["int1"] * 4 + ["int0"] * 2 + ["flag", "fixed", "threads"])
+    return (
+        [_arr(rng, case.x_shape, dtype), _out(case.y_shape, dtype), *_window(case), True, None, 1],
+        ["in", "out"] + ["int1"] * 4 + ["int0"] * 2 + ["flag", "fixed", "threads"],
+    )
 
 
 def _avg_backward(case, dtype, rng):
-    return ([_arr(rng, case.y_shape, dtype), _out(case.x_shape, dtype), *_window(case), False, 2,
-             1], ["in", "out"] + ["int1"] * 4 + ["int0"] * 2 + ["flag", "fixed", "threads"])
+    return (
+        [_arr(rng, case.y_shape, dtype), _out(case.x_shape, dtype), *_window(case), False, 2, 1],
+        ["in", "out"] + ["int1"] * 4 + ["int0"] * 2 + ["flag", "fixed", "threads"],
+    )
 
 
 def _adaptive_forward(shapes, dtype, rng):
@@ -118,9 +134,9 @@ def _adaptive_backward(shapes, dtype, rng):
 
 
 pools = pool_cases(min_batch=1)
-adaptive_shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 5),
-                            st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)).map(
-    lambda s: ((s[0], s[1], s[2], s[3]), (s[0], s[1], s[4], s[5])))
+adaptive_shapes = st.tuples(
+    st.integers(1, 2), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)
+).map(lambda s: ((s[0], s[1], s[2], s[3]), (s[0], s[1], s[4], s[5])))
 
 # --------------------------------------------------------------------------- linear
 
@@ -129,20 +145,26 @@ matrices = st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 5))
 
 def _linear_forward(nko, dtype, rng):
     n, k, o = nko
-    return ([_arr(rng, (n, k), dtype), _arr(rng, (o, k), dtype), _arr(rng, (o,), dtype),
-             _out((n, o), dtype), False, 1], ["in", "in", "in?", "out", "flag", "threads"])
+    return (
+        [_arr(rng, (n, k), dtype), _arr(rng, (o, k), dtype), _arr(rng, (o,), dtype), _out((n, o), dtype), False, 1],
+        ["in", "in", "in?", "out", "flag", "threads"],
+    )
 
 
 def _linear_backward_input(nko, dtype, rng):
     n, k, o = nko
-    return ([_arr(rng, (n, o), dtype), _arr(rng, (o, k), dtype), _out((n, k), dtype), 1],
-            ["in", "in", "out", "threads"])
+    return (
+        [_arr(rng, (n, o), dtype), _arr(rng, (o, k), dtype), _out((n, k), dtype), 1],
+        ["in", "in", "out", "threads"],
+    )
 
 
 def _linear_backward_weight(nko, dtype, rng):
     n, k, o = nko
-    return ([_arr(rng, (n, k), dtype), _arr(rng, (n, o), dtype), _out((o, k), dtype), 1],
-            ["in", "in", "out", "threads"])
+    return (
+        [_arr(rng, (n, k), dtype), _arr(rng, (n, o), dtype), _out((o, k), dtype), 1],
+        ["in", "in", "out", "threads"],
+    )
 
 
 def _linear_backward_bias(nko, dtype, rng):
@@ -152,10 +174,19 @@ def _linear_backward_bias(nko, dtype, rng):
 
 def _linear_backward(nko, dtype, rng):
     n, k, o = nko
-    return ([_arr(rng, (n, k), dtype), _arr(rng, (n, o), dtype), _arr(rng, (n, o), dtype),
-             _arr(rng, (o, k), dtype), _out((n, k), dtype), _out((o, k), dtype),
-             _out((o,), dtype), 1],
-            ["in", "in", "in?", "in", "out?", "out?", "out?", "threads"])
+    return (
+        [
+            _arr(rng, (n, k), dtype),
+            _arr(rng, (n, o), dtype),
+            _arr(rng, (n, o), dtype),
+            _arr(rng, (o, k), dtype),
+            _out((n, k), dtype),
+            _out((o, k), dtype),
+            _out((o,), dtype),
+            1,
+        ],
+        ["in", "in", "in?", "in", "out?", "out?", "out?", "threads"],
+    )
 
 
 # --------------------------------------------------------------------------- activation
@@ -168,14 +199,15 @@ def _unary_forward(slope):
     def build(shape, dtype, rng):
         args = [_arr(rng, shape, dtype), _out(shape, dtype)] + ([0.1] if slope else []) + [1]
         return args, ["in", "out"] + (["num"] if slope else []) + ["threads"]
+
     return build
 
 
 def _unary_backward(slope):
     def build(shape, dtype, rng):
         args = [_arr(rng, shape, dtype), _arr(rng, shape, dtype), _out(shape, dtype)]
-        return args + ([0.1] if slope else []) + [1], (["in", "in", "out"]
-                                                        + (["num"] if slope else []) + ["threads"])
+        return args + ([0.1] if slope else []) + [1], (["in", "in", "out"] + (["num"] if slope else []) + ["threads"])
+
     return build
 
 
@@ -192,39 +224,67 @@ def _targets(rng, n, c):
 
 def _cross_entropy(nc, dtype, rng):
     n, c = nc
-    return ([_arr(rng, (n, c), dtype), _targets(rng, n, c), rng.uniform(0, 2, c).astype(dtype), -100,
-             0.1, True, _out((n,), dtype), _out((n, c), dtype), 1],
-            ["in", "target", "in?", "fixed", "num", "flag", "out", "out?", "threads"])
+    return (
+        [
+            _arr(rng, (n, c), dtype),
+            _targets(rng, n, c),
+            rng.uniform(0, 2, c).astype(dtype),
+            -100,
+            0.1,
+            True,
+            _out((n,), dtype),
+            _out((n, c), dtype),
+            1,
+        ],
+        ["in", "target", "in?", "fixed", "num", "flag", "out", "out?", "threads"],
+    )
 
 
 def _nll_forward(nc, dtype, rng):
     n, c = nc
-    return ([_arr(rng, (n, c), dtype), _targets(rng, n, c), rng.uniform(0, 2, c).astype(dtype), -100,
-             _out((n,), dtype), 1], ["in", "target", "in?", "fixed", "out", "threads"])
+    return (
+        [_arr(rng, (n, c), dtype), _targets(rng, n, c), rng.uniform(0, 2, c).astype(dtype), -100, _out((n,), dtype), 1],
+        ["in", "target", "in?", "fixed", "out", "threads"],
+    )
 
 
 def _nll_backward(nc, dtype, rng):
     n, c = nc
-    return ([_targets(rng, n, c), rng.uniform(0, 2, c).astype(dtype), -100, _arr(rng, (n,), dtype),
-             _out((n, c), dtype), 1], ["target", "in?", "fixed", "in", "out", "threads"])
+    return (
+        [_targets(rng, n, c), rng.uniform(0, 2, c).astype(dtype), -100, _arr(rng, (n,), dtype), _out((n, c), dtype), 1],
+        ["target", "in?", "fixed", "in", "out", "threads"],
+    )
 
 
 def _mse_forward(shape, dtype, rng):
-    return ([_arr(rng, shape, dtype), _arr(rng, shape, dtype), _out(shape, dtype), _out(shape, dtype),
-             1], ["in", "in", "out", "out?", "threads"])
+    return (
+        [_arr(rng, shape, dtype), _arr(rng, shape, dtype), _out(shape, dtype), _out(shape, dtype), 1],
+        ["in", "in", "out", "out?", "threads"],
+    )
 
 
 def _mse_backward(shape, dtype, rng):
-    return ([_arr(rng, shape, dtype), _arr(rng, shape, dtype), 0.5, _out(shape, dtype), 1],
-            ["in", "in", "num", "out", "threads"])
+    return (
+        [_arr(rng, shape, dtype), _arr(rng, shape, dtype), 0.5, _out(shape, dtype), 1],
+        ["in", "in", "num", "out", "threads"],
+    )
 
 
 def _bce(nc, dtype, rng):
     n, c = nc
-    return ([_arr(rng, (n, c), dtype), rng.random((n, c)).astype(dtype),
-             rng.uniform(0, 2, (n, c)).astype(dtype), rng.uniform(0, 2, c).astype(dtype), 0.5,
-             _out((n, c), dtype), _out((n, c), dtype), 1],
-            ["in", "in", "in?", "in?", "num", "out?", "out?", "threads"])
+    return (
+        [
+            _arr(rng, (n, c), dtype),
+            rng.random((n, c)).astype(dtype),
+            rng.uniform(0, 2, (n, c)).astype(dtype),
+            rng.uniform(0, 2, c).astype(dtype),
+            0.5,
+            _out((n, c), dtype),
+            _out((n, c), dtype),
+            1,
+        ],
+        ["in", "in", "in?", "in?", "num", "out?", "out?", "threads"],
+    )
 
 
 # --------------------------------------------------------------------------- norm
@@ -234,25 +294,59 @@ norm_shapes = st.tuples(st.integers(2, 4), st.integers(1, 3), st.integers(1, 4))
 
 def _bn_train(shape, dtype, rng):
     c = shape[1]
-    return ([_arr(rng, shape, dtype), _arr(rng, (c,), dtype), _arr(rng, (c,), dtype),
-             np.zeros(c, dtype), np.ones(c, dtype), 0.1, 1e-5, _out(shape, dtype), _out((c,), dtype),
-             _out((c,), dtype), 1],
-            ["in", "in?", "in?", "out?", "out?", "num", "num", "out", "out", "out", "threads"])
+    return (
+        [
+            _arr(rng, shape, dtype),
+            _arr(rng, (c,), dtype),
+            _arr(rng, (c,), dtype),
+            np.zeros(c, dtype),
+            np.ones(c, dtype),
+            0.1,
+            1e-5,
+            _out(shape, dtype),
+            _out((c,), dtype),
+            _out((c,), dtype),
+            1,
+        ],
+        ["in", "in?", "in?", "out?", "out?", "num", "num", "out", "out", "out", "threads"],
+    )
 
 
 def _bn_eval(shape, dtype, rng):
     c = shape[1]
-    return ([_arr(rng, shape, dtype), _arr(rng, (c,), dtype), _arr(rng, (c,), dtype),
-             np.zeros(c, dtype), np.ones(c, dtype), 1e-5, _out(shape, dtype), _out((c,), dtype), 1],
-            ["in", "in?", "in?", "in", "in", "num", "out", "out", "threads"])
+    return (
+        [
+            _arr(rng, shape, dtype),
+            _arr(rng, (c,), dtype),
+            _arr(rng, (c,), dtype),
+            np.zeros(c, dtype),
+            np.ones(c, dtype),
+            1e-5,
+            _out(shape, dtype),
+            _out((c,), dtype),
+            1,
+        ],
+        ["in", "in?", "in?", "in", "in", "num", "out", "out", "threads"],
+    )
 
 
 def _bn_backward(shape, dtype, rng):
     c = shape[1]
-    return ([_arr(rng, shape, dtype), _arr(rng, shape, dtype), _arr(rng, (c,), dtype),
-             _arr(rng, (c,), dtype), np.ones(c, dtype), True, _out(shape, dtype), _out((c,), dtype),
-             _out((c,), dtype), 1],
-            ["in", "in", "in?", "in", "in", "flag", "out?", "out?", "out?", "threads"])
+    return (
+        [
+            _arr(rng, shape, dtype),
+            _arr(rng, shape, dtype),
+            _arr(rng, (c,), dtype),
+            _arr(rng, (c,), dtype),
+            np.ones(c, dtype),
+            True,
+            _out(shape, dtype),
+            _out((c,), dtype),
+            _out((c,), dtype),
+            1,
+        ],
+        ["in", "in", "in?", "in", "in", "flag", "out?", "out?", "out?", "threads"],
+    )
 
 
 # --------------------------------------------------------------------------- optim, engine
@@ -268,26 +362,96 @@ def _tensors(rng, shapes, dtype, positive=False):
 
 
 def _sgd(shapes, dtype, rng):
-    return ([_tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype),
-             0.1, 0.9, 0.0, 0.01, False, False, False, 1],
-            ["list_out", "list_in", "list_out", "num", "num", "num", "num", "flag", "flag", "flag",
-             "threads"])
+    return (
+        [
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            0.1,
+            0.9,
+            0.0,
+            0.01,
+            False,
+            False,
+            False,
+            1,
+        ],
+        ["list_out", "list_in", "list_out", "num", "num", "num", "num", "flag", "flag", "flag", "threads"],
+    )
 
 
 def _adam(shapes, dtype, rng):
-    return ([_tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype),
-             _tensors(rng, shapes, dtype, True), _tensors(rng, shapes, dtype, True), 2, 1e-3, 0.9,
-             0.999, 1e-8, 0.01, True, False, False, 1],
-            ["list_out", "list_in", "list_out", "list_out", "list_out", "fixed", "num", "num", "num",
-             "num", "num", "flag", "flag", "flag", "threads"])
+    return (
+        [
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype, True),
+            _tensors(rng, shapes, dtype, True),
+            2,
+            1e-3,
+            0.9,
+            0.999,
+            1e-8,
+            0.01,
+            True,
+            False,
+            False,
+            1,
+        ],
+        [
+            "list_out",
+            "list_in",
+            "list_out",
+            "list_out",
+            "list_out",
+            "fixed",
+            "num",
+            "num",
+            "num",
+            "num",
+            "num",
+            "flag",
+            "flag",
+            "flag",
+            "threads",
+        ],
+    )
 
 
 def _rmsprop(shapes, dtype, rng):
-    return ([_tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype),
-             _tensors(rng, shapes, dtype, True), _tensors(rng, shapes, dtype),
-             _tensors(rng, shapes, dtype), 1e-2, 0.99, 1e-8, 0.0, 0.5, True, False, 1],
-            ["list_out", "list_in", "list_out", "list_out", "list_out", "num", "num", "num", "num",
-             "num", "flag", "flag", "threads"])
+    return (
+        [
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype, True),
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            1e-2,
+            0.99,
+            1e-8,
+            0.0,
+            0.5,
+            True,
+            False,
+            1,
+        ],
+        [
+            "list_out",
+            "list_in",
+            "list_out",
+            "list_out",
+            "list_out",
+            "num",
+            "num",
+            "num",
+            "num",
+            "num",
+            "flag",
+            "flag",
+            "threads",
+        ],
+    )
 
 
 def _accumulate(shape, dtype, rng):
@@ -342,40 +506,78 @@ SPECS = {
 # --------------------------------------------------------------------------- smooth activations, group norm,
 # Adadelta and Adagrad
 
+
 def _smooth_forward(extra, extra_roles):
     def build(shape, dtype, rng):
         return [_arr(rng, shape, dtype), _out(shape, dtype)] + extra + [1], ["in", "out"] + extra_roles + ["threads"]
+
     return build
 
 
 def _smooth_backward(extra, extra_roles):
     def build(shape, dtype, rng):
-        return ([_arr(rng, shape, dtype), _arr(rng, shape, dtype), _out(shape, dtype)] + extra + [1],
-                ["in", "in", "out"] + extra_roles + ["threads"])
+        return (
+            [_arr(rng, shape, dtype), _arr(rng, shape, dtype), _out(shape, dtype)] + extra + [1],
+            ["in", "in", "out"] + extra_roles + ["threads"],
+        )
+
     return build
 
 
 def _prelu_forward(shape, dtype, rng):
-    return ([_arr(rng, shape, dtype), _arr(rng, shape[1:2], dtype), _out(shape, dtype), 1],
-            ["in", "in", "out", "threads"])
+    return (
+        [_arr(rng, shape, dtype), _arr(rng, shape[1:2], dtype), _out(shape, dtype), 1],
+        ["in", "in", "out", "threads"],
+    )
 
 
 def _prelu_backward(shape, dtype, rng):
-    return ([_arr(rng, shape, dtype), _arr(rng, shape[1:2], dtype), _arr(rng, shape, dtype), _out(shape, dtype),
-             _out(shape[1:2], dtype), 1], ["in", "in", "in", "out", "out", "threads"])
+    return (
+        [
+            _arr(rng, shape, dtype),
+            _arr(rng, shape[1:2], dtype),
+            _arr(rng, shape, dtype),
+            _out(shape, dtype),
+            _out(shape[1:2], dtype),
+            1,
+        ],
+        ["in", "in", "in", "out", "out", "threads"],
+    )
 
 
 def _layer_norm_forward(rk, dtype, rng):
     r, k = rk
-    return ([_arr(rng, rk, dtype), _arr(rng, (k,), dtype), _arr(rng, (k,), dtype), 1e-5, _out(rk, dtype),
-             _out((r,), dtype), _out((r,), dtype), 1], ["in", "in?", "in?", "num", "out", "out", "out", "threads"])
+    return (
+        [
+            _arr(rng, rk, dtype),
+            _arr(rng, (k,), dtype),
+            _arr(rng, (k,), dtype),
+            1e-5,
+            _out(rk, dtype),
+            _out((r,), dtype),
+            _out((r,), dtype),
+            1,
+        ],
+        ["in", "in?", "in?", "num", "out", "out", "out", "threads"],
+    )
 
 
 def _layer_norm_backward(rk, dtype, rng):
     r, k = rk
-    return ([_arr(rng, rk, dtype), _arr(rng, rk, dtype), _arr(rng, (k,), dtype), _arr(rng, (r,), dtype),
-             np.abs(_arr(rng, (r,), dtype)), _out(rk, dtype), _out((k,), dtype), _out((k,), dtype), 1],
-            ["in", "in", "in?", "in", "in", "out", "out?", "out?", "threads"])
+    return (
+        [
+            _arr(rng, rk, dtype),
+            _arr(rng, rk, dtype),
+            _arr(rng, (k,), dtype),
+            _arr(rng, (r,), dtype),
+            np.abs(_arr(rng, (r,), dtype)),
+            _out(rk, dtype),
+            _out((k,), dtype),
+            _out((k,), dtype),
+            1,
+        ],
+        ["in", "in", "in?", "in", "in", "out", "out?", "out?", "threads"],
+    )
 
 
 group_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 4))
@@ -384,49 +586,97 @@ group_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2)
 def _group_norm_forward(ngcs, dtype, rng):
     n, g, cg, s = ngcs
     shape = (n, g * cg, s)
-    return ([_arr(rng, shape, dtype), _arr(rng, (g * cg,), dtype), _arr(rng, (g * cg,), dtype), g, 1e-5,
-             _out(shape, dtype), _out((n, g), dtype), _out((n, g), dtype), 1],
-            ["in", "in?", "in?", "int1", "num", "out", "out", "out", "threads"])
+    return (
+        [
+            _arr(rng, shape, dtype),
+            _arr(rng, (g * cg,), dtype),
+            _arr(rng, (g * cg,), dtype),
+            g,
+            1e-5,
+            _out(shape, dtype),
+            _out((n, g), dtype),
+            _out((n, g), dtype),
+            1,
+        ],
+        ["in", "in?", "in?", "int1", "num", "out", "out", "out", "threads"],
+    )
 
 
 def _group_norm_backward(ngcs, dtype, rng):
     n, g, cg, s = ngcs
     shape = (n, g * cg, s)
-    return ([_arr(rng, shape, dtype), _arr(rng, shape, dtype), _arr(rng, (g * cg,), dtype),
-             _arr(rng, (n, g), dtype), np.abs(_arr(rng, (n, g), dtype)), g, _out(shape, dtype),
-             _out((g * cg,), dtype), _out((g * cg,), dtype), 1],
-            ["in", "in", "in?", "in", "in", "int1", "out", "out?", "out?", "threads"])
+    return (
+        [
+            _arr(rng, shape, dtype),
+            _arr(rng, shape, dtype),
+            _arr(rng, (g * cg,), dtype),
+            _arr(rng, (n, g), dtype),
+            np.abs(_arr(rng, (n, g), dtype)),
+            g,
+            _out(shape, dtype),
+            _out((g * cg,), dtype),
+            _out((g * cg,), dtype),
+            1,
+        ],
+        ["in", "in", "in?", "in", "in", "int1", "out", "out?", "out?", "threads"],
+    )
 
 
 def _adadelta(shapes, dtype, rng):
-    return ([_tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype, True),
-             _tensors(rng, shapes, dtype, True), 1.0, 0.9, 1e-6, 0.01, False, 1],
-            ["list_out", "list_in", "list_out", "list_out", "num", "num", "num", "num", "flag", "threads"])
+    return (
+        [
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype, True),
+            _tensors(rng, shapes, dtype, True),
+            1.0,
+            0.9,
+            1e-6,
+            0.01,
+            False,
+            1,
+        ],
+        ["list_out", "list_in", "list_out", "list_out", "num", "num", "num", "num", "flag", "threads"],
+    )
 
 
 def _adagrad(shapes, dtype, rng):
-    return ([_tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype), _tensors(rng, shapes, dtype, True), 3,
-             1e-2, 0.1, 1e-10, 0.01, False, 1],
-            ["list_out", "list_in", "list_out", "fixed", "num", "num", "num", "num", "flag", "threads"])
+    return (
+        [
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype),
+            _tensors(rng, shapes, dtype, True),
+            3,
+            1e-2,
+            0.1,
+            1e-10,
+            0.01,
+            False,
+            1,
+        ],
+        ["list_out", "list_in", "list_out", "fixed", "num", "num", "num", "num", "flag", "threads"],
+    )
 
 
 prelu_shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5))
 
-SPECS.update({
-    "gelu_forward": (any_shapes, _smooth_forward([False], ["flag"])),
-    "gelu_backward": (any_shapes, _smooth_backward([True], ["flag"])),
-    "silu_forward": (any_shapes, _smooth_forward([], [])),
-    "silu_backward": (any_shapes, _smooth_backward([], [])),
-    "elu_forward": (any_shapes, _smooth_forward([0.7], ["num"])),
-    "elu_backward": (any_shapes, _smooth_backward([0.7], ["num"])),
-    "hardswish_forward": (any_shapes, _smooth_forward([], [])),
-    "hardswish_backward": (any_shapes, _smooth_backward([], [])),
-    "prelu_forward": (prelu_shapes, _prelu_forward),
-    "prelu_backward": (prelu_shapes, _prelu_backward),
-    "layer_norm_forward": (rows, _layer_norm_forward),
-    "layer_norm_backward": (rows, _layer_norm_backward),
-    "group_norm_forward": (group_shapes, _group_norm_forward),
-    "group_norm_backward": (group_shapes, _group_norm_backward),
-    "adadelta_step": (tensor_lists, _adadelta),
-    "adagrad_step": (tensor_lists, _adagrad),
-})
+SPECS.update(
+    {
+        "gelu_forward": (any_shapes, _smooth_forward([False], ["flag"])),
+        "gelu_backward": (any_shapes, _smooth_backward([True], ["flag"])),
+        "silu_forward": (any_shapes, _smooth_forward([], [])),
+        "silu_backward": (any_shapes, _smooth_backward([], [])),
+        "elu_forward": (any_shapes, _smooth_forward([0.7], ["num"])),
+        "elu_backward": (any_shapes, _smooth_backward([0.7], ["num"])),
+        "hardswish_forward": (any_shapes, _smooth_forward([], [])),
+        "hardswish_backward": (any_shapes, _smooth_backward([], [])),
+        "prelu_forward": (prelu_shapes, _prelu_forward),
+        "prelu_backward": (prelu_shapes, _prelu_backward),
+        "layer_norm_forward": (rows, _layer_norm_forward),
+        "layer_norm_backward": (rows, _layer_norm_backward),
+        "group_norm_forward": (group_shapes, _group_norm_forward),
+        "group_norm_backward": (group_shapes, _group_norm_backward),
+        "adadelta_step": (tensor_lists, _adadelta),
+        "adagrad_step": (tensor_lists, _adagrad),
+    }
+)

@@ -3,6 +3,7 @@ functionals fed zero-stride views of 10**12 elements or enormous size arguments,
 built with terabytes of parameters, kernels given enormous shapes or zero-size arrays
 with enormous dimensions. Each must raise a clear error at once (or, for the zero-size
 kernel calls, return at once): never a MemoryError, a hang or a crash."""
+
 import pytest
 
 from isolated import run_group

@@ -8,6 +8,7 @@ dtype (integer, float16, float32 mixed with float64), a type (a numpy array or a
 for a Tensor), a size or hyperparameter (zero, negative, NaN, infinite), a target out of
 range. Shapes stay small: enormous sizes are fuzzed in a memory-capped subprocess
 (test_enormous.py)."""
+
 import math
 
 import numpy as np
@@ -19,7 +20,6 @@ import fastgrad
 import fastgrad.nn as nn
 import fastgrad.nn.functional as F
 import fastgrad.optim as optim
-
 from fuzz_common import dtypes, kernels_forbidden, rng_of, seeds
 from fuzz_common import expect_error as _expect_error
 
@@ -56,17 +56,30 @@ def break_dtype(rng, shape, dtype, choice):
 
 # --------------------------------------------------------------------------- conv2d
 
-CONV_MUTATIONS = ["input ndim", "weight ndim", "channels", "groups divide", "groups value",
-                  "input dtype", "weight dtype", "bias dtype", "bias shape", "stride", "padding",
-                  "dilation", "same with stride", "kernel too big", "input type", "weight type",
-                  "bias type"]
-bad_ints = st.sampled_from([0, -1, -7, 1.5, "2", None, True, (1, 2, 3), (1,), (1, 0), (2, -1),
-                            (1.0, 1), NAN, INF])
+CONV_MUTATIONS = [
+    "input ndim",
+    "weight ndim",
+    "channels",
+    "groups divide",
+    "groups value",
+    "input dtype",
+    "weight dtype",
+    "bias dtype",
+    "bias shape",
+    "stride",
+    "padding",
+    "dilation",
+    "same with stride",
+    "kernel too big",
+    "input type",
+    "weight type",
+    "bias type",
+]
+bad_ints = st.sampled_from([0, -1, -7, 1.5, "2", None, True, (1, 2, 3), (1,), (1, 0), (2, -1), (1.0, 1), NAN, INF])
 
 
 @pytest.mark.parametrize("mutation", CONV_MUTATIONS)
-@given(dtype=dtypes, seed=seeds, wrong_dtype=wrong_dtypes, bad=bad_ints, relu=st.booleans(),
-       data=st.data())
+@given(dtype=dtypes, seed=seeds, wrong_dtype=wrong_dtypes, bad=bad_ints, relu=st.booleans(), data=st.data())
 def test_conv2d(mutation, dtype, seed, wrong_dtype, bad, relu, data):
     rng = rng_of(seed)
     n, groups = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
@@ -94,8 +107,7 @@ def test_conv2d(mutation, dtype, seed, wrong_dtype, bad, relu, data):
     elif mutation in ("stride", "dilation"):
         kwargs[mutation] = bad
     elif mutation == "padding":
-        kwargs["padding"] = data.draw(st.sampled_from([-1, (0, -2), "full", "SAME", "", 1.5, None,
-                                                       (1, 1, 1), NAN]))
+        kwargs["padding"] = data.draw(st.sampled_from([-1, (0, -2), "full", "SAME", "", 1.5, None, (1, 1, 1), NAN]))
     elif mutation == "same with stride":
         kwargs.update(padding="same", stride=data.draw(st.sampled_from([2, (1, 2), (3, 1)])))
     elif mutation == "kernel too big":
@@ -112,8 +124,17 @@ def test_conv2d(mutation, dtype, seed, wrong_dtype, bad, relu, data):
 
 # --------------------------------------------------------------------------- linear
 
-LINEAR_MUTATIONS = ["weight ndim", "features", "bias shape", "input dtype", "weight dtype",
-                    "bias dtype", "input 0-d", "input type", "weight type"]
+LINEAR_MUTATIONS = [
+    "weight ndim",
+    "features",
+    "bias shape",
+    "input dtype",
+    "weight dtype",
+    "bias dtype",
+    "input 0-d",
+    "input type",
+    "weight type",
+]
 
 
 @pytest.mark.parametrize("mutation", LINEAR_MUTATIONS)
@@ -146,8 +167,18 @@ def test_linear(mutation, dtype, seed, wrong_dtype, relu, data):
 
 # --------------------------------------------------------------------------- pooling
 
-POOL_MUTATIONS = ["input ndim", "empty plane", "input dtype", "input type", "kernel_size",
-                  "stride", "padding", "padding over half", "dilation", "window too big"]
+POOL_MUTATIONS = [
+    "input ndim",
+    "empty plane",
+    "input dtype",
+    "input type",
+    "kernel_size",
+    "stride",
+    "padding",
+    "padding over half",
+    "dilation",
+    "window too big",
+]
 
 
 # invalid for a window of kernel_size 2 over a 6 x 5 input (None and () mean the default
@@ -161,8 +192,7 @@ POOL_BAD_VALUES = {
 
 
 @pytest.mark.parametrize("mutation", POOL_MUTATIONS)
-@given(kind=st.sampled_from(["max", "avg"]), dtype=dtypes, seed=seeds, wrong_dtype=wrong_dtypes,
-       data=st.data())
+@given(kind=st.sampled_from(["max", "avg"]), dtype=dtypes, seed=seeds, wrong_dtype=wrong_dtypes, data=st.data())
 def test_max_and_avg_pool2d(mutation, kind, dtype, seed, wrong_dtype, data):
     rng = rng_of(seed)
     x = tensor(rng, (2, 3, 6, 5), dtype)
@@ -198,8 +228,7 @@ def test_avg_and_adaptive_pool_options(mutation, dtype, seed, data):
     if mutation == "divisor zero":
         expect_error("avg_pool2d", F.avg_pool2d, x, 2, divisor_override=0)
     elif mutation == "divisor type":
-        expect_error("avg_pool2d", F.avg_pool2d, x, 2,
-                     divisor_override=data.draw(st.sampled_from([1.5, "2", NAN])))
+        expect_error("avg_pool2d", F.avg_pool2d, x, 2, divisor_override=data.draw(st.sampled_from([1.5, "2", NAN])))
     else:
         size = data.draw(st.sampled_from([-1, (2, -1), (1, 2, 3), 1.5, "3", (NAN, 2)]))
         expect_error("adaptive_avg_pool2d", F.adaptive_avg_pool2d, x, size)
@@ -207,10 +236,14 @@ def test_avg_and_adaptive_pool_options(mutation, dtype, seed, data):
 
 # --------------------------------------------------------------------------- activations
 
-@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax",
-                                  "log_softmax"])
-@given(mutation=st.sampled_from(["dtype", "type", "dim", "softmax dtype", "slope"]), seed=seeds,
-       wrong_dtype=st.sampled_from([np.int64, np.int32, np.bool_, np.float16]), data=st.data())
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax"])
+@given(
+    mutation=st.sampled_from(["dtype", "type", "dim", "softmax dtype", "slope"]),
+    seed=seeds,
+    wrong_dtype=st.sampled_from([np.int64, np.int32, np.bool_, np.float16]),
+    data=st.data(),
+)
 def test_activations(name, mutation, seed, wrong_dtype, data):
     rng = rng_of(seed)
     x, kwargs = tensor(rng, (2, 3)), {}
@@ -233,8 +266,17 @@ def test_activations(name, mutation, seed, wrong_dtype, data):
 
 # --------------------------------------------------------------------------- losses
 
-CLASS_MUTATIONS = ["target range", "target dtype", "target shape", "weight shape", "reduction",
-                   "ignore_index type", "input 0-d", "input dtype", "target type"]
+CLASS_MUTATIONS = [
+    "target range",
+    "target dtype",
+    "target shape",
+    "weight shape",
+    "reduction",
+    "ignore_index type",
+    "input 0-d",
+    "input dtype",
+    "target type",
+]
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
@@ -298,9 +340,22 @@ def test_elementwise_losses(name, mutation, dtype, seed, data):
 
 # --------------------------------------------------------------------------- batch norm, dropout
 
-@pytest.mark.parametrize("mutation", ["input ndim", "stats shape", "stats dtype", "one stat",
-                                      "eval without stats", "one value", "weight shape",
-                                      "momentum", "eps", "input dtype"])
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "input ndim",
+        "stats shape",
+        "stats dtype",
+        "one stat",
+        "eval without stats",
+        "one value",
+        "weight shape",
+        "momentum",
+        "eps",
+        "input dtype",
+    ],
+)
 @given(dtype=dtypes, seed=seeds, data=st.data())
 def test_batch_norm(mutation, dtype, seed, data):
     """Includes NaN/inf eps and momentum: they turn every output into NaN."""
@@ -374,28 +429,48 @@ LAYER_CONSTRUCTIONS = [  # (layer, what is wrong, construction)
     ("NLLLoss", "reduction None", lambda: nn.NLLLoss(reduction=None)),
 ]
 # PyTorch's wording names the setting, not the layer: accepted for these
-MESSAGE_NAMES = {"Dropout": ("dropout",), "CrossEntropyLoss": ("label_smoothing",),
-                 "MSELoss": ("reduction",), "NLLLoss": ("reduction",)}
+MESSAGE_NAMES = {
+    "Dropout": ("dropout",),
+    "CrossEntropyLoss": ("label_smoothing",),
+    "MSELoss": ("reduction",),
+    "NLLLoss": ("reduction",),
+}
 
 
-@pytest.mark.parametrize("layer, wrong, build", LAYER_CONSTRUCTIONS,
-                         ids=[f"{layer}-{wrong}" for layer, wrong, _ in LAYER_CONSTRUCTIONS])
+@pytest.mark.parametrize(
+    "layer, wrong, build", LAYER_CONSTRUCTIONS, ids=[f"{layer}-{wrong}" for layer, wrong, _ in LAYER_CONSTRUCTIONS]
+)
 def test_layer_construction(layer, wrong, build):
     """Bad settings raise at construction, with a message that names the layer (or, for
     dropout and the losses, the setting, as PyTorch's messages do)."""
     expect_error(MESSAGE_NAMES.get(layer, (layer,)), build)
 
 
-@pytest.mark.parametrize("case", ["conv channels", "conv ndim", "linear features", "linear 0-d",
-                                  "bn channels", "bn ndim", "pool ndim", "flatten ndim"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "conv channels",
+        "conv ndim",
+        "linear features",
+        "linear 0-d",
+        "bn channels",
+        "bn ndim",
+        "pool ndim",
+        "flatten ndim",
+    ],
+)
 @given(seed=seeds)
 def test_layer_wrong_input(case, seed):
     rng = rng_of(seed)
     layers = {
-        "conv channels": (nn.Conv2d(3, 4, 3), (2, 4, 8, 8)), "conv ndim": (nn.Conv2d(3, 4, 3), (3, 8)),
-        "linear features": (nn.Linear(5, 2), (4, 6)), "linear 0-d": (nn.Linear(5, 2), ()),
-        "bn channels": (nn.BatchNorm2d(3), (2, 4, 5, 5)), "bn ndim": (nn.BatchNorm1d(3), (2, 3, 4, 5)),
-        "pool ndim": (nn.MaxPool2d(2), (4, 4)), "flatten ndim": (nn.Flatten(2, 3), (2, 3)),
+        "conv channels": (nn.Conv2d(3, 4, 3), (2, 4, 8, 8)),
+        "conv ndim": (nn.Conv2d(3, 4, 3), (3, 8)),
+        "linear features": (nn.Linear(5, 2), (4, 6)),
+        "linear 0-d": (nn.Linear(5, 2), ()),
+        "bn channels": (nn.BatchNorm2d(3), (2, 4, 5, 5)),
+        "bn ndim": (nn.BatchNorm1d(3), (2, 3, 4, 5)),
+        "pool ndim": (nn.MaxPool2d(2), (4, 4)),
+        "flatten ndim": (nn.Flatten(2, 3), (2, 3)),
     }
     layer, shape = layers[case]
     expect_error(type(layer).__name__, layer, tensor(rng, shape))
@@ -405,17 +480,26 @@ def test_layer_wrong_input(case, seed):
 
 # hyperparameter -> the words of PyTorch's "Invalid ..." message
 HYPERS = {
-    "SGD": {"lr": "learning rate", "momentum": "momentum", "dampening": "dampening",
-            "weight_decay": "weight_decay"},
-    "Adam": {"lr": "learning rate", "eps": "epsilon", "beta1": "beta", "beta2": "beta",
-             "weight_decay": "weight_decay"},
-    "AdamW": {"lr": "learning rate", "eps": "epsilon", "beta1": "beta", "beta2": "beta",
-              "weight_decay": "weight_decay"},
-    "RMSprop": {"lr": "learning rate", "eps": "epsilon", "alpha": "alpha", "momentum": "momentum",
-                "weight_decay": "weight_decay"},
+    "SGD": {"lr": "learning rate", "momentum": "momentum", "dampening": "dampening", "weight_decay": "weight_decay"},
+    "Adam": {"lr": "learning rate", "eps": "epsilon", "beta1": "beta", "beta2": "beta", "weight_decay": "weight_decay"},
+    "AdamW": {
+        "lr": "learning rate",
+        "eps": "epsilon",
+        "beta1": "beta",
+        "beta2": "beta",
+        "weight_decay": "weight_decay",
+    },
+    "RMSprop": {
+        "lr": "learning rate",
+        "eps": "epsilon",
+        "alpha": "alpha",
+        "momentum": "momentum",
+        "weight_decay": "weight_decay",
+    },
 }
 optimizer_hypers = pytest.mark.parametrize(
-    "which", [(opt, h) for opt in sorted(HYPERS) for h in sorted(HYPERS[opt])], ids="-".join)
+    "which", [(opt, h) for opt in sorted(HYPERS) for h in sorted(HYPERS[opt])], ids="-".join
+)
 
 
 def build_optimizer(name, hyper, value, where):
@@ -472,15 +556,28 @@ def test_optimizer_betas_at_least_one(name, beta, value, where):
     expect_error("Invalid beta", build_optimizer, name, beta, value, where)
 
 
-@pytest.mark.parametrize("case", ["nesterov without momentum", "nesterov with dampening", "empty",
-                                  "tensor", "set", "non-leaf", "integer param", "duplicate"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nesterov without momentum",
+        "nesterov with dampening",
+        "empty",
+        "tensor",
+        "set",
+        "non-leaf",
+        "integer param",
+        "duplicate",
+    ],
+)
 def test_optimizer_construction(case):
     p = fastgrad.randn(3, requires_grad=True)
     builds = {
         "nesterov without momentum": lambda: optim.SGD([p], lr=0.1, nesterov=True),
         "nesterov with dampening": lambda: optim.SGD([p], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
-        "empty": lambda: optim.Adam([]), "tensor": lambda: optim.SGD(p, lr=0.1),
-        "set": lambda: optim.SGD({p}, lr=0.1), "non-leaf": lambda: optim.SGD([p * 2], lr=0.1),
+        "empty": lambda: optim.Adam([]),
+        "tensor": lambda: optim.SGD(p, lr=0.1),
+        "set": lambda: optim.SGD({p}, lr=0.1),
+        "non-leaf": lambda: optim.SGD([p * 2], lr=0.1),
         "integer param": lambda: optim.SGD([fastgrad.tensor([1, 2])], lr=0.1),
         "duplicate": lambda: optim.RMSprop([p, p]),
     }

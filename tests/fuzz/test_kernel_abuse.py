@@ -1,9 +1,10 @@
 """Malformed calls straight to every kernel (see kernel_abuse.py), one child process per
 kernel family: a crash (segfault, abort), a hang or a failed property fails the
 family's test, with the kernel that was running and hypothesis' failing example."""
-import pytest
-from fastgrad import kernels
 
+import pytest
+
+from fastgrad import kernels
 from isolated import run_group
 
 

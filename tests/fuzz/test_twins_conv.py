@@ -4,19 +4,33 @@ bottom/right row), batch 0/1/2, both dtypes, read-only inputs, caller workspaces
 counts, and every internal path the compiled module can be forced onto. (The SIMD path is
 not drawn here: each build runs one at a time, so .ci/run repeats the kernel tests with
 FASTGRAD_SIMD set to every path this CPU runs.)"""
+
 import contextlib
 
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzz_common import (assert_close, both, compiled_module, conv_cases, dtypes, frozen,
-                         magnitude, random_array, rng_of, seeds, sentinel, threads,
-                         value_kinds)
+from fuzz_common import (
+    assert_close,
+    both,
+    compiled_module,
+    conv_cases,
+    dtypes,
+    frozen,
+    magnitude,
+    random_array,
+    rng_of,
+    seeds,
+    sentinel,
+    threads,
+    value_kinds,
+)
 
 # Internal paths: None leaves the cost model to choose; True/False force one side.
-path_choices = st.fixed_dictionaries({"input_direct": st.sampled_from([None, True, False]),
-                                      "flat_dot": st.sampled_from([None, True, False])})
+path_choices = st.fixed_dictionaries(
+    {"input_direct": st.sampled_from([None, True, False]), "flat_dot": st.sampled_from([None, True, False])}
+)
 workspace_modes = st.sampled_from(["none", "exact", "larger"])
 
 
@@ -58,11 +72,19 @@ def unchanged(*pairs):
         np.testing.assert_array_equal(before, after, err_msg="a kernel wrote into an input")
 
 
-@given(case=conv_cases(), dtype=dtypes, seed=seeds, kind=value_kinds, relu=st.booleans(),
-       use_bias=st.booleans(), readonly=st.booleans(), n_threads=threads,
-       ws_mode=workspace_modes, paths=path_choices)
-def test_conv2d_forward(case, dtype, seed, kind, relu, use_bias, readonly, n_threads, ws_mode,
-                        paths):
+@given(
+    case=conv_cases(),
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    relu=st.booleans(),
+    use_bias=st.booleans(),
+    readonly=st.booleans(),
+    n_threads=threads,
+    ws_mode=workspace_modes,
+    paths=path_choices,
+)
+def test_conv2d_forward(case, dtype, seed, kind, relu, use_bias, readonly, n_threads, ws_mode, paths):
     comp, ref = both("conv2d_forward")
     x, w, b, _ = arrays(case, dtype, seed, kind, readonly)
     b = b if use_bias else None
@@ -71,14 +93,21 @@ def test_conv2d_forward(case, dtype, seed, kind, relu, use_bias, readonly, n_thr
     ref(x, w, b, expected, *case.params, relu, None, 1)
     got = sentinel(case.y_shape, dtype)
     with forced_paths(paths):
-        comp(x, w, b, got, *case.params, relu, workspace("forward", case, dtype, n_threads, ws_mode),
-             n_threads)
+        comp(x, w, b, got, *case.params, relu, workspace("forward", case, dtype, n_threads, ws_mode), n_threads)
     assert_close(got, expected, dtype, case.depth * magnitude(x, w) + magnitude(b), repr(case))
     unchanged((copies[0], x), (copies[1], w))
 
 
-@given(case=conv_cases(), dtype=dtypes, seed=seeds, kind=value_kinds, readonly=st.booleans(),
-       n_threads=threads, ws_mode=workspace_modes, paths=path_choices)
+@given(
+    case=conv_cases(),
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    readonly=st.booleans(),
+    n_threads=threads,
+    ws_mode=workspace_modes,
+    paths=path_choices,
+)
 def test_conv2d_backward_input(case, dtype, seed, kind, readonly, n_threads, ws_mode, paths):
     comp, ref = both("conv2d_backward_input")
     _, w, _, g = arrays(case, dtype, seed, kind, readonly)
@@ -86,13 +115,20 @@ def test_conv2d_backward_input(case, dtype, seed, kind, readonly, n_threads, ws_
     ref(g, w, expected, *case.params, None, 1)
     got = sentinel(case.x_shape, dtype)
     with forced_paths(paths):
-        comp(g, w, got, *case.params,
-             workspace("backward_input", case, dtype, n_threads, ws_mode), n_threads)
+        comp(g, w, got, *case.params, workspace("backward_input", case, dtype, n_threads, ws_mode), n_threads)
     assert_close(got, expected, dtype, case.fan_out * magnitude(g, w), repr(case))
 
 
-@given(case=conv_cases(), dtype=dtypes, seed=seeds, kind=value_kinds, readonly=st.booleans(),
-       n_threads=threads, ws_mode=workspace_modes, paths=path_choices)
+@given(
+    case=conv_cases(),
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    readonly=st.booleans(),
+    n_threads=threads,
+    ws_mode=workspace_modes,
+    paths=path_choices,
+)
 def test_conv2d_backward_weight(case, dtype, seed, kind, readonly, n_threads, ws_mode, paths):
     comp, ref = both("conv2d_backward_weight")
     x, _, _, g = arrays(case, dtype, seed, kind, readonly)
@@ -100,14 +136,12 @@ def test_conv2d_backward_weight(case, dtype, seed, kind, readonly, n_threads, ws
     ref(x, g, expected, *case.params, None, 1)
     got = sentinel(case.w_shape, dtype)
     with forced_paths(paths):
-        comp(x, g, got, *case.params,
-             workspace("backward_weight", case, dtype, n_threads, ws_mode), n_threads)
+        comp(x, g, got, *case.params, workspace("backward_weight", case, dtype, n_threads, ws_mode), n_threads)
     n, _, ho, wo = case.y_shape
     assert_close(got, expected, dtype, n * ho * wo * magnitude(x, g), repr(case))
 
 
-@given(case=conv_cases(), dtype=dtypes, seed=seeds, kind=value_kinds, readonly=st.booleans(),
-       n_threads=threads)
+@given(case=conv_cases(), dtype=dtypes, seed=seeds, kind=value_kinds, readonly=st.booleans(), n_threads=threads)
 def test_conv2d_backward_bias(case, dtype, seed, kind, readonly, n_threads):
     comp, ref = both("conv2d_backward_bias")
     *_, g = arrays(case, dtype, seed, kind, readonly)

@@ -1,21 +1,41 @@
 """The compiled linear and activation kernels against their pure-Python twins: empty
 and odd matrix sizes (the gemm path above 4 rows, the dot path below), bias and fused
-ReLU (each SIMD path: .ci/run repeats the kernel tests under FASTGRAD_SIMD); activations on any shape including empty, NaN, infinities
-and signed zeros, in place (out is x). Threaded runs: test_threads.py."""
+ReLU; activations on any shape including empty, NaN, infinities and signed zeros, in
+place (out is x). Threaded runs: test_threads.py; each SIMD path: .ci/run repeats the
+kernel tests under FASTGRAD_SIMD."""
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzz_common import (assert_close, both, compiled_module, dtypes, frozen, magnitude,
-                         random_array, rng_of, seeds, sentinel, threads, value_kinds,
-                         with_specials)
-
+from fuzz_common import (
+    assert_close,
+    both,
+    dtypes,
+    frozen,
+    magnitude,
+    random_array,
+    rng_of,
+    seeds,
+    sentinel,
+    threads,
+    value_kinds,
+    with_specials,
+)
 
 matrix_sizes = st.tuples(st.integers(0, 12), st.integers(0, 9), st.integers(0, 9))
 
 
-@given(sizes=matrix_sizes, dtype=dtypes, seed=seeds, kind=value_kinds, use_bias=st.booleans(),
-       relu=st.booleans(), readonly=st.booleans(), n_threads=threads)
+@given(
+    sizes=matrix_sizes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    use_bias=st.booleans(),
+    relu=st.booleans(),
+    readonly=st.booleans(),
+    n_threads=threads,
+)
 def test_linear_kernels(sizes, dtype, seed, kind, use_bias, relu, readonly, n_threads):
     n, k, o = sizes
     rng = rng_of(seed)
@@ -43,8 +63,12 @@ def test_linear_kernels(sizes, dtype, seed, kind, use_bias, relu, readonly, n_th
     got = [sentinel(s, dtype) for s in shapes]
     ref(x, g, y, w, *expected, 1)
     comp(x, g, y, w, *got, n_threads)
-    for name, a, b, scale in zip(("grad_x", "grad_weight", "grad_bias"), got, expected,
-                                 (o * magnitude(g, w), n * magnitude(x, g), n * magnitude(g))):
+    for name, a, b, scale in zip(
+        ("grad_x", "grad_weight", "grad_bias"),
+        got,
+        expected,
+        (o * magnitude(g, w), n * magnitude(x, g), n * magnitude(g)),
+    ):
         assert_close(a, b, dtype, scale, f"linear_backward {name} n={n} k={k} o={o}")
 
 
@@ -53,11 +77,18 @@ any_shapes = st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple)
 slopes = st.one_of(st.floats(-3, 3, allow_nan=False), st.sampled_from([0.0, 0.01, 1.0, -1.0]))
 
 
-@given(name=st.sampled_from(ELEMENTWISE), shape=any_shapes, dtype=dtypes, seed=seeds,
-       kind=value_kinds, specials=st.booleans(), in_place=st.booleans(), slope=slopes,
-       n_threads=threads)
-def test_elementwise_activations(name, shape, dtype, seed, kind, specials, in_place, slope,
-                                 n_threads):
+@given(
+    name=st.sampled_from(ELEMENTWISE),
+    shape=any_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    specials=st.booleans(),
+    in_place=st.booleans(),
+    slope=slopes,
+    n_threads=threads,
+)
+def test_elementwise_activations(name, shape, dtype, seed, kind, specials, in_place, slope, n_threads):
     rng = rng_of(seed)
     x = random_array(rng, shape, dtype, kind)
     g = random_array(rng, shape, dtype, kind)
@@ -82,8 +113,16 @@ def test_elementwise_activations(name, shape, dtype, seed, kind, specials, in_pl
 row_shapes = st.tuples(st.integers(0, 6), st.integers(0, 40))
 
 
-@given(log=st.booleans(), shape=row_shapes, dtype=dtypes, seed=seeds, kind=value_kinds,
-       large=st.booleans(), in_place=st.booleans(), n_threads=threads)
+@given(
+    log=st.booleans(),
+    shape=row_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    large=st.booleans(),
+    in_place=st.booleans(),
+    n_threads=threads,
+)
 def test_softmax_rows(log, shape, dtype, seed, kind, large, in_place, n_threads):
     name = "log_softmax" if log else "softmax"
     rng = rng_of(seed)

@@ -3,12 +3,25 @@ weights, ignore_index (also a valid class index), label smoothing, logits of +-1
 empty batches and zero classes, the optional outputs; batch norm with and without
 affine parameters and running statistics, in training and evaluation, and its backward
 with every output optional. Threaded runs: test_threads.py."""
+
 import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzz_common import (assert_close, both, dtypes, magnitude, outcome, random_array, rng_of,
-                         same_outcome, seeds, sentinel, threads, value_kinds)
+from fuzz_common import (
+    assert_close,
+    both,
+    dtypes,
+    magnitude,
+    outcome,
+    random_array,
+    rng_of,
+    same_outcome,
+    seeds,
+    sentinel,
+    threads,
+    value_kinds,
+)
 
 
 def class_targets(rng, n, c, ignore_index, ignore_fraction):
@@ -26,12 +39,23 @@ def ignore_value(choice, c):
     return {"-100": -100, "class 0": 0, "last class": max(c - 1, 0), "huge": 2**62}[choice]
 
 
-@given(shape=loss_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, big=st.booleans(),
-       use_weight=st.booleans(), ignore=ignore_choices, ignore_fraction=st.sampled_from([0, 0.3, 1]),
-       smoothing=st.one_of(st.just(0.0), st.floats(0, 1)), normalize=st.booleans(),
-       want_grad=st.booleans(), n_threads=threads)
-def test_cross_entropy_forward(shape, dtype, seed, kind, big, use_weight, ignore, ignore_fraction,
-                               smoothing, normalize, want_grad, n_threads):
+@given(
+    shape=loss_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    big=st.booleans(),
+    use_weight=st.booleans(),
+    ignore=ignore_choices,
+    ignore_fraction=st.sampled_from([0, 0.3, 1]),
+    smoothing=st.one_of(st.just(0.0), st.floats(0, 1)),
+    normalize=st.booleans(),
+    want_grad=st.booleans(),
+    n_threads=threads,
+)
+def test_cross_entropy_forward(
+    shape, dtype, seed, kind, big, use_weight, ignore, ignore_fraction, smoothing, normalize, want_grad, n_threads
+):
     n, c = shape
     rng = rng_of(seed)
     logits = random_array(rng, shape, dtype, kind) * dtype(1e4 if big else 1)
@@ -52,15 +76,20 @@ def test_cross_entropy_forward(shape, dtype, seed, kind, big, use_weight, ignore
     assert_close(got_sums[0], sums[0], dtype, n * row_scale, "loss sum " + what)
     assert_close(got_sums[1], sums[1], dtype, n * magnitude(weight), "total weight " + what)
     if want_grad:
-        assert_close(got_grad, grad, dtype, 1.0 + 1.0 / max(abs(sums[1]), 1e-30) * magnitude(weight),
-                     "grad " + what)
+        assert_close(got_grad, grad, dtype, 1.0 + 1.0 / max(abs(sums[1]), 1e-30) * magnitude(weight), "grad " + what)
 
 
-@given(shape=st.tuples(st.integers(0, 6), st.integers(0, 7)), dtype=dtypes, seed=seeds,
-       kind=value_kinds, use_weight=st.booleans(), ignore=ignore_choices,
-       ignore_fraction=st.sampled_from([0, 0.3, 1]), n_threads=threads)
-def test_nll_loss_forward_and_backward(shape, dtype, seed, kind, use_weight, ignore,
-                                       ignore_fraction, n_threads):
+@given(
+    shape=st.tuples(st.integers(0, 6), st.integers(0, 7)),
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    use_weight=st.booleans(),
+    ignore=ignore_choices,
+    ignore_fraction=st.sampled_from([0, 0.3, 1]),
+    n_threads=threads,
+)
+def test_nll_loss_forward_and_backward(shape, dtype, seed, kind, use_weight, ignore, ignore_fraction, n_threads):
     n, c = shape
     rng = rng_of(seed)
     log_probs = random_array(rng, shape, dtype, kind)
@@ -86,10 +115,17 @@ def test_nll_loss_forward_and_backward(shape, dtype, seed, kind, use_weight, ign
 any_shapes = st.lists(st.integers(0, 5), max_size=4).map(tuple)
 
 
-@given(shape=any_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, want_squares=st.booleans(),
-       per_element=st.booleans(), scale=st.floats(-4, 4, allow_nan=False), n_threads=threads)
-def test_mse_loss_forward_and_backward(shape, dtype, seed, kind, want_squares, per_element,
-                                       scale, n_threads):
+@given(
+    shape=any_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    want_squares=st.booleans(),
+    per_element=st.booleans(),
+    scale=st.floats(-4, 4, allow_nan=False),
+    n_threads=threads,
+)
+def test_mse_loss_forward_and_backward(shape, dtype, seed, kind, want_squares, per_element, scale, n_threads):
     rng = rng_of(seed)
     x, y = random_array(rng, shape, dtype, kind), random_array(rng, shape, dtype, kind)
     comp, ref = both("mse_loss_forward")
@@ -111,13 +147,22 @@ def test_mse_loss_forward_and_backward(shape, dtype, seed, kind, want_squares, p
     assert_close(got, expected, dtype, magnitude(diff, grad_loss) * abs(scale), "mse backward")
 
 
-@given(shape=st.tuples(st.integers(0, 5), st.integers(0, 6)),
-       dtype=dtypes, seed=seeds, kind=value_kinds, big=st.booleans(), use_weight=st.booleans(),
-       use_pos_weight=st.booleans(), want_losses=st.booleans(), want_grad=st.booleans(),
-       grad_scale=st.floats(-2, 2, allow_nan=False), n_threads=threads)
-def test_binary_cross_entropy_with_logits_forward(shape, dtype, seed, kind, big, use_weight,
-                                                  use_pos_weight, want_losses, want_grad,
-                                                  grad_scale, n_threads):
+@given(
+    shape=st.tuples(st.integers(0, 5), st.integers(0, 6)),
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    big=st.booleans(),
+    use_weight=st.booleans(),
+    use_pos_weight=st.booleans(),
+    want_losses=st.booleans(),
+    want_grad=st.booleans(),
+    grad_scale=st.floats(-2, 2, allow_nan=False),
+    n_threads=threads,
+)
+def test_binary_cross_entropy_with_logits_forward(
+    shape, dtype, seed, kind, big, use_weight, use_pos_weight, want_losses, want_grad, grad_scale, n_threads
+):
     rng = rng_of(seed)
     x = random_array(rng, shape, dtype, kind) * dtype(1e4 if big else 1)
     y = rng.random(shape).astype(dtype)
@@ -139,10 +184,14 @@ def test_binary_cross_entropy_with_logits_forward(shape, dtype, seed, kind, big,
 
 
 norm_shapes = st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 6))
-norm_options = st.fixed_dictionaries({
-    "affine": st.sampled_from(["none", "weight", "both"]), "running": st.booleans(),
-    "momentum": st.sampled_from([0.0, 0.1, 0.5, 1.0]), "eps": st.sampled_from([1e-5, 1e-3, 0.5]),
-})
+norm_options = st.fixed_dictionaries(
+    {
+        "affine": st.sampled_from(["none", "weight", "both"]),
+        "running": st.booleans(),
+        "momentum": st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+        "eps": st.sampled_from([1e-5, 1e-3, 0.5]),
+    }
+)
 
 
 def norm_arrays(rng, shape, dtype, kind, options):
@@ -155,8 +204,7 @@ def norm_arrays(rng, shape, dtype, kind, options):
     return x, weight, bias, mean, var
 
 
-@given(shape=norm_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, options=norm_options,
-       n_threads=threads)
+@given(shape=norm_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, options=norm_options, n_threads=threads)
 def test_batch_norm_forward_train(shape, dtype, seed, kind, options, n_threads):
     rng = rng_of(seed)
     x, weight, bias, mean, var = norm_arrays(rng, shape, dtype, kind, options)
@@ -165,23 +213,26 @@ def test_batch_norm_forward_train(shape, dtype, seed, kind, options, n_threads):
     for kernel, threads_ in ((comp, n_threads), (ref, 1)):
         rm, rv = (mean.copy(), var.copy()) if options["running"] else (None, None)
         out, sm, si = sentinel(shape, dtype), sentinel(shape[1:2], dtype), sentinel(shape[1:2], dtype)
-        result = outcome(kernel, x, weight, bias, rm, rv, options["momentum"], options["eps"], out,
-                         sm, si, threads_)
+        result = outcome(kernel, x, weight, bias, rm, rv, options["momentum"], options["eps"], out, sm, si, threads_)
         outs.append((result, out, sm, si, rm, rv))
     if not same_outcome("batch_norm_forward_train", outs[0][0], outs[1][0]):
         return
     n, c, s = shape
     spread = magnitude(x) ** 2 / options["eps"]  # rounding of (x - mean) * invstd
     names = ("out", "save_mean", "save_invstd", "running_mean", "running_var")
-    scales = (n * s * (1 + spread) * magnitude(weight) + magnitude(bias), n * s * magnitude(x),
-              n * s * spread / options["eps"] ** 0.5, n * s * magnitude(x), n * s * spread)
+    scales = (
+        n * s * (1 + spread) * magnitude(weight) + magnitude(bias),
+        n * s * magnitude(x),
+        n * s * spread / options["eps"] ** 0.5,
+        n * s * magnitude(x),
+        n * s * spread,
+    )
     for name, got, expected, scale in zip(names, outs[0][1:], outs[1][1:], scales):
         if expected is not None:
             assert_close(got, expected, dtype, scale, f"{name} {shape} {options}")
 
 
-@given(shape=norm_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, options=norm_options,
-       n_threads=threads)
+@given(shape=norm_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, options=norm_options, n_threads=threads)
 def test_batch_norm_forward_eval(shape, dtype, seed, kind, options, n_threads):
     rng = rng_of(seed)
     x, weight, bias, mean, var = norm_arrays(rng, shape, dtype, kind, options)
@@ -196,9 +247,16 @@ def test_batch_norm_forward_eval(shape, dtype, seed, kind, options, n_threads):
     assert_close(outs[0][1], outs[1][1], dtype, 4.0, "save_invstd")
 
 
-@given(shape=norm_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, options=norm_options,
-       batch_stats=st.booleans(), wants=st.tuples(st.booleans(), st.booleans(), st.booleans()),
-       n_threads=threads)
+@given(
+    shape=norm_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    options=norm_options,
+    batch_stats=st.booleans(),
+    wants=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    n_threads=threads,
+)
 def test_batch_norm_backward(shape, dtype, seed, kind, options, batch_stats, wants, n_threads):
     rng = rng_of(seed)
     x, weight, _, mean, var = norm_arrays(rng, shape, dtype, kind, options)
@@ -220,8 +278,12 @@ def test_batch_norm_backward(shape, dtype, seed, kind, options, batch_stats, wan
             assert_close(got, expected, dtype, scale, f"{name} {shape} batch_stats={batch_stats}")
 
 
-@given(shape=norm_shapes.filter(lambda s: s[1] > 0 and s[0] * s[2] > 1), dtype=dtypes,
-       value=st.floats(-3, 3, allow_nan=False), train=st.booleans())
+@given(
+    shape=norm_shapes.filter(lambda s: s[1] > 0 and s[0] * s[2] > 1),
+    dtype=dtypes,
+    value=st.floats(-3, 3, allow_nan=False),
+    train=st.booleans(),
+)
 # found by the long profile: the twins' means differed by rounding, so x - mean was a
 # residue of opposite signs (-1 and +1 after normalization) instead of 0 (NaN)
 @example(shape=(2, 1, 3), dtype=np.float64, value=1e-08, train=True)

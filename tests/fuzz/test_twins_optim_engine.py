@@ -3,6 +3,7 @@ twins. The optimizer kernels promise the same bits as the reference (same operat
 in the same order, no fused multiply-add), so they are compared exactly, over several
 steps, several tensors per call (empty ones included), every option. Threaded runs:
 test_threads.py."""
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,11 +36,23 @@ def assert_same_bits(got_lists, expected_lists, what):
             np.testing.assert_array_equal(g, e, err_msg=f"{what}: role {role}, tensor {i}")
 
 
-@given(shapes=tensor_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, steps=st.integers(1, 3),
-       lr=small, momentum=st.sampled_from([0.0, 0.5, 0.9]), dampening=small, weight_decay=small,
-       nesterov=st.booleans(), maximize=st.booleans(), n_threads=threads)
-def test_sgd_step(shapes, dtype, seed, kind, steps, lr, momentum, dampening, weight_decay,
-                  nesterov, maximize, n_threads):
+@given(
+    shapes=tensor_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    steps=st.integers(1, 3),
+    lr=small,
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    dampening=small,
+    weight_decay=small,
+    nesterov=st.booleans(),
+    maximize=st.booleans(),
+    n_threads=threads,
+)
+def test_sgd_step(
+    shapes, dtype, seed, kind, steps, lr, momentum, dampening, weight_decay, nesterov, maximize, n_threads
+):
     comp, ref = both("sgd_step")
     params, grads, (bufs,) = group(rng_of(seed), shapes, dtype, kind, 1)
     lists = {"compiled": [params, grads, bufs]}
@@ -47,17 +60,28 @@ def test_sgd_step(shapes, dtype, seed, kind, steps, lr, momentum, dampening, wei
     for step in range(steps):
         for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
             p, g, b = lists[name]
-            kernel(p, g, b if momentum else [], lr, momentum, dampening, weight_decay, nesterov,
-                   maximize, step == 0, n)
+            kernel(p, g, b if momentum else [], lr, momentum, dampening, weight_decay, nesterov, maximize, step == 0, n)
         assert_same_bits(lists["compiled"], lists["reference"], f"sgd step {step + 1}")
 
 
-@given(shapes=tensor_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, steps=st.integers(1, 3),
-       lr=small, betas=st.tuples(unit, unit), eps=st.sampled_from([1e-8, 1e-3, 0.0]),
-       weight_decay=small, amsgrad=st.booleans(), maximize=st.booleans(),
-       decoupled=st.booleans(), n_threads=threads)
-def test_adam_step(shapes, dtype, seed, kind, steps, lr, betas, eps, weight_decay, amsgrad,
-                   maximize, decoupled, n_threads):
+@given(
+    shapes=tensor_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    steps=st.integers(1, 3),
+    lr=small,
+    betas=st.tuples(unit, unit),
+    eps=st.sampled_from([1e-8, 1e-3, 0.0]),
+    weight_decay=small,
+    amsgrad=st.booleans(),
+    maximize=st.booleans(),
+    decoupled=st.booleans(),
+    n_threads=threads,
+)
+def test_adam_step(
+    shapes, dtype, seed, kind, steps, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, n_threads
+):
     comp, ref = both("adam_step")
     params, grads, state = group(rng_of(seed), shapes, dtype, kind, 3)
     lists = {"compiled": [params, grads] + state}
@@ -65,17 +89,44 @@ def test_adam_step(shapes, dtype, seed, kind, steps, lr, betas, eps, weight_deca
     for step in range(1, steps + 1):
         for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
             p, g, m, v, vmax = lists[name]
-            kernel(p, g, m, v, vmax if amsgrad else [], step, lr, betas[0], betas[1], eps,
-                   weight_decay, amsgrad, maximize, decoupled, n)
+            kernel(
+                p,
+                g,
+                m,
+                v,
+                vmax if amsgrad else [],
+                step,
+                lr,
+                betas[0],
+                betas[1],
+                eps,
+                weight_decay,
+                amsgrad,
+                maximize,
+                decoupled,
+                n,
+            )
         assert_same_bits(lists["compiled"], lists["reference"], f"adam step {step}")
 
 
-@given(shapes=tensor_shapes, dtype=dtypes, seed=seeds, kind=value_kinds, steps=st.integers(1, 3),
-       lr=small, alpha=unit, eps=st.sampled_from([1e-8, 1e-3, 0.0]), weight_decay=small,
-       momentum=st.sampled_from([0.0, 0.5, 0.9]), centered=st.booleans(), maximize=st.booleans(),
-       n_threads=threads)
-def test_rmsprop_step(shapes, dtype, seed, kind, steps, lr, alpha, eps, weight_decay, momentum,
-                      centered, maximize, n_threads):
+@given(
+    shapes=tensor_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    steps=st.integers(1, 3),
+    lr=small,
+    alpha=unit,
+    eps=st.sampled_from([1e-8, 1e-3, 0.0]),
+    weight_decay=small,
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    centered=st.booleans(),
+    maximize=st.booleans(),
+    n_threads=threads,
+)
+def test_rmsprop_step(
+    shapes, dtype, seed, kind, steps, lr, alpha, eps, weight_decay, momentum, centered, maximize, n_threads
+):
     comp, ref = both("rmsprop_step")
     params, grads, state = group(rng_of(seed), shapes, dtype, kind, 3)
     state[1] = [np.zeros_like(a) for a in state[1]]  # grad_avg starts at zero, as RMSprop's
@@ -84,13 +135,25 @@ def test_rmsprop_step(shapes, dtype, seed, kind, steps, lr, alpha, eps, weight_d
     for step in range(steps):
         for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
             p, g, sq, ga, buf = lists[name]
-            kernel(p, g, sq, ga if centered else [], buf if momentum else [], lr, alpha, eps,
-                   weight_decay, momentum, centered, maximize, n)
+            kernel(
+                p,
+                g,
+                sq,
+                ga if centered else [],
+                buf if momentum else [],
+                lr,
+                alpha,
+                eps,
+                weight_decay,
+                momentum,
+                centered,
+                maximize,
+                n,
+            )
         assert_same_bits(lists["compiled"], lists["reference"], f"rmsprop step {step + 1}")
 
 
-@given(shape=st.lists(st.integers(0, 5), max_size=4).map(tuple), dtype=dtypes, seed=seeds,
-       kind=value_kinds)
+@given(shape=st.lists(st.integers(0, 5), max_size=4).map(tuple), dtype=dtypes, seed=seeds, kind=value_kinds)
 def test_accumulate(shape, dtype, seed, kind):
     comp, ref = both("accumulate")
     rng = rng_of(seed)

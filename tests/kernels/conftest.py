@@ -4,6 +4,7 @@ where a test names them, on every build and SIMD level of a family (simd_builds.
 
 The helper modules are imported by name, so this directory is put on sys.path here (the
 suite imports test files with --import-mode=importlib, which does not do that itself)."""
+
 import os
 import sys
 

@@ -4,6 +4,7 @@ The baseline build runs every level the CPU has (its hand-written kernels dispat
 time); the x86-64-v3 build runs AVX2 and up. ``at_level`` selects one for a test and
 restores the module's level after, so a test can cover a path the bound one does not run.
 """
+
 import contextlib
 import importlib
 

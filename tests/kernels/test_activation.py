@@ -1,5 +1,6 @@
 """Activation kernels: compiled against the pure-Python reference on a grid of shapes and
 both dtypes, threaded against single-threaded, and bad arrays rejected by both homes."""
+
 import importlib
 import re
 
@@ -14,7 +15,7 @@ SOFTMAX = ("softmax", "log_softmax")
 DTYPES = (np.float32, np.float64)
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 4), (1, 1, 1, 9), (0,), (4, 0)]
 ROW_SHAPES = [(1, 1), (1, 7), (5, 3), (2, 33), (17, 4), (0, 3), (3, 0)]
-BIG = 70_000          # above the compiled kernels' threading thresholds
+BIG = 70_000  # above the compiled kernels' threading thresholds
 BIG_ROWS = (130, 129)  # rows * cols above the softmax threading threshold
 
 
@@ -37,7 +38,7 @@ def sample(shape, dtype, seed=0, scale=4.0):
     x = rng.standard_normal(shape) * scale
     flat = x.reshape(-1)
     specials = [0.0, -0.0, 1e4, -1e4, 88.0, -104.0, 20.0, -20.0]
-    flat[:min(len(specials), flat.size)] = specials[:flat.size]
+    flat[: min(len(specials), flat.size)] = specials[: flat.size]
     return x.astype(dtype)
 
 
@@ -62,8 +63,9 @@ def test_elementwise_matches_reference(compiled, name, shape, dtype):
     np.testing.assert_allclose(out_c, out_r, **tol(dtype))
     assert np.isfinite(out_c).all()
     g = sample(shape, dtype, seed=1, scale=1.0)
-    np.testing.assert_allclose(run_backward(compiled, name, out_c, g),
-                               run_backward(reference, name, out_c, g), **tol(dtype))
+    np.testing.assert_allclose(
+        run_backward(compiled, name, out_c, g), run_backward(reference, name, out_c, g), **tol(dtype)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -71,31 +73,36 @@ def test_elementwise_matches_reference(compiled, name, shape, dtype):
 @pytest.mark.parametrize("slope", [0.01, 0.2, -0.5, 0.0])
 def test_leaky_relu_matches_reference(compiled, slope, shape, dtype):
     x = sample(shape, dtype)
-    np.testing.assert_allclose(run_forward(compiled, "leaky_relu", x, slope),
-                               run_forward(reference, "leaky_relu", x, slope), **tol(dtype))
+    np.testing.assert_allclose(
+        run_forward(compiled, "leaky_relu", x, slope), run_forward(reference, "leaky_relu", x, slope), **tol(dtype)
+    )
     g = sample(shape, dtype, seed=1, scale=1.0)
-    np.testing.assert_allclose(run_backward(compiled, "leaky_relu", x, g, slope),
-                               run_backward(reference, "leaky_relu", x, g, slope), **tol(dtype))
+    np.testing.assert_allclose(
+        run_backward(compiled, "leaky_relu", x, g, slope),
+        run_backward(reference, "leaky_relu", x, g, slope),
+        **tol(dtype),
+    )
 
 
 @pytest.mark.parametrize("module_name", ["compiled", "reference"])
 def test_elementwise_values(compiled, module_name):
     module = compiled if module_name == "compiled" else reference
     x = np.array([-2.0, -0.0, 0.0, 3.0, np.nan, np.inf, -np.inf, 1e4, -1e4])
-    np.testing.assert_array_equal(run_forward(module, "relu", x),
-                                  [0, 0, 0, 3, np.nan, np.inf, 0, 1e4, 0])
-    np.testing.assert_array_equal(run_forward(module, "leaky_relu", x, 0.1),
-                                  [-0.2, -0.0, 0, 3, np.nan, np.inf, -np.inf, 1e4, -1e3])
+    np.testing.assert_array_equal(run_forward(module, "relu", x), [0, 0, 0, 3, np.nan, np.inf, 0, 1e4, 0])
+    np.testing.assert_array_equal(
+        run_forward(module, "leaky_relu", x, 0.1), [-0.2, -0.0, 0, 3, np.nan, np.inf, -np.inf, 1e4, -1e3]
+    )
     sig = run_forward(module, "sigmoid", x)
-    np.testing.assert_allclose(sig, [1 / (1 + np.exp(2)), 0.5, 0.5, 1 / (1 + np.exp(-3)), np.nan,
-                                     1, 0, 1, 0], rtol=1e-15)
+    np.testing.assert_allclose(
+        sig, [1 / (1 + np.exp(2)), 0.5, 0.5, 1 / (1 + np.exp(-3)), np.nan, 1, 0, 1, 0], rtol=1e-15
+    )
     np.testing.assert_allclose(run_forward(module, "tanh", x), np.tanh(x), rtol=1e-15)
     # relu backward uses the output: zero gradient where the output is 0 (also at x = 0)
     g = np.arange(1.0, 10.0)
-    np.testing.assert_array_equal(run_backward(module, "relu", run_forward(module, "relu", x), g),
-                                  [0, 0, 0, 4, 0, 6, 0, 8, 0])
-    np.testing.assert_array_equal(run_backward(module, "leaky_relu", x, g, 0.5),
-                                  [0.5, 1, 1.5, 4, 2.5, 6, 3.5, 8, 4.5])
+    np.testing.assert_array_equal(
+        run_backward(module, "relu", run_forward(module, "relu", x), g), [0, 0, 0, 4, 0, 6, 0, 8, 0]
+    )
+    np.testing.assert_array_equal(run_backward(module, "leaky_relu", x, g, 0.5), [0.5, 1, 1.5, 4, 2.5, 6, 3.5, 8, 4.5])
 
 
 def softmax_oracle(x, log):
@@ -115,8 +122,9 @@ def test_softmax_matches_reference(compiled, name, shape, dtype):
     if x.size:
         np.testing.assert_allclose(out_c, softmax_oracle(x, name == "log_softmax"), rtol=1e-5, atol=1e-7)
     g = sample(shape, dtype, seed=1, scale=1.0)
-    np.testing.assert_allclose(run_backward(compiled, name, out_c, g),
-                               run_backward(reference, name, out_c, g), **tol(dtype))
+    np.testing.assert_allclose(
+        run_backward(compiled, name, out_c, g), run_backward(reference, name, out_c, g), **tol(dtype)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -172,6 +180,7 @@ def test_in_place_output(compiled, name):
 
 # --------------------------------------------------------------------------- bad arrays
 
+
 @pytest.fixture(params=["compiled", "reference"])
 def module(request, compiled):
     return compiled if request.param == "compiled" else reference
@@ -212,12 +221,17 @@ def test_softmax_needs_rows(module, name):
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE + SOFTMAX)
-@pytest.mark.parametrize("n_threads, error", [(0, ValueError), (-3, ValueError), (None, TypeError),
-                                              (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "n_threads, error",
+    [(0, ValueError), (-3, ValueError), (None, TypeError), (1.5, TypeError), ("2", TypeError), (True, TypeError)],
+)
 def test_bad_n_threads_named(module, name, n_threads, error):
     x = np.ones((3, 4), np.float32)
-    with pytest.raises(error, match=rf"^{name}_forward: n_threads must be a positive integer, "
-                                    rf"got {re.escape(repr(n_threads))}$"):
+    with pytest.raises(
+        error,
+        match=rf"^{name}_forward: n_threads must be a positive integer, "
+        rf"got {re.escape(repr(n_threads))}$",
+    ):
         getattr(module, name + "_forward")(x, np.empty_like(x), n_threads)
     with pytest.raises(error, match=rf"^{name}_backward: n_threads must be a positive integer"):
         getattr(module, name + "_backward")(x, x, np.empty_like(x), n_threads)
@@ -277,8 +291,7 @@ def outcome(fn, *args):
 
 
 @hypothesis.settings(max_examples=60, deadline=None)
-@hypothesis.given(arrays=maybe_bad_arrays(), name=st.sampled_from(ELEMENTWISE + SOFTMAX),
-                  n_threads=st.integers(1, 3))
+@hypothesis.given(arrays=maybe_bad_arrays(), name=st.sampled_from(ELEMENTWISE + SOFTMAX), n_threads=st.integers(1, 3))
 def test_random_arrays_never_crash(compiled, arrays, name, n_threads):
     x, out = arrays
     results = []

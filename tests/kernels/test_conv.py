@@ -1,6 +1,7 @@
 """Compiled conv2d kernels against their pure-Python twins, on a grid of geometries, on
 every internal path (direct and general, SIMD and portable), with threads (the same bits
 for every thread count), and with bad arrays (which must raise, naming the kernel)."""
+
 import importlib
 import sys
 
@@ -33,8 +34,7 @@ def out_size(n, pad, extra, k, dil, stride):
 class Case:
     """One convolution: shapes and the kernels' scalar arguments."""
 
-    def __init__(self, n, c, h, w, co, kh, kw, stride=(1, 1), pad=(0, 0), dil=(1, 1),
-                 groups=1, extra=(0, 0)):
+    def __init__(self, n, c, h, w, co, kh, kw, stride=(1, 1), pad=(0, 0), dil=(1, 1), groups=1, extra=(0, 0)):
         self.x_shape = (n, c, h, w)
         self.w_shape = (co, c // groups, kh, kw)
         ho = out_size(h, pad[0], extra[0], kh, dil[0], stride[0])
@@ -68,17 +68,17 @@ CASES = [
     Case(2, 3, 9, 9, 4, 3, 3, dil=(2, 2), pad=(2, 2)),
     Case(1, 2, 8, 10, 3, 2, 3, dil=(2, 1), pad=(1, 0)),
     Case(2, 4, 8, 7, 6, 3, 3, groups=2, pad=(1, 1)),
-    Case(2, 4, 7, 8, 4, 3, 3, groups=4, pad=(1, 1)),                # depthwise
+    Case(2, 4, 7, 8, 4, 3, 3, groups=4, pad=(1, 1)),  # depthwise
     Case(2, 3, 8, 7, 6, 3, 2, groups=3, stride=(2, 1), pad=(1, 0)),  # depthwise x2
-    Case(2, 2, 6, 8, 3, 4, 4, pad=(1, 1), extra=(1, 1)),            # 'same', even kernel
-    Case(1, 2, 7, 6, 2, 2, 3, pad=(0, 1), extra=(1, 0)),            # 'same' (2, 3)
-    Case(2, 3, 6, 6, 4, 3, 3, dil=(2, 2), pad=(2, 2)),              # 'same', dilated
-    Case(2, 1, 12, 12, 6, 5, 5, pad=(2, 2)),                        # LeNet conv1, small
-    Case(2, 6, 9, 9, 5, 5, 5),                                      # LeNet conv2, small
-    Case(1, 3, 5, 5, 4, 1, 1),                                      # 1x1
-    Case(2, 2, 4, 5, 3, 4, 5),                                      # kernel = image rows
-    Case(1, 2, 3, 3, 2, 3, 3, pad=(4, 3)),                          # padding > kernel
-    Case(1, 1, 1, 1, 2, 1, 1),                                      # 1x1 image
+    Case(2, 2, 6, 8, 3, 4, 4, pad=(1, 1), extra=(1, 1)),  # 'same', even kernel
+    Case(1, 2, 7, 6, 2, 2, 3, pad=(0, 1), extra=(1, 0)),  # 'same' (2, 3)
+    Case(2, 3, 6, 6, 4, 3, 3, dil=(2, 2), pad=(2, 2)),  # 'same', dilated
+    Case(2, 1, 12, 12, 6, 5, 5, pad=(2, 2)),  # LeNet conv1, small
+    Case(2, 6, 9, 9, 5, 5, 5),  # LeNet conv2, small
+    Case(1, 3, 5, 5, 4, 1, 1),  # 1x1
+    Case(2, 2, 4, 5, 3, 4, 5),  # kernel = image rows
+    Case(1, 2, 3, 3, 2, 3, 3, pad=(4, 3)),  # padding > kernel
+    Case(1, 1, 1, 1, 2, 1, 1),  # 1x1 image
     Case(2, 2, 9, 8, 3, 3, 3, stride=(2, 2), dil=(2, 1), pad=(2, 1), extra=(1, 1)),
 ]
 
@@ -94,8 +94,7 @@ def run_all(mod, case, x, w, b, g, relu=False, n_threads=1, workspace=True):
     def ws(kind):
         if not workspace:
             return None
-        size = mod.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape,
-                                         *case.params, n_threads)
+        size = mod.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, n_threads)
         return np.full(size, np.nan, dtype)  # contents on entry must not matter
 
     mod.conv2d_forward(x, w, b, out, *case.params, relu, ws("forward"), n_threads)
@@ -108,8 +107,7 @@ def run_all(mod, case, x, w, b, g, relu=False, n_threads=1, workspace=True):
 def assert_same(got, want, dtype, names=("out", "grad_x", "grad_weight", "grad_bias")):
     for name, a, e in zip(names, got, want):
         scale = max(1.0, float(np.max(np.abs(e)))) if e.size else 1.0
-        np.testing.assert_allclose(a, e, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale,
-                                   err_msg=name)
+        np.testing.assert_allclose(a, e, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale, err_msg=name)
 
 
 _expected_cache = {}
@@ -181,9 +179,10 @@ def test_compiled_matches_reference(case, dtype):
 STRIDE1 = [c for c in CASES if c.params[:2] == (1, 1)]
 
 
-@pytest.mark.parametrize("input_direct,flat_dot,simd", [
-    (True, True, 2), (False, False, 2), (True, False, 1), (False, True, 1), (True, True, 0),
-    (False, False, 0)])
+@pytest.mark.parametrize(
+    "input_direct,flat_dot,simd",
+    [(True, True, 2), (False, False, 2), (True, False, 1), (False, True, 1), (True, True, 0), (False, False, 0)],
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_path_matches_reference(paths, input_direct, flat_dot, simd, dtype):
     paths._force_paths(input_direct=input_direct, flat_dot=flat_dot)
@@ -213,8 +212,7 @@ def test_paths_are_chosen_as_documented():
     d = Case(8, 6, 14, 14, 16, 3, 3, stride=(2, 2), dil=(2, 2))
     info = compiled._plan_info("forward", d.x_shape, d.w_shape, d.y_shape, *d.params, 1)
     assert info["path"] == "im2col"
-    assert compiled._plan_info("backward_input", s.x_shape, s.w_shape, s.y_shape, *s.params,
-                               1)["path"] == "col2im"
+    assert compiled._plan_info("backward_input", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)["path"] == "col2im"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -222,8 +220,7 @@ def test_threads_match_reference_and_repeat_exactly(dtype):
     # big enough for a parallel region (the kernels thread only above ~3 MFLOP)
     case = Case(8, 6, 16, 15, 16, 3, 3, pad=(1, 1))
     for kind in ("forward", "backward_input", "backward_weight"):
-        assert compiled._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params,
-                                   2)["threads"] == 2
+        assert compiled._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 2)["threads"] == 2
     x, w, b, g = case.arrays(dtype)
     two = run_all(compiled, case, x, w, b, g, True, n_threads=2)
     if dtype == np.float64:  # the reference is slow: once
@@ -233,16 +230,16 @@ def test_threads_match_reference_and_repeat_exactly(dtype):
         np.testing.assert_array_equal(a, b_)  # identical run to run at a fixed thread count
     strided = Case(8, 6, 31, 30, 16, 3, 3, stride=(2, 2), pad=(1, 1))
     x, w, b, g = strided.arrays(dtype)
-    assert_same(run_all(compiled, strided, x, w, b, g, n_threads=2),
-                run_all(compiled, strided, x, w, b, g, n_threads=1), dtype)
+    assert_same(
+        run_all(compiled, strided, x, w, b, g, n_threads=2), run_all(compiled, strided, x, w, b, g, n_threads=1), dtype
+    )
 
 
 def test_weight_gradient_in_uneven_chunks_matches_reference():
     # 7 images in blocks of 2 (the last of 1) and 3 chunks of whole blocks (2, 2 and 3
     # images), each summed on its own and then added
     case = Case(7, 8, 14, 14, 16, 3, 3, pad=(1, 1))
-    info = compiled._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape,
-                               *case.params, 2)
+    info = compiled._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape, *case.params, 2)
     assert (info["images_per_block"], info["blocks"], info["chunks"]) == (2, 4, 3)
     assert info["threads"] == 2
     x, w, b, g = case.arrays(np.float64)
@@ -270,10 +267,13 @@ def _thread_cases():
             dil = (int(rng.choice([1, 1, 2])),) * 2
             pad = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
             cases.append(Case(n, c, h, w, co, kh, kw, stride, pad, dil, groups))
-    cases += [Case(7, 8, 14, 14, 16, 3, 3, pad=(1, 1)),
-              Case(7, 8, 29, 29, 16, 3, 3, stride=(2, 2), pad=(1, 1)),
-              Case(64, 1, 28, 28, 6, 5, 5, pad=(2, 2)), Case(64, 6, 14, 14, 16, 5, 5),
-              Case(64, 16, 12, 12, 32, 3, 3, pad=(1, 1))]
+    cases += [
+        Case(7, 8, 14, 14, 16, 3, 3, pad=(1, 1)),
+        Case(7, 8, 29, 29, 16, 3, 3, stride=(2, 2), pad=(1, 1)),
+        Case(64, 1, 28, 28, 6, 5, 5, pad=(2, 2)),
+        Case(64, 6, 14, 14, 16, 5, 5),
+        Case(64, 16, 12, 12, 32, 3, 3, pad=(1, 1)),
+    ]
     return cases
 
 
@@ -289,15 +289,15 @@ def test_thread_count_does_not_change_a_bit(dtype):
     for i, case in enumerate(THREAD_CASES):
         x, w, b, g = case.arrays(dtype, seed=i)
         one = run_all(compiled, case, x, w, b, g, relu=i % 2 == 0, n_threads=1)
-        chunks = compiled._plan_info("backward_weight", case.x_shape, case.w_shape,
-                                     case.y_shape, *case.params, 1)["chunks"]
+        chunks = compiled._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)[
+            "chunks"
+        ]
         for n_threads in (2, 3, 4):
             got = run_all(compiled, case, x, w, b, g, relu=i % 2 == 0, n_threads=n_threads)
             for name, a, e in zip(("out", "grad_x", "grad_weight", "grad_bias"), got, one):
                 assert np.array_equal(a, e), f"{name} differs: {case}, {n_threads} threads"
             for kind in ("forward", "backward_input", "backward_weight"):
-                info = compiled._plan_info(kind, case.x_shape, case.w_shape, case.y_shape,
-                                           *case.params, n_threads)
+                info = compiled._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, n_threads)
                 if info["threads"] > 1:
                     threaded.add((kind, case.x_shape[0], n_threads))
                 if kind == "backward_weight":
@@ -311,8 +311,7 @@ def test_thread_count_does_not_change_a_bit(dtype):
 def test_workspace_none_allocates():
     case = CASES[3]
     x, w, b, g = case.arrays(np.float32)
-    assert_same(run_all(compiled, case, x, w, b, g, workspace=False),
-                expected(case, np.float32, False), np.float32)
+    assert_same(run_all(compiled, case, x, w, b, g, workspace=False), expected(case, np.float32, False), np.float32)
 
 
 @pytest.mark.parametrize("flat_dot", [True, False])
@@ -358,25 +357,24 @@ def test_batch_zero():
 def test_workspace_size():
     case = Case(4, 3, 16, 16, 8, 3, 3, pad=(1, 1))
     for kind in ("forward", "backward_input", "backward_weight"):
-        n = compiled.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape,
-                                           *case.params, 1)
+        n = compiled.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
         assert isinstance(n, int) and n > 0
-        assert reference.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape,
-                                               *case.params, 1) == 0
+        assert reference.conv2d_workspace_size(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1) == 0
     for mod in (compiled, reference):
         with pytest.raises(ValueError, match="conv2d_workspace_size"):
-            mod.conv2d_workspace_size("sideways", case.x_shape, case.w_shape, case.y_shape,
-                                      *case.params, 1)
+            mod.conv2d_workspace_size("sideways", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
     # absurd geometries are refused before any size arithmetic could wrap around
-    big = 2 ** 31 + 1
+    big = 2**31 + 1
     for mod in (compiled, reference):
         with pytest.raises(ValueError, match="dimension above"):
-            mod.conv2d_workspace_size("forward", (1, 1, 1, 1), (1, 1, 1, 1), (1, 1, big, big),
-                                      1, 1, 2 ** 30, 2 ** 30, 1, 1, 1, 1)
-    side = 2 ** 20
+            mod.conv2d_workspace_size(
+                "forward", (1, 1, 1, 1), (1, 1, 1, 1), (1, 1, big, big), 1, 1, 2**30, 2**30, 1, 1, 1, 1
+            )
+    side = 2**20
     with pytest.raises(ValueError, match="too large"):
-        compiled.conv2d_workspace_size("forward", (1, 64, side, side), (64, 64, 1, 1),
-                                       (1, 64, side, side), 1, 1, 0, 0, 1, 1, 1, 1)
+        compiled.conv2d_workspace_size(
+            "forward", (1, 64, side, side), (64, 64, 1, 1), (1, 64, side, side), 1, 1, 0, 0, 1, 1, 1, 1
+        )
 
 
 # --------------------------------------------------------------------------- bad input
@@ -386,9 +384,16 @@ GOOD = Case(2, 4, 6, 5, 6, 3, 3, pad=(1, 1), groups=2)
 
 def good_arrays():
     x, w, b, g = GOOD.arrays(np.float32)
-    return dict(x=x, w=w, b=b, out=np.empty(GOOD.y_shape, np.float32), g=g,
-                gx=np.empty(GOOD.x_shape, np.float32), gw=np.empty(GOOD.w_shape, np.float32),
-                gb=np.empty(6, np.float32))
+    return dict(
+        x=x,
+        w=w,
+        b=b,
+        out=np.empty(GOOD.y_shape, np.float32),
+        g=g,
+        gx=np.empty(GOOD.x_shape, np.float32),
+        gw=np.empty(GOOD.w_shape, np.float32),
+        gb=np.empty(6, np.float32),
+    )
 
 
 def call(mod, kernel, a, params=GOOD.params, workspace=None, n_threads=1):
@@ -411,8 +416,7 @@ BAD_ARRAYS = [
     ("forward", "x", lambda a: np.asfortranarray(a), ValueError),
     ("forward", "x", lambda a: a[:, :, :, ::-1], ValueError),
     ("forward", "x", lambda a: a[0], ValueError),
-    ("forward", "out", lambda a: np.empty(a.shape[:2] + (a.shape[2] + 2, a.shape[3]), a.dtype),
-     ValueError),
+    ("forward", "out", lambda a: np.empty(a.shape[:2] + (a.shape[2] + 2, a.shape[3]), a.dtype), ValueError),
     ("forward", "out", lambda a: np.empty(a.shape[:3] + (a.shape[3] - 1,), a.dtype), ValueError),
     ("forward", "out", lambda a: np.empty((3,) + a.shape[1:], a.dtype), ValueError),
     ("forward", "b", lambda a: np.empty(5, a.dtype), ValueError),
@@ -435,14 +439,16 @@ def _read_only(a):
     return a
 
 
-BAD_ARRAYS += [(k, key, _read_only, ValueError) for k, key in
-               (("forward", "out"), ("backward_input", "gx"), ("backward_weight", "gw"),
-                ("backward_bias", "gb"))]
+BAD_ARRAYS += [
+    (k, key, _read_only, ValueError)
+    for k, key in (("forward", "out"), ("backward_input", "gx"), ("backward_weight", "gw"), ("backward_bias", "gb"))
+]
 
 
 @pytest.mark.parametrize("mod", [compiled, reference], ids=["compiled", "reference"])
-@pytest.mark.parametrize("kernel,key,bad,exc", BAD_ARRAYS,
-                         ids=[f"{k}-{key}-{i}" for i, (k, key, _, _) in enumerate(BAD_ARRAYS)])
+@pytest.mark.parametrize(
+    "kernel,key,bad,exc", BAD_ARRAYS, ids=[f"{k}-{key}-{i}" for i, (k, key, _, _) in enumerate(BAD_ARRAYS)]
+)
 def test_bad_arrays_raise(mod, kernel, key, bad, exc):
     a = good_arrays()
     a[key] = bad(a[key])
@@ -457,7 +463,7 @@ BAD_PARAMS = [
     ((1, 1, 1, 1, 0, 1, 2), "dilation"),
     ((1, 1, 1, 1, 1, 1, 0), "groups"),
     ((1, 1, 1, 1, 1, 1, 3), "groups"),
-    ((1, 1, 2, 1, 1, 1, 2), "height"),   # out no longer fits the padding
+    ((1, 1, 2, 1, 1, 1, 2), "height"),  # out no longer fits the padding
 ]
 
 
@@ -480,15 +486,14 @@ def test_bad_workspace_threads_and_overlap_raise(mod):
         call(mod, "backward_input", a, n_threads=0)
     with pytest.raises(ValueError, match="conv2d_backward_bias: n_threads"):
         call(mod, "backward_bias", a, n_threads=0)
-    a["gx"] = a["g"].reshape(-1)[:a["gx"].size].reshape(a["gx"].shape)  # a view of grad_out
+    a["gx"] = a["g"].reshape(-1)[: a["gx"].size].reshape(a["gx"].shape)  # a view of grad_out
     with pytest.raises(ValueError, match="overlaps"):
         call(mod, "backward_input", a)
 
 
 def test_small_workspace_is_refused():
     a = good_arrays()
-    need = compiled.conv2d_workspace_size("forward", GOOD.x_shape, GOOD.w_shape, GOOD.y_shape,
-                                          *GOOD.params, 1)
+    need = compiled.conv2d_workspace_size("forward", GOOD.x_shape, GOOD.w_shape, GOOD.y_shape, *GOOD.params, 1)
     with pytest.raises(ValueError, match="conv2d_forward: workspace has"):
         call(compiled, "forward", a, workspace=np.empty(need - 1, np.float32))
     call(compiled, "forward", a, workspace=np.empty(need, np.float32))
@@ -496,30 +501,42 @@ def test_small_workspace_is_refused():
 
 # --------------------------------------------------------------------------- hostile scalars
 
+
 # a non-integer is a TypeError, an integer out of range a ValueError
-@pytest.mark.parametrize("bad,error", [(None, TypeError), (1.5, TypeError), ("2", TypeError),
-                                       (float("nan"), TypeError), (2 ** 70, ValueError)])
+@pytest.mark.parametrize(
+    "bad,error", [(None, TypeError), (1.5, TypeError), ("2", TypeError), (float("nan"), TypeError), (2**70, ValueError)]
+)
 def test_bad_scalar_arguments_name_the_kernel(bad, error):
     x, w, b, g = GOOD.arrays(np.float32)
     out = np.empty(GOOD.y_shape, np.float32)
     for mod in (compiled, reference):
         with pytest.raises(error, match="conv2d_forward: stride_h"):
             mod.conv2d_forward(x, w, b, out, bad, *GOOD.params[1:], False, None, 1)
-        if bad != 2 ** 70:  # a huge thread count means all of them: clamped, not refused
+        if bad != 2**70:  # a huge thread count means all of them: clamped, not refused
             with pytest.raises(error, match="conv2d_backward_bias: n_threads"):
                 mod.conv2d_backward_bias(g, np.empty(GOOD.w_shape[0], np.float32), bad)
         with pytest.raises(error, match="conv2d_workspace_size: groups"):
-            mod.conv2d_workspace_size("forward", GOOD.x_shape, GOOD.w_shape, GOOD.y_shape,
-                                      *GOOD.params[:-1], bad, 1)
+            mod.conv2d_workspace_size("forward", GOOD.x_shape, GOOD.w_shape, GOOD.y_shape, *GOOD.params[:-1], bad, 1)
 
 
 def test_empty_batch_gives_a_zero_weight_gradient():
-    big = 2 ** 20
+    big = 2**20
     for mod in (compiled, reference):
         gw = np.full((2, 1, 3, 3), np.nan, np.float32)
-        mod.conv2d_backward_weight(np.empty((0, 1, big, big), np.float32),
-                                   np.empty((0, 2, big - 2, big - 2), np.float32), gw,
-                                   1, 1, 0, 0, 1, 1, 1, None, 1)
+        mod.conv2d_backward_weight(
+            np.empty((0, 1, big, big), np.float32),
+            np.empty((0, 2, big - 2, big - 2), np.float32),
+            gw,
+            1,
+            1,
+            0,
+            0,
+            1,
+            1,
+            1,
+            None,
+            1,
+        )
         assert not gw.any()
 
 
@@ -530,15 +547,15 @@ def test_empty_batch_gives_a_zero_weight_gradient():
 # height is 3, 5 or 7 and rows are not dilated: heights around R (fewer rows: not used;
 # R + 1: the last block overlaps the one before), widths within one vector, two and more.
 ROW_BLOCK_CASES = [
-    Case(2, 1, 12, 12, 6, 5, 5, pad=(2, 2)),                # LeNet conv1, small
-    Case(1, 1, 8, 9, 3, 3, 3, pad=(1, 1)),                  # height 8: one block of 8
-    Case(2, 1, 9, 17, 2, 5, 3, pad=(2, 1)),                 # 9 rows: overlapping blocks
-    Case(1, 1, 7, 5, 2, 7, 3, pad=(3, 0)),                  # kernel height 7, 7 rows
-    Case(2, 1, 6, 40, 2, 3, 5, pad=(1, 2)),                 # 6 rows (AVX-512 R=6), wide
-    Case(1, 1, 11, 33, 4, 5, 5, pad=(2, 2), dil=(1, 2)),    # dilated columns
-    Case(2, 3, 10, 13, 3, 3, 3, pad=(1, 1), groups=3),      # depthwise: forward too
+    Case(2, 1, 12, 12, 6, 5, 5, pad=(2, 2)),  # LeNet conv1, small
+    Case(1, 1, 8, 9, 3, 3, 3, pad=(1, 1)),  # height 8: one block of 8
+    Case(2, 1, 9, 17, 2, 5, 3, pad=(2, 1)),  # 9 rows: overlapping blocks
+    Case(1, 1, 7, 5, 2, 7, 3, pad=(3, 0)),  # kernel height 7, 7 rows
+    Case(2, 1, 6, 40, 2, 3, 5, pad=(1, 2)),  # 6 rows (AVX-512 R=6), wide
+    Case(1, 1, 11, 33, 4, 5, 5, pad=(2, 2), dil=(1, 2)),  # dilated columns
+    Case(2, 3, 10, 13, 3, 3, 3, pad=(1, 1), groups=3),  # depthwise: forward too
     Case(1, 2, 9, 8, 4, 5, 3, pad=(2, 1), groups=2, extra=(1, 0)),  # depthwise, 'same'
-    Case(1, 1, 5, 9, 2, 3, 3, pad=(1, 1)),                  # 5 rows: too few for a block
+    Case(1, 1, 5, 9, 2, 3, 3, pad=(1, 1)),  # 5 rows: too few for a block
 ]
 
 
@@ -550,8 +567,7 @@ def test_row_blocked_gemm_matches_reference(paths, simd, dtype):
     used = 0
     for case in ROW_BLOCK_CASES:
         for kind in ("forward", "backward_input"):
-            info = paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape,
-                                    *case.params, 1)
+            info = paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
             used += info["rowblock"] > 0
             if info["rowblock"]:
                 assert info["tile"][0] == 1 and level >= 1
@@ -583,11 +599,12 @@ def test_row_blocked_gemm_threads_give_the_same_bits(dtype):
 
 # --------------------------------------------------------------------------- stores in place
 
+
 def _guarded(shape, dtype):
     """A C-contiguous array inside a larger one whose other elements are sentinels."""
     size = int(np.prod(shape))
     buf = np.full(size + 64, 12345.0, dtype)
-    return buf, buf[32:32 + size].reshape(shape)
+    return buf, buf[32 : 32 + size].reshape(shape)
 
 
 def test_gemm_stores_into_large_outputs_only_inside_them(paths):
@@ -595,12 +612,14 @@ def test_gemm_stores_into_large_outputs_only_inside_them(paths):
     # an image's output is larger than L1 (a vector may span several output rows when
     # they are narrow): every element is written, nothing around the array is; the
     # values are those of the portable loops.
-    cases = [Case(1, 2, 40, 41, 9, 3, 3, pad=(1, 1)),          # flat tiles
-             Case(2, 1, 300, 5, 40, 3, 3, pad=(1, 1)),         # 5-wide rows: 3 per vector
-             Case(1, 3, 24, 70, 12, 5, 3, pad=(2, 0)),         # row ends inside vectors
-             Case(1, 4, 40, 40, 14, 3, 3, pad=(1, 1), groups=2),
-             Case(1, 12, 40, 41, 3, 3, 3, pad=(1, 1)),         # input gradient: 12 rows
-             Case(1, 1, 130, 130, 24, 2, 2, stride=(2, 2))]    # im2col path
+    cases = [
+        Case(1, 2, 40, 41, 9, 3, 3, pad=(1, 1)),  # flat tiles
+        Case(2, 1, 300, 5, 40, 3, 3, pad=(1, 1)),  # 5-wide rows: 3 per vector
+        Case(1, 3, 24, 70, 12, 5, 3, pad=(2, 0)),  # row ends inside vectors
+        Case(1, 4, 40, 40, 14, 3, 3, pad=(1, 1), groups=2),
+        Case(1, 12, 40, 41, 3, 3, 3, pad=(1, 1)),  # input gradient: 12 rows
+        Case(1, 1, 130, 130, 24, 2, 2, stride=(2, 2)),
+    ]  # im2col path
     for dtype in DTYPES:
         for case in cases:
             x, w, b, g = case.arrays(dtype)
@@ -609,16 +628,17 @@ def test_gemm_stores_into_large_outputs_only_inside_them(paths):
             paths._set_simd(2)
             stored = False
             for kind in ("forward", "backward_input"):
-                stored |= paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape,
-                                           *case.params, 1)["stores_into_output"]
+                stored |= paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1)[
+                    "stores_into_output"
+                ]
             assert stored or paths._simd_level() < 2
             buf, out = _guarded(case.y_shape, dtype)
             paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size:] == 12345.0).all()
+            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size :] == 12345.0).all()
             assert_same((out,), want[:1], dtype, names=("out",))
             buf, gx = _guarded(case.x_shape, dtype)
             paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size:] == 12345.0).all()
+            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size :] == 12345.0).all()
             assert_same((gx,), want[1:2], dtype, names=("grad_x",))
 
 
@@ -627,24 +647,28 @@ def test_gemm_stores_only_inside_the_output(paths, simd):
     # Small outputs, every SIMD path: every element is written, nothing around it is.
     paths._set_simd(simd)
     cases = [Case(1, 2, h, w, 3, 3, 3, pad=(1, 1)) for h, w in ((1, 1), (2, 3), (5, 2), (3, 17))]
-    cases += [Case(2, 3, 6, 20, 5, 1, 3), Case(1, 1, 4, 33, 9, 3, 3, pad=(0, 1)),
-              Case(2, 2, 7, 7, 4, 3, 3, stride=(2, 2), pad=(1, 1)),
-              Case(1, 4, 9, 9, 14, 3, 3, pad=(1, 1), groups=2)]
+    cases += [
+        Case(2, 3, 6, 20, 5, 1, 3),
+        Case(1, 1, 4, 33, 9, 3, 3, pad=(0, 1)),
+        Case(2, 2, 7, 7, 4, 3, 3, stride=(2, 2), pad=(1, 1)),
+        Case(1, 4, 9, 9, 14, 3, 3, pad=(1, 1), groups=2),
+    ]
     for dtype in DTYPES:
         for case in cases:
             x, w, b, g = case.arrays(dtype)
             want = expected(case, dtype, True)
             buf, out = _guarded(case.y_shape, dtype)
             paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size:] == 12345.0).all()
+            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size :] == 12345.0).all()
             assert_same((out,), want[:1], dtype, names=("out",))
             buf, gx = _guarded(case.x_shape, dtype)
             paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size:] == 12345.0).all()
+            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size :] == 12345.0).all()
             assert_same((gx,), want[1:2], dtype, names=("grad_x",))
 
 
 # --------------------------------------------------------------------------- blocks of rows
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_row_by_row_weight_gradient_in_blocks_of_images(paths, dtype):
@@ -652,8 +676,7 @@ def test_row_by_row_weight_gradient_in_blocks_of_images(paths, dtype):
     # odd batches (a short last block), 1 and 2 threads give the same bits.
     paths._force_paths(flat_dot=False)
     case = Case(13, 4, 10, 9, 8, 3, 3, pad=(1, 1))
-    info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape,
-                            *case.params, 2)
+    info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape, *case.params, 2)
     assert not info["flat_dot"] and info["images_per_block"] > 1
     x, w, b, g = case.arrays(dtype)
     want = np.empty(case.w_shape, dtype)
@@ -671,6 +694,7 @@ def test_row_by_row_weight_gradient_in_blocks_of_images(paths, dtype):
 
 # --------------------------------------------------------------------------- plan cache
 
+
 def test_plan_cache_keeps_plans_apart():
     # More geometries than the plan table holds, then the first again: each call still
     # gets the plan of its own shapes (checked by its results).
@@ -681,8 +705,7 @@ def test_plan_cache_keeps_plans_apart():
     for i in range(80):
         c = Case(1, 1, 5 + i % 9, 5 + i // 9, 2, 3, 3)
         for kind in ("forward", "backward_input", "backward_weight"):
-            assert compiled.conv2d_workspace_size(kind, c.x_shape, c.w_shape, c.y_shape,
-                                                  *c.params, 1) > 0
+            assert compiled.conv2d_workspace_size(kind, c.x_shape, c.w_shape, c.y_shape, *c.params, 1) > 0
     assert_same(run_all(compiled, first, x, w, b, g), want, np.float64)
 
 
@@ -693,14 +716,14 @@ def test_plan_cache_keeps_plans_apart():
 # below, at and past a vector (and past a tile of vectors), window counts that leave a
 # partial tile, groups, dilation, padding, batch 1 and odd batches.
 LANES_CASES = [
-    Case(3, 6, 9, 9, 16, 5, 5),                              # LeNet conv2, small
-    Case(1, 2, 7, 6, 5, 3, 3, pad=(1, 1)),                   # 5 channels, batch 1
-    Case(5, 3, 8, 7, 17, 3, 2, pad=(1, 0)),                  # 17: one past a vector
-    Case(2, 4, 6, 9, 40, 3, 3, pad=(1, 1)),                  # 40: 3 vectors (AVX-512 4x6)
-    Case(3, 4, 9, 8, 70, 1, 3, pad=(0, 1)),                  # 70: past a 4-vector tile
+    Case(3, 6, 9, 9, 16, 5, 5),  # LeNet conv2, small
+    Case(1, 2, 7, 6, 5, 3, 3, pad=(1, 1)),  # 5 channels, batch 1
+    Case(5, 3, 8, 7, 17, 3, 2, pad=(1, 0)),  # 17: one past a vector
+    Case(2, 4, 6, 9, 40, 3, 3, pad=(1, 1)),  # 40: 3 vectors (AVX-512 4x6)
+    Case(3, 4, 9, 8, 70, 1, 3, pad=(0, 1)),  # 70: past a 4-vector tile
     Case(2, 4, 8, 8, 12, 3, 3, pad=(2, 2), dil=(2, 2), groups=2),
-    Case(1, 3, 7, 9, 6, 3, 3, pad=(1, 1), groups=3),         # depthwise
-    Case(2, 2, 6, 8, 3, 4, 4, pad=(1, 1), extra=(1, 1)),     # 'same', even kernel
+    Case(1, 3, 7, 9, 6, 3, 3, pad=(1, 1), groups=3),  # depthwise
+    Case(2, 2, 6, 8, 3, 4, 4, pad=(1, 1), extra=(1, 1)),  # 'same', even kernel
 ]
 
 
@@ -710,8 +733,7 @@ def test_channel_lane_weight_gradient_matches_reference(paths, simd, dtype):
     paths._force_paths(lanes_dot=True)
     paths._set_simd(simd)
     for case in LANES_CASES:
-        info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape,
-                                *case.params, 1)
+        info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
         assert info["lanes_dot"] and not info["flat_dot"]
         x, w, b, g = case.arrays(dtype)
         assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
@@ -721,8 +743,7 @@ def test_channel_lane_weight_gradient_matches_reference(paths, simd, dtype):
 def test_channel_lane_weight_gradient_threads_give_the_same_bits(paths, dtype):
     paths._force_paths(lanes_dot=True)
     case = Case(13, 6, 14, 13, 16, 5, 5)  # ~4 MFLOP: threaded; 13 images: a short block
-    info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape,
-                            *case.params, 2)
+    info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape, *case.params, 2)
     assert info["lanes_dot"] and info["threads"] == 2 and info["chunks"] > 1
     x, w, b, g = case.arrays(dtype)
     got = {}
@@ -746,8 +767,9 @@ def test_channel_lanes_are_chosen_for_lenet_conv2_weight_gradient():
     if compiled._simd_level() >= 1:
         assert info["lanes_dot"]
     small_k = Case(64, 1, 28, 28, 6, 5, 5, pad=(2, 2))  # 25 window elements: the dots
-    assert not compiled._plan_info("backward_weight", small_k.x_shape, small_k.w_shape,
-                                   small_k.y_shape, *small_k.params, 1)["lanes_dot"]
+    assert not compiled._plan_info(
+        "backward_weight", small_k.x_shape, small_k.w_shape, small_k.y_shape, *small_k.params, 1
+    )["lanes_dot"]
 
 
 def test_channel_lane_weight_gradient_with_non_finite_input(paths):
@@ -772,8 +794,7 @@ def test_narrow_row_wise_tiles_match_reference(paths):
     if paths._simd_level() >= 2:
         assert info["tile"] == (6, 16) and info["rowwise"]
     one = Case(1, 6, 14, 14, 16, 5, 5)
-    info = paths._plan_info("backward_input", one.x_shape, one.w_shape, one.y_shape,
-                            *one.params, 1)
+    info = paths._plan_info("backward_input", one.x_shape, one.w_shape, one.y_shape, *one.params, 1)
     if paths._simd_level() >= 2:
         assert info["tile"] == (6, 16) and info["rowwise"]
     x, w, b, g = one.arrays(np.float32)

@@ -1,6 +1,7 @@
 """Layer and group norm kernels: compiled against the pure-Python reference on odd shapes,
 both dtypes, with and without affine parameters; backward against central differences in
 float64 and against numpy's formula; bad input raising before any loop runs."""
+
 import numpy as np
 import pytest
 
@@ -56,8 +57,9 @@ def test_layer_norm_matches_reference(shape, dtype, affine):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,groups", [((2, 6, 5), 3), ((1, 4, 1), 4), ((3, 5, 7), 1), ((2, 8, 9), 2),
-                                          ((0, 4, 3), 2), ((2, 4, 0), 2)])
+@pytest.mark.parametrize(
+    "shape,groups", [((2, 6, 5), 3), ((1, 4, 1), 4), ((3, 5, 7), 1), ((2, 8, 9), 2), ((0, 4, 3), 2), ((2, 4, 0), 2)]
+)
 @pytest.mark.parametrize("affine", [True, False])
 def test_group_norm_matches_reference(shape, groups, dtype, affine):
     rng = np.random.default_rng(1)

@@ -15,9 +15,22 @@ DTYPES = (np.float32, np.float64)
 # (N, in_features, out_features): batch 1 and small batches (dot-product forward),
 # larger ones (packed), depth > 256 (two depth blocks), widths that are not multiples
 # of 4, 8 or 16, LeNet's and CIFAR-small's last layers, empty dimensions.
-SHAPES = [(1, 1, 1), (1, 7, 5), (2, 3, 17), (4, 33, 9), (5, 16, 16), (7, 19, 33),
-          (13, 300, 11), (6, 260, 24), (9, 84, 10), (3, 128, 10), (20, 12, 40),
-          (0, 4, 3), (3, 0, 5), (4, 6, 0)]
+SHAPES = [
+    (1, 1, 1),
+    (1, 7, 5),
+    (2, 3, 17),
+    (4, 33, 9),
+    (5, 16, 16),
+    (7, 19, 33),
+    (13, 300, 11),
+    (6, 260, 24),
+    (9, 84, 10),
+    (3, 128, 10),
+    (20, 12, 40),
+    (0, 4, 3),
+    (3, 0, 5),
+    (4, 6, 0),
+]
 
 
 # every build present at every SIMD level it runs here: the baseline build's portable
@@ -46,8 +59,8 @@ def assert_product_close(actual, expected, magnitude, dtype):
     bound = rel * (np.abs(expected) + magnitude) + (1e-30 if dtype == np.float64 else 1e-12)
     worst = np.argmax(err - bound) if err.size else 0
     assert not err.size or (err <= bound).all(), (
-        f"mismatch at {np.unravel_index(worst, err.shape)}: {actual.flat[worst]!r} vs "
-        f"{expected.flat[worst]!r}")
+        f"mismatch at {np.unravel_index(worst, err.shape)}: {actual.flat[worst]!r} vs {expected.flat[worst]!r}"
+    )
 
 
 def forward(module, x, w, b, relu, n_threads=1):
@@ -68,6 +81,7 @@ def backward(module, x, w, g, n_threads=1):
 
 # --------------------------------------------------------------------------- against reference
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_matches_reference(compiled, shape, dtype):
@@ -76,8 +90,9 @@ def test_forward_matches_reference(compiled, shape, dtype):
     magnitude = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T + np.abs(b)
     for bias in (b, None):
         for relu in (False, True):
-            assert_product_close(forward(compiled, x, w, bias, relu),
-                                 forward(reference, x, w, bias, relu), magnitude, dtype)
+            assert_product_close(
+                forward(compiled, x, w, bias, relu), forward(reference, x, w, bias, relu), magnitude, dtype
+            )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -100,8 +115,9 @@ def assert_backward_matches_reference(compiled, shape, dtype, seed):
 # of C by 2 vectors, then one vector, then single columns; rows left over in 3, 2, 1.
 # So do input gradients of a batch of 1 or 2 up to depth 256 (tiles of 8 or 4 vectors).
 # Depths on both sides of each switch, widths that leave every kind of remainder.
-SHALLOW_SHAPES = [(n, k, o) for n in (1, 2, 3, 15, 16, 17)
-                  for k, o in ((400, 120), (37, 7), (5, 1), (16, 10), (17, 17), (8, 3))]
+SHALLOW_SHAPES = [
+    (n, k, o) for n in (1, 2, 3, 15, 16, 17) for k, o in ((400, 120), (37, 7), (5, 1), (16, 10), (17, 17), (8, 3))
+]
 SHALLOW_SHAPES += [(n, k, o) for n in (1, 2, 3) for k, o in ((75, 256), (70, 257), (129, 40))]
 
 
@@ -131,8 +147,7 @@ def test_shallow_backward_with_output_sharing_an_input(compiled, n):
     x, g = data((n, 20), np.float32, 12), data((n, n), np.float32, 13)
     expected = backward(reference, x, data((n, 20), np.float32, 14), g)[1]
     compiled.linear_backward_weight(x, g, x, 1)  # grad_weight (n, 20) is x
-    assert_product_close(x, expected, np.abs(g.T) @ np.abs(data((n, 20), np.float32, 12)),
-                         np.float32)
+    assert_product_close(x, expected, np.abs(g.T) @ np.abs(data((n, 20), np.float32, 12)), np.float32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -159,12 +174,17 @@ def test_an_output_sharing_an_input_gives_the_unshared_result(compiled, n, dtype
 def test_any_positive_thread_count_is_accepted(compiled):
     """Thread counts beyond a C long (2**70 once raised OverflowError) are clamped, as
     the reference accepts them."""
-    x, w, b, g = data((3, 4), np.float32, 1), data((5, 4), np.float32, 2), data(5, np.float32, 3), \
-        data((3, 5), np.float32, 4)
+    x, w, b, g = (
+        data((3, 4), np.float32, 1),
+        data((5, 4), np.float32, 2),
+        data(5, np.float32, 3),
+        data((3, 5), np.float32, 4),
+    )
     magnitude = np.abs(x) @ np.abs(w).T + np.abs(b)
     for n_threads in (2**31, 2**70, np.uint64(2**64 - 1)):
-        assert_product_close(forward(compiled, x, w, b, False, n_threads),
-                             forward(reference, x, w, b, False), magnitude, np.float32)
+        assert_product_close(
+            forward(compiled, x, w, b, False, n_threads), forward(reference, x, w, b, False), magnitude, np.float32
+        )
         for got, want in zip(backward(compiled, x, w, g, n_threads), backward(reference, x, w, g)):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -187,6 +207,7 @@ def test_read_only_inputs_are_accepted(compiled):
 
 # --------------------------------------------------------------------------- big shapes, threads
 
+
 def matmul64(a, b):
     """a @ b in float64 without BLAS: numpy's BLAS threads, spinning after a call, would
     compete with the kernels' OpenMP threads for the cores."""
@@ -194,8 +215,7 @@ def matmul64(a, b):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(256, 400, 120), (40, 1100, 128), (4, 4100, 130),
-                                   (300, 700, 10), (100, 700, 70)])
+@pytest.mark.parametrize("shape", [(256, 400, 120), (40, 1100, 128), (4, 4100, 130), (300, 700, 10), (100, 700, 70)])
 def test_big_shapes_match_float64_and_threads_agree(compiled, shape, dtype):
     """Above the threading threshold (2**21 multiply-adds); threads split columns (or
     rows, for narrow outputs; the dot-product path for a batch of 4) so every element
@@ -204,19 +224,22 @@ def test_big_shapes_match_float64_and_threads_agree(compiled, shape, dtype):
     x, w, b, g = data((n, k), dtype, 7), data((o, k), dtype, 8), data(o, dtype, 9), data((n, o), dtype, 10)
     one = forward(compiled, x, w, b, True, 1)
     np.testing.assert_array_equal(forward(compiled, x, w, b, True, 2), one)
-    assert_product_close(one, np.maximum(matmul64(x, w.T) + b, 0),
-                         matmul64(np.abs(x), np.abs(w).T), dtype)
+    assert_product_close(one, np.maximum(matmul64(x, w.T) + b, 0), matmul64(np.abs(x), np.abs(w).T), dtype)
     grads_one = backward(compiled, x, w, g, 1)
     for a, c in zip(grads_one, backward(compiled, x, w, g, 2)):
         np.testing.assert_array_equal(a, c)
     expected = (matmul64(g, w), matmul64(g.T, x), g.astype(np.float64).sum(axis=0))
-    magnitudes = (matmul64(np.abs(g), np.abs(w)), matmul64(np.abs(g).T, np.abs(x)),
-                  np.abs(g.astype(np.float64)).sum(axis=0))
+    magnitudes = (
+        matmul64(np.abs(g), np.abs(w)),
+        matmul64(np.abs(g).T, np.abs(x)),
+        np.abs(g.astype(np.float64)).sum(axis=0),
+    )
     for a, e, m in zip(grads_one, expected, magnitudes):
         assert_product_close(a, e, m, dtype)
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 def _homes(compiled):
     return [compiled, reference]
@@ -250,8 +273,13 @@ def test_forward_rejects_bad_arrays(compiled, home):
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         m.linear_forward(x, w, b, read_only, False, 1)
-    for bad_threads, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError),
-                               (True, TypeError), (None, TypeError)):
+    for bad_threads, error in (
+        (0, ValueError),
+        (-1, ValueError),
+        (1.5, TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ):
         with pytest.raises(error, match="n_threads must be a positive integer"):
             m.linear_forward(x, w, b, out, False, bad_threads)
 
@@ -281,6 +309,7 @@ def test_backward_rejects_bad_arrays(compiled, home):
 
 # --------------------------------------------------------------------------- fused backward
 
+
 def fused(module, x, g, relu_out, w, outputs=(True, True, True)):
     gx = np.full(x.shape, np.nan, x.dtype) if outputs[0] else None
     gw = np.full(w.shape, np.nan, x.dtype) if outputs[1] else None
@@ -305,11 +334,16 @@ def test_fused_backward_matches_the_three_products(compiled, shape, dtype, relu)
     separate = backward(compiled, x, w, np.ascontiguousarray(masked))
     for home in (compiled, reference):
         got = fused(home, x, g, y, w)
-        want64 = (masked.astype(np.float64) @ w.astype(np.float64),
-                  masked.T.astype(np.float64) @ x.astype(np.float64),
-                  masked.astype(np.float64).sum(axis=0))
-        mags = (np.abs(masked) @ np.abs(w.astype(np.float64)), np.abs(masked.T) @ np.abs(x.astype(np.float64)),
-                np.abs(masked).sum(axis=0))
+        want64 = (
+            masked.astype(np.float64) @ w.astype(np.float64),
+            masked.T.astype(np.float64) @ x.astype(np.float64),
+            masked.astype(np.float64).sum(axis=0),
+        )
+        mags = (
+            np.abs(masked) @ np.abs(w.astype(np.float64)),
+            np.abs(masked.T) @ np.abs(x.astype(np.float64)),
+            np.abs(masked).sum(axis=0),
+        )
         for a, want, mag in zip(got, want64, mags):
             assert_product_close(a, want, mag, dtype)
         if home is compiled:
@@ -363,8 +397,11 @@ def test_fused_backward_rejects_bad_arrays(compiled, home):
         ((x, g, y, w, gx, gw, np.empty(3, np.float32), 1), ValueError, r"grad_bias has shape \(3,\)"),
         ((x, g, y, w, gx, gw, gb, 0), ValueError, "n_threads must be a positive integer"),
         ((x.tolist(), g, y, w, gx, gw, gb, 1), TypeError, "x must be a numpy array"),
-        ((x, g, y, w, gw.reshape(-1)[:15].reshape(3, 5), gw, gb, 1), ValueError,
-         "outputs grad_x and grad_weight share memory"),
+        (
+            (x, g, y, w, gw.reshape(-1)[:15].reshape(3, 5), gw, gb, 1),
+            ValueError,
+            "outputs grad_x and grad_weight share memory",
+        ),
     ]
     read_only = np.empty((4, 5), np.float32)
     read_only.flags.writeable = False

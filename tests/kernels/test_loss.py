@@ -1,6 +1,7 @@
 """Loss kernels: compiled against the pure-Python reference on grids of shapes, options
 and both dtypes; against closed-form numpy oracles; bad arrays and out-of-range targets
 rejected by both homes before any row is read."""
+
 import importlib
 
 import numpy as np
@@ -45,12 +46,10 @@ def class_weights(c, dtype, seed=5):
     return (np.random.default_rng(seed).random(c) + 0.25).astype(dtype)
 
 
-def run_ce(module, z, t, weight=None, ignore_index=-100, eps=0.0, normalize=True, with_grad=True,
-           n_threads=1):
+def run_ce(module, z, t, weight=None, ignore_index=-100, eps=0.0, normalize=True, with_grad=True, n_threads=1):
     losses = np.full(z.shape[0], np.nan, z.dtype)
     grad = np.full(z.shape, np.nan, z.dtype) if with_grad else None
-    sums = module.cross_entropy_forward(z, t, weight, ignore_index, eps, normalize, losses, grad,
-                                        n_threads)
+    sums = module.cross_entropy_forward(z, t, weight, ignore_index, eps, normalize, losses, grad, n_threads)
     return sums, losses, grad
 
 
@@ -70,6 +69,7 @@ def ce_oracle(z, t, weight, ignore_index, eps):
 
 
 # --------------------------------------------------------------------------- cross entropy
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", CLASS_SHAPES)
@@ -160,7 +160,7 @@ def test_cross_entropy_rejects_bad_targets(module):
     t[5] = -1
     with pytest.raises(ValueError, match=r"target\[5\] = -1 is out of range"):
         module.cross_entropy_forward(z, t, None, -100, 0.0, True, losses, None)
-    t[5] = 2 ** 40
+    t[5] = 2**40
     with pytest.raises(ValueError, match=r"target\[5\] = 1099511627776 is out of range"):
         module.cross_entropy_forward(z, t, None, -100, 0.0, True, losses, np.zeros((6, 5), np.float32))
     t[5] = -1  # fine when it is the ignore_index
@@ -208,6 +208,7 @@ def test_cross_entropy_rejects_bad_arrays(module):
 
 # --------------------------------------------------------------------------- nll
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", CLASS_SHAPES)
 @pytest.mark.parametrize("weighted", [False, True])
@@ -251,6 +252,7 @@ def test_nll_rejects_bad_targets(module):
 
 # --------------------------------------------------------------------------- mse
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(), (1,), (5,), (3, 4), (2, 3, 5), (0, 3), (70_000,)])
 def test_mse_matches_reference(compiled, shape, dtype):
@@ -292,6 +294,7 @@ def test_mse_rejects_bad_arrays(module):
 
 # --------------------------------------------------------------------------- bce with logits
 
+
 def bce_oracle(x, y, w, pw):
     x, y = x.astype(np.float64), y.astype(np.float64)
     w = 1.0 if w is None else w
@@ -311,7 +314,7 @@ def test_bce_matches_reference(compiled, shape, dtype, weighted, pos_weighted):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     if x.size:
-        x.reshape(-1)[:4] = [1e4, -1e4, 0.0, -30.0][:x.size]
+        x.reshape(-1)[:4] = [1e4, -1e4, 0.0, -30.0][: x.size]
     y = rng.random(shape).astype(dtype)
     w = rng.random(shape).astype(dtype) if weighted else None
     pw = (rng.random(shape[1]) * 3).astype(dtype) if pos_weighted else None
@@ -362,6 +365,7 @@ def test_exports_match(compiled):
 
 # --------------------------------------------------------------------------- scalars and overlaps
 
+
 def _loss_calls(module, n_threads):
     """A valid call of every loss kernel, with n_threads as given."""
     z = np.zeros((3, 4), np.float32)
@@ -369,22 +373,26 @@ def _loss_calls(module, n_threads):
     w = np.ones(4, np.float32)
     return {
         "cross_entropy_forward": lambda: module.cross_entropy_forward(
-            z, t, w, -100, 0.0, True, np.empty(3, np.float32), np.empty((3, 4), np.float32), n_threads),
-        "nll_loss_forward": lambda: module.nll_loss_forward(z, t, w, -100, np.empty(3, np.float32),
-                                                            n_threads),
-        "nll_loss_backward": lambda: module.nll_loss_backward(t, w, -100, np.ones(3, np.float32),
-                                                              np.empty((3, 4), np.float32), n_threads),
-        "mse_loss_forward": lambda: module.mse_loss_forward(z, z + 1, np.empty_like(z),
-                                                            np.empty_like(z), n_threads),
-        "mse_loss_backward": lambda: module.mse_loss_backward(z, np.ones(1, np.float32), 0.5,
-                                                              np.empty_like(z), n_threads),
+            z, t, w, -100, 0.0, True, np.empty(3, np.float32), np.empty((3, 4), np.float32), n_threads
+        ),
+        "nll_loss_forward": lambda: module.nll_loss_forward(z, t, w, -100, np.empty(3, np.float32), n_threads),
+        "nll_loss_backward": lambda: module.nll_loss_backward(
+            t, w, -100, np.ones(3, np.float32), np.empty((3, 4), np.float32), n_threads
+        ),
+        "mse_loss_forward": lambda: module.mse_loss_forward(z, z + 1, np.empty_like(z), np.empty_like(z), n_threads),
+        "mse_loss_backward": lambda: module.mse_loss_backward(
+            z, np.ones(1, np.float32), 0.5, np.empty_like(z), n_threads
+        ),
         "binary_cross_entropy_with_logits_forward": lambda: module.binary_cross_entropy_with_logits_forward(
-            z, z, z, w, 0.5, np.empty_like(z), np.empty_like(z), n_threads),
+            z, z, z, w, 0.5, np.empty_like(z), np.empty_like(z), n_threads
+        ),
     }
 
 
-@pytest.mark.parametrize("n_threads, error", [(0, ValueError), (-1, ValueError), (None, TypeError),
-                                              (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "n_threads, error",
+    [(0, ValueError), (-1, ValueError), (None, TypeError), (1.5, TypeError), ("2", TypeError), (True, TypeError)],
+)
 def test_bad_n_threads_named(module, n_threads, error):
     for name, call in _loss_calls(module, n_threads).items():
         with pytest.raises(error, match=rf"^{name}: n_threads must be a positive integer, got "):
@@ -411,8 +419,7 @@ def test_outputs_must_not_overlap_inputs(module):
         module.mse_loss_forward(z, z, d, d, 1)
     with pytest.raises(ValueError, match="^mse_loss_backward: grad_input overlaps diff in memory"):
         module.mse_loss_backward(z, np.ones(1, np.float32), 1.0, z, 1)
-    with pytest.raises(ValueError, match="^binary_cross_entropy_with_logits_forward: grad "
-                                         "overlaps target in memory"):
+    with pytest.raises(ValueError, match="^binary_cross_entropy_with_logits_forward: grad overlaps target in memory"):
         y = np.zeros_like(z)
         module.binary_cross_entropy_with_logits_forward(z, y, None, None, 1.0, None, y, 1)
     np.testing.assert_array_equal(z, before)
@@ -432,12 +439,21 @@ def outcome(fn, *args):
 
 
 @hypothesis.settings(max_examples=60, deadline=None)
-@hypothesis.given(n=st.integers(0, 6), c=st.integers(0, 6), seed=st.integers(0, 2**32 - 1),
-                  target_dtype=st.sampled_from([np.int64, np.int64, np.int32, np.float64]),
-                  target_len=st.integers(-1, 1), low=st.integers(-3, 0), high=st.integers(0, 3),
-                  weighted=st.booleans(), with_grad=st.booleans(), eps=st.sampled_from([0.0, 0.5, 1.0, 1.5]))
-def test_random_cross_entropy_calls_never_crash(compiled, n, c, seed, target_dtype, target_len, low,
-                                                high, weighted, with_grad, eps):
+@hypothesis.given(
+    n=st.integers(0, 6),
+    c=st.integers(0, 6),
+    seed=st.integers(0, 2**32 - 1),
+    target_dtype=st.sampled_from([np.int64, np.int64, np.int32, np.float64]),
+    target_len=st.integers(-1, 1),
+    low=st.integers(-3, 0),
+    high=st.integers(0, 3),
+    weighted=st.booleans(),
+    with_grad=st.booleans(),
+    eps=st.sampled_from([0.0, 0.5, 1.0, 1.5]),
+)
+def test_random_cross_entropy_calls_never_crash(
+    compiled, n, c, seed, target_dtype, target_len, low, high, weighted, with_grad, eps
+):
     """Targets possibly out of range, of the wrong dtype or length: both homes raise the same
     error or return the same result; the compiled kernel never reads out of bounds."""
     rng = np.random.default_rng(seed)
@@ -448,8 +464,7 @@ def test_random_cross_entropy_calls_never_crash(compiled, n, c, seed, target_dty
     for module in (compiled, reference):
         losses = np.zeros(n)
         grad = np.zeros((n, c)) if with_grad else None
-        results.append((outcome(module.cross_entropy_forward, z, t, w, -1, eps, True, losses, grad),
-                        losses, grad))
+        results.append((outcome(module.cross_entropy_forward, z, t, w, -1, eps, True, losses, grad), losses, grad))
     (rc, lc, gc), (rr, lr, gr) = results
     if isinstance(rc, str) or isinstance(rr, str):
         assert rc == rr

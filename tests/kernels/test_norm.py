@@ -1,6 +1,7 @@
 """Batch norm kernels: compiled against the pure-Python reference on a grid of shapes
 (1-d and 2-d layouts, batch 1, odd sizes, both dtypes, optional arrays absent), outputs
 written in place of their inputs, and bad input raising clear errors."""
+
 import importlib
 
 import numpy as np
@@ -23,18 +24,23 @@ def close(got, want, dtype):
 def data(shape, dtype, seed):
     rng = np.random.default_rng(seed)
     c = shape[1]
-    return dict(x=(rng.standard_normal(shape) * 1.5 + 0.5).astype(dtype),
-                g=rng.standard_normal(shape).astype(dtype),
-                w=rng.standard_normal(c).astype(dtype), b=rng.standard_normal(c).astype(dtype),
-                rm=rng.standard_normal(c).astype(dtype), rv=(rng.random(c) + 0.5).astype(dtype))
+    return dict(
+        x=(rng.standard_normal(shape) * 1.5 + 0.5).astype(dtype),
+        g=rng.standard_normal(shape).astype(dtype),
+        w=rng.standard_normal(c).astype(dtype),
+        b=rng.standard_normal(c).astype(dtype),
+        rm=rng.standard_normal(c).astype(dtype),
+        rv=(rng.random(c) + 0.5).astype(dtype),
+    )
 
 
 def run_train(kernels, d, affine, running, threads):
     x, c = d["x"], d["x"].shape[1]
     rm, rv = (d["rm"].copy(), d["rv"].copy()) if running else (None, None)
     out, mean, invstd = np.empty_like(x), np.empty(c, x.dtype), np.empty(c, x.dtype)
-    kernels.batch_norm_forward_train(x, d["w"] if affine else None, d["b"] if affine else None, rm, rv, 0.1,
-                                     1e-5, out, mean, invstd, threads)
+    kernels.batch_norm_forward_train(
+        x, d["w"] if affine else None, d["b"] if affine else None, rm, rv, 0.1, 1e-5, out, mean, invstd, threads
+    )
     gi, gw, gb = np.empty_like(x), np.empty(c, x.dtype), np.empty(c, x.dtype)
     kernels.batch_norm_backward(d["g"], x, d["w"] if affine else None, mean, invstd, True, gi, gw, gb, threads)
     return [a for a in (out, mean, invstd, rm, rv, gi, gw, gb) if a is not None]
@@ -43,8 +49,9 @@ def run_train(kernels, d, affine, running, threads):
 def run_eval(kernels, d, affine, threads):
     x, c = d["x"], d["x"].shape[1]
     out, invstd = np.empty_like(x), np.empty(c, x.dtype)
-    kernels.batch_norm_forward_eval(x, d["w"] if affine else None, d["b"] if affine else None, d["rm"], d["rv"],
-                                    1e-3, out, invstd, threads)
+    kernels.batch_norm_forward_eval(
+        x, d["w"] if affine else None, d["b"] if affine else None, d["rm"], d["rv"], 1e-3, out, invstd, threads
+    )
     gi, gw, gb = np.empty_like(x), np.empty(c, x.dtype), np.empty(c, x.dtype)
     kernels.batch_norm_backward(d["g"], x, d["w"] if affine else None, d["rm"], invstd, False, gi, gw, gb, threads)
     return [out, invstd, gi, gw, gb]
@@ -128,8 +135,19 @@ def test_empty_channel_axis_and_optional_gradients(kernels):
 def bad_calls():
     x = np.zeros((2, 3, 4), np.float32)
     c = np.zeros(3, np.float32)
-    ok = dict(x=x, weight=c, bias=c, running_mean=c.copy(), running_var=c.copy() + 1, momentum=0.1, eps=1e-5,
-              out=np.empty_like(x), save_mean=c.copy(), save_invstd=c.copy(), n_threads=1)
+    ok = dict(
+        x=x,
+        weight=c,
+        bias=c,
+        running_mean=c.copy(),
+        running_var=c.copy() + 1,
+        momentum=0.1,
+        eps=1e-5,
+        out=np.empty_like(x),
+        save_mean=c.copy(),
+        save_invstd=c.copy(),
+        n_threads=1,
+    )
     cases = [
         ({"x": x.reshape(2, 12)}, ValueError, "3 dimensions"),
         ({"x": x.astype(np.float16)}, TypeError, "float32 or float64"),
@@ -149,8 +167,16 @@ def bad_calls():
         ({"out": x[::-1].copy()[::-1]}, ValueError, "C-contiguous"),
         ({"n_threads": 0}, ValueError, "n_threads"),
         ({"x": np.zeros((1, 3, 1), np.float32), "out": np.zeros((1, 3, 1), np.float32)}, ValueError, "at least two"),
-        ({"x": np.zeros((0, 3, 4), np.float32), "out": np.zeros((0, 3, 4), np.float32), "running_mean": None,
-          "running_var": None}, ValueError, "no values per channel"),
+        (
+            {
+                "x": np.zeros((0, 3, 4), np.float32),
+                "out": np.zeros((0, 3, 4), np.float32),
+                "running_mean": None,
+                "running_var": None,
+            },
+            ValueError,
+            "no values per channel",
+        ),
     ]
     read_only = c.copy()
     read_only.flags.writeable = False
@@ -183,8 +209,19 @@ def test_outputs_overlapping_other_arguments_are_refused_before_writing(kernels)
         kernels.batch_norm_forward_eval(x, None, None, c, c + 1, 1e-5, out, c, 1)
     assert (out == 7).all()
     with pytest.raises(ValueError, match="batch_norm_forward_train: output out shares memory with x"):
-        kernels.batch_norm_forward_train(x.reshape(-1)[:6].reshape(1, 2, 3), None, None, None, None, 0.1, 1e-5,
-                                         x.reshape(-1)[3:9].reshape(1, 2, 3), c.copy(), c.copy(), 1)
+        kernels.batch_norm_forward_train(
+            x.reshape(-1)[:6].reshape(1, 2, 3),
+            None,
+            None,
+            None,
+            None,
+            0.1,
+            1e-5,
+            x.reshape(-1)[3:9].reshape(1, 2, 3),
+            c.copy(),
+            c.copy(),
+            1,
+        )
     g, both = np.ones_like(x), c.copy()
     with pytest.raises(ValueError, match="batch_norm_backward: output grad_weight shares memory with grad_bias"):
         kernels.batch_norm_backward(g, x, None, c, c + 1, True, None, both, both, 1)
@@ -237,13 +274,24 @@ def maybe_malformed_calls(draw):
     """Arguments for batch_norm_forward_train, sometimes subtly wrong."""
     n, c, s = draw(st.integers(0, 3)), draw(st.integers(0, 4)), draw(st.integers(0, 5))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def arr(shape, kind=dtype):
         return rng.standard_normal(shape).astype(kind)
 
-    args = dict(x=arr((n, c, s)), weight=arr(c), bias=arr(c), running_mean=arr(c), running_var=np.abs(arr(c)),
-                momentum=0.1, eps=1e-5, out=arr((n, c, s)), save_mean=arr(c), save_invstd=arr(c), n_threads=1)
+    args = dict(
+        x=arr((n, c, s)),
+        weight=arr(c),
+        bias=arr(c),
+        running_mean=arr(c),
+        running_var=np.abs(arr(c)),
+        momentum=0.1,
+        eps=1e-5,
+        out=arr((n, c, s)),
+        save_mean=arr(c),
+        save_invstd=arr(c),
+        n_threads=1,
+    )
     flaw = draw(st.sampled_from(["none", "none", "dtype", "shape", "none_arg", "strided", "ndim"]))
     name = draw(st.sampled_from(["x", "weight", "bias", "running_mean", "out", "save_mean"]))
     if flaw == "dtype":

@@ -4,6 +4,7 @@ Both homes do the same float32 (or float64) operations in the same order, so eve
 update, over several steps and every option combination, must give identical arrays.
 Bad input must raise the same clear error in both.
 """
+
 import itertools
 
 import numpy as np
@@ -60,16 +61,21 @@ def _run_both(kernel_name, n_roles, dtype, steps, call, shapes=SHAPES, seed=0, s
 
 # --------------------------------------------------------------------------- compiled == reference
 
-SGD_CASES = [c for c in itertools.product([0.0, 0.9], [0.0, 0.25], [0.0, 0.01], [False, True], [False, True])
-             if not (c[3] and (c[0] == 0 or c[1] != 0))]
+SGD_CASES = [
+    c
+    for c in itertools.product([0.0, 0.9], [0.0, 0.25], [0.0, 0.01], [False, True], [False, True])
+    if not (c[3] and (c[0] == 0 or c[1] != 0))
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum,dampening,weight_decay,nesterov,maximize", SGD_CASES)
 def test_sgd_matches_reference(dtype, momentum, dampening, weight_decay, nesterov, maximize):
     def call(module, p, g, s, step):
-        module.sgd_step(p, g, s[0] if momentum else [], 0.05, momentum, dampening, weight_decay,
-                        nesterov, maximize, step == 1, 1)
+        module.sgd_step(
+            p, g, s[0] if momentum else [], 0.05, momentum, dampening, weight_decay, nesterov, maximize, step == 1, 1
+        )
+
     _run_both("sgd_step", 1, dtype, 4, call)
 
 
@@ -80,8 +86,24 @@ ADAM_CASES = list(itertools.product([0.0, 0.05], [False, True], [False, True], [
 @pytest.mark.parametrize("weight_decay,amsgrad,maximize,decoupled,beta1", ADAM_CASES)
 def test_adam_matches_reference(dtype, weight_decay, amsgrad, maximize, decoupled, beta1):
     def call(module, p, g, s, step):
-        module.adam_step(p, g, s[0], s[1], s[2] if amsgrad else [], step, 0.01, beta1, 0.999, 1e-8,
-                         weight_decay, amsgrad, maximize, decoupled, 1)
+        module.adam_step(
+            p,
+            g,
+            s[0],
+            s[1],
+            s[2] if amsgrad else [],
+            step,
+            0.01,
+            beta1,
+            0.999,
+            1e-8,
+            weight_decay,
+            amsgrad,
+            maximize,
+            decoupled,
+            1,
+        )
+
     _run_both("adam_step", 3, dtype, 4, call)
 
 
@@ -92,8 +114,22 @@ RMSPROP_CASES = list(itertools.product([0.0, 0.05], [0.0, 0.9], [False, True], [
 @pytest.mark.parametrize("weight_decay,momentum,centered,maximize,alpha", RMSPROP_CASES)
 def test_rmsprop_matches_reference(dtype, weight_decay, momentum, centered, maximize, alpha):
     def call(module, p, g, s, step):
-        module.rmsprop_step(p, g, s[0], s[1] if centered else [], s[2] if momentum else [], 0.01, alpha,
-                            1e-8, weight_decay, momentum, centered, maximize, 1)
+        module.rmsprop_step(
+            p,
+            g,
+            s[0],
+            s[1] if centered else [],
+            s[2] if momentum else [],
+            0.01,
+            alpha,
+            1e-8,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+            1,
+        )
+
     _run_both("rmsprop_step", 3, dtype, 4, call)
 
 
@@ -102,6 +138,7 @@ def test_rmsprop_matches_reference(dtype, weight_decay, momentum, centered, maxi
 def test_non_finite_hyperparameters_match_reference(dtype, value):
     """The kernels take any real hyperparameter (the optimizers reject the odd ones) and the
     two homes agree on what it does, down to the scalar math (pow, division by zero)."""
+
     def adam(module, p, g, s, step):
         module.adam_step(p, g, s[0], s[1], s[2], step, value, value, value, value, value, True, False, False, 1)
 
@@ -118,6 +155,7 @@ def test_non_finite_hyperparameters_match_reference(dtype, value):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_special_values_match_reference(dtype):
     """inf, nan, signed zeros, subnormals and huge gradients go through both homes alike."""
+
     def sgd(module, p, g, s, step):
         module.sgd_step(p, g, s[0], 0.1, 0.9, 0.0, 0.01, True, False, step == 1, 1)
 
@@ -137,6 +175,7 @@ def test_many_tensors_match_reference():
 
     def call(module, p, g, s, step):
         module.adam_step(p, g, s[0], s[1], [], step, 0.01, 0.9, 0.999, 1e-8, 0.0, False, False, False, 1)
+
     _run_both("adam_step", 3, np.float32, 2, call, shapes=shapes)
 
 
@@ -154,10 +193,12 @@ def test_empty_call_is_a_no_op():
     ones, and the real ones get exactly what they get alone."""
     calls = {
         "sgd_step": lambda m, p, g, s: m.sgd_step(p, g, s[0], 0.1, 0.9, 0.0, 0.0, False, False, True, 1),
-        "adam_step": lambda m, p, g, s: m.adam_step(p, g, s[0], s[1], s[2], 1, 0.1, 0.9, 0.999, 1e-8, 0.0,
-                                                    True, False, False, 2),
-        "rmsprop_step": lambda m, p, g, s: m.rmsprop_step(p, g, s[0], s[1], s[2], 0.1, 0.99, 1e-8, 0.0, 0.9,
-                                                          True, False, 2),
+        "adam_step": lambda m, p, g, s: m.adam_step(
+            p, g, s[0], s[1], s[2], 1, 0.1, 0.9, 0.999, 1e-8, 0.0, True, False, False, 2
+        ),
+        "rmsprop_step": lambda m, p, g, s: m.rmsprop_step(
+            p, g, s[0], s[1], s[2], 0.1, 0.99, 1e-8, 0.0, 0.9, True, False, 2
+        ),
     }
     rng = np.random.default_rng(3)
     for module in (compiled, reference):
@@ -168,8 +209,9 @@ def test_empty_call_is_a_no_op():
             state = [[np.zeros(5, np.float32)] for _ in range(3)]
             mixed = [np.empty(0, np.float32), alone[0].copy(), np.empty((3, 0), np.float32)]
             mixed_grads = [np.empty(0, np.float32), grads[0], np.empty((3, 0), np.float32)]
-            mixed_state = [[np.empty(0, np.float32), np.zeros(5, np.float32), np.empty((3, 0), np.float32)]
-                           for _ in range(3)]
+            mixed_state = [
+                [np.empty(0, np.float32), np.zeros(5, np.float32), np.empty((3, 0), np.float32)] for _ in range(3)
+            ]
             call(module, alone, grads, state)
             call(module, mixed, mixed_grads, mixed_state)
             np.testing.assert_array_equal(mixed[1], alone[0], err_msg=name)
@@ -179,6 +221,7 @@ def test_empty_call_is_a_no_op():
 
 
 # --------------------------------------------------------------------------- threads
+
 
 @pytest.mark.parametrize("kernel", ["sgd_step", "adam_step", "rmsprop_step"])
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -196,11 +239,11 @@ def test_threads_give_the_same_bits(kernel, dtype):
             if kernel == "sgd_step":
                 compiled.sgd_step(p, grads, s[0], 0.1, 0.9, 0.0, 0.01, True, False, step == 1, n_threads)
             elif kernel == "adam_step":
-                compiled.adam_step(p, grads, s[0], s[1], s[2], step, 0.01, 0.9, 0.999, 1e-8, 0.01, True,
-                                   False, True, n_threads)
+                compiled.adam_step(
+                    p, grads, s[0], s[1], s[2], step, 0.01, 0.9, 0.999, 1e-8, 0.01, True, False, True, n_threads
+                )
             else:
-                compiled.rmsprop_step(p, grads, s[0], s[1], s[2], 0.01, 0.99, 1e-8, 0.01, 0.9, True, False,
-                                      n_threads)
+                compiled.rmsprop_step(p, grads, s[0], s[1], s[2], 0.01, 0.99, 1e-8, 0.01, 0.9, True, False, n_threads)
         results.append(p + s[0] + s[1] + s[2])
     for other in results[1:]:
         _assert_identical(other, results[0], kernel)
@@ -212,8 +255,16 @@ MODULES = [pytest.param(compiled, id="compiled"), pytest.param(reference, id="re
 
 
 def _sgd(module, params, grads, bufs, **kw):
-    args = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
-                first_step=False, n_threads=1)
+    args = dict(
+        lr=0.1,
+        momentum=0.9,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        maximize=False,
+        first_step=False,
+        n_threads=1,
+    )
     args.update(kw)
     module.sgd_step(params, grads, bufs, *args.values())
 
@@ -233,7 +284,9 @@ def test_bad_input_raises(module):
         _sgd(module, [np.zeros(3, np.int64)], [np.zeros(3, np.int64)], [np.zeros(3, np.int64)])
     with pytest.raises(TypeError, match=r"sgd_step: grads\[1\] has dtype float64, but params\[0\] has float32"):
         _sgd(module, [f32(3), f32(2)], [f32(3), np.zeros(2)], [f32(3), f32(2)])
-    with pytest.raises(ValueError, match=r"sgd_step: grads\[0\] has shape \(3, 2\), but params\[0\] has shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"sgd_step: grads\[0\] has shape \(3, 2\), but params\[0\] has shape \(2, 3\)"
+    ):
         _sgd(module, [f32(2, 3)], [f32(3, 2)], [f32(2, 3)])
     with pytest.raises(ValueError, match=r"sgd_step: momentum_buffers\[0\] has shape \(5,\)"):
         _sgd(module, [f32(4)], [f32(4)], [f32(5)])
@@ -254,11 +307,13 @@ def test_bad_input_raises(module):
         module.rmsprop_step([f32(3)], [f32(3)], [f32(3)], [], [], 0.1, "0.99", 1e-8, 0.0, 0.0, False, False, 1)
     _sgd(module, [f32(3)], [f32(3)], [f32(3)], n_threads=2**70)  # more threads than exist: capped
     with pytest.raises(ValueError, match=r"adam_step: step must be >= 1"):
-        module.adam_step([f32(3)], [f32(3)], [f32(3)], [f32(3)], [], 0, 0.1, 0.9, 0.999, 1e-8, 0.0,
-                         False, False, False, 1)
+        module.adam_step(
+            [f32(3)], [f32(3)], [f32(3)], [f32(3)], [], 0, 0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False, 1
+        )
     with pytest.raises(ValueError, match=r"adam_step: got 1 params but 0 max_exp_avg_sqs"):
-        module.adam_step([f32(3)], [f32(3)], [f32(3)], [f32(3)], [], 1, 0.1, 0.9, 0.999, 1e-8, 0.0,
-                         True, False, False, 1)
+        module.adam_step(
+            [f32(3)], [f32(3)], [f32(3)], [f32(3)], [], 1, 0.1, 0.9, 0.999, 1e-8, 0.0, True, False, False, 1
+        )
     with pytest.raises(ValueError, match=r"rmsprop_step: got 1 params but 0 grad_avgs"):
         module.rmsprop_step([f32(3)], [f32(3)], [f32(3)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, True, False, 1)
 
@@ -272,15 +327,29 @@ def test_failed_call_changes_nothing(module):
     np.testing.assert_array_equal(p[0], 1.0)
 
 
-_arrays = st.sampled_from([
-    np.zeros(3, np.float32), np.zeros(3, np.float64), np.zeros((3, 1), np.float32), np.zeros(4, np.float32),
-    np.zeros(3, np.int32), np.zeros((2, 6), np.float32)[:, ::2], np.float32(1.0), None, [1.0, 2.0], "x",
-])
+_arrays = st.sampled_from(
+    [
+        np.zeros(3, np.float32),
+        np.zeros(3, np.float64),
+        np.zeros((3, 1), np.float32),
+        np.zeros(4, np.float32),
+        np.zeros(3, np.int32),
+        np.zeros((2, 6), np.float32)[:, ::2],
+        np.float32(1.0),
+        None,
+        [1.0, 2.0],
+        "x",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(p=st.lists(_arrays, max_size=3), g=st.lists(_arrays, max_size=3), b=st.lists(_arrays, max_size=3),
-       n_threads=st.integers(-1, 3))
+@given(
+    p=st.lists(_arrays, max_size=3),
+    g=st.lists(_arrays, max_size=3),
+    b=st.lists(_arrays, max_size=3),
+    n_threads=st.integers(-1, 3),
+)
 def test_malformed_input_never_crashes(p, g, b, n_threads):
     """Random malformed lists: both homes raise the same kind of error, or both run."""
     outcomes = []

@@ -1,5 +1,6 @@
 """adadelta_step and adagrad_step: compiled against the pure-Python reference, bit for bit,
 over option grids, both dtypes, odd shapes and special values; bad input raises first."""
+
 import itertools
 
 import numpy as np
@@ -23,8 +24,10 @@ def _run_both(n_roles, dtype, steps, call, shapes=SHAPES, special=False, init=0.
     params = _arrays(rng, dtype, shapes)
     if special:
         params[0].reshape(-1)[:6] = [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40]
-    homes = {m: ([p.copy() for p in params], [[np.full_like(p, init) for p in params] for _ in range(n_roles)])
-             for m in (compiled, reference)}
+    homes = {
+        m: ([p.copy() for p in params], [[np.full_like(p, init) for p in params] for _ in range(n_roles)])
+        for m in (compiled, reference)
+    }
     for step in range(1, steps + 1):
         grads = _arrays(rng, dtype, shapes, 0.1)
         if special:
@@ -42,36 +45,66 @@ def _run_both(n_roles, dtype, steps, call, shapes=SHAPES, special=False, init=0.
 def test_adadelta_matches_reference(dtype, weight_decay, maximize, rho):
     def call(module, p, g, s, step):
         module.adadelta_step(p, g, s[0], s[1], 1.0, rho, 1e-6, weight_decay, maximize, 1)
+
     _run_both(2, dtype, 4, call)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("weight_decay,maximize,lr_decay,init",
-                         itertools.product([0.0, 0.05], [False, True], [0.0, 0.1], [0.0, 0.2]))
+@pytest.mark.parametrize(
+    "weight_decay,maximize,lr_decay,init", itertools.product([0.0, 0.05], [False, True], [0.0, 0.1], [0.0, 0.2])
+)
 def test_adagrad_matches_reference(dtype, weight_decay, maximize, lr_decay, init):
     def call(module, p, g, s, step):
         module.adagrad_step(p, g, s[0], step, 0.01, lr_decay, 1e-10, weight_decay, maximize, 1)
+
     _run_both(1, dtype, 4, call, init=init)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_special_values_and_hyperparameters_match_reference(dtype):
     shapes = [(4, 3), (5,)]
-    _run_both(2, dtype, 3, lambda m, p, g, s, step: m.adadelta_step(p, g, s[0], s[1], 1.0, 0.9, 0.0, 0.01, True, 1),
-              shapes=shapes, special=True)
-    _run_both(1, dtype, 3, lambda m, p, g, s, step: m.adagrad_step(p, g, s[0], step, 0.1, 0.0, 0.0, 0.01, False, 1),
-              shapes=shapes, special=True)
+    _run_both(
+        2,
+        dtype,
+        3,
+        lambda m, p, g, s, step: m.adadelta_step(p, g, s[0], s[1], 1.0, 0.9, 0.0, 0.01, True, 1),
+        shapes=shapes,
+        special=True,
+    )
+    _run_both(
+        1,
+        dtype,
+        3,
+        lambda m, p, g, s, step: m.adagrad_step(p, g, s[0], step, 0.1, 0.0, 0.0, 0.01, False, 1),
+        shapes=shapes,
+        special=True,
+    )
     for value in (np.nan, np.inf, -1.0, 1e30):  # lr_decay=-1 divides by zero on step 2
-        _run_both(2, dtype, 2, lambda m, p, g, s, step: m.adadelta_step(p, g, s[0], s[1], value, value, value,
-                                                                        value, False, 1), shapes=shapes)
-        _run_both(1, dtype, 2, lambda m, p, g, s, step: m.adagrad_step(p, g, s[0], step, value, value, value,
-                                                                       value, False, 1), shapes=shapes)
+        _run_both(
+            2,
+            dtype,
+            2,
+            lambda m, p, g, s, step: m.adadelta_step(p, g, s[0], s[1], value, value, value, value, False, 1),
+            shapes=shapes,
+        )
+        _run_both(
+            1,
+            dtype,
+            2,
+            lambda m, p, g, s, step: m.adagrad_step(p, g, s[0], step, value, value, value, value, False, 1),
+            shapes=shapes,
+        )
 
 
 def test_many_tensors_match_reference():
     shapes = [(i % 4 + 1,) for i in range(70)]  # more than the compiled kernel keeps on its stack
-    _run_both(2, np.float32, 2, lambda m, p, g, s, step: m.adadelta_step(p, g, s[0], s[1], 1.0, 0.9, 1e-6, 0.0,
-                                                                         False, 1), shapes=shapes)
+    _run_both(
+        2,
+        np.float32,
+        2,
+        lambda m, p, g, s, step: m.adadelta_step(p, g, s[0], s[1], 1.0, 0.9, 1e-6, 0.0, False, 1),
+        shapes=shapes,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -122,7 +155,9 @@ def test_bad_input_raises_and_changes_nothing(module):
         module.adadelta_step([f32(3)], [f32(3)], [f32(3)], [f32(3)], 1.0, "0.9", 1e-6, 0.0, False, 1)
     with pytest.raises(ValueError, match=r"adagrad_step: step must be >= 1"):
         module.adagrad_step([f32(3)], [f32(3)], [f32(3)], 0, 0.1, 0.0, 1e-10, 0.0, False, 1)
-    with pytest.raises(TypeError, match=r"adagrad_step: state_sums\[0\] has dtype float64, but params\[0\] has float32"):
+    with pytest.raises(
+        TypeError, match=r"adagrad_step: state_sums\[0\] has dtype float64, but params\[0\] has float32"
+    ):
         module.adagrad_step([f32(3)], [f32(3)], [np.zeros(3)], 1, 0.1, 0.0, 1e-10, 0.0, False, 1)
     with pytest.raises(ValueError, match=r"adagrad_step: n_threads must be a positive integer, got 0"):
         module.adagrad_step([f32(3)], [f32(3)], [f32(3)], 1, 0.1, 0.0, 1e-10, 0.0, False, 0)
@@ -132,6 +167,16 @@ def test_bad_input_raises_and_changes_nothing(module):
         module.adagrad_step([f32(3)], [f32(3)], [read_only], 1, 0.1, 0.0, 1e-10, 0.0, False, 1)
     p = [np.ones(3, np.float32), np.ones(2, np.float32)]
     with pytest.raises(ValueError, match=r"must be C-contiguous"):
-        module.adadelta_step(p, [np.ones(3, np.float32), np.ones((2, 2), np.float32)[:, 0]], [f32(3), f32(2)],
-                             [f32(3), f32(2)], 1.0, 0.9, 1e-6, 0.0, False, 1)
+        module.adadelta_step(
+            p,
+            [np.ones(3, np.float32), np.ones((2, 2), np.float32)[:, 0]],
+            [f32(3), f32(2)],
+            [f32(3), f32(2)],
+            1.0,
+            0.9,
+            1e-6,
+            0.0,
+            False,
+            1,
+        )
     np.testing.assert_array_equal(p[0], 1.0)

@@ -3,6 +3,7 @@ grid of window settings (overlapping kernel 3 stride 2, padding, dilation, ceil_
 windows that run past the input, non-square kernels and inputs, batch 1), both dtypes;
 ties, NaN and all-equal inputs checked against PyTorch's rules written out by hand;
 threaded against single-threaded; bad arrays rejected by both homes."""
+
 import re
 
 import numpy as np
@@ -16,13 +17,13 @@ DTYPES = (np.float32, np.float64)
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode), pairs as (h, w)
 WINDOWS = [
     (1, 1, 5, 5, (2, 2), (2, 2), (0, 0), (1, 1), False),
-    (2, 3, 7, 9, (3, 3), (2, 2), (1, 1), (1, 1), False),   # overlapping, padded
-    (1, 2, 7, 7, (3, 3), (2, 2), (0, 0), (1, 1), True),    # ceil_mode: last window runs past
-    (2, 1, 6, 6, (3, 3), (2, 2), (1, 1), (1, 1), True),    # ceil_mode and padding
-    (1, 2, 8, 5, (3, 2), (1, 2), (1, 0), (1, 1), False),   # non-square kernel and stride
-    (2, 2, 9, 8, (3, 2), (2, 1), (1, 1), (2, 2), False),   # dilation
-    (1, 1, 7, 6, (2, 3), (3, 2), (1, 1), (3, 2), True),    # dilation and ceil_mode
-    (1, 3, 4, 4, (4, 4), (1, 1), (2, 2), (1, 1), False),   # window larger than the input
+    (2, 3, 7, 9, (3, 3), (2, 2), (1, 1), (1, 1), False),  # overlapping, padded
+    (1, 2, 7, 7, (3, 3), (2, 2), (0, 0), (1, 1), True),  # ceil_mode: last window runs past
+    (2, 1, 6, 6, (3, 3), (2, 2), (1, 1), (1, 1), True),  # ceil_mode and padding
+    (1, 2, 8, 5, (3, 2), (1, 2), (1, 0), (1, 1), False),  # non-square kernel and stride
+    (2, 2, 9, 8, (3, 2), (2, 1), (1, 1), (2, 2), False),  # dilation
+    (1, 1, 7, 6, (2, 3), (3, 2), (1, 1), (3, 2), True),  # dilation and ceil_mode
+    (1, 3, 4, 4, (4, 4), (1, 1), (2, 2), (1, 1), False),  # window larger than the input
     (1, 1, 1, 1, (1, 1), (1, 1), (0, 0), (1, 1), False),
     # wide rows: long runs of interior columns (the vectorised row loops and their tails)
     (1, 2, 5, 37, (2, 2), (2, 2), (0, 0), (1, 1), False),
@@ -42,8 +43,7 @@ def out_size(size, k, s, p, d, ceil_mode):
 
 def out_shape(case):
     n, c, h, w, k, s, p, d, ceil_mode = case
-    return (n, c, out_size(h, k[0], s[0], p[0], d[0], ceil_mode),
-            out_size(w, k[1], s[1], p[1], d[1], ceil_mode))
+    return (n, c, out_size(h, k[0], s[0], p[0], d[0], ceil_mode), out_size(w, k[1], s[1], p[1], d[1], ceil_mode))
 
 
 # every build present at every SIMD level it runs here (the baseline build's portable
@@ -110,6 +110,7 @@ def adaptive_backward(module, g, x_shape, n_threads=1):
 
 # --------------------------------------------------------------------------- max
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WINDOWS)
 def test_max_pool_matches_reference(compiled, case, dtype):
@@ -119,8 +120,9 @@ def test_max_pool_matches_reference(compiled, case, dtype):
     np.testing.assert_array_equal(out_c, out_r)
     np.testing.assert_array_equal(idx_c, idx_r)
     g = data(out_c.shape, dtype, 2)
-    np.testing.assert_allclose(max_backward(compiled, g, idx_c, x.shape),
-                               max_backward(reference, g, idx_r, x.shape), **tol(dtype))
+    np.testing.assert_allclose(
+        max_backward(compiled, g, idx_c, x.shape), max_backward(reference, g, idx_r, x.shape), **tol(dtype)
+    )
 
 
 @pytest.mark.parametrize("case", WINDOWS)
@@ -143,16 +145,19 @@ def test_max_pool_all_equal_input_routes_to_first_element_of_each_window(compile
         out, idx = max_forward(module, x, case)
         assert (out == 2.5).all()
         np.testing.assert_array_equal(idx, expected)
-        np.testing.assert_array_equal(max_backward(module, np.ones(out.shape, np.float32), idx, x.shape),
-                                      expected_grad)
+        np.testing.assert_array_equal(max_backward(module, np.ones(out.shape, np.float32), idx, x.shape), expected_grad)
 
 
 def test_max_pool_ties_keep_first_and_nan_wins_as_in_pytorch(compiled):
     # one row, one window of 4: PyTorch keeps the first of equal maxima, and a NaN
     # replaces the maximum whenever it is seen (so the last NaN's index is kept)
     case = (1, 1, 1, 4, (1, 4), (1, 4), (0, 0), (1, 1), False)
-    rows = {(1.0, 3.0, 3.0, 2.0): (3.0, 1), (np.nan, 5.0, 1.0, 0.0): (np.nan, 0),
-            (1.0, np.nan, 3.0, np.nan): (np.nan, 3), (-np.inf, -np.inf, -np.inf, -np.inf): (-np.inf, 0)}
+    rows = {
+        (1.0, 3.0, 3.0, 2.0): (3.0, 1),
+        (np.nan, 5.0, 1.0, 0.0): (np.nan, 0),
+        (1.0, np.nan, 3.0, np.nan): (np.nan, 3),
+        (-np.inf, -np.inf, -np.inf, -np.inf): (-np.inf, 0),
+    }
     for module in (compiled, reference):
         for row, (value, index) in rows.items():
             x = np.array(row, np.float64).reshape(1, 1, 1, 4)
@@ -164,10 +169,25 @@ def test_max_pool_ties_keep_first_and_nan_wins_as_in_pytorch(compiled):
 # The 2x2 stride-2 window has its own loops (vectors of 8 floats or 4 doubles, half
 # vectors, a scalar remainder; the backward's one-pass write only for rows of 8 or more
 # windows tiling the input): shapes that hit it and shapes right beside it.
-POOL2X2_SHAPES = [(1, 1, 1, 1), (1, 1, 2, 2), (1, 2, 3, 3), (2, 1, 4, 6), (1, 1, 5, 7),
-                  (1, 2, 8, 8), (1, 1, 9, 9), (1, 1, 10, 10), (1, 1, 6, 14), (1, 1, 6, 15),
-                  (1, 3, 16, 16), (1, 1, 17, 17), (1, 1, 4, 18), (1, 1, 4, 30),
-                  (2, 3, 28, 28), (1, 1, 7, 33), (1, 1, 4, 40)]
+POOL2X2_SHAPES = [
+    (1, 1, 1, 1),
+    (1, 1, 2, 2),
+    (1, 2, 3, 3),
+    (2, 1, 4, 6),
+    (1, 1, 5, 7),
+    (1, 2, 8, 8),
+    (1, 1, 9, 9),
+    (1, 1, 10, 10),
+    (1, 1, 6, 14),
+    (1, 1, 6, 15),
+    (1, 3, 16, 16),
+    (1, 1, 17, 17),
+    (1, 1, 4, 18),
+    (1, 1, 4, 30),
+    (2, 3, 28, 28),
+    (1, 1, 7, 33),
+    (1, 1, 4, 40),
+]
 
 
 @pytest.fixture
@@ -221,8 +241,9 @@ def test_max_pool_2x2_backward_with_indices_outside_their_windows(pool2x2_module
     for where in [(0, 0, 0, 0), (1, 1, oh - 1, ow - 1), (1, 0, 1, ow // 2)]:
         idx = own.astype(np.int64).copy()
         idx[where] = 0 if where != (0, 0, 0, 0) else shape[2] * shape[3] - 1
-        np.testing.assert_allclose(max_backward(pool2x2_module, g, idx, shape),
-                                   max_backward(reference, g, idx, shape), **tol(dtype))
+        np.testing.assert_allclose(
+            max_backward(pool2x2_module, g, idx, shape), max_backward(reference, g, idx, shape), **tol(dtype)
+        )
         idx[where] = shape[2] * shape[3]
         gx = np.full(shape, 7.0, dtype)
         with pytest.raises(ValueError, match="outside the input plane"):
@@ -235,7 +256,7 @@ def test_max_backward_names_the_first_bad_index_in_a_long_call(compiled, where):
     """Indices are checked in blocks: the one reported is still the first bad one."""
     idx = np.zeros((9, 25, 5, 5), np.int64)
     idx.reshape(-1)[where] = -1
-    idx.reshape(-1)[-1 if where != idx.size - 1 else 0] = 10 ** 6  # a later one
+    idx.reshape(-1)[-1 if where != idx.size - 1 else 0] = 10**6  # a later one
     if where == idx.size - 1:
         where = 0
     g = np.ones(idx.shape, np.float32)
@@ -253,8 +274,9 @@ def test_max_pool_2x2_threads_agree(pool2x2_module):
     np.testing.assert_array_equal(out1, out2)
     np.testing.assert_array_equal(idx1, idx2)
     g = data(out1.shape, np.float32, 8)
-    np.testing.assert_array_equal(max_backward(pool2x2_module, g, idx1, x.shape, 1),
-                                  max_backward(pool2x2_module, g, idx1, x.shape, 2))
+    np.testing.assert_array_equal(
+        max_backward(pool2x2_module, g, idx1, x.shape, 1), max_backward(pool2x2_module, g, idx1, x.shape, 2)
+    )
 
 
 def test_max_pool_overlapping_windows_add_gradients(compiled):
@@ -284,9 +306,11 @@ def test_avg_pool_matches_reference(compiled, case, include_pad, divisor, dtype)
     out_c = avg_forward(compiled, x, case, include_pad, divisor)
     np.testing.assert_allclose(out_c, avg_forward(reference, x, case, include_pad, divisor), **tol(dtype))
     g = data(out_c.shape, dtype, 4)
-    np.testing.assert_allclose(avg_backward(compiled, g, x.shape, case, include_pad, divisor),
-                               avg_backward(reference, g, x.shape, case, include_pad, divisor),
-                               **tol(dtype))
+    np.testing.assert_allclose(
+        avg_backward(compiled, g, x.shape, case, include_pad, divisor),
+        avg_backward(reference, g, x.shape, case, include_pad, divisor),
+        **tol(dtype),
+    )
 
 
 def test_avg_pool_ceil_mode_clips_window_and_divisor_as_pytorch(compiled):
@@ -308,16 +332,20 @@ def test_avg_pool_ceil_mode_clips_window_and_divisor_as_pytorch(compiled):
 
 # --------------------------------------------------------------------------- adaptive
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("in_hw,out_hw", [((5, 7), (3, 4)), ((6, 6), (1, 1)), ((4, 5), (4, 5)),
-                                          ((3, 3), (5, 7)), ((7, 5), (2, 3)), ((1, 1), (2, 1))])
+@pytest.mark.parametrize(
+    "in_hw,out_hw",
+    [((5, 7), (3, 4)), ((6, 6), (1, 1)), ((4, 5), (4, 5)), ((3, 3), (5, 7)), ((7, 5), (2, 3)), ((1, 1), (2, 1))],
+)
 def test_adaptive_avg_pool_matches_reference(compiled, in_hw, out_hw, dtype):
     x = data((2, 3) + in_hw, dtype, 5)
     out_c = adaptive(compiled, x, out_hw)
     np.testing.assert_allclose(out_c, adaptive(reference, x, out_hw), **tol(dtype))
     g = data(out_c.shape, dtype, 6)
-    np.testing.assert_allclose(adaptive_backward(compiled, g, x.shape),
-                               adaptive_backward(reference, g, x.shape), **tol(dtype))
+    np.testing.assert_allclose(
+        adaptive_backward(compiled, g, x.shape), adaptive_backward(reference, g, x.shape), **tol(dtype)
+    )
 
 
 def test_adaptive_regions_are_pytorchs(compiled):
@@ -329,6 +357,7 @@ def test_adaptive_regions_are_pytorchs(compiled):
 
 # --------------------------------------------------------------------------- threads
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_threads_agree_with_one_thread(compiled, dtype):
     """Above the threading threshold (planes split over threads): bit-identical."""
@@ -339,19 +368,24 @@ def test_threads_agree_with_one_thread(compiled, dtype):
     np.testing.assert_array_equal(out1, out2)
     np.testing.assert_array_equal(idx1, idx2)
     g = data(out1.shape, dtype, 8)
-    np.testing.assert_array_equal(max_backward(compiled, g, idx1, x.shape, 1),
-                                  max_backward(compiled, g, idx1, x.shape, 2))
-    np.testing.assert_array_equal(avg_forward(compiled, x, case, False, None, 1),
-                                  avg_forward(compiled, x, case, False, None, 2))
-    np.testing.assert_array_equal(avg_backward(compiled, g, x.shape, case, True, None, 1),
-                                  avg_backward(compiled, g, x.shape, case, True, None, 2))
+    np.testing.assert_array_equal(
+        max_backward(compiled, g, idx1, x.shape, 1), max_backward(compiled, g, idx1, x.shape, 2)
+    )
+    np.testing.assert_array_equal(
+        avg_forward(compiled, x, case, False, None, 1), avg_forward(compiled, x, case, False, None, 2)
+    )
+    np.testing.assert_array_equal(
+        avg_backward(compiled, g, x.shape, case, True, None, 1), avg_backward(compiled, g, x.shape, case, True, None, 2)
+    )
     np.testing.assert_array_equal(adaptive(compiled, x, (5, 3), 1), adaptive(compiled, x, (5, 3), 2))
     ga = data((16, 8, 5, 3), dtype, 9)
-    np.testing.assert_array_equal(adaptive_backward(compiled, ga, x.shape, 1),
-                                  adaptive_backward(compiled, ga, x.shape, 2))
+    np.testing.assert_array_equal(
+        adaptive_backward(compiled, ga, x.shape, 1), adaptive_backward(compiled, ga, x.shape, 2)
+    )
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 @pytest.fixture(params=["compiled", "reference"])
 def home(request, compiled):
@@ -387,23 +421,26 @@ def test_max_forward_rejects_bad_arrays(home):
     with pytest.raises(TypeError, match="stride_h"):
         home.max_pool2d_forward(x, out, idx, 2, 2, True, 2, 0, 0, 1, 1, 1)
     with pytest.raises(ValueError, match="kernel_h"):
-        home.max_pool2d_forward(x, out, idx, 2 ** 40, 2, 2, 2, 0, 0, 1, 1, 1)
+        home.max_pool2d_forward(x, out, idx, 2**40, 2, 2, 2, 0, 0, 1, 1, 1)
     with pytest.raises(ValueError, match="n_threads"):
         home.max_pool2d_forward(x, out, idx, 2, 2, 2, 2, 0, 0, 1, 1, 0)
     # a window of only padding has no index to route a gradient to: refused
-    tiny, o1, i1 = np.ones((1, 1, 1, 1), np.float32), np.empty((1, 1, 1, 1), np.float32), np.empty((1, 1, 1, 1), np.int64)
+    tiny, o1, i1 = (
+        np.ones((1, 1, 1, 1), np.float32),
+        np.empty((1, 1, 1, 1), np.float32),
+        np.empty((1, 1, 1, 1), np.int64),
+    )
     with pytest.raises(ValueError, match="covers no input position"):
         home.max_pool2d_forward(tiny, o1, i1, 2, 1, 1, 1, 1, 0, 2, 1, 1)
     # more outputs than the input has windows for
     with pytest.raises(ValueError, match="covers no input position"):
-        home.max_pool2d_forward(x, np.empty((1, 2, 9, 2), np.float32),
-                                np.empty((1, 2, 9, 2), np.int64), *args)
+        home.max_pool2d_forward(x, np.empty((1, 2, 9, 2), np.float32), np.empty((1, 2, 9, 2), np.int64), *args)
 
 
 def test_max_backward_rejects_bad_indices(home):
     g = np.ones((1, 1, 2, 2), np.float32)
     gx = np.empty((1, 1, 4, 4), np.float32)
-    for bad in (-1, 16, 2 ** 40):
+    for bad in (-1, 16, 2**40):
         idx = np.zeros((1, 1, 2, 2), np.int64)
         idx[0, 0, 1, 0] = bad
         with pytest.raises(ValueError, match=rf"indices\[.*\] = {bad} is outside the input plane"):
@@ -456,6 +493,7 @@ def test_empty_batches_are_fine(home):
 
 # --------------------------------------------------------------------------- hostile input
 
+
 def test_output_sharing_memory_with_an_input_is_refused(compiled):
     for module in (compiled, reference):
         x = np.ones((1, 2, 4, 4), np.float32)
@@ -470,14 +508,12 @@ def test_output_sharing_memory_with_an_input_is_refused(compiled):
 
 
 # a non-integer is a TypeError, an integer out of range a ValueError
-@pytest.mark.parametrize("bad,error", [(None, TypeError), (1.5, TypeError), ("2", TypeError),
-                                       (2 ** 70, ValueError)])
+@pytest.mark.parametrize("bad,error", [(None, TypeError), (1.5, TypeError), ("2", TypeError), (2**70, ValueError)])
 def test_bad_scalar_arguments_name_the_kernel(compiled, bad, error):
     x = np.ones((1, 1, 4, 4), np.float32)
     for module in (compiled, reference):
         with pytest.raises(error, match="avg_pool2d_forward: stride_h"):
-            module.avg_pool2d_forward(x, np.empty((1, 1, 2, 2), np.float32), 2, 2, bad, 2, 0, 0,
-                                      True, None, 1)
+            module.avg_pool2d_forward(x, np.empty((1, 1, 2, 2), np.float32), 2, 2, bad, 2, 0, 0, True, None, 1)
 
 
 def test_backward_into_empty_planes_returns_at_once(compiled):
@@ -486,11 +522,11 @@ def test_backward_into_empty_planes_returns_at_once(compiled):
     still checked first."""
     for module in (compiled, reference):
         g = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
-        empty = np.empty((1, 1, 2 ** 28, 0), np.float32)
+        empty = np.empty((1, 1, 2**28, 0), np.float32)
         assert module.avg_pool2d_backward(g, empty, 2, 2, 2, 2, 0, 0, True, None, 1) is None
         assert module.adaptive_avg_pool2d_backward(np.empty((1, 1, 0, 3), np.float32), empty, 1) is None
         np.testing.assert_array_equal(g, np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3))
-        assert empty.shape == (1, 1, 2 ** 28, 0)
+        assert empty.shape == (1, 1, 2**28, 0)
         with pytest.raises(ValueError, match="avg_pool2d_backward: stride_h"):
             module.avg_pool2d_backward(g, empty, 2, 2, 0, 2, 0, 0, True, None, 1)
         with pytest.raises(TypeError, match="adaptive_avg_pool2d_backward"):

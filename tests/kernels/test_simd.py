@@ -2,6 +2,7 @@
 use_simd choose a path for every family at once (the modules report the level they
 dispatch on, and the kernels' own plans use it), a path the CPU lacks is refused with a
 clear error and never reached, and show_config prints the path that runs."""
+
 import importlib
 import importlib.util
 import os
@@ -18,8 +19,7 @@ from fastgrad.reference import linear as ref_linear
 from fastgrad.reference import pool as ref_pool
 
 HAVE_V3 = importlib.util.find_spec("fastgrad._ext.v3._conv") is not None
-pytestmark = pytest.mark.skipif(kernels.backend != "compiled",
-                                reason="SIMD paths belong to the compiled kernels")
+pytestmark = pytest.mark.skipif(kernels.backend != "compiled", reason="SIMD paths belong to the compiled kernels")
 
 
 def _bound_modules():
@@ -117,16 +117,17 @@ def _config_lines(lines):
 
 def _child(env_simd, code):
     env = dict(os.environ, FASTGRAD_SIMD=env_simd)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("path", kernels.simd_paths())
 def test_fastgrad_simd_forces_the_path_at_import(path):
-    code = ("import fastgrad, sys\nfrom fastgrad import kernels\n"
-            "mod = sys.modules[kernels.conv2d_forward.__module__]\n"
-            "print(kernels.simd_path, mod._simd_level(), mod.__name__)\n"
-            "fastgrad.show_config()\n")
+    code = (
+        "import fastgrad, sys\nfrom fastgrad import kernels\n"
+        "mod = sys.modules[kernels.conv2d_forward.__module__]\n"
+        "print(kernels.simd_path, mod._simd_level(), mod.__name__)\n"
+        "fastgrad.show_config()\n"
+    )
     run = _child(path, code)
     assert run.returncode == 0, run.stderr
     first, *config = run.stdout.splitlines()

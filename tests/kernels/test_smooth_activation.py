@@ -1,6 +1,7 @@
 """Smooth activation and PReLU kernels: compiled against the pure-Python reference on odd
 shapes and both dtypes, backward against central differences in float64, special values,
 and bad input raising before any loop runs."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,7 @@ compiled = pytest.importorskip("fastgrad._ext._smooth_activation", reason="compi
 SHAPES = [(7,), (3, 5), (2, 3, 4), (1,), (0, 3), (130_001,)]
 TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 # (name, extra args of forward and backward)
-ELEMENTWISE = [("gelu", (False,)), ("gelu", (True,)), ("silu", ()), ("elu", (1.0,)), ("elu", (0.3,)),
-               ("hardswish", ())]
+ELEMENTWISE = [("gelu", (False,)), ("gelu", (True,)), ("silu", ()), ("elu", (1.0,)), ("elu", (0.3,)), ("hardswish", ())]
 IDS = [f"{n}{a}" for n, a in ELEMENTWISE]
 
 

@@ -1,6 +1,7 @@
 """Shared by the nn tests: a finite-difference check of a module's gradients with
 respect to its inputs AND its parameters (fastgrad.autograd.gradcheck sees only the
 tensors passed to it, not the ones a module holds)."""
+
 import numpy as np
 import pytest
 
@@ -37,8 +38,9 @@ def check_module_grads(fn, inputs, params=(), eps=1e-6, atol=1e-6, rtol=1e-4, se
             minus = objective()
             flat[j] = orig
             num[j] = (plus - minus) / (2 * eps)
-        np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol,
-                                   err_msg=f"gradient of tensor {k} (shape {tuple(t.shape)})")
+        np.testing.assert_allclose(
+            analytic, numeric, rtol=rtol, atol=atol, err_msg=f"gradient of tensor {k} (shape {tuple(t.shape)})"
+        )
 
 
 @pytest.fixture

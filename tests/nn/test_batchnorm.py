@@ -1,6 +1,7 @@
 """BatchNorm1d/2d: batch statistics in train mode, running ones in eval, PyTorch's
 running-stat update (unbiased variance, momentum, momentum=None as a cumulative
 average), the affine/track_running_stats variants, and parity with torch.nn."""
+
 import numpy as np
 import pytest
 
@@ -53,15 +54,18 @@ def torch_pair(torch, cls, *args, **kwargs):
     return getattr(nn, cls)(*args, **kwargs), getattr(torch.nn, cls)(*args, **kwargs)
 
 
-@pytest.mark.parametrize("cls,shape,kwargs", [
-    ("BatchNorm2d", (4, 3, 5, 6), {}),
-    ("BatchNorm2d", (2, 5, 3, 3), {"momentum": None}),
-    ("BatchNorm2d", (3, 2, 4, 4), {"affine": False, "eps": 1e-3}),
-    ("BatchNorm2d", (3, 2, 4, 4), {"momentum": 0.3, "bias": False}),
-    ("BatchNorm1d", (8, 6), {}),
-    ("BatchNorm1d", (4, 3, 7), {"momentum": None}),
-    ("BatchNorm1d", (5, 4), {"track_running_stats": False}),
-])
+@pytest.mark.parametrize(
+    "cls,shape,kwargs",
+    [
+        ("BatchNorm2d", (4, 3, 5, 6), {}),
+        ("BatchNorm2d", (2, 5, 3, 3), {"momentum": None}),
+        ("BatchNorm2d", (3, 2, 4, 4), {"affine": False, "eps": 1e-3}),
+        ("BatchNorm2d", (3, 2, 4, 4), {"momentum": 0.3, "bias": False}),
+        ("BatchNorm1d", (8, 6), {}),
+        ("BatchNorm1d", (4, 3, 7), {"momentum": None}),
+        ("BatchNorm1d", (5, 4), {"track_running_stats": False}),
+    ],
+)
 def test_matches_pytorch_over_training_steps_then_eval(cls, shape, kwargs):
     torch = pytest.importorskip("torch")
     ours, theirs = torch_pair(torch, cls, shape[1], **kwargs)
@@ -89,8 +93,9 @@ def test_matches_pytorch_over_training_steps_then_eval(cls, shape, kwargs):
     ours.eval()
     theirs.eval()
     x = batch(shape, 99)
-    np.testing.assert_allclose(ours(fastgrad.tensor(x)).data, theirs(torch.tensor(x)).detach().numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        ours(fastgrad.tensor(x)).data, theirs(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_cumulative_average_when_momentum_is_none():
@@ -99,8 +104,9 @@ def test_cumulative_average_when_momentum_is_none():
     for x in batches:
         bn(fastgrad.tensor(x))
     np.testing.assert_allclose(bn.running_mean.data, np.mean([x.mean(axis=0) for x in batches], axis=0), rtol=1e-5)
-    np.testing.assert_allclose(bn.running_var.data, np.mean([x.var(axis=0, ddof=1) for x in batches], axis=0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        bn.running_var.data, np.mean([x.var(axis=0, ddof=1) for x in batches], axis=0), rtol=1e-5
+    )
     assert int(bn.num_batches_tracked.item()) == 3
 
 

@@ -2,6 +2,7 @@
 are replayed with new inputs, weights, gradients and workspaces filled in. Every replay
 must compute what the layers compute, pick up replaced weights, hand out new arrays and
 keep none of a step's arrays alive; a chain whose calls cannot be replayed runs its steps."""
+
 import gc
 import threading
 import weakref
@@ -13,7 +14,6 @@ import fastgrad
 import fastgrad.nn as nn
 import fastgrad.optim as optim
 from fastgrad.models import lenet5 as lenet
-from fastgrad.ops.chain import Chain
 
 
 def layer_by_layer(model):
@@ -21,13 +21,19 @@ def layer_by_layer(model):
         for layer in model:
             x = layer(x)
         return x
+
     return forward
 
 
 def batches(n, batch=3, seed=0):
     rng = np.random.default_rng(seed)
-    return [(fastgrad.tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)),
-             fastgrad.tensor(rng.integers(0, 10, batch))) for _ in range(n)]
+    return [
+        (
+            fastgrad.tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)),
+            fastgrad.tensor(rng.integers(0, 10, batch)),
+        )
+        for _ in range(n)
+    ]
 
 
 def train(model, forward, data):
@@ -45,8 +51,7 @@ def train(model, forward, data):
 
 def programs(model):
     """The (needs -> Traced or False) tables of the model's chain plans."""
-    return [plan.programs for call in model._calls()
-            for plan, _ in getattr(call, "plans", {}).values()]
+    return [plan.programs for call in model._calls() for plan, _ in getattr(call, "plans", {}).values()]
 
 
 def test_training_on_replayed_chains_matches_the_layers_bit_for_bit():
@@ -218,7 +223,7 @@ def test_a_dropped_graph_gives_its_arena_back():
     x = fastgrad.randn(2, 1, 28, 28)
     for _ in range(3):
         model(x).sum().backward()
-    (plan, _), = model._calls()[0].plans.values()
+    ((plan, _),) = model._calls()[0].plans.values()
     arenas = list(plan.spare)
     out = model(x)  # takes an arena; dropping the graph (no backward) gives it back
     assert len(plan.spare) == len(arenas) - 1
@@ -238,6 +243,7 @@ def test_a_program_calls_the_kernels_it_traced_whatever_their_names():
     def make(name):
         def kernel(*args):
             seen.append((name, args[1]))
+
         kernel.__name__ = name
         return kernel
 

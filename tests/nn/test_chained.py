@@ -2,6 +2,7 @@
 ReLU, MaxPool2d and Flatten layers is one graph node whose values and gradients are
 bit-identical to calling the layers one by one; every change to the layers, weights,
 input shape, thread count or backend is seen; bad input still gets the layers' errors."""
+
 import numpy as np
 import pytest
 
@@ -13,10 +14,20 @@ from fastgrad.models import lenet5 as lenet
 
 def mixed():
     """Chainable runs cut by other layers; strides, padding, no bias, a lone ReLU."""
-    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False), nn.MaxPool2d(2, stride=1),
-                         nn.ReLU(), nn.Conv2d(4, 4, (2, 3), padding="same", dilation=(1, 2), groups=2),
-                         nn.Tanh(), nn.Conv2d(4, 5, 1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 3 * 3, 7),
-                         nn.Sigmoid(), nn.Linear(7, 3, bias=False), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False),
+        nn.MaxPool2d(2, stride=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, (2, 3), padding="same", dilation=(1, 2), groups=2),
+        nn.Tanh(),
+        nn.Conv2d(4, 5, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(5 * 3 * 3, 7),
+        nn.Sigmoid(),
+        nn.Linear(7, 3, bias=False),
+        nn.ReLU(),
+    )
 
 
 NETS = {"lenet": (lenet, (1, 28, 28)), "mixed": (mixed, (3, 7, 7))}
@@ -45,8 +56,11 @@ def run(model, x, forward):
     x.grad = None
     out = forward(x)
     (out * fastgrad.tensor(np.linspace(-1, 1, out.numel()).reshape(out.shape).astype(out.data.dtype))).sum().backward()
-    return out.data.copy(), x.grad.data.copy() if x.grad is not None else None, \
-        [None if p.grad is None else p.grad.data.copy() for p in model.parameters()]
+    return (
+        out.data.copy(),
+        x.grad.data.copy() if x.grad is not None else None,
+        [None if p.grad is None else p.grad.data.copy() for p in model.parameters()],
+    )
 
 
 def assert_same(a, b):
@@ -166,12 +180,15 @@ def test_weight_of_another_shape_gets_the_layer_error():
         model(x)
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (lambda: fastgrad.randn(2, 3, 28, 28), ValueError, "Conv2d"),
-    (lambda: fastgrad.randn(2, 1, 3, 3), ValueError, "conv2d"),
-    (lambda: fastgrad.randn(2, 1, 28, 28, dtype=fastgrad.float64), TypeError, "dtype"),
-    (lambda: np.zeros((2, 1, 28, 28), np.float32), TypeError, "Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (lambda: fastgrad.randn(2, 3, 28, 28), ValueError, "Conv2d"),
+        (lambda: fastgrad.randn(2, 1, 3, 3), ValueError, "conv2d"),
+        (lambda: fastgrad.randn(2, 1, 28, 28, dtype=fastgrad.float64), TypeError, "dtype"),
+        (lambda: np.zeros((2, 1, 28, 28), np.float32), TypeError, "Tensor"),
+    ],
+)
 def test_bad_input_after_planning_gets_the_layer_errors(bad, error, match):
     model = lenet()
     model(fastgrad.randn(2, 1, 28, 28))
@@ -227,11 +244,14 @@ def test_return_indices_pooling_is_not_chained():
     assert indices.dtype == np.int64 and out.shape == (1, 2, 2, 2)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),  # ends in a view
-    lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 5), nn.ReLU(), nn.Linear(5, 3)),  # starts with one
-    lambda: nn.Sequential(nn.Flatten(), nn.ReLU()),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),  # ends in a view
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 5), nn.ReLU(), nn.Linear(5, 3)),  # starts with one
+        lambda: nn.Sequential(nn.Flatten(), nn.ReLU()),
+    ],
+)
 def test_outputs_and_gradients_handed_out_survive_later_steps(make):
     """Arena arrays are reused by the next call: nothing handed to the user may be one."""
     model = make()

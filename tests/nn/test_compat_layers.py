@@ -1,6 +1,7 @@
 """The layers PyTorch scripts use beyond the basics: construction defaults, parameter names
 and shapes, state_dict keys, and outputs and parameter gradients against PyTorch (weights
 copied over); containers and shape layers without torch."""
+
 from collections import OrderedDict
 
 import numpy as np
@@ -11,17 +12,31 @@ from fastgrad import nn
 
 # (constructor arguments, input shape) per layer name; every layer exists in torch.nn
 LAYERS = [
-    ("GELU", (), (3, 5)), ("GELU", ("tanh",), (3, 5)), ("SiLU", (), (2, 3, 4)), ("ELU", (0.5,), (4, 3)),
-    ("Hardswish", (), (2, 7)), ("PReLU", (), (2, 3, 4)), ("PReLU", (3, 0.1), (2, 3, 4)),
-    ("LayerNorm", ((4, 5),), (2, 3, 4, 5)), ("LayerNorm", (6, 1e-3, False), (2, 6)),
-    ("LayerNorm", (6,), (3, 6)), ("GroupNorm", (2, 6), (2, 6, 3, 3)), ("GroupNorm", (3, 6, 1e-5, False), (2, 6, 5)),
-    ("Conv1d", (3, 4, 3), (2, 3, 10)), ("Conv1d", (4, 6, 2, 2, 1, 1, 2, False), (1, 4, 9)),
+    ("GELU", (), (3, 5)),
+    ("GELU", ("tanh",), (3, 5)),
+    ("SiLU", (), (2, 3, 4)),
+    ("ELU", (0.5,), (4, 3)),
+    ("Hardswish", (), (2, 7)),
+    ("PReLU", (), (2, 3, 4)),
+    ("PReLU", (3, 0.1), (2, 3, 4)),
+    ("LayerNorm", ((4, 5),), (2, 3, 4, 5)),
+    ("LayerNorm", (6, 1e-3, False), (2, 6)),
+    ("LayerNorm", (6,), (3, 6)),
+    ("GroupNorm", (2, 6), (2, 6, 3, 3)),
+    ("GroupNorm", (3, 6, 1e-5, False), (2, 6, 5)),
+    ("Conv1d", (3, 4, 3), (2, 3, 10)),
+    ("Conv1d", (4, 6, 2, 2, 1, 1, 2, False), (1, 4, 9)),
     ("Conv1d", (3, 2, 3), (3, 8)),
-    ("ConvTranspose2d", (3, 4, 3), (2, 3, 5, 4)), ("ConvTranspose2d", (4, 2, (2, 3), 2, 1, 1, 2), (1, 4, 3, 3)),
+    ("ConvTranspose2d", (3, 4, 3), (2, 3, 5, 4)),
+    ("ConvTranspose2d", (4, 2, (2, 3), 2, 1, 1, 2), (1, 4, 3, 3)),
     ("ConvTranspose2d", (2, 3, 3, 1, 0, 0, 1, False), (2, 4, 4)),
-    ("MaxPool1d", (3,), (2, 3, 10)), ("MaxPool1d", (3, 2, 1), (2, 9)), ("AvgPool1d", (2,), (2, 3, 7)),
-    ("AvgPool1d", (3, 1, 1, False, False), (1, 2, 6)), ("Unflatten", (1, (2, 3)), (4, 6, 2)),
-    ("Unflatten", (-1, (2, -1)), (3, 8)), ("Dropout2d", (0.5,), (2, 3, 4, 4)),
+    ("MaxPool1d", (3,), (2, 3, 10)),
+    ("MaxPool1d", (3, 2, 1), (2, 9)),
+    ("AvgPool1d", (2,), (2, 3, 7)),
+    ("AvgPool1d", (3, 1, 1, False, False), (1, 2, 6)),
+    ("Unflatten", (1, (2, 3)), (4, 6, 2)),
+    ("Unflatten", (-1, (2, -1)), (3, 8)),
+    ("Dropout2d", (0.5,), (2, 3, 4, 4)),
 ]
 IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(LAYERS)]
 
@@ -62,8 +77,17 @@ def test_layer_matches_torch(name, args, shape):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
 
 
-@pytest.mark.parametrize("name,args", [("Conv1d", (3, 4, 3)), ("ConvTranspose2d", (3, 4, 3)), ("PReLU", ()),
-                                       ("LayerNorm", ((2, 3),)), ("GroupNorm", (2, 4)), ("Embedding", (10, 3))])
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("Conv1d", (3, 4, 3)),
+        ("ConvTranspose2d", (3, 4, 3)),
+        ("PReLU", ()),
+        ("LayerNorm", ((2, 3),)),
+        ("GroupNorm", (2, 4)),
+        ("Embedding", (10, 3)),
+    ],
+)
 def test_initial_parameters_follow_torch_defaults(name, args):
     """Initial values: the same distribution as PyTorch's (bounds and constants)."""
     torch = pytest.importorskip("torch")
@@ -101,8 +125,14 @@ def test_module_dict():
     d["fc"] = nn.Linear(2, 3)
     d.update([("norm", nn.LayerNorm(3))])
     assert list(d.keys()) == ["conv", "act", "fc", "norm"] and len(d) == 4 and "fc" in d
-    assert [k for k in d.state_dict()] == ["conv.weight", "conv.bias", "fc.weight", "fc.bias", "norm.weight",
-                                           "norm.bias"]
+    assert [k for k in d.state_dict()] == [
+        "conv.weight",
+        "conv.bias",
+        "fc.weight",
+        "fc.bias",
+        "norm.weight",
+        "norm.bias",
+    ]
     assert isinstance(d.pop("act"), nn.ReLU) and "act" not in d
     del d["norm"]
     assert list(d) == ["conv", "fc"]
@@ -140,8 +170,16 @@ def test_unflatten_and_embedding_layers():
 def test_sequential_with_new_layers_trains():
     """A small model of the new layers learns (loss falls), as a user would build it."""
     fastgrad.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.GELU(), nn.MaxPool1d(2),
-                          nn.Flatten(), nn.LayerNorm(16), nn.SiLU(), nn.Linear(16, 2))
+    model = nn.Sequential(
+        nn.Conv1d(1, 4, 3, padding=1),
+        nn.GroupNorm(2, 4),
+        nn.GELU(),
+        nn.MaxPool1d(2),
+        nn.Flatten(),
+        nn.LayerNorm(16),
+        nn.SiLU(),
+        nn.Linear(16, 2),
+    )
     rng = np.random.default_rng(0)
     x = rng.standard_normal((32, 1, 8)).astype(np.float32)
     y = (x.sum(axis=(1, 2)) > 0).astype(np.int64)

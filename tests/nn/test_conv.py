@@ -1,6 +1,7 @@
 """nn.Conv2d against torch.nn.Conv2d: padding='same' with even kernels (the extra row and
 column of padding at the bottom and right), and constructor errors that name the layer
 and keep PyTorch's wording."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,7 @@ SAME_EVEN = [
 def _pair_of_layers(torch, c_in, c_out, kernel_size, dilation, groups, seed):
     fastgrad.manual_seed(seed)
     ours = nn.Conv2d(c_in, c_out, kernel_size, padding="same", dilation=dilation, groups=groups)
-    theirs = torch.nn.Conv2d(c_in, c_out, kernel_size, padding="same", dilation=dilation,
-                             groups=groups)
+    theirs = torch.nn.Conv2d(c_in, c_out, kernel_size, padding="same", dilation=dilation, groups=groups)
     with torch.no_grad():
         theirs.weight.copy_(torch.from_numpy(ours.weight.data))
         theirs.bias.copy_(torch.from_numpy(ours.bias.data))
@@ -32,8 +32,7 @@ def _pair_of_layers(torch, c_in, c_out, kernel_size, dilation, groups, seed):
 @pytest.mark.filterwarnings("ignore:Using padding='same'")  # PyTorch's note on a padded copy
 @pytest.mark.parametrize("c_in,c_out,kernel_size,dilation,groups", SAME_EVEN)
 @pytest.mark.parametrize("fused_relu", [False, True])
-def test_same_padding_even_kernel_matches_pytorch(c_in, c_out, kernel_size, dilation, groups,
-                                                  fused_relu):
+def test_same_padding_even_kernel_matches_pytorch(c_in, c_out, kernel_size, dilation, groups, fused_relu):
     torch = pytest.importorskip("torch")
     ours, theirs = _pair_of_layers(torch, c_in, c_out, kernel_size, dilation, groups, seed=1)
     rng = np.random.default_rng(2)
@@ -69,19 +68,19 @@ def test_same_padding_even_kernel_pads_bottom_and_right():
     padded = np.pad(x[0, 0], ((0, 1), (0, 1)))
     for i in range(3):
         for j in range(4):
-            want[0, 0, i, j] = padded[i:i + 2, j:j + 2].sum()
+            want[0, 0, i, j] = padded[i : i + 2, j : j + 2].sum()
     np.testing.assert_array_equal(conv(fastgrad.tensor(x)).data, want)
 
 
 BAD_ARGUMENTS = [
-    ((3, 4, 3), dict(groups=2), "Conv2d: in_channels must be divisible by groups "
-                                "(in_channels=3, groups=2)"),
-    ((4, 3, 3), dict(groups=2), "Conv2d: out_channels must be divisible by groups "
-                                "(out_channels=3, groups=2)"),
-    ((1, 3, 3), dict(stride=2, padding="same"), "Conv2d: padding='same' is not supported for "
-                                                "strided convolutions (stride=(2, 2))"),
-    ((1, 3, 3), dict(padding="full"), "Conv2d: Invalid padding string 'full', should be one "
-                                      "of {'valid', 'same'}"),
+    ((3, 4, 3), dict(groups=2), "Conv2d: in_channels must be divisible by groups (in_channels=3, groups=2)"),
+    ((4, 3, 3), dict(groups=2), "Conv2d: out_channels must be divisible by groups (out_channels=3, groups=2)"),
+    (
+        (1, 3, 3),
+        dict(stride=2, padding="same"),
+        "Conv2d: padding='same' is not supported for strided convolutions (stride=(2, 2))",
+    ),
+    ((1, 3, 3), dict(padding="full"), "Conv2d: Invalid padding string 'full', should be one of {'valid', 'same'}"),
 ]
 
 

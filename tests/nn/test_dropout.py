@@ -1,5 +1,6 @@
 """Dropout: inverted scaling, keep rate, gradient through the same mask, identity in
 eval mode / training=False, reproducible under manual_seed."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,7 @@ def test_statistics_of_the_mask(p):
 
 
 def test_gradient_uses_the_forward_mask():
-    x = fastgrad.tensor(np.random.default_rng(0).standard_normal((30, 40)), dtype=fastgrad.float64,
-                        requires_grad=True)
+    x = fastgrad.tensor(np.random.default_rng(0).standard_normal((30, 40)), dtype=fastgrad.float64, requires_grad=True)
     y = F.dropout(x, 0.3)
     y.backward(fastgrad.ones(30, 40, dtype=fastgrad.float64))
     mask = y.data / x.data

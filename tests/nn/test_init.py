@@ -1,5 +1,6 @@
 """fastgrad.nn.init: gains and fans as PyTorch computes them, the range or spread of
 each random initializer, in-place filling, seeding, and the errors."""
+
 import math
 
 import numpy as np
@@ -13,9 +14,20 @@ def param(*shape, dtype=np.float32):
     return Parameter(np.zeros(shape, dtype=dtype))
 
 
-@pytest.mark.parametrize("name,arg", [("linear", None), ("conv2d", None), ("sigmoid", None), ("tanh", None),
-                                      ("relu", None), ("leaky_relu", None), ("leaky_relu", 0.2),
-                                      ("leaky_relu", math.sqrt(5)), ("selu", None)])
+@pytest.mark.parametrize(
+    "name,arg",
+    [
+        ("linear", None),
+        ("conv2d", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("leaky_relu", math.sqrt(5)),
+        ("selu", None),
+    ],
+)
 def test_calculate_gain_matches_pytorch(name, arg):
     torch = pytest.importorskip("torch")
     assert init.calculate_gain(name, arg) == pytest.approx(torch.nn.init.calculate_gain(name, arg), rel=1e-12)

@@ -1,6 +1,7 @@
 """Weights interchange with PyTorch: the same network built with fastgrad.nn and
 torch.nn loads the other's state_dict (as numpy arrays) and computes the same outputs
 (to 1e-5) and gradients."""
+
 import numpy as np
 import pytest
 
@@ -16,21 +17,39 @@ def lenet5(lib):
     if lib is nn:
         return models.lenet5()
     return lib.Sequential(
-        lib.Conv2d(1, 6, 5, padding=2), lib.ReLU(), lib.MaxPool2d(2),
-        lib.Conv2d(6, 16, 5), lib.ReLU(), lib.MaxPool2d(2),
+        lib.Conv2d(1, 6, 5, padding=2),
+        lib.ReLU(),
+        lib.MaxPool2d(2),
+        lib.Conv2d(6, 16, 5),
+        lib.ReLU(),
+        lib.MaxPool2d(2),
         lib.Flatten(),
-        lib.Linear(400, 120), lib.ReLU(),
-        lib.Linear(120, 84), lib.ReLU(),
-        lib.Linear(84, 10))
+        lib.Linear(400, 120),
+        lib.ReLU(),
+        lib.Linear(120, 84),
+        lib.ReLU(),
+        lib.Linear(84, 10),
+    )
 
 
 def bn_cnn(lib):
     return lib.Sequential(
-        lib.Conv2d(3, 8, 3, padding=1), lib.BatchNorm2d(8), lib.LeakyReLU(0.1), lib.AvgPool2d(2),
-        lib.Conv2d(8, 8, 3, stride=2, bias=False), lib.BatchNorm2d(8, momentum=None), lib.Tanh(),
-        lib.AdaptiveAvgPool2d(1), lib.Flatten(),
-        lib.Linear(8, 16), lib.BatchNorm1d(16), lib.Sigmoid(), lib.Dropout(0.3),
-        lib.Linear(16, 5), lib.LogSoftmax(dim=1))
+        lib.Conv2d(3, 8, 3, padding=1),
+        lib.BatchNorm2d(8),
+        lib.LeakyReLU(0.1),
+        lib.AvgPool2d(2),
+        lib.Conv2d(8, 8, 3, stride=2, bias=False),
+        lib.BatchNorm2d(8, momentum=None),
+        lib.Tanh(),
+        lib.AdaptiveAvgPool2d(1),
+        lib.Flatten(),
+        lib.Linear(8, 16),
+        lib.BatchNorm1d(16),
+        lib.Sigmoid(),
+        lib.Dropout(0.3),
+        lib.Linear(16, 5),
+        lib.LogSoftmax(dim=1),
+    )
 
 
 def images(shape, seed=0):
@@ -103,5 +122,4 @@ def test_batchnorm_cnn_interchange_with_running_statistics():
     back = bn_cnn(torch.nn)
     back.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     for key, value in theirs.state_dict().items():
-        np.testing.assert_allclose(back.state_dict()[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-6,
-                                   err_msg=key)
+        np.testing.assert_allclose(back.state_dict()[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-6, err_msg=key)

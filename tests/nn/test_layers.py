@@ -1,6 +1,7 @@
 """The layers: gradients by finite differences (float64, tiny shapes, inputs and
 parameters), reprs against PyTorch's, wrong input shapes, containers, default
 initialization and constructor checks."""
+
 import math
 from collections import OrderedDict
 
@@ -30,8 +31,11 @@ GRAD_CASES = [
     ("maxpool", lambda: nn.MaxPool2d(2), (2, 2, 4, 6)),
     ("maxpool_overlap_pad", lambda: nn.MaxPool2d(3, stride=2, padding=1), (1, 2, 5, 5)),
     ("avgpool", lambda: nn.AvgPool2d(2), (2, 2, 4, 4)),
-    ("avgpool_pad_ceil", lambda: nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
-     (1, 2, 6, 5)),
+    (
+        "avgpool_pad_ceil",
+        lambda: nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        (1, 2, 6, 5),
+    ),
     ("adaptive_avgpool", lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 2, 5, 7)),
     ("adaptive_avgpool_1", lambda: nn.AdaptiveAvgPool2d(1), (2, 3, 3, 3)),
     ("relu", lambda: nn.ReLU(), (3, 4)),
@@ -47,8 +51,11 @@ GRAD_CASES = [
     ("batchnorm2d", lambda: nn.BatchNorm2d(2), (2, 2, 3, 3)),
     ("batchnorm2d_no_affine", lambda: nn.BatchNorm2d(2, affine=False), (3, 2, 2, 2)),
     ("batchnorm1d_no_bias", lambda: nn.BatchNorm1d(3, bias=False), (4, 3)),
-    ("sequential", lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-                                         nn.Flatten(), nn.Linear(8, 3)), (2, 1, 4, 4)),
+    (
+        "sequential",
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)),
+        (2, 1, 4, 4),
+    ),
 ]
 
 
@@ -87,12 +94,14 @@ def loss_cases():
     target = fastgrad.tensor(rng.standard_normal((5, 4)), dtype=fastgrad.float64)
     weight = fastgrad.tensor([1.0, 0.5, 2.0, 1.5], dtype=fastgrad.float64)
     return [
-        ("mse", nn.MSELoss(), target), ("mse_sum", nn.MSELoss(reduction="sum"), target),
+        ("mse", nn.MSELoss(), target),
+        ("mse_sum", nn.MSELoss(reduction="sum"), target),
         ("mse_none", nn.MSELoss(reduction="none"), target),
         ("cross_entropy", nn.CrossEntropyLoss(), labels),
         ("cross_entropy_weighted_smooth", nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1), labels),
         ("cross_entropy_ignore", nn.CrossEntropyLoss(ignore_index=2, reduction="sum"), labels),
-        ("nll", nn.NLLLoss(), labels), ("nll_weighted", nn.NLLLoss(weight=weight), labels),
+        ("nll", nn.NLLLoss(), labels),
+        ("nll_weighted", nn.NLLLoss(weight=weight), labels),
         ("bce_logits", nn.BCEWithLogitsLoss(), probs),
         ("bce_logits_pos_weight", nn.BCEWithLogitsLoss(pos_weight=weight, reduction="sum"), probs),
     ]
@@ -113,11 +122,17 @@ def test_loss_modules_match_pytorch():
     w = np.array([1.0, 0.5, 2.0, 1.5, 1.0], dtype=np.float32)
     pairs = [
         (nn.MSELoss(), torch.nn.MSELoss(), probs),
-        (nn.CrossEntropyLoss(weight=fastgrad.tensor(w), label_smoothing=0.2, ignore_index=1),
-         torch.nn.CrossEntropyLoss(weight=torch.tensor(w), label_smoothing=0.2, ignore_index=1), labels),
+        (
+            nn.CrossEntropyLoss(weight=fastgrad.tensor(w), label_smoothing=0.2, ignore_index=1),
+            torch.nn.CrossEntropyLoss(weight=torch.tensor(w), label_smoothing=0.2, ignore_index=1),
+            labels,
+        ),
         (nn.NLLLoss(reduction="sum"), torch.nn.NLLLoss(reduction="sum"), labels),
-        (nn.BCEWithLogitsLoss(pos_weight=fastgrad.tensor(w)), torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(w)),
-         probs),
+        (
+            nn.BCEWithLogitsLoss(pos_weight=fastgrad.tensor(w)),
+            torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(w)),
+            probs,
+        ),
         (nn.MSELoss(size_average=False), torch.nn.MSELoss(reduction="sum"), probs),
     ]
     for ours, theirs, target in pairs:
@@ -128,22 +143,58 @@ def test_loss_modules_match_pytorch():
 
 # ---------------------------------------------------------------------------- reprs
 
+
 def repr_pairs(lib):
     return [
-        lib.Conv2d(1, 6, 5, padding=2), lib.Conv2d(6, 16, 5), lib.Conv2d(4, 8, (3, 1), stride=2, dilation=(1, 2)),
-        lib.Conv2d(4, 4, 3, groups=2, bias=False), lib.Conv2d(2, 2, 3, padding="same"), lib.Conv2d(2, 2, 4, padding="valid"),
-        lib.Linear(400, 120), lib.Linear(3, 1, bias=False),
-        lib.MaxPool2d(2), lib.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), lib.AvgPool2d(2),
-        lib.AvgPool2d((2, 3), stride=1), lib.AdaptiveAvgPool2d((1, 1)), lib.AdaptiveAvgPool2d(3),
-        lib.ReLU(), lib.ReLU(inplace=True), lib.LeakyReLU(), lib.LeakyReLU(0.2, inplace=True), lib.Sigmoid(),
-        lib.Tanh(), lib.Softmax(dim=1), lib.LogSoftmax(dim=-1), lib.Flatten(), lib.Flatten(0, 2), lib.Identity(),
-        lib.Dropout(), lib.Dropout(0.1), lib.BatchNorm1d(10), lib.BatchNorm2d(3, eps=1e-3, momentum=None,
-                                                                              affine=False),
-        lib.BatchNorm2d(4, track_running_stats=False), lib.BatchNorm1d(2, bias=False),
-        lib.MSELoss(), lib.CrossEntropyLoss(), lib.NLLLoss(), lib.BCEWithLogitsLoss(),
-        lib.Sequential(lib.Conv2d(1, 6, 5, padding=2), lib.ReLU(), lib.MaxPool2d(2), lib.Conv2d(6, 16, 5),
-                       lib.ReLU(), lib.MaxPool2d(2), lib.Flatten(), lib.Linear(400, 120), lib.ReLU(),
-                       lib.Linear(120, 84), lib.ReLU(), lib.Linear(84, 10)),
+        lib.Conv2d(1, 6, 5, padding=2),
+        lib.Conv2d(6, 16, 5),
+        lib.Conv2d(4, 8, (3, 1), stride=2, dilation=(1, 2)),
+        lib.Conv2d(4, 4, 3, groups=2, bias=False),
+        lib.Conv2d(2, 2, 3, padding="same"),
+        lib.Conv2d(2, 2, 4, padding="valid"),
+        lib.Linear(400, 120),
+        lib.Linear(3, 1, bias=False),
+        lib.MaxPool2d(2),
+        lib.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+        lib.AvgPool2d(2),
+        lib.AvgPool2d((2, 3), stride=1),
+        lib.AdaptiveAvgPool2d((1, 1)),
+        lib.AdaptiveAvgPool2d(3),
+        lib.ReLU(),
+        lib.ReLU(inplace=True),
+        lib.LeakyReLU(),
+        lib.LeakyReLU(0.2, inplace=True),
+        lib.Sigmoid(),
+        lib.Tanh(),
+        lib.Softmax(dim=1),
+        lib.LogSoftmax(dim=-1),
+        lib.Flatten(),
+        lib.Flatten(0, 2),
+        lib.Identity(),
+        lib.Dropout(),
+        lib.Dropout(0.1),
+        lib.BatchNorm1d(10),
+        lib.BatchNorm2d(3, eps=1e-3, momentum=None, affine=False),
+        lib.BatchNorm2d(4, track_running_stats=False),
+        lib.BatchNorm1d(2, bias=False),
+        lib.MSELoss(),
+        lib.CrossEntropyLoss(),
+        lib.NLLLoss(),
+        lib.BCEWithLogitsLoss(),
+        lib.Sequential(
+            lib.Conv2d(1, 6, 5, padding=2),
+            lib.ReLU(),
+            lib.MaxPool2d(2),
+            lib.Conv2d(6, 16, 5),
+            lib.ReLU(),
+            lib.MaxPool2d(2),
+            lib.Flatten(),
+            lib.Linear(400, 120),
+            lib.ReLU(),
+            lib.Linear(120, 84),
+            lib.ReLU(),
+            lib.Linear(84, 10),
+        ),
         lib.Sequential(OrderedDict([("block", lib.Sequential(lib.Linear(2, 2), lib.Tanh())), ("out", lib.Identity())])),
         lib.ModuleList([lib.Linear(2, 2), lib.Linear(2, 2), lib.Linear(2, 2), lib.ReLU(), lib.Linear(2, 2)]),
         lib.ModuleList(),
@@ -164,19 +215,23 @@ def test_lenet_repr_without_torch():
 
 # ---------------------------------------------------------------------------- wrong input shapes
 
-@pytest.mark.parametrize("layer,shape,expected", [
-    (nn.Conv2d(3, 6, 5), (2, 1, 28, 28), "(N, 3, H, W) or (3, H, W)"),
-    (nn.Conv2d(3, 6, 5), (28, 28), "(N, 3, H, W) or (3, H, W)"),
-    (nn.Linear(400, 120), (8, 256), "(*, 400)"),
-    (nn.Linear(4, 2), (), "(*, 4)"),
-    (nn.BatchNorm2d(6), (2, 5, 4, 4), "(N, 6, H, W)"),
-    (nn.BatchNorm2d(6), (2, 6), "(N, 6, H, W)"),
-    (nn.BatchNorm1d(4), (2, 4, 3, 3), "(N, 4) or (N, 4, L)"),
-    (nn.MaxPool2d(2), (4, 4), "(N, C, H, W) or (C, H, W)"),
-    (nn.AvgPool2d(2), (1, 1, 1, 4, 4), "(N, C, H, W) or (C, H, W)"),
-    (nn.AdaptiveAvgPool2d(1), (5,), "(N, C, H, W) or (C, H, W)"),
-    (nn.Flatten(), (5,), "at least 2 dimensions"),
-])
+
+@pytest.mark.parametrize(
+    "layer,shape,expected",
+    [
+        (nn.Conv2d(3, 6, 5), (2, 1, 28, 28), "(N, 3, H, W) or (3, H, W)"),
+        (nn.Conv2d(3, 6, 5), (28, 28), "(N, 3, H, W) or (3, H, W)"),
+        (nn.Linear(400, 120), (8, 256), "(*, 400)"),
+        (nn.Linear(4, 2), (), "(*, 4)"),
+        (nn.BatchNorm2d(6), (2, 5, 4, 4), "(N, 6, H, W)"),
+        (nn.BatchNorm2d(6), (2, 6), "(N, 6, H, W)"),
+        (nn.BatchNorm1d(4), (2, 4, 3, 3), "(N, 4) or (N, 4, L)"),
+        (nn.MaxPool2d(2), (4, 4), "(N, C, H, W) or (C, H, W)"),
+        (nn.AvgPool2d(2), (1, 1, 1, 4, 4), "(N, C, H, W) or (C, H, W)"),
+        (nn.AdaptiveAvgPool2d(1), (5,), "(N, C, H, W) or (C, H, W)"),
+        (nn.Flatten(), (5,), "at least 2 dimensions"),
+    ],
+)
 def test_wrong_input_shape_names_the_layer(layer, shape, expected):
     with pytest.raises(ValueError) as info:
         layer(fastgrad.zeros(*shape))
@@ -192,6 +247,7 @@ def test_wrong_shape_inside_sequential_names_the_inner_layer():
 
 
 # ---------------------------------------------------------------------------- containers
+
 
 def test_sequential_indexing_slicing_and_editing():
     layers = [nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4), nn.Tanh()]
@@ -240,6 +296,7 @@ def test_modulelist_registers_its_modules():
 
 # ---------------------------------------------------------------------------- construction
 
+
 def test_default_init_bounds_are_pytorchs():
     fastgrad.manual_seed(1)
     conv = nn.Conv2d(6, 16, 5)
@@ -261,28 +318,31 @@ def test_dtype_argument_and_shapes():
     assert nn.Linear(3, 5, bias=False).bias is None
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: nn.Conv2d(3, 4, 3, groups=2), "in_channels must be divisible by groups"),
-    (lambda: nn.Conv2d(4, 3, 3, groups=2), "out_channels must be divisible by groups"),
-    (lambda: nn.Conv2d(0, 3, 3), "in_channels must be a positive integer"),
-    (lambda: nn.Conv2d(1, 3, 0), "kernel_size must be >= 1"),
-    (lambda: nn.Conv2d(1, 3, 3, stride=0), "stride must be >= 1"),
-    (lambda: nn.Conv2d(1, 3, 3, padding=-1), "padding must be >= 0"),
-    (lambda: nn.Conv2d(1, 3, 3, padding_mode="reflect"), "padding_mode"),
-    (lambda: nn.Conv2d(1, 3, 3, stride=2, padding="same"), "strided"),
-    (lambda: nn.Conv2d(1, 3, 3, padding="full"), "Invalid padding string"),
-    (lambda: nn.Linear(-1, 3), "in_features must be a non-negative integer"),
-    (lambda: nn.Dropout(1.5), "dropout probability has to be between 0 and 1, but got 1.5"),
-    (lambda: nn.BatchNorm2d(0), "num_features must be a positive integer"),
-    (lambda: nn.BatchNorm2d(3, momentum=2), "momentum"),
-    (lambda: nn.BatchNorm1d(3, eps=float("nan")), "BatchNorm1d: eps must be a finite positive number"),
-    (lambda: nn.BatchNorm2d(3, eps=float("inf")), "BatchNorm2d: eps must be a finite positive number"),
-    (lambda: nn.BatchNorm2d(3, momentum=float("nan")), "BatchNorm2d: momentum"),
-    (lambda: nn.Linear(10**7, 10**7), "Linear: weight of shape .* more than this machine's memory"),
-    (lambda: nn.BatchNorm1d(10**12), "BatchNorm1d: .* more than this machine's memory"),
-    (lambda: nn.MSELoss(reduction="avg"), "avg is not a valid value for reduction"),
-    (lambda: nn.CrossEntropyLoss(label_smoothing=1.5), "label_smoothing"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: nn.Conv2d(3, 4, 3, groups=2), "in_channels must be divisible by groups"),
+        (lambda: nn.Conv2d(4, 3, 3, groups=2), "out_channels must be divisible by groups"),
+        (lambda: nn.Conv2d(0, 3, 3), "in_channels must be a positive integer"),
+        (lambda: nn.Conv2d(1, 3, 0), "kernel_size must be >= 1"),
+        (lambda: nn.Conv2d(1, 3, 3, stride=0), "stride must be >= 1"),
+        (lambda: nn.Conv2d(1, 3, 3, padding=-1), "padding must be >= 0"),
+        (lambda: nn.Conv2d(1, 3, 3, padding_mode="reflect"), "padding_mode"),
+        (lambda: nn.Conv2d(1, 3, 3, stride=2, padding="same"), "strided"),
+        (lambda: nn.Conv2d(1, 3, 3, padding="full"), "Invalid padding string"),
+        (lambda: nn.Linear(-1, 3), "in_features must be a non-negative integer"),
+        (lambda: nn.Dropout(1.5), "dropout probability has to be between 0 and 1, but got 1.5"),
+        (lambda: nn.BatchNorm2d(0), "num_features must be a positive integer"),
+        (lambda: nn.BatchNorm2d(3, momentum=2), "momentum"),
+        (lambda: nn.BatchNorm1d(3, eps=float("nan")), "BatchNorm1d: eps must be a finite positive number"),
+        (lambda: nn.BatchNorm2d(3, eps=float("inf")), "BatchNorm2d: eps must be a finite positive number"),
+        (lambda: nn.BatchNorm2d(3, momentum=float("nan")), "BatchNorm2d: momentum"),
+        (lambda: nn.Linear(10**7, 10**7), "Linear: weight of shape .* more than this machine's memory"),
+        (lambda: nn.BatchNorm1d(10**12), "BatchNorm1d: .* more than this machine's memory"),
+        (lambda: nn.MSELoss(reduction="avg"), "avg is not a valid value for reduction"),
+        (lambda: nn.CrossEntropyLoss(label_smoothing=1.5), "label_smoothing"),
+    ],
+)
 def test_bad_constructor_arguments_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
@@ -296,16 +356,25 @@ def test_softmax_without_dim_warns_and_picks_pytorchs_dim():
 
 
 def _call_kinds(model):
-    return [f"chain{len(c.modules)}" if type(c).__name__ == "ChainedRun" else type(c).__name__
-            for c in model._calls()]
+    return [f"chain{len(c.modules)}" if type(c).__name__ == "ChainedRun" else type(c).__name__ for c in model._calls()]
 
 
 def test_sequential_fuses_relu_without_changing_values_or_gradients():
     class OwnReLU(nn.ReLU):  # a subclass is called as itself, never fused
         pass
 
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 5),
-                          nn.ReLU(inplace=True), nn.Linear(5, 4), OwnReLU(), nn.Linear(4, 2), nn.ReLU())
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 5),
+        nn.ReLU(inplace=True),
+        nn.Linear(5, 4),
+        OwnReLU(),
+        nn.Linear(4, 2),
+        nn.ReLU(),
+    )
     assert _call_kinds(model) == ["chain7", "OwnReLU", "chain2"]
     model(fastgrad.tensor(np.zeros((2, 1, 6, 6), np.float32)))  # plans the chains
     x = fastgrad.tensor(np.random.default_rng(0).standard_normal((2, 1, 6, 6)).astype(np.float32))

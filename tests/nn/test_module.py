@@ -1,6 +1,7 @@
 """Module and Parameter: registration by assignment, names and traversal order, modes,
 gradients, dtype conversion, apply, and the errors for misuse. Uses only layers that
 need no kernel family (Identity, Flatten, BatchNorm's buffers) and a toy Module."""
+
 import copy
 import pickle
 
@@ -63,11 +64,25 @@ def test_parameter_shares_the_tensors_array():
 def test_registration_order_and_dotted_names():
     net = Net()
     names = [n for n, _ in net.named_parameters()]
-    assert names == ["gain", "first.scale", "first.shift", "body.0.scale", "body.0.shift",
-                     "body.2.scale", "body.2.shift", "norm.weight", "norm.bias"]
+    assert names == [
+        "gain",
+        "first.scale",
+        "first.shift",
+        "body.0.scale",
+        "body.0.shift",
+        "body.2.scale",
+        "body.2.shift",
+        "norm.weight",
+        "norm.bias",
+    ]
     assert [n for n, _ in net.named_buffers()] == [
-        "first.calls", "body.0.calls", "body.2.calls", "norm.running_mean", "norm.running_var",
-        "norm.num_batches_tracked"]
+        "first.calls",
+        "body.0.calls",
+        "body.2.calls",
+        "norm.running_mean",
+        "norm.running_var",
+        "norm.num_batches_tracked",
+    ]
     assert [n for n, _ in net.named_children()] == ["first", "body", "norm"]
     assert [n for n, _ in net.named_modules()] == ["", "first", "body", "body.0", "body.1", "body.2", "norm"]
     assert [n for n, _ in net.named_parameters(recurse=False)] == ["gain"]
@@ -211,4 +226,5 @@ def test_repr_nests_like_pytorch():
         "    (2): Affine()\n"
         "  )\n"
         "  (norm): BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)\n"
-        ")")
+        ")"
+    )

@@ -1,5 +1,6 @@
 """state_dict / load_state_dict: numpy copies under PyTorch's keys, buffers included,
 round trips, and the errors for missing, unexpected and wrongly shaped entries."""
+
 from collections import OrderedDict
 
 import numpy as np
@@ -11,21 +12,40 @@ import fastgrad.nn as nn
 
 def small_cnn(lib):
     """The same network in fastgrad or torch (construction only: no forward here)."""
-    return lib.Sequential(OrderedDict([
-        ("features", lib.Sequential(lib.Conv2d(1, 4, 3, padding=1), lib.BatchNorm2d(4), lib.ReLU(),
-                                    lib.MaxPool2d(2))),
-        ("flatten", lib.Flatten()),
-        ("head", lib.Sequential(lib.Linear(4 * 4 * 4, 8), lib.BatchNorm1d(8), lib.Dropout(0.25),
-                                lib.Linear(8, 3, bias=False))),
-    ]))
+    return lib.Sequential(
+        OrderedDict(
+            [
+                (
+                    "features",
+                    lib.Sequential(lib.Conv2d(1, 4, 3, padding=1), lib.BatchNorm2d(4), lib.ReLU(), lib.MaxPool2d(2)),
+                ),
+                ("flatten", lib.Flatten()),
+                (
+                    "head",
+                    lib.Sequential(
+                        lib.Linear(4 * 4 * 4, 8), lib.BatchNorm1d(8), lib.Dropout(0.25), lib.Linear(8, 3, bias=False)
+                    ),
+                ),
+            ]
+        )
+    )
 
 
 EXPECTED_KEYS = [
-    "features.0.weight", "features.0.bias",
-    "features.1.weight", "features.1.bias", "features.1.running_mean", "features.1.running_var",
+    "features.0.weight",
+    "features.0.bias",
+    "features.1.weight",
+    "features.1.bias",
+    "features.1.running_mean",
+    "features.1.running_var",
     "features.1.num_batches_tracked",
-    "head.0.weight", "head.0.bias",
-    "head.1.weight", "head.1.bias", "head.1.running_mean", "head.1.running_var", "head.1.num_batches_tracked",
+    "head.0.weight",
+    "head.0.bias",
+    "head.1.weight",
+    "head.1.bias",
+    "head.1.running_mean",
+    "head.1.running_var",
+    "head.1.num_batches_tracked",
     "head.3.weight",
 ]
 
@@ -92,8 +112,10 @@ def test_strict_errors_name_every_bad_key():
     assert msg.startswith("Error(s) in loading state_dict for Sequential:")
     assert 'Missing key(s) in state_dict: "features.1.running_var", "head.0.bias".' in msg
     assert 'Unexpected key(s) in state_dict: "head.9.weight".' in msg
-    assert ("size mismatch for features.0.weight: copying a param with shape (4, 1, 5, 5) from checkpoint, "
-            "the shape in current model is (4, 1, 3, 3).") in msg
+    assert (
+        "size mismatch for features.0.weight: copying a param with shape (4, 1, 5, 5) from checkpoint, "
+        "the shape in current model is (4, 1, 3, 3)."
+    ) in msg
     # nothing was copied, not even the good entries
     np.testing.assert_array_equal(model.features[0].bias.data, before)
 

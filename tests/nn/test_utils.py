@@ -1,5 +1,6 @@
 """fastgrad.nn.utils: clip_grad_norm_ and clip_grad_value_ against PyTorch's, in place,
 skipping parameters without gradients."""
+
 import math
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The ONNX tests import their networks (onnx_nets.py) by name: with pytest's importlib
 import mode, this directory is put on sys.path here."""
+
 import os
 import sys
 

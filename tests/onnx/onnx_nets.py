@@ -1,6 +1,7 @@
 """The networks the ONNX tests export: PyTorch's classic examples written with fastgrad
 (only the imports differ), a ResNet-8 with batch norm, and one net that runs every op
 fastgrad.onnx maps."""
+
 import numpy as np
 
 import fastgrad
@@ -73,8 +74,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -126,12 +128,12 @@ class EveryOp(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.strided = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2)        # 12 -> 6
-        self.dilated = nn.Conv2d(4, 6, 3, padding=2, dilation=2, bias=False)     # 12 -> 12
-        self.same = nn.Conv2d(6, 6, 4, padding="same")                           # even kernel
+        self.strided = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2)  # 12 -> 6
+        self.dilated = nn.Conv2d(4, 6, 3, padding=2, dilation=2, bias=False)  # 12 -> 12
+        self.same = nn.Conv2d(6, 6, 4, padding="same")  # even kernel
         self.bn2d = nn.BatchNorm2d(6)
         self.leaky = nn.LeakyReLU(0.2)
-        self.pool_ceil = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)    # 12 -> 7 (ceil)
+        self.pool_ceil = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)  # 12 -> 7 (ceil)
         self.pool_dil = nn.MaxPool2d(2, stride=1, dilation=2)
         self.avg_ceil = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=True)
         self.avg_excl = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
@@ -174,39 +176,45 @@ class EveryOp(nn.Module):
         self.prelu.weight.data[...] = rng.uniform(-0.5, 0.5, 6)
 
     def forward(self, x):
-        a = self.leaky(self.strided(x))                                # (N, 8, 6, 6)
-        b = self.bn2d(self.same(F.relu(self.dilated(x))))              # (N, 6, 12, 12)
-        p = self.pool_ceil(b) + self.avg_ceil(b) - self.avg_excl(b)    # (N, 6, 7, 7)
-        p = p.clone() * 0.5 + self.pool_dil(b)[:, :, 2:9, 1:8] / 3.0   # slicing, scalars
+        a = self.leaky(self.strided(x))  # (N, 8, 6, 6)
+        b = self.bn2d(self.same(F.relu(self.dilated(x))))  # (N, 6, 12, 12)
+        p = self.pool_ceil(b) + self.avg_ceil(b) - self.avg_excl(b)  # (N, 6, 7, 7)
+        p = p.clone() * 0.5 + self.pool_dil(b)[:, :, 2:9, 1:8] / 3.0  # slicing, scalars
         q = self.adapt_even(b) + self.adapt_uneven(p)[:, :, 1:4, :3] * self.avg_div(b)[:, :, ::2, 1:4]
-        h = self.drop(self.fc(self.tanh(q).flatten(1)))                # (N, 16)
+        h = self.drop(self.fc(self.tanh(q).flatten(1)))  # (N, 16)
         h = self.bn1d(h)
-        h = F.linear(h.unsqueeze(1), self.w4)                          # (N, 1, 4): MatMul
-        h = self.fc3d(self.sigmoid(h))[:, 0]                           # (N, 5): Linear on 3-d
+        h = F.linear(h.unsqueeze(1), self.w4)  # (N, 1, 4): MatMul
+        h = self.fc3d(self.sigmoid(h))[:, 0]  # (N, 5): Linear on 3-d
         g = self.gap(a).reshape(a.shape[0], 8).permute(1, 0).transpose(0, 1)  # (N, 8)
         g = torch.cat([g[:, :5], h.exp().log(), h.abs().sqrt()], dim=1)  # (N, 15)
-        s = torch.stack([g, g.clamp(min=-0.5, max=0.5)], dim=2).sum(dim=2)   # (N, 15)
+        s = torch.stack([g, g.clamp(min=-0.5, max=0.5)], dim=2).sum(dim=2)  # (N, 15)
         s = s - s.mean(dim=1, keepdim=True) + s.max(dim=1, keepdim=True).values
-        s = (s ** 2 - s.min(dim=1).values.unsqueeze(1)).double().float()
+        s = (s**2 - s.min(dim=1).values.unsqueeze(1)).double().float()
         t = s @ torch.ones(15, 16) / 15 + (-h).sum(dim=1, keepdim=True).expand(s.shape[0], 16)
         out = t @ self.mix + self.offset + t.max() * 0.0 + self.newer_ops(x)
         return self.softmax(out) + self.log_softmax(out)
 
     def newer_ops(self, x):
-        u = self.up(x[:, :, ::2, ::2])                                  # (N, 6, 12, 12)
+        u = self.up(x[:, :, ::2, ::2])  # (N, 6, 12, 12)
         u = self.prelu(self.gn(u)) + self.prelu_shared(u)
         u = self.gelu(u) + self.gelu_tanh(u) * 0.5 + self.elu(u) - self.silu(u) + self.hardswish(u)
         u = self.drop2d(self.ln(u)).double().float()
-        v = (F.pad(u, (1, 2, 0, 1), value=0.25) + F.pad(u, (2, 1, 1, 0), mode="reflect")
-             - F.pad(u, (0, 3, 1, 0), mode="replicate") * F.pad(u, (1, 2, 1, 0), mode="circular") * 0.1)
-        r = (F.interpolate(v, size=(7, 8), mode="bilinear")                 # (N, 6, 7, 8)
-             + F.interpolate(v, size=(7, 8), mode="bilinear", align_corners=True)
-             + F.interpolate(v, size=(7, 8)) + F.interpolate(v, scale_factor=0.55))
-        a, b = r.chunk(2, dim=1)                                            # (N, 3, 7, 8) each
+        v = (
+            F.pad(u, (1, 2, 0, 1), value=0.25)
+            + F.pad(u, (2, 1, 1, 0), mode="reflect")
+            - F.pad(u, (0, 3, 1, 0), mode="replicate") * F.pad(u, (1, 2, 1, 0), mode="circular") * 0.1
+        )
+        r = (
+            F.interpolate(v, size=(7, 8), mode="bilinear")  # (N, 6, 7, 8)
+            + F.interpolate(v, size=(7, 8), mode="bilinear", align_corners=True)
+            + F.interpolate(v, size=(7, 8))
+            + F.interpolate(v, scale_factor=0.55)
+        )
+        a, b = r.chunk(2, dim=1)  # (N, 3, 7, 8) each
         c1, c2, c3 = r.split([1, 2, 3], dim=1)
         w = fastgrad.where(self.mask, a, b) + c3.masked_fill(self.mask, -1.0) + c2.sum(1, keepdim=True) + c1
         w = self.ln2d(w)
-        s = self.avgpool1d(self.maxpool1d(self.conv1d(w.flatten(2))))     # (N, 4, 7)
-        s = self.unflatten(s.flatten(1)) * self.emb(self.tokens)            # (N, 4, 7)
+        s = self.avgpool1d(self.maxpool1d(self.conv1d(w.flatten(2))))  # (N, 4, 7)
+        s = self.unflatten(s.flatten(1)) * self.emb(self.tokens)  # (N, 4, 7)
         up2 = F.interpolate(self.up(x[:, :, 1::3, 1::3]), scale_factor=1.7, mode="bilinear")  # (N, 6, 13, 13)
         return self.head(s.flatten(1)) + self.chained(up2[:, :, 3:9, 3:9]) * 0.1

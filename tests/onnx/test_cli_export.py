@@ -1,5 +1,6 @@
 """`fastgrad export CHECKPOINT --onnx FILE` on a checkpoint of a short `fastgrad train --save`
 run: onnxruntime's logits for held-out images equal those of the checkpoint's model."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,9 @@ from fastgrad import io, models
 from fastgrad.cli import main
 from fastgrad.datasets import load_mnist
 
-compiled_only = pytest.mark.skipif(fastgrad.kernels.backend != "compiled",
-                                   reason="trains on 128 images (compiled kernels only)")
+compiled_only = pytest.mark.skipif(
+    fastgrad.kernels.backend != "compiled", reason="trains on 128 images (compiled kernels only)"
+)
 QUICK = ["--limit", "128", "--val-limit", "64", "--batch-size", "32", "--epochs", "1", "--quiet", "--threads", "1"]
 
 

@@ -1,6 +1,7 @@
 """fastgrad.onnx.export checked by onnxruntime: each model is exported at batch 1 with a
 dynamic batch axis, passes onnx.checker, and onnxruntime's output at batch 5 equals
 fastgrad's own forward (the oracle) to 1e-4 relative."""
+
 import os
 import warnings
 
@@ -29,8 +30,9 @@ from fastgrad.onnx.record import record
 
 DYNAMIC = {"input": {0: "batch"}, "output": {0: "batch"}}
 # The larger nets take minutes per forward on the pure-Python kernels: compiled only
-compiled_only = pytest.mark.skipif(fastgrad.kernels.backend != "compiled",
-                                   reason="large convolutions (compiled kernels only)")
+compiled_only = pytest.mark.skipif(
+    fastgrad.kernels.backend != "compiled", reason="large convolutions (compiled kernels only)"
+)
 
 
 def run_onnx(path, x):
@@ -74,10 +76,23 @@ def op_types(proto):
 
 # --------------------------------------------------------------------------- the six models
 
+
 def test_lenet5(tmp_path):
     proto = export_and_compare(models.lenet5().eval(), (1, 28, 28), tmp_path)
-    assert op_types(proto) == ["Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten",
-                               "Gemm", "Relu", "Gemm", "Relu", "Gemm"]
+    assert op_types(proto) == [
+        "Conv",
+        "Relu",
+        "MaxPool",
+        "Conv",
+        "Relu",
+        "MaxPool",
+        "Flatten",
+        "Gemm",
+        "Relu",
+        "Gemm",
+        "Relu",
+        "Gemm",
+    ]
     # the weights are initializers under their state_dict names
     assert {i.name for i in proto.graph.initializer} == set(models.lenet5().state_dict())
 
@@ -128,20 +143,68 @@ def test_a_model_using_every_mapped_op(tmp_path, opset):
     model = settle_batch_norms(EveryOp(), (4, 12, 12))
     proto = export_and_compare(model, (4, 12, 12), tmp_path, opset_version=opset)
     types = set(op_types(proto))
-    for op in ("Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool", "AveragePool",
-               "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Add", "Mul", "Sub", "Div",
-               "Softmax", "LogSoftmax", "Concat", "Slice", "Transpose", "Expand", "ReduceSum", "ReduceMean",
-               "ReduceMax", "ReduceMin", "Pow", "Neg", "Exp", "Log", "Sqrt", "Abs", "Clip", "Cast", "Identity",
-               "Unsqueeze", "Squeeze", "ConvTranspose", "Elu", "PRelu", "InstanceNormalization", "Pad",
-               "Resize", "Gather", "Where", "Shape"):
+    for op in (
+        "Conv",
+        "Gemm",
+        "MatMul",
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "BatchNormalization",
+        "Flatten",
+        "Reshape",
+        "Add",
+        "Mul",
+        "Sub",
+        "Div",
+        "Softmax",
+        "LogSoftmax",
+        "Concat",
+        "Slice",
+        "Transpose",
+        "Expand",
+        "ReduceSum",
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceMin",
+        "Pow",
+        "Neg",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Abs",
+        "Clip",
+        "Cast",
+        "Identity",
+        "Unsqueeze",
+        "Squeeze",
+        "ConvTranspose",
+        "Elu",
+        "PRelu",
+        "InstanceNormalization",
+        "Pad",
+        "Resize",
+        "Gather",
+        "Where",
+        "Shape",
+    ):
         assert op in types, op
     for op, since, before in BY_OPSET:
         assert (op in types) == (opset >= since), op
         assert opset >= since or before in types, op
     modes = {a.s.decode() for n in proto.graph.node if n.op_type == "Pad" for a in n.attribute if a.name == "mode"}
     assert modes == ({"constant", "reflect", "edge", "wrap"} if opset >= 19 else {"constant", "reflect", "edge"})
-    transforms = {a.s.decode() for n in proto.graph.node if n.op_type == "Resize" for a in n.attribute
-                  if a.name == "coordinate_transformation_mode"}
+    transforms = {
+        a.s.decode()
+        for n in proto.graph.node
+        if n.op_type == "Resize"
+        for a in n.attribute
+        if a.name == "coordinate_transformation_mode"
+    }
     assert transforms == {"half_pixel", "align_corners", "asymmetric"}
 
 
@@ -165,9 +228,12 @@ def test_every_pooling_geometry_matches(tmp_path):
     without count_include_pad: the ONNX padding must reproduce fastgrad's windows."""
     for ceil_mode in (False, True):
         for count_include_pad in (False, True):
-            model = nn.Sequential(nn.AvgPool2d((3, 2), stride=(2, 3), padding=1, ceil_mode=ceil_mode,
-                                               count_include_pad=count_include_pad),
-                                  nn.MaxPool2d(2, stride=2, padding=1, ceil_mode=ceil_mode))
+            model = nn.Sequential(
+                nn.AvgPool2d(
+                    (3, 2), stride=(2, 3), padding=1, ceil_mode=ceil_mode, count_include_pad=count_include_pad
+                ),
+                nn.MaxPool2d(2, stride=2, padding=1, ceil_mode=ceil_mode),
+            )
             export_and_compare(model.eval(), (2, 10, 11), tmp_path)
 
 
@@ -201,8 +267,14 @@ def test_several_inputs_and_outputs_and_names(tmp_path):
 
     model, path = TwoWays().eval(), tmp_path / "two.onnx"
     a, b = fastgrad.randn(1, 3), fastgrad.randn(1, 3)
-    proto = export(model, (a, b), path, input_names=["a", "b"], output_names=["y", "r"],
-                   dynamic_axes={"a": {0: "n"}, "b": {0: "n"}, "y": {0: "n"}})
+    proto = export(
+        model,
+        (a, b),
+        path,
+        input_names=["a", "b"],
+        output_names=["y", "r"],
+        dynamic_axes={"a": {0: "n"}, "b": {0: "n"}, "y": {0: "n"}},
+    )
     assert [i.name for i in proto.graph.input] == ["a", "b"]
     assert [o.name for o in proto.graph.output] == ["y", "r", "output_2"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -216,15 +288,16 @@ def test_several_inputs_and_outputs_and_names(tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 
+
 class Cube(Function):
     """A user's own op: fastgrad.onnx has no mapping for it."""
 
     def forward(self, x):
         self.x = x
-        return x ** 3
+        return x**3
 
     def backward(self, grad):
-        return (3 * self.x ** 2 * grad,)
+        return (3 * self.x**2 * grad,)
 
 
 class CubeLayer(nn.Module):
@@ -278,8 +351,12 @@ def test_a_reshape_that_moves_the_dynamic_batch_axis_is_refused(tmp_path):
 
 
 def test_training_mode_exports_eval_semantics_with_a_warning_and_is_restored(tmp_path):
-    model = settle_batch_norms(nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                                             nn.Dropout(0.5), nn.Linear(3 * 4 * 4, 2)), (2, 6, 6))
+    model = settle_batch_norms(
+        nn.Sequential(
+            nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Dropout(0.5), nn.Linear(3 * 4 * 4, 2)
+        ),
+        (2, 6, 6),
+    )
     x = np.random.default_rng(3).standard_normal((5, 2, 6, 6)).astype(np.float32)
     want = forward(model, x)
     model.train()
@@ -307,13 +384,16 @@ def test_an_unwritable_path_raises_the_os_error_and_leaves_no_file(tmp_path):
     assert os.listdir(tmp_path) == ["folder.onnx"] and os.listdir(tmp_path / "folder.onnx") == []
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"opset_version": 12}, ValueError, "opset_version 12"),
-    ({"dynamic_axes": {"images": [0]}}, ValueError, "'images', which is not an input or output"),
-    ({"dynamic_axes": {"input": [2]}}, ValueError, "axis 2 is not an axis"),
-    ({"input_names": ["a", "b"]}, ValueError, "2 input_names for 1 input"),
-    ({"output_names": ["x", "x"]}, ValueError, "at most|repeat|1 output"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"opset_version": 12}, ValueError, "opset_version 12"),
+        ({"dynamic_axes": {"images": [0]}}, ValueError, "'images', which is not an input or output"),
+        ({"dynamic_axes": {"input": [2]}}, ValueError, "axis 2 is not an axis"),
+        ({"input_names": ["a", "b"]}, ValueError, "2 input_names for 1 input"),
+        ({"output_names": ["x", "x"]}, ValueError, "at most|repeat|1 output"),
+    ],
+)
 def test_bad_arguments_raise_before_anything_is_written(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         export(nn.Linear(3, 2).eval(), fastgrad.randn(1, 3), tmp_path / "m.onnx", **kwargs)
@@ -329,6 +409,7 @@ def test_not_a_module_or_not_tensors():
 
 def test_a_constant_computed_from_the_input_is_refused(tmp_path):
     """A mask taken by comparison (no graph node) would be frozen as a constant."""
+
     class Masked(nn.Module):
         def __init__(self):
             super().__init__()
@@ -338,8 +419,11 @@ def test_a_constant_computed_from_the_input_is_refused(tmp_path):
             positive = (x > 0).float()
             return self.fc(x) * positive
 
-    with pytest.raises(UnsupportedOperatorError, match="op Mul in the forward of Masked itself takes a tensor "
-                                                        "computed from the input outside the autograd graph"):
+    with pytest.raises(
+        UnsupportedOperatorError,
+        match="op Mul in the forward of Masked itself takes a tensor "
+        "computed from the input outside the autograd graph",
+    ):
         export(Masked().eval(), fastgrad.randn(1, 4), tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []
 
@@ -357,8 +441,9 @@ def test_control_flow_on_values_is_refused(tmp_path):
 def test_basic_indexing_forms(tmp_path):
     class Indexing(nn.Module):
         def forward(self, x):
-            return fastgrad.cat([x[:, ::-1, 0], x[..., 1], x[:, -3:-1, 2], x[None, :, 2:, -1][0],
-                                 x[:, 3::-2, 1]], dim=1)
+            return fastgrad.cat(
+                [x[:, ::-1, 0], x[..., 1], x[:, -3:-1, 2], x[None, :, 2:, -1][0], x[:, 3::-2, 1]], dim=1
+            )
 
     model = Indexing().eval()
     path = tmp_path / "m.onnx"

@@ -1,6 +1,7 @@
 """The ONNX forms of the newer layers and functions, geometry by geometry: each model is
 exported at batch 1 with a dynamic batch axis, checked by onnx.checker, and run by
 onnxruntime at batch 5 against fastgrad's own forward (the oracle)."""
+
 import numpy as np
 import pytest
 
@@ -40,6 +41,7 @@ def attribute(proto, op_type, name):
 
 # --------------------------------------------------------------------------- activations
 
+
 @pytest.mark.parametrize("opset", [13, 17, 20])
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_keeps_its_approximation(tmp_path, opset, approximate):
@@ -56,9 +58,11 @@ def test_gelu_keeps_its_approximation(tmp_path, opset, approximate):
 
 @pytest.mark.parametrize("opset", [13, 17])
 def test_smooth_activations_and_prelu(tmp_path, opset):
-    for model, shape in [(nn.Sequential(nn.PReLU(5, init=-0.2), nn.ELU(0.3), nn.SiLU(), nn.Hardswish()), (5,)),
-                         (nn.Sequential(nn.PReLU(3), nn.ELU(), nn.Hardswish()), (3, 4, 4)),
-                         (nn.Sequential(nn.PReLU(), nn.SiLU()), (2, 7))]:
+    for model, shape in [
+        (nn.Sequential(nn.PReLU(5, init=-0.2), nn.ELU(0.3), nn.SiLU(), nn.Hardswish()), (5,)),
+        (nn.Sequential(nn.PReLU(3), nn.ELU(), nn.Hardswish()), (3, 4, 4)),
+        (nn.Sequential(nn.PReLU(), nn.SiLU()), (2, 7)),
+    ]:
         model[0].weight.data[...] = np.linspace(-0.5, 0.5, model[0].weight.shape[0])
         x = np.random.default_rng(0).uniform(-5, 5, (5, *shape)).astype(np.float32)
         path = tmp_path / "act.onnx"
@@ -68,14 +72,18 @@ def test_smooth_activations_and_prelu(tmp_path, opset):
 
 # --------------------------------------------------------------------------- normalization
 
+
 @pytest.mark.parametrize("opset", [13, 17])
 @pytest.mark.parametrize("eps", [1e-5, 1e-3, 0.5])
 def test_layer_norm_and_group_norm_keep_their_epsilon(tmp_path, opset, eps):
     """The forward keeps no eps: the export recovers it. Small variances (the input scaled
     by 0.05) make a wrong epsilon show in the output."""
-    model = Lambda(lambda x, ln, gn, ln_plain: ln_plain(gn(ln(x * 0.05)) * 0.05),
-                   nn.LayerNorm((4, 6), eps=eps), nn.GroupNorm(2, 6, eps=eps),
-                   nn.LayerNorm(6, eps=eps, elementwise_affine=False))
+    model = Lambda(
+        lambda x, ln, gn, ln_plain: ln_plain(gn(ln(x * 0.05)) * 0.05),
+        nn.LayerNorm((4, 6), eps=eps),
+        nn.GroupNorm(2, 6, eps=eps),
+        nn.LayerNorm(6, eps=eps, elementwise_affine=False),
+    )
     rng = np.random.default_rng(2)
     for p in model.parameters():
         p.data[...] = rng.uniform(0.5, 1.5, p.shape)
@@ -90,9 +98,16 @@ def test_layer_norm_and_group_norm_keep_their_epsilon(tmp_path, opset, eps):
 
 # --------------------------------------------------------------------------- convolutions
 
-@pytest.mark.parametrize("kwargs", [{"stride": 2, "padding": 1, "output_padding": 1},
-                                    {"stride": (3, 2), "padding": (2, 0), "output_padding": (2, 1), "dilation": (1, 2)},
-                                    {"groups": 3, "bias": False}, {"stride": 2, "groups": 3, "dilation": 3}])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"stride": 2, "padding": 1, "output_padding": 1},
+        {"stride": (3, 2), "padding": (2, 0), "output_padding": (2, 1), "dilation": (1, 2)},
+        {"groups": 3, "bias": False},
+        {"stride": 2, "groups": 3, "dilation": 3},
+    ],
+)
 def test_conv_transpose2d_geometries(tmp_path, kwargs):
     model = nn.ConvTranspose2d(6, 9, (3, 4), **kwargs).eval()
     proto = export_and_compare(model, (6, 5, 7), tmp_path)
@@ -100,25 +115,42 @@ def test_conv_transpose2d_geometries(tmp_path, kwargs):
 
 
 def test_conv1d_and_1d_pools(tmp_path):
-    model = nn.Sequential(nn.Conv1d(3, 4, 4, padding="same"), nn.MaxPool1d(3, stride=2, ceil_mode=True),
-                          nn.Conv1d(4, 4, 3, stride=2, dilation=2, groups=2),
-                          nn.AvgPool1d(2, padding=1, count_include_pad=False), nn.Unflatten(1, (2, 2)))
+    model = nn.Sequential(
+        nn.Conv1d(3, 4, 4, padding="same"),
+        nn.MaxPool1d(3, stride=2, ceil_mode=True),
+        nn.Conv1d(4, 4, 3, stride=2, dilation=2, groups=2),
+        nn.AvgPool1d(2, padding=1, count_include_pad=False),
+        nn.Unflatten(1, (2, 2)),
+    )
     proto = export_and_compare(model.eval(), (3, 31), tmp_path)
     assert {"Conv", "MaxPool", "AveragePool", "Reshape"} <= set(op_types(proto))
 
 
 # --------------------------------------------------------------------------- pad and interpolate
 
+
 @pytest.mark.parametrize("opset", [17, 19])
 @pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
 def test_pad_modes(tmp_path, opset, mode):
     value = {"value": -0.75} if mode == "constant" else {}
-    model = Lambda(lambda x: fastgrad.cat([F.pad(x, (2, 1, 0, 3, 1, 1), mode=mode, **value).flatten(1),
-                                           F.pad(x[:, 1:], (3, 0, 1, 2, 1, 1), mode=mode, **value).flatten(1)], 1))
+    model = Lambda(
+        lambda x: fastgrad.cat(
+            [
+                F.pad(x, (2, 1, 0, 3, 1, 1), mode=mode, **value).flatten(1),
+                F.pad(x[:, 1:], (3, 0, 1, 2, 1, 1), mode=mode, **value).flatten(1),
+            ],
+            1,
+        )
+    )
     proto = export_and_compare(model.eval(), (3, 4, 5), tmp_path, opset_version=opset)
     onnx_mode = {"replicate": "edge", "circular": "wrap"}.get(mode, mode)
-    modes = {onnx.helper.get_attribute_value(a).decode() for n in proto.graph.node if n.op_type == "Pad"
-             for a in n.attribute if a.name == "mode"}
+    modes = {
+        onnx.helper.get_attribute_value(a).decode()
+        for n in proto.graph.node
+        if n.op_type == "Pad"
+        for a in n.attribute
+        if a.name == "mode"
+    }
     if mode == "circular" and opset < 19:  # no "wrap" before opset 19: a Concat of the ends
         assert "wrap" not in modes and "Concat" in op_types(proto)
     else:
@@ -132,19 +164,22 @@ def test_padding_the_dynamic_batch_axis_is_refused(tmp_path):
     export(model.eval(), fastgrad.randn(1, 3), tmp_path / "m.onnx")  # a fixed batch is fine
 
 
-@pytest.mark.parametrize("shape, kwargs", [
-    ((3, 7), {"size": 12}),
-    ((3, 7), {"scale_factor": 2}),
-    ((2, 5, 6), {"size": (9, 4)}),
-    ((2, 5, 6), {"scale_factor": (2, 3)}),
-    ((2, 4, 3, 5), {"size": (6, 5, 3)}),
-    ((2, 5, 6), {"size": (9, 4), "mode": "bilinear"}),
-    ((2, 5, 6), {"size": (3, 13), "mode": "bilinear"}),
-    ((2, 5, 6), {"size": (1, 13), "mode": "bilinear", "align_corners": True}),
-    ((2, 5, 6), {"size": (9, 4), "mode": "bilinear", "align_corners": True}),
-    ((2, 5, 6), {"scale_factor": 2, "mode": "bilinear"}),
-    ((2, 5, 6), {"scale_factor": 2, "mode": "bilinear", "align_corners": True}),
-])
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((3, 7), {"size": 12}),
+        ((3, 7), {"scale_factor": 2}),
+        ((2, 5, 6), {"size": (9, 4)}),
+        ((2, 5, 6), {"scale_factor": (2, 3)}),
+        ((2, 4, 3, 5), {"size": (6, 5, 3)}),
+        ((2, 5, 6), {"size": (9, 4), "mode": "bilinear"}),
+        ((2, 5, 6), {"size": (3, 13), "mode": "bilinear"}),
+        ((2, 5, 6), {"size": (1, 13), "mode": "bilinear", "align_corners": True}),
+        ((2, 5, 6), {"size": (9, 4), "mode": "bilinear", "align_corners": True}),
+        ((2, 5, 6), {"scale_factor": 2, "mode": "bilinear"}),
+        ((2, 5, 6), {"scale_factor": 2, "mode": "bilinear", "align_corners": True}),
+    ],
+)
 def test_interpolate_as_resize(tmp_path, shape, kwargs):
     model = Lambda(lambda x: F.interpolate(x, **kwargs))
     proto = export_and_compare(model.eval(), shape, tmp_path)
@@ -183,18 +218,25 @@ def test_positions_resize_cannot_reproduce_are_gathered(tmp_path, monkeypatch, m
 
     monkeypatch.setattr(resample_ops, "_onnx_nearest", lambda n_in, n_out, scale: np.full(n_out, -1))
     monkeypatch.setattr(resample_ops, "_onnx_linear", lambda n_in, n_out, mode, scale: np.full(n_out, -1.0))
-    model = Lambda(lambda x: F.interpolate(x, size=(7, 4), mode=mode) + F.interpolate(x, scale_factor=1.7,
-                                                                                     mode=mode)[:, :, :7, :4])
+    model = Lambda(
+        lambda x: F.interpolate(x, size=(7, 4), mode=mode) + F.interpolate(x, scale_factor=1.7, mode=mode)[:, :, :7, :4]
+    )
     proto = export_and_compare(model.eval(), (2, 5, 6), tmp_path)
     assert "Resize" not in op_types(proto) and "Gather" in op_types(proto)
 
 
 # --------------------------------------------------------------------------- selection and lookup
 
+
 def test_where_masked_fill_chunk_split_with_constant_masks(tmp_path):
     mask = fastgrad.tensor(np.array([[True, False, False], [False, True, True]]))
-    model = Lambda(lambda x: fastgrad.where(mask, x.chunk(2, dim=1)[0], 0.5)
-                   + x.split([2, 1, 3], dim=1)[2].masked_fill(mask, -2.0) - fastgrad.where(mask[0], 1.0, x[:, 1:2]))
+    model = Lambda(
+        lambda x: (
+            fastgrad.where(mask, x.chunk(2, dim=1)[0], 0.5)
+            + x.split([2, 1, 3], dim=1)[2].masked_fill(mask, -2.0)
+            - fastgrad.where(mask[0], 1.0, x[:, 1:2])
+        )
+    )
     proto = export_and_compare(model.eval(), (6, 2, 3), tmp_path)
     assert op_types(proto).count("Where") == 3
 

@@ -2,6 +2,7 @@
 folder). Its code block is marked ```py, not ```python, so that tests/test_readme.py,
 which runs every ```python block whether onnx is installed or not, leaves it to this
 test, which skips without onnx and onnxruntime."""
+
 import os
 import re
 import subprocess
@@ -27,8 +28,9 @@ def deploy_blocks():
 @pytest.mark.skipif(fastgrad.kernels.backend != "compiled", reason="CIFAR-sized convolutions (compiled kernels only)")
 def test_the_deploy_example_runs_and_matches(tmp_path):
     (code,) = deploy_blocks()
-    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.split()[-1]) < 1e-5
     assert (tmp_path / "cifar_small.onnx").exists()

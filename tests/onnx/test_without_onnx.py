@@ -1,5 +1,6 @@
 """Without the onnx package, export says what to install (and the CLI exits 2 with that
 line); fastgrad itself imports and trains as before."""
+
 import sys
 
 import pytest
@@ -16,6 +17,7 @@ def no_onnx(monkeypatch):
 
 def test_export_names_the_missing_package(no_onnx, tmp_path):
     from fastgrad.onnx import export
+
     with pytest.raises(ImportError, match=r"pip install 'fastgrad\[onnx\]'"):
         export(nn.Linear(2, 2).eval(), fastgrad.randn(1, 2), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []

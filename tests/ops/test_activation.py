@@ -1,5 +1,6 @@
 """Activation ops: gradients against finite differences (float64), values and gradients
 against PyTorch (float32), softmax over every dim of 3-D inputs, and clear errors."""
+
 import warnings
 
 import numpy as np
@@ -23,17 +24,27 @@ def leaf(array, requires_grad=True):
 
 # --------------------------------------------------------------------------- gradcheck
 
-@pytest.mark.parametrize("op", [A.relu, A.sigmoid, A.tanh,
-                                lambda x: A.leaky_relu(x, 0.2), lambda x: A.leaky_relu(x, -0.5),
-                                lambda x: A.leaky_relu(x)])
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        A.relu,
+        A.sigmoid,
+        A.tanh,
+        lambda x: A.leaky_relu(x, 0.2),
+        lambda x: A.leaky_relu(x, -0.5),
+        lambda x: A.leaky_relu(x),
+    ],
+)
 @pytest.mark.parametrize("shape", [(), (5,), (2, 3, 2)])
 def test_elementwise_gradcheck(op, shape):
     assert gradcheck(op, (leaf(away_from_kinks(shape)),))
 
 
 @pytest.mark.parametrize("op", [A.softmax, A.log_softmax])
-@pytest.mark.parametrize("shape,dim", [((4,), 0), ((3, 4), 1), ((3, 4), 0), ((2, 3, 4), 0),
-                                       ((2, 3, 4), 1), ((2, 3, 4), -1), ((), 0)])
+@pytest.mark.parametrize(
+    "shape,dim", [((4,), 0), ((3, 4), 1), ((3, 4), 0), ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -1), ((), 0)]
+)
 def test_softmax_gradcheck(op, shape, dim):
     x = leaf(np.random.default_rng(1).standard_normal(shape) * 2)
     assert gradcheck(lambda t: op(t, dim), (x,))
@@ -57,7 +68,9 @@ torch_ops = {
     "leaky_relu": lambda torch, x: torch.nn.functional.leaky_relu(x, 0.1),
 }
 our_ops = {
-    "relu": A.relu, "sigmoid": A.sigmoid, "tanh": A.tanh,
+    "relu": A.relu,
+    "sigmoid": A.sigmoid,
+    "tanh": A.tanh,
     "leaky_relu": lambda x: A.leaky_relu(x, 0.1),
 }
 
@@ -169,6 +182,7 @@ def test_no_grad_records_nothing():
 
 # --------------------------------------------------------------------------- bad input
 
+
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh"])
 def test_integer_input_rejected(name):
     with pytest.raises(TypeError, match=rf"{name}: expected a float32 or float64 tensor, got dtype int64"):
@@ -213,8 +227,11 @@ def huge_view(dtype=np.float32):
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax"])
 def test_enormous_input_refused_before_allocating(name):
     kwargs = {"dim": 1} if "softmax" in name else {}
-    with pytest.raises(ValueError, match=rf"^{name}: input of shape \(1000000, 1000000\) has "
-                                         r"1,000,000,000,000 elements"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}: input of shape \(1000000, 1000000\) has "
+        r"1,000,000,000,000 elements",
+    ):
         getattr(A, name)(huge_view(), **kwargs)
 
 

@@ -1,6 +1,7 @@
 """The buffer pool (fastgrad/ops/buffer_pool.py): an array is handed out again only once
 nobody refers to it; a training step in steady state makes no new large array; results
 are bit-identical to the plain path's (numpy.empty everywhere)."""
+
 import numpy as np
 
 import fastgrad
@@ -67,7 +68,7 @@ def train(steps, pooled, seed=0, made=None):
     xs = [fastgrad.from_numpy(rng.standard_normal((16, 3, 32, 32)).astype(np.float32)) for _ in range(3)]
     ys = [fastgrad.from_numpy(rng.integers(0, 10, 16)) for _ in range(3)]
     sizes = []
-    with (buffer_pool.disabled() if not pooled else _nothing()):
+    with buffer_pool.disabled() if not pooled else _nothing():
         for i in range(steps):
             opt.zero_grad()
             loss = F.cross_entropy(model(xs[i % 3]), ys[i % 3])

@@ -1,6 +1,7 @@
 """conv2d and conv2d_relu as differentiable ops: finite differences in float64, PyTorch
 parity in float32, argument handling (padding modes, pairs, groups, unbatched input) and
 errors that name the function."""
+
 import threading
 
 import numpy as np
@@ -29,11 +30,11 @@ CONFIGS = [
     ((2, 2, 8, 9), (2, 2, 2, 3), dict(stride=(3, 2), padding=(2, 0))),
     ((1, 2, 7, 7), (3, 2, 3, 3), dict(dilation=2, padding=2)),
     ((2, 4, 5, 6), (4, 2, 3, 3), dict(groups=2, padding=(1, 1))),
-    ((1, 3, 6, 5), (6, 1, 3, 3), dict(groups=3, padding="same")),          # depthwise x2
-    ((1, 2, 6, 5), (3, 2, 4, 2), dict(padding="same")),                    # even kernel
+    ((1, 3, 6, 5), (6, 1, 3, 3), dict(groups=3, padding="same")),  # depthwise x2
+    ((1, 2, 6, 5), (3, 2, 4, 2), dict(padding="same")),  # even kernel
     ((1, 2, 7, 6), (2, 2, 3, 2), dict(padding="same", dilation=(1, 2))),
     ((2, 2, 5, 6), (3, 2, 3, 3), dict(padding="valid")),
-    ((1, 3, 7, 7), (2, 3, 5, 5), {}),                                      # LeNet conv2-like
+    ((1, 3, 7, 7), (2, 3, 5, 5), {}),  # LeNet conv2-like
 ]
 
 
@@ -80,8 +81,10 @@ def test_relu_backward_masks_by_output():
 def test_threads_do_not_share_workspaces():
     # Two Python threads running convolutions of different shapes at once must each get
     # the results they get alone.
-    jobs = [tensors((2, 3, 9, 8), (4, 3, 3, 3), dtype=np.float32, seed=1),
-            tensors((2, 2, 7, 9), (3, 2, 5, 5), dtype=np.float32, seed=2)]
+    jobs = [
+        tensors((2, 3, 9, 8), (4, 3, 3, 3), dtype=np.float32, seed=1),
+        tensors((2, 2, 7, 9), (3, 2, 5, 5), dtype=np.float32, seed=2),
+    ]
     pads = [1, 2]
     alone = [conv2d(x, w, b, padding=p).data.copy() for (x, w, b), p in zip(jobs, pads)]
     errors = []
@@ -103,14 +106,15 @@ def test_threads_do_not_share_workspaces():
 # --------------------------------------------------------------------------- PyTorch parity
 
 # Full-size layers only on the compiled kernels: the pure-Python ones take minutes there.
-_large = pytest.mark.skipif(kernels.backend == "reference",
-                            reason="full-size layers are too slow on the reference kernels")
+_large = pytest.mark.skipif(
+    kernels.backend == "reference", reason="full-size layers are too slow on the reference kernels"
+)
 PARITY = CONFIGS + [
-    pytest.param((4, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), marks=_large),     # LeNet conv1
-    pytest.param((4, 6, 14, 14), (16, 6, 5, 5), {}, marks=_large),                 # LeNet conv2
-    pytest.param((4, 3, 32, 32), (32, 3, 3, 3), dict(padding=1), marks=_large),    # CIFAR conv1
+    pytest.param((4, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), marks=_large),  # LeNet conv1
+    pytest.param((4, 6, 14, 14), (16, 6, 5, 5), {}, marks=_large),  # LeNet conv2
+    pytest.param((4, 3, 32, 32), (32, 3, 3, 3), dict(padding=1), marks=_large),  # CIFAR conv1
     pytest.param((2, 32, 16, 16), (64, 32, 3, 3), dict(padding=1), marks=_large),  # CIFAR conv2
-    ((2, 8, 13, 11), (8, 1, 3, 3), dict(groups=8, stride=2, padding=1)),           # depthwise
+    ((2, 8, 13, 11), (8, 1, 3, 3), dict(groups=8, stride=2, padding=1)),  # depthwise
 ]
 
 
@@ -122,8 +126,7 @@ def _torch_grads(torch, x, w, b, g, kw, relu, unbatched=False):
     if relu:
         ty = torch.relu(ty)
     ty.backward(torch.tensor(g))
-    return [ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()] + (
-        [tb.grad.numpy()] if b is not None else [])
+    return [ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()] + ([tb.grad.numpy()] if b is not None else [])
 
 
 def _check_parity(x_shape, w_shape, kw, relu, bias=True):
@@ -157,12 +160,14 @@ def test_unbatched_matches_pytorch():
     torch = pytest.importorskip("torch")
     x, w, b = tensors((3, 7, 6), (4, 3, 3, 3), dtype=np.float32)
     y = conv2d(x, w, b, stride=(2, 1), padding=1)
-    t = torch.nn.functional.conv2d(torch.tensor(x.data), torch.tensor(w.data), torch.tensor(b.data),
-                                   stride=(2, 1), padding=1)
+    t = torch.nn.functional.conv2d(
+        torch.tensor(x.data), torch.tensor(w.data), torch.tensor(b.data), stride=(2, 1), padding=1
+    )
     np.testing.assert_allclose(y.data, t.numpy(), rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 def _bad(**overrides):
     x, w, b = tensors((2, 4, 6, 6), (6, 2, 3, 3), dtype=np.float32)

@@ -1,6 +1,7 @@
 """linear and linear_relu as ops: gradients against finite differences (float64), values
 and gradients against PyTorch (float32), leading dimensions, skipped gradients, and
 clear errors naming the function."""
+
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ def rand(shape, seed, dtype=np.float64):
 
 
 # --------------------------------------------------------------------------- gradcheck
+
 
 @pytest.mark.parametrize("x_shape", [(3, 5), (1, 5), (2, 3, 5), (5,), (6, 5)])
 @pytest.mark.parametrize("with_bias", [True, False])
@@ -75,8 +77,10 @@ def test_non_contiguous_inputs_work():
 
 # --------------------------------------------------------------------------- PyTorch parity
 
-@pytest.mark.parametrize("x_shape,w_shape", [((4, 400), (120, 400)), ((1, 84), (10, 84)),
-                                             ((3, 2, 20), (7, 20)), ((37, 130), (33, 130))])
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape", [((4, 400), (120, 400)), ((1, 84), (10, 84)), ((3, 2, 20), (7, 20)), ((37, 130), (33, 130))]
+)
 @pytest.mark.parametrize("fused", [False, True])
 def test_matches_pytorch(x_shape, w_shape, fused):
     torch = pytest.importorskip("torch")
@@ -96,6 +100,7 @@ def test_matches_pytorch(x_shape, w_shape, fused):
 
 
 # --------------------------------------------------------------------------- errors
+
 
 def test_errors_name_the_function():
     x, w = leaf(rand((8, 300), 0, np.float32)), leaf(rand((120, 400), 1, np.float32))

@@ -1,5 +1,6 @@
 """Loss ops: gradients against finite differences (float64) for every reduction, values
 and gradients against PyTorch (float32, including logits of +-1e4), and clear errors."""
+
 import math
 
 import numpy as np
@@ -30,6 +31,7 @@ def class_problem(shape=(5, 4), seed=0, dtype=np.float64, ignore=True):
 
 # --------------------------------------------------------------------------- gradcheck
 
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
@@ -37,16 +39,18 @@ def test_cross_entropy_gradcheck(reduction, weighted, smoothing):
     x, t, w = class_problem()
     weight = fastgrad.tensor(w) if weighted else None
     target = fastgrad.tensor(t)
-    assert gradcheck(lambda z: L.cross_entropy(z, target, weight, reduction=reduction,
-                                               label_smoothing=smoothing), (leaf(x),))
+    assert gradcheck(
+        lambda z: L.cross_entropy(z, target, weight, reduction=reduction, label_smoothing=smoothing), (leaf(x),)
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_spatial_gradcheck(reduction):
     x, t, w = class_problem((2, 3, 2, 2))
     target = fastgrad.tensor(t)
-    assert gradcheck(lambda z: L.cross_entropy(z, target, fastgrad.tensor(w), reduction=reduction,
-                                               label_smoothing=0.1), (leaf(x),))
+    assert gradcheck(
+        lambda z: L.cross_entropy(z, target, fastgrad.tensor(w), reduction=reduction, label_smoothing=0.1), (leaf(x),)
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -74,17 +78,19 @@ def test_bce_with_logits_gradcheck(reduction, weighted, pos_weighted):
     x, y = leaf(rng.standard_normal((3, 4)) * 3), leaf(rng.random((3, 4)))
     weight = fastgrad.tensor(rng.random((1, 4)) + 0.5) if weighted else None
     pos_weight = fastgrad.tensor(rng.random(4) * 2 + 0.1) if pos_weighted else None
-    assert gradcheck(lambda a, b: L.binary_cross_entropy_with_logits(
-        a, b, weight, reduction=reduction, pos_weight=pos_weight), (x, y))
+    assert gradcheck(
+        lambda a, b: L.binary_cross_entropy_with_logits(a, b, weight, reduction=reduction, pos_weight=pos_weight),
+        (x, y),
+    )
 
 
 # --------------------------------------------------------------------------- PyTorch parity
 
+
 def check_against_torch(ours, theirs, inputs, grad_of=(0,), seed=3):
     """Compare forward values and the gradients of the inputs listed in ``grad_of``."""
     torch = pytest.importorskip("torch")
-    ours_in = [leaf(a, i in grad_of) if a.dtype.kind == "f" else fastgrad.tensor(a)
-               for i, a in enumerate(inputs)]
+    ours_in = [leaf(a, i in grad_of) if a.dtype.kind == "f" else fastgrad.tensor(a) for i, a in enumerate(inputs)]
     theirs_in = [torch.tensor(a, requires_grad=(i in grad_of)) for i, a in enumerate(inputs)]
     out, out_t = ours(*ours_in), theirs(torch, *theirs_in)
     assert out.shape == tuple(out_t.shape) and out.dtype == np.float32
@@ -106,21 +112,26 @@ def test_cross_entropy_matches_torch(reduction, weighted, smoothing, ignore_inde
     t[t == -100] = ignore_index
     kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing)
     inputs = [x, t] + ([w] if weighted else [])
-    check_against_torch(lambda z, tt, *ww: L.cross_entropy(z, tt, *ww, **kw),
-                        lambda torch, z, tt, *ww: torch.nn.functional.cross_entropy(z, tt, *ww, **kw),
-                        inputs)
+    check_against_torch(
+        lambda z, tt, *ww: L.cross_entropy(z, tt, *ww, **kw),
+        lambda torch, z, tt, *ww: torch.nn.functional.cross_entropy(z, tt, *ww, **kw),
+        inputs,
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_cross_entropy_huge_logits_match_torch(reduction, smoothing):
-    x = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4], [1e4, 1e4, 1e4],
-                  [-1e4, -1e4, -1e4], [1e4, -1e4, -1e4]], np.float32)
+    x = np.array(
+        [[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4], [1e4, 1e4, 1e4], [-1e4, -1e4, -1e4], [1e4, -1e4, -1e4]], np.float32
+    )
     t = np.array([1, 0, 2, 1, 0])
     kw = dict(reduction=reduction, label_smoothing=smoothing)
-    out = check_against_torch(lambda z, tt: L.cross_entropy(z, tt, **kw),
-                              lambda torch, z, tt: torch.nn.functional.cross_entropy(z, tt, **kw),
-                              [x, t])
+    out = check_against_torch(
+        lambda z, tt: L.cross_entropy(z, tt, **kw),
+        lambda torch, z, tt: torch.nn.functional.cross_entropy(z, tt, **kw),
+        [x, t],
+    )
     assert np.isfinite(out.data).all()
 
 
@@ -128,13 +139,17 @@ def test_cross_entropy_huge_logits_match_torch(reduction, smoothing):
 def test_cross_entropy_spatial_and_unbatched_match_torch(reduction):
     x, t, w = class_problem((2, 4, 3, 5), dtype=np.float32)
     kw = dict(reduction=reduction, label_smoothing=0.1)
-    check_against_torch(lambda z, tt, ww: L.cross_entropy(z, tt, ww, **kw),
-                        lambda torch, z, tt, ww: torch.nn.functional.cross_entropy(z, tt, ww, **kw),
-                        [x, t, w])
+    check_against_torch(
+        lambda z, tt, ww: L.cross_entropy(z, tt, ww, **kw),
+        lambda torch, z, tt, ww: torch.nn.functional.cross_entropy(z, tt, ww, **kw),
+        [x, t, w],
+    )
     x1 = np.random.default_rng(4).standard_normal(6).astype(np.float32)
-    check_against_torch(lambda z, tt: L.cross_entropy(z, tt, reduction=reduction),
-                        lambda torch, z, tt: torch.nn.functional.cross_entropy(z, tt, reduction=reduction),
-                        [x1, np.array(4)])
+    check_against_torch(
+        lambda z, tt: L.cross_entropy(z, tt, reduction=reduction),
+        lambda torch, z, tt: torch.nn.functional.cross_entropy(z, tt, reduction=reduction),
+        [x1, np.array(4)],
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -143,18 +158,23 @@ def test_nll_matches_torch(reduction, weighted):
     x, t, w = class_problem((7, 4), dtype=np.float32)
     x = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
     inputs = [x, t] + ([w] if weighted else [])
-    check_against_torch(lambda z, tt, *ww: L.nll_loss(z, tt, *ww, reduction=reduction),
-                        lambda torch, z, tt, *ww: torch.nn.functional.nll_loss(z, tt, *ww, reduction=reduction),
-                        inputs)
+    check_against_torch(
+        lambda z, tt, *ww: L.nll_loss(z, tt, *ww, reduction=reduction),
+        lambda torch, z, tt, *ww: torch.nn.functional.nll_loss(z, tt, *ww, reduction=reduction),
+        inputs,
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_mse_matches_torch(reduction):
     rng = np.random.default_rng(5)
     x, y = (rng.standard_normal((4, 3, 2)).astype(np.float32) for _ in range(2))
-    check_against_torch(lambda a, b: L.mse_loss(a, b, reduction=reduction),
-                        lambda torch, a, b: torch.nn.functional.mse_loss(a, b, reduction=reduction),
-                        [x, y], grad_of=(0, 1))
+    check_against_torch(
+        lambda a, b: L.mse_loss(a, b, reduction=reduction),
+        lambda torch, a, b: torch.nn.functional.mse_loss(a, b, reduction=reduction),
+        [x, y],
+        grad_of=(0, 1),
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -171,12 +191,21 @@ def test_bce_with_logits_matches_torch(reduction, weighted, pos_weighted):
 
     def ours(a, b):
         return L.binary_cross_entropy_with_logits(
-            a, b, fastgrad.tensor(w) if weighted else None, reduction=reduction, pos_weight=fastgrad.tensor(pw) if pos_weighted else None)
+            a,
+            b,
+            fastgrad.tensor(w) if weighted else None,
+            reduction=reduction,
+            pos_weight=fastgrad.tensor(pw) if pos_weighted else None,
+        )
 
     def theirs(torch, a, b):
         return torch.nn.functional.binary_cross_entropy_with_logits(
-            a, b, torch.tensor(w) if weighted else None, reduction=reduction,
-            pos_weight=torch.tensor(pw) if pos_weighted else None)
+            a,
+            b,
+            torch.tensor(w) if weighted else None,
+            reduction=reduction,
+            pos_weight=torch.tensor(pw) if pos_weighted else None,
+        )
 
     out = check_against_torch(ours, theirs, [x, y], grad_of=(0, 1))
     assert np.isfinite(out.data).all()
@@ -211,9 +240,12 @@ def test_same_results_on_both_backends():
                 pytest.skip("compiled kernels are not built")
             x = leaf(x_np)
             y = fastgrad.tensor(np.random.default_rng(0).random((4, 5)))
-            total = (L.cross_entropy(x, fastgrad.tensor(t), fastgrad.tensor(w), label_smoothing=0.1)
-                     + L.nll_loss(x, fastgrad.tensor(t), reduction="sum")
-                     + L.mse_loss(x, y) + L.binary_cross_entropy_with_logits(x, y))
+            total = (
+                L.cross_entropy(x, fastgrad.tensor(t), fastgrad.tensor(w), label_smoothing=0.1)
+                + L.nll_loss(x, fastgrad.tensor(t), reduction="sum")
+                + L.mse_loss(x, y)
+                + L.binary_cross_entropy_with_logits(x, y)
+            )
             total.backward()
             results[backend] = (total.item(), x.grad.data)
     finally:
@@ -224,9 +256,11 @@ def test_same_results_on_both_backends():
 
 # --------------------------------------------------------------------------- bad input
 
+
 def test_out_of_range_target_raises_before_the_kernel(monkeypatch):
     def kernel_must_not_run(*args):
         raise AssertionError("the kernel ran")
+
     monkeypatch.setattr(kernels, "cross_entropy_forward", kernel_must_not_run)
     x = leaf(np.zeros((4, 3), np.float32))
     with pytest.raises(ValueError, match=r"cross_entropy: target 3 at index \(2,\) is out of range for 3 classes"):
@@ -262,12 +296,15 @@ def test_label_smoothing_range(smoothing):
         L.cross_entropy(x, fastgrad.tensor([0, 1]), label_smoothing=smoothing)
 
 
-@pytest.mark.parametrize("call", [
-    lambda x, t, r: L.cross_entropy(x, t, reduction=r),
-    lambda x, t, r: L.nll_loss(x, t, reduction=r),
-    lambda x, t, r: L.mse_loss(x, x, reduction=r),
-    lambda x, t, r: L.binary_cross_entropy_with_logits(x, x, reduction=r),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, t, r: L.cross_entropy(x, t, reduction=r),
+        lambda x, t, r: L.nll_loss(x, t, reduction=r),
+        lambda x, t, r: L.mse_loss(x, x, reduction=r),
+        lambda x, t, r: L.binary_cross_entropy_with_logits(x, x, reduction=r),
+    ],
+)
 def test_bad_reduction(call):
     x = leaf(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"reduction must be 'mean', 'sum' or 'none', got 'avg'"):
@@ -299,11 +336,14 @@ def test_functional_names():
 def test_enormous_input_refused_before_allocating():
     def view(shape, dtype=np.float32):
         return fastgrad.from_numpy(np.broadcast_to(np.ones((), dtype), shape))
+
     big = 10**6
     target = fastgrad.from_numpy(np.broadcast_to(np.zeros((), np.int64), (big,)))
-    for name, args in [("cross_entropy", (view((big, big)), target)),
-                       ("nll_loss", (view((big, big)), target)),
-                       ("mse_loss", (view((big, big)), view((big, big)))),
-                       ("binary_cross_entropy_with_logits", (view((big, big)), view((big, big))))]:
+    for name, args in [
+        ("cross_entropy", (view((big, big)), target)),
+        ("nll_loss", (view((big, big)), target)),
+        ("mse_loss", (view((big, big)), view((big, big)))),
+        ("binary_cross_entropy_with_logits", (view((big, big)), view((big, big)))),
+    ]:
         with pytest.raises(ValueError, match=rf"^{name}: input of shape \(1000000, 1000000\) has "):
             getattr(L, name)(*args)

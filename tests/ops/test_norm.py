@@ -1,6 +1,7 @@
 """fastgrad.ops.norm.batch_norm: gradients by finite differences (float64), PyTorch
 parity (float32), the in-place running-statistic update, and input errors that name
 batch_norm."""
+
 import numpy as np
 import pytest
 
@@ -63,8 +64,9 @@ def test_matches_pytorch(shape, training):
     theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
     ours_stats, theirs_stats = [fastgrad.tensor(rm), fastgrad.tensor(rv)], [torch.tensor(rm), torch.tensor(rv)]
     y = batch_norm(ours[0], *ours_stats, ours[1], ours[2], training=training, momentum=0.3, eps=1e-3)
-    ty = torch.nn.functional.batch_norm(theirs[0], *theirs_stats, theirs[1], theirs[2], training=training,
-                                        momentum=0.3, eps=1e-3)
+    ty = torch.nn.functional.batch_norm(
+        theirs[0], *theirs_stats, theirs[1], theirs[2], training=training, momentum=0.3, eps=1e-3
+    )
     np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-4, atol=1e-5)
     y.backward(fastgrad.tensor(g))
     ty.backward(torch.tensor(g))
@@ -99,33 +101,74 @@ def test_float32_stays_float32():
     assert x.grad.dtype == np.float32
 
 
-@pytest.mark.parametrize("call,error,message", [
-    (lambda: batch_norm(fastgrad.zeros(4), None, None, training=True), ValueError, "at least 2 dimensions"),
-    (lambda: batch_norm(fastgrad.zeros(1, 3), None, None, training=True), ValueError,
-     "more than 1 value per channel"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=False), ValueError, "evaluation mode"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), fastgrad.zeros(3), None, training=True), ValueError, "both"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), fastgrad.zeros(4), fastgrad.ones(4)), ValueError,
-     r"running_mean has shape \(4,\), expected \(3,\)"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, fastgrad.ones(2), training=True), ValueError,
-     r"weight has shape \(2,\)"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, fastgrad.ones(3, dtype=fastgrad.float64), training=True),
-     TypeError, "weight has dtype float64"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, np.ones(3), training=True), TypeError,
-     "weight must be a Tensor"),
-    (lambda: batch_norm(fastgrad.tensor([[1, 2], [3, 4]]), None, None, training=True), TypeError, "float32 or float64"),
-    (lambda: batch_norm(np.zeros((2, 3)), None, None, training=True), TypeError, "expected input to be a Tensor"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, momentum=float("nan")), ValueError,
-     "momentum must be a finite number >= 0"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=float("inf")), ValueError,
-     "eps must be a finite number >= 0"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=-1e-5), ValueError,
-     "eps must be a finite number >= 0"),
-    (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=0.0), ValueError,
-     "eps must be positive when training"),
-    (lambda: batch_norm(fastgrad.from_numpy(np.broadcast_to(np.float32(1), (10**6, 2, 10**6))), None, None,
-                        training=True), ValueError, "more than this machine's memory"),
-])
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda: batch_norm(fastgrad.zeros(4), None, None, training=True), ValueError, "at least 2 dimensions"),
+        (
+            lambda: batch_norm(fastgrad.zeros(1, 3), None, None, training=True),
+            ValueError,
+            "more than 1 value per channel",
+        ),
+        (lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=False), ValueError, "evaluation mode"),
+        (lambda: batch_norm(fastgrad.zeros(2, 3), fastgrad.zeros(3), None, training=True), ValueError, "both"),
+        (
+            lambda: batch_norm(fastgrad.zeros(2, 3), fastgrad.zeros(4), fastgrad.ones(4)),
+            ValueError,
+            r"running_mean has shape \(4,\), expected \(3,\)",
+        ),
+        (
+            lambda: batch_norm(fastgrad.zeros(2, 3), None, None, fastgrad.ones(2), training=True),
+            ValueError,
+            r"weight has shape \(2,\)",
+        ),
+        (
+            lambda: batch_norm(
+                fastgrad.zeros(2, 3), None, None, fastgrad.ones(3, dtype=fastgrad.float64), training=True
+            ),
+            TypeError,
+            "weight has dtype float64",
+        ),
+        (
+            lambda: batch_norm(fastgrad.zeros(2, 3), None, None, np.ones(3), training=True),
+            TypeError,
+            "weight must be a Tensor",
+        ),
+        (
+            lambda: batch_norm(fastgrad.tensor([[1, 2], [3, 4]]), None, None, training=True),
+            TypeError,
+            "float32 or float64",
+        ),
+        (lambda: batch_norm(np.zeros((2, 3)), None, None, training=True), TypeError, "expected input to be a Tensor"),
+        (
+            lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, momentum=float("nan")),
+            ValueError,
+            "momentum must be a finite number >= 0",
+        ),
+        (
+            lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=float("inf")),
+            ValueError,
+            "eps must be a finite number >= 0",
+        ),
+        (
+            lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=-1e-5),
+            ValueError,
+            "eps must be a finite number >= 0",
+        ),
+        (
+            lambda: batch_norm(fastgrad.zeros(2, 3), None, None, training=True, eps=0.0),
+            ValueError,
+            "eps must be positive when training",
+        ),
+        (
+            lambda: batch_norm(
+                fastgrad.from_numpy(np.broadcast_to(np.float32(1), (10**6, 2, 10**6))), None, None, training=True
+            ),
+            ValueError,
+            "more than this machine's memory",
+        ),
+    ],
+)
 def test_bad_input_names_batch_norm(call, error, message):
     with pytest.raises(error, match=message) as info:
         call()

@@ -2,6 +2,7 @@
 ties), values, indices and gradients against PyTorch (float32) over a grid with
 overlapping windows, padding, dilation and ceil_mode, ties and NaN as PyTorch, unbatched
 inputs, and clear errors naming the function."""
+
 import numpy as np
 import pytest
 
@@ -28,9 +29,9 @@ def rand(shape, seed, dtype=np.float64):
 # (input shape, kwargs shared by max and avg pooling)
 GRID = [
     ((2, 3, 8, 8), dict(kernel_size=2)),
-    ((1, 2, 7, 9), dict(kernel_size=3, stride=2)),                     # overlapping windows
+    ((1, 2, 7, 9), dict(kernel_size=3, stride=2)),  # overlapping windows
     ((2, 1, 7, 6), dict(kernel_size=3, stride=2, padding=1)),
-    ((1, 2, 7, 7), dict(kernel_size=3, stride=2, ceil_mode=True)),     # last window runs past
+    ((1, 2, 7, 7), dict(kernel_size=3, stride=2, ceil_mode=True)),  # last window runs past
     ((1, 1, 6, 6), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
     ((2, 2, 5, 8), dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0))),
     ((1, 3, 4, 4), dict(kernel_size=4, stride=1, padding=2)),
@@ -42,6 +43,7 @@ MAX_ONLY = [
 
 
 # --------------------------------------------------------------------------- gradcheck
+
 
 @pytest.mark.parametrize("shape,kw", GRID + MAX_ONLY)
 def test_max_pool_gradcheck(shape, kw):
@@ -70,6 +72,7 @@ def test_unbatched_input_and_indices():
 
 
 # --------------------------------------------------------------------------- PyTorch parity
+
 
 def _compare(ours, theirs, x, g, torch):
     xt = leaf(x)
@@ -103,8 +106,9 @@ def test_avg_pool_matches_pytorch(shape, kw, extra):
     _compare(lambda t: avg_pool2d(t, **kw, **extra), lambda t: F.avg_pool2d(t, **kw, **extra), x, g, torch)
 
 
-@pytest.mark.parametrize("in_hw,out", [((5, 7), (3, 4)), ((8, 8), 1), ((3, 3), (5, 7)),
-                                       ((10, 6), (4, None)), ((7, 7), 7)])
+@pytest.mark.parametrize(
+    "in_hw,out", [((5, 7), (3, 4)), ((8, 8), 1), ((3, 3), (5, 7)), ((10, 6), (4, None)), ((7, 7), 7)]
+)
 def test_adaptive_avg_pool_matches_pytorch(in_hw, out):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -113,9 +117,15 @@ def test_adaptive_avg_pool_matches_pytorch(in_hw, out):
     _compare(lambda t: adaptive_avg_pool2d(t, out), lambda t: F.adaptive_avg_pool2d(t, out), x, g, torch)
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2), dict(kernel_size=2),
-                                dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
-                                dict(kernel_size=2, stride=1, dilation=2)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=3, stride=2),
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+        dict(kernel_size=2, stride=1, dilation=2),
+    ],
+)
 def test_max_pool_ties_route_like_pytorch(kw):
     """An all-equal input: every gradient goes to the first element of each window."""
     torch = pytest.importorskip("torch")
@@ -141,37 +151,59 @@ def test_max_pool_nan_like_pytorch():
 
 # --------------------------------------------------------------------------- errors
 
+
 def test_errors_name_the_function():
     x = leaf(rand((1, 2, 5, 5), 0, np.float32))
     cases = [
-        (lambda: max_pool2d(leaf(rand((5, 5), 0, np.float32)), 2), ValueError,
-         r"max_pool2d: expected input with 4 dimensions \(N, C, H, W\) or 3 \(C, H, W\), got shape \(5, 5\)"),
-        (lambda: avg_pool2d(leaf(rand((1, 1, 1, 5, 5), 0, np.float32)), 2), ValueError,
-         "avg_pool2d: expected input with 4 dimensions"),
-        (lambda: max_pool2d(x, 3, padding=2), ValueError,
-         r"max_pool2d: padding \(2, 2\) must be at most half of kernel_size \(3, 3\)"),
+        (
+            lambda: max_pool2d(leaf(rand((5, 5), 0, np.float32)), 2),
+            ValueError,
+            r"max_pool2d: expected input with 4 dimensions \(N, C, H, W\) or 3 \(C, H, W\), got shape \(5, 5\)",
+        ),
+        (
+            lambda: avg_pool2d(leaf(rand((1, 1, 1, 5, 5), 0, np.float32)), 2),
+            ValueError,
+            "avg_pool2d: expected input with 4 dimensions",
+        ),
+        (
+            lambda: max_pool2d(x, 3, padding=2),
+            ValueError,
+            r"max_pool2d: padding \(2, 2\) must be at most half of kernel_size \(3, 3\)",
+        ),
         (lambda: avg_pool2d(x, 2, padding=(0, 2)), ValueError, "avg_pool2d: padding .* at most half"),
         (lambda: max_pool2d(x, 2, stride=0), ValueError, "max_pool2d: stride must be >= 1"),
         (lambda: avg_pool2d(x, 2, stride=(1, -1)), ValueError, "avg_pool2d: stride must be >= 1"),
         (lambda: max_pool2d(x, 0), ValueError, "max_pool2d: kernel_size must be >= 1"),
         (lambda: max_pool2d(x, 2, padding=-1), ValueError, "max_pool2d: padding must be >= 0"),
         (lambda: max_pool2d(x, 2, dilation=0), ValueError, "max_pool2d: dilation must be >= 1"),
-        (lambda: max_pool2d(x, 6), ValueError,
-         r"max_pool2d: the window spans 6 along height .* larger than the padded input \(5 \+ 2\*0 = 5\)"),
+        (
+            lambda: max_pool2d(x, 6),
+            ValueError,
+            r"max_pool2d: the window spans 6 along height .* larger than the padded input \(5 \+ 2\*0 = 5\)",
+        ),
         (lambda: max_pool2d(x, 3, dilation=3), ValueError, "max_pool2d: the window spans 7"),
         (lambda: avg_pool2d(x, (2, 8), padding=(0, 1)), ValueError, "avg_pool2d: the window spans 8 along width"),
-        (lambda: max_pool2d(leaf(rand((1, 1, 1, 4), 0, np.float32)), (2, 1), 1, (1, 0), (2, 1)), ValueError,
-         "max_pool2d: .* covers only padding"),
+        (
+            lambda: max_pool2d(leaf(rand((1, 1, 1, 4), 0, np.float32)), (2, 1), 1, (1, 0), (2, 1)),
+            ValueError,
+            "max_pool2d: .* covers only padding",
+        ),
         (lambda: max_pool2d(x, 2.0), TypeError, "max_pool2d: kernel_size must be an int or a pair"),
         (lambda: max_pool2d(x, (2, 2, 2)), TypeError, "max_pool2d: kernel_size must be an int or a pair"),
         (lambda: avg_pool2d(x, 2, divisor_override=0), ValueError, "avg_pool2d: divisor_override must not be zero"),
         (lambda: avg_pool2d(x, 2, divisor_override=1.5), TypeError, "avg_pool2d: divisor_override must be None"),
         (lambda: adaptive_avg_pool2d(x, (2, -1)), ValueError, "adaptive_avg_pool2d: output_size entries"),
         (lambda: adaptive_avg_pool2d(x, (1, 2, 3)), TypeError, "adaptive_avg_pool2d: output_size must be"),
-        (lambda: adaptive_avg_pool2d(leaf(np.zeros((1, 2, 0, 3), np.float32)), 2), ValueError,
-         "adaptive_avg_pool2d: expected non-empty channel and spatial dimensions"),
-        (lambda: max_pool2d(fastgrad.tensor(np.ones((1, 1, 4, 4), np.int64)), 2), TypeError,
-         "max_pool2d: input must be a float32 or float64 tensor, got dtype int64"),
+        (
+            lambda: adaptive_avg_pool2d(leaf(np.zeros((1, 2, 0, 3), np.float32)), 2),
+            ValueError,
+            "adaptive_avg_pool2d: expected non-empty channel and spatial dimensions",
+        ),
+        (
+            lambda: max_pool2d(fastgrad.tensor(np.ones((1, 1, 4, 4), np.int64)), 2),
+            TypeError,
+            "max_pool2d: input must be a float32 or float64 tensor, got dtype int64",
+        ),
         (lambda: avg_pool2d(np.ones((1, 1, 4, 4), np.float32), 2), TypeError, "avg_pool2d: input must be a Tensor"),
     ]
     for call, exc, msg in cases:

@@ -1,6 +1,7 @@
 """Argument checks that remember what passed (ops/_util.remembered): a value equal to a
 good one but of another type (True for 1, 1.0 for 1) is still refused, every time, with
 the same message; a list argument is checked without being remembered."""
+
 import pytest
 
 import fastgrad

@@ -1,5 +1,6 @@
 """Adadelta and Adagrad against torch.optim (20 steps, both dtypes, skipped parameters),
 their state dicts, construction errors with PyTorch's wording, and a torch-free oracle."""
+
 import numpy as np
 import pytest
 
@@ -128,17 +129,20 @@ def _one():
     return [Tensor(np.zeros(3, np.float32), requires_grad=True)]
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: optim.Adadelta(p, lr=-1), "Invalid learning rate: -1"),
-    (lambda p: optim.Adadelta(p, rho=1.5), "Invalid rho value: 1.5"),
-    (lambda p: optim.Adadelta(p, eps=-1), "Invalid epsilon value: -1"),
-    (lambda p: optim.Adadelta(p, weight_decay=-1), "Invalid weight_decay value: -1"),
-    (lambda p: optim.Adagrad(p, lr=-1), "Invalid learning rate: -1"),
-    (lambda p: optim.Adagrad(p, lr_decay=-1), "Invalid lr_decay value: -1"),
-    (lambda p: optim.Adagrad(p, weight_decay=-1), "Invalid weight_decay value: -1"),
-    (lambda p: optim.Adagrad(p, initial_accumulator_value=-1), "Invalid initial_accumulator_value value: -1"),
-    (lambda p: optim.Adagrad(p, eps=-1), "Invalid epsilon value: -1"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: optim.Adadelta(p, lr=-1), "Invalid learning rate: -1"),
+        (lambda p: optim.Adadelta(p, rho=1.5), "Invalid rho value: 1.5"),
+        (lambda p: optim.Adadelta(p, eps=-1), "Invalid epsilon value: -1"),
+        (lambda p: optim.Adadelta(p, weight_decay=-1), "Invalid weight_decay value: -1"),
+        (lambda p: optim.Adagrad(p, lr=-1), "Invalid learning rate: -1"),
+        (lambda p: optim.Adagrad(p, lr_decay=-1), "Invalid lr_decay value: -1"),
+        (lambda p: optim.Adagrad(p, weight_decay=-1), "Invalid weight_decay value: -1"),
+        (lambda p: optim.Adagrad(p, initial_accumulator_value=-1), "Invalid initial_accumulator_value value: -1"),
+        (lambda p: optim.Adagrad(p, eps=-1), "Invalid epsilon value: -1"),
+    ],
+)
 def test_invalid_hyperparameters_raise_with_torch_wording(make, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
         make(_one())

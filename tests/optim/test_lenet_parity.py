@@ -22,6 +22,7 @@ differences up, and the configurations avoid them:
 On a failure, compare against FASTGRAD_BACKEND=reference first; the optimizers' own
 parity with torch.optim, on identical gradients, is tests/optim/test_optimizers.py.
 """
+
 import importlib
 
 import numpy as np
@@ -42,8 +43,7 @@ import fastgrad  # noqa: E402
 from fastgrad import kernels, models, nn, optim  # noqa: E402
 
 if kernels.backend != "compiled":
-    pytest.skip("LeNet-5 training on the pure-Python reference kernels takes far too long",
-                allow_module_level=True)
+    pytest.skip("LeNet-5 training on the pure-Python reference kernels takes far too long", allow_module_level=True)
 
 STEPS = 20
 BATCH = 16
@@ -62,12 +62,19 @@ IDS = ["sgd", "sgd-momentum", "sgd-nesterov-wd", "adam", "adamw", "rmsprop"]
 def _torch_lenet5():
     """fastgrad.models.lenet5 written with torch.nn: the same layers, shapes and keys."""
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(1, 6, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
         torch.nn.Flatten(),
-        torch.nn.Linear(400, 120), torch.nn.ReLU(),
-        torch.nn.Linear(120, 84), torch.nn.ReLU(),
-        torch.nn.Linear(84, 10))
+        torch.nn.Linear(400, 120),
+        torch.nn.ReLU(),
+        torch.nn.Linear(120, 84),
+        torch.nn.ReLU(),
+        torch.nn.Linear(84, 10),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -101,8 +108,9 @@ def _near_tie(model, images):
                 if float(gap[top2[..., 0] > 0].min()) < TIE * float(h.abs().max()):
                     return True
             elif isinstance(layer, torch.nn.Conv2d):
-                h = torch.nn.functional.conv2d(h, layer.weight.double(), layer.bias.double(),
-                                               layer.stride, layer.padding)
+                h = torch.nn.functional.conv2d(
+                    h, layer.weight.double(), layer.bias.double(), layer.stride, layer.padding
+                )
                 continue
             elif isinstance(layer, torch.nn.Linear):
                 h = torch.nn.functional.linear(h, layer.weight.double(), layer.bias.double())
@@ -148,5 +156,6 @@ def test_lenet5_trains_like_torch(name, kw):
     for i, (p, t) in enumerate(zip(our_params, their_params)):
         want = t.detach().numpy()
         scale = float(np.abs(want).max())
-        np.testing.assert_allclose(p.data, want, rtol=1e-4, atol=1e-4 * scale,
-                                   err_msg=f"{name}: parameter {i} (shape {tuple(want.shape)})")
+        np.testing.assert_allclose(
+            p.data, want, rtol=1e-4, atol=1e-4 * scale, err_msg=f"{name}: parameter {i} (shape {tuple(want.shape)})"
+        )

@@ -1,4 +1,5 @@
 """Learning-rate schedulers: the lr sequences of PyTorch's schedulers, state dicts, and errors."""
+
 import math
 import warnings
 
@@ -17,7 +18,7 @@ class Scale:
         self.factor = factor
 
     def __call__(self, epoch):
-        return self.factor ** epoch
+        return self.factor**epoch
 
 
 SCHEDULERS = [
@@ -27,7 +28,7 @@ SCHEDULERS = [
     ("CosineAnnealingLR", dict(T_max=7, eta_min=0.001)),
     ("CosineAnnealingLR", dict(T_max=4)),
     ("LambdaLR", dict(lr_lambda=lambda epoch: 1.0 / (1 + epoch))),
-    ("LambdaLR", dict(lr_lambda=[lambda epoch: 0.95 ** epoch, Scale(0.5)])),
+    ("LambdaLR", dict(lr_lambda=[lambda epoch: 0.95**epoch, Scale(0.5)])),
 ]
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(SCHEDULERS)]
 
@@ -68,12 +69,15 @@ def test_lr_sequence_matches_torch(name, kw):
 METRICS = [1.0, 0.9, 0.95, 0.95, 0.96, 0.97, 0.89, 0.9, 0.9, 0.9, 0.9, 0.9, 0.8, 0.81, 0.82, 0.83, 0.84, 0.85]
 
 
-@pytest.mark.parametrize("kw", [
-    dict(patience=2),
-    dict(mode="max", factor=0.5, patience=1, threshold=0.01, cooldown=2),
-    dict(patience=0, threshold_mode="abs", threshold=0.05, min_lr=[0.01, 0.05]),
-    dict(patience=1, factor=0.5, eps=0.02),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(patience=2),
+        dict(mode="max", factor=0.5, patience=1, threshold=0.01, cooldown=2),
+        dict(patience=0, threshold_mode="abs", threshold=0.05, min_lr=[0.01, 0.05]),
+        dict(patience=1, factor=0.5, eps=0.02),
+    ],
+)
 def test_reduce_lr_on_plateau_matches_torch(kw):
     torch = pytest.importorskip("torch")
     metric = lambda k: METRICS[k % len(METRICS)]  # noqa: E731
@@ -118,8 +122,9 @@ def test_cosine_by_hand():
     np.testing.assert_allclose(lrs, expected, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("name,kw", SCHEDULERS + [("ReduceLROnPlateau", dict(patience=1))],
-                         ids=IDS + ["ReduceLROnPlateau"])
+@pytest.mark.parametrize(
+    "name,kw", SCHEDULERS + [("ReduceLROnPlateau", dict(patience=1))], ids=IDS + ["ReduceLROnPlateau"]
+)
 def test_state_dict_round_trip(name, kw):
     def run(sched, opt, steps, start=0):
         out = []

@@ -1,5 +1,6 @@
 """OneCycleLR and CosineAnnealingWarmRestarts: lr (and momentum) sequences against PyTorch,
 values by hand without it, fractional epochs, state dicts and errors."""
+
 import math
 
 import numpy as np
@@ -42,8 +43,9 @@ def test_one_cycle_matches_torch(kw, opt_name):
     torch = pytest.importorskip("torch")
     extra = {"momentum": 0.9} if opt_name == "SGD" else {}
     opt = getattr(optim, opt_name)(_groups(_params()), lr=0.1, **extra)
-    topt = getattr(torch.optim, opt_name)(_groups([torch.zeros(2, requires_grad=True) for _ in range(2)]),
-                                         lr=0.1, **extra)
+    topt = getattr(torch.optim, opt_name)(
+        _groups([torch.zeros(2, requires_grad=True) for _ in range(2)]), lr=0.1, **extra
+    )
     steps = kw.get("total_steps") or kw["epochs"] * kw["steps_per_epoch"]
     ours = lr_scheduler.OneCycleLR(opt, **kw)
     theirs = torch.optim.lr_scheduler.OneCycleLR(topt, **kw)
@@ -79,15 +81,20 @@ def test_one_cycle_by_hand_and_past_the_end():
         sched.step()
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(max_lr=0.1), r"You must define either total_steps OR \(epochs AND steps_per_epoch\)"),
-    (dict(max_lr=0.1, total_steps=0), "Expected positive integer total_steps, but got 0"),
-    (dict(max_lr=0.1, epochs=2.0, steps_per_epoch=3), "Expected positive integer epochs, but got 2.0"),
-    (dict(max_lr=0.1, total_steps=5, pct_start=1), "Expected float between 0 and 1 pct_start, but got 1"),
-    (dict(max_lr=0.1, total_steps=5, anneal_strategy="exp"),
-     "anneal_strategy must be one of 'cos' or 'linear', instead got exp"),
-    (dict(max_lr=[0.1], total_steps=5), "max_lr must have the same length as optimizer.param_groups"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(max_lr=0.1), r"You must define either total_steps OR \(epochs AND steps_per_epoch\)"),
+        (dict(max_lr=0.1, total_steps=0), "Expected positive integer total_steps, but got 0"),
+        (dict(max_lr=0.1, epochs=2.0, steps_per_epoch=3), "Expected positive integer epochs, but got 2.0"),
+        (dict(max_lr=0.1, total_steps=5, pct_start=1), "Expected float between 0 and 1 pct_start, but got 1"),
+        (
+            dict(max_lr=0.1, total_steps=5, anneal_strategy="exp"),
+            "anneal_strategy must be one of 'cos' or 'linear', instead got exp",
+        ),
+        (dict(max_lr=[0.1], total_steps=5), "max_lr must have the same length as optimizer.param_groups"),
+    ],
+)
 def test_one_cycle_errors(kw, message):
     opt = optim.SGD(_groups(_params()), lr=0.1)
     with pytest.raises(ValueError, match=message):
@@ -128,8 +135,9 @@ def test_warm_restarts_by_hand():
     sched = lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2)
     lrs = [x[0] for x in _sequence(sched, opt, 7, "lr")]
     cycle = lambda t, T: (1 + math.cos(math.pi * t / T)) / 2  # noqa: E731
-    assert lrs == pytest.approx([cycle(0, 2), cycle(1, 2), cycle(0, 4), cycle(1, 4), cycle(2, 4), cycle(3, 4),
-                                 cycle(0, 8), cycle(1, 8)])
+    assert lrs == pytest.approx(
+        [cycle(0, 2), cycle(1, 2), cycle(0, 4), cycle(1, 4), cycle(2, 4), cycle(3, 4), cycle(0, 8), cycle(1, 8)]
+    )
     sched.step(1.5)
     assert sched.get_last_lr()[0] == pytest.approx(cycle(1.5, 2))
     state = sched.state_dict()
@@ -138,12 +146,15 @@ def test_warm_restarts_by_hand():
     assert (other.T_0, other.T_i, other.T_cur) == (2, 2, 1.5)
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(T_0=0), "Expected positive integer T_0, but got 0"),
-    (dict(T_0=2.0), "Expected positive integer T_0, but got 2.0"),
-    (dict(T_0=2, T_mult=0), "Expected integer T_mult >= 1, but got 0"),
-    (dict(T_0=2, eta_min="0"), "Expected float or int eta_min"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(T_0=0), "Expected positive integer T_0, but got 0"),
+        (dict(T_0=2.0), "Expected positive integer T_0, but got 2.0"),
+        (dict(T_0=2, T_mult=0), "Expected integer T_mult >= 1, but got 0"),
+        (dict(T_0=2, eta_min="0"), "Expected float or int eta_min"),
+    ],
+)
 def test_warm_restarts_errors(kw, message):
     with pytest.raises(ValueError, match=message):
         lr_scheduler.CosineAnnealingWarmRestarts(optim.SGD(_params(), lr=0.1), **kw)

@@ -1,5 +1,6 @@
 """fastgrad.optim against torch.optim, against its own reference kernels, and its interface:
 construction checks with PyTorch's messages, zero_grad, closures, param groups, state dicts."""
+
 import numpy as np
 import pytest
 
@@ -70,6 +71,7 @@ def _run_fastgrad(name, kw, arrays, grad_seq):
 
 # --------------------------------------------------------------------------- vs PyTorch
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=CONFIG_IDS)
 def test_matches_torch_for_20_steps(name, kw, dtype):
@@ -103,8 +105,9 @@ def test_mixed_dtypes_and_groups_match_torch():
     ours = [Tensor(a.copy(), requires_grad=True) for a in arrays]
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
     opt = optim.Adam([{"params": ours[:3]}, {"params": ours[3:], "lr": 0.1}], lr=0.01, amsgrad=True)
-    topt = torch.optim.Adam([{"params": theirs[:3]}, {"params": theirs[3:], "lr": 0.1}], lr=0.01,
-                            amsgrad=True, foreach=False)
+    topt = torch.optim.Adam(
+        [{"params": theirs[:3]}, {"params": theirs[3:], "lr": 0.1}], lr=0.01, amsgrad=True, foreach=False
+    )
     for grads in grad_seq:
         for p, t, g in zip(ours, theirs, grads):
             p.grad, t.grad = Tensor(g.copy()), torch.from_numpy(g.copy())
@@ -126,8 +129,10 @@ def test_loads_a_torch_state_dict_and_continues_like_torch():
             t.grad = torch.from_numpy(g.copy())
         topt.step()
     saved = topt.state_dict()
-    as_numpy = {"state": {i: {k: v.numpy() for k, v in s.items()} for i, s in saved["state"].items()},
-                "param_groups": saved["param_groups"]}
+    as_numpy = {
+        "state": {i: {k: v.numpy() for k, v in s.items()} for i, s in saved["state"].items()},
+        "param_groups": saved["param_groups"],
+    }
     ours = [Tensor(t.detach().numpy().copy(), requires_grad=True) for t in theirs]
     opt = optim.RMSprop(ours)
     opt.load_state_dict(as_numpy)
@@ -142,6 +147,7 @@ def test_loads_a_torch_state_dict_and_continues_like_torch():
 
 
 # --------------------------------------------------------------------------- compiled == reference
+
 
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=CONFIG_IDS)
 def test_compiled_and_reference_optimizers_agree_bitwise(name, kw):
@@ -163,32 +169,38 @@ def test_compiled_and_reference_optimizers_agree_bitwise(name, kw):
 
 # --------------------------------------------------------------------------- construction
 
+
 def _one_param():
     return [Tensor(np.zeros(3, np.float32), requires_grad=True)]
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: optim.SGD(p, lr=-1), "Invalid learning rate: -1"),
-    (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), "Invalid momentum value: -0.5"),
-    (lambda p: optim.SGD(p, lr=0.1, weight_decay=-1e-4), "Invalid weight_decay value: -0.0001"),
-    (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
-    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
-     "Nesterov momentum requires a momentum and zero dampening"),
-    (lambda p: optim.Adam(p, lr=-0.01), "Invalid learning rate: -0.01"),
-    (lambda p: optim.Adam(p, eps=-1e-8), "Invalid epsilon value: -1e-08"),
-    (lambda p: optim.Adam(p, betas=(1.0, 0.999)), r"Invalid beta parameter at index 0: 1.0"),
-    (lambda p: optim.Adam(p, betas=(0.9, -0.1)), r"Invalid beta parameter at index 1: -0.1"),
-    (lambda p: optim.AdamW(p, weight_decay=-1), "Invalid weight_decay value: -1"),
-    (lambda p: optim.RMSprop(p, alpha=-0.1), "Invalid alpha value: -0.1"),
-    (lambda p: optim.RMSprop(p, momentum=-1), "Invalid momentum value: -1"),
-    (lambda p: optim.RMSprop(p, lr=float("nan")), "Invalid learning rate: nan"),
-    (lambda p: optim.SGD([{"params": p, "lr": -2}], lr=0.1), "Invalid learning rate: -2"),
-    # stricter than PyTorch: non-finite values would turn every updated parameter to inf or NaN
-    (lambda p: optim.SGD(p, lr=float("inf")), "Invalid learning rate: inf"),
-    (lambda p: optim.SGD(p, lr=0.1, dampening=float("nan")), "Invalid dampening value: nan"),
-    (lambda p: optim.Adam(p, eps=float("inf")), "Invalid epsilon value: inf"),
-    (lambda p: optim.RMSprop(p, alpha=float("inf")), "Invalid alpha value: inf"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: optim.SGD(p, lr=-1), "Invalid learning rate: -1"),
+        (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), "Invalid momentum value: -0.5"),
+        (lambda p: optim.SGD(p, lr=0.1, weight_decay=-1e-4), "Invalid weight_decay value: -0.0001"),
+        (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
+        (
+            lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+            "Nesterov momentum requires a momentum and zero dampening",
+        ),
+        (lambda p: optim.Adam(p, lr=-0.01), "Invalid learning rate: -0.01"),
+        (lambda p: optim.Adam(p, eps=-1e-8), "Invalid epsilon value: -1e-08"),
+        (lambda p: optim.Adam(p, betas=(1.0, 0.999)), r"Invalid beta parameter at index 0: 1.0"),
+        (lambda p: optim.Adam(p, betas=(0.9, -0.1)), r"Invalid beta parameter at index 1: -0.1"),
+        (lambda p: optim.AdamW(p, weight_decay=-1), "Invalid weight_decay value: -1"),
+        (lambda p: optim.RMSprop(p, alpha=-0.1), "Invalid alpha value: -0.1"),
+        (lambda p: optim.RMSprop(p, momentum=-1), "Invalid momentum value: -1"),
+        (lambda p: optim.RMSprop(p, lr=float("nan")), "Invalid learning rate: nan"),
+        (lambda p: optim.SGD([{"params": p, "lr": -2}], lr=0.1), "Invalid learning rate: -2"),
+        # stricter than PyTorch: non-finite values would turn every updated parameter to inf or NaN
+        (lambda p: optim.SGD(p, lr=float("inf")), "Invalid learning rate: inf"),
+        (lambda p: optim.SGD(p, lr=0.1, dampening=float("nan")), "Invalid dampening value: nan"),
+        (lambda p: optim.Adam(p, eps=float("inf")), "Invalid epsilon value: inf"),
+        (lambda p: optim.RMSprop(p, alpha=float("inf")), "Invalid alpha value: inf"),
+    ],
+)
 def test_invalid_hyperparameters_raise_with_torch_wording(make, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
         make(_one_param())
@@ -202,8 +214,7 @@ def test_bad_parameter_lists_raise():
         optim.Adam([p, p])
     with pytest.raises(ValueError, match="some parameters appear in more than one parameter group"):
         optim.Adam([{"params": [p]}, {"params": [p]}])
-    with pytest.raises(TypeError, match="optimizer can only optimize Tensors, but one of the params is "
-                                        "numpy.ndarray"):
+    with pytest.raises(TypeError, match="optimizer can only optimize Tensors, but one of the params is numpy.ndarray"):
         optim.SGD([np.zeros(3)], lr=0.1)
     with pytest.raises(TypeError, match="should be an iterable of Tensors or dicts"):
         optim.SGD(p, lr=0.1)
@@ -231,6 +242,7 @@ def test_add_param_group_fills_defaults_and_steps_it():
 
 
 # --------------------------------------------------------------------------- stepping
+
 
 def test_step_updates_in_place_and_skips_parameters_without_grad():
     a, b = _one_param()[0], _one_param()[0]
@@ -292,8 +304,12 @@ def test_repr_lists_the_groups():
 
 # --------------------------------------------------------------------------- state dicts
 
-@pytest.mark.parametrize("name,kw", [CONFIGS[3], CONFIGS[7], CONFIGS[10], CONFIGS[14]],
-                         ids=[CONFIG_IDS[3], CONFIG_IDS[7], CONFIG_IDS[10], CONFIG_IDS[14]])
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [CONFIGS[3], CONFIGS[7], CONFIGS[10], CONFIGS[14]],
+    ids=[CONFIG_IDS[3], CONFIG_IDS[7], CONFIG_IDS[10], CONFIG_IDS[14]],
+)
 def test_state_dict_round_trip_continues_identically(name, kw):
     arrays = _params(np.float32)
     grad_seq = _grad_sequence(arrays, 10)
@@ -333,6 +349,9 @@ def test_load_state_dict_rejects_mismatches():
     with pytest.raises(ValueError, match="doesn't match the size of optimizer's group"):
         optim.SGD(params[:1], lr=0.1).load_state_dict(saved)
     other = [Tensor(np.zeros(s, np.float32), requires_grad=True) for s in [(3,), (4,)]]
-    with pytest.raises(ValueError, match=r"state\[1\]\['momentum_buffer'\] has shape \(2, 2\), but its parameter "
-                                         r"has shape \(4,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"state\[1\]\['momentum_buffer'\] has shape \(2, 2\), but its parameter "
+        r"has shape \(4,\)",
+    ):
         optim.SGD(other, lr=0.1).load_state_dict(saved)

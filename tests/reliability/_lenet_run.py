@@ -1,5 +1,6 @@
 """A deterministic LeNet-5 training run shared by the reliability tests (and run as a script
 by them in subprocesses)."""
+
 import numpy as np
 
 import fastgrad
@@ -42,6 +43,7 @@ def weights(model):
 
 def digest(model):
     import hashlib
+
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -51,6 +53,7 @@ def digest(model):
 
 if __name__ == "__main__":  # python _lenet_run.py STEPS THREADS -> prints the weights' digest
     import sys
+
     steps, threads = int(sys.argv[1]), int(sys.argv[2])
     fastgrad.set_num_threads(threads)
     model, opt = build(0)

@@ -1,5 +1,6 @@
 """The same seed and thread count give bit-identical weights, run after run, in-process and
 across processes; and (a property of fastgrad's fixed reduction order) across thread counts."""
+
 import os
 import subprocess
 import sys
@@ -42,8 +43,13 @@ def test_bit_identical_across_processes():
     mine = _digest_in_process(2)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([HERE] + sys.path)
-    out = subprocess.run([sys.executable, os.path.join(HERE, "_lenet_run.py"), str(STEPS), "2"],
-                         capture_output=True, text=True, check=True, env=env).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "_lenet_run.py"), str(STEPS), "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
     assert out == mine
 
 
@@ -74,11 +80,13 @@ def test_bit_identical_across_thread_counts_at_batch_64(optimizer):
     # (and their weight gradients, sums over the batch) run on both threads.
     conv = sys.modules[kernels.conv2d_backward_weight.__module__]
     if hasattr(conv, "_plan_info"):  # LeNet-5's second convolution, as trained below
-        info = conv._plan_info("backward_weight", (64, 6, 14, 14), (16, 6, 5, 5),
-                               (64, 16, 10, 10), 1, 1, 0, 0, 1, 1, 1, 2)
+        info = conv._plan_info(
+            "backward_weight", (64, 6, 14, 14), (16, 6, 5, 5), (64, 16, 10, 10), 1, 1, 0, 0, 1, 1, 1, 2
+        )
         assert info["threads"] == 2
     one, two = _weights_at_batch_64(1, optimizer), _weights_at_batch_64(2, optimizer)
     assert one.keys() == two.keys()
     for name in one:
         assert np.array_equal(one[name], two[name]), (
-            f"{name}: 1 and 2 threads differ by up to {np.abs(one[name] - two[name]).max():.3g}")
+            f"{name}: 1 and 2 threads differ by up to {np.abs(one[name] - two[name]).max():.3g}"
+        )

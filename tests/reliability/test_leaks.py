@@ -2,14 +2,13 @@
 resident memory within 2 MB of its post-warm-up level, and 1,000 more steps under
 tracemalloc show no growth in Python objects; graphs,
 workspaces and optimizer state go away with the model and optimizer."""
+
 import gc
 import json
 import os
 import subprocess
 import sys
 import weakref
-
-import numpy as np
 
 import fastgrad
 
@@ -51,8 +50,14 @@ print(json.dumps({"backend": fastgrad.kernels.backend, "rss_before_kb": rss0, "r
 def test_20000_steps_do_not_grow_memory(tmp_path):
     # cwd: `python -c` puts the working folder first on sys.path; run where no source tree
     # can shadow the installed fastgrad (and its compiled kernels).
-    out = subprocess.run([sys.executable, "-c", LONG_RUN, HERE, "20000", "1000"], cwd=tmp_path,
-                         capture_output=True, text=True, check=True, timeout=1800).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", LONG_RUN, HERE, "20000", "1000"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    ).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     print("leak test:", figures)
     assert figures["backend"] == fastgrad.kernels.backend, figures
@@ -64,6 +69,7 @@ def test_20000_steps_do_not_grow_memory(tmp_path):
 def test_model_graph_and_optimizer_state_are_freed():
     sys.path.insert(0, HERE)
     import _lenet_run as run
+
     model, opt = run.build(0)
     xs, ys = run.make_batches(2, 4, seed=1)
     loss = run.train(model, opt, xs, ys, 3)

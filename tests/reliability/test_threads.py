@@ -1,6 +1,7 @@
 """Kernels release the GIL: two Python threads training two separate models at once each get
 exactly the weights they get alone, and changing the thread count from another Python thread
 never corrupts a running kernel."""
+
 import os
 import sys
 import threading

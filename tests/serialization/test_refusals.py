@@ -1,6 +1,7 @@
 """Files that try to run code, lie about sizes, or are damaged: fastgrad.load refuses them
 with a clear error, before anything named in the file is called and without allocating
 what the file claims."""
+
 import io
 import os
 import pickle
@@ -68,8 +69,15 @@ def test_reduce_of_a_pickled_callable_is_refused(no_system, protocol):
 
 def test_stack_global_through_the_memo_is_still_named(no_system):
     # 'os' is memoized, dropped, then fetched back with BINGET before 'system' and STACK_GLOBAL
-    pkl = (b"\x80\x04" + b"\x8c\x02os\x94" + b"0" + b"h\x00" + b"\x8c\x06system\x94" + b"\x93"
-           + b"\x8c\x0aecho owned\x85R.")
+    pkl = (
+        b"\x80\x04"
+        + b"\x8c\x02os\x94"
+        + b"0"
+        + b"h\x00"
+        + b"\x8c\x06system\x94"
+        + b"\x93"
+        + b"\x8c\x0aecho owned\x85R."
+    )
     with pytest.raises(UnsafePickleError, match=r"global os\.system"):
         _load(torch_zip(pkl))
 
@@ -81,24 +89,30 @@ def test_stack_global_whose_name_is_computed_is_refused(no_system):
         _load(torch_zip(pkl))
 
 
-@pytest.mark.parametrize("pkl, what", [
-    (b"cbuiltins\neval\n(S'1+1'\ntR.", "builtins.eval"),
-    (b"cbuiltins\ngetattr\n(ctorch._utils\n_rebuild_tensor_v2\nS'__globals__'\ntR.", "builtins.getattr"),
-    (b"ctorch\nload\n(S'x'\ntR.", "torch.load"),
-    (b"ctorch.nn.modules.linear\nLinear\n)R.", "torch.nn.modules.linear.Linear"),
-    (b"cnumpy.core.multiarray\n_reconstruct\n.", "numpy.core.multiarray._reconstruct"),
-])
+@pytest.mark.parametrize(
+    "pkl, what",
+    [
+        (b"cbuiltins\neval\n(S'1+1'\ntR.", "builtins.eval"),
+        (b"cbuiltins\ngetattr\n(ctorch._utils\n_rebuild_tensor_v2\nS'__globals__'\ntR.", "builtins.getattr"),
+        (b"ctorch\nload\n(S'x'\ntR.", "torch.load"),
+        (b"ctorch.nn.modules.linear\nLinear\n)R.", "torch.nn.modules.linear.Linear"),
+        (b"cnumpy.core.multiarray\n_reconstruct\n.", "numpy.core.multiarray._reconstruct"),
+    ],
+)
 def test_globals_outside_the_allow_list_are_named(no_system, pkl, what):
     with pytest.raises(UnsafePickleError, match="global " + what.replace(".", r"\.")):
         _load(torch_zip(pkl))
 
 
-@pytest.mark.parametrize("pkl, opcode", [
-    (b"(S'echo owned'\nios\nsystem\n.", "INST"),
-    (b"(cos\nsystem\nS'echo owned'\no.", "GLOBAL"),  # the global is refused before OBJ is reached
-    (b"\x80\x02\x82\x01.", "EXT1"),
-    (b"P0\n.", "PERSID"),
-])
+@pytest.mark.parametrize(
+    "pkl, opcode",
+    [
+        (b"(S'echo owned'\nios\nsystem\n.", "INST"),
+        (b"(cos\nsystem\nS'echo owned'\no.", "GLOBAL"),  # the global is refused before OBJ is reached
+        (b"\x80\x02\x82\x01.", "EXT1"),
+        (b"P0\n.", "PERSID"),
+    ],
+)
 def test_object_building_opcodes_are_refused(no_system, pkl, opcode):
     with pytest.raises(UnsafePickleError, match=opcode if opcode != "GLOBAL" else "os.system"):
         _load(torch_zip(pkl))
@@ -106,12 +120,22 @@ def test_object_building_opcodes_are_refused(no_system, pkl, opcode):
 
 def _tensor_pickle(numel, size, stride, offset=0):
     """A protocol-2 pickle of one torch tensor over storage '0' with the given geometry."""
-    return (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n("
-            + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
-            + b"\x8a" + _long(numel) + b"tQ"
-            + b"\x8a" + _long(offset) + b"(" + b"".join(b"\x8a" + _long(s) for s in size) + b"t"
-            + b"(" + b"".join(b"\x8a" + _long(s) for s in stride) + b"t"
-            + b"\x89ccollections\nOrderedDict\n)RtR.")
+    return (
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n("
+        + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
+        + b"\x8a"
+        + _long(numel)
+        + b"tQ"
+        + b"\x8a"
+        + _long(offset)
+        + b"("
+        + b"".join(b"\x8a" + _long(s) for s in size)
+        + b"t"
+        + b"("
+        + b"".join(b"\x8a" + _long(s) for s in stride)
+        + b"t"
+        + b"\x89ccollections\nOrderedDict\n)RtR."
+    )
 
 
 def _long(n):
@@ -124,13 +148,16 @@ def test_the_hand_made_tensor_pickle_is_right():
     np.testing.assert_array_equal(_load(raw).data, [[0, 1], [2, 3]])
 
 
-@pytest.mark.parametrize("numel, size, stride, offset, match", [
-    (10 ** 12, (10 ** 12,), (1,), 0, "declares"),                 # storage larger than its record
-    (4, (1000,), (1,), 0, "reaches element"),                     # tensor past its storage
-    (4, (2, 2), (2, 1), 3, "reaches element"),                    # offset pushes it out
-    (1, (10 ** 6, 10 ** 6), (0, 0), 0, "repeating strides"),      # a 4 TB broadcast
-    (4, (2 ** 62, 2 ** 62), (1, 1), 0, "reaches element"),
-])
+@pytest.mark.parametrize(
+    "numel, size, stride, offset, match",
+    [
+        (10**12, (10**12,), (1,), 0, "declares"),  # storage larger than its record
+        (4, (1000,), (1,), 0, "reaches element"),  # tensor past its storage
+        (4, (2, 2), (2, 1), 3, "reaches element"),  # offset pushes it out
+        (1, (10**6, 10**6), (0, 0), 0, "repeating strides"),  # a 4 TB broadcast
+        (4, (2**62, 2**62), (1, 1), 0, "reaches element"),
+    ],
+)
 def test_declared_sizes_beyond_the_file_are_refused_without_allocating(numel, size, stride, offset, match):
     data = np.arange(min(numel, 4), dtype="<f4").tobytes()
     raw = torch_zip(_tensor_pickle(numel, size, stride, offset), {"0": data})
@@ -145,8 +172,8 @@ def test_declared_sizes_beyond_the_file_are_refused_without_allocating(numel, si
 
 
 def test_lying_lengths_inside_the_pickle_are_refused_without_allocating():
-    bomb = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"xyz."    # BINBYTES8 of 1 TB, 3 bytes follow
-    memo = b"\x80\x02Nr\xff\xff\xff\x7f."                              # LONG_BINPUT at index 2**31 - 1
+    bomb = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"xyz."  # BINBYTES8 of 1 TB, 3 bytes follow
+    memo = b"\x80\x02Nr\xff\xff\xff\x7f."  # LONG_BINPUT at index 2**31 - 1
     for pkl in (bomb, memo):
         tracemalloc.start()
         try:
@@ -175,7 +202,7 @@ def test_corrupted_pickle_bytes_give_a_clear_error_or_a_valid_load():
     outcomes = set()
     for pos in range(2, len(pkl), 7):
         for value in (0x00, 0x5D, 0x8A, 0xFF):
-            bad = pkl[:pos] + bytes([value]) + pkl[pos + 1:]
+            bad = pkl[:pos] + bytes([value]) + pkl[pos + 1 :]
             try:
                 _load(torch_zip(bad, records, prefix))
                 outcomes.add("loaded")

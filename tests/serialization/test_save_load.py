@@ -1,5 +1,6 @@
 """fastgrad.save / fastgrad.load: tensors, state dicts and optimizer state round-trip
 exactly, to paths and file objects, in a safetensors file that holds no pickle."""
+
 import io
 import json
 import os
@@ -31,11 +32,28 @@ def _trained():
 def test_checkpoint_dict_round_trips_and_resumes_exactly(tmp_path):
     net, opt, x = _trained()
     path = tmp_path / "ckpt.pt"
-    fastgrad.save({"epoch": 3, "model_state_dict": net.state_dict(), "optimizer_state_dict": opt.state_dict(),
-                   "loss": 0.25, "note": "run", "best": None, "hist": [1.0, 2.0], "pair": (1, "a")}, path)
+    fastgrad.save(
+        {
+            "epoch": 3,
+            "model_state_dict": net.state_dict(),
+            "optimizer_state_dict": opt.state_dict(),
+            "loss": 0.25,
+            "note": "run",
+            "best": None,
+            "hist": [1.0, 2.0],
+            "pair": (1, "a"),
+        },
+        path,
+    )
     ckpt = fastgrad.load(path)
-    assert (ckpt["epoch"], ckpt["loss"], ckpt["note"], ckpt["best"], ckpt["hist"], ckpt["pair"]) == \
-        (3, 0.25, "run", None, [1.0, 2.0], (1, "a"))
+    assert (ckpt["epoch"], ckpt["loss"], ckpt["note"], ckpt["best"], ckpt["hist"], ckpt["pair"]) == (
+        3,
+        0.25,
+        "run",
+        None,
+        [1.0, 2.0],
+        (1, "a"),
+    )
     assert isinstance(ckpt["model_state_dict"], OrderedDict)
     for key, value in net.state_dict().items():
         got = ckpt["model_state_dict"][key]
@@ -59,8 +77,18 @@ def test_tensors_keep_their_class_dtype_and_sharing():
     w = nn.Parameter(fastgrad.ones(2))
     labels = fastgrad.tensor([1, 2, 3])
     buf = io.BytesIO()
-    fastgrad.save({"t": t, "w": w, "again": t, "labels": labels, "scalar": np.float32(1.5), "raw": b"\x00\xff",
-                   "ints": {1: "a", 2: "b"}}, buf)
+    fastgrad.save(
+        {
+            "t": t,
+            "w": w,
+            "again": t,
+            "labels": labels,
+            "scalar": np.float32(1.5),
+            "raw": b"\x00\xff",
+            "ints": {1: "a", 2: "b"},
+        },
+        buf,
+    )
     buf.seek(0)
     obj = fastgrad.load(buf)
     assert type(obj["t"]) is fastgrad.Tensor and obj["t"].dtype == np.float64
@@ -90,6 +118,7 @@ def test_the_file_is_safetensors_with_a_json_description_and_no_pickle(tmp_path)
 
 def test_plain_safetensors_files_load_as_dicts_of_tensors(tmp_path):
     from fastgrad.io import write_safetensors
+
     write_safetensors(tmp_path / "x.safetensors", {"a": np.arange(3, dtype=np.float32)})
     obj = fastgrad.load(tmp_path / "x.safetensors")
     assert list(obj) == ["a"] and obj["a"].tolist() == [0.0, 1.0, 2.0]
@@ -116,9 +145,9 @@ def test_damaged_files_are_clear_errors(tmp_path):
         with pytest.raises(CheckpointError):
             fastgrad.load(tmp_path / "cut.pt")
     header_len = int.from_bytes(raw[:8], "little")
-    header = raw[8:8 + header_len].replace(b'version\\": 1', b'version\\": 9')  # inside the JSON string
-    assert header != raw[8:8 + header_len]
-    (tmp_path / "v9.pt").write_bytes(raw[:8] + header + raw[8 + header_len:])
+    header = raw[8 : 8 + header_len].replace(b'version\\": 1', b'version\\": 9')  # inside the JSON string
+    assert header != raw[8 : 8 + header_len]
+    (tmp_path / "v9.pt").write_bytes(raw[:8] + header + raw[8 + header_len :])
     with pytest.raises(CheckpointError, match="version"):
         fastgrad.load(tmp_path / "v9.pt")
     with pytest.raises(TypeError):

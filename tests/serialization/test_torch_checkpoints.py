@@ -2,6 +2,7 @@
 2.13, see fixtures/make_fixtures.py) without PyTorch, and fresh files written in the test
 where torch is installed. A state dict saved by PyTorch loads into the same fastgrad model
 and predicts what PyTorch predicts."""
+
 import importlib.util
 import io
 import os
@@ -36,16 +37,32 @@ def test_fixture_tensors_of_every_dtype_and_layout():
         assert got.data.flags.c_contiguous
     assert type(obj["parameter"]) is Parameter and obj["parameter"].requires_grad
     np.testing.assert_array_equal(obj["parameter"].data, np.ones(2, np.float32))
-    assert obj["extras"] == {"epoch": 3, "name": "run-1", "betas": (0.9, 0.999), "none": None,
-                             "list": [1, 2.5, "x"], "flag": True}
+    assert obj["extras"] == {
+        "epoch": 3,
+        "name": "run-1",
+        "betas": (0.9, 0.999),
+        "none": None,
+        "list": [1, 2.5, "x"],
+        "flag": True,
+    }
 
 
 def test_fixture_state_dict_predicts_what_torch_predicted():
     state = fastgrad.load(_fixture("net_state_dict.pt"), map_location="cpu")
     assert isinstance(state, OrderedDict)
-    assert list(state) == ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias", "bn1.running_mean",
-                           "bn1.running_var", "bn1.num_batches_tracked", "conv2.weight", "conv2.bias",
-                           "fc.weight", "fc.bias"]
+    assert list(state) == [
+        "conv1.weight",
+        "conv1.bias",
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+        "conv2.weight",
+        "conv2.bias",
+        "fc.weight",
+        "fc.bias",
+    ]
     assert int(state["bn1.num_batches_tracked"].item()) == 2
     net = models.make_fastgrad_net()
     net.load_state_dict(state)
@@ -80,6 +97,7 @@ def test_file_objects_and_map_location_forms():
 
 # ----------------------------------------------------------------------------- with torch installed
 
+
 def _torch():
     return pytest.importorskip("torch")
 
@@ -105,12 +123,18 @@ def test_torch_tensors_of_every_dtype(tmp_path, protocol):
     torch = _torch()
     g = torch.Generator().manual_seed(0)
     values = {
-        "f32": torch.randn(3, 5, generator=g), "f64": torch.randn(4, dtype=torch.float64, generator=g),
-        "i64": torch.randint(-9, 9, (2, 3), generator=g), "i32": torch.arange(5, dtype=torch.int32),
-        "i16": torch.arange(-2, 2, dtype=torch.int16), "u8": torch.arange(250, 256, dtype=torch.uint8),
-        "bool": torch.tensor([True, False]), "strided": torch.randn(4, 6, generator=g)[::2, 1::3],
-        "expanded": torch.randn(3, 1, generator=g).expand(3, 4), "scalar": torch.tensor(7.0),
-        "empty": torch.empty(0, 2), "permuted": torch.randn(2, 3, 4, generator=g).permute(2, 0, 1),
+        "f32": torch.randn(3, 5, generator=g),
+        "f64": torch.randn(4, dtype=torch.float64, generator=g),
+        "i64": torch.randint(-9, 9, (2, 3), generator=g),
+        "i32": torch.arange(5, dtype=torch.int32),
+        "i16": torch.arange(-2, 2, dtype=torch.int16),
+        "u8": torch.arange(250, 256, dtype=torch.uint8),
+        "bool": torch.tensor([True, False]),
+        "strided": torch.randn(4, 6, generator=g)[::2, 1::3],
+        "expanded": torch.randn(3, 1, generator=g).expand(3, 4),
+        "scalar": torch.tensor(7.0),
+        "empty": torch.empty(0, 2),
+        "permuted": torch.randn(2, 3, 4, generator=g).permute(2, 0, 1),
     }
     path = tmp_path / "t.pt"
     torch.save(values, path, pickle_protocol=protocol)
@@ -130,8 +154,15 @@ def test_torch_shared_storage_and_optimizer_state(tmp_path):
     loss.backward()
     adam.step()
     path = tmp_path / "ckpt.pt"
-    torch.save({"epoch": 5, "model_state_dict": net.state_dict(), "optimizer_state_dict": adam.state_dict(),
-                "loss": loss.detach()}, path)
+    torch.save(
+        {
+            "epoch": 5,
+            "model_state_dict": net.state_dict(),
+            "optimizer_state_dict": adam.state_dict(),
+            "loss": loss.detach(),
+        },
+        path,
+    )
     ckpt = fastgrad.load(path)
     assert ckpt["epoch"] == 5
     np.testing.assert_allclose(ckpt["loss"].item(), loss.item())
@@ -140,13 +171,15 @@ def test_torch_shared_storage_and_optimizer_state(tmp_path):
     my_adam = fastgrad.optim.Adam(mine.parameters(), lr=1e-3)
     my_adam.load_state_dict(ckpt["optimizer_state_dict"])
     first = next(iter(mine.parameters()))
-    np.testing.assert_array_equal(my_adam.state[first]["exp_avg"],
-                                  adam.state[next(iter(net.parameters()))]["exp_avg"].numpy())
+    np.testing.assert_array_equal(
+        my_adam.state[first]["exp_avg"], adam.state[next(iter(net.parameters()))]["exp_avg"].numpy()
+    )
 
 
 def test_what_fastgrad_saves_torch_reads_as_safetensors(tmp_path):
     _torch()
     from safetensors.torch import load_file
+
     net = models.make_fastgrad_net()
     fastgrad.save(net.state_dict(), tmp_path / "w.safetensors")
     loaded = load_file(str(tmp_path / "w.safetensors"))

@@ -1,6 +1,7 @@
 """One small CNN written twice, for PyTorch and for fastgrad, with the same state-dict keys
 (conv, batch norm with running statistics, pooling, linear): the tests load PyTorch's
 weights into fastgrad's copy and compare predictions."""
+
 import numpy as np
 
 
@@ -54,6 +55,7 @@ def trained_torch_net():
     """The torch net after two SGD steps (so the running statistics are not the defaults),
     in eval mode, with its optimizer."""
     import torch
+
     torch.manual_seed(3)
     net = make_torch_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)

@@ -1,5 +1,6 @@
 """Trainer: the three modes learn, the history is filled, resuming from a checkpoint is
 bit-for-bit, non-finite losses are reported, callbacks work."""
+
 import os
 import signal
 
@@ -10,8 +11,15 @@ import fastgrad
 from fastgrad import nn, optim
 from fastgrad.data import TensorDataset
 from fastgrad.optim import lr_scheduler
-from fastgrad.train import (EarlyStopping, LambdaCallback, LRScheduler, ModelCheckpoint, NonFiniteLossError,
-                            StopOnInterrupt, Trainer)
+from fastgrad.train import (
+    EarlyStopping,
+    LambdaCallback,
+    LRScheduler,
+    ModelCheckpoint,
+    NonFiniteLossError,
+    StopOnInterrupt,
+    Trainer,
+)
 
 
 class TinyNet(nn.Module):
@@ -82,8 +90,9 @@ def test_history_is_filled():
         assert sorted(record["grad_norm"]) == sorted(names) and all(v > 0 for v in record["grad_norm"].values())
         assert all(v > 0 for v in record["update_norm"].values())
     assert history["val_loss"][-1] < history["val_loss"][0]
-    again = make(lr=0.1).fit(TensorDataset(*blobs()), epochs=3, batch_size=32, val=TensorDataset(*blobs(60, seed=1)),
-                             verbose=0)
+    again = make(lr=0.1).fit(
+        TensorDataset(*blobs()), epochs=3, batch_size=32, val=TensorDataset(*blobs(60, seed=1)), verbose=0
+    )
     assert again["loss"] == history["loss"] and again["val_loss"] == history["val_loss"]  # Datasets or arrays
     assert len(history.step_loss) == len(history.step_accuracy) == len(history.step_time) == 15
     assert history.step_epoch == [1] * 5 + [2] * 5 + [3] * 5
@@ -214,8 +223,9 @@ def test_stop_on_interrupt_finishes_the_update():
     trainer = make()
     stopper = StopOnInterrupt()
     previous = signal.getsignal(signal.SIGINT)
-    ctrl_c = LambdaCallback(on_batch_end=lambda t, logs: os.kill(os.getpid(), signal.SIGINT)
-                            if t.global_step == 3 else None)
+    ctrl_c = LambdaCallback(
+        on_batch_end=lambda t, logs: os.kill(os.getpid(), signal.SIGINT) if t.global_step == 3 else None
+    )
     trainer.fit(blobs(), epochs=2, batch_size=8, verbose=0, callbacks=[stopper, ctrl_c])
     assert stopper.interrupted and trainer.global_step == 3 and trainer.epoch == 0
     assert signal.getsignal(signal.SIGINT) is previous

@@ -1,6 +1,7 @@
 """fastgrad.vision.datasets: MNIST (the bundled sample and IDX folders), FashionMNIST and
 CIFAR10 (binary and python batches) with torchvision's arguments; missing, truncated and
 hostile files give errors that name them."""
+
 import os
 import pickle
 import shutil
@@ -102,6 +103,7 @@ def test_the_bundled_split_is_only_for_the_bundled_file(tmp_path):
 
 # ----------------------------------------------------------------------------- CIFAR-10
 
+
 def _cifar_arrays(n, seed):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n)
@@ -123,8 +125,12 @@ def write_cifar_py(folder, n_per_batch=3, protocol=2):
     out = {}
     for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
         x, y = _cifar_arrays(n_per_batch, 10 + k)
-        batch = {b"batch_label": b"batch", b"labels": [int(v) for v in y], b"data": x.reshape(n_per_batch, -1),
-                 b"filenames": [b"f%d.png" % i for i in range(n_per_batch)]}
+        batch = {
+            b"batch_label": b"batch",
+            b"labels": [int(v) for v in y],
+            b"data": x.reshape(n_per_batch, -1),
+            b"filenames": [b"f%d.png" % i for i in range(n_per_batch)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
         out[name] = (x.transpose(0, 2, 3, 1), y)
     return out

@@ -1,5 +1,6 @@
 """fastgrad.vision.transforms against torchvision's definitions (checked with torch's own
 ops where torch is installed) on numpy images and Tensors."""
+
 import numpy as np
 import pytest
 
@@ -28,8 +29,9 @@ def test_normalize_per_channel_and_checks():
     t = T.ToTensor()(_img(c=3))
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
     out = T.Normalize(mean, std)(t)
-    np.testing.assert_allclose(out.data, (t.data - np.array(mean)[:, None, None]) / np.array(std)[:, None, None],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out.data, (t.data - np.array(mean)[:, None, None]) / np.array(std)[:, None, None], rtol=1e-6, atol=1e-6
+    )
     assert out is not t
     same = T.Normalize(mean, std, inplace=True)(t)
     assert same is t
@@ -47,8 +49,9 @@ def test_pad_matches_torch(padding, mode):
     torch = pytest.importorskip("torch")
     tensor = T.ToTensor()(_img(c=2))
     got = T.Pad(padding, fill=0, padding_mode=mode)(tensor)
-    left, top, right, bottom = {int: lambda p: (p,) * 4, tuple: lambda p: p if len(p) == 4 else p * 2}[
-        type(padding)](padding)
+    left, top, right, bottom = {int: lambda p: (p,) * 4, tuple: lambda p: p if len(p) == 4 else p * 2}[type(padding)](
+        padding
+    )
     x = torch.from_numpy(tensor.data.copy())[None]
     if mode == "symmetric":  # torch has no symmetric mode: numpy's definition is torchvision's
         want = np.pad(tensor.data, ((0, 0), (top, bottom), (left, right)), mode="symmetric")
@@ -68,7 +71,7 @@ def test_random_crop_is_a_window_of_the_padded_image_and_covers_all_offsets():
     for _ in range(400):
         out = crop(img)
         assert out.shape == (6, 6)
-        hits = [(i, j) for i in range(5) for j in range(5) if np.array_equal(padded[i:i + 6, j:j + 6], out)]
+        hits = [(i, j) for i in range(5) for j in range(5) if np.array_equal(padded[i : i + 6, j : j + 6], out)]
         assert hits
         seen.update(hits)
     assert len(seen) == 25

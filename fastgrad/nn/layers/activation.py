@@ -1,4 +1,5 @@
 """Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax."""
+
 import warnings
 
 from .. import functional as F
@@ -41,8 +42,11 @@ class Tanh(Module):
 
 def _implicit_dim(layer, ndim):
     # PyTorch's legacy choice when dim is not given, with its warning
-    warnings.warn(f"Implicit dimension choice for {layer} has been deprecated. "
-                  "Change the call to include dim=X as an argument.", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"Implicit dimension choice for {layer} has been deprecated. Change the call to include dim=X as an argument.",
+        UserWarning,
+        stacklevel=3,
+    )
     return 0 if ndim in (0, 1, 3) else 1
 
 

@@ -11,6 +11,7 @@ is always seen, and a plan whose kernels refuse a weight's data swapped under it
 shape or dtype) falls back to the layers. Only exact layer types are chained: a subclass
 with its own forward is called as itself.
 """
+
 from ... import _config, kernels
 from ...autograd import _anomaly
 from ...ops.activation import ReluStep
@@ -42,8 +43,7 @@ def chainable(module):
 def fuses_relu(modules, i):
     """Whether modules[i] is a Conv2d or Linear that takes the ReLU after it into its own
     output pass (then both run as one step, or as the layer's ``_forward_relu``)."""
-    return (type(modules[i]) in (Conv2d, Linear) and i + 1 < len(modules)
-            and type(modules[i + 1]) is ReLU)
+    return type(modules[i]) in (Conv2d, Linear) and i + 1 < len(modules) and type(modules[i + 1]) is ReLU
 
 
 def _steps_for(modules, shape, n_threads):
@@ -58,10 +58,8 @@ def _steps_for(modules, shape, n_threads):
             if len(shape) != 4:
                 raise ValueError("only batched input is chained")
             layer_weights = [m.weight] + ([m.bias] if m.bias is not None else [])
-            params, out_hw = conv_geometry("conv2d", shape, m.weight.shape, m.stride, m.padding,
-                                           m.dilation, m.groups)
-            step = ConvStep(shape, m.weight.shape, m.bias is not None, params, out_hw, relu,
-                            n_threads)
+            params, out_hw = conv_geometry("conv2d", shape, m.weight.shape, m.stride, m.padding, m.dilation, m.groups)
+            step = ConvStep(shape, m.weight.shape, m.bias is not None, params, out_hw, relu, n_threads)
         elif kind is Linear:
             layer_weights = [m.weight] + ([m.bias] if m.bias is not None else [])
             step = LinearStep(shape, m.weight.shape, m.bias is not None, relu, n_threads)
@@ -70,16 +68,17 @@ def _steps_for(modules, shape, n_threads):
         elif kind is MaxPool2d:
             if len(shape) != 4:
                 raise ValueError("only batched input is chained")
-            params, out_hw = max_pool_geometry("max_pool2d", shape, m.kernel_size, m.stride,
-                                               m.padding, m.dilation, m.ceil_mode)
+            params, out_hw = max_pool_geometry(
+                "max_pool2d", shape, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
+            )
             step = MaxPoolStep(shape, params, out_hw, n_threads)
         else:  # Flatten
             ndim = len(shape)
             start, end = m.start_dim % ndim, m.end_dim % ndim
             size = 1
-            for d in shape[start:end + 1]:
+            for d in shape[start : end + 1]:
                 size *= d
-            step = ReshapeStep(shape, shape[:start] + (size,) + shape[end + 1:])
+            step = ReshapeStep(shape, shape[:start] + (size,) + shape[end + 1 :])
         if kind is MaxPool2d and steps and type(steps[-1]) is ConvStep and steps[-1].relu:
             step.take_relu_mask(steps[-1])
         steps.append(step)

@@ -1,4 +1,5 @@
 """Dropout2d: zeroes whole channels while training, the identity in eval mode."""
+
 from .. import functional as F
 from ..module import Module
 

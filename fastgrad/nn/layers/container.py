@@ -3,6 +3,7 @@
 Both name their entries "0", "1", ... (Sequential also takes an OrderedDict of names),
 so their parameters get PyTorch's keys: "features.0.weight".
 """
+
 from collections import OrderedDict
 
 import numpy as np

@@ -1,13 +1,14 @@
 """Conv2d: a 2-d convolution layer over (N, C, H, W) inputs (or unbatched (C, H, W))."""
+
 import math
 
 import numpy as np
 
 from ... import creation
+from ...ops._util import check_size
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
-from ...ops._util import check_size
 
 
 def _pair(name, value, minimum):
@@ -31,19 +32,33 @@ class Conv2d(Module):
     """As torch.nn.Conv2d; ``padding`` may be ints or "valid"/"same"; ``padding_mode`` is
     "zeros" only. Weight (out, in/groups, kH, kW) and bias start as PyTorch's defaults."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Conv2d: {name} must be a positive integer, got {value!r}")
         # PyTorch's messages, naming the layer and the values
         if in_channels % groups:
-            raise ValueError(f"Conv2d: in_channels must be divisible by groups "
-                             f"(in_channels={in_channels}, groups={groups})")
+            raise ValueError(
+                f"Conv2d: in_channels must be divisible by groups (in_channels={in_channels}, groups={groups})"
+            )
         if out_channels % groups:
-            raise ValueError(f"Conv2d: out_channels must be divisible by groups "
-                             f"(out_channels={out_channels}, groups={groups})")
+            raise ValueError(
+                f"Conv2d: out_channels must be divisible by groups (out_channels={out_channels}, groups={groups})"
+            )
         if padding_mode != "zeros":
             raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported; fastgrad has only 'zeros'")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
@@ -53,11 +68,11 @@ class Conv2d(Module):
         self.padding_mode = padding_mode
         if isinstance(padding, str):
             if padding not in ("valid", "same"):
-                raise ValueError(f"Conv2d: Invalid padding string {padding!r}, should be one of "
-                                 "{'valid', 'same'}")
+                raise ValueError(f"Conv2d: Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
             if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"Conv2d: padding='same' is not supported for strided convolutions "
-                                 f"(stride={self.stride})")
+                raise ValueError(
+                    f"Conv2d: padding='same' is not supported for strided convolutions (stride={self.stride})"
+                )
             # conv2d takes the string: an odd total padding (an even kernel extent) puts the
             # extra row and column at the bottom and right, as PyTorch does
             self.padding = padding
@@ -95,8 +110,7 @@ class Conv2d(Module):
         raise self._input_error(shape, f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)")
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
         if self.dilation != (1, 1):

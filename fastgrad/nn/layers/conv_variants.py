@@ -1,4 +1,5 @@
 """Conv1d and ConvTranspose2d, on the 2-D convolution kernels (see ops/conv_variants.py)."""
+
 import math
 
 import numpy as np
@@ -45,8 +46,7 @@ class _ConvBase(Module):
             self.register_parameter("bias", None)
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0,) * len(self.kernel_size):
             s += f", padding={self.padding}"
         if self.dilation != (1,) * len(self.kernel_size):
@@ -63,8 +63,20 @@ class _ConvBase(Module):
 class Conv1d(_ConvBase):
     """As torch.nn.Conv1d over (N, C, L) or (C, L); padding_mode "zeros" only."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         _check_channels("Conv1d", in_channels, out_channels, groups)
         if padding_mode != "zeros":
@@ -89,7 +101,9 @@ class Conv1d(_ConvBase):
 
     def forward(self, input):
         shape = input.shape
-        if not ((len(shape) == 3 and shape[1] == self.in_channels) or (len(shape) == 2 and shape[0] == self.in_channels)):
+        if not (
+            (len(shape) == 3 and shape[1] == self.in_channels) or (len(shape) == 2 and shape[0] == self.in_channels)
+        ):
             raise self._input_error(shape, f"(N, {self.in_channels}, L) or ({self.in_channels}, L)")
         padding = self.padding if isinstance(self.padding, str) else self.padding[0]
         return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
@@ -98,8 +112,21 @@ class Conv1d(_ConvBase):
 class ConvTranspose2d(_ConvBase):
     """As torch.nn.ConvTranspose2d: weight (in, out/groups, kH, kW); output_padding < stride."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
-                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups=1,
+        bias=True,
+        dilation=1,
+        padding_mode="zeros",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         _check_channels("ConvTranspose2d", in_channels, out_channels, groups)
         if padding_mode != "zeros":
@@ -121,7 +148,10 @@ class ConvTranspose2d(_ConvBase):
         if output_size is not None:
             raise NotImplementedError("ConvTranspose2d: output_size is not supported; set output_padding")
         shape = input.shape
-        if not ((len(shape) == 4 and shape[1] == self.in_channels) or (len(shape) == 3 and shape[0] == self.in_channels)):
+        if not (
+            (len(shape) == 4 and shape[1] == self.in_channels) or (len(shape) == 3 and shape[0] == self.in_channels)
+        ):
             raise self._input_error(shape, f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)")
-        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding,
-                                  self.groups, self.dilation)
+        return F.conv_transpose2d(
+            input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+        )

@@ -1,4 +1,5 @@
 """Dropout: inverted dropout while training, the identity in eval mode."""
+
 from .. import functional as F
 from ..module import Module
 

@@ -1,4 +1,5 @@
 """Flatten: merges dimensions start_dim..end_dim into one (by default all but the batch)."""
+
 from ..module import Module
 
 

@@ -1,13 +1,14 @@
 """Linear (y = x W^T + b over the last dimension) and Identity."""
+
 import math
 
 import numpy as np
 
 from ... import creation
+from ...ops._util import check_size
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
-from ...ops._util import check_size
 
 
 def _float_dtype(layer, dtype):

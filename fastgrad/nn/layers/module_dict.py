@@ -1,4 +1,5 @@
 """ModuleDict: modules held by name, in insertion order (as torch.nn.ModuleDict)."""
+
 from collections.abc import Mapping
 
 from ..module import Module
@@ -55,8 +56,9 @@ class ModuleDict(Module):
             pairs = []
             for i, pair in enumerate(modules):
                 if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                    raise ValueError(f"ModuleDict update sequence element #{i} should be a (name, module) pair, "
-                                     f"got {pair!r}")
+                    raise ValueError(
+                        f"ModuleDict update sequence element #{i} should be a (name, module) pair, got {pair!r}"
+                    )
                 pairs.append(pair)
         for key, module in pairs:
             self[key] = module

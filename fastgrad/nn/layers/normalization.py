@@ -1,23 +1,35 @@
 """BatchNorm1d and BatchNorm2d: normalize each channel by the batch's statistics while
 training (and fold them into running statistics), by the running statistics in eval."""
+
 import math
 
 import numpy as np
 
+from ...ops._util import check_size
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
-from ...ops._util import check_size
 from .linear import _float_dtype
 
 
 class _BatchNorm(Module):
     """As torch.nn's batch norms (``bias=False`` keeps a weight without a bias)."""
+
     _expected = ""  # the accepted input shapes, for error messages
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 device=None, dtype=None, *, bias=True):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        device=None,
+        dtype=None,
+        *,
+        bias=True,
+    ):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive integer, got {num_features!r}")
@@ -80,21 +92,33 @@ class _BatchNorm(Module):
                 factor = 1.0 / float(self.num_batches_tracked.data)
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                            self.weight, self.bias, use_batch_stats, factor, self.eps)
+        return F.batch_norm(
+            input,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
 
     def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
 
 
 class BatchNorm1d(_BatchNorm):
     """Over (N, C) or (N, C, L) inputs; statistics per channel C."""
+
     _ndims = (2, 3)
     _expected = "(N, {C}) or (N, {C}, L)"
 
 
 class BatchNorm2d(_BatchNorm):
     """Over (N, C, H, W) inputs; statistics per channel C."""
+
     _ndims = (4,)
     _expected = "(N, {C}, H, W)"

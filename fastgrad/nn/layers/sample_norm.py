@@ -1,6 +1,7 @@
 """LayerNorm and GroupNorm: each sample normalized by its own statistics (no running
 statistics, the same in training and eval), then an optional per-element or per-channel
 affine map."""
+
 import numbers
 
 import numpy as np
@@ -19,7 +20,9 @@ class LayerNorm(Module):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(int(d) for d in normalized_shape)
         if not self.normalized_shape or any(d < 0 for d in self.normalized_shape):
-            raise ValueError(f"LayerNorm: normalized_shape must be non-empty and non-negative, got {normalized_shape!r}")
+            raise ValueError(
+                f"LayerNorm: normalized_shape must be non-empty and non-negative, got {normalized_shape!r}"
+            )
         self.eps, self.elementwise_affine = eps, elementwise_affine
         dtype = _float_dtype(type(self).__name__, dtype)
         if elementwise_affine:

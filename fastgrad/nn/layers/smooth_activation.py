@@ -1,4 +1,5 @@
 """Smooth activation layers: GELU, SiLU, ELU, Hardswish, and PReLU (learned slopes)."""
+
 import numpy as np
 
 from ... import creation

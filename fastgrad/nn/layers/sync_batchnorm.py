@@ -11,6 +11,7 @@ The weight and bias gradients stay this rank's own sums (DistributedDataParallel
 them). Outside training, or without a process group of more than one rank, it is
 BatchNorm. ``SyncBatchNorm.convert_sync_batchnorm(model)`` swaps a model's BatchNorm layers.
 """
+
 import math
 
 import numpy as np
@@ -32,14 +33,19 @@ class SyncBatchNormFunction(Function):
         shape, c = x.shape, x.shape[1]
         x3 = np.ascontiguousarray(x).reshape(shape[0], c, math.prod(shape[2:]))
         local_count = x3.shape[0] * x3.shape[2]
-        stats = np.concatenate([x3.sum(axis=(0, 2), dtype=np.float64),
-                                np.einsum("ncs,ncs->c", x3, x3, dtype=np.float64), [float(local_count)]])
+        stats = np.concatenate(
+            [
+                x3.sum(axis=(0, 2), dtype=np.float64),
+                np.einsum("ncs,ncs->c", x3, x3, dtype=np.float64),
+                [float(local_count)],
+            ]
+        )
         stats = _sum_over_ranks(stats)
         count = stats[-1]
         if count < 1:
             raise ValueError("SyncBatchNorm: the global batch is empty")
         mean = stats[:c] / count
-        var = np.maximum(stats[c:2 * c] / count - mean * mean, 0.0)
+        var = np.maximum(stats[c : 2 * c] / count - mean * mean, 0.0)
         invstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
         xhat = (x3 - mean.astype(x.dtype)[:, None]) * invstd[:, None]
         weight = affine[0] if has_weight else None
@@ -59,8 +65,9 @@ class SyncBatchNormFunction(Function):
     def backward(self, grad):
         xhat, c = self.xhat, self.xhat.shape[1]
         g3 = np.ascontiguousarray(grad, dtype=xhat.dtype).reshape(xhat.shape)
-        local = np.concatenate([g3.sum(axis=(0, 2), dtype=np.float64),
-                                np.einsum("ncs,ncs->c", g3, xhat, dtype=np.float64)])
+        local = np.concatenate(
+            [g3.sum(axis=(0, 2), dtype=np.float64), np.einsum("ncs,ncs->c", g3, xhat, dtype=np.float64)]
+        )
         grads = []
         if self.needs_input_grad[0]:
             total = _sum_over_ranks(local.copy())
@@ -80,11 +87,21 @@ class SyncBatchNormFunction(Function):
 
 class SyncBatchNorm(_BatchNorm):
     """Over (N, C, ...) inputs; statistics per channel C, over the whole process group."""
+
     _ndims = (2, 3, 4, 5)
     _expected = "(N, {C}, ...)"
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 process_group=None, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        process_group=None,
+        device=None,
+        dtype=None,
+    ):
         if process_group is not None:
             raise ValueError("SyncBatchNorm: only the default process group (process_group=None) is supported")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
@@ -103,11 +120,15 @@ class SyncBatchNorm(_BatchNorm):
                 factor = 1.0 / float(self.num_batches_tracked.data)
         tensors = [input] + [p for p in (self.weight, self.bias) if p is not None]
         track = self.track_running_stats and self.running_mean is not None
-        return SyncBatchNormFunction.apply(*tensors, has_weight=self.weight is not None,
-                                           has_bias=self.bias is not None,
-                                           running_mean=self.running_mean.data if track else None,
-                                           running_var=self.running_var.data if track else None,
-                                           momentum=factor, eps=self.eps)
+        return SyncBatchNormFunction.apply(
+            *tensors,
+            has_weight=self.weight is not None,
+            has_bias=self.bias is not None,
+            running_mean=self.running_mean.data if track else None,
+            running_var=self.running_var.data if track else None,
+            momentum=factor,
+            eps=self.eps,
+        )
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
@@ -115,8 +136,15 @@ class SyncBatchNorm(_BatchNorm):
         same parameters and buffers (the arrays are shared, not copied)."""
         if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
             like = module.weight if module.weight is not None else module.running_mean
-            sync = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
-                       process_group, dtype=None if like is None else like.dtype)
+            sync = cls(
+                module.num_features,
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+                process_group,
+                dtype=None if like is None else like.dtype,
+            )
             for name in ("weight", "bias"):
                 if getattr(module, name, None) is not None:
                     setattr(sync, name, getattr(module, name))

@@ -1,4 +1,5 @@
 """Unflatten: splits one dimension into ``unflattened_size`` (which may hold one -1)."""
+
 import math
 
 from ..module import Module
@@ -29,9 +30,11 @@ class Unflatten(Module):
                 raise RuntimeError(f"unflatten: cannot split size {shape[d]} into {sizes}")
             sizes = tuple(shape[d] // known if s == -1 else s for s in sizes)
         if math.prod(sizes) != shape[d]:
-            raise RuntimeError(f"unflatten: Provided sizes {list(self.unflattened_size)} don't multiply up to the "
-                               f"size of dim {self.dim} ({shape[d]}) in the input tensor")
-        return input.reshape(shape[:d] + sizes + shape[d + 1:])
+            raise RuntimeError(
+                f"unflatten: Provided sizes {list(self.unflattened_size)} don't multiply up to the "
+                f"size of dim {self.dim} ({shape[d]}) in the input tensor"
+            )
+        return input.reshape(shape[:d] + sizes + shape[d + 1 :])
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

@@ -22,6 +22,7 @@ gradient. BatchNorm statistics stay per process, as in PyTorch without SyncBatch
 with ``broadcast_buffers`` (default) rank 0's buffers are copied to all ranks before each
 training forward.
 """
+
 import contextlib
 
 import numpy as np
@@ -37,26 +38,40 @@ class _Bucket:
     """A flat buffer for the gradients of some parameters of one dtype, reduced in one call."""
 
     def __init__(self, params, dtype):
-        self.params = params                       # [(name, Parameter, offset, numel)]
+        self.params = params  # [(name, Parameter, offset, numel)]
         self.buffer = np.empty(sum(n for *_, n in params), dtype)
         self.pending = len(params)
         self.work = None
 
 
 class DistributedDataParallel(Module):
-    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True,
-                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False):
+    def __init__(
+        self,
+        module,
+        device_ids=None,
+        output_device=None,
+        dim=0,
+        broadcast_buffers=True,
+        process_group=None,
+        bucket_cap_mb=None,
+        find_unused_parameters=False,
+    ):
         super().__init__()
         if not isinstance(module, Module):
-            raise TypeError(f"DistributedDataParallel: module must be a fastgrad.nn.Module, got {type(module).__name__}")
+            raise TypeError(
+                f"DistributedDataParallel: module must be a fastgrad.nn.Module, got {type(module).__name__}"
+            )
         if device_ids not in (None, []) or output_device is not None:
-            raise ValueError("DistributedDataParallel: fastgrad runs on the CPU; device_ids and output_device "
-                             "must be None")
+            raise ValueError(
+                "DistributedDataParallel: fastgrad runs on the CPU; device_ids and output_device must be None"
+            )
         if dim != 0:
             raise ValueError(f"DistributedDataParallel: only dim=0 (split along the batch) is supported, got {dim}")
         if find_unused_parameters:
-            raise NotImplementedError("DistributedDataParallel: find_unused_parameters=True is not supported; "
-                                      "every parameter that requires grad must receive a gradient")
+            raise NotImplementedError(
+                "DistributedDataParallel: find_unused_parameters=True is not supported; "
+                "every parameter that requires grad must receive a gradient"
+            )
         if bucket_cap_mb is None:
             bucket_cap_mb = 25
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
@@ -72,7 +87,7 @@ class DistributedDataParallel(Module):
         _broadcast_state(world, module)
         buckets = _make_buckets(named, int(bucket_cap_mb * _MB))
         object.__setattr__(self, "_buckets", buckets)
-        object.__setattr__(self, "_armed", False)     # a synchronised forward ran: reduce in backward
+        object.__setattr__(self, "_armed", False)  # a synchronised forward ran: reduce in backward
         object.__setattr__(self, "_next_to_start", 0)  # buckets are started in index order
         handles = []
         for index, bucket in enumerate(buckets):
@@ -84,12 +99,16 @@ class DistributedDataParallel(Module):
     # ----------------------------------------------------------------- forward
     def forward(self, *inputs, **kwargs):
         if self._unfinished():
-            missing = [name for b, ready in zip(self._buckets, self._ready)
-                       for (name, *_), r in zip(b.params, ready) if not r][::-1]  # registration order
-            raise RuntimeError("DistributedDataParallel: expected to have finished reduction in the prior iteration "
-                               "before starting a new one; these parameters got no gradient in that backward: "
-                               + ", ".join(missing) + " (every parameter that requires grad must take part in "
-                               "the loss; freeze the others with requires_grad_(False) before wrapping)")
+            missing = [
+                name for b, ready in zip(self._buckets, self._ready) for (name, *_), r in zip(b.params, ready) if not r
+            ][::-1]  # registration order
+            raise RuntimeError(
+                "DistributedDataParallel: expected to have finished reduction in the prior iteration "
+                "before starting a new one; these parameters got no gradient in that backward: "
+                + ", ".join(missing)
+                + " (every parameter that requires grad must take part in "
+                "the loss; freeze the others with requires_grad_(False) before wrapping)"
+            )
         if self.module.training and self.broadcast_buffers and self._world.size > 1:
             _broadcast_buffers(self.module)
         arm = is_grad_enabled() and self.require_backward_grad_sync and bool(self._buckets)
@@ -124,16 +143,19 @@ class DistributedDataParallel(Module):
         def hook(param):
             if self._armed:
                 self._mark_ready(index, slot, param)
+
         return hook
 
     def _mark_ready(self, index, slot, param):
         bucket, ready = self._buckets[index], self._ready[index]
         name, _, offset, numel = bucket.params[slot]
         if ready[slot]:
-            raise RuntimeError(f"DistributedDataParallel: parameter {name} was marked ready twice in one "
-                               "iteration (backward through the same forward twice?)")
+            raise RuntimeError(
+                f"DistributedDataParallel: parameter {name} was marked ready twice in one "
+                "iteration (backward through the same forward twice?)"
+            )
         ready[slot] = True
-        bucket.buffer[offset:offset + numel] = param.grad.data.reshape(-1)
+        bucket.buffer[offset : offset + numel] = param.grad.data.reshape(-1)
         bucket.pending -= 1
         if bucket.pending == 0:
             self._start_ready_buckets()
@@ -155,7 +177,7 @@ class DistributedDataParallel(Module):
                 np.divide(bucket.buffer, size, out=bucket.buffer)
             for _, p, offset, numel in bucket.params:
                 g = p.grad.data
-                np.copyto(g, bucket.buffer[offset:offset + numel].reshape(g.shape))
+                np.copyto(g, bucket.buffer[offset : offset + numel].reshape(g.shape))
         object.__setattr__(self, "_armed", False)
 
     # ----------------------------------------------------------------- module plumbing
@@ -165,12 +187,15 @@ class DistributedDataParallel(Module):
 
 def _as_tensor(array):
     from ...tensor import Tensor
+
     return Tensor._from_op(array, None)
 
 
 def _signature(module):
-    return ([(n, tuple(p.shape), str(p.dtype)) for n, p in module.named_parameters()],
-            [(n, tuple(b.shape), str(b.dtype)) for n, b in module.named_buffers()])
+    return (
+        [(n, tuple(p.shape), str(p.dtype)) for n, p in module.named_parameters()],
+        [(n, tuple(b.shape), str(b.dtype)) for n, b in module.named_buffers()],
+    )
 
 
 def _check_same_model_everywhere(world, module):
@@ -184,12 +209,15 @@ def _check_same_model_everywhere(world, module):
                 a = ref[i] if i < len(ref) else None
                 b = mine[i] if i < len(mine) else None
                 if a != b:
+
                     def show(entry):
                         return "nothing" if entry is None else f"{entry[0]!r} {entry[1]} {entry[2]}"
+
                     raise ValueError(
                         f"DistributedDataParallel: the model differs across ranks: {kind} {i} is {show(a)} on "
                         f"rank 0 but {show(b)} on rank {rank} (rank 0 has {len(ref)} {kind}s, rank {rank} has "
-                        f"{len(mine)}); every rank must build the same model")
+                        f"{len(mine)}); every rank must build the same model"
+                    )
 
 
 def _broadcast_state(world, module):
@@ -214,7 +242,7 @@ def _broadcast_buffers(module):
         offset = 0
         for b in buffers:
             n = b.data.size
-            np.copyto(b.data, packed[offset:offset + n].reshape(b.data.shape))
+            np.copyto(b.data, packed[offset : offset + n].reshape(b.data.shape))
             offset += n
 
 

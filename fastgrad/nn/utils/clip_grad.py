@@ -1,5 +1,6 @@
 """Gradient clipping, as torch.nn.utils: by the total norm of all gradients, or by value.
 Both change the ``.grad`` arrays in place and skip parameters without a gradient."""
+
 import math
 
 import numpy as np
@@ -29,9 +30,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         total = np.linalg.norm(np.array(norms), norm_type)
     total = np.asarray(total, dtype=grads[0].dtype)
     if error_if_nonfinite and not np.isfinite(total):
-        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, "
-                           "so it cannot be clipped. To disable this error and scale the gradients by the "
-                           "non-finite norm anyway, set `error_if_nonfinite=False`")
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, "
+            "so it cannot be clipped. To disable this error and scale the gradients by the "
+            "non-finite norm anyway, set `error_if_nonfinite=False`"
+        )
     # as PyTorch: the 1e-6 guards a zero norm; the coefficient never scales gradients up
     coef = min(float(max_norm) / (float(total) + 1e-6), 1.0)
     if coef < 1.0 or not np.isfinite(total):

@@ -5,5 +5,6 @@ Submodules mirror PyTorch's where fastgrad has the feature: a ``distributed.py``
 this file re-exports ``fastgrad.data.distributed`` (``DistributedSampler``), so that
 ``from torch.utils.data.distributed import DistributedSampler`` ports by its import.
 """
+
 from ...data import *  # noqa: F401,F403
 from ...data import __all__  # noqa: F401

@@ -12,6 +12,7 @@ naming it. Samples are ``(image, target)``: a uint8 (32, 32, 3) array (where tor
 has a PIL image) and an int. ``data`` is the uint8 (N, 32, 32, 3) array and ``targets`` a
 list of ints, as in torchvision.
 """
+
 import os
 
 import numpy as np
@@ -41,8 +42,12 @@ class CIFAR10(VisionDataset):
         self.targets = [int(v) for v in np.concatenate(labels)]
 
     def _locate(self, stems, download):
-        candidates = [(os.path.join(self.root, "cifar-10-batches-bin"), "bin"),
-                      (os.path.join(self.root, "cifar-10-batches-py"), "py"), (self.root, "bin"), (self.root, "py")]
+        candidates = [
+            (os.path.join(self.root, "cifar-10-batches-bin"), "bin"),
+            (os.path.join(self.root, "cifar-10-batches-py"), "py"),
+            (self.root, "bin"),
+            (self.root, "py"),
+        ]
         for folder, kind in candidates:
             names = [s + ".bin" if kind == "bin" else s for s in stems]
             found = [os.path.isfile(os.path.join(folder, n)) for n in names]
@@ -51,9 +56,12 @@ class CIFAR10(VisionDataset):
             if any(found):
                 missing = [n for n, ok in zip(names, found) if not ok]
                 raise missing_files_error("CIFAR10", missing, [folder], download)
-        raise missing_files_error("CIFAR10", [s + ".bin" for s in stems] + ["(or the python batches " +
-                                  ", ".join(stems) + " in cifar-10-batches-py)"],
-                                  [candidates[0][0], candidates[1][0], self.root], download)
+        raise missing_files_error(
+            "CIFAR10",
+            [s + ".bin" for s in stems] + ["(or the python batches " + ", ".join(stems) + " in cifar-10-batches-py)"],
+            [candidates[0][0], candidates[1][0], self.root],
+            download,
+        )
 
     def __getitem__(self, index):
         return self.apply(self.data[index], self.targets[index])
@@ -78,8 +86,10 @@ def _read_binary(path):
     """(images (N, 32, 32, 3) uint8, labels (N,) int64) from one binary batch file."""
     size = os.path.getsize(path)
     if size == 0 or size % _RECORD or size > _MAX_FILE_BYTES:
-        raise ValueError(f"{path}: {size:,} bytes is not a whole number of {_RECORD}-byte CIFAR-10 records "
-                         "(truncated or not a CIFAR-10 binary batch)")
+        raise ValueError(
+            f"{path}: {size:,} bytes is not a whole number of {_RECORD}-byte CIFAR-10 records "
+            "(truncated or not a CIFAR-10 binary batch)"
+        )
     raw = np.fromfile(path, dtype=np.uint8).reshape(-1, _RECORD)
     labels = raw[:, 0].astype(np.int64)
     _check_labels(labels, path)
@@ -103,8 +113,10 @@ def _read_python(path):
     data = entries.get("data")
     labels = entries.get("labels", entries.get("fine_labels"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _RECORD - 1:
-        raise ValueError(f"{path}: 'data' should be a uint8 array of shape (N, {_RECORD - 1}), found "
-                         f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")
+        raise ValueError(
+            f"{path}: 'data' should be a uint8 array of shape (N, {_RECORD - 1}), found "
+            f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
+        )
     labels = np.asarray(labels if isinstance(labels, (list, np.ndarray)) else [], dtype=np.int64)
     if labels.shape != (data.shape[0],):
         raise ValueError(f"{path}: {data.shape[0]} images but {labels.size} labels")

@@ -14,6 +14,7 @@ Samples are ``(image, target)``: a uint8 (28, 28) array (where torchvision has a
 and an int, each passed through ``transform`` / ``target_transform``. ``data`` (uint8
 (N, 28, 28)) and ``targets`` (int64 (N,)) are Tensors, as in torchvision.
 """
+
 import hashlib
 import os
 
@@ -26,8 +27,10 @@ from .vision import VisionDataset, missing_files_error
 
 BUNDLED_ROOT = bundled.DATA_DIR
 
-_STEMS = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_STEMS = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def _find(folder, stem):
@@ -55,8 +58,18 @@ def _is_bundled_sample(images_path):
 
 
 class MNIST(VisionDataset):
-    classes = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
-               "8 - eight", "9 - nine"]
+    classes = [
+        "0 - zero",
+        "1 - one",
+        "2 - two",
+        "3 - three",
+        "4 - four",
+        "5 - five",
+        "6 - six",
+        "7 - seven",
+        "8 - eight",
+        "9 - nine",
+    ]
 
     def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
         super().__init__(root, transform, target_transform)
@@ -91,8 +104,10 @@ class MNIST(VisionDataset):
         images, labels = (read_idx(p) for p in paths)
         bundled._check_pair(images, labels, os.path.dirname(paths[0]))
         if images.shape[0] != bundled.N_TRAIN + bundled.N_HELDOUT:
-            raise IDXError(f"{paths[0]}: the bundled sample should hold {bundled.N_TRAIN + bundled.N_HELDOUT} "
-                           f"images, found {images.shape[0]}")
+            raise IDXError(
+                f"{paths[0]}: the bundled sample should hold {bundled.N_TRAIN + bundled.N_HELDOUT} "
+                f"images, found {images.shape[0]}"
+            )
         train_idx, heldout_idx = bundled.split_indices()
         idx = train_idx if self.train else heldout_idx
         return images[idx], labels[idx]
@@ -112,5 +127,4 @@ class MNIST(VisionDataset):
 
 
 class FashionMNIST(MNIST):
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"]
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

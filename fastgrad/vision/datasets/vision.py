@@ -1,4 +1,5 @@
 """The base of fastgrad.vision's datasets, as torchvision's VisionDataset."""
+
 import os
 
 from ...data import Dataset
@@ -37,7 +38,12 @@ class VisionDataset(Dataset):
 def missing_files_error(name, files, folders, download):
     """The error for dataset files not found: which files, and the folders searched."""
     searched = ", ".join(folders)
-    hint = ("fastgrad does not download datasets (download=True only checks that they are there): place "
-            if download else "place ")
-    return FileNotFoundError(f"{name}: dataset files not found: {', '.join(files)} (searched {searched}); "
-                             f"{hint}{', '.join(files)} in {folders[0]}")
+    hint = (
+        "fastgrad does not download datasets (download=True only checks that they are there): place "
+        if download
+        else "place "
+    )
+    return FileNotFoundError(
+        f"{name}: dataset files not found: {', '.join(files)} (searched {searched}); "
+        f"{hint}{', '.join(files)} in {folders[0]}"
+    )
