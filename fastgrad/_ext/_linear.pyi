@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 # float32 or float64 (one dtype per call), C-contiguous
 Array = NDArray[np.floating[Any]]
 
-def _use_narrow_kernels(on: bool) -> bool: ...
 def linear_backward(
     x: Array,
     grad_out: Array,
@@ -33,3 +32,8 @@ def linear_forward(
     apply_relu: bool,
     n_threads: int,
 ) -> None: ...
+
+# the SIMD level this module's kernels dispatch on (0 baseline, 1 AVX2+FMA, 2 AVX-512F);
+# fastgrad.kernels.use_simd / FASTGRAD_SIMD select it in every module
+def _select_simd(level: int) -> int: ...
+def _simd_level() -> int: ...

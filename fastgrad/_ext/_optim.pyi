@@ -57,3 +57,32 @@ def sgd_step(
     first_step: bool,
     n_threads: int,
 ) -> None: ...
+
+# the SIMD level this module's kernels dispatch on (0 baseline, 1 AVX2+FMA, 2 AVX-512F);
+# fastgrad.kernels.use_simd / FASTGRAD_SIMD select it in every module
+def _select_simd(level: int) -> int: ...
+def _simd_level() -> int: ...
+def adadelta_step(
+    params: list[Array],
+    grads: list[Array],
+    square_avgs: list[Array],
+    acc_deltas: list[Array],
+    lr: float,
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+    n_threads: int,
+) -> None: ...
+def adagrad_step(
+    params: list[Array],
+    grads: list[Array],
+    state_sums: list[Array],
+    step: int,
+    lr: float,
+    lr_decay: float,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+    n_threads: int,
+) -> None: ...

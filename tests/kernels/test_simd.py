@@ -116,8 +116,14 @@ def _config_lines(lines):
 
 
 def _child(env_simd, code):
-    env = dict(os.environ, FASTGRAD_SIMD=env_simd)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    """Run ``code`` in a fresh interpreter that imports the fastgrad this test imported: from
+    its parent folder, and not from the working directory (a source checkout without the
+    compiled modules, when the suite runs against an installed copy)."""
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
+    env = dict(os.environ, FASTGRAD_SIMD=env_simd, PYTHONPATH=home)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=os.path.dirname(home)
+    )
 
 
 @pytest.mark.parametrize("path", kernels.simd_paths())
