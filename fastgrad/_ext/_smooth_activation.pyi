@@ -21,8 +21,8 @@ def prelu_backward(
     x: Array,
     weight: Array,
     grad_out: Array,
-    grad_input: Array | None,
-    grad_weight: Array | None,
+    grad_input: Array,
+    grad_weight: Array,
     n_threads: int = 1,
 ) -> None: ...
 def prelu_forward(x: Array, weight: Array, out: Array, n_threads: int = 1) -> None: ...

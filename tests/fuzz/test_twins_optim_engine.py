@@ -162,3 +162,53 @@ def test_accumulate(shape, dtype, seed, kind):
     comp(got, src)
     ref(expected, src)
     np.testing.assert_array_equal(got, expected)
+
+
+@given(
+    shapes=tensor_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    steps=st.integers(1, 3),
+    lr=st.floats(0, 2, allow_nan=False),
+    rho=unit,
+    eps=st.sampled_from([1e-6, 1e-3, 0.0]),
+    weight_decay=small,
+    maximize=st.booleans(),
+    n_threads=threads,
+)
+def test_adadelta_step(shapes, dtype, seed, kind, steps, lr, rho, eps, weight_decay, maximize, n_threads):
+    comp, ref = both("adadelta_step")
+    params, grads, state = group(rng_of(seed), shapes, dtype, kind, 2)
+    lists = {"compiled": [params, grads] + state}
+    lists["reference"] = copies(lists["compiled"])
+    for step in range(steps):
+        for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
+            p, g, sq, acc = lists[name]
+            kernel(p, g, sq, acc, lr, rho, eps, weight_decay, maximize, n)
+        assert_same_bits(lists["compiled"], lists["reference"], f"adadelta step {step + 1}")
+
+
+@given(
+    shapes=tensor_shapes,
+    dtype=dtypes,
+    seed=seeds,
+    kind=value_kinds,
+    steps=st.integers(1, 3),
+    lr=small,
+    lr_decay=st.sampled_from([0.0, 1e-3, 0.5]),
+    eps=st.sampled_from([1e-10, 1e-3, 0.0]),
+    weight_decay=small,
+    maximize=st.booleans(),
+    n_threads=threads,
+)
+def test_adagrad_step(shapes, dtype, seed, kind, steps, lr, lr_decay, eps, weight_decay, maximize, n_threads):
+    comp, ref = both("adagrad_step")
+    params, grads, (sums,) = group(rng_of(seed), shapes, dtype, kind, 1)
+    lists = {"compiled": [params, grads, sums]}
+    lists["reference"] = copies(lists["compiled"])
+    for step in range(1, steps + 1):
+        for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
+            p, g, s = lists[name]
+            kernel(p, g, s, step, lr, lr_decay, eps, weight_decay, maximize, n)
+        assert_same_bits(lists["compiled"], lists["reference"], f"adagrad step {step}")
