@@ -154,13 +154,19 @@ cdef inline floating _value(int op, floating x, floating alpha) noexcept nogil:
 
 
 cdef inline floating _slope_at(int op, floating x, floating alpha) noexcept nogil:
-    cdef floating s
+    cdef floating s, d
     if op == OP_GELU:
         return _normal_cdf(x) + x * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * x * x)
     if op == OP_GELU_TANH:
         # d/dx x s(2u) = s + x s (1 - s) 2u', 2u' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
         s = _sigmoid(_tanh_inner(x))
-        return s + x * s * (<floating>1 - s) * <floating>(2 * TANH_K) * (<floating>1 + <floating>(3 * TANH_C) * x * x)
+        d = s * (<floating>1 - s)
+        if d == 0:
+            # the sigmoid is flat to working precision (|x| past ~10): the second term is 0,
+            # and computing it would overflow x * x to inf for |x| past ~1e19 in float32
+            # (0 * inf = NaN); 0 * x keeps the NaN that +-inf gets, as the twin gives
+            return s + <floating>0 * x
+        return s + x * d * <floating>(2 * TANH_K) * (<floating>1 + <floating>(3 * TANH_C) * x * x)
     if op == OP_SILU:
         s = _sigmoid(x)
         return s * (<floating>1 + x * (<floating>1 - s))

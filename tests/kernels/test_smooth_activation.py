@@ -167,3 +167,16 @@ def test_float32_approximations_stay_accurate_over_a_wide_range(name, args):
     _call(compiled, name, "backward", args, x, np.ones_like(x), gi)
     _call(compiled, name, "backward", args, x64, np.ones_like(x64), gi64)
     np.testing.assert_allclose(gi, gi64, rtol=1e-5, atol=3e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("module", [compiled, reference], ids=["compiled", "reference"])
+def test_gelu_tanh_slope_far_from_zero(module, dtype):
+    """The tanh form's slope is 1 far right and 0 far left, also where x * x overflows in
+    float32 (a fuzz finding: the compiled kernel gave NaN for |x| past ~1e19); +-inf and
+    NaN give NaN, as PyTorch's does."""
+    x = np.array([1e20, -1e20, 1e30, -1e30, 3e38, -3e38, np.inf, -np.inf, np.nan], dtype)
+    gi = np.empty_like(x)
+    module.gelu_backward(x, np.ones_like(x), gi, True)
+    np.testing.assert_array_equal(gi[:6], [1, 0, 1, 0, 1, 0])
+    assert np.isnan(gi[6:]).all()
