@@ -97,16 +97,27 @@ def _map_backward(kernel, x, grad_out, grad_input, fn, n_threads):
 # --------------------------------------------------------------------------- GELU
 
 
+def _tanh_inner(v):
+    # 2u for the tanh form, u = sqrt(2/pi) (v + 0.044715 v^3): 0.5 (1 + tanh(u)) = sigmoid(2u),
+    # which keeps the left tail that 1 + tanh(u) rounds to 0
+    return 2.0 * _TANH_K * (v + _TANH_C * v * v * v)
+
+
 def _gelu(v, approximate):
     if approximate:
-        return 0.5 * v * (1.0 + math.tanh(_TANH_K * (v + _TANH_C * v * v * v)))
+        return v * _sigmoid(_tanh_inner(v))
     return v * 0.5 * math.erfc(-v * _SQRT_HALF)  # Phi(v) without cancellation in the left tail
 
 
 def _gelu_grad(v, approximate):
     if approximate:
-        t = math.tanh(_TANH_K * (v + _TANH_C * v * v * v))
-        return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * _TANH_K * (1.0 + 3.0 * _TANH_C * v * v)
+        # d/dx x s(2u) = s + x s (1 - s) 2u'; s (1 - s) keeps the left tail's tiny slope
+        # that 1 - tanh(u)^2 rounds to 0
+        s = _sigmoid(_tanh_inner(v))
+        d = s * (1.0 - s)
+        if d == 0:  # flat to working precision; 0 * v keeps +-inf's NaN
+            return s + 0.0 * v
+        return s + v * d * 2.0 * _TANH_K * (1.0 + 3.0 * _TANH_C * v * v)
     return 0.5 * math.erfc(-v * _SQRT_HALF) + v * _INV_SQRT_2PI * _exp(-0.5 * v * v)
 
 
