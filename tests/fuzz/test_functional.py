@@ -456,9 +456,10 @@ def test_batch_norm_empty_batch(shape, dtype, seed, kind, training, running, aff
 def check_batch_norm(shape, dtype, seed, kind, training, running, affine, momentum, eps, data):
     rng = rng_of(seed)
     c = shape[1]
-    # PyTorch's evaluation-mode backward ignores the strides of a non-contiguous input or
-    # weight (torch 2.13: wrong input gradients, e.g. a (2, 2, 1, 1) leaf seen through
-    # transpose(3, 0), checked by hand): PyTorch gets contiguous copies of the views
+    # PyTorch's backward mishandles the strides of some non-contiguous inputs or weights
+    # (torch 2.13: wrong input gradients in evaluation mode, e.g. a (2, 2, 1, 1) leaf seen
+    # through transpose(3, 0), checked by hand, and in training mode, e.g. a (2, 2, 1, 2)
+    # leaf through transpose(1, 3)): PyTorch gets contiguous copies of the views
     args = [make_arg(rng, shape, dtype, data.draw(views(shape)), kind)]
     args[0].torch_contiguous = True
     for _ in range({"none": 0, "weight": 1, "both": 2}[affine]):
@@ -542,3 +543,27 @@ def test_batch_norm_eval_backward_through_a_transposed_input():
             y = F.batch_norm(x.transpose(3, 0), fastgrad.tensor(mean), fastgrad.tensor(var), training=False)
             (y * fastgrad.tensor(cot)).sum().backward()
             np.testing.assert_allclose(x.grad.data, want, rtol=1e-12, err_msg=side)
+
+
+def test_batch_norm_train_backward_through_a_transposed_input():
+    """The case where PyTorch 2.13's training-mode backward is wrong (a long fuzz run of
+    BatchNorm2d found it): fastgrad's gradient, on both backends, is the closed form."""
+    rng = np.random.default_rng(0)
+    leaf, eps = rng.standard_normal((2, 2, 1, 2)), 1e-5
+    cot = rng.standard_normal((2, 2, 1, 2))  # the view's shape: transpose(1, 3) of the leaf's
+    v = leaf.transpose(0, 3, 2, 1)
+    axes, count = (0, 2, 3), v.size // v.shape[1]
+    rstd = 1 / np.sqrt(v.var(axis=axes, keepdims=True) + eps)
+    xhat = (v - v.mean(axis=axes, keepdims=True)) * rstd
+    grad_v = (
+        rstd
+        / count
+        * (count * cot - cot.sum(axis=axes, keepdims=True) - xhat * (cot * xhat).sum(axis=axes, keepdims=True))
+    )
+    want = grad_v.transpose(0, 3, 2, 1)
+    for side in (["compiled"] if compiled_available() else []) + ["reference"]:
+        with backend(side):
+            x = fastgrad.tensor(leaf, requires_grad=True)
+            y = F.batch_norm(x.transpose(1, 3), None, None, training=True, eps=eps)
+            (y * fastgrad.tensor(cot)).sum().backward()
+            np.testing.assert_allclose(x.grad.data, want, rtol=1e-10, atol=1e-12, err_msg=side)

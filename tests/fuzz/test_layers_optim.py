@@ -139,6 +139,9 @@ def test_batch_norm_layers(two_d, n, c, extra, dtype, seed, affine, track, momen
         return layer(c, eps=eps, momentum=momentum, affine=affine, track_running_stats=track, dtype=dt)
 
     arg = make_arg(rng_of(seed), shape, dtype, data.draw(views(shape)))
+    # PyTorch 2.13's backward mishandles some non-contiguous inputs in training mode as in
+    # evaluation mode (see test_functional.check_batch_norm): it gets a contiguous copy
+    arg.torch_contiguous = True
     scale = 40 * n * extra * extra * magnitude(arg.leaf) ** 2 / eps
     check_module("BatchNorm", build, [arg], dtype, scale, modes=modes, seed=seed)
 
