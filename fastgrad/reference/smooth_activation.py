@@ -156,6 +156,14 @@ def silu_backward(x, grad_out, grad_input, n_threads=1):
 # --------------------------------------------------------------------------- ELU
 
 
+def _in_dtype_of(x, value):
+    """``value`` rounded to x's dtype, as the compiled kernels use it (in float32 a tiny
+    alpha is 0, and 0 * inf is NaN)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float32:
+        return float(np.float32(value))
+    return value
+
+
 def _expm1(v):
     try:
         return math.expm1(v)
@@ -165,13 +173,13 @@ def _expm1(v):
 
 def elu_forward(x, out, alpha, n_threads=1):
     """out = x if x > 0 else alpha * (exp(x) - 1). x: IN, any shape; out: OUT, fresh."""
-    a = _number("elu_forward", "alpha", alpha)
+    a = _in_dtype_of(x, _number("elu_forward", "alpha", alpha))
     _map("elu_forward", x, out, lambda v: v if v > 0 else a * _expm1(v), n_threads)
 
 
 def elu_backward(x, grad_out, grad_input, alpha, n_threads=1):
     """grad_input = grad_out if x > 0 else grad_out * alpha * exp(x) (x: the forward INPUT)."""
-    a = _number("elu_backward", "alpha", alpha)
+    a = _in_dtype_of(x, _number("elu_backward", "alpha", alpha))
     _map_backward("elu_backward", x, grad_out, grad_input, lambda v: 1.0 if v > 0 else a * _exp(v), n_threads)
 
 
