@@ -100,9 +100,6 @@ def test_kernels_stub_declares_the_switch():
     attributes = {
         name
         for name, value in vars(kernels).items()
-        if not name.startswith("_")
-        and not callable(value)
-        and not inspect.ismodule(value)
-        or name == "runtime"
+        if name == "runtime" or (not name.startswith("_") and not callable(value) and not inspect.ismodule(value))
     }
     assert declared == attributes
