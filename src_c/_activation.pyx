@@ -28,6 +28,8 @@ from _checks cimport check_array, check_like, check_threads
 
 cnp.import_array()
 
+# the fastest code of this module is AVX2+FMA: an AVX-512 CPU runs that (_simd_level says so)
+SIMD_KERNELS_TOP = 1
 include "_simd.pxi"
 
 __all__ = [

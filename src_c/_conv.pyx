@@ -131,6 +131,8 @@ cdef Py_ssize_t MAX_PARAM = 1 << 31
 # Workspaces above this many elements are rejected (no size arithmetic can wrap below it).
 cdef double MAX_ELEMENTS = <double>(1 << 50)
 
+# this module has AVX-512F code: _simd_level is the selected level itself
+SIMD_KERNELS_TOP = 2
 include "_simd.pxi"
 
 # Path overrides for tests and benchmarks (-1: choose by cost, 0: general, 1: direct).

@@ -12,6 +12,8 @@ from cython cimport floating
 
 cnp.import_array()
 
+# the fastest code of this module is AVX2+FMA: an AVX-512 CPU runs that (_simd_level says so)
+SIMD_KERNELS_TOP = 1
 include "_simd.pxi"
 
 __all__ = ["accumulate", "backward_walk"]

@@ -5,6 +5,8 @@
 # fastgrad.kernels reads the CPU's levels from the baseline build of this module (safe on
 # any x86-64 CPU) before it imports any other compiled module.
 
+# this module has AVX-512F code: _simd_level is the selected level itself
+SIMD_KERNELS_TOP = 2
 include "_simd.pxi"
 
 

@@ -1,6 +1,7 @@
 # The SIMD selection of this extension module (src_c/cpu_features.h), included by every
 # family that dispatches on it. fastgrad.kernels selects one level in every module it
-# binds (FASTGRAD_SIMD); kernels read fg_simd_level() when they plan or dispatch.
+# binds (FASTGRAD_SIMD); kernels read fg_simd_level() when they plan or dispatch. The
+# including .pyx sets SIMD_KERNELS_TOP, the highest level it has code for.
 
 cdef extern from "cpu_features.h" nogil:
     int fg_cpu_simd_level()
@@ -22,5 +23,6 @@ def _select_simd(int level):
 
 
 def _simd_level():
-    """The SIMD level this module's kernels dispatch on now."""
-    return fg_simd_level()
+    """The SIMD level this module's kernels run at now: the selected level, capped at the
+    highest one this module has code for (SIMD_KERNELS_TOP, set by the including .pyx)."""
+    return min(fg_simd_level(), SIMD_KERNELS_TOP)

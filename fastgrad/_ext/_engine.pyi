@@ -18,3 +18,6 @@ def backward_walk(order: list[Any], tensor_cls: type, retain_graph: bool) -> Non
 # fastgrad.kernels.use_simd / FASTGRAD_SIMD select it in every module
 def _select_simd(level: int) -> int: ...
 def _simd_level() -> int: ...
+
+# the highest SIMD level this module has code for (_simd_level is capped at it)
+SIMD_KERNELS_TOP: int

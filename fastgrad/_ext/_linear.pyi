@@ -37,3 +37,6 @@ def linear_forward(
 # fastgrad.kernels.use_simd / FASTGRAD_SIMD select it in every module
 def _select_simd(level: int) -> int: ...
 def _simd_level() -> int: ...
+
+# the highest SIMD level this module has code for (_simd_level is capped at it)
+SIMD_KERNELS_TOP: int

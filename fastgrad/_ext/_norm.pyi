@@ -60,3 +60,6 @@ def batch_norm_forward_train(
 # fastgrad.kernels.use_simd / FASTGRAD_SIMD select it in every module
 def _select_simd(level: int) -> int: ...
 def _simd_level() -> int: ...
+
+# the highest SIMD level this module has code for (_simd_level is capped at it)
+SIMD_KERNELS_TOP: int

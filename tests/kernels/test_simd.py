@@ -189,5 +189,21 @@ def test_show_config_reports_the_path_that_runs(capsys):
     lines = _config_lines(capsys.readouterr().out.splitlines())
     assert lines["simd path"].strip() == kernels.simd_path
     assert lines["simd paths (cpu)"].strip() == ", ".join(kernels.simd_paths())
+    names = {level: path for path, level in kernels.SIMD_LEVELS.items()}
+    modules = _bound_modules()
     for family in ("conv", "linear", "pool"):
-        assert f"{family} {kernels.simd_path}" in lines["family levels"]
+        module = modules[family]
+        runs = min(kernels.SIMD_LEVELS[kernels.simd_path], module.SIMD_KERNELS_TOP)
+        assert f"{family} {names[runs]}" in lines["family levels"]
+
+
+def test_each_module_reports_the_level_its_code_has():
+    """A module whose fastest code is AVX2 reports avx2 on an AVX-512 CPU, not the level
+    selected; conv has AVX-512 code."""
+    selected = kernels.SIMD_LEVELS[kernels.simd_path]
+    tops = {}
+    for family, module in _bound_modules().items():
+        if hasattr(module, "_simd_level"):
+            tops[family] = module.SIMD_KERNELS_TOP
+            assert module._simd_level() == min(selected, module.SIMD_KERNELS_TOP), family
+    assert tops["conv"] == 2 and tops["linear"] == tops["pool"] == 1
