@@ -36,7 +36,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def _mode_for(path):
         return 0o644
 
 
-def _fsync_folder(folder):
+def _fsync_folder(folder) -> None:
     """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -152,7 +152,7 @@ def read_safetensors(
     FileNotFoundError when ``path`` does not exist."""
     path = os.fspath(path)
 
-    def fail(reason):
+    def fail(reason) -> NoReturn:
         raise CheckpointError(f"{path}: not a valid safetensors file: {reason}")
 
     with open(path, "rb") as f:
@@ -476,7 +476,7 @@ def load_checkpoint(
     return ckpt
 
 
-def check_state_matches(model, state, where):
+def check_state_matches(model, state, where) -> None:
     """Raise CheckpointError unless ``state`` has exactly ``model``'s keys, shapes and dtypes."""
     expected = {k: _as_array(v) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state]
@@ -501,7 +501,7 @@ def check_state_matches(model, state, where):
         )
 
 
-def check_optimizer_matches(optimizer, ckpt, where):
+def check_optimizer_matches(optimizer, ckpt, where) -> None:
     """Raise CheckpointError unless the saved optimizer state fits ``optimizer``."""
     state = ckpt.optimizer_state
     if state is None:

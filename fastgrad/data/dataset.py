@@ -32,7 +32,7 @@ class Dataset:
     def __getitem__(self, index: int) -> Any:
         raise NotImplementedError
 
-    def __len__(self):
+    def __len__(self) -> int:
         raise NotImplementedError
 
     def __add__(self, other: Dataset) -> ConcatDataset:
@@ -63,7 +63,7 @@ class TensorDataset(Dataset):
     def __getitems__(self, indices):
         return tuple(a[indices] for a in self.tensors)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.tensors[0].shape[0]
 
 
@@ -86,7 +86,7 @@ class Subset(Dataset):
             return self.dataset.__getitems__(inner)
         return collate([self.dataset[int(i)] for i in inner])
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(self.indices.size)
 
 
@@ -106,7 +106,7 @@ class ConcatDataset(Dataset):
         k = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return self.datasets[k][index - int(self.offsets[k])]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(self.offsets[-1])
 
 

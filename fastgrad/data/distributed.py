@@ -10,6 +10,8 @@ on every rank together are exactly positions [k b W, (k+1) b W) of that order: t
 one process would take with batch size ``b W``.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 
@@ -17,7 +19,7 @@ import numpy as np
 
 
 class DistributedSampler:
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False) -> None:
         if num_replicas is None or rank is None:
             from .. import distributed as dist
 
@@ -47,7 +49,7 @@ class DistributedSampler:
             self.num_samples = math.ceil(n / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch) -> None:
         """Use epoch ``epoch``'s order on the next iteration (call it on every rank)."""
         self.epoch = int(epoch)
 
@@ -64,5 +66,5 @@ class DistributedSampler:
     def __iter__(self):
         return iter(self.indices().tolist())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.num_samples

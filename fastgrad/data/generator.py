@@ -7,6 +7,8 @@ algorithm), but the contract is PyTorch's: the same seed gives the same split an
 same shuffled order, run after run.
 """
 
+from __future__ import annotations
+
 import numbers
 import os
 
@@ -21,7 +23,7 @@ _MASK = (1 << 64) - 1
 
 
 class Generator:
-    def __init__(self, device="cpu"):
+    def __init__(self, device="cpu") -> None:
         as_cpu(device, "Generator")
         self._seed = DEFAULT_SEED
         self._rng = np.random.default_rng(DEFAULT_SEED)
@@ -71,7 +73,7 @@ class Generator:
             raise AttributeError(name)
         return getattr(self._rng, name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<fastgrad.Generator seed={self._seed}>"
 
 

@@ -74,7 +74,9 @@ class DataLoader:
         self.epoch = 0  # the epoch the next iteration is (advanced by each __iter__)
         self._init_workers(num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers)
 
-    def _init_workers(self, num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers):
+    def _init_workers(
+        self, num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers
+    ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
             raise ValueError(
                 "num_workers option should be non-negative; use num_workers=0 to disable "
@@ -166,12 +168,12 @@ class DataLoader:
             if not self.persistent_workers:
                 self._shutdown_workers()
 
-    def _shutdown_workers(self):
+    def _shutdown_workers(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self._shutdown_workers()
         except Exception:  # interpreter shutdown: the queues may already be gone

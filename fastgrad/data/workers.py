@@ -15,10 +15,13 @@ main process with the worker's traceback; a worker that dies (killed, crashed) r
 RuntimeError naming its pid and exit code instead of hanging.
 """
 
+from __future__ import annotations
+
 import queue
 import random
 import traceback
 from collections import namedtuple
+from typing import NoReturn
 
 from .. import _config
 
@@ -42,13 +45,13 @@ def fork_available():
 class _Failure:
     """An exception raised in a worker, carried to the main process as its type and text."""
 
-    def __init__(self, exc, worker_id):
+    def __init__(self, exc, worker_id) -> None:
         self.exc_type = type(exc)
         self.text = (
             f"Caught {type(exc).__name__} in DataLoader worker process {worker_id}.\nOriginal {traceback.format_exc()}"
         )
 
-    def reraise(self):
+    def reraise(self) -> NoReturn:
         try:
             exc = self.exc_type(self.text)
         except Exception:  # an exception type that cannot be made from one message
@@ -56,7 +59,7 @@ class _Failure:
         raise exc
 
 
-def _worker_loop(fetch, dataset, index_queue, result_queue, worker_id, num_workers, seed, init_fn):
+def _worker_loop(fetch, dataset, index_queue, result_queue, worker_id, num_workers, seed, init_fn) -> None:
     global _worker_info
     _config.set_num_threads(1)
     _config.manual_seed(seed)
@@ -82,7 +85,7 @@ def _worker_loop(fetch, dataset, index_queue, result_queue, worker_id, num_worke
 class WorkerPool:
     """``num_workers`` forked processes fetching batches with ``fetch(indices)``."""
 
-    def __init__(self, fetch, dataset, num_workers, base_seed, worker_init_fn):
+    def __init__(self, fetch, dataset, num_workers, base_seed, worker_init_fn) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
@@ -115,7 +118,7 @@ class WorkerPool:
         run, n = self.run_id, len(self.workers)
         sent, ready, limit = 0, {}, n * prefetch_factor
 
-        def send():
+        def send() -> None:
             nonlocal sent
             self.index_queues[sent % n].put(((run, sent), batches[sent]))
             sent += 1
@@ -144,12 +147,12 @@ class WorkerPool:
                 send()
             yield batch
 
-    def _check_alive(self):
+    def _check_alive(self) -> None:
         for w in self.workers:
             if w.exitcode is not None:
                 raise RuntimeError(f"DataLoader worker (pid {w.pid}) exited unexpectedly with exit code {w.exitcode}")
 
-    def close(self):
+    def close(self) -> None:
         for iq, w in zip(self.index_queues, self.workers):
             if w.exitcode is None:
                 try:

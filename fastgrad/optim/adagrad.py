@@ -1,5 +1,7 @@
 """Adagrad with learning-rate decay, weight decay and maximize (PyTorch's Adagrad)."""
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -19,7 +21,7 @@ class Adagrad(Optimizer):
 
     def __init__(
         self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *, maximize=False
-    ):
+    ) -> None:
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -41,7 +43,7 @@ class Adagrad(Optimizer):
             entry["sum"] = np.full(p.data.shape, group["initial_accumulator_value"], p.data.dtype)
         return entry
 
-    def _validate_group(self, group):
+    def _validate_group(self, group) -> None:
         if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         if not 0.0 <= group["lr_decay"] < math.inf:
@@ -53,10 +55,10 @@ class Adagrad(Optimizer):
         if not 0.0 <= group["eps"] < math.inf:
             raise ValueError(f"Invalid epsilon value: {group['eps']}")
 
-    def share_memory(self):
+    def share_memory(self) -> None:
         """A no-op kept for PyTorch scripts: the state lives in this process's numpy arrays."""
 
-    def _update_group(self, group, n_threads):
+    def _update_group(self, group, n_threads) -> None:
         buckets = {}
         for p in group["params"]:
             grad = p.grad

@@ -36,7 +36,7 @@ _UNORDERED = (
 class _RequiredParameter:
     """The default of a hyperparameter every group must set (as torch.optim.optimizer.required)."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<required parameter>"
 
 
@@ -75,7 +75,7 @@ class Optimizer:
             self.add_param_group(group)
 
     # ----------------------------------------------------------------- groups
-    def _validate_group(self, group):
+    def _validate_group(self, group) -> None:
         """Raise ValueError for invalid hyperparameters of ``group`` (subclasses)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -214,7 +214,7 @@ class Optimizer:
         self.param_groups = new_groups
 
     # ----------------------------------------------------------------- display
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for i, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {i}")

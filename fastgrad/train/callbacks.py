@@ -7,24 +7,26 @@ current update always completes. Callbacks with ``state_dict`` / ``load_state_di
 are saved in checkpoints and restored on resume.
 """
 
+from __future__ import annotations
+
 import signal
 import threading
 
 
 class Callback:
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer) -> None:
         pass
 
-    def on_epoch_begin(self, trainer, epoch):
+    def on_epoch_begin(self, trainer, epoch) -> None:
         pass
 
-    def on_batch_end(self, trainer, logs):
+    def on_batch_end(self, trainer, logs) -> None:
         pass
 
-    def on_epoch_end(self, trainer, logs):
+    def on_epoch_end(self, trainer, logs) -> None:
         pass
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer) -> None:
         pass
 
 
@@ -51,7 +53,7 @@ class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
     epochs; with ``restore_best_weights``, put back the weights of the best epoch."""
 
-    def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, mode="auto", restore_best_weights=False):
+    def __init__(self, monitor="val_loss", patience=3, min_delta=0.0, mode="auto", restore_best_weights=False) -> None:
         if patience < 0:
             raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
         self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(float(min_delta))
@@ -67,7 +69,7 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def on_epoch_end(self, trainer, logs):
+    def on_epoch_end(self, trainer, logs) -> None:
         value = _monitored(logs, self.monitor, "EarlyStopping")
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, logs["epoch"], 0
@@ -79,14 +81,14 @@ class EarlyStopping(Callback):
                 self.stopped_epoch = logs["epoch"]
                 trainer.stop_training = True
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer) -> None:
         if self.restore_best_weights and self._best_state is not None and self.stopped_epoch is not None:
             trainer.model.load_state_dict(self._best_state)
 
     def state_dict(self):
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
 
 
@@ -95,14 +97,14 @@ class ModelCheckpoint(Callback):
     ``every_n_epochs``-th epoch, or only when ``monitor`` improved (``save_best_only``).
     ``path`` may contain ``{epoch}`` and any epoch log key, e.g. "ck-{epoch:02d}.safetensors"."""
 
-    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", every_n_epochs=1):
+    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", every_n_epochs=1) -> None:
         self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
         self.mode = _monitor_mode(monitor, mode)
         self.every_n_epochs = max(1, int(every_n_epochs))
         self.best = None
         self.saved = []
 
-    def on_epoch_end(self, trainer, logs):
+    def on_epoch_end(self, trainer, logs) -> None:
         if logs["epoch"] % self.every_n_epochs:
             return
         if self.save_best_only:
@@ -118,7 +120,7 @@ class ModelCheckpoint(Callback):
     def state_dict(self):
         return {"best": self.best}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state) -> None:
         self.best = state["best"]
 
 
@@ -127,30 +129,30 @@ class LRScheduler(Callback):
     (``interval="epoch"``) or each update (``"step"``). Schedulers whose ``step`` takes a
     metric (ReduceLROnPlateau) are given ``logs[monitor]``."""
 
-    def __init__(self, scheduler, interval="epoch", monitor="val_loss"):
+    def __init__(self, scheduler, interval="epoch", monitor="val_loss") -> None:
         if interval not in ("epoch", "step"):
             raise ValueError(f"LRScheduler: interval must be 'epoch' or 'step', got {interval!r}")
         self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
         self.needs_metric = type(scheduler).__name__ == "ReduceLROnPlateau"
 
-    def _step(self, logs):
+    def _step(self, logs) -> None:
         if self.needs_metric:
             self.scheduler.step(_monitored(logs, self.monitor, "LRScheduler"))
         else:
             self.scheduler.step()
 
-    def on_batch_end(self, trainer, logs):
+    def on_batch_end(self, trainer, logs) -> None:
         if self.interval == "step":
             self._step(logs)
 
-    def on_epoch_end(self, trainer, logs):
+    def on_epoch_end(self, trainer, logs) -> None:
         if self.interval == "epoch":
             self._step(logs)
 
     def state_dict(self):
         return self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else {}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state) -> None:
         if hasattr(self.scheduler, "load_state_dict"):
             self.scheduler.load_state_dict(state)
 
@@ -158,7 +160,7 @@ class LRScheduler(Callback):
 class LambdaCallback(Callback):
     """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda t, logs: ...)``."""
 
-    def __init__(self, **hooks):
+    def __init__(self, **hooks) -> None:
         for name, fn in hooks.items():
             if not hasattr(Callback, name):
                 raise ValueError(f"LambdaCallback: unknown hook {name!r}")
@@ -170,24 +172,24 @@ class StopOnInterrupt(Callback):
     so the run can end cleanly (and its caller save a checkpoint); a second Ctrl-C
     interrupts at once. ``interrupted`` tells whether it happened."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.interrupted = False
         self._previous = None
         self._trainer = None
 
-    def _handler(self, signum, frame):
+    def _handler(self, signum, frame) -> None:
         if self.interrupted:  # a second Ctrl-C: the user means it
             raise KeyboardInterrupt
         self.interrupted = True
         if self._trainer is not None:
             self._trainer.stop_training = True
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer) -> None:
         self._trainer = trainer
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None

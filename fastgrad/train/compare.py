@@ -6,6 +6,8 @@ per epoch; the time spent measuring is kept out of the seconds axis, so the seco
 training time only.
 """
 
+from __future__ import annotations
+
 import time
 
 from .. import manual_seed, nn
@@ -26,15 +28,15 @@ DEFAULT_LR = {"batch": 0.5, "sgd": 0.01, "minibatch": 0.05}
 class LossProbe(Callback):
     """Record (epochs done, training seconds, full training-set loss) at evenly spaced updates."""
 
-    def __init__(self, data, steps_per_epoch, points_per_epoch, start_loss):
+    def __init__(self, data, steps_per_epoch, points_per_epoch, start_loss) -> None:
         self.data, self.steps_per_epoch = data, steps_per_epoch
         self.every = max(1, steps_per_epoch // points_per_epoch)
         self.points = [(0.0, 0.0, start_loss)]
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer) -> None:
         self.start, self.paused = time.perf_counter(), 0.0
 
-    def on_batch_end(self, trainer, logs):
+    def on_batch_end(self, trainer, logs) -> None:
         done = trainer.epoch_step
         if done % self.every and done != self.steps_per_epoch:
             return

@@ -2,6 +2,8 @@
 model, sharding each global batch, and the few small collectives that keep every rank's
 view of the run (metrics, stop decisions, held-out scores) the same."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from ..data.distributed import DistributedSampler
@@ -31,11 +33,11 @@ class ShardedLoader(DataLoader):
     """This rank's batches: batch k on all ranks together is batch k of ``batch_size``
     (global) samples of the single-process order (see DistributedSampler)."""
 
-    def __init__(self, dataset, batch_size, shuffle, seed, world):
+    def __init__(self, dataset, batch_size, shuffle, seed, world) -> None:
         super().__init__(dataset, batch_size=batch_size // world.size, shuffle=shuffle, seed=seed)
         self.sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=shuffle, seed=seed)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return (len(self.sampler) + self.batch_size - 1) // self.batch_size
 
     def batch_indices(self, epoch=None):

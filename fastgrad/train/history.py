@@ -16,13 +16,15 @@
 ``from_dict`` make it JSON-able for checkpoints.
 """
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
 
 
 class History:
-    def __init__(self):
+    def __init__(self) -> None:
         self.epochs = []
         self.step_loss = []
         self.step_accuracy = []
@@ -36,20 +38,20 @@ class History:
     def __getitem__(self, key):
         return [e.get(key) for e in self.epochs]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.epochs)
 
     @property
     def last(self):
         return self.epochs[-1] if self.epochs else {}
 
-    def record_step(self, loss, accuracy, epoch, elapsed):
+    def record_step(self, loss, accuracy, epoch, elapsed) -> None:
         self.step_loss.append(loss)
         self.step_accuracy.append(accuracy)
         self.step_epoch.append(epoch)
         self.step_time.append(elapsed)
 
-    def record_stats(self, step, grad_norms, update_norms):
+    def record_stats(self, step, grad_norms, update_norms) -> None:
         self.stat_steps.append(step)
         for name, value in grad_norms.items():
             self.grad_norms.setdefault(name, []).append(value)
@@ -99,7 +101,7 @@ class History:
                 setattr(h, key, value)
         return h
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         last = self.last
         bits = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
         return f"History({len(self.epochs)} epochs, {len(self.step_loss)} updates{'; last: ' + bits if bits else ''})"

@@ -4,6 +4,8 @@ Each function writes a PNG and returns its path. Without matplotlib they raise
 ``MissingMatplotlib``, whose message names the extra to install.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 INSTALL_HINT = "plotting needs matplotlib: pip install fastgrad[plot]"

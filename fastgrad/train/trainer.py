@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a non-finite loss or gradient. ``epoch`` and ``step`` are 1-based;
     ``layer`` is the parameter name whose gradient was non-finite (or None)."""
 
-    def __init__(self, message, epoch, step, layer):
+    def __init__(self, message, epoch, step, layer) -> None:
         super().__init__(message)
         self.epoch, self.step, self.layer = epoch, step, layer
 
@@ -143,7 +143,7 @@ class Trainer:
             return None
         return int(np.count_nonzero(o.argmax(axis=1) == t))
 
-    def _nonfinite(self, what, value, epoch_no, step_no):
+    def _nonfinite(self, what, value, epoch_no, step_no) -> NoReturn:
         params = list(self.model.named_parameters())
         bad = [n for n, p in reversed(params) if p.grad is not None and not np.isfinite(p.grad.data).all()]
         layer = bad[0] if bad else None
@@ -286,7 +286,7 @@ class Trainer:
                 cb.on_train_end(self)
         return self.history
 
-    def _run_epoch(self, loader, train_ds, val_ds, mode, chunk_size, stats_every, end_epoch, verbose, clock):
+    def _run_epoch(self, loader, train_ds, val_ds, mode, chunk_size, stats_every, end_epoch, verbose, clock) -> None:
         epoch_no = self.epoch + 1
         if self.epoch_step == 0 or self._partial is None:
             self.epoch_step = 0
