@@ -8,6 +8,7 @@ here only dispatch: the math and its derivative live in ``fastgrad.ops``.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, Callable, NoReturn
 
 import numpy as np
@@ -46,7 +47,7 @@ class Tensor:
     __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "_hooks", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
 
-    def __init__(self, data: Any, requires_grad: bool = False, dtype: npt.DTypeLike | None = None) -> None:
+    def __init__(self, data: Any, requires_grad: builtins.bool = False, dtype: npt.DTypeLike | None = None) -> None:
         self._data = _as_array(data, dtype)
         self.grad = None
         self._ctx = None
@@ -80,11 +81,11 @@ class Tensor:
         self._data = value
 
     @property
-    def requires_grad(self) -> bool:
+    def requires_grad(self) -> builtins.bool:
         return self._requires_grad
 
     @requires_grad.setter
-    def requires_grad(self, flag: bool) -> None:
+    def requires_grad(self, flag: builtins.bool) -> None:
         flag = bool(flag)
         if flag and self._data.dtype not in _FLOATS:
             raise RuntimeError(
@@ -94,12 +95,12 @@ class Tensor:
             raise RuntimeError("requires_grad: cannot turn it off on a non-leaf tensor; use .detach()")
         self._requires_grad = flag
 
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+    def requires_grad_(self, requires_grad: builtins.bool = True) -> Tensor:
         self.requires_grad = requires_grad
         return self
 
     @property
-    def is_leaf(self) -> bool:
+    def is_leaf(self) -> builtins.bool:
         return self._ctx is None
 
     @property
@@ -107,7 +108,7 @@ class Tensor:
         return self._ctx
 
     @property
-    def shape(self) -> tuple[int, ...]:
+    def shape(self) -> tuple[builtins.int, ...]:
         return self._data.shape
 
     @property
@@ -115,7 +116,7 @@ class Tensor:
         return self._data.dtype
 
     @property
-    def ndim(self) -> int:
+    def ndim(self) -> builtins.int:
         return self._data.ndim
 
     @property
@@ -126,16 +127,16 @@ class Tensor:
     def device(self) -> _device.device:
         return _device.CPU
 
-    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+    def size(self, dim: builtins.int | None = None) -> tuple[builtins.int, ...] | builtins.int:
         return self._data.shape if dim is None else self._data.shape[dim]
 
-    def dim(self) -> int:
+    def dim(self) -> builtins.int:
         return self._data.ndim
 
-    def numel(self) -> int:
+    def numel(self) -> builtins.int:
         return int(self._data.size)
 
-    def __len__(self) -> int:
+    def __len__(self) -> builtins.int:
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return self._data.shape[0]
@@ -146,7 +147,7 @@ class Tensor:
             raise RuntimeError("numpy: the tensor requires grad; call .detach().numpy()")
         return self._data
 
-    def item(self) -> float | int | bool:
+    def item(self) -> builtins.float | builtins.int | builtins.bool:
         if self._data.size != 1:
             raise ValueError(
                 f"item: only a tensor with one element can be converted to a Python "
@@ -176,11 +177,11 @@ class Tensor:
     def cpu(self) -> Tensor:
         return self
 
-    def cuda(self, device: Any = None, non_blocking: bool = False) -> NoReturn:
+    def cuda(self, device: Any = None, non_blocking: builtins.bool = False) -> NoReturn:
         raise _device.cpu_only_error("Tensor.cuda")
 
     @property
-    def is_cuda(self) -> bool:
+    def is_cuda(self) -> builtins.bool:
         return False
 
     # ----------------------------------------------------------------- dtype casts
@@ -206,7 +207,7 @@ class Tensor:
     def contiguous(self) -> Tensor:
         return self
 
-    def backward(self, gradient: TensorLike | None = None, retain_graph: bool = False) -> None:
+    def backward(self, gradient: TensorLike | None = None, retain_graph: builtins.bool = False) -> None:
         autograd.backward(self, gradient, retain_graph)
 
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> hooks.RemovableHandle:
@@ -219,7 +220,7 @@ class Tensor:
         hooks.retain_grad(self)
 
     @property
-    def retains_grad(self) -> bool:
+    def retains_grad(self) -> builtins.bool:
         return hooks.retains_grad(self)
 
     def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> hooks.RemovableHandle:
@@ -239,23 +240,23 @@ class Tensor:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> builtins.bool:
         if self._data.size != 1:
             raise RuntimeError(f"bool: the truth value of a tensor of shape {self._data.shape} is ambiguous")
         return bool(self._data.reshape(()))
 
-    def __float__(self) -> float:
+    def __float__(self) -> builtins.float:
         return float(self.item())
 
-    def __int__(self) -> int:
+    def __int__(self) -> builtins.int:
         return int(self.item())
 
-    def __index__(self) -> int:
+    def __index__(self) -> builtins.int:
         if self._data.dtype.kind not in "iu" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be used as an index")
         return int(self.item())
 
-    def __array__(self, dtype: npt.DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(self, dtype: npt.DTypeLike | None = None, copy: builtins.bool | None = None) -> np.ndarray:
         return self._data if dtype is None else self._data.astype(dtype)
 
     __hash__ = object.__hash__
@@ -330,10 +331,10 @@ class Tensor:
     def __itruediv__(self, other: TensorLike) -> Tensor:
         return self._inplace(other, np.true_divide, "/=")
 
-    def add_(self, other: TensorLike, alpha: float = 1) -> Tensor:
+    def add_(self, other: TensorLike, alpha: builtins.float = 1) -> Tensor:
         return self._inplace(other if alpha == 1 else other * alpha, np.add, "add_")
 
-    def sub_(self, other: TensorLike, alpha: float = 1) -> Tensor:
+    def sub_(self, other: TensorLike, alpha: builtins.float = 1) -> Tensor:
         return self._inplace(other if alpha == 1 else other * alpha, np.subtract, "sub_")
 
     def mul_(self, other: TensorLike) -> Tensor:
@@ -345,17 +346,17 @@ class Tensor:
     def zero_(self) -> Tensor:
         return self.fill_(0)
 
-    def fill_(self, value: float) -> Tensor:
+    def fill_(self, value: builtins.float) -> Tensor:
         self._inplace(None, lambda a, _, out, casting: out.fill(value), "fill_")
         return self
 
     def copy_(self, src: TensorLike) -> Tensor:
         return self._inplace(src, lambda a, b, out, casting: np.copyto(out, b, casting="same_kind"), "copy_")
 
-    def uniform_(self, a: float = 0.0, b: float = 1.0) -> Tensor:
+    def uniform_(self, a: builtins.float = 0.0, b: builtins.float = 1.0) -> Tensor:
         return self.copy_(_config.rng().uniform(a, b, self.shape).astype(self.dtype))
 
-    def normal_(self, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    def normal_(self, mean: builtins.float = 0.0, std: builtins.float = 1.0) -> Tensor:
         return self.copy_(_config.rng().normal(mean, std, self.shape).astype(self.dtype))
 
     # ----------------------------------------------------------------- comparisons (no grad)
@@ -397,7 +398,7 @@ class Tensor:
     def abs(self) -> Tensor:
         return elementwise.abs(self)
 
-    def clamp(self, min: float | None = None, max: float | None = None) -> Tensor:
+    def clamp(self, min: builtins.float | None = None, max: builtins.float | None = None) -> Tensor:
         return elementwise.clamp(self, min, max)
 
     clip = clamp
@@ -411,60 +412,66 @@ class Tensor:
     def tanh(self) -> Tensor:
         return activation.tanh(self)
 
-    def softmax(self, dim: int) -> Tensor:
+    def softmax(self, dim: builtins.int) -> Tensor:
         return activation.softmax(self, dim)
 
-    def log_softmax(self, dim: int) -> Tensor:
+    def log_softmax(self, dim: builtins.int) -> Tensor:
         return activation.log_softmax(self, dim)
 
     # ----------------------------------------------------------------- reductions
-    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    def sum(self, dim: builtins.int | tuple[builtins.int, ...] | None = None, keepdim: builtins.bool = False) -> Tensor:
         return reduce.sum(self, dim, keepdim)
 
-    def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    def mean(
+        self, dim: builtins.int | tuple[builtins.int, ...] | None = None, keepdim: builtins.bool = False
+    ) -> Tensor:
         return reduce.mean(self, dim, keepdim)
 
-    def max(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    def max(self, dim: builtins.int | tuple[builtins.int, ...] | None = None, keepdim: builtins.bool = False) -> Tensor:
         return reduce.max(self, dim, keepdim)
 
-    def min(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    def min(self, dim: builtins.int | tuple[builtins.int, ...] | None = None, keepdim: builtins.bool = False) -> Tensor:
         return reduce.min(self, dim, keepdim)
 
-    def argmax(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    def argmax(
+        self, dim: builtins.int | tuple[builtins.int, ...] | None = None, keepdim: builtins.bool = False
+    ) -> Tensor:
         return reduce.argmax(self, dim, keepdim)
 
-    def argmin(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    def argmin(
+        self, dim: builtins.int | tuple[builtins.int, ...] | None = None, keepdim: builtins.bool = False
+    ) -> Tensor:
         return reduce.argmin(self, dim, keepdim)
 
     # ----------------------------------------------------------------- shape
-    def reshape(self, *shape: int | tuple[int, ...]) -> Tensor:
+    def reshape(self, *shape: builtins.int | tuple[builtins.int, ...]) -> Tensor:
         return shape_ops.reshape(self, shape_ops.shape_arg(shape))
 
-    def view(self, *shape: int | tuple[int, ...]) -> Tensor:
+    def view(self, *shape: builtins.int | tuple[builtins.int, ...]) -> Tensor:
         return shape_ops.reshape(self, shape_ops.shape_arg(shape))
 
     def view_as(self, other: Tensor) -> Tensor:
         return shape_ops.reshape(self, other.shape)
 
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    def flatten(self, start_dim: builtins.int = 0, end_dim: builtins.int = -1) -> Tensor:
         return shape_ops.flatten(self, start_dim, end_dim)
 
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
+    def transpose(self, dim0: builtins.int, dim1: builtins.int) -> Tensor:
         return shape_ops.transpose(self, dim0, dim1)
 
     def t(self) -> Tensor:
         return shape_ops.transpose(self, 0, 1) if self.ndim == 2 else self
 
-    def permute(self, *dims: int | tuple[int, ...]) -> Tensor:
+    def permute(self, *dims: builtins.int | tuple[builtins.int, ...]) -> Tensor:
         return shape_ops.permute(self, shape_ops.shape_arg(dims))
 
-    def squeeze(self, dim: int | None = None) -> Tensor:
+    def squeeze(self, dim: builtins.int | None = None) -> Tensor:
         return shape_ops.squeeze(self, dim)
 
-    def unsqueeze(self, dim: int) -> Tensor:
+    def unsqueeze(self, dim: builtins.int) -> Tensor:
         return shape_ops.unsqueeze(self, dim)
 
-    def expand(self, *shape: int | tuple[int, ...]) -> Tensor:
+    def expand(self, *shape: builtins.int | tuple[builtins.int, ...]) -> Tensor:
         return shape_ops.expand(self, shape_ops.shape_arg(shape))
 
     def __getitem__(self, index: Any) -> Tensor:
@@ -480,13 +487,13 @@ class Tensor:
         )
 
     # ----------------------------------------------------------------- selection, pieces, half
-    def masked_fill(self, mask: TensorLike, value: float) -> Tensor:
+    def masked_fill(self, mask: TensorLike, value: builtins.float) -> Tensor:
         return select_ops.masked_fill(self, mask, value)
 
-    def chunk(self, chunks: int, dim: int = 0) -> list[Tensor]:
+    def chunk(self, chunks: builtins.int, dim: builtins.int = 0) -> list[Tensor]:
         return split_ops.chunk(self, chunks, dim)
 
-    def split(self, split_size: int | list[int], dim: int = 0) -> list[Tensor]:
+    def split(self, split_size: builtins.int | list[builtins.int], dim: builtins.int = 0) -> list[Tensor]:
         return split_ops.split(self, split_size, dim)
 
     def half(self) -> Tensor:
