@@ -57,10 +57,10 @@ class TensorDataset(Dataset):
             )
         self.tensors = arrays
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         return tuple(a[index] for a in self.tensors)
 
-    def __getitems__(self, indices):
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> tuple[Any, ...]:
         return tuple(a[indices] for a in self.tensors)
 
     def __len__(self) -> int:
@@ -77,10 +77,10 @@ class Subset(Dataset):
         if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
             raise IndexError(f"Subset: indices out of range for a dataset of {n} samples")
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         return self.dataset[int(self.indices[index])]
 
-    def __getitems__(self, indices):
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
         inner = self.indices[np.asarray(indices, dtype=np.int64)]
         if hasattr(self.dataset, "__getitems__"):
             return self.dataset.__getitems__(inner)
@@ -97,7 +97,7 @@ class ConcatDataset(Dataset):
         self.datasets = list(datasets)
         self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         n = len(self)
         if index < 0:
             index += n
