@@ -34,9 +34,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -96,14 +96,14 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     _fsync_folder(folder)
 
 
-def _mode_for(path):
+def _mode_for(path: str) -> int:
     try:
         return os.stat(path).st_mode & 0o777  # keep the permissions of the file replaced
     except OSError:
         return 0o644
 
 
-def _fsync_folder(folder):
+def _fsync_folder(folder: str) -> None:
     """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -152,7 +152,7 @@ def read_safetensors(
     FileNotFoundError when ``path`` does not exist."""
     path = os.fspath(path)
 
-    def fail(reason):
+    def fail(reason: str) -> NoReturn:
         raise CheckpointError(f"{path}: not a valid safetensors file: {reason}")
 
     with open(path, "rb") as f:
@@ -189,7 +189,9 @@ def read_safetensors(
     return out, dict(metadata)
 
 
-def _check_entries(header, data_size, fail):
+def _check_entries(
+    header: dict[str, Any], data_size: int, fail: Callable[[str], NoReturn]
+) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:
     """Validate every tensor entry of a header; returns name -> (dtype, shape, begin)."""
     spans, tensors = [], {}
     for name, entry in header.items():
@@ -239,7 +241,7 @@ def _check_entries(header, data_size, fail):
     return tensors
 
 
-def _no_duplicates(pairs):
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -247,7 +249,7 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
-def _as_array(value):
+def _as_array(value: Any) -> np.ndarray:
     data = getattr(value, "data", value)  # a Tensor or Parameter holds its array in .data
     if not isinstance(data, np.ndarray):
         data = np.asarray(data)
@@ -263,10 +265,10 @@ def _as_array(value):
 _TAGS = ("__tensor__", "__tuple__", "__np__", "__items__")
 
 
-def encode_state(obj, prefix, tensors):
+def encode_state(obj: Any, prefix: str, tensors: dict[str, np.ndarray]) -> Any:
     """``obj`` as JSON-able data; its arrays are added to ``tensors`` under ``prefix.<path>``."""
 
-    def enc(value, path):
+    def enc(value: Any, path: str) -> Any:
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, np.generic):
@@ -295,10 +297,10 @@ def encode_state(obj, prefix, tensors):
     return enc(obj, prefix)
 
 
-def decode_state(obj, tensors, where):
+def decode_state(obj: Any, tensors: Mapping[str, np.ndarray], where: str) -> Any:
     """Inverse of ``encode_state``; ``where`` names the file in errors."""
 
-    def dec(value):
+    def dec(value: Any) -> Any:
         if isinstance(value, list):
             return [dec(v) for v in value]
         if not isinstance(value, dict):
@@ -335,7 +337,7 @@ def decode_state(obj, tensors, where):
     return dec(obj)
 
 
-def _expect(value, kind, where):
+def _expect(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
         raise CheckpointError(f"{where}: malformed metadata (expected a {kind.__name__}, got {value!r:.60})")
     return value
@@ -401,7 +403,7 @@ def save_checkpoint(
     write_safetensors(path, tensors, {METADATA_KEY: json.dumps(header)})
 
 
-def _describe(model):
+def _describe(model: Module) -> str:
     try:
         return repr(model)
     except Exception:  # a description is informative only; never fail a save for it
@@ -476,7 +478,7 @@ def load_checkpoint(
     return ckpt
 
 
-def check_state_matches(model, state, where):
+def check_state_matches(model: Module, state: Mapping[str, Any], where: str) -> None:
     """Raise CheckpointError unless ``state`` has exactly ``model``'s keys, shapes and dtypes."""
     expected = {k: _as_array(v) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state]
@@ -501,7 +503,7 @@ def check_state_matches(model, state, where):
         )
 
 
-def check_optimizer_matches(optimizer, ckpt, where):
+def check_optimizer_matches(optimizer: Optimizer, ckpt: Checkpoint, where: str) -> None:
     """Raise CheckpointError unless the saved optimizer state fits ``optimizer``."""
     state = ckpt.optimizer_state
     if state is None:

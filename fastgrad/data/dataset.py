@@ -32,7 +32,7 @@ class Dataset:
     def __getitem__(self, index: int) -> Any:
         raise NotImplementedError
 
-    def __len__(self):
+    def __len__(self) -> int:
         raise NotImplementedError
 
     def __add__(self, other: Dataset) -> ConcatDataset:
@@ -57,13 +57,13 @@ class TensorDataset(Dataset):
             )
         self.tensors = arrays
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         return tuple(a[index] for a in self.tensors)
 
-    def __getitems__(self, indices):
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> tuple[Any, ...]:
         return tuple(a[indices] for a in self.tensors)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.tensors[0].shape[0]
 
 
@@ -77,16 +77,16 @@ class Subset(Dataset):
         if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
             raise IndexError(f"Subset: indices out of range for a dataset of {n} samples")
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         return self.dataset[int(self.indices[index])]
 
-    def __getitems__(self, indices):
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> Any:
         inner = self.indices[np.asarray(indices, dtype=np.int64)]
         if hasattr(self.dataset, "__getitems__"):
             return self.dataset.__getitems__(inner)
         return collate([self.dataset[int(i)] for i in inner])
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(self.indices.size)
 
 
@@ -97,7 +97,7 @@ class ConcatDataset(Dataset):
         self.datasets = list(datasets)
         self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         n = len(self)
         if index < 0:
             index += n
@@ -106,7 +106,7 @@ class ConcatDataset(Dataset):
         k = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return self.datasets[k][index - int(self.offsets[k])]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(self.offsets[-1])
 
 

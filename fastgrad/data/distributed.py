@@ -10,14 +10,25 @@ on every rank together are exactly positions [k b W, (k+1) b W) of that order: t
 one process would take with batch size ``b W``.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Iterator, Sized
 
 import numpy as np
 
 
 class DistributedSampler:
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         if num_replicas is None or rank is None:
             from .. import distributed as dist
 
@@ -47,11 +58,11 @@ class DistributedSampler:
             self.num_samples = math.ceil(n / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch``'s order on the next iteration (call it on every rank)."""
         self.epoch = int(epoch)
 
-    def indices(self):
+    def indices(self) -> np.ndarray:
         """This rank's indices for the current epoch, as an int64 array."""
         n = len(self.dataset)
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
@@ -61,8 +72,8 @@ class DistributedSampler:
             order = order[: self.total_size]
         return order[self.rank : self.total_size : self.num_replicas].astype(np.int64, copy=False)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.num_samples

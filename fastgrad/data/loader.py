@@ -21,18 +21,15 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import _config
 from ..tensor import Tensor
 from . import workers as _workers
-from .dataset import collate
+from .dataset import Dataset, collate
 from .generator import numpy_rng
-
-if TYPE_CHECKING:
-    from .dataset import Dataset
 
 
 class DataLoader:
@@ -74,7 +71,15 @@ class DataLoader:
         self.epoch = 0  # the epoch the next iteration is (advanced by each __iter__)
         self._init_workers(num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers)
 
-    def _init_workers(self, num_workers, pin_memory, timeout, worker_init_fn, prefetch_factor, persistent_workers):
+    def _init_workers(
+        self,
+        num_workers: int,
+        pin_memory: bool,
+        timeout: float,
+        worker_init_fn: Callable[[int], Any] | None,
+        prefetch_factor: int | None,
+        persistent_workers: bool,
+    ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
             raise ValueError(
                 "num_workers option should be non-negative; use num_workers=0 to disable "
@@ -150,7 +155,7 @@ class DataLoader:
             return
         yield from self._iter_workers(batches)
 
-    def _iter_workers(self, batches):
+    def _iter_workers(self, batches: list[np.ndarray]) -> Iterator[Any]:
         if self._pool is None:
             if self.seed is not None:
                 base_seed = int(np.random.default_rng([self.seed, self.epoch - 1, 1]).integers(1 << 63))
@@ -166,12 +171,12 @@ class DataLoader:
             if not self.persistent_workers:
                 self._shutdown_workers()
 
-    def _shutdown_workers(self):
+    def _shutdown_workers(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self._shutdown_workers()
         except Exception:  # interpreter shutdown: the queues may already be gone
@@ -182,7 +187,7 @@ class DataLoader:
         batch = self._fetch_raw(indices)
         return batch if self.collate_fn is not None else _to_tensors(batch)
 
-    def _fetch_raw(self, indices):
+    def _fetch_raw(self, indices: Sequence[int] | np.ndarray) -> Any:
         """The collated batch at ``indices`` before it becomes Tensors (what a worker sends)."""
         ds = self.dataset
         if self.collate_fn is not None:
@@ -192,7 +197,7 @@ class DataLoader:
         return collate([ds[int(i)] for i in indices])
 
 
-def _to_tensors(batch):
+def _to_tensors(batch: Any) -> Any:
     if isinstance(batch, tuple):
         return tuple(_to_tensors(b) for b in batch)
     if isinstance(batch, list):

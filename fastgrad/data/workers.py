@@ -15,10 +15,16 @@ main process with the worker's traceback; a worker that dies (killed, crashed) r
 RuntimeError naming its pid and exit code instead of hanging.
 """
 
+from __future__ import annotations
+
 import queue
 import random
 import traceback
 from collections import namedtuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
+
+import numpy as np
 
 from .. import _config
 
@@ -27,13 +33,13 @@ _worker_info = None
 _POLL_SECONDS = 1.0
 
 
-def get_worker_info():
+def get_worker_info() -> WorkerInfo | None:
     """In a DataLoader worker: ``WorkerInfo(id, num_workers, seed, dataset)``; in the main
     process: None (as ``torch.utils.data.get_worker_info``)."""
     return _worker_info
 
 
-def fork_available():
+def fork_available() -> bool:
     import multiprocessing  # here, not at import: most scripts never start workers
 
     return "fork" in multiprocessing.get_all_start_methods()
@@ -42,13 +48,13 @@ def fork_available():
 class _Failure:
     """An exception raised in a worker, carried to the main process as its type and text."""
 
-    def __init__(self, exc, worker_id):
+    def __init__(self, exc: BaseException, worker_id: int) -> None:
         self.exc_type = type(exc)
         self.text = (
             f"Caught {type(exc).__name__} in DataLoader worker process {worker_id}.\nOriginal {traceback.format_exc()}"
         )
 
-    def reraise(self):
+    def reraise(self) -> NoReturn:
         try:
             exc = self.exc_type(self.text)
         except Exception:  # an exception type that cannot be made from one message
@@ -56,7 +62,16 @@ class _Failure:
         raise exc
 
 
-def _worker_loop(fetch, dataset, index_queue, result_queue, worker_id, num_workers, seed, init_fn):
+def _worker_loop(
+    fetch: Callable[[Any], Any],
+    dataset: Any,
+    index_queue: Any,
+    result_queue: Any,
+    worker_id: int,
+    num_workers: int,
+    seed: int,
+    init_fn: Callable[[int], Any] | None,
+) -> None:
     global _worker_info
     _config.set_num_threads(1)
     _config.manual_seed(seed)
@@ -82,7 +97,14 @@ def _worker_loop(fetch, dataset, index_queue, result_queue, worker_id, num_worke
 class WorkerPool:
     """``num_workers`` forked processes fetching batches with ``fetch(indices)``."""
 
-    def __init__(self, fetch, dataset, num_workers, base_seed, worker_init_fn):
+    def __init__(
+        self,
+        fetch: Callable[[Any], Any],
+        dataset: Any,
+        num_workers: int,
+        base_seed: int,
+        worker_init_fn: Callable[[int], Any] | None,
+    ) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
@@ -109,13 +131,13 @@ class WorkerPool:
             self.workers.append(w)
         self.run_id = 0
 
-    def run(self, batches, prefetch_factor, timeout):
+    def run(self, batches: Sequence[np.ndarray], prefetch_factor: int, timeout: float) -> Iterator[Any]:
         """Yield the fetched batch of every index array in ``batches``, in order."""
         self.run_id += 1
         run, n = self.run_id, len(self.workers)
         sent, ready, limit = 0, {}, n * prefetch_factor
 
-        def send():
+        def send() -> None:
             nonlocal sent
             self.index_queues[sent % n].put(((run, sent), batches[sent]))
             sent += 1
@@ -144,12 +166,12 @@ class WorkerPool:
                 send()
             yield batch
 
-    def _check_alive(self):
+    def _check_alive(self) -> None:
         for w in self.workers:
             if w.exitcode is not None:
                 raise RuntimeError(f"DataLoader worker (pid {w.pid}) exited unexpectedly with exit code {w.exitcode}")
 
-    def close(self):
+    def close(self) -> None:
         for iq, w in zip(self.index_queues, self.workers):
             if w.exitcode is None:
                 try:

@@ -2,6 +2,8 @@
 differentiable ops under PyTorch's names and signatures. Layers hold settings and
 parameters and call these; the math lives in ``fastgrad.ops``."""
 
+from __future__ import annotations
+
 from ..ops.activation import leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
 from ..ops.conv import conv2d, conv2d_relu
 from ..ops.dropout import dropout

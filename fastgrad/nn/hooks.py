@@ -15,12 +15,21 @@ A module with hooks always runs through ``Module.__call__``: ``Sequential`` neve
 in a chained run (nn/layers/chained.chainable), so its hooks fire on every call.
 """
 
+from __future__ import annotations
+
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..autograd import is_grad_enabled
 from ..hooks import RemovableHandle, _HookDict
 from ..ops.hook import tap
 from ..tensor import Tensor
+
+if TYPE_CHECKING:
+    from .module import Module
 
 HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks")
 
@@ -32,7 +41,7 @@ class _Version:
     count = 0
 
 
-def hook_dicts(module):
+def hook_dicts(module: Module) -> dict[str, Any]:
     """The module's three hook dicts (made on first use, for modules that skipped __init__)."""
     d = module.__dict__
     for name in HOOK_DICTS + ("_hooks_with_kwargs", "_hooks_always_called"):
@@ -41,18 +50,25 @@ def hook_dicts(module):
     return d
 
 
-def has_hooks(module):
+def has_hooks(module: Module) -> bool:
     d = module.__dict__
     return bool(d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks"))
 
 
 class _ModuleHandle(RemovableHandle):
-    def remove(self):
+    def remove(self) -> None:
         super().remove()
         _Version.count += 1
 
 
-def add_hook(module, kind, hook, prepend=False, with_kwargs=False, always_call=False):
+def add_hook(
+    module: Module,
+    kind: str,
+    hook: Callable[..., Any],
+    prepend: bool = False,
+    with_kwargs: bool = False,
+    always_call: bool = False,
+) -> RemovableHandle:
     if not callable(hook):
         raise TypeError(f"register hook: expected a callable, got {type(hook).__name__}")
     d = hook_dicts(module)
@@ -70,7 +86,7 @@ def add_hook(module, kind, hook, prepend=False, with_kwargs=False, always_call=F
     return handle
 
 
-def call_with_hooks(module, args, kwargs):
+def call_with_hooks(module: Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     d = hook_dicts(module)
     with_kwargs = d["_hooks_with_kwargs"]
     for key, hook in list(d["_forward_pre_hooks"].items()):
@@ -111,7 +127,7 @@ def call_with_hooks(module, args, kwargs):
     return output
 
 
-def _wants_grad(x):
+def _wants_grad(x: Any) -> bool:
     return isinstance(x, Tensor) and x._requires_grad
 
 
@@ -119,7 +135,7 @@ class _BackwardHookCall:
     """The backward hooks of one forward call: gathers grad_output and grad_input, fires once
     per backward pass, and is ready again for the next (retain_graph=True)."""
 
-    def __init__(self, module, hooks):
+    def __init__(self, module: Module, hooks: dict[int, Callable[..., Any]]) -> None:
         self.module = module
         self.hooks = hooks
         self.n_args = 0
@@ -129,7 +145,7 @@ class _BackwardHookCall:
         self.grad_output = {}
         self.output_slots = 0
 
-    def tap_inputs(self, args):
+    def tap_inputs(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         self.n_args = len(args)
         out = list(args)
         for i, a in enumerate(args):
@@ -138,7 +154,7 @@ class _BackwardHookCall:
                 out[i] = tap(a, lambda g, i=i: self._input_grad(i, g))
         return tuple(out)
 
-    def tap_outputs(self, output):
+    def tap_outputs(self, output: Any) -> Any:
         if isinstance(output, Tensor):
             self.output_slots = 1
             return self._tap_output(output, 0)
@@ -147,13 +163,13 @@ class _BackwardHookCall:
             return type(output)(self._tap_output(o, j) for j, o in enumerate(output))
         return output
 
-    def _tap_output(self, t, j):
+    def _tap_output(self, t: Any, j: int) -> Any:
         if not _wants_grad(t):
             return t
         self.n_outputs += 1
         return tap(t, lambda g: self._output_grad(j, g))
 
-    def _output_grad(self, j, grad):
+    def _output_grad(self, j: int, grad: np.ndarray) -> np.ndarray:
         self.grad_output[j] = grad
         if len(self.grad_output) == self.n_outputs and not self.inputs:
             warnings.warn(
@@ -170,7 +186,7 @@ class _BackwardHookCall:
                 )
         return grad
 
-    def _input_grad(self, i, grad):
+    def _input_grad(self, i: int, grad: np.ndarray) -> np.ndarray | None:
         self.grad_input[i] = grad
         if len(self.grad_input) < len(self.inputs):
             return grad
@@ -194,7 +210,7 @@ class _BackwardHookCall:
             )
         return data
 
-    def _fire(self, grad_input):
+    def _fire(self, grad_input: dict[int, np.ndarray]) -> tuple[Any, ...] | None:
         wrap = lambda a: None if a is None else Tensor._from_op(a, None)  # noqa: E731
         gin = tuple(wrap(grad_input.get(i)) for i in range(self.n_args))
         gout = tuple(wrap(self.grad_output.get(j)) for j in range(self.output_slots))
@@ -213,6 +229,6 @@ class _BackwardHookCall:
         return replaced
 
 
-def _describe(x):
+def _describe(x: Any) -> str:
     data = getattr(x, "_data", None)
     return type(x).__name__ if data is None else f"shape {tuple(data.shape)} and dtype {data.dtype}"

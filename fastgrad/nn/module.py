@@ -9,12 +9,16 @@ an ordinary attribute read, not a ``__getattr__`` fallback; ``__setattr__`` and
 follow PyTorch ("features.0.weight"), so checkpoints map one to one.
 """
 
+from __future__ import annotations
+
 from collections import OrderedDict, namedtuple
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn
 
 import numpy as np
 
 from .. import _device
+from ..hooks import RemovableHandle
 from ..tensor import Tensor, _as_array
 from .hooks import add_hook, call_with_hooks, has_hooks
 
@@ -30,7 +34,7 @@ class Parameter(Tensor):
 
     __slots__ = ()
 
-    def __init__(self, data=None, requires_grad=True):
+    def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
         if data is None:
             array = np.empty((0,), dtype=np.float32)
         elif isinstance(data, Tensor):
@@ -44,7 +48,7 @@ class Parameter(Tensor):
         self._requires_grad = False
         self.requires_grad = requires_grad
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
 
 
@@ -53,7 +57,7 @@ class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpect
 
     __slots__ = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return super().__repr__()
@@ -61,7 +65,7 @@ class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpect
     __str__ = __repr__
 
 
-def _indent_after_first_line(text, spaces):
+def _indent_after_first_line(text: str, spaces: int) -> str:
     lines = text.split("\n")
     if len(lines) == 1:
         return text
@@ -69,7 +73,7 @@ def _indent_after_first_line(text, spaces):
     return "\n".join([lines[0]] + [pad + line if line else line for line in lines[1:]])
 
 
-def _check_name(kind, owner, name, registry):
+def _check_name(kind: str, owner: Module, name: str, registry: dict[str, Any]) -> None:
     if not isinstance(name, str):
         raise TypeError(f"{kind} name should be a string, got {type(name).__name__}")
     if not name:
@@ -90,11 +94,11 @@ class _Edits:
     count = 0
 
     @staticmethod
-    def watch(module):
+    def watch(module: Module) -> None:
         object.__setattr__(module, "_watched", True)
 
     @staticmethod
-    def note(module):
+    def note(module: Module) -> None:
         if "_watched" in module.__dict__:
             _Edits.count += 1
 
@@ -113,7 +117,7 @@ class Module:
     sub-modules as attributes, and define ``forward``; calling the module runs ``forward``.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         setattr_ = object.__setattr__
         setattr_(self, "training", True)
         setattr_(self, "_parameters", {})
@@ -121,10 +125,10 @@ class Module:
         setattr_(self, "_non_persistent_buffers", set())
         setattr_(self, "_modules", {})
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if has_hooks(self):
             output = call_with_hooks(self, args, kwargs)
         else:
@@ -135,22 +139,26 @@ class Module:
         return output
 
     # ----------------------------------------------------------------- hooks (nn/hooks.py)
-    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+    def register_forward_pre_hook(
+        self, hook: Callable[..., Any], *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
         """``hook(module, args)`` before each forward; a returned value replaces ``args``
         (with ``with_kwargs=True``: ``hook(module, args, kwargs)`` returning ``(args, kwargs)``)."""
         return add_hook(self, "_forward_pre_hooks", hook, prepend, with_kwargs)
 
-    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+    def register_forward_hook(
+        self, hook: Callable[..., Any], *, prepend: bool = False, with_kwargs: bool = False, always_call: bool = False
+    ) -> RemovableHandle:
         """``hook(module, args, output)`` after each forward; a returned value replaces the output."""
         return add_hook(self, "_forward_hooks", hook, prepend, with_kwargs, always_call)
 
-    def register_full_backward_hook(self, hook, prepend=False):
+    def register_full_backward_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
         """``hook(module, grad_input, grad_output)`` once the gradients with respect to the
         module's positional Tensor inputs are computed; a returned tuple replaces grad_input."""
         return add_hook(self, "_backward_hooks", hook, prepend)
 
     # ----------------------------------------------------------------- registration
-    def _registries(self):
+    def _registries(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         d = self.__dict__
         if "_parameters" not in d:
             raise AttributeError(
@@ -159,7 +167,7 @@ class Module:
             )
         return d["_parameters"], d["_buffers"], d["_modules"]
 
-    def _unregister(self, name):
+    def _unregister(self, name: str) -> None:
         _Edits.note(self)
         params, buffers, modules = self._registries()
         params.pop(name, None)
@@ -168,7 +176,7 @@ class Module:
         self._non_persistent_buffers.discard(name)
         self.__dict__.pop(name, None)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         _Edits.note(self)
         d = self.__dict__
         params = d.get("_parameters")
@@ -210,7 +218,7 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         _Edits.note(self)
         d = self.__dict__
         if any(name in d.get(reg, ()) for reg in ("_parameters", "_buffers", "_modules")):
@@ -218,7 +226,7 @@ class Module:
         else:
             object.__delattr__(self, name)
 
-    def register_parameter(self, name, param):
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Add a Parameter (or None, a declared but absent one, like ``bias=False``)."""
         self._registries()
         _check_name("parameter", self, name, self._parameters)
@@ -231,7 +239,7 @@ class Module:
         self._parameters[name] = param
         self.__dict__[name] = param
 
-    def register_buffer(self, name, tensor, persistent=True):
+    def register_buffer(self, name: str, tensor: Tensor | np.ndarray | None, persistent: bool = True) -> None:
         """Add a buffer: module state that is saved in state_dict (unless not persistent)
         but not trained. ``tensor`` is a Tensor, a numpy array, or None."""
         self._registries()
@@ -248,7 +256,7 @@ class Module:
             self._non_persistent_buffers.add(name)
         self.__dict__[name] = tensor
 
-    def add_module(self, name, module):
+    def add_module(self, name: str, module: Module | None) -> None:
         """Add a sub-module under ``name`` (a string; PyTorch's numbered names are "0", "1"...)."""
         self._registries()
         _check_name("module", self, name, self._modules)
@@ -260,7 +268,7 @@ class Module:
 
     register_module = add_module
 
-    def get_submodule(self, target):
+    def get_submodule(self, target: str) -> Module:
         """The sub-module at a dotted path such as "features.0" ("" is the module itself)."""
         module = self
         for part in target.split(".") if target else ():
@@ -271,7 +279,9 @@ class Module:
         return module
 
     # ----------------------------------------------------------------- traversal
-    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+    def named_modules(
+        self, memo: set[int] | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
         """(dotted name, module) for this module and every sub-module, depth first."""
         if memo is None:
             memo = set()
@@ -285,22 +295,24 @@ class Module:
                 continue
             yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
             yield module
 
-    def named_children(self):
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         seen = set()
         for name, child in self._modules.items():
             if child is not None and id(child) not in seen:
                 seen.add(id(child))
                 yield name, child
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         for _, child in self.named_children():
             yield child
 
-    def _named_members(self, registry, prefix, recurse, remove_duplicate, skip_non_persistent=False):
+    def _named_members(
+        self, registry: str, prefix: str, recurse: bool, remove_duplicate: bool, skip_non_persistent: bool = False
+    ) -> Iterator[tuple[str, Any]]:
         owners = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
         seen = set()
         for owner_prefix, owner in owners:
@@ -313,29 +325,33 @@ class Module:
                     seen.add(id(value))
                 yield (f"{owner_prefix}.{name}" if owner_prefix else name), value
 
-    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, Parameter) pairs; a Parameter shared by two layers appears once."""
         return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
         return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
-    def buffers(self, recurse=True):
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
         for _, buf in self.named_buffers(recurse=recurse):
             yield buf
 
-    def get_parameter(self, target):
+    def get_parameter(self, target: str) -> Parameter:
         module_path, _, name = target.rpartition(".")
         module = self.get_submodule(module_path)
         if module._parameters.get(name) is None:
             raise AttributeError(f"{module._get_name()} has no parameter `{name}`")
         return module._parameters[name]
 
-    def get_buffer(self, target):
+    def get_buffer(self, target: str) -> Tensor:
         module_path, _, name = target.rpartition(".")
         module = self.get_submodule(module_path)
         if module._buffers.get(name) is None:
@@ -343,22 +359,22 @@ class Module:
         return module._buffers[name]
 
     # ----------------------------------------------------------------- modes and gradients
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Module:
         return self.train(False)
 
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
         for param in self.parameters():
             param.requires_grad_(requires_grad)
         return self
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop (``set_to_none``) or zero every parameter's gradient."""
         for param in self.parameters():
             if param.grad is None:
@@ -368,7 +384,7 @@ class Module:
             else:
                 param.grad.data[...] = 0
 
-    def apply(self, fn):
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
         """Call ``fn`` on every sub-module (children first) and then on this module."""
         for child in self.children():
             child.apply(fn)
@@ -376,7 +392,7 @@ class Module:
         return self
 
     # ----------------------------------------------------------------- dtype
-    def _cast_floats(self, dtype):
+    def _cast_floats(self, dtype: np.dtype) -> Module:
         for module in self.modules():
             for tensor in list(module._parameters.values()) + list(module._buffers.values()):
                 if tensor is None or tensor.data.dtype not in _FLOAT_DTYPES or tensor.data.dtype == dtype:
@@ -386,7 +402,7 @@ class Module:
                     tensor.grad.data = tensor.grad.data.astype(dtype)
         return self
 
-    def to(self, *args, **kwargs):
+    def to(self, *args: Any, **kwargs: Any) -> Module:
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` or keywords:
         converts floating parameters and buffers in place. The one device is the CPU:
         ``to("cuda")`` raises, saying so."""
@@ -397,20 +413,20 @@ class Module:
             raise TypeError(f"Module.to: only float32 or float64 are supported, got {dtype}")
         return self._cast_floats(dtype)
 
-    def float(self):
+    def float(self) -> Module:
         return self._cast_floats(np.dtype(np.float32))
 
-    def double(self):
+    def double(self) -> Module:
         return self._cast_floats(np.dtype(np.float64))
 
-    def cpu(self):
+    def cpu(self) -> Module:
         return self
 
-    def cuda(self, device=None):
+    def cuda(self, device: Any = None) -> NoReturn:
         raise _device.cpu_only_error("Module.cuda")
 
     # ----------------------------------------------------------------- state
-    def _state_entries(self, prefix=""):
+    def _state_entries(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
         """(key, Tensor) for every saved entry: each module's parameters, then its
         persistent buffers, then its children's, as PyTorch orders state_dict."""
         for name, param in self._parameters.items():
@@ -423,7 +439,9 @@ class Module:
             if child is not None:
                 yield from child._state_entries(f"{prefix}{name}.")
 
-    def state_dict(self, destination=None, prefix="", keep_vars=False):
+    def state_dict(
+        self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, Any]:
         """Parameters and persistent buffers under PyTorch's dotted keys, as numpy copies
         (or the Tensors themselves with ``keep_vars=True``)."""
         out = OrderedDict() if destination is None else destination
@@ -431,7 +449,7 @@ class Module:
             out[key] = tensor if keep_vars else np.array(tensor.data, copy=True)
         return out
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy values from ``state_dict`` (numpy arrays, fastgrad Tensors, or anything
         ``numpy.asarray`` accepts) into this module's parameters and buffers, in place.
 
@@ -473,14 +491,14 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # ----------------------------------------------------------------- printing
-    def _get_name(self):
+    def _get_name(self) -> str:
         return type(self).__name__
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         """The layer's settings, shown inside its repr; layers override this."""
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = self.extra_repr()
         extra_lines = extra.split("\n") if extra else []
         child_lines = [
@@ -493,7 +511,7 @@ class Module:
             return f"{self._get_name()}({extra_lines[0]})"
         return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
 
-    def _input_error(self, shape, expected):
+    def _input_error(self, shape: tuple[int, ...], expected: str) -> ValueError:
         """The error a layer raises for an input of the wrong shape: names the layer by its
         repr, the expected shape and the shape it got."""
         return ValueError(f"{self!r}: expected input of shape {expected}, got {tuple(shape)}")

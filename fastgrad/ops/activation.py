@@ -10,16 +10,23 @@ softmax and log_softmax move ``dim`` to the last axis, run the row kernels on a
 input is left unchanged and the result is returned, which is what callers use.
 """
 
+from __future__ import annotations
+
 import numbers
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
 from . import buffer_pool
 from ._util import arena_array, check_float, check_size, normalize_dims, tensor_cls
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 def contiguous(a, dtype=None):
@@ -112,13 +119,13 @@ def _check_input(op, input):
     check_size(op, "input", input.shape, input.dtype)
 
 
-def relu(input, inplace=False):
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(input, 0). ``inplace=True`` computes out of place (see the module docstring)."""
     _check_input("relu", input)
     return ReLU.apply(input)
 
 
-def leaky_relu(input, negative_slope=0.01, inplace=False):
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """input where input > 0, else negative_slope * input. ``inplace`` as for relu."""
     _check_input("leaky_relu", input)
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
@@ -126,12 +133,12 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     return LeakyReLU.apply(input, negative_slope=float(negative_slope))
 
 
-def sigmoid(input):
+def sigmoid(input: Tensor) -> Tensor:
     _check_input("sigmoid", input)
     return Sigmoid.apply(input)
 
 
-def tanh(input):
+def tanh(input: Tensor) -> Tensor:
     _check_input("tanh", input)
     return Tanh.apply(input)
 
@@ -210,14 +217,14 @@ def _softmax_input(op, input, dtype):
     return input
 
 
-def softmax(input, dim=None, dtype=None):
+def softmax(input: Tensor, dim: int | None = None, dtype: npt.DTypeLike | None = None) -> Tensor:
     """exp(input) / sum(exp(input)) along ``dim``, stable for logits of any magnitude.
     ``dtype`` casts the input first (as in PyTorch)."""
     input = _softmax_input("softmax", input, dtype)
     return Softmax.apply(input, dim=_softmax_dim("softmax", input, dim))
 
 
-def log_softmax(input, dim=None, dtype=None):
+def log_softmax(input: Tensor, dim: int | None = None, dtype: npt.DTypeLike | None = None) -> Tensor:
     """input - log(sum(exp(input))) along ``dim``, stable for logits of any magnitude."""
     input = _softmax_input("log_softmax", input, dtype)
     return LogSoftmax.apply(input, dim=_softmax_dim("log_softmax", input, dim))

@@ -2,13 +2,20 @@
 probability ``p`` while training, scaling the kept ones by 1 / (1 - p); one mask entry
 per channel, broadcast over the spatial dimensions, drawn by the Dropout op."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ._util import check_float
 from .dropout import Dropout
 
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
-def dropout2d(input, p=0.5, training=True, inplace=False):
+
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """As torch.nn.functional.dropout2d for (N, C, H, W) or (C, H, W) input."""
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")

@@ -11,8 +11,11 @@ Two other paths run this ConvStep: a Sequential's chain (ops/chain.py), and a pl
 its slots' arrays (fastgrad/compile/plan.py, docs/fast-path.md).
 """
 
+from __future__ import annotations
+
 import functools
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +23,9 @@ from .. import _config, kernels
 from ..autograd import Function
 from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 class _Workspaces(threading.local):
@@ -261,13 +267,29 @@ def _conv(fn, input, weight, bias, stride, padding, dilation, groups, relu):
     return Conv2d.apply(input, weight, bias, params=params, out_hw=out_hw, relu=relu)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> Tensor:
     """2-D cross-correlation over (N, C_in, H, W) input (or unbatched (C_in, H, W)), as
     torch.nn.functional.conv2d. weight (C_out, C_in/groups, kH, kW), bias (C_out,) or
     None; stride, padding, dilation an int or a pair; padding also 'valid' or 'same'."""
     return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, False)
 
 
-def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_relu(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> Tensor:
     """relu(conv2d(...)) in one pass over the output: same arguments as conv2d."""
     return _conv("conv2d_relu", input, weight, bias, stride, padding, dilation, groups, True)

@@ -10,6 +10,10 @@
   the output's channels to the input's.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import _config, kernels
@@ -18,6 +22,9 @@ from ._util import MAX_INDEXED_ELEMENTS, check_size, tensor_cls
 from .conv import _pair, conv2d, workspace, workspace_size
 from .pool import avg_pool2d, max_pool2d
 from .shape import squeeze, unsqueeze
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 def _single(fn, name, value):
@@ -45,7 +52,15 @@ def _as_2d(fn, input, batched_ndim=3):
 # --------------------------------------------------------------------------- 1-D
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int] = 1,
+    padding: int | tuple[int] | str = 0,
+    dilation: int | tuple[int] = 1,
+    groups: int = 1,
+) -> Tensor:
     """As torch.nn.functional.conv1d: (N, C_in, L) or (C_in, L) input, weight (C_out, C_in/groups, k)."""
     x = _as_2d("conv1d", input)
     Tensor = tensor_cls()
@@ -67,7 +82,15 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return squeeze(out, -2)
 
 
-def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+def max_pool1d(
+    input: Tensor,
+    kernel_size: int | tuple[int],
+    stride: int | tuple[int] | None = None,
+    padding: int | tuple[int] = 0,
+    dilation: int | tuple[int] = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """As torch.nn.functional.max_pool1d over the last dimension of (N, C, L) or (C, L)."""
     x = _as_2d("max_pool1d", input)
     k = _single("max_pool1d", "kernel_size", kernel_size)
@@ -87,7 +110,14 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return squeeze(out, -2)
 
 
-def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+def avg_pool1d(
+    input: Tensor,
+    kernel_size: int | tuple[int],
+    stride: int | tuple[int] | None = None,
+    padding: int | tuple[int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Tensor:
     """As torch.nn.functional.avg_pool1d over the last dimension of (N, C, L) or (C, L)."""
     x = _as_2d("avg_pool1d", input)
     k = _single("avg_pool1d", "kernel_size", kernel_size)
@@ -144,7 +174,16 @@ class ConvTranspose2d(Function):
         return gx, gw
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    output_padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    dilation: int | tuple[int, int] = 1,
+) -> Tensor:
     """As torch.nn.functional.conv_transpose2d: input (N, C_in, H, W) or (C_in, H, W), weight
     (C_in, C_out/groups, kH, kW); H_out = (H - 1) * stride - 2 * padding + dilation * (kH - 1)
     + output_padding + 1. ``output_padding`` must be smaller than the stride."""

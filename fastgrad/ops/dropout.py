@@ -2,12 +2,19 @@
 ones by 1 / (1 - p) (inverted dropout, so evaluation needs no rescaling); the identity
 otherwise. The mask is drawn from fastgrad's generator, so ``manual_seed`` fixes it."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import _config
 from ..autograd import Function
 from . import buffer_pool
 from ._util import check_float, check_size
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 class Dropout(Function):
@@ -24,7 +31,7 @@ class Dropout(Function):
         return (np.multiply(grad, mask, out=out),)
 
 
-def dropout(input, p=0.5, training=True, inplace=False):
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """As torch.nn.functional.dropout. ``inplace`` is accepted for compatibility; the
     result is always a new tensor."""
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p <= 1:

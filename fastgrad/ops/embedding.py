@@ -1,10 +1,18 @@
 """Lookup tables: ``embedding`` (rows of a weight matrix picked by integer indices, whose
 gradient adds each row's incoming gradients up) and ``one_hot``."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from .._typing import TensorLike
 from ..autograd import Function
 from ._util import check_size, tensor_cls
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 class Embedding(Function):
@@ -30,7 +38,15 @@ def _indices(op, input, limit):
     return data.astype(np.int64, copy=False)
 
 
-def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
+def embedding(
+    input: TensorLike,
+    weight: Tensor,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
     """As torch.nn.functional.embedding: weight[input]. ``max_norm``, ``scale_grad_by_freq`` and
     ``sparse`` are not supported."""
     Tensor = tensor_cls()
@@ -48,7 +64,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     return Embedding.apply(weight, indices=indices, padding_idx=padding_idx)
 
 
-def one_hot(tensor, num_classes=-1):
+def one_hot(tensor: TensorLike, num_classes: int = -1) -> Tensor:
     """As torch.nn.functional.one_hot: int64 of shape tensor.shape + (num_classes,);
     num_classes=-1 takes max + 1."""
     Tensor = tensor_cls()

@@ -3,7 +3,11 @@ and group normalization (over groups of channels of each sample), with optional 
 weight and bias; the statistics are those of the sample itself, in training and eval
 alike. The kernels (``group_norm`` family) see the input as (R, K) and (N, C, S)."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +15,9 @@ from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
 from ._util import check_float, tensor_cls
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 def _c(a):
@@ -72,7 +79,13 @@ def _affine(op, weight, bias, shape, dtype):
     return tensors
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(
+    input: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
     """As torch.nn.functional.layer_norm: normalize over the last len(normalized_shape) dims."""
     Tensor = tensor_cls()
     if not isinstance(input, Tensor):
@@ -130,7 +143,9 @@ class GroupNorm(Function):
         return tuple(grads)
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+def group_norm(
+    input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
     """As torch.nn.functional.group_norm: input (N, C, *), C divisible by num_groups."""
     Tensor = tensor_cls()
     if not isinstance(input, Tensor):

@@ -9,13 +9,20 @@ axis is a (rows -> two source rows with weights) map applied by a gather, and th
 backward scatters the gradient back through the same maps.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..autograd import Function
 from ._util import check_float, check_size, tensor_cls
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 def _nearest_index(n_in, n_out, scale):
@@ -95,14 +102,14 @@ def _per_dim(name, value, n):
 
 
 def interpolate(
-    input,
-    size=None,
-    scale_factor=None,
-    mode="nearest",
-    align_corners=None,
-    recompute_scale_factor=None,
-    antialias=False,
-):
+    input: Tensor,
+    size: int | Sequence[int] | None = None,
+    scale_factor: float | Sequence[float] | None = None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+    recompute_scale_factor: bool | None = None,
+    antialias: bool = False,
+) -> Tensor:
     """As torch.nn.functional.interpolate, for mode "nearest" and "bilinear"."""
     Tensor = tensor_cls()
     if not isinstance(input, Tensor):

@@ -6,7 +6,10 @@ The kernels (``fastgrad.kernels.linear_*``) work on matrices: leading dimensions
 input are flattened into rows here and restored on the way out.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +17,9 @@ from .. import _config
 from ..autograd import Function
 from ._util import StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 # Batches up to this many rows take all three gradients in one pass over the weight
 # (linear_backward): at a few rows the products are memory-bound, and one pass touches
@@ -154,12 +160,12 @@ class _Shaped:
         self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
 
 
-def linear(input, weight, bias=None):
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = input @ weight.T + bias, as torch.nn.functional.linear: input (*, in_features),
     weight (out_features, in_features), bias (out_features,) or None -> (*, out_features)."""
     return _linear("linear", input, weight, bias, False)
 
 
-def linear_relu(input, weight, bias=None):
+def linear_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """relu(linear(input, weight, bias)) in one pass over the output: same arguments."""
     return _linear("linear_relu", input, weight, bias, True)

@@ -12,16 +12,23 @@ unbatched (C,) with a 0-d target. Gradients flow to ``input`` (and to ``target``
 mse_loss and binary_cross_entropy_with_logits), never to ``weight`` or ``pos_weight``.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import kernels
 from .._config import get_num_threads
+from .._typing import TensorLike
 from ..autograd import _SCALAR_ONES, Function
 from ._util import check_size, tensor_cls
 from .activation import contiguous
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -196,7 +203,14 @@ class CrossEntropy(Function):
         return (grad if self.layout is None else self.layout.from_rows(grad),)
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(
+    input: Tensor,
+    target: TensorLike,
+    weight: TensorLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
     """Cross-entropy between logits ``input`` (N, C) and class indices ``target`` (N,),
     as torch.nn.functional.cross_entropy (class-probability targets are not supported).
 
@@ -302,7 +316,13 @@ class NLLLoss(Function):
         return (self.layout.from_rows(grad_input),)
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(
+    input: Tensor,
+    target: TensorLike,
+    weight: TensorLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
     """Negative log-likelihood of class indices ``target`` (N,) under log-probabilities
     ``input`` (N, C), as torch.nn.functional.nll_loss."""
     layout, targets, w = _class_args("nll_loss", input, target, weight, ignore_index, reduction)
@@ -335,7 +355,7 @@ class MSELoss(Function):
         return (grad if self.needs_input_grad[0] else None, -grad if self.needs_input_grad[1] else None)
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input: Tensor, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Squared error (input - target)^2, averaged, summed or elementwise, as
     torch.nn.functional.mse_loss (input and target must have the same shape)."""
     _float_input("mse_loss", input)
@@ -400,7 +420,13 @@ def _pos_weight_columns(op, pos_weight, shape, dtype):
     return np.ascontiguousarray(np.broadcast_to(arr.reshape(-1), (cols,)))
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: TensorLike,
+    weight: TensorLike | None = None,
+    reduction: str = "mean",
+    pos_weight: TensorLike | None = None,
+) -> Tensor:
     """Binary cross-entropy of targets in [0, 1] under logits ``input`` (any shape), as
     torch.nn.functional.binary_cross_entropy_with_logits; stable for logits of any size.
 

@@ -4,7 +4,10 @@ statistics in place) or by the running statistics otherwise; then scaled by ``we
 and shifted by ``bias``. The kernels see the input as (N, C, S), S = the product of the
 dimensions after the channels."""
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +15,9 @@ from .. import _config, kernels
 from ..autograd import Function
 from . import buffer_pool
 from ._util import check_float, check_size, tensor_cls
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 class BatchNorm(Function):
@@ -89,7 +95,16 @@ def _channel_array(name, t, channels, dtype, writable):
     return data
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """As torch.nn.functional.batch_norm: input (N, C, *); running_mean/running_var (C,)
     Tensors or None (needed when not training; updated in place when training);
     weight/bias (C,) Tensors or None."""

@@ -6,10 +6,18 @@ mode is an index map from output positions to input positions along each padded 
 gather and the backward a scatter-add of the gradient through the same maps.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..autograd import Function
 from ._util import check_size, tensor_cls
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 MODES = ("constant", "reflect", "replicate", "circular")
 
@@ -57,7 +65,7 @@ class Pad(Function):
         return (g,)
 
 
-def pad(input, pad, mode="constant", value=None):
+def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """As torch.nn.functional.pad (non-negative pads)."""
     Tensor = tensor_cls()
     if not isinstance(input, Tensor):

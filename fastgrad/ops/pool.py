@@ -8,6 +8,10 @@ pooling keeps the index of each maximum for its backward pass (and returns it wh
 ``return_indices`` is set).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import _config, kernels
@@ -15,6 +19,9 @@ from ..autograd import Function
 from . import buffer_pool
 from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
 from .activation import relu_backward_step
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 class MaxPoolStep:
@@ -251,7 +258,15 @@ max_pool_geometry.__doc__ = _max_pool_geometry.__doc__
 # --------------------------------------------------------------------------- public ops
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+def max_pool2d(
+    input: Tensor,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Max pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.max_pool2d.
     With return_indices, also returns the int64 index (h * W + w) of each maximum within
     its input plane. Ties go to the first maximum in the window; NaN propagates."""
@@ -270,8 +285,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 def avg_pool2d(
-    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
-):
+    input: Tensor,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
     """Average pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.avg_pool2d
     (windows past the padded input under ceil_mode are clipped, as PyTorch does)."""
     fn = "avg_pool2d"
@@ -294,7 +315,7 @@ def avg_pool2d(
     return _batched(input, lambda x: AvgPool2d.apply(x, params=params, out_hw=out_hw))
 
 
-def adaptive_avg_pool2d(input, output_size):
+def adaptive_avg_pool2d(input: Tensor, output_size: int | tuple[int | None, int | None]) -> Tensor:
     """Adaptive average pooling to output_size (an int, or a pair whose None entries keep
     the input's size), as torch.nn.functional.adaptive_avg_pool2d."""
     fn = "adaptive_avg_pool2d"

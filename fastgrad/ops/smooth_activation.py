@@ -5,8 +5,11 @@ Each keeps its INPUT for backward (the derivative is a function of x) and calls 
 for PyTorch compatibility but computes out of place, as fastgrad's other activations do.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +17,9 @@ from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
 from ._util import check_float, tensor_cls
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 
 def _contiguous(a, dtype=None):
@@ -67,7 +73,7 @@ def _input(op, input):
     check_float(op, input)
 
 
-def gelu(input, approximate="none"):
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """x * Phi(x); ``approximate="tanh"`` uses the tanh approximation, as torch.nn.functional.gelu."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
@@ -75,13 +81,13 @@ def gelu(input, approximate="none"):
     return GELU.apply(input, args=(approximate == "tanh",))
 
 
-def silu(input, inplace=False):
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
     """x * sigmoid(x) (the swish function)."""
     _input("silu", input)
     return SiLU.apply(input, args=())
 
 
-def elu(input, alpha=1.0, inplace=False):
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """x for x > 0, alpha * (exp(x) - 1) otherwise."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"elu: alpha must be a real number, got {alpha!r}")
@@ -89,7 +95,7 @@ def elu(input, alpha=1.0, inplace=False):
     return ELU.apply(input, args=(float(alpha),))
 
 
-def hardswish(input, inplace=False):
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     """x * relu6(x + 3) / 6."""
     _input("hardswish", input)
     return Hardswish.apply(input, args=())
@@ -123,7 +129,7 @@ class PReLU(Function):
         return gi.reshape(self.shape), gw.reshape(self.weight_shape)
 
 
-def prelu(input, weight):
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """PReLU with ``weight`` of one element (shared) or one per channel of ``input``'s dim 1."""
     Tensor = tensor_cls()
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):

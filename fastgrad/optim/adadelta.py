@@ -1,6 +1,10 @@
 """Adadelta with weight decay and maximize (PyTorch's Adadelta)."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -16,12 +20,21 @@ class Adadelta(Optimizer):
     p -= lr * delta. State: ``step``, ``square_avg``, ``acc_delta``.
     """
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        *,
+        maximize: bool = False,
+    ) -> None:
         defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize}
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
-    def _validate_group(self, group):
+    def _validate_group(self, group: dict[str, Any]) -> None:
         if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         if not 0.0 <= group["rho"] <= 1.0:
@@ -31,7 +44,7 @@ class Adadelta(Optimizer):
         if not 0.0 <= group["weight_decay"] < math.inf:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
-    def _update_group(self, group, n_threads):
+    def _update_group(self, group: dict[str, Any], n_threads: int) -> None:
         state = self.state
         buckets = {}
         for p in group["params"]:

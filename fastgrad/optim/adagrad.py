@@ -1,10 +1,15 @@
 """Adagrad with learning-rate decay, weight decay and maximize (PyTorch's Adagrad)."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from .. import kernels
+from ..tensor import Tensor
 from .optimizer import Optimizer
 
 
@@ -18,8 +23,16 @@ class Adagrad(Optimizer):
     """
 
     def __init__(
-        self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *, maximize=False
-    ):
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+    ) -> None:
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -34,14 +47,14 @@ class Adagrad(Optimizer):
             for p in group["params"]:
                 self._init_state(p, group)
 
-    def _init_state(self, p, group):
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         entry = self.state[p]
         if not entry:
             entry["step"] = 0
             entry["sum"] = np.full(p.data.shape, group["initial_accumulator_value"], p.data.dtype)
         return entry
 
-    def _validate_group(self, group):
+    def _validate_group(self, group: dict[str, Any]) -> None:
         if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         if not 0.0 <= group["lr_decay"] < math.inf:
@@ -53,10 +66,10 @@ class Adagrad(Optimizer):
         if not 0.0 <= group["eps"] < math.inf:
             raise ValueError(f"Invalid epsilon value: {group['eps']}")
 
-    def share_memory(self):
+    def share_memory(self) -> None:
         """A no-op kept for PyTorch scripts: the state lives in this process's numpy arrays."""
 
-    def _update_group(self, group, n_threads):
+    def _update_group(self, group: dict[str, Any], n_threads: int) -> None:
         buckets = {}
         for p in group["params"]:
             grad = p.grad

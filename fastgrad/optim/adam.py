@@ -46,7 +46,7 @@ class Adam(Optimizer):
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
-    def _validate_group(self, group):
+    def _validate_group(self, group: dict[str, Any]) -> None:
         betas = group["betas"]
         if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
@@ -61,7 +61,7 @@ class Adam(Optimizer):
         if not 0.0 <= group["weight_decay"] < math.inf:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
-    def _update_group(self, group, n_threads):
+    def _update_group(self, group: dict[str, Any], n_threads: int) -> None:
         amsgrad = group["amsgrad"]
         state = self.state
         buckets = {}

@@ -36,7 +36,7 @@ _UNORDERED = (
 class _RequiredParameter:
     """The default of a hyperparameter every group must set (as torch.optim.optimizer.required)."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<required parameter>"
 
 
@@ -75,7 +75,7 @@ class Optimizer:
             self.add_param_group(group)
 
     # ----------------------------------------------------------------- groups
-    def _validate_group(self, group):
+    def _validate_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError for invalid hyperparameters of ``group`` (subclasses)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -144,11 +144,13 @@ class Optimizer:
         self._opt_called = True
         return loss
 
-    def _update_group(self, group, n_threads):
+    def _update_group(self, group: dict[str, Any], n_threads: int) -> None:
         raise NotImplementedError
 
     @staticmethod
-    def _bucket(buckets, key, n_roles):
+    def _bucket(
+        buckets: dict[Any, tuple[list[np.ndarray], ...]], key: Any, n_roles: int
+    ) -> tuple[list[np.ndarray], ...]:
         """The lists of arrays of one kernel call: tensors of one dtype (and one step count)."""
         lists = buckets.get(key)
         if lists is None:
@@ -214,7 +216,7 @@ class Optimizer:
         self.param_groups = new_groups
 
     # ----------------------------------------------------------------- display
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for i, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {i}")
@@ -225,7 +227,7 @@ class Optimizer:
         return "\n".join(lines)
 
 
-def _save_value(key, value):
+def _save_value(key: str, value: Any) -> Any:
     if key == "step":  # as PyTorch saves it: a 0-d float32 array
         return np.array(float(value), dtype=np.float32)
     if isinstance(value, np.ndarray):
@@ -233,7 +235,7 @@ def _save_value(key, value):
     return copy.deepcopy(value)
 
 
-def _load_value(idx, key, value, param):
+def _load_value(idx: int, key: str, value: Any, param: Tensor) -> Any:
     if key == "step":
         return int(round(float(np.asarray(value))))
     if value is None:

@@ -46,7 +46,7 @@ class RMSprop(Optimizer):
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
-    def _validate_group(self, group):
+    def _validate_group(self, group: dict[str, Any]) -> None:
         if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         if not 0.0 <= group["eps"] < math.inf:
@@ -58,7 +58,7 @@ class RMSprop(Optimizer):
         if not 0.0 <= group["alpha"] < math.inf:
             raise ValueError(f"Invalid alpha value: {group['alpha']}")
 
-    def _update_group(self, group, n_threads):
+    def _update_group(self, group: dict[str, Any], n_threads: int) -> None:
         momentum, centered = group["momentum"], group["centered"]
         use_momentum = momentum > 0
         state = self.state

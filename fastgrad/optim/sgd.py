@@ -42,7 +42,7 @@ class SGD(Optimizer):
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
-    def _validate_group(self, group):
+    def _validate_group(self, group: dict[str, Any]) -> None:
         if not 0.0 <= group["lr"] < math.inf:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         if not 0.0 <= group["momentum"] < math.inf:
@@ -54,7 +54,7 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def _update_group(self, group, n_threads):
+    def _update_group(self, group: dict[str, Any], n_threads: int) -> None:
         """One kernel call per bucket of parameters (one dtype, and with momentum, whether
         the buffer is new): in the common case one call for the whole group, gathered in
         one pass that looks a bucket up only when the bucket changes."""

@@ -6,9 +6,14 @@ per epoch; the time spent measuring is kept out of the seconds axis, so the seco
 training time only.
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import manual_seed, nn
+from ..nn.module import Module
 from ..optim import SGD
 from .callbacks import Callback
 from .trainer import Trainer
@@ -26,15 +31,15 @@ DEFAULT_LR = {"batch": 0.5, "sgd": 0.01, "minibatch": 0.05}
 class LossProbe(Callback):
     """Record (epochs done, training seconds, full training-set loss) at evenly spaced updates."""
 
-    def __init__(self, data, steps_per_epoch, points_per_epoch, start_loss):
+    def __init__(self, data: Any, steps_per_epoch: int, points_per_epoch: int, start_loss: float) -> None:
         self.data, self.steps_per_epoch = data, steps_per_epoch
         self.every = max(1, steps_per_epoch // points_per_epoch)
         self.points = [(0.0, 0.0, start_loss)]
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         self.start, self.paused = time.perf_counter(), 0.0
 
-    def on_batch_end(self, trainer, logs):
+    def on_batch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         done = trainer.epoch_step
         if done % self.every and done != self.steps_per_epoch:
             return
@@ -45,18 +50,18 @@ class LossProbe(Callback):
 
 
 def compare_gd(
-    build_model,
-    train,
-    heldout,
-    epochs=3,
-    lr=None,
-    batch_size=32,
-    seed=0,
-    verbose=1,
-    modes=("batch", "sgd", "minibatch"),
-    chunk_size=1024,
-    points_per_epoch=10,
-):
+    build_model: Callable[[], Module],
+    train: Any,
+    heldout: Any,
+    epochs: int = 3,
+    lr: float | dict[str, float] | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    verbose: int = 1,
+    modes: Sequence[str] = ("batch", "sgd", "minibatch"),
+    chunk_size: int = 1024,
+    points_per_epoch: int = 10,
+) -> tuple[float, list[dict[str, Any]]]:
     """Train ``build_model()`` once per mode from one set of initial weights.
 
     ``lr``: one learning rate for every mode, a dict mode -> lr, or None for DEFAULT_LR.
@@ -110,7 +115,7 @@ def compare_gd(
     return start_loss, results
 
 
-def format_table(start_loss, results):
+def format_table(start_loss: float, results: list[dict[str, Any]]) -> str:
     """The comparison as an aligned text table."""
     rows = [("mode", "lr", "updates", "final loss", "held-out acc", "seconds")]
     for r in results:

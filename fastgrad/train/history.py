@@ -16,13 +16,17 @@
 ``from_dict`` make it JSON-able for checkpoints.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 
 class History:
-    def __init__(self):
+    def __init__(self) -> None:
         self.epochs = []
         self.step_loss = []
         self.step_accuracy = []
@@ -33,30 +37,30 @@ class History:
         self.update_norms = {}
         self.wall_time = 0.0
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[Any]:
         return [e.get(key) for e in self.epochs]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.epochs)
 
     @property
-    def last(self):
+    def last(self) -> dict[str, Any]:
         return self.epochs[-1] if self.epochs else {}
 
-    def record_step(self, loss, accuracy, epoch, elapsed):
+    def record_step(self, loss: float, accuracy: float | None, epoch: int, elapsed: float) -> None:
         self.step_loss.append(loss)
         self.step_accuracy.append(accuracy)
         self.step_epoch.append(epoch)
         self.step_time.append(elapsed)
 
-    def record_stats(self, step, grad_norms, update_norms):
+    def record_stats(self, step: int, grad_norms: dict[str, float], update_norms: dict[str, float]) -> None:
         self.stat_steps.append(step)
         for name, value in grad_norms.items():
             self.grad_norms.setdefault(name, []).append(value)
         for name, value in update_norms.items():
             self.update_norms.setdefault(name, []).append(value)
 
-    def epoch_means(self, series, first_step, last_step):
+    def epoch_means(self, series: dict[str, list[float]], first_step: int, last_step: int) -> dict[str, float | None]:
         """Mean per name of ``series`` over sampled steps in [first_step, last_step]."""
         picks = [i for i, s in enumerate(self.stat_steps) if first_step <= s <= last_step]
         return {
@@ -66,7 +70,7 @@ class History:
 
     _SERIES = ("step_loss", "step_accuracy", "step_epoch", "step_time", "stat_steps")
 
-    def to_dict(self, arrays=False):
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         """Everything as plain data. With ``arrays``, the long per-update series become
         numpy arrays (float64, or int64 for counters; a missing accuracy becomes NaN), which
         a checkpoint stores as tensors rather than as JSON text."""
@@ -85,7 +89,7 @@ class History:
         return out
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: Mapping[str, Any]) -> History:
         """Inverse of ``to_dict`` (either form)."""
         h = cls()
         for key, value in data.items():
@@ -99,7 +103,7 @@ class History:
                 setattr(h, key, value)
         return h
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         last = self.last
         bits = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
         return f"History({len(self.epochs)} epochs, {len(self.step_loss)} updates{'; last: ' + bits if bits else ''})"

@@ -4,7 +4,16 @@ Each function writes a PNG and returns its path. Without matplotlib they raise
 ``MissingMatplotlib``, whose message names the extra to install.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .history import History
 
 INSTALL_HINT = "plotting needs matplotlib: pip install fastgrad[plot]"
 
@@ -24,7 +33,7 @@ def _pyplot():
     return plt
 
 
-def smooth(values, window):
+def smooth(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
     """Moving average over ``window`` points (shorter at the start), for noisy step losses."""
     values = np.asarray(values, dtype=np.float64)
     if window <= 1 or values.size < 2:
@@ -35,7 +44,7 @@ def smooth(values, window):
     return (csum[idx] - csum[lo]) / (idx - lo)
 
 
-def step_curve(history, start_loss=None):
+def step_curve(history: History, start_loss: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fractional epochs, seconds, smoothed loss) of every update in ``history``,
     starting from ``start_loss`` at epoch 0 when given."""
     epochs = np.asarray(history.step_epoch, dtype=np.float64)
@@ -53,7 +62,7 @@ def step_curve(history, start_loss=None):
     return x, seconds, y
 
 
-def plot_history(history, path, title="training"):
+def plot_history(history: History, path: str | os.PathLike[str], title: str = "training") -> str | os.PathLike[str]:
     """Loss (per update, smoothed, and per epoch with validation) and accuracy per epoch."""
     plt = _pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -80,7 +89,7 @@ def plot_history(history, path, title="training"):
     return path
 
 
-def plot_compare(results, path):
+def plot_compare(results: list[dict[str, Any]], path: str | os.PathLike[str]) -> str | os.PathLike[str]:
     """Training-set loss against epochs and against seconds for each run in ``results``
     (dicts with ``label`` and ``curve``: a list of (epochs, seconds, loss))."""
     plt = _pyplot()

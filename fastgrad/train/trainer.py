@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _config, io
 from ..autograd import no_grad
@@ -52,12 +53,12 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a non-finite loss or gradient. ``epoch`` and ``step`` are 1-based;
     ``layer`` is the parameter name whose gradient was non-finite (or None)."""
 
-    def __init__(self, message, epoch, step, layer):
+    def __init__(self, message: str, epoch: int, step: int, layer: str | None) -> None:
         super().__init__(message)
         self.epoch, self.step, self.layer = epoch, step, layer
 
 
-def norms_of(arrays):
+def norms_of(arrays: Iterable[np.ndarray]) -> list[float]:
     """||a|| of each array, summed in float64 without BLAS (no thread pool wakes up)."""
     out = []
     for a in arrays:
@@ -66,7 +67,7 @@ def norms_of(arrays):
     return out
 
 
-def as_dataset(data, float_dtype=np.float32, what="data"):
+def as_dataset(data: Any, float_dtype: npt.DTypeLike = np.float32, what: str = "data") -> Any:
     """A Dataset from a Dataset or an ``(inputs, targets)`` pair of arrays or Tensors.
     Floating inputs are cast to ``float_dtype`` (the model's), integer targets to int64."""
     if isinstance(data, Dataset) or (
@@ -122,12 +123,12 @@ class Trainer:
         self._callback_states = {}
 
     # ----------------------------------------------------------------- helpers
-    def _float_dtype(self):
+    def _float_dtype(self) -> np.dtype:
         for p in self.model.parameters():
             return p.data.dtype
         return np.dtype(np.float32)
 
-    def _loss_value(self, loss, count):
+    def _loss_value(self, loss: Tensor, count: int) -> float:
         if loss.numel() != 1:
             raise ValueError(
                 f"Trainer: loss_fn must return one number (reduction 'mean' or 'sum'), got shape {tuple(loss.shape)}"
@@ -136,14 +137,14 @@ class Trainer:
         return value / count if getattr(self.loss_fn, "reduction", "mean") == "sum" else value
 
     @staticmethod
-    def _correct(out, y):
+    def _correct(out: Tensor, y: Tensor) -> int | None:
         """Correct predictions in a batch, or None when the task is not classification."""
         o, t = out.data, y.data
         if o.ndim != 2 or t.ndim != 1 or t.dtype.kind not in "iu":
             return None
         return int(np.count_nonzero(o.argmax(axis=1) == t))
 
-    def _nonfinite(self, what, value, epoch_no, step_no):
+    def _nonfinite(self, what: str, value: float, epoch_no: int, step_no: int) -> NoReturn:
         params = list(self.model.named_parameters())
         bad = [n for n, p in reversed(params) if p.grad is not None and not np.isfinite(p.grad.data).all()]
         layer = bad[0] if bad else None
@@ -159,7 +160,16 @@ class Trainer:
         raise NonFiniteLossError(msg, epoch_no, step_no, layer)
 
     # ----------------------------------------------------------------- one update
-    def _update(self, loader, idx, mode, chunk_size, sample_stats, epoch_no, step_no):
+    def _update(
+        self,
+        loader: DataLoader,
+        idx: np.ndarray,
+        mode: str,
+        chunk_size: int,
+        sample_stats: bool,
+        epoch_no: int,
+        step_no: int,
+    ) -> tuple[float, int | None, int]:
         model, opt = self.model, self.optimizer
         opt.zero_grad()
         n = len(idx)
@@ -286,7 +296,18 @@ class Trainer:
                 cb.on_train_end(self)
         return self.history
 
-    def _run_epoch(self, loader, train_ds, val_ds, mode, chunk_size, stats_every, end_epoch, verbose, clock):
+    def _run_epoch(
+        self,
+        loader: DataLoader,
+        train_ds: Any,
+        val_ds: Any,
+        mode: str,
+        chunk_size: int,
+        stats_every: int,
+        end_epoch: int,
+        verbose: int,
+        clock: Callable[[], float],
+    ) -> None:
         epoch_no = self.epoch + 1
         if self.epoch_step == 0 or self._partial is None:
             self.epoch_step = 0
@@ -333,7 +354,18 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
 
-    def _run_updates(self, batches, loader, val_ds, mode, chunk_size, stats_every, epoch_no, clock, bar):
+    def _run_updates(
+        self,
+        batches: list[np.ndarray],
+        loader: DataLoader,
+        val_ds: Any,
+        mode: str,
+        chunk_size: int,
+        stats_every: int,
+        epoch_no: int,
+        clock: Callable[[], float],
+        bar: Any,
+    ) -> dict[str, Any] | None:
         """The updates left in the epoch; returns the epoch's record, or None if stopped early."""
         part = self._partial
         t0, last_postfix = time.perf_counter(), 0.0
@@ -375,7 +407,7 @@ class Trainer:
         return self._finish_epoch(epoch_no, val_ds)
 
     @staticmethod
-    def _postfix(part, record=None):
+    def _postfix(part: dict[str, Any], record: dict[str, Any] | None = None) -> str:
         text = f"loss={part['loss'] / max(part['seen'], 1):.4f}"
         if part["scored"]:
             text += f" acc={100.0 * part['correct'] / part['scored']:.2f}%"
@@ -385,7 +417,7 @@ class Trainer:
                 text += f" val_acc={100.0 * record['val_accuracy']:.2f}%"
         return text
 
-    def _finish_epoch(self, epoch_no, val_ds):
+    def _finish_epoch(self, epoch_no: int, val_ds: Any) -> dict[str, Any]:
         part = self._partial
         first = self.global_step - part["updates"] + 1
         record = {
@@ -465,7 +497,7 @@ class Trainer:
         return out.argmax(axis=1).astype(np.int64)
 
     # ----------------------------------------------------------------- checkpoints
-    def _callback_keys(self):
+    def _callback_keys(self) -> list[str]:
         """A stable key per callback: its class name and its rank among callbacks of that class."""
         keys, counts = [], {}
         for cb in self.callbacks:

@@ -12,6 +12,11 @@ shape or dtype) falls back to the layers. Only exact layer types are chained: a 
 with its own forward is called as itself.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 from ... import _config, kernels
 from ...autograd import _anomaly
 from ...ops.activation import ReluStep
@@ -21,7 +26,7 @@ from ...ops.linear import LinearStep
 from ...ops.pool import MaxPoolStep, max_pool_geometry
 from ...tensor import Tensor
 from ..hooks import has_hooks
-from ..module import _Edits
+from ..module import Module, _Edits
 from .activation import ReLU
 from .conv import Conv2d
 from .flatten import Flatten
@@ -32,7 +37,7 @@ CHAINABLE = (Conv2d, Linear, ReLU, MaxPool2d, Flatten)
 _MAX_PLANS = 16  # per run: input shapes seen (a last partial batch adds one)
 
 
-def chainable(module):
+def chainable(module: Module) -> bool:
     if has_hooks(module):  # its hooks must see every call: it runs as itself
         return False
     if type(module) is MaxPool2d:
@@ -40,13 +45,13 @@ def chainable(module):
     return type(module) in CHAINABLE
 
 
-def fuses_relu(modules, i):
+def fuses_relu(modules: Sequence[Module], i: int) -> bool:
     """Whether modules[i] is a Conv2d or Linear that takes the ReLU after it into its own
     output pass (then both run as one step, or as the layer's ``_forward_relu``)."""
     return type(modules[i]) in (Conv2d, Linear) and i + 1 < len(modules) and type(modules[i + 1]) is ReLU
 
 
-def _steps_for(modules, shape, n_threads):
+def _steps_for(modules: Sequence[Module], shape: tuple[int, ...], n_threads: int) -> tuple[list[Any], list[Tensor]]:
     """The chain steps and weight tensors of ``modules`` for an input of ``shape``."""
     steps, weights, i = [], [], 0
     while i < len(modules):
@@ -92,14 +97,14 @@ class ChainedRun:
     """Calls ``modules`` (all chainable, two or more) in order, as one chained op when
     a plan for the input exists."""
 
-    def __init__(self, modules):
+    def __init__(self, modules: Sequence[Module]) -> None:
         self.modules = modules
         self.plans = {}
         for module in modules:
             _Edits.watch(module)  # an assignment to any of them drops the plans
         self.edits = _Edits.count
 
-    def __call__(self, input):
+    def __call__(self, input: Any) -> Any:
         if not isinstance(input, Tensor) or _anomaly.enabled:  # per-layer errors and checks
             return self._one_by_one(input)
         if self.edits != _Edits.count:
@@ -121,7 +126,7 @@ class ChainedRun:
         self._plan(key, input)
         return out
 
-    def _one_by_one(self, input):
+    def _one_by_one(self, input: Any) -> Any:
         modules, i = self.modules, 0
         while i < len(modules):
             m = modules[i]
@@ -133,7 +138,7 @@ class ChainedRun:
                 i += 1
         return input
 
-    def _plan(self, key, input):
+    def _plan(self, key: tuple[Any, ...], input: Tensor) -> None:
         shape, dtype, n_threads, _ = key
         try:
             steps, weights = _steps_for(self.modules, shape, n_threads)

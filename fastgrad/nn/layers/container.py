@@ -4,19 +4,26 @@ Both name their entries "0", "1", ... (Sequential also takes an OrderedDict of n
 so their parameters get PyTorch's keys: "features.0.weight".
 """
 
+from __future__ import annotations
+
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
+from ...tensor import Tensor
 from ..hooks import _Version as hooks_version
 from ..module import Module, _indent_after_first_line
 from .chained import ChainedRun, chainable
+
+_M = TypeVar("_M", bound="_IndexedModules")
 
 
 class _IndexedModules(Module):
     """What Sequential and ModuleList share: integer indexing, len, iteration."""
 
-    def _key(self, idx):
+    def _key(self, idx: int) -> str:
         if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
             raise TypeError(f"{self._get_name()} indices must be integers or slices, not {type(idx).__name__}")
         n = len(self._modules)
@@ -24,37 +31,37 @@ class _IndexedModules(Module):
             raise IndexError(f"index {idx} is out of range for a {self._get_name()} of length {n}")
         return list(self._modules)[idx % n]
 
-    def _renumber(self, modules):
+    def _renumber(self, modules: Iterable[Module]) -> None:
         """Replace the entries by ``modules``, named 0..n-1."""
         for name in list(self._modules):
             self._unregister(name)
         for i, module in enumerate(modules):
             self.add_module(str(i), module)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __setitem__(self, idx, module):
+    def __setitem__(self, idx: int, module: Module) -> None:
         setattr(self, self._key(idx), module)
 
-    def __delitem__(self, idx):
+    def __delitem__(self, idx: int | slice) -> None:
         modules = list(self._modules.values())
         del modules[idx]
         self._renumber(modules)
 
-    def append(self, module):
+    def append(self: _M, module: Module) -> _M:
         self.add_module(str(len(self)), module)
         return self
 
-    def extend(self, modules):
+    def extend(self: _M, modules: Iterable[Module]) -> _M:
         for module in modules:
             self.append(module)
         return self
 
-    def insert(self, index, module):
+    def insert(self, index: int, module: Module) -> None:
         modules = list(self._modules.values())
         modules.insert(index, module)
         self._renumber(modules)
@@ -64,7 +71,7 @@ class Sequential(_IndexedModules):
     """``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=module, ...))``;
     calling it feeds the input through each module in turn."""
 
-    def __init__(self, *args):
+    def __init__(self, *args: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
         if len(args) == 1 and isinstance(args[0], OrderedDict):
             for name, module in args[0].items():
@@ -73,17 +80,17 @@ class Sequential(_IndexedModules):
             for i, module in enumerate(args):
                 self.add_module(str(i), module)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, idx: int | slice) -> Module:
         if isinstance(idx, slice):  # keeps the original names, as PyTorch does
             return Sequential(OrderedDict(list(self._modules.items())[idx]))
         return self._modules[self._key(idx)]
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         for call in self._calls():
             input = call(input)
         return input
 
-    def _calls(self):
+    def _calls(self) -> list[Any]:
         """What forward runs, in order: each run of two or more consecutive chainable
         layers (Conv2d, Linear, ReLU, MaxPool2d, Flatten) as one ChainedRun, which takes
         the whole run as a single op; any other module as itself. Cached until the
@@ -111,20 +118,20 @@ class Sequential(_IndexedModules):
 class ModuleList(_IndexedModules):
     """A list of modules whose parameters belong to the owner; it has no forward."""
 
-    def __init__(self, modules=None):
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
         super().__init__()
         if modules is not None:
             self.extend(modules)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, idx: int | slice) -> Module:
         if isinstance(idx, slice):
             return ModuleList(list(self._modules.values())[idx])
         return self._modules[self._key(idx)]
 
-    def __iadd__(self, modules):
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
         return self.extend(modules)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         # consecutive equal entries print once, as "(0-2): 3 x Linear(...)", like PyTorch
         reprs = [repr(m) for m in self._modules.values()]
         if not reprs:

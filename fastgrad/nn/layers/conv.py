@@ -1,17 +1,23 @@
 """Conv2d: a 2-d convolution layer over (N, C, H, W) inputs (or unbatched (C, H, W))."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from ... import creation
+from ..._typing import DeviceLike
 from ...ops._util import check_size
+from ...tensor import Tensor
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
 
 
-def _pair(name, value, minimum):
+def _pair(name: str, value: int | tuple[int, int], minimum: int) -> tuple[int, int]:
     """``value`` as a pair of ints >= ``minimum`` (an int means the same for H and W)."""
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in pair):
@@ -21,7 +27,7 @@ def _pair(name, value, minimum):
     return tuple(int(v) for v in pair)
 
 
-def _float_dtype(dtype):
+def _float_dtype(dtype: npt.DTypeLike | None) -> np.dtype:
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"Conv2d: expected dtype float32 or float64, got {dtype}")
@@ -34,18 +40,18 @@ class Conv2d(Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
-        padding_mode="zeros",
-        device=None,
-        dtype=None,
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: DeviceLike | None = None,
+        dtype: npt.DTypeLike | None = None,
+    ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -88,7 +94,7 @@ class Conv2d(Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         # PyTorch's defaults: kaiming_uniform_ with a=sqrt(5) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -96,20 +102,20 @@ class Conv2d(Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         return self._run(F.conv2d, input)
 
-    def _forward_relu(self, input):
+    def _forward_relu(self, input: Tensor) -> Tensor:
         """relu(self(input)) in one fused call; Sequential uses it for Conv2d + ReLU."""
         return self._run(F.conv2d_relu, input)
 
-    def _run(self, conv, input):
+    def _run(self, conv: Callable[..., Tensor], input: Tensor) -> Tensor:
         shape = input.shape
         if (len(shape) == 4 and shape[1] == self.in_channels) or (len(shape) == 3 and shape[0] == self.in_channels):
             return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         raise self._input_error(shape, f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)")
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
             s += f", padding={self.padding}"

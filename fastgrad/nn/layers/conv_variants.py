@@ -1,17 +1,23 @@
 """Conv1d and ConvTranspose2d, on the 2-D convolution kernels (see ops/conv_variants.py)."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from ... import creation
+from ..._typing import DeviceLike
+from ...tensor import Tensor
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
 from .linear import _float_dtype
 
 
-def _ints(layer, name, value, n, minimum):
+def _ints(layer: str, name: str, value: int | Sequence[int], n: int, minimum: int) -> tuple[int, ...]:
     values = (value,) * n if isinstance(value, (int, np.integer)) else tuple(value)
     if len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in values):
         raise ValueError(f"{layer}: {name} must be an int or a tuple of {n} ints, got {value!r}")
@@ -20,7 +26,7 @@ def _ints(layer, name, value, n, minimum):
     return tuple(int(v) for v in values)
 
 
-def _check_channels(layer, in_channels, out_channels, groups):
+def _check_channels(layer: str, in_channels: int, out_channels: int, groups: int) -> None:
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{layer}: {name} must be a positive integer, got {value!r}")
@@ -31,7 +37,7 @@ def _check_channels(layer, in_channels, out_channels, groups):
 
 
 class _ConvBase(Module):
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         # PyTorch's defaults: kaiming_uniform_(a=sqrt(5)), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -39,13 +45,13 @@ class _ConvBase(Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
-    def _make_bias(self, bias, n, dtype):
+    def _make_bias(self, bias: bool, n: int, dtype: np.dtype) -> None:
         if bias:
             self.bias = Parameter(creation.empty(n, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0,) * len(self.kernel_size):
             s += f", padding={self.padding}"
@@ -65,18 +71,18 @@ class Conv1d(_ConvBase):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
-        padding_mode="zeros",
-        device=None,
-        dtype=None,
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int],
+        stride: int | tuple[int] = 1,
+        padding: int | tuple[int] | str = 0,
+        dilation: int | tuple[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: DeviceLike | None = None,
+        dtype: npt.DTypeLike | None = None,
+    ) -> None:
         super().__init__()
         _check_channels("Conv1d", in_channels, out_channels, groups)
         if padding_mode != "zeros":
@@ -99,7 +105,7 @@ class Conv1d(_ConvBase):
         self._make_bias(bias, out_channels, dtype)
         self.reset_parameters()
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         shape = input.shape
         if not (
             (len(shape) == 3 and shape[1] == self.in_channels) or (len(shape) == 2 and shape[0] == self.in_channels)
@@ -114,19 +120,19 @@ class ConvTranspose2d(_ConvBase):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups=1,
-        bias=True,
-        dilation=1,
-        padding_mode="zeros",
-        device=None,
-        dtype=None,
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        padding_mode: str = "zeros",
+        device: DeviceLike | None = None,
+        dtype: npt.DTypeLike | None = None,
+    ) -> None:
         super().__init__()
         _check_channels("ConvTranspose2d", in_channels, out_channels, groups)
         if padding_mode != "zeros":
@@ -144,7 +150,7 @@ class ConvTranspose2d(_ConvBase):
         self._make_bias(bias, out_channels, dtype)
         self.reset_parameters()
 
-    def forward(self, input, output_size=None):
+    def forward(self, input: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
         if output_size is not None:
             raise NotImplementedError("ConvTranspose2d: output_size is not supported; set output_padding")
         shape = input.shape

@@ -1,17 +1,24 @@
 """Linear (y = x W^T + b over the last dimension) and Identity."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ... import creation
+from ..._typing import DeviceLike
 from ...ops._util import check_size
+from ...tensor import Tensor
 from .. import functional as F
 from .. import init
 from ..module import Module, Parameter
 
 
-def _float_dtype(layer, dtype):
+def _float_dtype(layer: str, dtype: npt.DTypeLike | None) -> np.dtype:
     """The parameters' dtype: float32 (the default) or float64."""
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     if dtype not in (np.float32, np.float64):
@@ -22,10 +29,10 @@ def _float_dtype(layer, dtype):
 class Identity(Module):
     """Returns its input; accepts and ignores any constructor arguments, as PyTorch's."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         return input
 
 
@@ -33,7 +40,14 @@ class Linear(Module):
     """As torch.nn.Linear: input (*, in_features) -> (*, out_features); weight
     (out_features, in_features) and bias start as PyTorch's defaults."""
 
-    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: DeviceLike | None = None,
+        dtype: npt.DTypeLike | None = None,
+    ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -48,21 +62,21 @@ class Linear(Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         return self._run(F.linear, input)
 
-    def _forward_relu(self, input):
+    def _forward_relu(self, input: Tensor) -> Tensor:
         """relu(self(input)) in one fused call; Sequential uses it for Linear + ReLU."""
         return self._run(F.linear_relu, input)
 
-    def _run(self, linear, input):
+    def _run(self, linear: Callable[..., Tensor], input: Tensor) -> Tensor:
         shape = input.shape
         if len(shape) == 2 and shape[1] == self.in_features:
             return linear(input, self.weight, self.bias)
@@ -73,5 +87,5 @@ class Linear(Module):
         out = linear(input.reshape(math.prod(shape[:-1]), self.in_features), self.weight, self.bias)
         return out.reshape(*shape[:-1], self.out_features)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

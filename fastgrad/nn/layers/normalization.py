@@ -1,10 +1,14 @@
 """BatchNorm1d and BatchNorm2d: normalize each channel by the batch's statistics while
 training (and fold them into running statistics), by the running statistics in eval."""
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
+import numpy.typing as npt
 
+from ..._typing import DeviceLike
 from ...ops._util import check_size
 from ...tensor import Tensor
 from .. import functional as F
@@ -20,16 +24,16 @@ class _BatchNorm(Module):
 
     def __init__(
         self,
-        num_features,
-        eps=1e-5,
-        momentum=0.1,
-        affine=True,
-        track_running_stats=True,
-        device=None,
-        dtype=None,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: DeviceLike | None = None,
+        dtype: npt.DTypeLike | None = None,
         *,
-        bias=True,
-    ):
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive integer, got {num_features!r}")
@@ -65,24 +69,24 @@ class _BatchNorm(Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
-    def reset_running_stats(self):
+    def reset_running_stats(self) -> None:
         if self.track_running_stats:
             self.running_mean.data[...] = 0
             self.running_var.data[...] = 1
             self.num_batches_tracked.data[...] = 0
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
             if self.bias is not None:
                 init.zeros_(self.bias)
 
-    def _check_input(self, shape):
+    def _check_input(self, shape: tuple[int, ...]) -> None:
         if len(shape) not in self._ndims or shape[1] != self.num_features:
             raise self._input_error(shape, self._expected.format(C=self.num_features))
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         self._check_input(input.shape)
         # PyTorch's rule: momentum None means a cumulative average over the batches seen
         factor = 0.0 if self.momentum is None else self.momentum
@@ -103,7 +107,7 @@ class _BatchNorm(Module):
             self.eps,
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
             f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"

@@ -12,24 +12,40 @@ them). Outside training, or without a process group of more than one rank, it is
 BatchNorm. ``SyncBatchNorm.convert_sync_batchnorm(model)`` swaps a model's BatchNorm layers.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ... import distributed as dist
+from ..._typing import DeviceLike
 from ...autograd import Function
 from ...tensor import Tensor
+from ..module import Module
 from .normalization import _BatchNorm
 
 
-def _sum_over_ranks(array):
+def _sum_over_ranks(array: np.ndarray) -> np.ndarray:
     t = Tensor._from_op(array, None)
     dist.all_reduce(t)
     return t.data
 
 
 class SyncBatchNormFunction(Function):
-    def forward(self, x, *affine, has_weight, has_bias, running_mean, running_var, momentum, eps):
+    def forward(
+        self,
+        x: np.ndarray,
+        *affine: np.ndarray,
+        has_weight: bool,
+        has_bias: bool,
+        running_mean: np.ndarray | None,
+        running_var: np.ndarray | None,
+        momentum: float,
+        eps: float,
+    ) -> np.ndarray:
         shape, c = x.shape, x.shape[1]
         x3 = np.ascontiguousarray(x).reshape(shape[0], c, math.prod(shape[2:]))
         local_count = x3.shape[0] * x3.shape[2]
@@ -62,7 +78,7 @@ class SyncBatchNormFunction(Function):
         self.has_weight, self.has_bias = has_weight, has_bias
         return out.reshape(shape)
 
-    def backward(self, grad):
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
         xhat, c = self.xhat, self.xhat.shape[1]
         g3 = np.ascontiguousarray(grad, dtype=xhat.dtype).reshape(xhat.shape)
         local = np.concatenate(
@@ -93,20 +109,20 @@ class SyncBatchNorm(_BatchNorm):
 
     def __init__(
         self,
-        num_features,
-        eps=1e-5,
-        momentum=0.1,
-        affine=True,
-        track_running_stats=True,
-        process_group=None,
-        device=None,
-        dtype=None,
-    ):
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any = None,
+        device: DeviceLike | None = None,
+        dtype: npt.DTypeLike | None = None,
+    ) -> None:
         if process_group is not None:
             raise ValueError("SyncBatchNorm: only the default process group (process_group=None) is supported")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         self._check_input(input.shape)
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
@@ -131,7 +147,7 @@ class SyncBatchNorm(_BatchNorm):
         )
 
     @classmethod
-    def convert_sync_batchnorm(cls, module, process_group=None):
+    def convert_sync_batchnorm(cls, module: Module, process_group: Any = None) -> Module:
         """``module`` with every BatchNorm layer replaced by a SyncBatchNorm holding the
         same parameters and buffers (the arrays are shared, not copied)."""
         if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):

@@ -1,12 +1,16 @@
 """Unflatten: splits one dimension into ``unflattened_size`` (which may hold one -1)."""
 
-import math
+from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+from ...tensor import Tensor
 from ..module import Module
 
 
 class Unflatten(Module):
-    def __init__(self, dim, unflattened_size):
+    def __init__(self, dim: int, unflattened_size: Sequence[int]) -> None:
         super().__init__()
         if isinstance(dim, str):
             raise TypeError("Unflatten: named dimensions are not supported; dim must be an int")
@@ -17,7 +21,7 @@ class Unflatten(Module):
             raise ValueError(f"Unflatten: unflattened_size {sizes} may hold at most one -1 and no other negatives")
         self.dim, self.unflattened_size = dim, sizes
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         shape = tuple(input.shape)
         ndim = len(shape)
         if not -ndim <= self.dim < ndim:
@@ -36,5 +40,5 @@ class Unflatten(Module):
             )
         return input.reshape(shape[:d] + sizes + shape[d + 1 :])
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

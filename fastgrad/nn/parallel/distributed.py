@@ -23,13 +23,21 @@ with ``broadcast_buffers`` (default) rank 0's buffers are copied to all ranks be
 training forward.
 """
 
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ... import distributed as dist
 from ...autograd import is_grad_enabled
-from ..module import Module
+from ..module import Module, Parameter
+
+if TYPE_CHECKING:
+    from ...distributed.process_group import _World
+    from ...tensor import Tensor
 
 _MB = 1024 * 1024
 
@@ -37,7 +45,7 @@ _MB = 1024 * 1024
 class _Bucket:
     """A flat buffer for the gradients of some parameters of one dtype, reduced in one call."""
 
-    def __init__(self, params, dtype):
+    def __init__(self, params: list[tuple[str, Parameter, int, int]], dtype: np.dtype) -> None:
         self.params = params  # [(name, Parameter, offset, numel)]
         self.buffer = np.empty(sum(n for *_, n in params), dtype)
         self.pending = len(params)
@@ -47,15 +55,15 @@ class _Bucket:
 class DistributedDataParallel(Module):
     def __init__(
         self,
-        module,
-        device_ids=None,
-        output_device=None,
-        dim=0,
-        broadcast_buffers=True,
-        process_group=None,
-        bucket_cap_mb=None,
-        find_unused_parameters=False,
-    ):
+        module: Module,
+        device_ids: list[int] | None = None,
+        output_device: int | None = None,
+        dim: int = 0,
+        broadcast_buffers: bool = True,
+        process_group: Any = None,
+        bucket_cap_mb: float | None = None,
+        find_unused_parameters: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(
@@ -97,7 +105,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_ready", [[False] * len(b.params) for b in buckets])
 
     # ----------------------------------------------------------------- forward
-    def forward(self, *inputs, **kwargs):
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         if self._unfinished():
             missing = [
                 name for b, ready in zip(self._buckets, self._ready) for (name, *_), r in zip(b.params, ready) if not r
@@ -118,7 +126,7 @@ class DistributedDataParallel(Module):
         return self.module(*inputs, **kwargs)
 
     @contextlib.contextmanager
-    def no_sync(self):
+    def no_sync(self) -> Iterator[None]:
         """Inside the block, backward accumulates gradients locally without any
         communication; the first synchronised backward after it averages the sums."""
         previous = self.require_backward_grad_sync
@@ -129,24 +137,24 @@ class DistributedDataParallel(Module):
             object.__setattr__(self, "require_backward_grad_sync", previous)
 
     # ----------------------------------------------------------------- reduction
-    def _reset(self):
+    def _reset(self) -> None:
         for bucket, ready in zip(self._buckets, self._ready):
             bucket.pending = len(bucket.params)
             bucket.work = None
             ready[:] = [False] * len(ready)
         object.__setattr__(self, "_next_to_start", 0)
 
-    def _unfinished(self):
+    def _unfinished(self) -> bool:
         return self._armed and any(b.pending != len(b.params) for b in self._buckets)
 
-    def _make_hook(self, index, slot):
-        def hook(param):
+    def _make_hook(self, index: int, slot: int) -> Callable[[Parameter], None]:
+        def hook(param: Parameter) -> None:
             if self._armed:
                 self._mark_ready(index, slot, param)
 
         return hook
 
-    def _mark_ready(self, index, slot, param):
+    def _mark_ready(self, index: int, slot: int, param: Parameter) -> None:
         bucket, ready = self._buckets[index], self._ready[index]
         name, _, offset, numel = bucket.params[slot]
         if ready[slot]:
@@ -160,7 +168,7 @@ class DistributedDataParallel(Module):
         if bucket.pending == 0:
             self._start_ready_buckets()
 
-    def _start_ready_buckets(self):
+    def _start_ready_buckets(self) -> None:
         buckets, i = self._buckets, self._next_to_start
         while i < len(buckets) and buckets[i].pending == 0:
             buckets[i].work = dist.all_reduce(_as_tensor(buckets[i].buffer), async_op=True)
@@ -169,7 +177,7 @@ class DistributedDataParallel(Module):
         if i == len(buckets):
             self._finish()
 
-    def _finish(self):
+    def _finish(self) -> None:
         size = self._world.size
         for bucket in self._buckets:
             bucket.work.wait()
@@ -181,24 +189,24 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_armed", False)
 
     # ----------------------------------------------------------------- module plumbing
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"world_size={self._world.size}, buckets={len(self._buckets)}, bucket_cap_mb={self.bucket_cap_mb}"
 
 
-def _as_tensor(array):
+def _as_tensor(array: np.ndarray) -> Tensor:
     from ...tensor import Tensor
 
     return Tensor._from_op(array, None)
 
 
-def _signature(module):
+def _signature(module: Module) -> tuple[list[tuple[str, tuple[int, ...], str]], list[tuple[str, tuple[int, ...], str]]]:
     return (
         [(n, tuple(p.shape), str(p.dtype)) for n, p in module.named_parameters()],
         [(n, tuple(b.shape), str(b.dtype)) for n, b in module.named_buffers()],
     )
 
 
-def _check_same_model_everywhere(world, module):
+def _check_same_model_everywhere(world: _World, module: Module) -> None:
     """Raise on every rank, with the same message, if any rank's parameters or buffers
     differ from rank 0's in number, name, shape or dtype."""
     signatures = world.comm.allgather(_signature(module))  # names and shapes only, not arrays
@@ -210,7 +218,7 @@ def _check_same_model_everywhere(world, module):
                 b = mine[i] if i < len(mine) else None
                 if a != b:
 
-                    def show(entry):
+                    def show(entry: tuple[str, tuple[int, ...], str] | None) -> str:
                         return "nothing" if entry is None else f"{entry[0]!r} {entry[1]} {entry[2]}"
 
                     raise ValueError(
@@ -220,7 +228,7 @@ def _check_same_model_everywhere(world, module):
                     )
 
 
-def _broadcast_state(world, module):
+def _broadcast_state(world: _World, module: Module) -> None:
     """Copy rank 0's parameters and buffers into every rank's (in place)."""
     if world.size == 1:
         return
@@ -230,7 +238,7 @@ def _broadcast_state(world, module):
         dist.broadcast(_as_tensor(t.data), 0)
 
 
-def _broadcast_buffers(module):
+def _broadcast_buffers(module: Module) -> None:
     """Copy rank 0's buffers (BatchNorm's running statistics, ...) to every rank: one
     broadcast per dtype, of all of them packed together."""
     by_dtype = {}
@@ -246,7 +254,7 @@ def _broadcast_buffers(module):
             offset += n
 
 
-def _make_buckets(named, cap_bytes):
+def _make_buckets(named: list[tuple[str, Parameter]], cap_bytes: int) -> list[_Bucket]:
     """Buckets of at most ``cap_bytes`` (a parameter larger than that gets one of its own),
     filled in reverse registration order, one dtype per bucket."""
     buckets, current, size, dtype = [], [], 0, None
@@ -263,7 +271,7 @@ def _make_buckets(named, cap_bytes):
     return buckets
 
 
-def _close(named, dtype):
+def _close(named: list[tuple[str, Parameter]], dtype: np.dtype) -> _Bucket:
     entries, offset = [], 0
     for name, p in named:
         entries.append((name, p, offset, int(p.data.size)))

@@ -1,20 +1,29 @@
 """Gradient clipping, as torch.nn.utils: by the total norm of all gradients, or by value.
 Both change the ``.grad`` arrays in place and skip parameters without a gradient."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
 from ...tensor import Tensor
 
 
-def _grads(parameters):
+def _grads(parameters: Tensor | Iterable[Tensor]) -> list[np.ndarray]:
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     return [p.grad.data for p in parameters if p.grad is not None]
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+def clip_grad_norm_(
+    parameters: Tensor | Iterable[Tensor],
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> Tensor:
     """Scale the gradients so that their total ``norm_type``-norm (the norm of the vector
     of all gradients) is at most ``max_norm``. Returns the total norm before clipping, as
     a 0-d tensor."""
@@ -43,7 +52,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     return Tensor(total)
 
 
-def clip_grad_value_(parameters, clip_value, foreach=None):
+def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float, foreach: bool | None = None) -> None:
     """Clamp every gradient element into [-clip_value, clip_value]."""
     clip_value = float(clip_value)
     for g in _grads(parameters):
