@@ -20,15 +20,13 @@
 #   a channel's values are all read before any of them is written; any other overlap
 #   between an output and another argument is refused.
 
-import math
-
 import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
 
-from _checks cimport check_threads
+from _checks cimport check_apart, check_number, check_threads
 
 cnp.import_array()
 
@@ -311,42 +309,6 @@ cdef inline int _threads(str kernel, object n_threads) except -1:
     return check_threads(kernel, n_threads)
 
 
-cdef double _number(str kernel, str name, object value) except? -1:
-    """A finite, non-negative float: NaN, inf or a negative momentum or eps is a mistake."""
-    cdef double v
-    if isinstance(value, bool):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
-def _separate(str kernel, outputs, inputs, in_place=()):
-    """Refuse an output sharing memory with any other argument: the kernels read a
-    channel's per-channel values while writing others. A (name, input name) pair of
-    ``in_place`` lets that output be exactly that input (same memory, same shape)."""
-    arrays = [(n, a) for n, a in list(outputs) + list(inputs) if a is not None]
-    for name, out in outputs:
-        if out is None:
-            continue
-        for other_name, other in arrays:
-            if other_name == name or not np.may_share_memory(out, other):
-                continue
-            if (name, other_name) in in_place and _same_memory(out, other):
-                continue
-            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a "
-                             "separate array")
-
-
-def _same_memory(a, b):
-    return (a.shape == b.shape and a.dtype == b.dtype and
-            a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
-
-
 # --------------------------------------------------------------------------- public kernels
 
 def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps, out,
@@ -376,12 +338,12 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{kernel}: running_mean and running_var must both be given or both be None")
-    cdef double mom = _number(kernel, "momentum", momentum)
-    cdef double epsilon = _number(kernel, "eps", eps)
+    cdef double mom = check_number(kernel, "momentum", momentum, True)
+    cdef double epsilon = check_number(kernel, "eps", eps, True)
     cdef int nt = _threads(kernel, n_threads)
-    _separate(kernel, [("out", out), ("running_mean", running_mean), ("running_var", running_var),
-                       ("save_mean", save_mean), ("save_invstd", save_invstd)],
-              [("x", x), ("weight", weight), ("bias", bias)], in_place=[("out", "x")])
+    check_apart(kernel, (("out", out), ("running_mean", running_mean), ("running_var", running_var),
+                         ("save_mean", save_mean), ("save_invstd", save_invstd)),
+                (("x", x), ("weight", weight), ("bias", bias)), (("out", "x"),))
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C > 0 and N * S < 1:
         raise ValueError(f"{kernel}: no values per channel (input shape {x.shape}): batch statistics "
@@ -423,11 +385,11 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     cdef void *prm = check.channel("running_mean", running_mean, False, False)
     cdef void *prv = check.channel("running_var", running_var, False, False)
     cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
-    cdef double epsilon = _number(kernel, "eps", eps)
+    cdef double epsilon = check_number(kernel, "eps", eps, True)
     cdef int nt = _threads(kernel, n_threads)
-    _separate(kernel, [("out", out), ("save_invstd", save_invstd)],
-              [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
-               ("running_var", running_var)], in_place=[("out", "x")])
+    check_apart(kernel, (("out", out), ("save_invstd", save_invstd)),
+                (("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                 ("running_var", running_var)), (("out", "x"),))
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C == 0:
         return
@@ -471,9 +433,9 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
     cdef void *pgb = check.channel("grad_bias", grad_bias, True, True)
     cdef bint batch_stats = bool(use_batch_stats)
     cdef int nt = _threads(kernel, n_threads)
-    _separate(kernel, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-              [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
-               ("save_invstd", save_invstd)], in_place=[("grad_input", "grad_out"), ("grad_input", "x")])
+    check_apart(kernel, (("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)),
+                (("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
+                 ("save_invstd", save_invstd)), (("grad_input", "grad_out"), ("grad_input", "x")))
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C == 0:
         return

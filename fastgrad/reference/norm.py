@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._checks import check_threads
+from ._checks import check_apart, check_number, check_threads
 
 __all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
 
@@ -65,43 +65,6 @@ class _Checker:
             )
 
 
-def _number(kernel, name, value):
-    """A finite, non-negative float: NaN, inf or a negative momentum or eps is a mistake."""
-    if isinstance(value, bool):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
-def _separate(kernel, outputs, inputs, in_place=()):
-    """Refuse an output sharing memory with any other argument (as the compiled twin,
-    whose per-channel reads and writes interleave). A (name, input name) pair of
-    ``in_place`` lets that output be exactly that input (same memory, same shape)."""
-    arrays = [(n, a) for n, a in list(outputs) + list(inputs) if a is not None]
-    for name, out in outputs:
-        if out is None:
-            continue
-        for other_name, other in arrays:
-            if other_name == name or not np.may_share_memory(out, other):
-                continue
-            if (name, other_name) in in_place and _same_memory(out, other):
-                continue
-            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a separate array")
-
-
-def _same_memory(a, b):
-    return (
-        a.shape == b.shape
-        and a.dtype == b.dtype
-        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-    )
-
-
 def _inv_sqrt(v):
     """1 / sqrt(v) as the C expression gives it: inf at 0, NaN below 0 or at NaN."""
     if not v >= 0:
@@ -144,10 +107,10 @@ def batch_norm_forward_train(
     check.channel("save_invstd", save_invstd, True, False)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{kernel}: running_mean and running_var must both be given or both be None")
-    momentum = _number(kernel, "momentum", momentum)
-    eps = _number(kernel, "eps", eps)
+    momentum = check_number(kernel, "momentum", momentum, nonnegative=True)
+    eps = check_number(kernel, "eps", eps, nonnegative=True)
     check_threads(kernel, n_threads)
-    _separate(
+    check_apart(
         kernel,
         [
             ("out", out),
@@ -223,9 +186,9 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     check.channel("running_mean", running_mean, False, False)
     check.channel("running_var", running_var, False, False)
     check.channel("save_invstd", save_invstd, True, False)
-    eps = _number(kernel, "eps", eps)
+    eps = check_number(kernel, "eps", eps, nonnegative=True)
     check_threads(kernel, n_threads)
-    _separate(
+    check_apart(
         kernel,
         [("out", out), ("save_invstd", save_invstd)],
         [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)],
@@ -268,7 +231,7 @@ def batch_norm_backward(
     check.channel("grad_bias", grad_bias, True, True)
     batch_stats = bool(use_batch_stats)
     check_threads(kernel, n_threads)
-    _separate(
+    check_apart(
         kernel,
         [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
         [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean), ("save_invstd", save_invstd)],
