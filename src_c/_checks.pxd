@@ -121,21 +121,15 @@ cdef inline bint same_memory(object a, object b) noexcept:
 
 
 cdef inline int check_apart(str kernel, tuple outputs, tuple inputs, tuple in_place) except -1:
-    """Every output of ``outputs`` ((name, array) pairs, the array None when absent) shares
-    no memory with any other output or any input of ``inputs``, checked in that order;
-    a (output name, input name) pair of ``in_place`` lets that output be exactly that
-    input (same_memory)."""
-    cdef Py_ssize_t i, j
+    """No output of ``outputs`` ((name, array) pairs, the array None when absent) shares
+    memory with an input of ``inputs`` or an earlier output (each output checked against
+    the inputs, then the outputs before it); a (output name, input name) pair of
+    ``in_place`` lets that output be exactly that input (same_memory)."""
+    cdef Py_ssize_t i
     for i in range(len(outputs)):
         name, out = outputs[i]
-        if out is None:
-            continue
-        for j in range(len(outputs) + len(inputs)):
-            if j == i:
-                continue
-            other_name, other = outputs[j] if j < len(outputs) else inputs[j - len(outputs)]
-            if (overlaps(out, other) and
-                    not ((name, other_name) in in_place and same_memory(out, other))):
+        for other_name, other in inputs + outputs[:i]:
+            if overlaps(out, other) and not ((name, other_name) in in_place and same_memory(out, other)):
                 raise ValueError(f"{kernel}: {name} overlaps {other_name} in memory")
     return 0
 

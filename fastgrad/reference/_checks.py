@@ -85,20 +85,14 @@ def same_memory(a, b):
 
 
 def check_apart(kernel, outputs, inputs, in_place=()):
-    """Every output of ``outputs`` ((name, array) pairs, the array None when absent) shares
-    no memory with any other output or any input of ``inputs``, checked in that order;
-    a (output name, input name) pair of ``in_place`` lets that output be exactly that
-    input (same_memory)."""
-    everything = list(outputs) + list(inputs)
+    """No output of ``outputs`` ((name, array) pairs, the array None when absent) shares
+    memory with an input of ``inputs`` or an earlier output (each output checked against
+    the inputs, then the outputs before it); a (output name, input name) pair of
+    ``in_place`` lets that output be exactly that input (same_memory)."""
     for i, (name, out) in enumerate(outputs):
-        if out is None:
-            continue
-        for j, (other_name, other) in enumerate(everything):
-            if j == i or not overlaps(out, other):
-                continue
-            if (name, other_name) in in_place and same_memory(out, other):
-                continue
-            raise ValueError(f"{kernel}: {name} overlaps {other_name} in memory")
+        for other_name, other in tuple(inputs) + tuple(outputs[:i]):
+            if overlaps(out, other) and not ((name, other_name) in in_place and same_memory(out, other)):
+                raise ValueError(f"{kernel}: {name} overlaps {other_name} in memory")
 
 
 def check_number(kernel, name, value, nonnegative=False):

@@ -223,7 +223,7 @@ def test_outputs_overlapping_other_arguments_are_refused_before_writing(kernels)
             1,
         )
     g, both = np.ones_like(x), c.copy()
-    with pytest.raises(ValueError, match="batch_norm_backward: grad_weight overlaps grad_bias in memory"):
+    with pytest.raises(ValueError, match="batch_norm_backward: grad_bias overlaps grad_weight in memory"):
         kernels.batch_norm_backward(g, x, None, c, c + 1, True, None, both, both, 1)
 
 
