@@ -26,7 +26,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
 
-from _checks cimport check_apart, check_number, check_threads
+from _checks cimport check_apart, check_array, check_number, check_shape, check_threads
 
 cnp.import_array()
 
@@ -259,37 +259,20 @@ cdef void _backward(const floating *g, const floating *x, Py_ssize_t N, Py_ssize
 cdef class _Checker:
     """Checks a kernel's arrays against the first one's dtype and (N, C, S) shape."""
     cdef str kernel
+    cdef int typenum
     cdef object dtype
     cdef Py_ssize_t N, C, S
 
     def __init__(self, str kernel, str name, x):
         self.kernel = kernel
-        self._basic(name, x, False)
-        if x.ndim != 3:
-            raise ValueError(f"{kernel}: {name} must have 3 dimensions (N, C, S), got shape {x.shape}")
+        self.typenum = check_array(kernel, name, x, 3, -1, False)
         self.dtype = x.dtype
         self.N, self.C, self.S = x.shape[0], x.shape[1], x.shape[2]
 
-    cdef _basic(self, str name, a, bint output):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{self.kernel}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"{self.kernel}: {name} must be float32 or float64, got {a.dtype}")
-        if self.dtype is not None and a.dtype != self.dtype:
-            raise TypeError(f"{self.kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; "
-                            "all arrays must share one dtype")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{self.kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
-        if output and not a.flags.writeable:
-            raise ValueError(f"{self.kernel}: output {name} is read-only")
-
     cdef void *full(self, str name, a, bint output) except? NULL:
         """An (N, C, S) array: its data pointer."""
-        self._basic(name, a, output)
-        if a.shape != (self.N, self.C, self.S):
-            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected "
-                             f"{(self.N, self.C, self.S)} (the input's)")
+        check_array(self.kernel, name, a, -1, self.typenum, output)
+        check_shape(self.kernel, name, a, (self.N, self.C, self.S))
         return cnp.PyArray_DATA(a)
 
     cdef void *channel(self, str name, a, bint output, bint optional) except? NULL:
@@ -298,10 +281,8 @@ cdef class _Checker:
             if optional:
                 return NULL
             raise TypeError(f"{self.kernel}: {name} is required, got None")
-        self._basic(name, a, output)
-        if a.shape != (self.C,):
-            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) "
-                             "(one value per channel of the input)")
+        check_array(self.kernel, name, a, -1, self.typenum, output)
+        check_shape(self.kernel, name, a, (self.C,))
         return cnp.PyArray_DATA(a)
 
 

@@ -10,9 +10,7 @@ order of the sums; see src_c/_norm.pyx).
 
 import math
 
-import numpy as np
-
-from ._checks import check_apart, check_number, check_threads
+from ._checks import check_apart, check_array, check_number, check_shape, check_threads
 
 __all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
 
@@ -21,48 +19,21 @@ class _Checker:
     """Checks a kernel's arrays against the first one's dtype and (N, C, S) shape."""
 
     def __init__(self, kernel, name, x):
-        self.kernel, self.dtype = kernel, None
-        self._basic(name, x, False)
-        if x.ndim != 3:
-            raise ValueError(f"{kernel}: {name} must have 3 dimensions (N, C, S), got shape {x.shape}")
-        self.dtype = x.dtype
+        self.kernel = kernel
+        self.dtype = check_array(kernel, name, x, 3)
         self.N, self.C, self.S = x.shape
 
-    def _basic(self, name, a, output):
-        kernel = self.kernel
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-        if self.dtype is not None and a.dtype != self.dtype:
-            raise TypeError(
-                f"{kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; all arrays must share one dtype"
-            )
-        if not a.flags.c_contiguous:
-            raise ValueError(
-                f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                f"for shape {a.shape}); pass np.ascontiguousarray({name})"
-            )
-        if output and not a.flags.writeable:
-            raise ValueError(f"{kernel}: output {name} is read-only")
-
     def full(self, name, a, output):
-        self._basic(name, a, output)
-        if a.shape != (self.N, self.C, self.S):
-            raise ValueError(
-                f"{self.kernel}: {name} has shape {a.shape}, expected {(self.N, self.C, self.S)} (the input's)"
-            )
+        check_array(self.kernel, name, a, None, self.dtype, output)
+        check_shape(self.kernel, name, a, (self.N, self.C, self.S))
 
     def channel(self, name, a, output, optional):
         if a is None:
             if optional:
                 return
             raise TypeError(f"{self.kernel}: {name} is required, got None")
-        self._basic(name, a, output)
-        if a.shape != (self.C,):
-            raise ValueError(
-                f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) (one value per channel of the input)"
-            )
+        check_array(self.kernel, name, a, None, self.dtype, output)
+        check_shape(self.kernel, name, a, (self.C,))
 
 
 def _inv_sqrt(v):

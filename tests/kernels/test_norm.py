@@ -154,7 +154,7 @@ def bad_calls():
         ({"x": [[[0.0]]]}, TypeError, "numpy array"),
         ({"x": np.zeros((2, 3, 8), np.float32)[:, :, ::2]}, ValueError, "C-contiguous"),
         ({"out": np.empty((2, 3, 5), np.float32)}, ValueError, r"out has shape \(2, 3, 5\)"),
-        ({"out": np.empty_like(x, dtype=np.float64)}, TypeError, "dtype float64, but the input has float32"),
+        ({"out": np.empty_like(x, dtype=np.float64)}, TypeError, "out has dtype float64, expected float32"),
         ({"weight": np.zeros(4, np.float32)}, ValueError, r"weight has shape \(4,\), expected \(3,\)"),
         ({"save_mean": None}, TypeError, "save_mean is required"),
         ({"running_var": None}, ValueError, "both be given"),
