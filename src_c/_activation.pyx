@@ -24,7 +24,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, fabs, log, tanh
 
-from _checks cimport check_array, check_like, check_threads
+from _checks cimport check_alike, check_threads
 
 cnp.import_array()
 
@@ -325,18 +325,6 @@ cdef void _softmax_backward(const floating *y, const floating *g, floating *gi, 
 
 # --------------------------------------------------------------------------- validation
 
-cdef int _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim) except -1:
-    """Check float arrays of one dtype and one shape (the last n_outputs writable; ndim
-    required when >= 0); return the dtype's type number."""
-    cdef Py_ssize_t k, n = len(arrays)
-    cdef int typenum = -1
-    for k in range(n):
-        typenum = check_array(kernel, names[k], arrays[k], ndim, typenum, k >= n - n_outputs)
-        if k:
-            check_like(kernel, names[k], arrays[k], names[0], arrays[0])
-    return typenum
-
-
 cdef inline int _threads(str kernel, object n_threads) except -1:
     return check_threads(kernel, n_threads)
 
@@ -346,7 +334,7 @@ cdef void *_ptr(cnp.ndarray a) noexcept:
 
 
 cdef _run_forward(str kernel, int op, x, out, double slope, n_threads):
-    cdef int t = _checked(kernel, ("x", "out"), (x, out), 1, -1)
+    cdef int t = check_alike(kernel, ("x", "out"), (x, out), 1, -1)
     cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef void *px = _ptr(x)
@@ -363,7 +351,7 @@ cdef _run_forward(str kernel, int op, x, out, double slope, n_threads):
 
 cdef _run_backward(str kernel, str saved_name, int op, saved, grad_out, grad_input,
                    double slope, n_threads):
-    cdef int t = _checked(kernel, (saved_name, "grad_out", "grad_input"),
+    cdef int t = check_alike(kernel, (saved_name, "grad_out", "grad_input"),
                           (saved, grad_out, grad_input), 1, -1)
     cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>saved)
@@ -465,7 +453,7 @@ def tanh_backward(out, grad_out, grad_input, n_threads=1):
 
 
 cdef _run_softmax(str kernel, bint log_out, x, out, n_threads):
-    cdef int t = _checked(kernel, ("x", "out"), (x, out), 1, 2)
+    cdef int t = check_alike(kernel, ("x", "out"), (x, out), 1, 2)
     cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t rows = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
     cdef Py_ssize_t cols = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
@@ -482,7 +470,7 @@ cdef _run_softmax(str kernel, bint log_out, x, out, n_threads):
 
 
 cdef _run_softmax_backward(str kernel, bint log_out, out, grad_out, grad_input, n_threads):
-    cdef int t = _checked(kernel, ("out", "grad_out", "grad_input"), (out, grad_out, grad_input),
+    cdef int t = check_alike(kernel, ("out", "grad_out", "grad_input"), (out, grad_out, grad_input),
                           1, 2)
     cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t rows = cnp.PyArray_DIMS(<cnp.ndarray>out)[0]

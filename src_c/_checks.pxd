@@ -2,13 +2,15 @@
 # one message per fault (fastgrad/reference/_checks.py says the same words for the
 # pure-Python twins). Every check names the kernel and the argument and raises
 #   TypeError   not an ndarray; not float32/float64; a dtype unlike the call's others;
-#               an integer argument that is not an integer
+#               an integer argument that is not an integer; a scalar that is not a number
 #   ValueError  wrong number of dimensions or shape; not C-contiguous; a read-only
-#               output; an output sharing memory with an input; a count out of range
+#               output; an output sharing memory with an input; a count out of range;
+#               a scalar that must be finite and >= 0 and is not
 # before any compiled loop runs. Inline functions of plain C-API reads: at batch 1 these
 # checks are a good part of a kernel's cost.
 
 cimport numpy as cnp
+from libc.math cimport INFINITY
 
 cdef extern from *:
     """
@@ -78,6 +80,20 @@ cdef inline int check_like(str kernel, str name, object arr, str first_name,
     return 0
 
 
+cdef inline int check_alike(str kernel, tuple names, tuple arrays, int n_outputs,
+                            int ndim) except -1:
+    """check_array for each of ``arrays`` (named by ``names``), the last ``n_outputs`` of
+    them outputs, all of the first one's dtype (float32 or float64) and shape (check_like);
+    returns the dtype's type number."""
+    cdef Py_ssize_t k, n = len(arrays)
+    cdef int typenum = -1
+    for k in range(n):
+        typenum = check_array(kernel, names[k], arrays[k], ndim, typenum, k >= n - n_outputs)
+        if k:
+            check_like(kernel, names[k], arrays[k], names[0], arrays[0])
+    return typenum
+
+
 cdef inline bint overlaps(object a, object b) noexcept:
     """The memory of two C-contiguous ndarrays intersects (None: never)."""
     if a is None or b is None:
@@ -95,6 +111,43 @@ cdef inline int check_disjoint(str kernel, str out_name, object out, str name,
     if overlaps(out, a):
         raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
     return 0
+
+
+cdef inline bint same_memory(object a, object b) noexcept:
+    """Two ndarrays that are one array in memory: the same first byte, shape and dtype."""
+    return (cnp.PyArray_DATA(<cnp.ndarray>a) == cnp.PyArray_DATA(<cnp.ndarray>b)
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.PyArray_TYPE(<cnp.ndarray>b)
+            and same_shape(a, b))
+
+
+cdef inline int check_apart(str kernel, tuple outputs, tuple inputs, tuple in_place) except -1:
+    """No output of ``outputs`` ((name, array) pairs, the array None when absent) shares
+    memory with an input of ``inputs`` or an earlier output (each output checked against
+    the inputs, then the outputs before it); a (output name, input name) pair of
+    ``in_place`` lets that output be exactly that input (same_memory)."""
+    cdef Py_ssize_t i
+    for i in range(len(outputs)):
+        name, out = outputs[i]
+        for other_name, other in inputs + outputs[:i]:
+            if overlaps(out, other) and not ((name, other_name) in in_place and same_memory(out, other)):
+                raise ValueError(f"{kernel}: {name} overlaps {other_name} in memory")
+    return 0
+
+
+cdef inline double check_number(str kernel, str name, object value, bint nonnegative) except? -1:
+    """A scalar hyperparameter (a Python or numpy number, not a bool) as a C double; with
+    ``nonnegative`` it must also be finite and >= 0 (an eps or a momentum: NaN, inf or a
+    negative value there is a mistake)."""
+    cdef double v
+    if value is None or isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
+    if nonnegative and not (v >= 0 and v != INFINITY):
+        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
+    return v
 
 
 cdef inline int check_threads(str kernel, object n_threads) except -1:

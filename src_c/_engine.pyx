@@ -10,6 +10,8 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 
+from _checks cimport check_array, check_like
+
 cnp.import_array()
 
 # the fastest code of this module is AVX2+FMA: an AVX-512 CPU runs that (_simd_level says so)
@@ -48,20 +50,11 @@ def accumulate(dst, src):
             _add_into_buffer(&d64[0], &s64[0], d64.shape[0])
 
 
-cdef _check_accumulate(dst, src):
-    for name, a in (("dst", dst), ("src", src)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"accumulate: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"accumulate: {name} must be float32 or float64, got {a.dtype}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"accumulate: {name} must be C-contiguous")
-    if dst.dtype != src.dtype:
-        raise TypeError(f"accumulate: dtypes differ: dst {dst.dtype}, src {src.dtype}")
-    if dst.shape != src.shape:
-        raise ValueError(f"accumulate: shapes differ: dst {dst.shape}, src {src.shape}")
-    if not dst.flags.writeable:
-        raise ValueError("accumulate: dst is read-only")
+cdef int _check_accumulate(dst, src) except -1:
+    """dst: a writable float array; src: one of its dtype and shape."""
+    cdef int t = check_array("accumulate", "dst", dst, -1, -1, True)
+    check_array("accumulate", "src", src, -1, t, False)
+    return check_like("accumulate", "src", src, "dst", dst)
 
 
 cdef inline _add_into(dst, grad):

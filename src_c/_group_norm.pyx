@@ -20,7 +20,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, sqrt
 
-from _checks cimport check_threads
+from _checks cimport check_apart, check_array, check_like, check_number, check_shape, check_threads
 
 cnp.import_array()
 
@@ -31,52 +31,6 @@ cdef Py_ssize_t PARALLEL_MIN = 1 << 16
 
 # --------------------------------------------------------------------------- validation
 
-def _array(str kernel, str name, a, dtype=None, shape=None, int ndim=-1, bint writable=False,
-            bint optional=False):
-    if a is None and optional:
-        return
-    if not cnp.PyArray_Check(a):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float32 and a.dtype != np.float64:
-        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but x has {dtype}; all arrays must share one dtype")
-    if ndim >= 0 and a.ndim != ndim:
-        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {a.shape}")
-    if shape is not None and a.shape != shape:
-        raise ValueError(f"{kernel}: {name} must have shape {shape}, got {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} for shape {a.shape})")
-    if writable and not a.flags.writeable:
-        raise ValueError(f"{kernel}: output {name} is read-only")
-
-
-def _disjoint(kernel, outputs, inputs):
-    """Every output array apart from every input and every other output: the loops read
-    inputs after writing outputs (statistics, then the affine map; gradients, then sums)."""
-    for i, (name, a) in enumerate(outputs):
-        if a is None:
-            continue
-        for other, b in inputs + outputs[i + 1:]:
-            if b is not None and np.may_share_memory(a, b):
-                raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
-
-
-
-
-cdef double _eps(str kernel, object eps) except? -1:
-    if isinstance(eps, (bool, str, bytes)) or eps is None:
-        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}")
-    cdef double value
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}") from None
-    if not value >= 0 or value == INFINITY:
-        raise ValueError(f"{kernel}: eps must be finite and >= 0, got {eps!r}")
-    return value
-
-
 cdef Py_ssize_t _groups(str kernel, x, num_groups) except -1:
     if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
         raise TypeError(f"{kernel}: num_groups must be an integer, got {num_groups!r}")
@@ -84,6 +38,49 @@ cdef Py_ssize_t _groups(str kernel, x, num_groups) except -1:
     if num_groups < 1 or c % num_groups:
         raise ValueError(f"{kernel}: num_groups={num_groups} must be >= 1 and divide the {c} channels of x")
     return <Py_ssize_t>num_groups
+
+
+cdef int _check_sized(str kernel, int t, tuple arrays, tuple shape, bint output, bint optional) except -1:
+    """Arrays ((name, array) pairs; None allowed when ``optional``) of type number ``t``
+    and ``shape``: the affine parameters and their gradients, the saved statistics."""
+    for name, a in arrays:
+        if a is None and optional:
+            continue
+        check_array(kernel, name, a, -1, t, output)
+        check_shape(kernel, name, a, shape)
+    return 0
+
+
+cdef int _check_forward(str k, int t, x, weight, bias, out, mean, rstd, tuple param_shape,
+                        tuple stats_shape) except -1:
+    """A forward call's arrays after x (checked before, of type number ``t``): the affine
+    parameters (of param_shape, or None), out like x, the statistics (stats_shape), and no
+    output sharing memory with another argument (the loops read inputs after writing
+    outputs: statistics, then the affine map)."""
+    _check_sized(k, t, (("weight", weight), ("bias", bias)), param_shape, False, True)
+    check_array(k, "out", out, -1, t, True)
+    check_like(k, "out", out, "x", x)
+    _check_sized(k, t, (("mean", mean), ("rstd", rstd)), stats_shape, True, False)
+    check_apart(k, (("out", out), ("mean", mean), ("rstd", rstd)),
+                (("x", x), ("weight", weight), ("bias", bias)), ())
+    return 0
+
+
+cdef int _check_backward(str k, int t, x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias,
+                         tuple param_shape, tuple stats_shape) except -1:
+    """A backward call's arrays after x, as _check_forward's: grad_out and grad_input like
+    x, the parameter gradients (of param_shape, or None); no output sharing memory with
+    another argument (gradients, then sums)."""
+    check_array(k, "grad_out", grad_out, -1, t, False)
+    check_like(k, "grad_out", grad_out, "x", x)
+    _check_sized(k, t, (("weight", weight),), param_shape, False, True)
+    _check_sized(k, t, (("mean", mean), ("rstd", rstd)), stats_shape, False, False)
+    check_array(k, "grad_input", grad_input, -1, t, True)
+    check_like(k, "grad_input", grad_input, "x", x)
+    _check_sized(k, t, (("grad_weight", grad_weight), ("grad_bias", grad_bias)), param_shape, True, True)
+    check_apart(k, (("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)),
+                (("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)), ())
+    return 0
 
 
 cdef inline void *_data(a) noexcept:
@@ -259,15 +256,10 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     out: OUT, like x, fresh. mean, rstd: OUT, (R,), fresh.
     """
     cdef str k = "layer_norm_forward"
-    _array(k, "x", x, ndim=2)
+    cdef int t = check_array(k, "x", x, 2, -1, False)
     rows, width = x.shape
-    _array(k, "weight", weight, x.dtype, (width,), optional=True)
-    _array(k, "bias", bias, x.dtype, (width,), optional=True)
-    _array(k, "out", out, x.dtype, x.shape, writable=True)
-    _array(k, "mean", mean, x.dtype, (rows,), writable=True)
-    _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
-    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
-    cdef double e = _eps(k, eps)
+    _check_forward(k, t, x, weight, bias, out, mean, rstd, (width,), (rows,))
+    cdef double e = check_number(k, "eps", eps, True)
     cdef int nt = check_threads(k, n_threads)
     # each row is a group of K runs of one element, parameters 0..K-1
     _run_forward(x, weight, bias, out, mean, rstd, rows, width, 1, 1, e, nt)
@@ -282,17 +274,10 @@ def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight
     grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (K,) or None, fresh.
     """
     cdef str k = "layer_norm_backward"
-    _array(k, "x", x, ndim=2)
+    cdef int t = check_array(k, "x", x, 2, -1, False)
     rows, width = x.shape
-    _array(k, "grad_out", grad_out, x.dtype, x.shape)
-    _array(k, "weight", weight, x.dtype, (width,), optional=True)
-    _array(k, "mean", mean, x.dtype, (rows,))
-    _array(k, "rstd", rstd, x.dtype, (rows,))
-    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
-    _array(k, "grad_weight", grad_weight, x.dtype, (width,), writable=True, optional=True)
-    _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
-    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    _check_backward(k, t, x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, (width,),
+                    (rows,))
     cdef int nt = check_threads(k, n_threads)
     _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, rows, width, 1, 1,
                   width, nt)
@@ -307,16 +292,11 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     out: OUT, like x, fresh. mean, rstd: OUT, (N, G), fresh.
     """
     cdef str k = "group_norm_forward"
-    _array(k, "x", x, ndim=3)
+    cdef int t = check_array(k, "x", x, 3, -1, False)
     n, c, s = x.shape
     cdef Py_ssize_t g = _groups(k, x, num_groups)
-    _array(k, "weight", weight, x.dtype, (c,), optional=True)
-    _array(k, "bias", bias, x.dtype, (c,), optional=True)
-    _array(k, "out", out, x.dtype, x.shape, writable=True)
-    _array(k, "mean", mean, x.dtype, (n, g), writable=True)
-    _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
-    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
-    cdef double e = _eps(k, eps)
+    _check_forward(k, t, x, weight, bias, out, mean, rstd, (c,), (n, g))
+    cdef double e = check_number(k, "eps", eps, True)
     cdef int nt = check_threads(k, n_threads)
     # group (n, g) holds channels g*C/G .. (g+1)*C/G - 1: C/G runs of S elements
     _run_forward(x, weight, bias, out, mean, rstd, n * g, c // g, s, g, e, nt)
@@ -331,18 +311,11 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (C,) or None, fresh.
     """
     cdef str k = "group_norm_backward"
-    _array(k, "x", x, ndim=3)
+    cdef int t = check_array(k, "x", x, 3, -1, False)
     n, c, s = x.shape
     cdef Py_ssize_t g = _groups(k, x, num_groups)
-    _array(k, "grad_out", grad_out, x.dtype, x.shape)
-    _array(k, "weight", weight, x.dtype, (c,), optional=True)
-    _array(k, "mean", mean, x.dtype, (n, g))
-    _array(k, "rstd", rstd, x.dtype, (n, g))
-    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
-    _array(k, "grad_weight", grad_weight, x.dtype, (c,), writable=True, optional=True)
-    _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
-    _disjoint(k, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-              [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)])
+    _check_backward(k, t, x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, (c,),
+                    (n, g))
     cdef int nt = check_threads(k, n_threads)
     _run_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, n * g, c // g, s, g,
                   c, nt)

@@ -23,7 +23,7 @@ from cython.parallel cimport prange
 from libc.math cimport NAN, exp, fabs, log, log1p, log1pf
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t
 
-from _checks cimport check_array, check_disjoint, check_shape, check_threads
+from _checks cimport check_apart, check_array, check_shape, check_threads
 
 cnp.import_array()
 
@@ -104,16 +104,6 @@ cdef void *_weights(str kernel, object weight, object dtype, Py_ssize_t n_classe
 
 cdef inline int _threads(str kernel, object n_threads) except -1:
     return check_threads(kernel, n_threads)
-
-
-cdef _disjoint(str kernel, tuple outputs, tuple inputs):
-    """Refuse an output (name, array or None) that shares memory with an input or an
-    earlier output: the loops read inputs while writing outputs, row by row."""
-    cdef Py_ssize_t i
-    for i in range(len(outputs)):
-        out_name, out = outputs[i]
-        for name, a in inputs + outputs[:i]:
-            check_disjoint(kernel, out_name, out, name, a)
 
 
 cdef inline void *_ptr(object a) noexcept:
@@ -315,8 +305,8 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
     if grad is not None:
         _float_array(k, "grad", grad, dtype, (N, C), True)
     cdef int nt = _threads(k, n_threads)
-    _disjoint(k, (("losses", losses), ("grad", grad)),
-              (("logits", logits), ("target", target), ("weight", weight)))
+    check_apart(k, (("losses", losses), ("grad", grad)),
+                (("logits", logits), ("target", target), ("weight", weight)), ())
     _check_targets(k, target, C, ignore)
     cdef const int64_t *pt = <const int64_t *>_ptr(target)
     cdef void *pz = _ptr(logits)
@@ -393,8 +383,8 @@ def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=
     cdef void *pw = _weights(k, weight, dtype, C)
     _float_array(k, "losses", losses, dtype, (N,), True)
     _threads(k, n_threads)
-    _disjoint(k, (("losses", losses),),
-              (("log_probs", log_probs), ("target", target), ("weight", weight)))
+    check_apart(k, (("losses", losses),),
+                (("log_probs", log_probs), ("target", target), ("weight", weight)), ())
     _check_targets(k, target, C, ignore)
     cdef const int64_t *pt = <const int64_t *>_ptr(target)
     cdef void *pz = _ptr(log_probs)
@@ -430,8 +420,8 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
     cdef void *pw = _weights(k, weight, dtype, C)
     _float_array(k, "grad_losses", grad_losses, dtype, (N,), False)
     _threads(k, n_threads)
-    _disjoint(k, (("grad_input", grad_input),),
-              (("target", target), ("weight", weight), ("grad_losses", grad_losses)))
+    check_apart(k, (("grad_input", grad_input),),
+                (("target", target), ("weight", weight), ("grad_losses", grad_losses)), ())
     _check_targets(k, target, C, ignore)
     cdef const int64_t *pt = <const int64_t *>_ptr(target)
     cdef void *pgl = _ptr(grad_losses)
@@ -488,7 +478,7 @@ def mse_loss_forward(input, target, diff, squares, n_threads=1):
     if squares is not None:
         _float_array(k, "squares", squares, dtype, shape, True)
     cdef int nt = _threads(k, n_threads)
-    _disjoint(k, (("diff", diff), ("squares", squares)), (("input", input), ("target", target)))
+    check_apart(k, (("diff", diff), ("squares", squares)), (("input", input), ("target", target)), ())
     cdef Py_ssize_t n = input.size
     cdef void *px = _ptr(input)
     cdef void *py = _ptr(target)
@@ -554,7 +544,7 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
     except (TypeError, ValueError):
         raise TypeError(f"{k}: scale must be a number, got {scale!r}") from None
     cdef int nt = _threads(k, n_threads)
-    _disjoint(k, (("grad_input", grad_input),), (("diff", diff), ("grad_loss", grad_loss)))
+    check_apart(k, (("grad_input", grad_input),), (("diff", diff), ("grad_loss", grad_loss)), ())
     cdef Py_ssize_t n = diff.size
     cdef void *pd = _ptr(diff)
     cdef void *pg = _ptr(grad_loss)
@@ -658,9 +648,9 @@ def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, 
     except (TypeError, ValueError):
         raise TypeError(f"{k}: grad_scale must be a number, got {grad_scale!r}") from None
     cdef int nt = _threads(k, n_threads)
-    _disjoint(k, (("losses", losses), ("grad", grad)),
-              (("input", input), ("target", target), ("weight", weight),
-               ("pos_weight", pos_weight)))
+    check_apart(k, (("losses", losses), ("grad", grad)),
+                (("input", input), ("target", target), ("weight", weight),
+                 ("pos_weight", pos_weight)), ())
     cdef void *px = _ptr(input)
     cdef void *py = _ptr(target)
     cdef void *pw = _ptr(weight) if weight is not None else NULL

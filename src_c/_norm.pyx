@@ -20,15 +20,13 @@
 #   a channel's values are all read before any of them is written; any other overlap
 #   between an output and another argument is refused.
 
-import math
-
 import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
 
-from _checks cimport check_threads
+from _checks cimport check_apart, check_array, check_number, check_shape, check_threads
 
 cnp.import_array()
 
@@ -261,37 +259,20 @@ cdef void _backward(const floating *g, const floating *x, Py_ssize_t N, Py_ssize
 cdef class _Checker:
     """Checks a kernel's arrays against the first one's dtype and (N, C, S) shape."""
     cdef str kernel
+    cdef int typenum
     cdef object dtype
     cdef Py_ssize_t N, C, S
 
     def __init__(self, str kernel, str name, x):
         self.kernel = kernel
-        self._basic(name, x, False)
-        if x.ndim != 3:
-            raise ValueError(f"{kernel}: {name} must have 3 dimensions (N, C, S), got shape {x.shape}")
+        self.typenum = check_array(kernel, name, x, 3, -1, False)
         self.dtype = x.dtype
         self.N, self.C, self.S = x.shape[0], x.shape[1], x.shape[2]
 
-    cdef _basic(self, str name, a, bint output):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{self.kernel}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"{self.kernel}: {name} must be float32 or float64, got {a.dtype}")
-        if self.dtype is not None and a.dtype != self.dtype:
-            raise TypeError(f"{self.kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; "
-                            "all arrays must share one dtype")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{self.kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                             f"for shape {a.shape}); pass np.ascontiguousarray({name})")
-        if output and not a.flags.writeable:
-            raise ValueError(f"{self.kernel}: output {name} is read-only")
-
     cdef void *full(self, str name, a, bint output) except? NULL:
         """An (N, C, S) array: its data pointer."""
-        self._basic(name, a, output)
-        if a.shape != (self.N, self.C, self.S):
-            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected "
-                             f"{(self.N, self.C, self.S)} (the input's)")
+        check_array(self.kernel, name, a, -1, self.typenum, output)
+        check_shape(self.kernel, name, a, (self.N, self.C, self.S))
         return cnp.PyArray_DATA(a)
 
     cdef void *channel(self, str name, a, bint output, bint optional) except? NULL:
@@ -300,51 +281,13 @@ cdef class _Checker:
             if optional:
                 return NULL
             raise TypeError(f"{self.kernel}: {name} is required, got None")
-        self._basic(name, a, output)
-        if a.shape != (self.C,):
-            raise ValueError(f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) "
-                             "(one value per channel of the input)")
+        check_array(self.kernel, name, a, -1, self.typenum, output)
+        check_shape(self.kernel, name, a, (self.C,))
         return cnp.PyArray_DATA(a)
 
 
 cdef inline int _threads(str kernel, object n_threads) except -1:
     return check_threads(kernel, n_threads)
-
-
-cdef double _number(str kernel, str name, object value) except? -1:
-    """A finite, non-negative float: NaN, inf or a negative momentum or eps is a mistake."""
-    cdef double v
-    if isinstance(value, bool):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
-def _separate(str kernel, outputs, inputs, in_place=()):
-    """Refuse an output sharing memory with any other argument: the kernels read a
-    channel's per-channel values while writing others. A (name, input name) pair of
-    ``in_place`` lets that output be exactly that input (same memory, same shape)."""
-    arrays = [(n, a) for n, a in list(outputs) + list(inputs) if a is not None]
-    for name, out in outputs:
-        if out is None:
-            continue
-        for other_name, other in arrays:
-            if other_name == name or not np.may_share_memory(out, other):
-                continue
-            if (name, other_name) in in_place and _same_memory(out, other):
-                continue
-            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a "
-                             "separate array")
-
-
-def _same_memory(a, b):
-    return (a.shape == b.shape and a.dtype == b.dtype and
-            a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 # --------------------------------------------------------------------------- public kernels
@@ -376,12 +319,12 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{kernel}: running_mean and running_var must both be given or both be None")
-    cdef double mom = _number(kernel, "momentum", momentum)
-    cdef double epsilon = _number(kernel, "eps", eps)
+    cdef double mom = check_number(kernel, "momentum", momentum, True)
+    cdef double epsilon = check_number(kernel, "eps", eps, True)
     cdef int nt = _threads(kernel, n_threads)
-    _separate(kernel, [("out", out), ("running_mean", running_mean), ("running_var", running_var),
-                       ("save_mean", save_mean), ("save_invstd", save_invstd)],
-              [("x", x), ("weight", weight), ("bias", bias)], in_place=[("out", "x")])
+    check_apart(kernel, (("out", out), ("running_mean", running_mean), ("running_var", running_var),
+                         ("save_mean", save_mean), ("save_invstd", save_invstd)),
+                (("x", x), ("weight", weight), ("bias", bias)), (("out", "x"),))
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C > 0 and N * S < 1:
         raise ValueError(f"{kernel}: no values per channel (input shape {x.shape}): batch statistics "
@@ -423,11 +366,11 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     cdef void *prm = check.channel("running_mean", running_mean, False, False)
     cdef void *prv = check.channel("running_var", running_var, False, False)
     cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
-    cdef double epsilon = _number(kernel, "eps", eps)
+    cdef double epsilon = check_number(kernel, "eps", eps, True)
     cdef int nt = _threads(kernel, n_threads)
-    _separate(kernel, [("out", out), ("save_invstd", save_invstd)],
-              [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
-               ("running_var", running_var)], in_place=[("out", "x")])
+    check_apart(kernel, (("out", out), ("save_invstd", save_invstd)),
+                (("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                 ("running_var", running_var)), (("out", "x"),))
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C == 0:
         return
@@ -471,9 +414,9 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
     cdef void *pgb = check.channel("grad_bias", grad_bias, True, True)
     cdef bint batch_stats = bool(use_batch_stats)
     cdef int nt = _threads(kernel, n_threads)
-    _separate(kernel, [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-              [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
-               ("save_invstd", save_invstd)], in_place=[("grad_input", "grad_out"), ("grad_input", "x")])
+    check_apart(kernel, (("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)),
+                (("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
+                 ("save_invstd", save_invstd)), (("grad_input", "grad_out"), ("grad_input", "x")))
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C == 0:
         return

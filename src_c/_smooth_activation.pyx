@@ -20,7 +20,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport erfc, exp, expm1, fabs
 
-from _checks cimport check_threads
+from _checks cimport check_alike, check_array, check_like, check_number, check_shape, check_threads
 
 cnp.import_array()
 
@@ -241,54 +241,8 @@ cdef void _backward(int op, const floating *x, const floating *g, floating *gi, 
         _backward_span(op, x + lo, g + lo, gi + lo, min(BLOCK, n - lo), alpha)
 
 
-# --------------------------------------------------------------------------- validation
-
-cdef int _checked(str kernel, tuple names, tuple arrays, int n_outputs, int ndim) except -1:
-    """Float arrays of one dtype and one shape, C-contiguous, the last n_outputs writable
-    (ndim required when >= 0); returns the dtype's type number."""
-    cdef Py_ssize_t k, n = len(arrays)
-    cdef int t, typenum = -1
-    cdef cnp.ndarray a
-    first = None
-    for k in range(n):
-        obj, name = arrays[k], names[k]
-        if not cnp.PyArray_Check(obj):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(obj).__name__}")
-        a = <cnp.ndarray>obj
-        t = cnp.PyArray_TYPE(a)
-        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {obj.dtype}")
-        if ndim >= 0 and cnp.PyArray_NDIM(a) != ndim:
-            raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {obj.shape}")
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {obj.strides} for shape "
-                             f"{obj.shape})")
-        if k >= n - n_outputs and not cnp.PyArray_ISWRITEABLE(a):
-            raise ValueError(f"{kernel}: output {name} is read-only")
-        if first is None:
-            first, typenum = obj, t
-        elif t != typenum:
-            raise TypeError(f"{kernel}: {name} has dtype {obj.dtype}, but {names[0]} has {first.dtype}; "
-                            "all arrays must share one dtype")
-        elif obj.shape != first.shape:
-            raise ValueError(f"{kernel}: {name} has shape {obj.shape}, but {names[0]} has {first.shape}; "
-                             "all arrays must share one shape")
-    return typenum
-
-
-
-
-cdef double _number(str kernel, str name, object value) except? -1:
-    if isinstance(value, (bool, str, bytes)) or value is None:
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
-
-
 cdef _run_forward(str kernel, int op, x, out, double alpha, n_threads):
-    cdef int t = _checked(kernel, ("x", "out"), (x, out), 1, -1)
+    cdef int t = check_alike(kernel, ("x", "out"), (x, out), 1, -1)
     cdef int nt = check_threads(kernel, n_threads)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
@@ -304,7 +258,7 @@ cdef _run_forward(str kernel, int op, x, out, double alpha, n_threads):
 
 
 cdef _run_backward(str kernel, int op, x, grad_out, grad_input, double alpha, n_threads):
-    cdef int t = _checked(kernel, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1, -1)
+    cdef int t = check_alike(kernel, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1, -1)
     cdef int nt = check_threads(kernel, n_threads)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
@@ -349,13 +303,13 @@ def silu_backward(x, grad_out, grad_input, n_threads=1):
 
 def elu_forward(x, out, alpha, n_threads=1):
     """out = x if x > 0 else alpha * (exp(x) - 1). x: IN, any shape; out: OUT, fresh."""
-    a = _number("elu_forward", "alpha", alpha)
+    a = check_number("elu_forward", "alpha", alpha, False)
     _run_forward("elu_forward", OP_ELU, x, out, a, n_threads)
 
 
 def elu_backward(x, grad_out, grad_input, alpha, n_threads=1):
     """grad_input = grad_out if x > 0 else grad_out * alpha * exp(x) (x: the forward INPUT)."""
-    a = _number("elu_backward", "alpha", alpha)
+    a = check_number("elu_backward", "alpha", alpha, False)
     _run_backward("elu_backward", OP_ELU, x, grad_out, grad_input, a, n_threads)
 
 
@@ -371,14 +325,6 @@ def hardswish_backward(x, grad_out, grad_input, n_threads=1):
 
 
 # --------------------------------------------------------------------------- PReLU
-
-cdef _check_prelu(str kernel, x, weight):
-    if cnp.PyArray_Check(x) and x.ndim != 3:
-        raise ValueError(f"{kernel}: x must have 3 dimensions (N, C, S), got shape {x.shape}")
-    if cnp.PyArray_Check(weight) and cnp.PyArray_Check(x) and weight.shape != (x.shape[1],):
-        raise ValueError(f"{kernel}: weight must have shape ({x.shape[1]},) (one slope per channel of x), "
-                         f"got {weight.shape}")
-
 
 cdef void _prelu_forward(const floating *x, const floating *w, floating *y, Py_ssize_t n, Py_ssize_t c,
                          Py_ssize_t s) noexcept nogil:
@@ -429,12 +375,9 @@ def prelu_forward(x, weight, out, n_threads=1):
     out: OUT, like x, written fresh.
     """
     cdef str k = "prelu_forward"
-    _checked(k, ("x",), (x,), 0, -1)
-    _check_prelu(k, x, weight)
-    _checked(k, ("weight",), (weight,), 0, -1)
-    cdef int t = _checked(k, ("x", "out"), (x, out), 1, 3)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
+    cdef int t = check_alike(k, ("x", "out"), (x, out), 1, 3)
+    check_array(k, "weight", weight, -1, t, False)
+    check_shape(k, "weight", weight, (x.shape[1],))
     check_threads(k, n_threads)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], s = x.shape[2]
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
@@ -456,11 +399,11 @@ def prelu_backward(x, weight, grad_out, grad_input, grad_weight, n_threads=1):
     grad_weight: OUT, like weight, fresh.
     """
     cdef str k = "prelu_backward"
-    cdef int t = _checked(k, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1, -1)
-    _check_prelu(k, x, weight)
-    _checked(k, ("weight", "grad_weight"), (weight, grad_weight), 1, -1)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
+    cdef int t = check_alike(k, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1, 3)
+    check_array(k, "weight", weight, -1, t, False)
+    check_shape(k, "weight", weight, (x.shape[1],))
+    check_array(k, "grad_weight", grad_weight, -1, t, True)
+    check_like(k, "grad_weight", grad_weight, "weight", weight)
     check_threads(k, n_threads)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], s = x.shape[2]
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)

@@ -11,18 +11,6 @@ from numpy.typing import NDArray
 # float32 or float64 (one dtype per call), C-contiguous
 Array = NDArray[np.floating[Any]]
 
-# argument checks shared by the kernels below
-def _array(
-    kernel: str,
-    name: str,
-    a: Any,
-    dtype: Any = None,
-    shape: Any = None,
-    ndim: int = -1,
-    writable: bool = False,
-    optional: bool = False,
-) -> Any: ...
-def _disjoint(kernel: str, outputs: list[tuple[str, Any]], inputs: list[tuple[str, Any]]) -> None: ...
 def group_norm_backward(
     x: Array,
     grad_out: Array,

@@ -3,7 +3,6 @@ module built for x86-64-v3 lives in ``fastgrad._ext.v3``). The pure-Python twins
 ``fastgrad/reference/norm.py`` have the same names and signatures; the docstrings of
 either say which arrays are IN and OUT."""
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,13 +11,6 @@ from numpy.typing import NDArray
 # float32 or float64 (one dtype per call), C-contiguous
 Array = NDArray[np.floating[Any]]
 
-def _same_memory(a: Array, b: Array) -> bool: ...
-def _separate(
-    kernel: str,
-    outputs: Sequence[tuple[str, Array | None]],
-    inputs: Sequence[tuple[str, Array | None]],
-    in_place: Sequence[tuple[str, str]] = (),
-) -> None: ...
 def batch_norm_backward(
     grad_out: Array,
     x: Array,

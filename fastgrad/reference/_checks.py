@@ -3,10 +3,13 @@ same message per fault as the compiled kernels' src_c/_checks.pxd, so a bad call
 the same exception with the same words on either backend.
 
 TypeError: not an ndarray; not float32/float64; a dtype unlike the call's others; an
-integer argument that is not an integer. ValueError: wrong number of dimensions or
-shape; not C-contiguous; a read-only output; an output sharing memory with an input; a
-count out of range.
+integer argument that is not an integer; a scalar that is not a number. ValueError:
+wrong number of dimensions or shape; not C-contiguous; a read-only output; an output
+sharing memory with an input; a count out of range; a scalar that must be finite and
+>= 0 and is not.
 """
+
+import math
 
 import numpy as np
 
@@ -49,6 +52,18 @@ def check_like(kernel, name, arr, first_name, first):
         raise ValueError(f"{kernel}: {name} has shape {arr.shape}, but {first_name} has {first.shape}; they must match")
 
 
+def check_alike(kernel, names, arrays, n_outputs, ndim=None):
+    """check_array for each of ``arrays`` (named by ``names``), the last ``n_outputs`` of
+    them outputs, all of the first one's dtype (float32 or float64) and shape (check_like);
+    returns the dtype."""
+    dtype = None
+    for k, (name, a) in enumerate(zip(names, arrays)):
+        dtype = check_array(kernel, name, a, ndim, dtype, k >= len(arrays) - n_outputs)
+        if k:
+            check_like(kernel, name, a, names[0], arrays[0])
+    return dtype
+
+
 def overlaps(a, b):
     """The memory of two ndarrays may intersect (None: never)."""
     return a is not None and b is not None and a.size > 0 and b.size > 0 and np.may_share_memory(a, b)
@@ -58,6 +73,41 @@ def check_disjoint(kernel, out_name, out, name, a):
     """The output ``out`` shares no memory with ``a`` (None: absent)."""
     if overlaps(out, a):
         raise ValueError(f"{kernel}: {out_name} overlaps {name} in memory")
+
+
+def same_memory(a, b):
+    """Two ndarrays that are one array in memory: the same first byte, shape and dtype."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.dtype == b.dtype
+        and a.shape == b.shape
+    )
+
+
+def check_apart(kernel, outputs, inputs, in_place=()):
+    """No output of ``outputs`` ((name, array) pairs, the array None when absent) shares
+    memory with an input of ``inputs`` or an earlier output (each output checked against
+    the inputs, then the outputs before it); a (output name, input name) pair of
+    ``in_place`` lets that output be exactly that input (same_memory)."""
+    for i, (name, out) in enumerate(outputs):
+        for other_name, other in tuple(inputs) + tuple(outputs[:i]):
+            if overlaps(out, other) and not ((name, other_name) in in_place and same_memory(out, other)):
+                raise ValueError(f"{kernel}: {name} overlaps {other_name} in memory")
+
+
+def check_number(kernel, name, value, nonnegative=False):
+    """A scalar hyperparameter (a Python or numpy number, not a bool) as a float; with
+    ``nonnegative`` it must also be finite and >= 0 (an eps or a momentum: NaN, inf or a
+    negative value there is a mistake)."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
+    if nonnegative and not (v >= 0 and v != math.inf):
+        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
+    return v
 
 
 def check_threads(kernel, n_threads):

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._checks import check_array, check_like, check_threads
+from ._checks import check_alike, check_threads
 
 __all__ = [
     "relu_forward",
@@ -30,17 +30,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _checked(kernel, names, arrays, n_outputs, ndim=None):
-    """Float arrays of one dtype and one shape, C-contiguous, the last ``n_outputs``
-    writable; returns the dtype."""
-    dtype = None
-    for k, (name, a) in enumerate(zip(names, arrays)):
-        dtype = check_array(kernel, name, a, ndim, dtype, k >= len(arrays) - n_outputs)
-        if k:
-            check_like(kernel, name, a, names[0], arrays[0])
-    return dtype
 
 
 def _slope(kernel, negative_slope):
@@ -63,7 +52,7 @@ def relu_forward(x, out, n_threads=1):
     x: IN, float32/float64, C-contiguous, any shape.
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
-    _checked("relu_forward", ("x", "out"), (x, out), 1)
+    check_alike("relu_forward", ("x", "out"), (x, out), 1)
     check_threads("relu_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
@@ -77,7 +66,7 @@ def relu_backward(out, grad_out, grad_input, n_threads=1):
     out: IN, the output of relu_forward. grad_out: IN, same shape and dtype.
     grad_input: OUT, same shape and dtype, written fresh.
     """
-    _checked("relu_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
+    check_alike("relu_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
     check_threads("relu_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
@@ -92,7 +81,7 @@ def leaky_relu_forward(x, out, negative_slope, n_threads=1):
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
     slope = _slope("leaky_relu_forward", negative_slope)
-    _checked("leaky_relu_forward", ("x", "out"), (x, out), 1)
+    check_alike("leaky_relu_forward", ("x", "out"), (x, out), 1)
     check_threads("leaky_relu_forward", n_threads)
     if x.dtype == np.float32:  # the compiled kernel multiplies in float32
         slope = float(np.float32(slope))
@@ -109,7 +98,7 @@ def leaky_relu_backward(x, grad_out, grad_input, negative_slope, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     slope = _slope("leaky_relu_backward", negative_slope)
-    _checked("leaky_relu_backward", ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
+    check_alike("leaky_relu_backward", ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
     check_threads("leaky_relu_backward", n_threads)
     if x.dtype == np.float32:
         slope = float(np.float32(slope))
@@ -132,7 +121,7 @@ def sigmoid_forward(x, out, n_threads=1):
     x: IN, float32/float64, C-contiguous, any shape.
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
-    _checked("sigmoid_forward", ("x", "out"), (x, out), 1)
+    check_alike("sigmoid_forward", ("x", "out"), (x, out), 1)
     check_threads("sigmoid_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
@@ -146,7 +135,7 @@ def sigmoid_backward(out, grad_out, grad_input, n_threads=1):
     out: IN, the output of sigmoid_forward. grad_out: IN, same shape and dtype.
     grad_input: OUT, same shape and dtype, written fresh.
     """
-    _checked("sigmoid_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
+    check_alike("sigmoid_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
     check_threads("sigmoid_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
@@ -160,7 +149,7 @@ def tanh_forward(x, out, n_threads=1):
     x: IN, float32/float64, C-contiguous, any shape.
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
-    _checked("tanh_forward", ("x", "out"), (x, out), 1)
+    check_alike("tanh_forward", ("x", "out"), (x, out), 1)
     check_threads("tanh_forward", n_threads)
     result = []
     for v in x.reshape(-1).tolist():
@@ -174,7 +163,7 @@ def tanh_backward(out, grad_out, grad_input, n_threads=1):
     out: IN, the output of tanh_forward. grad_out: IN, same shape and dtype.
     grad_input: OUT, same shape and dtype, written fresh.
     """
-    _checked("tanh_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
+    check_alike("tanh_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1)
     check_threads("tanh_backward", n_threads)
     result = []
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
@@ -200,7 +189,7 @@ def softmax_forward(x, out, n_threads=1):
     x: IN, float32/float64, C-contiguous, shape (rows, cols).
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
-    _checked("softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
+    check_alike("softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
     check_threads("softmax_forward", n_threads)
     if x.size == 0:
         return
@@ -221,7 +210,7 @@ def log_softmax_forward(x, out, n_threads=1):
     x: IN, float32/float64, C-contiguous, shape (rows, cols).
     out: OUT, same shape and dtype, written fresh (may be x itself).
     """
-    _checked("log_softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
+    check_alike("log_softmax_forward", ("x", "out"), (x, out), 1, ndim=2)
     check_threads("log_softmax_forward", n_threads)
     if x.size == 0:
         return
@@ -242,7 +231,7 @@ def softmax_backward(out, grad_out, grad_input, n_threads=1):
     out: IN, the output of softmax_forward, shape (rows, cols). grad_out: IN, same shape.
     grad_input: OUT, same shape and dtype, written fresh.
     """
-    _checked("softmax_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, ndim=2)
+    check_alike("softmax_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, ndim=2)
     check_threads("softmax_backward", n_threads)
     if out.size == 0:
         return
@@ -261,7 +250,7 @@ def log_softmax_backward(out, grad_out, grad_input, n_threads=1):
     out: IN, the output of log_softmax_forward, shape (rows, cols). grad_out: IN, same shape.
     grad_input: OUT, same shape and dtype, written fresh.
     """
-    _checked("log_softmax_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, ndim=2)
+    check_alike("log_softmax_backward", ("out", "grad_out", "grad_input"), (out, grad_out, grad_input), 1, ndim=2)
     check_threads("log_softmax_backward", n_threads)
     if out.size == 0:
         return

@@ -9,6 +9,8 @@ input gradient into the right place: the producing node's pending gradient, or t
 
 import numpy as np
 
+from ._checks import check_array, check_like
+
 __all__ = ["accumulate", "backward_walk"]
 
 
@@ -28,19 +30,10 @@ def accumulate(dst, src):
 
 
 def _check_accumulate(dst, src):
-    for name, a in (("dst", dst), ("src", src)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"accumulate: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype not in (np.float32, np.float64):
-            raise TypeError(f"accumulate: {name} must be float32 or float64, got {a.dtype}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"accumulate: {name} must be C-contiguous")
-    if dst.dtype != src.dtype:
-        raise TypeError(f"accumulate: dtypes differ: dst {dst.dtype}, src {src.dtype}")
-    if dst.shape != src.shape:
-        raise ValueError(f"accumulate: shapes differ: dst {dst.shape}, src {src.shape}")
-    if not dst.flags.writeable:
-        raise ValueError("accumulate: dst is read-only")
+    """dst: a writable float array; src: one of its dtype and shape."""
+    dtype = check_array("accumulate", "dst", dst, output=True)
+    check_array("accumulate", "src", src, None, dtype)
+    check_like("accumulate", "src", src, "dst", dst)
 
 
 def _add_into(dst, grad):

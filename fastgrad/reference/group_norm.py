@@ -15,51 +15,9 @@ import math
 
 import numpy as np
 
-from ._checks import check_threads
+from ._checks import check_apart, check_array, check_like, check_number, check_shape, check_threads
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "group_norm_forward", "group_norm_backward"]
-
-
-def _array(kernel, name, a, dtype=None, shape=None, ndim=None, writable=False, optional=False):
-    if a is None and optional:
-        return
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float32 and a.dtype != np.float64:
-        raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
-        raise TypeError(f"{kernel}: {name} has dtype {a.dtype}, but x has {dtype}; all arrays must share one dtype")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {a.shape}")
-    if shape is not None and a.shape != shape:
-        raise ValueError(f"{kernel}: {name} must have shape {shape}, got {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} for shape {a.shape})")
-    if writable and not a.flags.writeable:
-        raise ValueError(f"{kernel}: output {name} is read-only")
-
-
-def _disjoint(kernel, outputs, inputs):
-    """Every output array apart from every input and every other output: the loops read
-    inputs after writing outputs (statistics, then the affine map; gradients, then sums)."""
-    for i, (name, a) in enumerate(outputs):
-        if a is None:
-            continue
-        for other, b in inputs + outputs[i + 1 :]:
-            if b is not None and np.may_share_memory(a, b):
-                raise ValueError(f"{kernel}: {name} shares memory with {other}; pass separate arrays")
-
-
-def _eps(kernel, eps):
-    if isinstance(eps, (bool, str, bytes)) or eps is None:
-        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}")
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: eps must be a number, got {eps!r}") from None
-    if not value >= 0 or value == math.inf:
-        raise ValueError(f"{kernel}: eps must be finite and >= 0, got {eps!r}")
-    return value
 
 
 def _groups(kernel, x, num_groups):
@@ -71,9 +29,46 @@ def _groups(kernel, x, num_groups):
     return int(num_groups)
 
 
-def _check_affine(kernel, x, weight, bias, width):
-    _array(kernel, "weight", weight, x.dtype, (width,), optional=True)
-    _array(kernel, "bias", bias, x.dtype, (width,), optional=True)
+def _check_sized(kernel, dtype, arrays, shape, output, optional):
+    """Arrays ((name, array) pairs; None allowed when ``optional``) of ``dtype`` and
+    ``shape``: the affine parameters and their gradients, the saved statistics."""
+    for name, a in arrays:
+        if a is None and optional:
+            continue
+        check_array(kernel, name, a, None, dtype, output)
+        check_shape(kernel, name, a, shape)
+
+
+def _check_forward(k, dtype, x, weight, bias, out, mean, rstd, param_shape, stats_shape):
+    """A forward call's arrays after x (checked before, of ``dtype``): the affine
+    parameters (of param_shape, or None), out like x, the statistics (stats_shape), and no
+    output sharing memory with another argument (the compiled loops read inputs after
+    writing outputs: statistics, then the affine map)."""
+    _check_sized(k, dtype, (("weight", weight), ("bias", bias)), param_shape, False, True)
+    check_array(k, "out", out, None, dtype, output=True)
+    check_like(k, "out", out, "x", x)
+    _check_sized(k, dtype, (("mean", mean), ("rstd", rstd)), stats_shape, True, False)
+    check_apart(k, (("out", out), ("mean", mean), ("rstd", rstd)), (("x", x), ("weight", weight), ("bias", bias)))
+
+
+def _check_backward(
+    k, dtype, x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, param_shape, stats_shape
+):
+    """A backward call's arrays after x, as _check_forward's: grad_out and grad_input like
+    x, the parameter gradients (of param_shape, or None); no output sharing memory with
+    another argument (gradients, then sums)."""
+    check_array(k, "grad_out", grad_out, None, dtype)
+    check_like(k, "grad_out", grad_out, "x", x)
+    _check_sized(k, dtype, (("weight", weight),), param_shape, False, True)
+    _check_sized(k, dtype, (("mean", mean), ("rstd", rstd)), stats_shape, False, False)
+    check_array(k, "grad_input", grad_input, None, dtype, output=True)
+    check_like(k, "grad_input", grad_input, "x", x)
+    _check_sized(k, dtype, (("grad_weight", grad_weight), ("grad_bias", grad_bias)), param_shape, True, True)
+    check_apart(
+        k,
+        (("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)),
+        (("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)),
+    )
 
 
 def _normalize(xs, lo, hi, eps):
@@ -147,14 +142,10 @@ def layer_norm_forward(x, weight, bias, eps, out, mean, rstd, n_threads=1):
     out: OUT, like x, fresh. mean, rstd: OUT, (R,), fresh.
     """
     k = "layer_norm_forward"
-    _array(k, "x", x, ndim=2)
+    dtype = check_array(k, "x", x, 2)
     rows, width = x.shape
-    _check_affine(k, x, weight, bias, width)
-    _array(k, "out", out, x.dtype, x.shape, writable=True)
-    _array(k, "mean", mean, x.dtype, (rows,), writable=True)
-    _array(k, "rstd", rstd, x.dtype, (rows,), writable=True)
-    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
-    e = _eps(k, eps)
+    _check_forward(k, dtype, x, weight, bias, out, mean, rstd, (width,), (rows,))
+    e = check_number(k, "eps", eps, nonnegative=True)
     check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     b = bias.tolist() if bias is not None else None
@@ -173,20 +164,9 @@ def layer_norm_backward(x, grad_out, weight, mean, rstd, grad_input, grad_weight
     grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (K,) or None, fresh.
     """
     k = "layer_norm_backward"
-    _array(k, "x", x, ndim=2)
+    dtype = check_array(k, "x", x, 2)
     rows, width = x.shape
-    _array(k, "grad_out", grad_out, x.dtype, x.shape)
-    _array(k, "weight", weight, x.dtype, (width,), optional=True)
-    _array(k, "mean", mean, x.dtype, (rows,))
-    _array(k, "rstd", rstd, x.dtype, (rows,))
-    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
-    _array(k, "grad_weight", grad_weight, x.dtype, (width,), writable=True, optional=True)
-    _array(k, "grad_bias", grad_bias, x.dtype, (width,), writable=True, optional=True)
-    _disjoint(
-        k,
-        [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-        [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)],
-    )
+    _check_backward(k, dtype, x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, (width,), (rows,))
     check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     gi, gw, gb = _norm_backward(
@@ -215,15 +195,11 @@ def group_norm_forward(x, weight, bias, num_groups, eps, out, mean, rstd, n_thre
     out: OUT, like x, fresh. mean, rstd: OUT, (N, G), fresh.
     """
     k = "group_norm_forward"
-    _array(k, "x", x, ndim=3)
+    dtype = check_array(k, "x", x, 3)
     n, c, s = x.shape
     g = _groups(k, x, num_groups)
-    _check_affine(k, x, weight, bias, c)
-    _array(k, "out", out, x.dtype, x.shape, writable=True)
-    _array(k, "mean", mean, x.dtype, (n, g), writable=True)
-    _array(k, "rstd", rstd, x.dtype, (n, g), writable=True)
-    _disjoint(k, [("out", out), ("mean", mean), ("rstd", rstd)], [("x", x), ("weight", weight), ("bias", bias)])
-    e = _eps(k, eps)
+    _check_forward(k, dtype, x, weight, bias, out, mean, rstd, (c,), (n, g))
+    e = check_number(k, "eps", eps, nonnegative=True)
     check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     b = bias.tolist() if bias is not None else None
@@ -241,21 +217,10 @@ def group_norm_backward(x, grad_out, weight, mean, rstd, num_groups, grad_input,
     grad_input: OUT, like x, fresh. grad_weight, grad_bias: OUT, (C,) or None, fresh.
     """
     k = "group_norm_backward"
-    _array(k, "x", x, ndim=3)
+    dtype = check_array(k, "x", x, 3)
     n, c, s = x.shape
     g = _groups(k, x, num_groups)
-    _array(k, "grad_out", grad_out, x.dtype, x.shape)
-    _array(k, "weight", weight, x.dtype, (c,), optional=True)
-    _array(k, "mean", mean, x.dtype, (n, g))
-    _array(k, "rstd", rstd, x.dtype, (n, g))
-    _array(k, "grad_input", grad_input, x.dtype, x.shape, writable=True)
-    _array(k, "grad_weight", grad_weight, x.dtype, (c,), writable=True, optional=True)
-    _array(k, "grad_bias", grad_bias, x.dtype, (c,), writable=True, optional=True)
-    _disjoint(
-        k,
-        [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-        [("x", x), ("grad_out", grad_out), ("weight", weight), ("mean", mean), ("rstd", rstd)],
-    )
+    _check_backward(k, dtype, x, grad_out, weight, mean, rstd, grad_input, grad_weight, grad_bias, (c,), (n, g))
     check_threads(k, n_threads)
     w = weight.tolist() if weight is not None else None
     gi, gw, gb = _norm_backward(

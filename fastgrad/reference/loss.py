@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._checks import check_array, check_disjoint, check_shape, check_threads
+from ._checks import check_apart, check_array, check_shape, check_threads
 
 __all__ = [
     "cross_entropy_forward",
@@ -61,12 +61,6 @@ def _weights(kernel, weight, dtype, n_classes):
         return None
     _float_array(kernel, "weight", weight, dtype, (n_classes,), False)
     return weight.tolist()
-
-
-def _disjoint(kernel, outputs, inputs):
-    for i, (out_name, out) in enumerate(outputs):
-        for name, a in inputs + outputs[:i]:
-            check_disjoint(kernel, out_name, out, name, a)
 
 
 def _ignore(kernel, ignore_index):
@@ -175,7 +169,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing,
     if grad is not None:
         _float_array(k, "grad", grad, dtype, (N, C), True)
     check_threads(k, n_threads)
-    _disjoint(k, (("losses", losses), ("grad", grad)), (("logits", logits), ("target", target), ("weight", weight)))
+    check_apart(k, (("losses", losses), ("grad", grad)), (("logits", logits), ("target", target), ("weight", weight)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     w_total = float(C)
@@ -226,7 +220,7 @@ def nll_loss_forward(log_probs, target, weight, ignore_index, losses, n_threads=
     w = _weights(k, weight, dtype, C)
     _float_array(k, "losses", losses, dtype, (N,), True)
     check_threads(k, n_threads)
-    _disjoint(k, (("losses", losses),), (("log_probs", log_probs), ("target", target), ("weight", weight)))
+    check_apart(k, (("losses", losses),), (("log_probs", log_probs), ("target", target), ("weight", weight)))
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     values = []
@@ -259,7 +253,9 @@ def nll_loss_backward(target, weight, ignore_index, grad_losses, grad_input, n_t
     w = _weights(k, weight, dtype, C)
     _float_array(k, "grad_losses", grad_losses, dtype, (N,), False)
     check_threads(k, n_threads)
-    _disjoint(k, (("grad_input", grad_input),), (("target", target), ("weight", weight), ("grad_losses", grad_losses)))
+    check_apart(
+        k, (("grad_input", grad_input),), (("target", target), ("weight", weight), ("grad_losses", grad_losses))
+    )
     targets = target.tolist()
     _check_targets(k, targets, C, ignore)
     values = [0.0] * (N * C)
@@ -288,7 +284,7 @@ def mse_loss_forward(input, target, diff, squares, n_threads=1):
     if squares is not None:
         _float_array(k, "squares", squares, dtype, shape, True)
     check_threads(k, n_threads)
-    _disjoint(k, (("diff", diff), ("squares", squares)), (("input", input), ("target", target)))
+    check_apart(k, (("diff", diff), ("squares", squares)), (("input", input), ("target", target)))
     if input.size == 0:
         return 0.0
     d = []
@@ -325,7 +321,7 @@ def mse_loss_backward(diff, grad_loss, scale, grad_input, n_threads=1):
     _float_array(k, "grad_input", grad_input, dtype, diff.shape, True)
     factor = 2.0 * _number(k, "scale", scale)
     check_threads(k, n_threads)
-    _disjoint(k, (("grad_input", grad_input),), (("diff", diff), ("grad_loss", grad_loss)))
+    check_apart(k, (("grad_input", grad_input),), (("diff", diff), ("grad_loss", grad_loss)))
     if diff.size == 0:
         return
     d = diff.reshape(-1).tolist()
@@ -376,7 +372,7 @@ def binary_cross_entropy_with_logits_forward(input, target, weight, pos_weight, 
         _float_array(k, "grad", grad, dtype, shape, True)
     scale = _number(k, "grad_scale", grad_scale)
     check_threads(k, n_threads)
-    _disjoint(
+    check_apart(
         k,
         (("losses", losses), ("grad", grad)),
         (("input", input), ("target", target), ("weight", weight), ("pos_weight", pos_weight)),

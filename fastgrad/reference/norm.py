@@ -10,9 +10,7 @@ order of the sums; see src_c/_norm.pyx).
 
 import math
 
-import numpy as np
-
-from ._checks import check_threads
+from ._checks import check_apart, check_array, check_number, check_shape, check_threads
 
 __all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_backward"]
 
@@ -21,85 +19,21 @@ class _Checker:
     """Checks a kernel's arrays against the first one's dtype and (N, C, S) shape."""
 
     def __init__(self, kernel, name, x):
-        self.kernel, self.dtype = kernel, None
-        self._basic(name, x, False)
-        if x.ndim != 3:
-            raise ValueError(f"{kernel}: {name} must have 3 dimensions (N, C, S), got shape {x.shape}")
-        self.dtype = x.dtype
+        self.kernel = kernel
+        self.dtype = check_array(kernel, name, x, 3)
         self.N, self.C, self.S = x.shape
 
-    def _basic(self, name, a, output):
-        kernel = self.kernel
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-        if self.dtype is not None and a.dtype != self.dtype:
-            raise TypeError(
-                f"{kernel}: {name} has dtype {a.dtype}, but the input has {self.dtype}; all arrays must share one dtype"
-            )
-        if not a.flags.c_contiguous:
-            raise ValueError(
-                f"{kernel}: {name} must be C-contiguous (got strides {a.strides} "
-                f"for shape {a.shape}); pass np.ascontiguousarray({name})"
-            )
-        if output and not a.flags.writeable:
-            raise ValueError(f"{kernel}: output {name} is read-only")
-
     def full(self, name, a, output):
-        self._basic(name, a, output)
-        if a.shape != (self.N, self.C, self.S):
-            raise ValueError(
-                f"{self.kernel}: {name} has shape {a.shape}, expected {(self.N, self.C, self.S)} (the input's)"
-            )
+        check_array(self.kernel, name, a, None, self.dtype, output)
+        check_shape(self.kernel, name, a, (self.N, self.C, self.S))
 
     def channel(self, name, a, output, optional):
         if a is None:
             if optional:
                 return
             raise TypeError(f"{self.kernel}: {name} is required, got None")
-        self._basic(name, a, output)
-        if a.shape != (self.C,):
-            raise ValueError(
-                f"{self.kernel}: {name} has shape {a.shape}, expected ({self.C},) (one value per channel of the input)"
-            )
-
-
-def _number(kernel, name, value):
-    """A finite, non-negative float: NaN, inf or a negative momentum or eps is a mistake."""
-    if isinstance(value, bool):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{kernel}: {name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
-def _separate(kernel, outputs, inputs, in_place=()):
-    """Refuse an output sharing memory with any other argument (as the compiled twin,
-    whose per-channel reads and writes interleave). A (name, input name) pair of
-    ``in_place`` lets that output be exactly that input (same memory, same shape)."""
-    arrays = [(n, a) for n, a in list(outputs) + list(inputs) if a is not None]
-    for name, out in outputs:
-        if out is None:
-            continue
-        for other_name, other in arrays:
-            if other_name == name or not np.may_share_memory(out, other):
-                continue
-            if (name, other_name) in in_place and _same_memory(out, other):
-                continue
-            raise ValueError(f"{kernel}: output {name} shares memory with {other_name}; pass a separate array")
-
-
-def _same_memory(a, b):
-    return (
-        a.shape == b.shape
-        and a.dtype == b.dtype
-        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-    )
+        check_array(self.kernel, name, a, None, self.dtype, output)
+        check_shape(self.kernel, name, a, (self.C,))
 
 
 def _inv_sqrt(v):
@@ -144,10 +78,10 @@ def batch_norm_forward_train(
     check.channel("save_invstd", save_invstd, True, False)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{kernel}: running_mean and running_var must both be given or both be None")
-    momentum = _number(kernel, "momentum", momentum)
-    eps = _number(kernel, "eps", eps)
+    momentum = check_number(kernel, "momentum", momentum, nonnegative=True)
+    eps = check_number(kernel, "eps", eps, nonnegative=True)
     check_threads(kernel, n_threads)
-    _separate(
+    check_apart(
         kernel,
         [
             ("out", out),
@@ -223,9 +157,9 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     check.channel("running_mean", running_mean, False, False)
     check.channel("running_var", running_var, False, False)
     check.channel("save_invstd", save_invstd, True, False)
-    eps = _number(kernel, "eps", eps)
+    eps = check_number(kernel, "eps", eps, nonnegative=True)
     check_threads(kernel, n_threads)
-    _separate(
+    check_apart(
         kernel,
         [("out", out), ("save_invstd", save_invstd)],
         [("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)],
@@ -268,7 +202,7 @@ def batch_norm_backward(
     check.channel("grad_bias", grad_bias, True, True)
     batch_stats = bool(use_batch_stats)
     check_threads(kernel, n_threads)
-    _separate(
+    check_apart(
         kernel,
         [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
         [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean), ("save_invstd", save_invstd)],

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._checks import check_threads
+from ._checks import check_alike, check_array, check_like, check_number, check_shape, check_threads
 
 __all__ = [
     "gelu_forward",
@@ -32,42 +32,6 @@ _TANH_K = math.sqrt(2.0 / math.pi)
 _TANH_C = 0.044715
 
 
-def _checked(kernel, names, arrays, n_outputs, ndim=None):
-    """Float arrays of one dtype and one shape, C-contiguous, the last n_outputs writable."""
-    dtype = shape = None
-    for k, (name, a) in enumerate(zip(names, arrays)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{kernel}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != np.float32 and a.dtype != np.float64:
-            raise TypeError(f"{kernel}: {name} must be float32 or float64, got {a.dtype}")
-        if ndim is not None and a.ndim != ndim:
-            raise ValueError(f"{kernel}: {name} must have {ndim} dimensions, got shape {a.shape}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{kernel}: {name} must be C-contiguous (got strides {a.strides} for shape {a.shape})")
-        if k >= len(arrays) - n_outputs and not a.flags.writeable:
-            raise ValueError(f"{kernel}: output {name} is read-only")
-        if dtype is None:
-            dtype, shape = a.dtype, a.shape
-        elif a.dtype != dtype:
-            raise TypeError(
-                f"{kernel}: {name} has dtype {a.dtype}, but {names[0]} has {dtype}; all arrays must share one dtype"
-            )
-        elif a.shape != shape:
-            raise ValueError(
-                f"{kernel}: {name} has shape {a.shape}, but {names[0]} has {shape}; all arrays must share one shape"
-            )
-    return dtype
-
-
-def _number(kernel, name, value):
-    if isinstance(value, (bool, str, bytes)) or value is None:
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{kernel}: {name} must be a number, got {value!r}") from None
-
-
 def _exp(x):
     try:
         return math.exp(x)
@@ -83,13 +47,13 @@ def _sigmoid(x):
 
 
 def _map(kernel, x, out, fn, n_threads):
-    _checked(kernel, ("x", "out"), (x, out), 1)
+    check_alike(kernel, ("x", "out"), (x, out), 1)
     check_threads(kernel, n_threads)
     out.reshape(-1)[:] = [fn(v) for v in x.reshape(-1).tolist()]
 
 
 def _map_backward(kernel, x, grad_out, grad_input, fn, n_threads):
-    _checked(kernel, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
+    check_alike(kernel, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
     check_threads(kernel, n_threads)
     grad_input.reshape(-1)[:] = [g * fn(v) for v, g in zip(x.reshape(-1).tolist(), grad_out.reshape(-1).tolist())]
 
@@ -173,13 +137,13 @@ def _expm1(v):
 
 def elu_forward(x, out, alpha, n_threads=1):
     """out = x if x > 0 else alpha * (exp(x) - 1). x: IN, any shape; out: OUT, fresh."""
-    a = _in_dtype_of(x, _number("elu_forward", "alpha", alpha))
+    a = _in_dtype_of(x, check_number("elu_forward", "alpha", alpha))
     _map("elu_forward", x, out, lambda v: v if v > 0 else a * _expm1(v), n_threads)
 
 
 def elu_backward(x, grad_out, grad_input, alpha, n_threads=1):
     """grad_input = grad_out if x > 0 else grad_out * alpha * exp(x) (x: the forward INPUT)."""
-    a = _in_dtype_of(x, _number("elu_backward", "alpha", alpha))
+    a = _in_dtype_of(x, check_number("elu_backward", "alpha", alpha))
     _map_backward("elu_backward", x, grad_out, grad_input, lambda v: 1.0 if v > 0 else a * _exp(v), n_threads)
 
 
@@ -215,15 +179,6 @@ def hardswish_backward(x, grad_out, grad_input, n_threads=1):
 # --------------------------------------------------------------------------- PReLU
 
 
-def _check_prelu(kernel, x, weight):
-    if isinstance(x, np.ndarray) and x.ndim != 3:
-        raise ValueError(f"{kernel}: x must have 3 dimensions (N, C, S), got shape {x.shape}")
-    if isinstance(weight, np.ndarray) and isinstance(x, np.ndarray) and weight.shape != (x.shape[1],):
-        raise ValueError(
-            f"{kernel}: weight must have shape ({x.shape[1]},) (one slope per channel of x), got {weight.shape}"
-        )
-
-
 def prelu_forward(x, weight, out, n_threads=1):
     """out[n, c, s] = x if x > 0 else weight[c] * x.
 
@@ -231,12 +186,9 @@ def prelu_forward(x, weight, out, n_threads=1):
     out: OUT, like x, written fresh.
     """
     k = "prelu_forward"
-    _checked(k, ("x",), (x,), 0)
-    _check_prelu(k, x, weight)
-    _checked(k, ("weight",), (weight,), 0)
-    _checked(k, ("x", "out"), (x, out), 1)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
+    dtype = check_alike(k, ("x", "out"), (x, out), 1, ndim=3)
+    check_array(k, "weight", weight, None, dtype)
+    check_shape(k, "weight", weight, (x.shape[1],))
     check_threads(k, n_threads)
     n, c, s = x.shape
     w = weight.tolist()
@@ -255,11 +207,11 @@ def prelu_backward(x, weight, grad_out, grad_input, grad_weight, n_threads=1):
     grad_weight: OUT, like weight, fresh.
     """
     k = "prelu_backward"
-    _checked(k, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1)
-    _check_prelu(k, x, weight)
-    _checked(k, ("weight", "grad_weight"), (weight, grad_weight), 1)
-    if weight.dtype != x.dtype:
-        raise TypeError(f"{k}: weight has dtype {weight.dtype}, but x has {x.dtype}; all arrays must share one dtype")
+    dtype = check_alike(k, ("x", "grad_out", "grad_input"), (x, grad_out, grad_input), 1, ndim=3)
+    check_array(k, "weight", weight, None, dtype)
+    check_shape(k, "weight", weight, (x.shape[1],))
+    check_array(k, "grad_weight", grad_weight, None, dtype, output=True)
+    check_like(k, "grad_weight", grad_weight, "weight", weight)
     check_threads(k, n_threads)
     n, c, s = x.shape
     w = weight.tolist()

@@ -145,23 +145,23 @@ def test_bad_input_raises(module):
         module.group_norm_forward(x, None, None, 3, 1e-5, x.copy(), m, m.copy())
     with pytest.raises(TypeError, match="group_norm_forward: num_groups must be an integer"):
         module.group_norm_forward(x, None, None, 2.0, 1e-5, x.copy(), m, m.copy())
-    with pytest.raises(ValueError, match=r"group_norm_forward: weight must have shape \(4,\), got \(3,\)"):
+    with pytest.raises(ValueError, match=r"group_norm_forward: weight has shape \(3,\), expected \(4,\)"):
         module.group_norm_forward(x, np.zeros(3, np.float32), None, 2, 1e-5, x.copy(), m, m.copy())
-    with pytest.raises(ValueError, match=r"group_norm_forward: mean must have shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"group_norm_forward: mean has shape \(4,\), expected \(2, 2\)"):
         module.group_norm_forward(x, None, None, 2, 1e-5, x.copy(), np.zeros(4, np.float32), m.copy())
     with pytest.raises(ValueError, match="group_norm_forward: x must have 3 dimensions"):
         module.group_norm_forward(x[0], None, None, 2, 1e-5, x[0].copy(), m, m.copy())
-    with pytest.raises(ValueError, match="eps must be finite and >= 0"):
+    with pytest.raises(ValueError, match="group_norm_forward: eps must be a finite number >= 0"):
         module.group_norm_forward(x, None, None, 2, -1.0, x.copy(), m, m.copy())
     x2 = np.zeros((3, 5), np.float32)
     r = np.zeros(3, np.float32)
-    with pytest.raises(TypeError, match="layer_norm_forward: bias has dtype float64, but x has float32"):
+    with pytest.raises(TypeError, match="layer_norm_forward: bias has dtype float64, expected float32"):
         module.layer_norm_forward(x2, None, np.zeros(5), 1e-5, x2.copy(), r, r.copy())
     with pytest.raises(ValueError, match="layer_norm_backward: grad_input must be C-contiguous"):
         module.layer_norm_backward(x2, x2, None, r, r, np.zeros((5, 3), np.float32).T, None, None)
     ro = r.copy()
     ro.flags.writeable = False
-    with pytest.raises(ValueError, match="layer_norm_forward: output rstd is read-only"):
+    with pytest.raises(ValueError, match="layer_norm_forward: rstd is read-only, but it is an output"):
         module.layer_norm_forward(x2, None, None, 1e-5, x2.copy(), r, ro)
 
 
@@ -170,8 +170,8 @@ def test_outputs_sharing_memory_with_inputs_are_refused(module):
     x = np.zeros((3, 3), np.float32)
     r = np.zeros(3, np.float32)
     w = np.ones(3, np.float32)
-    with pytest.raises(ValueError, match="layer_norm_forward: mean shares memory with weight"):
+    with pytest.raises(ValueError, match="layer_norm_forward: mean overlaps weight in memory"):
         module.layer_norm_forward(x, w, None, 1e-5, x.copy(), w, r)
-    with pytest.raises(ValueError, match="layer_norm_backward: grad_input shares memory with grad_out"):
+    with pytest.raises(ValueError, match="layer_norm_backward: grad_input overlaps grad_out in memory"):
         g = np.ones((3, 3), np.float32)
         module.layer_norm_backward(x, g, None, r, r, g, None, None)

@@ -127,7 +127,7 @@ def test_bad_input_raises(module):
         module.gelu_forward(np.zeros(3, np.int64), np.zeros(3, np.int64), False)
     with pytest.raises(ValueError, match="silu_forward: out has shape \\(3, 2\\), but x has \\(2, 3\\)"):
         module.silu_forward(f32, np.zeros((3, 2), np.float32))
-    with pytest.raises(TypeError, match="elu_backward: grad_out has dtype float64, but x has float32"):
+    with pytest.raises(TypeError, match="elu_backward: grad_out has dtype float64, expected float32"):
         module.elu_backward(f32, np.zeros((2, 3)), f32.copy(), 1.0)
     with pytest.raises(TypeError, match="elu_forward: alpha must be a number"):
         module.elu_forward(f32, f32.copy(), "1")
@@ -135,16 +135,16 @@ def test_bad_input_raises(module):
         module.hardswish_forward(np.zeros((3, 2), np.float32).T, f32.copy())
     ro = f32.copy()
     ro.flags.writeable = False
-    with pytest.raises(ValueError, match="hardswish_forward: output out is read-only"):
+    with pytest.raises(ValueError, match="hardswish_forward: out is read-only, but it is an output"):
         module.hardswish_forward(f32, ro)
     with pytest.raises(ValueError, match="n_threads must be a positive integer"):
         module.silu_forward(f32, f32.copy(), n_threads=0)
     x3 = np.zeros((2, 3, 4), np.float32)
     with pytest.raises(ValueError, match="prelu_forward: x must have 3 dimensions"):
         module.prelu_forward(f32, np.zeros(3, np.float32), f32.copy())
-    with pytest.raises(ValueError, match=r"prelu_forward: weight must have shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"prelu_forward: weight has shape \(4,\), expected \(3,\)"):
         module.prelu_forward(x3, np.zeros(4, np.float32), x3.copy())
-    with pytest.raises(TypeError, match="prelu_backward: weight has dtype float64, but x has float32"):
+    with pytest.raises(TypeError, match="prelu_backward: weight has dtype float64, expected float32"):
         module.prelu_backward(x3, np.zeros(3), x3, x3.copy(), np.zeros(3))
 
 
