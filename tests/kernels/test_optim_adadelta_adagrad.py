@@ -41,7 +41,7 @@ def _run_both(n_roles, dtype, steps, call, shapes=SHAPES, special=False, init=0.
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("weight_decay,maximize,rho", itertools.product([0.0, 0.05], [False, True], [0.9, 0.3]))
+@pytest.mark.parametrize("weight_decay,maximize,rho", list(itertools.product([0.0, 0.05], [False, True], [0.9, 0.3])))
 def test_adadelta_matches_reference(dtype, weight_decay, maximize, rho):
     def call(module, p, g, s, step):
         module.adadelta_step(p, g, s[0], s[1], 1.0, rho, 1e-6, weight_decay, maximize, 1)
@@ -51,7 +51,7 @@ def test_adadelta_matches_reference(dtype, weight_decay, maximize, rho):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    "weight_decay,maximize,lr_decay,init", itertools.product([0.0, 0.05], [False, True], [0.0, 0.1], [0.0, 0.2])
+    "weight_decay,maximize,lr_decay,init", list(itertools.product([0.0, 0.05], [False, True], [0.0, 0.1], [0.0, 0.2]))
 )
 def test_adagrad_matches_reference(dtype, weight_decay, maximize, lr_decay, init):
     def call(module, p, g, s, step):
