@@ -30,6 +30,18 @@ def copies(lists):
     return [[a.copy() for a in arrays] for arrays in lists]
 
 
+def step_both_homes(name, lists, steps, n_threads, call):
+    """``steps`` updates of kernel ``name`` in each home on its own copy of ``lists`` (the
+    compiled one with ``n_threads`` threads); ``call(kernel, lists, step, n)`` makes the
+    call of step 1, 2, ...; after each step both homes must hold the same bits."""
+    comp, ref = both(name)
+    homes = ((comp, lists, n_threads), (ref, copies(lists), 1))
+    for step in range(1, steps + 1):
+        for kernel, arrays, n in homes:
+            call(kernel, arrays, step, n)
+        assert_same_bits(homes[0][1], homes[1][1], f"{name} step {step}")
+
+
 def assert_same_bits(got_lists, expected_lists, what):
     for role, (got, expected) in enumerate(zip(got_lists, expected_lists)):
         for i, (g, e) in enumerate(zip(got, expected)):
@@ -53,15 +65,13 @@ def assert_same_bits(got_lists, expected_lists, what):
 def test_sgd_step(
     shapes, dtype, seed, kind, steps, lr, momentum, dampening, weight_decay, nesterov, maximize, n_threads
 ):
-    comp, ref = both("sgd_step")
     params, grads, (bufs,) = group(rng_of(seed), shapes, dtype, kind, 1)
-    lists = {"compiled": [params, grads, bufs]}
-    lists["reference"] = copies(lists["compiled"])
-    for step in range(steps):
-        for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
-            p, g, b = lists[name]
-            kernel(p, g, b if momentum else [], lr, momentum, dampening, weight_decay, nesterov, maximize, step == 0, n)
-        assert_same_bits(lists["compiled"], lists["reference"], f"sgd step {step + 1}")
+
+    def call(kernel, arrays, step, n):
+        p, g, b = arrays
+        kernel(p, g, b if momentum else [], lr, momentum, dampening, weight_decay, nesterov, maximize, step == 1, n)
+
+    step_both_homes("sgd_step", [params, grads, bufs], steps, n_threads, call)
 
 
 @given(
@@ -82,31 +92,29 @@ def test_sgd_step(
 def test_adam_step(
     shapes, dtype, seed, kind, steps, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, n_threads
 ):
-    comp, ref = both("adam_step")
     params, grads, state = group(rng_of(seed), shapes, dtype, kind, 3)
-    lists = {"compiled": [params, grads] + state}
-    lists["reference"] = copies(lists["compiled"])
-    for step in range(1, steps + 1):
-        for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
-            p, g, m, v, vmax = lists[name]
-            kernel(
-                p,
-                g,
-                m,
-                v,
-                vmax if amsgrad else [],
-                step,
-                lr,
-                betas[0],
-                betas[1],
-                eps,
-                weight_decay,
-                amsgrad,
-                maximize,
-                decoupled,
-                n,
-            )
-        assert_same_bits(lists["compiled"], lists["reference"], f"adam step {step}")
+
+    def call(kernel, arrays, step, n):
+        p, g, m, v, vmax = arrays
+        kernel(
+            p,
+            g,
+            m,
+            v,
+            vmax if amsgrad else [],
+            step,
+            lr,
+            betas[0],
+            betas[1],
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+            decoupled,
+            n,
+        )
+
+    step_both_homes("adam_step", [params, grads] + state, steps, n_threads, call)
 
 
 @given(
@@ -127,30 +135,28 @@ def test_adam_step(
 def test_rmsprop_step(
     shapes, dtype, seed, kind, steps, lr, alpha, eps, weight_decay, momentum, centered, maximize, n_threads
 ):
-    comp, ref = both("rmsprop_step")
     params, grads, state = group(rng_of(seed), shapes, dtype, kind, 3)
     state[1] = [np.zeros_like(a) for a in state[1]]  # grad_avg starts at zero, as RMSprop's
-    lists = {"compiled": [params, grads] + state}
-    lists["reference"] = copies(lists["compiled"])
-    for step in range(steps):
-        for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
-            p, g, sq, ga, buf = lists[name]
-            kernel(
-                p,
-                g,
-                sq,
-                ga if centered else [],
-                buf if momentum else [],
-                lr,
-                alpha,
-                eps,
-                weight_decay,
-                momentum,
-                centered,
-                maximize,
-                n,
-            )
-        assert_same_bits(lists["compiled"], lists["reference"], f"rmsprop step {step + 1}")
+
+    def call(kernel, arrays, step, n):
+        p, g, sq, ga, buf = arrays
+        kernel(
+            p,
+            g,
+            sq,
+            ga if centered else [],
+            buf if momentum else [],
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+            n,
+        )
+
+    step_both_homes("rmsprop_step", [params, grads] + state, steps, n_threads, call)
 
 
 @given(shape=st.lists(st.integers(0, 5), max_size=4).map(tuple), dtype=dtypes, seed=seeds, kind=value_kinds)
@@ -178,15 +184,12 @@ def test_accumulate(shape, dtype, seed, kind):
     n_threads=threads,
 )
 def test_adadelta_step(shapes, dtype, seed, kind, steps, lr, rho, eps, weight_decay, maximize, n_threads):
-    comp, ref = both("adadelta_step")
     params, grads, state = group(rng_of(seed), shapes, dtype, kind, 2)
-    lists = {"compiled": [params, grads] + state}
-    lists["reference"] = copies(lists["compiled"])
-    for step in range(steps):
-        for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
-            p, g, sq, acc = lists[name]
-            kernel(p, g, sq, acc, lr, rho, eps, weight_decay, maximize, n)
-        assert_same_bits(lists["compiled"], lists["reference"], f"adadelta step {step + 1}")
+
+    def call(kernel, arrays, step, n):
+        kernel(*arrays, lr, rho, eps, weight_decay, maximize, n)
+
+    step_both_homes("adadelta_step", [params, grads] + state, steps, n_threads, call)
 
 
 @given(
@@ -203,12 +206,9 @@ def test_adadelta_step(shapes, dtype, seed, kind, steps, lr, rho, eps, weight_de
     n_threads=threads,
 )
 def test_adagrad_step(shapes, dtype, seed, kind, steps, lr, lr_decay, eps, weight_decay, maximize, n_threads):
-    comp, ref = both("adagrad_step")
     params, grads, (sums,) = group(rng_of(seed), shapes, dtype, kind, 1)
-    lists = {"compiled": [params, grads, sums]}
-    lists["reference"] = copies(lists["compiled"])
-    for step in range(1, steps + 1):
-        for name, kernel, n in (("compiled", comp, n_threads), ("reference", ref, 1)):
-            p, g, s = lists[name]
-            kernel(p, g, s, step, lr, lr_decay, eps, weight_decay, maximize, n)
-        assert_same_bits(lists["compiled"], lists["reference"], f"adagrad step {step}")
+
+    def call(kernel, arrays, step, n):
+        kernel(*arrays, step, lr, lr_decay, eps, weight_decay, maximize, n)
+
+    step_both_homes("adagrad_step", [params, grads, sums], steps, n_threads, call)

@@ -126,8 +126,8 @@ def _run_norm(name, x, g, w, b, stats_shape, params_shape, extra, eps, n_threads
     """Forward then backward in both homes; {home: (out, mean, rstd, gi, gw, gb)}."""
     dtype = x.dtype.type
     results = {}
-    kernels = {"compiled": (both(f"{name}_forward")[0], both(f"{name}_backward")[0], n_threads)}
-    kernels["reference"] = (both(f"{name}_forward")[1], both(f"{name}_backward")[1], 1)
+    (fwd_c, fwd_r), (bwd_c, bwd_r) = both(f"{name}_forward"), both(f"{name}_backward")
+    kernels = {"compiled": (fwd_c, bwd_c, n_threads), "reference": (fwd_r, bwd_r, 1)}
     for home, (fwd, bwd, n) in kernels.items():
         out, mean, rstd = sentinel(x.shape, dtype), sentinel(stats_shape, dtype), sentinel(stats_shape, dtype)
         fwd(x, w, b, *extra, eps, out, mean, rstd, n)
