@@ -3,8 +3,9 @@
 # - Layout: the input is seen as (N, C, S), C-contiguous: N samples, C channels, S values
 #   per channel and sample (S = H * W for BatchNorm2d, L for (N, C, L), 1 for (N, C)).
 #   Statistics are per channel, over its N * S values: N contiguous runs of S.
-# - Sums accumulate in double, with four independent partial sums per run so the loop is
-#   not one serial dependency chain; the variance is two-pass, corrected: with m values,
+# - Sums accumulate in double, with sixteen independent partial sums per run
+#   (src_c/norm_sums.h), so the loop vectorizes and is not one serial dependency chain;
+#   the variance is two-pass, corrected: with m values,
 #   mean0 = sum(x) / m first, then d = x - mean0 summed and squared in one pass, and
 #   mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0) (when sum(d) is
 #   finite; a channel holding inf or NaN keeps mean0 and its NaN variance). The correction
@@ -43,65 +44,39 @@ cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
 
 # --------------------------------------------------------------------------- per-run sums
 
+cdef extern from "norm_sums.h" nogil:
+    # lane-parallel double sums that vectorize on every SIMD path (see the header)
+    double fgn_sum_f32(const float *p, Py_ssize_t n)
+    double fgn_sum_f64(const double *p, Py_ssize_t n)
+    double fgn_dev_sums_f32(const float *p, Py_ssize_t n, double mean, double *sum_dev)
+    double fgn_dev_sums_f64(const double *p, Py_ssize_t n, double mean, double *sum_dev)
+    double fgn_dot_dev_f32(const float *g, const float *x, Py_ssize_t n, double mean)
+    double fgn_dot_dev_f64(const double *g, const double *x, Py_ssize_t n, double mean)
+
+
 cdef inline double _run_sum(const floating *p, Py_ssize_t n) noexcept nogil:
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t j = 0
-    while j + 4 <= n:
-        s0 += p[j]
-        s1 += p[j + 1]
-        s2 += p[j + 2]
-        s3 += p[j + 3]
-        j += 4
-    while j < n:
-        s0 += p[j]
-        j += 1
-    return (s0 + s1) + (s2 + s3)
+    if floating is float:
+        return fgn_sum_f32(p, n)
+    else:
+        return fgn_sum_f64(p, n)
 
 
 cdef inline double _run_dev_sums(const floating *p, Py_ssize_t n, double mean,
                                  double *sum_dev) noexcept nogil:
     # sum of (p[j] - mean)^2, returned; sum of (p[j] - mean), added to sum_dev[0]
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
-    cdef double t0 = 0, t1 = 0, t2 = 0, t3 = 0
-    cdef Py_ssize_t j = 0
-    while j + 4 <= n:
-        d0 = p[j] - mean
-        d1 = p[j + 1] - mean
-        d2 = p[j + 2] - mean
-        d3 = p[j + 3] - mean
-        t0 += d0
-        t1 += d1
-        t2 += d2
-        t3 += d3
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        j += 4
-    while j < n:
-        d0 = p[j] - mean
-        t0 += d0
-        s0 += d0 * d0
-        j += 1
-    sum_dev[0] += (t0 + t1) + (t2 + t3)
-    return (s0 + s1) + (s2 + s3)
+    if floating is float:
+        return fgn_dev_sums_f32(p, n, mean, sum_dev)
+    else:
+        return fgn_dev_sums_f64(p, n, mean, sum_dev)
 
 
 cdef inline double _run_dot_dev(const floating *g, const floating *x, Py_ssize_t n,
                                 double mean) noexcept nogil:
     # sum of g[j] * (x[j] - mean)
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t j = 0
-    while j + 4 <= n:
-        s0 += g[j] * (x[j] - mean)
-        s1 += g[j + 1] * (x[j + 1] - mean)
-        s2 += g[j + 2] * (x[j + 2] - mean)
-        s3 += g[j + 3] * (x[j + 3] - mean)
-        j += 4
-    while j < n:
-        s0 += g[j] * (x[j] - mean)
-        j += 1
-    return (s0 + s1) + (s2 + s3)
+    if floating is float:
+        return fgn_dot_dev_f32(g, x, n, mean)
+    else:
+        return fgn_dot_dev_f64(g, x, n, mean)
 
 
 cdef inline void _run_affine(const floating *x, floating *y, Py_ssize_t n, floating mean,
