@@ -154,10 +154,10 @@ class BuildExt(build_ext):
 
 
 def own_sources():
-    """The files every generated C file depends on besides its .pyx: the shared .pxd and
-    C headers of src_c (the Cython directives are in the stamp, the compiler flags in
-    BuildExt's)."""
-    return glob(os.path.join(SRC, "*.pxd")) + glob(os.path.join(SRC, "*.h"))
+    """The files every generated C file depends on besides its .pyx: the shared .pxd, the
+    included .pxi and the C headers of src_c (the Cython directives are in the stamp, the
+    compiler flags in BuildExt's)."""
+    return [path for ext in ("pxd", "pxi", "h") for path in glob(os.path.join(SRC, f"*.{ext}"))]
 
 
 def fresh_c_file(pyx, build_dir, stamp):

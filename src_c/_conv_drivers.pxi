@@ -87,15 +87,26 @@ cdef void _phase_planes(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssiz
     _gather_row(dst + C * p.pnh * p.pnw * plane, src, 0, 0, p.slack, 1, 0)
 
 
-cdef void _phase_offsets(Py_ssize_t chans, Plan *p, Geom *g, Py_ssize_t *off) noexcept nogil:
-    """off[k] for k = (ky, c, kx) (the gemm's depth order) on phase planes (_phase_planes)."""
-    cdef Py_ssize_t c, ky, kx, plane = p.Hp * p.Wp
+cdef void _phase_offsets(Py_ssize_t chans, Plan *p, Geom *g, bint ky_major,
+                         Py_ssize_t *off) noexcept nogil:
+    """off[k], the shift of window element (c, ky, kx) on phase planes (_phase_planes);
+    k = (ky, c, kx) when ky_major (the gemm's depth order), else (c, ky, kx)."""
+    cdef Py_ssize_t c, ky, kx, k, plane = p.Hp * p.Wp
     for c in range(chans):
         for ky in range(g.kh):
             for kx in range(g.kw):
-                off[(ky * chans + c) * g.kw + kx] = (
-                    ((c * p.pnh + ky % p.psh) * p.pnw + kx % p.psw) * plane
-                    + (ky // p.psh) * p.Wp + kx // p.psw)
+                k = ((ky * chans + c) if ky_major else (c * g.kh + ky)) * g.kw + kx
+                off[k] = (((c * p.pnh + ky % p.psh) * p.pnw + kx % p.psw) * plane
+                          + (ky // p.psh) * p.Wp + kx // p.psw)
+
+
+cdef inline void _input_planes(Geom *g, Plan *p, const floating *x, floating *dst) noexcept nogil:
+    """The planes a direct kernel reads one image's input from: padded planes, or phase
+    planes for a stride above 1 (p.psh * p.psw > 1)."""
+    if p.psh * p.psw > 1:
+        _phase_planes(x, g.C, g.H, g.W, dst, p)
+    else:
+        _pad_planes(x, g.C, g.H, g.W, dst, p.Hp, p.Wp, p.top, p.left, p.slack)
 
 
 cdef void _im2col(Geom *g, const floating *src, floating *col, Py_ssize_t ld) noexcept nogil:
@@ -405,10 +416,8 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
     cdef Py_ssize_t grp
     cdef Py_ssize_t a_group = _round_up(p.rows, p.mr) * p.depth
     cdef const floating *b = buf_b
-    if p.direct and p.psh * p.psw > 1:
-        _phase_planes(x, g.C, g.H, g.W, buf_b, p)
-    elif p.direct:
-        _pad_planes(x, g.C, g.H, g.W, buf_b, p.Hp, p.Wp, p.top, p.left, p.slack)
+    if p.direct:
+        _input_planes(g, p, x, buf_b)
     for grp in range(g.G):
         if p.direct:
             b = buf_b + grp * g.Cg * p.pnh * p.pnw * p.Hp * p.Wp
@@ -538,6 +547,7 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
     cdef Py_ssize_t grp, n
     cdef Py_ssize_t P = g.Ho * g.Wo, xs = g.C * g.H * g.W, ys = g.Co * P
     cdef bint flat = p.flat_len > 0
+    cdef Py_ssize_t group_b = g.Cg * p.pnh * p.pnw * p.Hp * p.Wp  # one group's input planes
     if not p.direct:
         for n in range(count):
             for grp in range(g.G):
@@ -547,17 +557,15 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
         return
     if p.lanes_dot:
         for n in range(count):
-            _pad_planes(x + n * xs, g.C, g.H, g.W, buf_b + n * p.img_b, p.Hp, p.Wp, p.top,
-                        p.left, p.slack)
+            _input_planes(g, p, x + n * xs, buf_b + n * p.img_b)
             _transpose_grad(gout + n * ys, g.G, g.M, P, p.ldg, buf_d + n * p.img_d)
         for grp in range(g.G):
             _lanes(p, g.M, g.K, buf_d + grp * P * p.ldg, p.ldg, p.img_d,
-                   buf_b + grp * g.Cg * p.Hp * p.Wp, off, p.Wp, p.img_b, count, g.Ho, g.Wo,
+                   buf_b + grp * group_b, off, p.Wp, p.img_b, count, g.Ho, g.Wo,
                    gw + grp * g.M * g.K, g.K)
         return
     for n in range(count):
-        _pad_planes(x + n * xs, g.C, g.H, g.W, buf_b + n * p.img_b, p.Hp, p.Wp, p.top,
-                    p.left, p.slack)
+        _input_planes(g, p, x + n * xs, buf_b + n * p.img_b)
         # Flat dots multiply the widened gradient's zero columns with real inputs: only
         # when those are finite (0 * inf is NaN).
         flat = flat and _all_finite(x + n * xs, xs)
@@ -567,13 +575,13 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
         for grp in range(g.G):
             # the images of the block are the dot's rows: one reduction over all of them
             _dot(p.level, p.mr, p.nr, g.M, g.K, buf_d + grp * g.M * p.flat_len, p.flat_len, p.img_d,
-                 buf_b + grp * g.Cg * p.Hp * p.Wp, off, p.img_b, count, p.flat_len,
+                 buf_b + grp * group_b, off, p.img_b, count, p.flat_len,
                  gw + grp * g.M * g.K, g.K)
         return
     for grp in range(g.G):
         # row by row, the block's images one after the other in each dot
         _dot(p.level, p.mr, p.nr, g.M, g.K, gout + grp * g.M * P, P, g.Wo,
-             buf_b + grp * g.Cg * p.Hp * p.Wp, off, p.Wp, g.Ho, g.Wo,
+             buf_b + grp * group_b, off, p.Wp, g.Ho, g.Wo,
              gw + grp * g.M * g.K, g.K, count, ys, p.img_b)
 
 
@@ -594,7 +602,7 @@ cdef void _forward_run(Geom *g, Plan *p, const floating *x, const floating *w,
     if p.direct:
         _pack(w, g, p, PACK_FORWARD_DIRECT, off, ap)
         if p.psh * p.psw > 1:
-            _phase_offsets(g.Cg, p, g, off)
+            _phase_offsets(g.Cg, p, g, True, off)
         else:
             _window_offsets(g.Cg, p.Hp, p.Wp, g, True, off)
     else:
@@ -664,7 +672,9 @@ cdef void _backward_weight_run(Geom *g, Plan *p, const floating *x, const floati
     cdef floating *partials = start + p.at_partial   # chunk c > 0 sums into partial c - 1
     cdef floating *part
     cdef Py_ssize_t nw = g.Co * g.K
-    if p.direct:
+    if p.direct and p.psh * p.psw > 1:
+        _phase_offsets(g.Cg, p, g, False, off)
+    elif p.direct:
         _window_offsets(g.Cg, p.Hp, p.Wp, g, False, off)
     else:
         _row_offsets(p.depth, g.Ho * g.Wo, off)

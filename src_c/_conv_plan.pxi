@@ -374,7 +374,7 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
     key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
                 g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
-                _force_flat_dot, _force_lanes_dot, 0]
+                _force_flat_dot, _force_lanes_dot, _force_weight_direct]
     for i in range(_plans_used):
         slot = (_plan_last + i) % _plans_used  # the last one found first
         if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:
@@ -395,7 +395,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     """Choose the path, tile and thread count and lay out the workspace."""
     cdef double flops = 2.0 * g.N * g.Co * g.Ho * g.Wo * g.K
     cdef double dsize, direct_cost, col_cost
-    cdef Py_ssize_t lanes
+    cdef Py_ssize_t lanes, chan_planes
     cdef bint stride1 = g.sh == 1 and g.sw == 1
     p.nthreads = 1
     if flops >= PARALLEL_MIN_FLOPS and g.N > 1 and n_threads > 1:
@@ -442,15 +442,31 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
         _choose_tiles(p, g)
         _gemm_sizes(p, g, kind)
     else:
-        p.direct = stride1
+        # direct: stride 1, or (undilated) any stride over phase planes, as the forward;
+        # not a strided 1x1, whose one phase plane is its im2col matrix: the gemm path's
+        # dots over whole contiguous rows take half the time there (Zen 3, ResNet's 1x1
+        # stride-2 shortcut)
+        p.direct = stride1 or (g.dh == 1 and g.dw == 1 and g.kh * g.kw > 1)
+        if _force_weight_direct >= 0:
+            p.direct = _force_weight_direct == 1 and (stride1 or (g.dh == 1 and g.dw == 1))
         p.rows, p.depth = g.M, g.K
         p.level = fg_simd_level()
         p.chunks = _weight_chunks(g, flops)  # at most; whole blocks of images each
         p.Hp = p.Wp = p.top = p.left = p.slack = 0
-        if p.direct:
+        p.psh = p.psw = p.pnh = p.pnw = 1
+        if p.direct and not stride1:
+            # window element (ky, kx) of output (oy, ox) is element (oy + ky // sh,
+            # ox + kx // sw) of phase plane (c, ky % sh, kx % sw) (see _gemm_geometry)
+            p.psh, p.psw = g.sh, g.sw
+            p.pnh, p.pnw = min(g.sh, g.kh), min(g.sw, g.kw)
+            p.Hp, p.Wp = g.Ho + (g.kh - 1) // g.sh, g.Wo + (g.kw - 1) // g.sw
+            p.top, p.left = g.pt, g.pl
+        elif p.direct:
             p.Hp, p.Wp = g.Ho + g.dh * (g.kh - 1), g.Wo + g.dw * (g.kw - 1)
             p.top, p.left = g.pt, g.pl
-            _dot_tile(p.rows, p.depth, g.Ho * p.Wp, g.Cg * p.Hp * p.Wp, &p.mr, &p.nr)
+        chan_planes = p.pnh * p.pnw * p.Hp * p.Wp  # one channel's input planes
+        if p.direct:
+            _dot_tile(p.rows, p.depth, g.Ho * p.Wp, g.Cg * chan_planes, &p.mr, &p.nr)
         else:
             _dot_tile(p.rows, p.depth, g.Ho * g.Wo, g.K * g.Ho * g.Wo, &p.mr, &p.nr)
         if p.direct:
@@ -462,7 +478,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
                     g.Wo, 16 if fg_simd_level() >= 2 else 8)):
                 p.flat_len = 0
             p.slack = g.dw * (g.kw - 1) + LANES
-            p.img_b = _round_up(g.C * p.Hp * p.Wp + p.slack, ALIGN)
+            p.img_b = _round_up(g.C * chan_planes + p.slack, ALIGN)
             p.img_d = _round_up(g.Co * p.flat_len, ALIGN)
             lanes = 16 if fg_simd_level() >= 2 else 8
             if _force_lanes_dot == 1 or (_force_lanes_dot < 0 and _force_flat_dot < 0 and
@@ -486,7 +502,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             elif p.flat_len:
                 # as many images per block as keep one row panel's data (its rows of the
                 # widened gradient and the padded planes) within ~32 KB of L1
-                p.images = 8192 // (p.mr * p.flat_len + g.Cg * p.Hp * p.Wp + p.slack)
+                p.images = 8192 // (p.mr * p.flat_len + g.Cg * chan_planes + p.slack)
                 p.images = max(<Py_ssize_t>1, min(<Py_ssize_t>8, p.images))
                 p.images = min(p.images, (g.N + p.chunks - 1) // p.chunks)
                 p.images = max(p.images, <Py_ssize_t>1)

@@ -15,6 +15,7 @@ def _force_paths(
     input_direct: bool | None = None,
     flat_dot: bool | None = None,
     lanes_dot: bool | None = None,
+    weight_direct: bool | None = None,
 ) -> None: ...
 def _plan_info(
     kernel: str,

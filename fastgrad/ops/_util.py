@@ -121,11 +121,18 @@ def check_float(op, t):
 # --------------------------------------------------------------------------- remembered checks
 
 
-def _typed(v):
-    """``v`` with the type of every part beside it: 1, 1.0 and True are different keys."""
-    if type(v) is tuple:
-        return tuple([_typed(x) for x in v])
-    return (type(v), v)
+def _types(v):
+    """The types of a tuple's parts, nested tuples' parts too."""
+    types = tuple(map(type, v))
+    if tuple in types:
+        types = tuple([_types(x) if type(x) is tuple else type(x) for x in v])
+    return types
+
+
+def _typed(args):
+    """A key for ``args`` that also tells the type of every part: 1, 1.0 and True are
+    equal as dict keys, but not as arguments of a check (a float stride is refused)."""
+    return args, tuple([_types(x) if type(x) is tuple else type(x) for x in args])
 
 
 def remembered(check, max_entries=1024):

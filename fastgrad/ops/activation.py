@@ -12,6 +12,7 @@ input is left unchanged and the result is returned, which is what callers use.
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from typing import TYPE_CHECKING
@@ -154,7 +155,7 @@ class _RowsLayout:
         self.last = len(shape) == 0 or dim == len(shape) - 1
         cols = shape[dim] if shape else 1
         self.moved_shape = shape[:dim] + shape[dim + 1 :] + (cols,)
-        self.rows_shape = (int(np.prod(self.moved_shape[:-1], dtype=np.int64)), cols)
+        self.rows_shape = (math.prod(self.moved_shape[:-1]), cols)
 
     def to_rows(self, a, dtype):
         if not self.last:  # a copy with dim last; the kernels need rows contiguous

@@ -115,6 +115,17 @@ class ConvStep:
         return gx, grads
 
 
+@functools.lru_cache(maxsize=256)
+def _shared_conv_step(backend, x_shape, w_shape, has_bias, params, out_hw, relu, n_threads):
+    return ConvStep(x_shape, w_shape, has_bias, params, out_hw, relu, n_threads)
+
+
+def conv_step(x_shape, w_shape, has_bias, params, out_hw, relu, n_threads):
+    """The ConvStep of this geometry, made once: Steps keep no state between calls, so
+    every eager call of a training loop shares one (and its workspace sizes)."""
+    return _shared_conv_step(kernels.backend, x_shape, w_shape, has_bias, params, out_hw, relu, n_threads)
+
+
 class Conv2d(Function):
     """out = conv2d(x, weight) (+ bias) (then ReLU), one ConvStep. Inputs: x, weight[, bias]."""
 
@@ -127,7 +138,7 @@ class Conv2d(Function):
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
         if step is None:
-            step = ConvStep(x.shape, weight.shape, bias is not None, params, out_hw, relu, _config.get_num_threads())
+            step = conv_step(x.shape, weight.shape, bias is not None, params, out_hw, relu, _config.get_num_threads())
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out

@@ -8,6 +8,7 @@ input are flattened into rows here and restored on the way out.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,12 @@ class LinearStep:
         return (None if gx is None else gx.reshape(self.x_shape)), grads
 
 
+@functools.lru_cache(maxsize=256)
+def linear_step(x_shape, w_shape, has_bias, relu, n_threads):
+    """The LinearStep of this geometry, made once (Steps keep no state between calls)."""
+    return LinearStep(x_shape, w_shape, has_bias, relu, n_threads)
+
+
 class Linear(Function):
     """out = x @ weight.T (+ bias) (then ReLU), one LinearStep. Inputs: x, weight[, bias]."""
 
@@ -87,7 +94,7 @@ class Linear(Function):
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
         if step is None:
-            step = LinearStep(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
+            step = linear_step(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out

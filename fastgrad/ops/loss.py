@@ -370,7 +370,7 @@ def mse_loss(input: Tensor, target: TensorLike, reduction: str = "mean") -> Tens
 class BCEWithLogits(Function):
     def forward(self, x, y, weight, pos_weight, reduction):
         cols = x.shape[-1] if x.ndim else 1
-        rows_shape = (x.size // cols if cols else int(np.prod(x.shape[:-1], dtype=np.int64)), cols)
+        rows_shape = (x.size // cols if cols else math.prod(x.shape[:-1]), cols)
         xr, yr = contiguous(x).reshape(rows_shape), contiguous(y).reshape(rows_shape)
         wr = None if weight is None else contiguous(weight).reshape(rows_shape)
         scale = 1.0 / x.size if reduction == "mean" and x.size else 1.0

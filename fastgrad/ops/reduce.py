@@ -1,6 +1,7 @@
 """Reductions over dimensions: sum, mean, max/min (with the index kept for backward)
 and argmax/argmin."""
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -30,7 +31,7 @@ class Sum(Function):
 class Mean(Function):
     def forward(self, a, dims, keepdim):
         self.shape, self.dims, self.keepdim = a.shape, dims, keepdim
-        self.count = int(np.prod([a.shape[d] for d in dims])) if dims else 1
+        self.count = math.prod([a.shape[d] for d in dims]) if dims else 1
         return np.asarray(a.mean(axis=dims, keepdims=keepdim))
 
     def backward(self, grad):

@@ -1,6 +1,8 @@
 """Shape and indexing ops: reshape/view/flatten, transpose/permute, squeeze/unsqueeze,
 expand, indexing (basic and integer-array) and cat/stack."""
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -82,7 +84,7 @@ class Stack(Function):
 
 def reshape(a, shape):
     size = a.data.size
-    known = int(np.prod([s for s in shape if s != -1])) if shape else 1
+    known = int(math.prod([s for s in shape if s != -1])) if shape else 1
     if (
         shape.count(-1) > 1
         or any(s < -1 for s in shape)
@@ -100,7 +102,7 @@ def flatten(a, start_dim=0, end_dim=-1):
     if start > end:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     s = a.shape
-    return reshape(a, s[:start] + (int(np.prod(s[start : end + 1])),) + s[end + 1 :])
+    return reshape(a, s[:start] + (math.prod(s[start : end + 1]),) + s[end + 1 :])
 
 
 def permute(a, dims):

@@ -202,6 +202,33 @@ def test_general_path_other_simd_levels(paths, simd, dtype):
             assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
 
 
+# Every strided case on each weight-gradient path: im2col + dots, or direct over phase
+# planes (undilated ones) by row-by-row, flat or channel-lane dots, SIMD or portable loops.
+STRIDED = [c for c in CASES if c.params[:2] != (1, 1)]
+
+
+@pytest.mark.parametrize(
+    "weight_direct,flat_dot,lanes_dot,simd",
+    [
+        (True, False, None, 2),
+        (True, True, None, 2),
+        (True, None, True, 2),
+        (True, False, None, 1),
+        (True, True, None, 1),
+        (True, None, True, 1),
+        (True, False, None, 0),
+        (False, None, None, 1),
+    ],
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_weight_gradient_paths_match_reference(paths, weight_direct, flat_dot, lanes_dot, simd, dtype):
+    paths._force_paths(weight_direct=weight_direct, flat_dot=flat_dot, lanes_dot=lanes_dot)
+    paths._set_simd(simd)
+    for case in STRIDED:
+        x, w, b, g = case.arrays(dtype)
+        assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
+
+
 def test_paths_are_chosen_as_documented():
     c = Case(8, 6, 14, 14, 16, 5, 5)  # LeNet conv2
     info = compiled._plan_info("forward", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
@@ -213,6 +240,12 @@ def test_paths_are_chosen_as_documented():
     info = compiled._plan_info("forward", d.x_shape, d.w_shape, d.y_shape, *d.params, 1)
     assert info["path"] == "im2col"
     assert compiled._plan_info("backward_input", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)["path"] == "col2im"
+    # the weight gradient: direct over phase planes when strided and undilated, except a
+    # strided 1x1 (its one phase plane is its im2col matrix)
+    assert compiled._plan_info("backward_weight", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)["path"] == "direct"
+    assert compiled._plan_info("backward_weight", d.x_shape, d.w_shape, d.y_shape, *d.params, 1)["path"] == "im2col"
+    one = Case(8, 16, 16, 16, 32, 1, 1, stride=(2, 2))
+    assert compiled._plan_info("backward_weight", one.x_shape, one.w_shape, one.y_shape, *one.params, 1)["path"] == "im2col"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
