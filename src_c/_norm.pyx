@@ -52,6 +52,10 @@ cdef extern from "norm_sums.h" nogil:
     double fgn_dev_sums_f64(const double *p, Py_ssize_t n, double mean, double *sum_dev)
     double fgn_dot_dev_f32(const float *g, const float *x, Py_ssize_t n, double mean)
     double fgn_dot_dev_f64(const double *g, const double *x, Py_ssize_t n, double mean)
+    double fgn_masked_sums_f32(const float *g, const float *y, const float *x, Py_ssize_t n,
+                               double mean, double *sum_g)
+    double fgn_masked_sums_f64(const double *g, const double *y, const double *x, Py_ssize_t n,
+                               double mean, double *sum_g)
 
 
 cdef inline double _run_sum(const floating *p, Py_ssize_t n) noexcept nogil:
@@ -79,11 +83,26 @@ cdef inline double _run_dot_dev(const floating *g, const floating *x, Py_ssize_t
         return fgn_dot_dev_f64(g, x, n, mean)
 
 
+cdef inline double _run_masked_sums(const floating *g, const floating *y, const floating *x,
+                                    Py_ssize_t n, double mean, double *sum_g) noexcept nogil:
+    # over g masked by a ReLU's output y: its sum, added to sum_g[0]; its dot with x - mean
+    if floating is float:
+        return fgn_masked_sums_f32(g, y, x, n, mean, sum_g)
+    else:
+        return fgn_masked_sums_f64(g, y, x, n, mean, sum_g)
+
+
 cdef inline void _run_affine(const floating *x, floating *y, Py_ssize_t n, floating mean,
-                             floating scale, floating shift) noexcept nogil:
+                             floating scale, floating shift, bint relu) noexcept nogil:
     cdef Py_ssize_t j
-    for j in range(n):
-        y[j] = (x[j] - mean) * scale + shift
+    cdef floating v
+    if not relu:
+        for j in range(n):
+            y[j] = (x[j] - mean) * scale + shift
+        return
+    for j in range(n):  # then relu_forward's max(v, 0): 0 for v <= 0, NaN kept
+        v = (x[j] - mean) * scale + shift
+        y[j] = 0 if v <= 0 else v
 
 
 # --------------------------------------------------------------------------- one channel
@@ -91,7 +110,8 @@ cdef inline void _run_affine(const floating *x, floating *y, Py_ssize_t n, float
 cdef void _train_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
                          Py_ssize_t S, Py_ssize_t c, const floating *weight, const floating *bias,
                          floating *running_mean, floating *running_var, double momentum,
-                         double eps, floating *save_mean, floating *save_invstd) noexcept nogil:
+                         double eps, floating *save_mean, floating *save_invstd,
+                         bint relu) noexcept nogil:
     cdef Py_ssize_t n, m = N * S
     cdef double total = 0, mean, var, invstd, w, b, sum_dev = 0, shift_mean
     for n in range(N):
@@ -119,13 +139,13 @@ cdef void _train_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssiz
     b = bias[c] if bias != NULL else 0
     for n in range(N):
         _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, <floating>mean,
-                    <floating>(w * invstd), <floating>b)
+                    <floating>(w * invstd), <floating>b, relu)
 
 
 cdef void _eval_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
                         Py_ssize_t S, Py_ssize_t c, const floating *weight, const floating *bias,
                         const floating *running_mean, const floating *running_var, double eps,
-                        floating *save_invstd) noexcept nogil:
+                        floating *save_invstd, bint relu) noexcept nogil:
     cdef Py_ssize_t n
     cdef double invstd = 1 / sqrt(<double>running_var[c] + eps)
     cdef double w = weight[c] if weight != NULL else 1
@@ -133,24 +153,32 @@ cdef void _eval_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssize
     save_invstd[c] = <floating>invstd
     for n in range(N):
         _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, running_mean[c],
-                    <floating>(w * invstd), <floating>b)
+                    <floating>(w * invstd), <floating>b, relu)
 
 
-cdef void _backward_channel(const floating *g, const floating *x, Py_ssize_t N, Py_ssize_t C,
+cdef void _backward_channel(const floating *g, const floating *x, const floating *y,
+                            Py_ssize_t N, Py_ssize_t C,
                             Py_ssize_t S, Py_ssize_t c, const floating *weight,
                             const floating *save_mean, const floating *save_invstd,
                             bint batch_stats, floating *grad_input, floating *grad_weight,
                             floating *grad_bias) noexcept nogil:
-    cdef Py_ssize_t n, j, m = N * S
+    # y: a fused ReLU's output (the gradient is g where y > 0, else 0, as relu_backward
+    # makes it), or NULL
+    cdef Py_ssize_t n, j, m = N * S, at
     cdef double sum_g = 0, dot = 0, mean = save_mean[c], invstd = save_invstd[c]
     cdef double scale = invstd * (weight[c] if weight != NULL else 1)
-    cdef floating fmean = save_mean[c], fscale, mean_g, k
+    cdef floating fmean = save_mean[c], fscale, mean_g, k, gm
     cdef const floating *gr
     cdef const floating *xr
+    cdef const floating *yr
     cdef floating *dr
     for n in range(N):
-        sum_g += _run_sum(g + (n * C + c) * S, S)
-        dot += _run_dot_dev(g + (n * C + c) * S, x + (n * C + c) * S, S, mean)
+        at = (n * C + c) * S
+        if y != NULL:
+            dot += _run_masked_sums(g + at, y + at, x + at, S, mean, &sum_g)
+        else:
+            sum_g += _run_sum(g + at, S)
+            dot += _run_dot_dev(g + at, x + at, S, mean)
     if grad_bias != NULL:
         grad_bias[c] = <floating>sum_g
     if grad_weight != NULL:
@@ -160,21 +188,35 @@ cdef void _backward_channel(const floating *g, const floating *x, Py_ssize_t N, 
     fscale = <floating>scale
     if not batch_stats or m == 0:  # mean and invstd are constants: a per-channel scale
         for n in range(N):
-            gr = g + (n * C + c) * S
-            dr = grad_input + (n * C + c) * S
-            for j in range(S):
-                dr[j] = gr[j] * fscale
+            at = (n * C + c) * S
+            gr = g + at
+            dr = grad_input + at
+            if y != NULL:
+                yr = y + at
+                for j in range(S):
+                    gm = gr[j] if yr[j] > 0 else 0
+                    dr[j] = gm * fscale
+            else:
+                for j in range(S):
+                    dr[j] = gr[j] * fscale
         return
     # The batch statistics depend on every x of the channel:
     # dx = scale * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean)))
     mean_g = <floating>(sum_g / m)
     k = <floating>(dot * invstd * invstd / m)
     for n in range(N):
-        gr = g + (n * C + c) * S
-        xr = x + (n * C + c) * S
-        dr = grad_input + (n * C + c) * S
-        for j in range(S):
-            dr[j] = (gr[j] - mean_g - (xr[j] - fmean) * k) * fscale
+        at = (n * C + c) * S
+        gr = g + at
+        xr = x + at
+        dr = grad_input + at
+        if y != NULL:
+            yr = y + at
+            for j in range(S):
+                gm = gr[j] if yr[j] > 0 else 0
+                dr[j] = (gm - mean_g - (xr[j] - fmean) * k) * fscale
+        else:
+            for j in range(S):
+                dr[j] = (gr[j] - mean_g - (xr[j] - fmean) * k) * fscale
 
 
 # --------------------------------------------------------------------------- channel loops
@@ -186,34 +228,36 @@ cdef inline int _team(Py_ssize_t elements, Py_ssize_t C, int n_threads) noexcept
 cdef void _train(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                  const floating *weight, const floating *bias, floating *running_mean,
                  floating *running_var, double momentum, double eps, floating *save_mean,
-                 floating *save_invstd, int n_threads) noexcept nogil:
+                 floating *save_invstd, bint relu, int n_threads) noexcept nogil:
     cdef Py_ssize_t c
     cdef int team = _team(N * C * S, C, n_threads)
     if team == 1:
         for c in range(C):
             _train_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, momentum,
-                           eps, save_mean, save_invstd)
+                           eps, save_mean, save_invstd, relu)
         return
     for c in prange(C, schedule="static", num_threads=team):
         _train_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, momentum,
-                       eps, save_mean, save_invstd)
+                       eps, save_mean, save_invstd, relu)
 
 
 cdef void _eval(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                 const floating *weight, const floating *bias, const floating *running_mean,
-                const floating *running_var, double eps, floating *save_invstd,
+                const floating *running_var, double eps, floating *save_invstd, bint relu,
                 int n_threads) noexcept nogil:
     cdef Py_ssize_t c
     cdef int team = _team(N * C * S, C, n_threads)
     if team == 1:
         for c in range(C):
-            _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps, save_invstd)
+            _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps,
+                          save_invstd, relu)
         return
     for c in prange(C, schedule="static", num_threads=team):
-        _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps, save_invstd)
+        _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps,
+                      save_invstd, relu)
 
 
-cdef void _backward(const floating *g, const floating *x, Py_ssize_t N, Py_ssize_t C,
+cdef void _backward(const floating *g, const floating *x, const floating *y, Py_ssize_t N, Py_ssize_t C,
                     Py_ssize_t S, const floating *weight, const floating *save_mean,
                     const floating *save_invstd, bint batch_stats, floating *grad_input,
                     floating *grad_weight, floating *grad_bias, int n_threads) noexcept nogil:
@@ -221,11 +265,11 @@ cdef void _backward(const floating *g, const floating *x, Py_ssize_t N, Py_ssize
     cdef int team = _team(N * C * S, C, n_threads)
     if team == 1:
         for c in range(C):
-            _backward_channel(g, x, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
+            _backward_channel(g, x, y, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
                               grad_input, grad_weight, grad_bias)
         return
     for c in prange(C, schedule="static", num_threads=team):
-        _backward_channel(g, x, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
+        _backward_channel(g, x, y, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
                           grad_input, grad_weight, grad_bias)
 
 
@@ -268,7 +312,7 @@ cdef inline int _threads(str kernel, object n_threads) except -1:
 # --------------------------------------------------------------------------- public kernels
 
 def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentum, eps, out,
-                             save_mean, save_invstd, n_threads=1):
+                             save_mean, save_invstd, n_threads=1, relu=False):
     """Normalize each channel by its batch statistics; update the running ones.
 
     x: IN, (N, C, S) float32/float64, C-contiguous; N * S >= 1 (>= 2 with running stats).
@@ -281,6 +325,8 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
         the biased batch variance (may be x itself).
     save_mean, save_invstd: OUT, (C,), written fresh: the batch mean and 1 / sqrt(var + eps),
         for batch_norm_backward.
+    relu: when true, out is then max(out, 0) as relu_forward gives it (BatchNorm + ReLU in
+        one pass; its backward takes out as relu_out).
     """
     kernel = "batch_norm_forward_train"
     check = _Checker(kernel, "x", x)
@@ -297,6 +343,7 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     cdef double mom = check_number(kernel, "momentum", momentum, True)
     cdef double epsilon = check_number(kernel, "eps", eps, True)
     cdef int nt = _threads(kernel, n_threads)
+    cdef bint fuse_relu = bool(relu)
     check_apart(kernel, (("out", out), ("running_mean", running_mean), ("running_var", running_var),
                          ("save_mean", save_mean), ("save_invstd", save_invstd)),
                 (("x", x), ("weight", weight), ("bias", bias)), (("out", "x"),))
@@ -312,16 +359,17 @@ def batch_norm_forward_train(x, weight, bias, running_mean, running_var, momentu
     if check.dtype == np.float32:
         with nogil:
             _train(<const float *>px, <float *>pout, N, C, S, <const float *>pw, <const float *>pb,
-                   <float *>prm, <float *>prv, mom, epsilon, <float *>psm, <float *>psi, nt)
+                   <float *>prm, <float *>prv, mom, epsilon, <float *>psm, <float *>psi, fuse_relu,
+                   nt)
     else:
         with nogil:
             _train(<const double *>px, <double *>pout, N, C, S, <const double *>pw,
                    <const double *>pb, <double *>prm, <double *>prv, mom, epsilon, <double *>psm,
-                   <double *>psi, nt)
+                   <double *>psi, fuse_relu, nt)
 
 
 def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, save_invstd,
-                            n_threads=1):
+                            n_threads=1, relu=False):
     """Normalize each channel by the running statistics.
 
     x: IN, (N, C, S) float32/float64, C-contiguous.
@@ -331,6 +379,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     out: OUT, (N, C, S), written fresh: (x - running_mean) / sqrt(running_var + eps) * weight
         + bias (may be x itself).
     save_invstd: OUT, (C,), written fresh: 1 / sqrt(running_var + eps), for batch_norm_backward.
+    relu: as for batch_norm_forward_train.
     """
     kernel = "batch_norm_forward_eval"
     check = _Checker(kernel, "x", x)
@@ -343,6 +392,7 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     cdef void *psi = check.channel("save_invstd", save_invstd, True, False)
     cdef double epsilon = check_number(kernel, "eps", eps, True)
     cdef int nt = _threads(kernel, n_threads)
+    cdef bint fuse_relu = bool(relu)
     check_apart(kernel, (("out", out), ("save_invstd", save_invstd)),
                 (("x", x), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
                  ("running_var", running_var)), (("out", "x"),))
@@ -352,16 +402,16 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
     if check.dtype == np.float32:
         with nogil:
             _eval(<const float *>px, <float *>pout, N, C, S, <const float *>pw, <const float *>pb,
-                  <const float *>prm, <const float *>prv, epsilon, <float *>psi, nt)
+                  <const float *>prm, <const float *>prv, epsilon, <float *>psi, fuse_relu, nt)
     else:
         with nogil:
             _eval(<const double *>px, <double *>pout, N, C, S, <const double *>pw,
                   <const double *>pb, <const double *>prm, <const double *>prv, epsilon,
-                  <double *>psi, nt)
+                  <double *>psi, fuse_relu, nt)
 
 
 def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_stats, grad_input,
-                        grad_weight, grad_bias, n_threads=1):
+                        grad_weight, grad_bias, n_threads=1, relu_out=None):
     """Gradients of batch normalization for the input, weight and bias.
 
     grad_out: IN, (N, C, S) float32/float64, C-contiguous: the gradient of the output.
@@ -374,6 +424,8 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
         dependence on x then enters grad_input), false for running statistics.
     grad_input: OUT, (N, C, S) or None, written fresh (may be grad_out or x itself).
     grad_weight, grad_bias: OUT, (C,) or None, written fresh: sum(grad_out * xhat), sum(grad_out).
+    relu_out: IN, (N, C, S) or None: the output of a forward with relu=True; grad_out is
+        then taken where relu_out > 0 and as 0 elsewhere (what relu_backward passes on).
     """
     kernel = "batch_norm_backward"
     check = _Checker(kernel, "grad_out", grad_out)
@@ -387,21 +439,26 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, use_batch_s
         pgi = check.full("grad_input", grad_input, True)
     cdef void *pgw = check.channel("grad_weight", grad_weight, True, True)
     cdef void *pgb = check.channel("grad_bias", grad_bias, True, True)
+    cdef void *py = NULL
+    if relu_out is not None:
+        py = check.full("relu_out", relu_out, False)
     cdef bint batch_stats = bool(use_batch_stats)
     cdef int nt = _threads(kernel, n_threads)
     check_apart(kernel, (("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)),
                 (("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean),
-                 ("save_invstd", save_invstd)), (("grad_input", "grad_out"), ("grad_input", "x")))
+                 ("save_invstd", save_invstd), ("relu_out", relu_out)),
+                (("grad_input", "grad_out"), ("grad_input", "x")))
     cdef Py_ssize_t N = check.N, C = check.C, S = check.S
     if C == 0:
         return
     if check.dtype == np.float32:
         with nogil:
-            _backward(<const float *>pg, <const float *>px, N, C, S, <const float *>pw,
+            _backward(<const float *>pg, <const float *>px, <const float *>py, N, C, S, <const float *>pw,
                       <const float *>psm, <const float *>psi, batch_stats, <float *>pgi,
                       <float *>pgw, <float *>pgb, nt)
     else:
         with nogil:
-            _backward(<const double *>pg, <const double *>px, N, C, S, <const double *>pw,
+            _backward(<const double *>pg, <const double *>px, <const double *>py, N, C, S,
+                      <const double *>pw,
                       <const double *>psm, <const double *>psi, batch_stats, <double *>pgi,
                       <double *>pgw, <double *>pgb, nt)

@@ -70,6 +70,30 @@
         for (; j < n; j++) s[0] += (double)g[j] * ((double)x[j] - mean);                    \
         FGN_FOLD(s)                                                                         \
         return s[0];                                                                        \
+    }                                                                                       \
+    /* the two sums of a gradient g masked by a ReLU's output y (g where y > 0, else 0, */  \
+    /* as relu_backward gives it): sum of the masked g, added to *sum_g, and sum of the  */  \
+    /* masked g times (x[j] - mean), returned: the same sums fgn_sum and fgn_dot_dev    */  \
+    /* give over the masked array, lane for lane                                         */  \
+    static inline double fgn_masked_sums_##SFX(const T *g, const T *y, const T *x,          \
+                                               ptrdiff_t n, double mean, double *sum_g) {   \
+        double s[FGN_LANES] = {0}, t[FGN_LANES] = {0};                                      \
+        ptrdiff_t j = 0, whole = n - n % FGN_LANES;                                         \
+        for (; j < whole; j += FGN_LANES)                                                   \
+            for (int k = 0; k < FGN_LANES; k++) {                                           \
+                double m = y[j + k] > 0 ? (double)g[j + k] : 0.0;                           \
+                t[k] += m;                                                                  \
+                s[k] += m * ((double)x[j + k] - mean);                                      \
+            }                                                                               \
+        for (; j < n; j++) {                                                                \
+            double m = y[j] > 0 ? (double)g[j] : 0.0;                                       \
+            t[0] += m;                                                                      \
+            s[0] += m * ((double)x[j] - mean);                                              \
+        }                                                                                   \
+        FGN_FOLD(s)                                                                         \
+        FGN_FOLD(t)                                                                         \
+        *sum_g += t[0];                                                                     \
+        return s[0];                                                                        \
     }
 
 FGN_SUMS(float, f32)

@@ -22,6 +22,7 @@ def batch_norm_backward(
     grad_weight: Array | None,
     grad_bias: Array | None,
     n_threads: int = 1,
+    relu_out: Array | None = None,
 ) -> None: ...
 def batch_norm_forward_eval(
     x: Array,
@@ -33,6 +34,7 @@ def batch_norm_forward_eval(
     out: Array,
     save_invstd: Array,
     n_threads: int = 1,
+    relu: bool = False,
 ) -> None: ...
 def batch_norm_forward_train(
     x: Array,
@@ -46,6 +48,7 @@ def batch_norm_forward_train(
     save_mean: Array,
     save_invstd: Array,
     n_threads: int = 1,
+    relu: bool = False,
 ) -> None: ...
 
 # the SIMD level this module's kernels dispatch on (0 baseline, 1 AVX2+FMA, 2 AVX-512F);

@@ -1,15 +1,20 @@
 """Fusions a captured plan can make because it sees the whole forward: a ReLU whose only
-input is a convolution's or a linear layer's output that nothing else reads becomes that
-op's own fused ReLU (``relu=True``: bias and ReLU in the kernel's output pass, the
-Steps' ReLU backward before the products), which saves a pass over the output and an
-array. The values and gradients are the unfused ops' bit for bit (ReLU is exact, and
-the fused Steps apply the same mask to the same gradient; tests/compile check it).
+input is a convolution's, a linear layer's or a batch normalization's output that nothing
+else reads becomes that op's own fused ReLU (``relu=True``: the ReLU in the kernel's
+output pass; backward, the convolution's and linear layer's Steps apply the ReLU's mask
+before the products and the batch normalization kernel masks the gradient as it reads
+it), which saves a pass over the output and an array. The values and gradients are the
+unfused ops' bit for bit (ReLU is exact, and the fused kernels apply the same mask to the
+same gradient; tests/compile and tests/kernels/test_norm.py check it).
 """
 
 from ..ops.activation import ReLU
 from ..ops.conv import Conv2d, ConvStep
 from ..ops.linear import Linear, LinearStep
+from ..ops.norm import BatchNorm
 from .plan import Entry
+
+FUSES_RELU = (Conv2d, Linear, BatchNorm)  # the ops whose kernels take relu=True
 
 
 def _relu_step(step):
@@ -39,7 +44,9 @@ def fuse_relus(entries, out_slot):
         if p is None or k == out_slot or readers[k] != 1:
             continue
         prod = entries[p]
-        if prod.cls not in (Conv2d, Linear) or prod.params.get("relu") or "step" not in prod.params:
+        if prod.cls not in FUSES_RELU or prod.params.get("relu"):
+            continue
+        if prod.cls is not BatchNorm and "step" not in prod.params:
             continue
         if e.needs != (prod.wants_grad,):
             continue
@@ -51,7 +58,9 @@ def fuse_relus(entries, out_slot):
             continue
         relu = fused.get(i)
         if relu is not None:
-            params = dict(e.params, relu=True, step=_relu_step(e.params["step"]))
+            params = dict(e.params, relu=True)
+            if "step" in params:
+                params["step"] = _relu_step(params["step"])
             e = Entry(e.cls, e.ins, params, e.needs, relu.out, e.site)
         index[i] = len(out)
         out.append(e)

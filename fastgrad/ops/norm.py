@@ -21,7 +21,14 @@ if TYPE_CHECKING:
 
 
 class BatchNorm(Function):
-    def forward(self, x, *affine, has_weight, has_bias, running_mean, running_var, use_batch_stats, momentum, eps):
+    """out = batch normalization of x (then ReLU, ``relu=True``: the fused BatchNorm + ReLU
+    a compiled plan makes of a BatchNorm whose output only a ReLU reads, one pass over
+    the output forward and the ReLU's mask applied inside the backward kernel).
+    Inputs: x[, weight][, bias]."""
+
+    def forward(
+        self, x, *affine, has_weight, has_bias, running_mean, running_var, use_batch_stats, momentum, eps, relu=False
+    ):
         shape = x.shape
         n, c = shape[0], shape[1]
         x3 = np.ascontiguousarray(x).reshape(n, c, math.prod(shape[2:]))
@@ -37,14 +44,17 @@ class BatchNorm(Function):
         elif use_batch_stats:
             save_mean = np.empty(c, dtype=x.dtype)
             kernels.batch_norm_forward_train(
-                x3, weight, bias, running_mean, running_var, momentum, eps, out, save_mean, save_invstd, threads
+                x3, weight, bias, running_mean, running_var, momentum, eps, out, save_mean, save_invstd, threads, relu
             )
         else:
             save_mean = running_mean.copy()  # the buffer may change before backward runs
-            kernels.batch_norm_forward_eval(x3, weight, bias, running_mean, running_var, eps, out, save_invstd, threads)
+            kernels.batch_norm_forward_eval(
+                x3, weight, bias, running_mean, running_var, eps, out, save_invstd, threads, relu
+            )
         self.x3, self.weight, self.shape = x3, weight, shape
         self.save_mean, self.save_invstd, self.use_batch_stats = save_mean, save_invstd, use_batch_stats
         self.has_weight, self.has_bias = has_weight, has_bias
+        self.relu_out = out if relu else None  # the mask of the fused ReLU's backward
         return out.reshape(shape)
 
     def backward(self, grad):
@@ -67,6 +77,7 @@ class BatchNorm(Function):
             grad_weight,
             grad_bias,
             _config.get_num_threads(),
+            self.relu_out,
         )
         grads = [grad_input.reshape(self.shape) if grad_input is not None else None]
         if self.has_weight:

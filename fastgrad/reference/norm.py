@@ -53,15 +53,16 @@ def _store(dst, values):
         dst.reshape(-1)[:] = values
 
 
-def _affine(xs, out, N, C, S, c, mean, scale, shift):
+def _affine(xs, out, N, C, S, c, mean, scale, shift, relu):
     for n in range(N):
         base = (n * C + c) * S
         for s in range(base, base + S):
-            out[s] = (xs[s] - mean) * scale + shift
+            v = (xs[s] - mean) * scale + shift
+            out[s] = (0.0 if v <= 0 else v) if relu else v  # relu_forward's max(v, 0)
 
 
 def batch_norm_forward_train(
-    x, weight, bias, running_mean, running_var, momentum, eps, out, save_mean, save_invstd, n_threads=1
+    x, weight, bias, running_mean, running_var, momentum, eps, out, save_mean, save_invstd, n_threads=1, relu=False
 ):
     """Normalize each channel by its batch statistics; update the running ones.
 
@@ -136,7 +137,7 @@ def batch_norm_forward_train(
             rv[c] = (1 - momentum) * rv[c] + momentum * (total / (m - 1))
         w = ws[c] if ws is not None else 1.0
         b = bs[c] if bs is not None else 0.0
-        _affine(xs, ys, N, C, S, c, mean, w * invstd, b)
+        _affine(xs, ys, N, C, S, c, mean, w * invstd, b, bool(relu))
     _store(out, ys)
     _store(save_mean, means)
     _store(save_invstd, invstds)
@@ -144,7 +145,7 @@ def batch_norm_forward_train(
     _store(running_var, rv)
 
 
-def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, save_invstd, n_threads=1):
+def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out, save_invstd, n_threads=1, relu=False):
     """Normalize each channel by the running statistics.
 
     Same contract as the compiled kernel (see src_c/_norm.pyx).
@@ -178,13 +179,23 @@ def batch_norm_forward_eval(x, weight, bias, running_mean, running_var, eps, out
         invstds[c] = invstd
         w = ws[c] if ws is not None else 1.0
         b = bs[c] if bs is not None else 0.0
-        _affine(xs, ys, N, C, S, c, rm[c], w * invstd, b)
+        _affine(xs, ys, N, C, S, c, rm[c], w * invstd, b, bool(relu))
     _store(out, ys)
     _store(save_invstd, invstds)
 
 
 def batch_norm_backward(
-    grad_out, x, weight, save_mean, save_invstd, use_batch_stats, grad_input, grad_weight, grad_bias, n_threads=1
+    grad_out,
+    x,
+    weight,
+    save_mean,
+    save_invstd,
+    use_batch_stats,
+    grad_input,
+    grad_weight,
+    grad_bias,
+    n_threads=1,
+    relu_out=None,
 ):
     """Gradients of batch normalization for the input, weight and bias.
 
@@ -200,12 +211,21 @@ def batch_norm_backward(
         check.full("grad_input", grad_input, True)
     check.channel("grad_weight", grad_weight, True, True)
     check.channel("grad_bias", grad_bias, True, True)
+    if relu_out is not None:
+        check.full("relu_out", relu_out, False)
     batch_stats = bool(use_batch_stats)
     check_threads(kernel, n_threads)
     check_apart(
         kernel,
         [("grad_input", grad_input), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
-        [("grad_out", grad_out), ("x", x), ("weight", weight), ("save_mean", save_mean), ("save_invstd", save_invstd)],
+        [
+            ("grad_out", grad_out),
+            ("x", x),
+            ("weight", weight),
+            ("save_mean", save_mean),
+            ("save_invstd", save_invstd),
+            ("relu_out", relu_out),
+        ],
         in_place=[("grad_input", "grad_out"), ("grad_input", "x")],
     )
     N, C, S = check.N, check.C, check.S
@@ -213,6 +233,8 @@ def batch_norm_backward(
         return
     m = N * S
     gs, xs, ws = _values(grad_out), _values(x), _values(weight)
+    if relu_out is not None:  # the fused ReLU's backward: the gradient where its output is > 0
+        gs = [g if y > 0 else 0.0 for g, y in zip(gs, _values(relu_out))]
     means, invstds = _values(save_mean), _values(save_invstd)
     gws, gbs = [0.0] * C, [0.0] * C
     dxs = [0.0] * len(gs)

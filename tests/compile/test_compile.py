@@ -334,3 +334,49 @@ def test_a_relu_after_a_conv_or_linear_is_fused_bit_for_bit(reuse, batch):
         assert ("Conv2d", False) in names and ("ReLU", None) in names
     else:
         assert ("Conv2d", True) in names and all(n != "ReLU" for n, _ in names)
+
+
+class BatchNormRelu(nn.Module):
+    def __init__(self, reuse, affine):
+        super().__init__()
+        self.reuse = reuse
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4, affine=affine)
+
+    def forward(self, x):
+        h = self.bn(self.conv(x))
+        r = F.relu(h)
+        if self.reuse:  # the normalization's output is read twice: no fusion
+            r = r * h
+        return r
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_a_relu_after_a_batch_norm_is_fused_bit_for_bit(reuse, affine, training):
+    fastgrad.manual_seed(0)
+    eager, model = BatchNormRelu(reuse, affine), BatchNormRelu(reuse, affine)
+    model.load_state_dict(eager.state_dict())
+    eager.train(training)
+    model.train(training)
+    compiled = fastgrad.compile(model)
+    rng = np.random.default_rng(0)
+    runs = []
+    for call, m in ((eager, eager), (compiled, model)):
+        out = []
+        for step in range(3):
+            x = fastgrad.tensor(rng.standard_normal((5, 3, 8, 8)).astype(np.float32), requires_grad=True)
+            m.zero_grad()
+            y = call(x)
+            (y * fastgrad.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(np.float32))).sum().backward()
+            out += [y.data.copy(), x.grad.data.copy()] + [p.grad.data.copy() for p in m.parameters()]
+            out += [b.data.copy() for b in m.buffers()]
+        runs.append(out)
+        rng = np.random.default_rng(0)
+    assert_all_equal(*runs)
+    names = [(e.cls.__name__, e.params.get("relu")) for e in _plan_of(compiled).entries]
+    if reuse:
+        assert ("BatchNorm", None) in names and ("ReLU", None) in names
+    else:
+        assert ("BatchNorm", True) in names and all(n != "ReLU" for n, _ in names)

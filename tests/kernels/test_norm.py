@@ -9,6 +9,8 @@ import pytest
 
 from fastgrad.reference import norm as ref
 
+act = pytest.importorskip("fastgrad._ext._activation", reason="compiled kernels not built")
+
 compiled = pytest.importorskip("fastgrad._ext._norm", reason="compiled kernels not built")
 
 TOL = {np.float32: dict(rtol=1e-5), np.float64: dict(rtol=1e-12)}
@@ -67,6 +69,61 @@ def test_compiled_matches_reference(shape, dtype, affine):
         close(got, want, dtype)
     for got, want in zip(run_eval(compiled, d, affine, 2), run_eval(ref, d, affine, 1)):
         close(got, want, dtype)
+
+
+def run_fused_relu(kernels, d, affine, training, threads, fused):
+    """BatchNorm then ReLU, forward and backward: one fused kernel pair, or the
+    normalization kernels and the ReLU kernels one after the other."""
+    x, c = d["x"], d["x"].shape[1]
+    w, b = (d["w"], d["b"]) if affine else (None, None)
+    rm, rv = d["rm"].copy(), d["rv"].copy()
+    out, mean, invstd = np.empty_like(x), np.empty(c, x.dtype), np.empty(c, x.dtype)
+    relu = {"relu": True} if fused else {}
+    if training:
+        kernels.batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5, out, mean, invstd, threads, **relu)
+    else:
+        mean = rm
+        kernels.batch_norm_forward_eval(x, w, b, rm, rv, 1e-3, out, invstd, threads, **relu)
+    g = d["g"]
+    if not fused:
+        y = np.empty_like(out)
+        act.relu_forward(out, y, threads)
+        masked = np.empty_like(g)
+        act.relu_backward(y, g, masked, threads)
+        out, g = y, masked
+    gi, gw, gb = np.empty_like(x), np.empty(c, x.dtype), np.empty(c, x.dtype)
+    kernels.batch_norm_backward(
+        g, x, w, mean, invstd, training, gi, gw, gb, threads, **({"relu_out": out} if fused else {})
+    )
+    return [out, mean, invstd, rm, rv, gi, gw, gb]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES + [(3, 4, 40)])  # 40: whole lane groups and a tail
+@pytest.mark.parametrize("training", [True, False])
+def test_the_fused_relu_is_the_relu_kernels_bit_for_bit(shape, dtype, training):
+    d = data(shape, dtype, seed=sum(shape) + 7)
+    d["x"][..., ::3] = d["x"][:, :, :1]  # ties, and outputs of exactly 0 after the ReLU
+    for affine in (True, False):
+        for threads in (1, 2):
+            want = run_fused_relu(compiled, d, affine, training, threads, fused=False)
+            got = run_fused_relu(compiled, d, affine, training, threads, fused=True)
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+            ref_got = run_fused_relu(ref, d, affine, training, 1, fused=True)
+            for a, b in zip(ref_got, want):
+                close(a, b, dtype)
+    assert (got[0] == 0).any() and (got[0] > 0).any()  # the mask cuts somewhere
+
+
+@pytest.mark.parametrize("kernels", [compiled, ref], ids=["compiled", "reference"])
+def test_a_relu_out_of_the_wrong_shape_is_refused(kernels):
+    x, c = np.ones((2, 3, 4), np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="batch_norm_backward: relu_out has shape"):
+        kernels.batch_norm_backward(x, x, None, c, c, True, None, c.copy(), None, 1, np.ones((2, 3, 5), np.float32))
+    gi = np.empty_like(x)
+    with pytest.raises(ValueError, match="batch_norm_backward: grad_input overlaps relu_out in memory"):
+        kernels.batch_norm_backward(x, x.copy(), None, c, c, True, gi, None, None, 1, gi)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
