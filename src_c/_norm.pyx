@@ -52,6 +52,12 @@ cdef extern from "norm_sums.h" nogil:
     double fgn_dev_sums_f64(const double *p, Py_ssize_t n, double mean, double *sum_dev)
     double fgn_dot_dev_f32(const float *g, const float *x, Py_ssize_t n, double mean)
     double fgn_dot_dev_f64(const double *g, const double *x, Py_ssize_t n, double mean)
+    void fgn_affine_relu_f32(const float *x, float *y, Py_ssize_t n, float mean, float scale,
+                             float shift)
+    void fgn_affine_relu_f64(const double *x, double *y, Py_ssize_t n, double mean, double scale,
+                             double shift)
+    float fgn_masked_f32(float g, float y)
+    double fgn_masked_f64(double g, double y)
     double fgn_masked_sums_f32(const float *g, const float *y, const float *x, Py_ssize_t n,
                                double mean, double *sum_g)
     double fgn_masked_sums_f64(const double *g, const double *y, const double *x, Py_ssize_t n,
@@ -92,17 +98,26 @@ cdef inline double _run_masked_sums(const floating *g, const floating *y, const 
         return fgn_masked_sums_f64(g, y, x, n, mean, sum_g)
 
 
+cdef inline floating _masked(floating g, floating y) noexcept nogil:
+    # g where y > 0, else +0, branch-free (so the loops using it vectorize)
+    if floating is float:
+        return fgn_masked_f32(g, y)
+    else:
+        return fgn_masked_f64(g, y)
+
+
 cdef inline void _run_affine(const floating *x, floating *y, Py_ssize_t n, floating mean,
                              floating scale, floating shift, bint relu) noexcept nogil:
     cdef Py_ssize_t j
-    cdef floating v
     if not relu:
         for j in range(n):
             y[j] = (x[j] - mean) * scale + shift
         return
-    for j in range(n):  # then relu_forward's max(v, 0): 0 for v <= 0, NaN kept
-        v = (x[j] - mean) * scale + shift
-        y[j] = 0 if v <= 0 else v
+    # then relu_forward's max(v, 0): +0 for v <= 0, NaN kept
+    if floating is float:
+        fgn_affine_relu_f32(x, y, n, mean, scale, shift)
+    else:
+        fgn_affine_relu_f64(x, y, n, mean, scale, shift)
 
 
 # --------------------------------------------------------------------------- one channel
@@ -194,7 +209,7 @@ cdef void _backward_channel(const floating *g, const floating *x, const floating
             if y != NULL:
                 yr = y + at
                 for j in range(S):
-                    gm = gr[j] if yr[j] > 0 else 0
+                    gm = _masked(gr[j], yr[j])
                     dr[j] = gm * fscale
             else:
                 for j in range(S):
@@ -212,7 +227,7 @@ cdef void _backward_channel(const floating *g, const floating *x, const floating
         if y != NULL:
             yr = y + at
             for j in range(S):
-                gm = gr[j] if yr[j] > 0 else 0
+                gm = _masked(gr[j], yr[j])
                 dr[j] = (gm - mean_g - (xr[j] - fmean) * k) * fscale
         else:
             for j in range(S):

@@ -19,6 +19,8 @@
 #define FASTGRAD_NORM_SUMS_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #define FGN_LANES 16
 
@@ -27,7 +29,7 @@
     for (int w_ = FGN_LANES / 2; w_ >= 1; w_ /= 2)                                          \
         for (int k_ = 0; k_ < w_; k_++) (s)[k_] += (s)[k_ + w_];
 
-#define FGN_SUMS(T, SFX)                                                                   \
+#define FGN_SUMS(T, U, SFX)                                                                 \
     /* sum of p[0..n) */                                                                    \
     static inline double fgn_sum_##SFX(const T *p, ptrdiff_t n) {                           \
         double s[FGN_LANES] = {0};                                                          \
@@ -71,22 +73,43 @@
         FGN_FOLD(s)                                                                         \
         return s[0];                                                                        \
     }                                                                                       \
-    /* the two sums of a gradient g masked by a ReLU's output y (g where y > 0, else 0, */  \
-    /* as relu_backward gives it): sum of the masked g, added to *sum_g, and sum of the  */  \
-    /* masked g times (x[j] - mean), returned: the same sums fgn_sum and fgn_dot_dev    */  \
-    /* give over the masked array, lane for lane                                         */  \
+    /* g where y > 0, else +0 (relu_backward's value), without a branch: g's bits      */  \
+    /* ANDed with all ones or all zeros (U: the unsigned integer of T's width), which    */  \
+    /* vectorizes where a conditional does not                                          */  \
+    static inline T fgn_masked_##SFX(T g, T y) {                                            \
+        U bits;                                                                             \
+        memcpy(&bits, &g, sizeof bits);                                                     \
+        bits &= (U)0 - (U)(y > 0);                                                          \
+        memcpy(&g, &bits, sizeof bits);                                                     \
+        return g;                                                                           \
+    }                                                                                       \
+    /* y = max((x - mean) * scale + shift, 0) as relu_forward gives it (+0 for v <= 0,  */  \
+    /* NaN kept), branch-free as fgn_masked                                              */  \
+    static inline void fgn_affine_relu_##SFX(const T *x, T *y, ptrdiff_t n, T mean, T scale, \
+                                             T shift) {                                     \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                 \
+            T v = (x[j] - mean) * scale + shift;                                            \
+            U bits;                                                                         \
+            memcpy(&bits, &v, sizeof bits);                                                 \
+            bits &= (U)0 - (U)!(v <= 0);                                                    \
+            memcpy(&y[j], &bits, sizeof bits);                                              \
+        }                                                                                   \
+    }                                                                                       \
+    /* the two sums of a gradient g masked by a ReLU's output y (fgn_masked): the sum of */  \
+    /* the masked g, added to *sum_g, and its dot with x - mean, returned: the sums that */  \
+    /* fgn_sum and fgn_dot_dev give over the masked array, lane for lane                 */  \
     static inline double fgn_masked_sums_##SFX(const T *g, const T *y, const T *x,          \
                                                ptrdiff_t n, double mean, double *sum_g) {   \
         double s[FGN_LANES] = {0}, t[FGN_LANES] = {0};                                      \
         ptrdiff_t j = 0, whole = n - n % FGN_LANES;                                         \
         for (; j < whole; j += FGN_LANES)                                                   \
             for (int k = 0; k < FGN_LANES; k++) {                                           \
-                double m = y[j + k] > 0 ? (double)g[j + k] : 0.0;                           \
+                double m = (double)fgn_masked_##SFX(g[j + k], y[j + k]);                    \
                 t[k] += m;                                                                  \
                 s[k] += m * ((double)x[j + k] - mean);                                      \
             }                                                                               \
         for (; j < n; j++) {                                                                \
-            double m = y[j] > 0 ? (double)g[j] : 0.0;                                       \
+            double m = (double)fgn_masked_##SFX(g[j], y[j]);                                \
             t[0] += m;                                                                      \
             s[0] += m * ((double)x[j] - mean);                                              \
         }                                                                                   \
@@ -96,7 +119,7 @@
         return s[0];                                                                        \
     }
 
-FGN_SUMS(float, f32)
-FGN_SUMS(double, f64)
+FGN_SUMS(float, uint32_t, f32)
+FGN_SUMS(double, uint64_t, f64)
 
 #endif
