@@ -10,6 +10,8 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 
+from fastgrad.ops import buffer_pool
+
 from _checks cimport check_array, check_like
 
 cnp.import_array()
@@ -107,7 +109,8 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
             elif node.grad_owned:
                 _add_into(node.grad_out, g)
             else:
-                summed = np.array(node.grad_out, order="C", copy=True)
+                # an array from the pool: a fresh one would fault on every page
+                summed = buffer_pool.copy(node.grad_out)
                 _add_into(summed, g)
                 node.grad_out = summed
                 node.grad_owned = True

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import kernels
 from ..autograd import Function, _capture
+from ..ops import buffer_pool
 from ..tensor import Tensor
 
 # how an input of an entry is gathered in backward: into a slot, out as a boundary use, or not
@@ -127,7 +128,7 @@ class Replay(Function):
                 elif owned[k]:
                     kernels.accumulate(grads[k], np.ascontiguousarray(gi, dtype=grads[k].dtype))
                 else:
-                    summed = np.array(grads[k], order="C", copy=True)
+                    summed = buffer_pool.copy(grads[k])
                     kernels.accumulate(summed, np.ascontiguousarray(gi, dtype=summed.dtype))
                     grads[k], owned[k] = summed, True
         return tuple(out)

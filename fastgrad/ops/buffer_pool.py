@@ -120,6 +120,14 @@ def empty_like(a):
     return empty(a.shape, a.dtype)
 
 
+def copy(a):
+    """A C-contiguous copy of ``a`` (as ``np.array(a, order="C", copy=True)``) in an array
+    from the pool: what the backward engines sum a node's gradients into."""
+    out = empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
 def clear():
     """Forget every pooled array of this thread (arrays in use stay valid: they are
     ordinary numpy arrays)."""

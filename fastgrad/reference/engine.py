@@ -9,6 +9,7 @@ input gradient into the right place: the producing node's pending gradient, or t
 
 import numpy as np
 
+from ..ops import buffer_pool
 from ._checks import check_array, check_like
 
 __all__ = ["accumulate", "backward_walk"]
@@ -89,7 +90,7 @@ def backward_walk(order, tensor_cls, retain_graph):
             elif node.grad_owned:
                 _add_into(node.grad_out, g)
             else:
-                summed = np.array(node.grad_out, order="C", copy=True)
+                summed = buffer_pool.copy(node.grad_out)  # from the pool: fresh pages would fault
                 _add_into(summed, g)
                 node.grad_out = summed
                 node.grad_owned = True
