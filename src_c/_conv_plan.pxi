@@ -396,6 +396,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     cdef double flops = 2.0 * g.N * g.Co * g.Ho * g.Wo * g.K
     cdef double dsize, direct_cost, col_cost
     cdef Py_ssize_t lanes, chan_planes
+    cdef bint lanes_pay
     cdef bint stride1 = g.sh == 1 and g.sw == 1
     p.nthreads = 1
     if flops >= PARALLEL_MIN_FLOPS and g.N > 1 and n_threads > 1:
@@ -481,15 +482,24 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             p.img_b = _round_up(g.C * chan_planes + p.slack, ALIGN)
             p.img_d = _round_up(g.Co * p.flat_len, ALIGN)
             lanes = 16 if fg_simd_level() >= 2 else 8
+            if fg_simd_level() >= 2:
+                # AVX-512 (measured on a Xeon): when every position serves many window
+                # elements
+                lanes_pay = g.K >= LANES_DOT_MIN_K
+            else:
+                # AVX2 (measured on Zen 3, batch 64): when an image has fewer than
+                # LANES_DOT_POSITIONS output positions, whatever the channels: a row or
+                # flat dot then runs under 32 vector steps per image between its lane
+                # sums (64->64 on 8x8: 77 GF/s by lanes against 59; 128->128 on 4x4: 66
+                # against 23), while on larger planes it wins (16->16 on 32x32: 83
+                # against 60; 32->32 and 64->64 on 16x16: 75-82 against 65-77)
+                lanes_pay = g.Ho * g.Wo < LANES_DOT_POSITIONS
             if _force_lanes_dot == 1 or (_force_lanes_dot < 0 and _force_flat_dot < 0 and
-                                         fg_simd_level() >= 1 and g.M >= lanes and g.K >= LANES_DOT_MIN_K
-                                         and (fg_simd_level() >= 2 or g.M <= 2 * lanes)):
+                                         fg_simd_level() >= 1 and g.M >= lanes and lanes_pay):
                 # output channels along the lanes: vectors of channels times window
                 # elements broadcast from the padded planes, over exactly the output
                 # positions (no extra columns, no lane sums). The gradient is transposed
-                # first: worth it when every position serves many window elements (and
-                # the channels fill the lanes; with AVX2's 16 registers, the dots do
-                # better on many channels).
+                # first.
                 p.lanes_dot = True
                 p.flat_len = 0
                 p.mr = 1 if g.M <= lanes else (2 if g.M <= 2 * lanes or fg_simd_level() < 2 else 4)
