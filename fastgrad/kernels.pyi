@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Literal
 
 from fastgrad._ext._activation import (
+    add_relu_forward as add_relu_forward,
     leaky_relu_backward as leaky_relu_backward,
     leaky_relu_forward as leaky_relu_forward,
     log_softmax_backward as log_softmax_backward,

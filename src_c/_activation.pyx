@@ -33,7 +33,7 @@ SIMD_KERNELS_TOP = 1
 include "_simd.pxi"
 
 __all__ = [
-    "relu_forward", "relu_backward",
+    "relu_forward", "relu_backward", "add_relu_forward",
     "leaky_relu_forward", "leaky_relu_backward",
     "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward",
@@ -96,7 +96,17 @@ cdef extern from *:
         }                                                                                \
     }                                                                                    \
     FG_SIMD_CLONE_VOID(fg_relu_backward_##SUF, (const T *out, const T *g, T *gi, ptrdiff_t n), \
-                       (out, g, gi, n))
+                       (out, g, gi, n))                                                  \
+    static inline __attribute__((always_inline)) void                                    \
+    fg_add_relu_forward_##SUF##_body(const T *a, const T *b, T *y, ptrdiff_t n)          \
+    {                                                                                    \
+        for (ptrdiff_t i = 0; i < n; i++) {                                              \
+            const T v = a[i] + b[i];  /* the sum numpy's add makes, then relu's select */ \
+            y[i] = v <= 0 ? (T)0 : v;                                                    \
+        }                                                                                \
+    }                                                                                    \
+    FG_SIMD_CLONE_VOID(fg_add_relu_forward_##SUF, (const T *a, const T *b, T *y, ptrdiff_t n), \
+                       (a, b, y, n))
     FG_ACT_RELU(float, f32)
     FG_ACT_RELU(double, f64)
     """
@@ -106,6 +116,10 @@ cdef extern from *:
                               Py_ssize_t n) noexcept nogil
     void fg_relu_backward_f64(const double *out, const double *g, double *gi,
                               Py_ssize_t n) noexcept nogil
+    void fg_add_relu_forward_f32(const float *a, const float *b, float *y,
+                                 Py_ssize_t n) noexcept nogil
+    void fg_add_relu_forward_f64(const double *a, const double *b, double *y,
+                                 Py_ssize_t n) noexcept nogil
 
 cdef enum:
     OP_RELU
@@ -221,6 +235,24 @@ cdef void _backward(int op, const floating *saved, const floating *g, floating *
     for b in prange(nblocks, schedule="static", num_threads=n_threads):
         start = b * BLOCK
         _backward_block(op, saved + start, g + start, gi + start, min(BLOCK, n - start), slope)
+
+
+cdef void _add_relu(const floating *a, const floating *b, floating *y, Py_ssize_t n,
+                    int n_threads) noexcept nogil:
+    cdef Py_ssize_t blk, start, nblocks
+    if n_threads <= 1 or n < PARALLEL_MIN_CHEAP:
+        if floating is float:
+            fg_add_relu_forward_f32(a, b, y, n)
+        else:
+            fg_add_relu_forward_f64(a, b, y, n)
+        return
+    nblocks = (n + BLOCK - 1) // BLOCK
+    for blk in prange(nblocks, schedule="static", num_threads=n_threads):
+        start = blk * BLOCK
+        if floating is float:
+            fg_add_relu_forward_f32(a + start, b + start, y + start, min(BLOCK, n - start))
+        else:
+            fg_add_relu_forward_f64(a + start, b + start, y + start, min(BLOCK, n - start))
 
 
 # --------------------------------------------------------------------------- softmax rows
@@ -393,6 +425,31 @@ def relu_backward(out, grad_out, grad_input, n_threads=1):
     grad_input: OUT, same shape and dtype, written fresh.
     """
     _run_backward("relu_backward", "out", OP_RELU, out, grad_out, grad_input, 0.0, n_threads)
+
+
+def add_relu_forward(a, b, out, n_threads=1):
+    """out = max(a + b, 0) elementwise: a residual join and its ReLU in one pass, the same
+    bits as numpy's add then relu_forward. Its backward is relu_backward on out, whose
+    result is the gradient of both a and b.
+
+    a, b: IN, float32/float64, C-contiguous, same shape and dtype.
+    out: OUT, same shape and dtype, written fresh (may be a or b itself).
+    """
+    cdef str kernel = "add_relu_forward"
+    cdef int t = check_alike(kernel, ("a", "b", "out"), (a, b, out), 1, -1)
+    cdef int nt = _threads(kernel, n_threads)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>a)
+    cdef void *pa = _ptr(a)
+    cdef void *pb = _ptr(b)
+    cdef void *py = _ptr(out)
+    if n == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _add_relu(<const float *>pa, <const float *>pb, <float *>py, n, nt)
+    else:
+        with nogil:
+            _add_relu(<const double *>pa, <const double *>pb, <double *>py, n, nt)
 
 
 def leaky_relu_forward(x, out, negative_slope, n_threads=1):

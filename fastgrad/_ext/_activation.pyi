@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 # float32 or float64 (one dtype per call), C-contiguous
 Array = NDArray[np.floating[Any]]
 
+def add_relu_forward(a: Array, b: Array, out: Array, n_threads: int = 1) -> None: ...
 def leaky_relu_backward(
     x: Array,
     grad_out: Array,

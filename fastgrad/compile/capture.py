@@ -150,7 +150,7 @@ class Recorder:
         boundary_slots = {k for k, _ in self.boundary}
         source = dict(self.boundary)
         out_slot = self.slots[id(output)]
-        entries, index = fuse_relus(self.entries, out_slot) if self.fuse else (self.entries, None)
+        entries, index = fuse_relus(self.entries, out_slot, self.kept) if self.fuse else (self.entries, None)
         if output._ctx is not None:
             for fn in topological_order(output._ctx):
                 i = self.fns.get(id(fn))

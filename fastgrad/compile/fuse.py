@@ -1,15 +1,22 @@
 """Fusions a captured plan can make because it sees the whole forward: a ReLU whose only
-input is a convolution's, a linear layer's or a batch normalization's output that nothing
-else reads becomes that op's own fused ReLU (``relu=True``: the ReLU in the kernel's
-output pass; backward, the convolution's and linear layer's Steps apply the ReLU's mask
-before the products and the batch normalization kernel masks the gradient as it reads
-it), which saves a pass over the output and an array. The values and gradients are the
-unfused ops' bit for bit (ReLU is exact, and the fused kernels apply the same mask to the
-same gradient; tests/compile and tests/kernels/test_norm.py check it).
+input is an op's output that nothing else reads runs inside that op.
+
+- Convolution, linear layer, batch normalization: the op's own fused ReLU (``relu=True``:
+  the ReLU in the kernel's output pass; backward, the convolution's and linear layer's
+  Steps apply the ReLU's mask before the products, and the batch normalization kernel
+  masks the gradient as it reads it).
+- The sum of two arrays of one shape and float dtype (a residual join): one AddReLU
+  (ops/activation.py), the sum and its ReLU in one pass.
+
+Each saves a pass over the output and an array. The values and gradients are the unfused
+ops' bit for bit (ReLU is exact, the sums are numpy's, and the fused kernels apply the
+same mask to the same gradient; tests/compile, tests/kernels/test_norm.py and
+tests/kernels/test_activation.py check it).
 """
 
-from ..ops.activation import ReLU
+from ..ops.activation import AddReLU, ReLU
 from ..ops.conv import Conv2d, ConvStep
+from ..ops.elementwise import Add
 from ..ops.linear import Linear, LinearStep
 from ..ops.norm import BatchNorm
 from .plan import Entry
@@ -26,9 +33,16 @@ def _relu_step(step):
     return LinearStep(step.x_shape, step.w_shape, step.n_weights == 2, True, step.n_threads)
 
 
-def fuse_relus(entries, out_slot):
+def _same_float_arrays(kept, a, b):
+    """Whether slots a and b hold arrays of one shape and float dtype (no broadcast)."""
+    x, y = kept[a]._data, kept[b]._data
+    return x.shape == y.shape and x.dtype == y.dtype and x.dtype.kind == "f"
+
+
+def fuse_relus(entries, out_slot, kept):
     """(entries with each fusable producer + ReLU pair made one entry, a map from old
-    entry index to new index, None for a ReLU folded into its producer)."""
+    entry index to new index, None for a ReLU folded into its producer). ``kept``: the
+    captured tensor of each slot (their shapes decide whether an Add may fuse)."""
     producer, readers = {}, {}
     for i, e in enumerate(entries):
         producer[e.out] = i
@@ -44,9 +58,12 @@ def fuse_relus(entries, out_slot):
         if p is None or k == out_slot or readers[k] != 1:
             continue
         prod = entries[p]
-        if prod.cls not in FUSES_RELU or prod.params.get("relu"):
+        if prod.cls is Add:
+            if not _same_float_arrays(kept, *prod.ins):
+                continue
+        elif prod.cls not in FUSES_RELU or prod.params.get("relu"):
             continue
-        if prod.cls is not BatchNorm and "step" not in prod.params:
+        elif prod.cls is not BatchNorm and "step" not in prod.params:
             continue
         if e.needs != (prod.wants_grad,):
             continue
@@ -57,7 +74,9 @@ def fuse_relus(entries, out_slot):
             index[i] = None
             continue
         relu = fused.get(i)
-        if relu is not None:
+        if relu is not None and e.cls is Add:  # the residual join: one pass
+            e = Entry(AddReLU, e.ins, {}, e.needs, relu.out, e.site)
+        elif relu is not None:
             params = dict(e.params, relu=True)
             if "step" in params:
                 params["step"] = _relu_step(params["step"])

@@ -64,6 +64,27 @@ class ReLU(_SavesOutput):
     forward_kernel, backward_kernel = "relu_forward", "relu_backward"
 
 
+class AddReLU(Function):
+    """relu(a + b) of two arrays of one shape and float dtype in one pass: the residual
+    join a compiled plan makes of an Add whose output only a ReLU reads
+    (fastgrad/compile/fuse.py). The same bits as elementwise.Add then ReLU, forward and
+    backward: the ReLU's gradient goes to both inputs, as Add hands its gradient on."""
+
+    def forward(self, a, b):
+        a, b = contiguous(a), contiguous(b)
+        out = buffer_pool.empty(a.shape, a.dtype)
+        kernels.add_relu_forward(a, b, out, get_num_threads())
+        self.out = out
+        return out
+
+    def backward(self, grad):
+        out = self.out
+        grad_input = buffer_pool.empty(out.shape, out.dtype)
+        kernels.relu_backward(out, contiguous(grad, out.dtype), grad_input, get_num_threads())
+        needs = self.needs_input_grad
+        return (grad_input if needs[0] else None, grad_input if needs[1] else None)
+
+
 def relu_backward_step(out, grad, bufs, name, n_threads):
     """``grad`` where ``out`` (a ReLU's output) is positive, else 0, written into the arena
     array ``name`` (or a new one): the ReLU backward every step shares."""

@@ -16,6 +16,7 @@ from ._checks import check_alike, check_threads
 __all__ = [
     "relu_forward",
     "relu_backward",
+    "add_relu_forward",
     "leaky_relu_forward",
     "leaky_relu_backward",
     "sigmoid_forward",
@@ -72,6 +73,21 @@ def relu_backward(out, grad_out, grad_input, n_threads=1):
     for y, g in zip(out.reshape(-1).tolist(), grad_out.reshape(-1).tolist()):
         result.append(g if y > 0 else 0.0)
     _write(grad_input, result)
+
+
+def add_relu_forward(a, b, out, n_threads=1):
+    """out = max(a + b, 0) elementwise (NaN propagates): a sum and its ReLU in one pass.
+
+    a, b: IN, float32/float64, C-contiguous, same shape and dtype.
+    out: OUT, same shape and dtype, written fresh (may be a or b itself).
+    """
+    dtype = check_alike("add_relu_forward", ("a", "b", "out"), (a, b, out), 1)
+    check_threads("add_relu_forward", n_threads)
+    result = []
+    for u, v in zip(a.reshape(-1).tolist(), b.reshape(-1).tolist()):
+        s = float(np.asarray(u + v, dtype))  # the sum rounded to the arrays' dtype first
+        result.append(0.0 if s <= 0 else s)
+    _write(out, result)
 
 
 def leaky_relu_forward(x, out, negative_slope, n_threads=1):

@@ -380,3 +380,43 @@ def test_a_relu_after_a_batch_norm_is_fused_bit_for_bit(reuse, affine, training)
         assert ("BatchNorm", None) in names and ("ReLU", None) in names
     else:
         assert ("BatchNorm", True) in names and all(n != "ReLU" for n, _ in names)
+
+
+class ResidualJoin(nn.Module):
+    def __init__(self, broadcast):
+        super().__init__()
+        self.broadcast = broadcast
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        h = self.bn(self.conv(x))
+        if self.broadcast:  # a sum that broadcasts stays an Add and a ReLU
+            return F.relu(h + x[:, :1])
+        return F.relu(h + x)
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_a_relu_after_a_residual_add_is_fused_bit_for_bit(broadcast):
+    fastgrad.manual_seed(0)
+    eager, model = ResidualJoin(broadcast), ResidualJoin(broadcast)
+    model.load_state_dict(eager.state_dict())
+    compiled = fastgrad.compile(model)
+    rng = np.random.default_rng(0)
+    runs = []
+    for call, m in ((eager, eager), (compiled, model)):
+        out = []
+        for step in range(3):
+            x = fastgrad.tensor(rng.standard_normal((4, 3, 6, 6)).astype(np.float32), requires_grad=True)
+            m.zero_grad()
+            y = call(x)
+            (y * fastgrad.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(np.float32))).sum().backward()
+            out += [y.data.copy(), x.grad.data.copy()] + [p.grad.data.copy() for p in m.parameters()]
+        runs.append(out)
+        rng = np.random.default_rng(0)
+    assert_all_equal(*runs)
+    names = [e.cls.__name__ for e in _plan_of(compiled).entries]
+    if broadcast:
+        assert "Add" in names and "ReLU" in names and "AddReLU" not in names
+    else:
+        assert "AddReLU" in names and "Add" not in names and "ReLU" not in names

@@ -251,6 +251,41 @@ def test_leaky_relu_slope_must_be_number(module):
         module.leaky_relu_backward(x, x, np.empty_like(x), 0.1, 0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(BIG,)])
+def test_add_relu_is_add_then_relu_bit_for_bit(compiled, shape, dtype):
+    a, b = sample(shape, dtype, seed=1), sample(shape, dtype, seed=2)
+    if a.size:
+        b.reshape(-1)[::5] = -a.reshape(-1)[::5]  # sums of exactly 0
+    want = run_forward(compiled, "relu", np.add(a, b))
+    for threads in (1, 2):
+        got = np.full(shape, np.nan, dtype)
+        compiled.add_relu_forward(a, b, got, threads)
+        np.testing.assert_array_equal(got, want)
+        assert np.signbit(got).sum() == np.signbit(want).sum()  # +0 where the sum is <= 0
+    if a.size <= 1000:
+        got = np.full(shape, np.nan, dtype)
+        reference.add_relu_forward(a, b, got)
+        np.testing.assert_allclose(got, want, **tol(dtype))
+    inplace = a.copy()
+    compiled.add_relu_forward(inplace, b, inplace)  # the output may be an input
+    np.testing.assert_array_equal(inplace, want)
+
+
+@pytest.mark.parametrize("module", ["compiled", "reference"])
+def test_add_relu_refuses_mismatched_arrays(compiled, module):
+    kernel = compiled if module == "compiled" else reference
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="add_relu_forward: b"):
+        kernel.add_relu_forward(a, np.ones((3, 2), np.float32), np.empty_like(a))
+    with pytest.raises(TypeError, match="add_relu_forward: b"):
+        kernel.add_relu_forward(a, np.ones((2, 3)), np.empty_like(a))
+    out = np.empty_like(a)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="add_relu_forward: out"):
+        kernel.add_relu_forward(a, a, out)
+
+
 def test_exports_match(compiled):
     assert sorted(compiled.__all__) == sorted(reference.__all__)
     for name in reference.__all__:
