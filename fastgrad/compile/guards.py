@@ -11,8 +11,9 @@ identity is exact for what it sees and errs only towards re-planning.
 
 from operator import is_
 
-from .. import _config, kernels
+from .. import _config
 from ..autograd import is_grad_enabled
+from ..ops.conv import kernel_home
 from ..tensor import Tensor
 
 
@@ -21,7 +22,7 @@ def call_key(args):
     sig = [
         is_grad_enabled(),
         _config.get_num_threads(),
-        kernels.backend,
+        kernel_home(),  # the backend and SIMD path: their plans and workspaces differ
         _config.are_deterministic_algorithms_enabled(),
     ]
     for i, a in enumerate(args):

@@ -39,8 +39,9 @@ _workspaces = _Workspaces()
 @functools.lru_cache(maxsize=512)
 def workspace_size(backend, kind, x_shape, w_shape, y_shape, params, n_threads):
     """Elements of scratch memory conv2d_<kind> needs for this geometry. Remembered:
-    a training loop asks the same few questions every step. ``backend`` is part of the
-    key because the two kernel homes plan differently."""
+    a training loop asks the same few questions every step. ``backend`` (the kernel home
+    and its SIMD path, see ``kernel_home``) is part of the key because each plans
+    differently."""
     return kernels.conv2d_workspace_size(kind, x_shape, w_shape, y_shape, *params, n_threads)
 
 
@@ -57,6 +58,12 @@ def workspace(size, dtype):
     return buf
 
 
+def kernel_home():
+    """The kernels bound now: the backend and, for the compiled one, its SIMD path (the
+    plans, and so the workspace sizes, differ per path: kernels.use_simd switches)."""
+    return kernels.backend, kernels.simd_path
+
+
 class ConvStep:
     """conv2d (+ bias) (then ReLU) of one geometry, forward and backward; weights:
     (weight[, bias]). The arithmetic of the Conv2d op and of a chain's convolution."""
@@ -71,7 +78,7 @@ class ConvStep:
         if relu:
             self.buffers["masked"] = self.out_shape
         self.pool_masks = False  # set when a max pool after it applies the ReLU's mask
-        backend = kernels.backend
+        backend = kernel_home()
         self.ws_sizes = {
             kind: workspace_size(backend, kind, x_shape, w_shape, self.out_shape, params, n_threads)
             for kind in ("forward", "backward_input", "backward_weight")
@@ -123,7 +130,7 @@ def _shared_conv_step(backend, x_shape, w_shape, has_bias, params, out_hw, relu,
 def conv_step(x_shape, w_shape, has_bias, params, out_hw, relu, n_threads):
     """The ConvStep of this geometry, made once: Steps keep no state between calls, so
     every eager call of a training loop shares one (and its workspace sizes)."""
-    return _shared_conv_step(kernels.backend, x_shape, w_shape, has_bias, params, out_hw, relu, n_threads)
+    return _shared_conv_step(kernel_home(), x_shape, w_shape, has_bias, params, out_hw, relu, n_threads)
 
 
 class Conv2d(Function):

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from ._util import MAX_INDEXED_ELEMENTS, check_size, tensor_cls
-from .conv import _pair, conv2d, workspace, workspace_size
+from .conv import _pair, conv2d, kernel_home, workspace, workspace_size
 from .pool import avg_pool2d, max_pool2d
 from .shape import squeeze, unsqueeze
 
@@ -138,7 +138,7 @@ class ConvTranspose2d(Function):
         x = np.ascontiguousarray(x)
         weight = np.ascontiguousarray(weight)
         n_threads = _config.get_num_threads()
-        backend = kernels.backend
+        backend = kernel_home()
         sizes = {
             kind: workspace_size(backend, kind, out_shape, weight.shape, x.shape, params, n_threads)
             for kind in ("forward", "backward_input", "backward_weight")

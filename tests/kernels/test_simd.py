@@ -110,6 +110,48 @@ def test_use_simd_switches_every_family_and_matches_reference(path):
     assert kernels.simd_path == before
 
 
+def _lenet_step(model, call, x, y):
+    model.zero_grad()
+    loss = fastgrad.nn.functional.cross_entropy(call(x), y)
+    loss.backward()
+    return [loss.data.copy()] + [p.grad.data.copy() for p in model.parameters()]
+
+
+@pytest.mark.skipif(len(kernels.simd_paths()) < 2, reason="this CPU runs one SIMD path")
+def test_switching_paths_between_steps_replans_every_convolution():
+    # the convolutions' workspaces differ per path: a Step, a Sequential's chain or a
+    # compiled plan made on one path must not run the next path with its sizes
+    nn = fastgrad.nn
+    fastgrad.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = fastgrad.tensor(rng.standard_normal((64, 1, 28, 28)).astype(np.float32))
+    y = fastgrad.tensor(rng.integers(0, 10, 64))
+    layers = [nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 64, 3, padding=1)]
+    layers += [nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.Flatten(), nn.Linear(64 * 7 * 7, 10)]
+    model = nn.Sequential(*layers)  # runs as a chain
+    compiled = fastgrad.compile(model)
+    before = kernels.simd_path
+    try:
+        runs = {}
+        for path in kernels.simd_paths() * 2:
+            kernels.use_simd(path)
+            for name, call in (("chain", model), ("layers", lambda t: _by_layer(model, t)), ("compiled", compiled)):
+                runs.setdefault(name, []).append(_lenet_step(model, call, x, y))
+    finally:
+        kernels.use_simd(before)
+    first = runs["chain"][0]
+    for name, results in runs.items():
+        for got in results:
+            for a, b in zip(got, first):
+                np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+def _by_layer(model, t):
+    for layer in model:
+        t = layer(t)
+    return t
+
+
 def _config_lines(lines):
     """show_config's printout as a dict"""
     return {k.strip(): v.strip() for k, _, v in (line.partition(": ") for line in lines) if v}

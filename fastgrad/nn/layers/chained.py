@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ... import _config, kernels
+from ... import _config
 from ...autograd import _anomaly
 from ...ops.activation import ReluStep
 from ...ops.chain import ChainPlan, ReshapeStep, run_chain
-from ...ops.conv import ConvStep, conv_geometry
+from ...ops.conv import ConvStep, conv_geometry, kernel_home
 from ...ops.linear import LinearStep
 from ...ops.pool import MaxPoolStep, max_pool_geometry
 from ...tensor import Tensor
@@ -111,7 +111,7 @@ class ChainedRun:
             self.plans.clear()
             self.edits = _Edits.count
         data = input._data
-        key = (data.shape, data.dtype, _config.get_num_threads(), kernels.backend)
+        key = (data.shape, data.dtype, _config.get_num_threads(), kernel_home())
         entry = self.plans.get(key)
         if entry is not None:
             plan, weights = entry
