@@ -308,27 +308,38 @@ def _plan_of(compiled):
     return entries[0][1]
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-@pytest.mark.parametrize("batch", [2, 9])  # the linear backward's one-pass and blocked paths
-def test_a_relu_after_a_conv_or_linear_is_fused_bit_for_bit(reuse, batch):
+def fused_against_eager(make, x_shape, training=True):
+    """Train copies of ``make()`` eagerly and compiled for three steps on the same inputs
+    (a weighted sum as the loss, so every output element matters); assert the outputs,
+    input and parameter gradients and buffers equal bit for bit; return the compiled
+    module's plan."""
     fastgrad.manual_seed(0)
-    eager, model = ConvLinearRelu(reuse), ConvLinearRelu(reuse)
+    eager, model = make(), make()
     model.load_state_dict(eager.state_dict())
+    eager.train(training)
+    model.train(training)
     compiled = fastgrad.compile(model)
-    rng = np.random.default_rng(0)
     runs = []
     for call, m in ((eager, eager), (compiled, model)):
+        rng = np.random.default_rng(0)
         out = []
         for step in range(3):
-            x = fastgrad.tensor(rng.standard_normal((batch, 3, 8, 8)).astype(np.float32), requires_grad=True)
+            x = fastgrad.tensor(rng.standard_normal(x_shape).astype(np.float32), requires_grad=True)
             m.zero_grad()
             y = call(x)
             (y * fastgrad.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(np.float32))).sum().backward()
             out += [y.data.copy(), x.grad.data.copy()] + [p.grad.data.copy() for p in m.parameters()]
+            out += [b.data.copy() for b in m.buffers()]
         runs.append(out)
-        rng = np.random.default_rng(0)
     assert_all_equal(*runs)
-    names = [(e.cls.__name__, e.params.get("relu")) for e in _plan_of(compiled).entries]
+    return _plan_of(compiled)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize("batch", [2, 9])  # the linear backward's one-pass and blocked paths
+def test_a_relu_after_a_conv_or_linear_is_fused_bit_for_bit(reuse, batch):
+    plan = fused_against_eager(lambda: ConvLinearRelu(reuse), (batch, 3, 8, 8))
+    names = [(e.cls.__name__, e.params.get("relu")) for e in plan.entries]
     assert ("Linear", True) in names
     if reuse:
         assert ("Conv2d", False) in names and ("ReLU", None) in names
@@ -355,27 +366,8 @@ class BatchNormRelu(nn.Module):
 @pytest.mark.parametrize("reuse", [False, True])
 @pytest.mark.parametrize("training", [True, False])
 def test_a_relu_after_a_batch_norm_is_fused_bit_for_bit(reuse, affine, training):
-    fastgrad.manual_seed(0)
-    eager, model = BatchNormRelu(reuse, affine), BatchNormRelu(reuse, affine)
-    model.load_state_dict(eager.state_dict())
-    eager.train(training)
-    model.train(training)
-    compiled = fastgrad.compile(model)
-    rng = np.random.default_rng(0)
-    runs = []
-    for call, m in ((eager, eager), (compiled, model)):
-        out = []
-        for step in range(3):
-            x = fastgrad.tensor(rng.standard_normal((5, 3, 8, 8)).astype(np.float32), requires_grad=True)
-            m.zero_grad()
-            y = call(x)
-            (y * fastgrad.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(np.float32))).sum().backward()
-            out += [y.data.copy(), x.grad.data.copy()] + [p.grad.data.copy() for p in m.parameters()]
-            out += [b.data.copy() for b in m.buffers()]
-        runs.append(out)
-        rng = np.random.default_rng(0)
-    assert_all_equal(*runs)
-    names = [(e.cls.__name__, e.params.get("relu")) for e in _plan_of(compiled).entries]
+    plan = fused_against_eager(lambda: BatchNormRelu(reuse, affine), (5, 3, 8, 8), training)
+    names = [(e.cls.__name__, e.params.get("relu")) for e in plan.entries]
     if reuse:
         assert ("BatchNorm", None) in names and ("ReLU", None) in names
     else:
@@ -398,24 +390,8 @@ class ResidualJoin(nn.Module):
 
 @pytest.mark.parametrize("broadcast", [False, True])
 def test_a_relu_after_a_residual_add_is_fused_bit_for_bit(broadcast):
-    fastgrad.manual_seed(0)
-    eager, model = ResidualJoin(broadcast), ResidualJoin(broadcast)
-    model.load_state_dict(eager.state_dict())
-    compiled = fastgrad.compile(model)
-    rng = np.random.default_rng(0)
-    runs = []
-    for call, m in ((eager, eager), (compiled, model)):
-        out = []
-        for step in range(3):
-            x = fastgrad.tensor(rng.standard_normal((4, 3, 6, 6)).astype(np.float32), requires_grad=True)
-            m.zero_grad()
-            y = call(x)
-            (y * fastgrad.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(np.float32))).sum().backward()
-            out += [y.data.copy(), x.grad.data.copy()] + [p.grad.data.copy() for p in m.parameters()]
-        runs.append(out)
-        rng = np.random.default_rng(0)
-    assert_all_equal(*runs)
-    names = [e.cls.__name__ for e in _plan_of(compiled).entries]
+    plan = fused_against_eager(lambda: ResidualJoin(broadcast), (4, 3, 6, 6))
+    names = [e.cls.__name__ for e in plan.entries]
     if broadcast:
         assert "Add" in names and "ReLU" in names and "AddReLU" not in names
     else:
