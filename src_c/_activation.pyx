@@ -123,6 +123,7 @@ cdef extern from *:
 
 cdef enum:
     OP_RELU
+    OP_ADD_RELU  # relu(x + x2): the one binary op
     OP_LEAKY_RELU
     OP_SIGMOID
     OP_TANH
@@ -163,8 +164,9 @@ cdef inline floating _tanh(floating v) noexcept nogil:
 
 # --------------------------------------------------------------------------- elementwise
 
-cdef void _forward_block(int op, const floating *x, floating *y, Py_ssize_t n,
-                         floating slope) noexcept nogil:
+cdef void _forward_block(int op, const floating *x, const floating *x2, floating *y,
+                         Py_ssize_t n, floating slope) noexcept nogil:
+    # x2: the second operand of OP_ADD_RELU (NULL for the others)
     cdef Py_ssize_t i
     cdef floating v
     if op == OP_RELU:  # y = 0 if x <= 0 else x: NaN stays NaN, as in PyTorch
@@ -172,6 +174,11 @@ cdef void _forward_block(int op, const floating *x, floating *y, Py_ssize_t n,
             fg_relu_forward_f32(x, y, n)
         else:
             fg_relu_forward_f64(x, y, n)
+    elif op == OP_ADD_RELU:
+        if floating is float:
+            fg_add_relu_forward_f32(x, x2, y, n)
+        else:
+            fg_add_relu_forward_f64(x, x2, y, n)
     elif op == OP_LEAKY_RELU:
         for i in range(n):
             v = x[i]
@@ -210,19 +217,22 @@ cdef void _backward_block(int op, const floating *saved, const floating *g, floa
 
 
 cdef inline Py_ssize_t _parallel_min(int op) noexcept nogil:
-    return PARALLEL_MIN_CHEAP if op == OP_RELU or op == OP_LEAKY_RELU else PARALLEL_MIN_EXP
+    if op == OP_RELU or op == OP_ADD_RELU or op == OP_LEAKY_RELU:
+        return PARALLEL_MIN_CHEAP
+    return PARALLEL_MIN_EXP
 
 
-cdef void _forward(int op, const floating *x, floating *y, Py_ssize_t n, floating slope,
-                   int n_threads) noexcept nogil:
+cdef void _forward(int op, const floating *x, const floating *x2, floating *y, Py_ssize_t n,
+                   floating slope, int n_threads) noexcept nogil:
     cdef Py_ssize_t b, start, nblocks
     if n_threads <= 1 or n < _parallel_min(op):
-        _forward_block(op, x, y, n, slope)
+        _forward_block(op, x, x2, y, n, slope)
         return
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in prange(nblocks, schedule="static", num_threads=n_threads):
         start = b * BLOCK
-        _forward_block(op, x + start, y + start, min(BLOCK, n - start), slope)
+        _forward_block(op, x + start, (x2 + start) if x2 != NULL else NULL, y + start,
+                       min(BLOCK, n - start), slope)
 
 
 cdef void _backward(int op, const floating *saved, const floating *g, floating *gi,
@@ -235,24 +245,6 @@ cdef void _backward(int op, const floating *saved, const floating *g, floating *
     for b in prange(nblocks, schedule="static", num_threads=n_threads):
         start = b * BLOCK
         _backward_block(op, saved + start, g + start, gi + start, min(BLOCK, n - start), slope)
-
-
-cdef void _add_relu(const floating *a, const floating *b, floating *y, Py_ssize_t n,
-                    int n_threads) noexcept nogil:
-    cdef Py_ssize_t blk, start, nblocks
-    if n_threads <= 1 or n < PARALLEL_MIN_CHEAP:
-        if floating is float:
-            fg_add_relu_forward_f32(a, b, y, n)
-        else:
-            fg_add_relu_forward_f64(a, b, y, n)
-        return
-    nblocks = (n + BLOCK - 1) // BLOCK
-    for blk in prange(nblocks, schedule="static", num_threads=n_threads):
-        start = blk * BLOCK
-        if floating is float:
-            fg_add_relu_forward_f32(a + start, b + start, y + start, min(BLOCK, n - start))
-        else:
-            fg_add_relu_forward_f64(a + start, b + start, y + start, min(BLOCK, n - start))
 
 
 # --------------------------------------------------------------------------- softmax rows
@@ -365,20 +357,23 @@ cdef void *_ptr(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 
 
-cdef _run_forward(str kernel, int op, x, out, double slope, n_threads):
-    cdef int t = check_alike(kernel, ("x", "out"), (x, out), 1, -1)
+cdef _run_forward(str kernel, int op, x, out, double slope, n_threads,
+                  tuple names=("x", "out"), x2=None):
+    # x2: OP_ADD_RELU's second operand, checked like x (names then has three entries)
+    cdef int t = check_alike(kernel, names, (x, out) if x2 is None else (x, x2, out), 1, -1)
     cdef int nt = _threads(kernel, n_threads)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef void *px = _ptr(x)
+    cdef void *px2 = NULL if x2 is None else _ptr(x2)
     cdef void *py = _ptr(out)
     if n == 0:
         return
     if t == cnp.NPY_FLOAT32:
         with nogil:
-            _forward(op, <const float *>px, <float *>py, n, <float>slope, nt)
+            _forward(op, <const float *>px, <const float *>px2, <float *>py, n, <float>slope, nt)
     else:
         with nogil:
-            _forward(op, <const double *>px, <double *>py, n, slope, nt)
+            _forward(op, <const double *>px, <const double *>px2, <double *>py, n, slope, nt)
 
 
 cdef _run_backward(str kernel, str saved_name, int op, saved, grad_out, grad_input,
@@ -435,21 +430,7 @@ def add_relu_forward(a, b, out, n_threads=1):
     a, b: IN, float32/float64, C-contiguous, same shape and dtype.
     out: OUT, same shape and dtype, written fresh (may be a or b itself).
     """
-    cdef str kernel = "add_relu_forward"
-    cdef int t = check_alike(kernel, ("a", "b", "out"), (a, b, out), 1, -1)
-    cdef int nt = _threads(kernel, n_threads)
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>a)
-    cdef void *pa = _ptr(a)
-    cdef void *pb = _ptr(b)
-    cdef void *py = _ptr(out)
-    if n == 0:
-        return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _add_relu(<const float *>pa, <const float *>pb, <float *>py, n, nt)
-    else:
-        with nogil:
-            _add_relu(<const double *>pa, <const double *>pb, <double *>py, n, nt)
+    _run_forward("add_relu_forward", OP_ADD_RELU, a, out, 0.0, n_threads, ("a", "b", "out"), b)
 
 
 def leaky_relu_forward(x, out, negative_slope, n_threads=1):

@@ -215,6 +215,15 @@ class StepBuffers(dict):
         return a
 
 
+@functools.lru_cache(maxsize=1024)
+def shared_step(step_cls, home, *args):
+    """``step_cls(*args)``, made once per set of arguments: Steps keep no state between
+    calls, so every eager call of a training loop shares one. ``home`` only keys the
+    cache: what else the Step's construction read (the kernels bound, for a ConvStep's
+    workspace sizes), or None."""
+    return step_cls(*args)
+
+
 def arena_array(bufs, name, shape, dtype):
     """``bufs[name]`` (an array a chain reuses from call to call), or a new array when
     ``bufs`` has none: outside a chain, and for what a chain hands out."""

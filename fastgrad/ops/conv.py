@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, shared_step, tensor_cls
 from .activation import relu_backward_step
 
 if TYPE_CHECKING:
@@ -122,17 +122,6 @@ class ConvStep:
         return gx, grads
 
 
-@functools.lru_cache(maxsize=256)
-def _shared_conv_step(backend, x_shape, w_shape, has_bias, params, out_hw, relu, n_threads):
-    return ConvStep(x_shape, w_shape, has_bias, params, out_hw, relu, n_threads)
-
-
-def conv_step(x_shape, w_shape, has_bias, params, out_hw, relu, n_threads):
-    """The ConvStep of this geometry, made once: Steps keep no state between calls, so
-    every eager call of a training loop shares one (and its workspace sizes)."""
-    return _shared_conv_step(kernel_home(), x_shape, w_shape, has_bias, params, out_hw, relu, n_threads)
-
-
 class Conv2d(Function):
     """out = conv2d(x, weight) (+ bias) (then ReLU), one ConvStep. Inputs: x, weight[, bias]."""
 
@@ -145,7 +134,8 @@ class Conv2d(Function):
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
         if step is None:
-            step = conv_step(x.shape, weight.shape, bias is not None, params, out_hw, relu, _config.get_num_threads())
+            geometry = (x.shape, weight.shape, bias is not None, params, out_hw, relu, _config.get_num_threads())
+            step = shared_step(ConvStep, kernel_home(), *geometry)
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out

@@ -8,7 +8,6 @@ input are flattened into rows here and restored on the way out.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from .. import _config
 from ..autograd import Function
-from ._util import StepBuffers, arena_array, check_size, remembered, tensor_cls
+from ._util import StepBuffers, arena_array, check_size, remembered, shared_step, tensor_cls
 from .activation import relu_backward_step
 
 if TYPE_CHECKING:
@@ -77,12 +76,6 @@ class LinearStep:
         return (None if gx is None else gx.reshape(self.x_shape)), grads
 
 
-@functools.lru_cache(maxsize=256)
-def linear_step(x_shape, w_shape, has_bias, relu, n_threads):
-    """The LinearStep of this geometry, made once (Steps keep no state between calls)."""
-    return LinearStep(x_shape, w_shape, has_bias, relu, n_threads)
-
-
 class Linear(Function):
     """out = x @ weight.T (+ bias) (then ReLU), one LinearStep. Inputs: x, weight[, bias]."""
 
@@ -94,7 +87,9 @@ class Linear(Function):
         x = np.ascontiguousarray(x)
         weights = [np.ascontiguousarray(weight)] + ([] if bias is None else [np.ascontiguousarray(bias)])
         if step is None:
-            step = linear_step(x.shape, weight.shape, bias is not None, relu, _config.get_num_threads())
+            step = shared_step(
+                LinearStep, None, x.shape, weight.shape, bias is not None, relu, _config.get_num_threads()
+            )
         out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
         self.step, self.weights = step, weights
         return out

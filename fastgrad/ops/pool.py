@@ -10,7 +10,6 @@ pooling keeps the index of each maximum for its backward pass (and returns it wh
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from . import buffer_pool
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, shared_step, tensor_cls
 from .activation import relu_backward_step
 
 if TYPE_CHECKING:
@@ -66,13 +65,6 @@ class MaxPoolStep:
         return gx, []
 
 
-@functools.lru_cache(maxsize=256)
-def max_pool_step(x_shape, params, out_hw, n_threads):
-    """The MaxPoolStep of this geometry, made once (Steps keep no state between calls;
-    a chain, which sets a Step's ReLU mask, makes its own)."""
-    return MaxPoolStep(x_shape, params, out_hw, n_threads)
-
-
 class MaxPool2d(Function):
     """out = max over each window, one MaxPoolStep; ``indices`` receives the index of
     each maximum (the caller may hand them out: return_indices)."""
@@ -82,7 +74,11 @@ class MaxPool2d(Function):
     def forward(self, x, *, params, out_hw, indices=None, step=None):
         # step: as for Conv2d.forward, the MaxPoolStep a replayed plan already has
         x = np.ascontiguousarray(x)
-        self.step = step if step is not None else max_pool_step(x.shape, params, out_hw, _config.get_num_threads())
+        self.step = (
+            step
+            if step is not None
+            else shared_step(MaxPoolStep, None, x.shape, params, out_hw, _config.get_num_threads())
+        )
         if indices is None:  # made here, so that a replayed plan makes them anew too
             indices = buffer_pool.empty(x.shape[:2] + out_hw, np.int64)
         out, self.saved = self.step.forward(x, (), True, StepBuffers(indices=indices))
