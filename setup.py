@@ -131,7 +131,9 @@ class BuildExt(build_ext):
             if openmp:
                 extra.append("-fopenmp")
             ext.extra_compile_args = extra
-            ext.extra_link_args = (["-fopenmp"] if openmp else []) + san_flags + ([] if sanitize else ["-s"])
+            # symbols stripped unless asked for (FASTGRAD_NOSTRIP=1: perf report names functions)
+            strip = [] if sanitize or os.environ.get("FASTGRAD_NOSTRIP") else ["-s"]
+            ext.extra_link_args = (["-fopenmp"] if openmp else []) + san_flags + strip
             ext.define_macros = list(ext.define_macros or []) + [
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                 ("FASTGRAD_OPENMP", "1" if openmp else "0"),

@@ -3,8 +3,9 @@
 # - Layout: the input is seen as (N, C, S), C-contiguous: N samples, C channels, S values
 #   per channel and sample (S = H * W for BatchNorm2d, L for (N, C, L), 1 for (N, C)).
 #   Statistics are per channel, over its N * S values: N contiguous runs of S.
-# - Sums accumulate in double, with sixteen independent partial sums per run
-#   (src_c/norm_sums.h), so the loop vectorizes and is not one serial dependency chain;
+# - Sums accumulate in double, in sixteen independent partial sums per channel that each
+#   of its runs adds into, folded once (src_c/norm_sums.h), so the loops vectorize, are
+#   not one serial dependency chain, and a short run costs no fold of its own;
 #   the variance is two-pass, corrected: with m values,
 #   mean0 = sum(x) / m first, then d = x - mean0 summed and squared in one pass, and
 #   mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0) (when sum(d) is
@@ -26,6 +27,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
+from libc.string cimport memset
 
 from _checks cimport check_apart, check_array, check_number, check_shape, check_threads
 
@@ -45,57 +47,61 @@ cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
 # --------------------------------------------------------------------------- per-run sums
 
 cdef extern from "norm_sums.h" nogil:
-    # lane-parallel double sums that vectorize on every SIMD path (see the header)
-    double fgn_sum_f32(const float *p, Py_ssize_t n)
-    double fgn_sum_f64(const double *p, Py_ssize_t n)
-    double fgn_dev_sums_f32(const float *p, Py_ssize_t n, double mean, double *sum_dev)
-    double fgn_dev_sums_f64(const double *p, Py_ssize_t n, double mean, double *sum_dev)
-    double fgn_dot_dev_f32(const float *g, const float *x, Py_ssize_t n, double mean)
-    double fgn_dot_dev_f64(const double *g, const double *x, Py_ssize_t n, double mean)
+    # lane-parallel double sums that vectorize on every SIMD path, added into the lane
+    # arrays given, folded once per channel (see the header)
+    enum: FGN_LANES
+    double fgn_fold(double *s)
+    void fgn_sum_f32(const float *p, Py_ssize_t n, double *s)
+    void fgn_sum_f64(const double *p, Py_ssize_t n, double *s)
+    void fgn_dev_sums_f32(const float *p, Py_ssize_t n, double mean, double *s, double *t)
+    void fgn_dev_sums_f64(const double *p, Py_ssize_t n, double mean, double *s, double *t)
+    void fgn_dot_dev_f32(const float *g, const float *x, Py_ssize_t n, double mean, double *s)
+    void fgn_dot_dev_f64(const double *g, const double *x, Py_ssize_t n, double mean, double *s)
     void fgn_affine_relu_f32(const float *x, float *y, Py_ssize_t n, float mean, float scale,
                              float shift)
     void fgn_affine_relu_f64(const double *x, double *y, Py_ssize_t n, double mean, double scale,
                              double shift)
     float fgn_masked_f32(float g, float y)
     double fgn_masked_f64(double g, double y)
-    double fgn_masked_sums_f32(const float *g, const float *y, const float *x, Py_ssize_t n,
-                               double mean, double *sum_g)
-    double fgn_masked_sums_f64(const double *g, const double *y, const double *x, Py_ssize_t n,
-                               double mean, double *sum_g)
+    void fgn_masked_sums_f32(const float *g, const float *y, const float *x, Py_ssize_t n,
+                             double mean, double *s, double *t)
+    void fgn_masked_sums_f64(const double *g, const double *y, const double *x, Py_ssize_t n,
+                             double mean, double *s, double *t)
 
 
-cdef inline double _run_sum(const floating *p, Py_ssize_t n) noexcept nogil:
+cdef inline void _run_sum(const floating *p, Py_ssize_t n, double *s) noexcept nogil:
+    # lanes s += p[0..n)
     if floating is float:
-        return fgn_sum_f32(p, n)
+        fgn_sum_f32(p, n, s)
     else:
-        return fgn_sum_f64(p, n)
+        fgn_sum_f64(p, n, s)
 
 
-cdef inline double _run_dev_sums(const floating *p, Py_ssize_t n, double mean,
-                                 double *sum_dev) noexcept nogil:
-    # sum of (p[j] - mean)^2, returned; sum of (p[j] - mean), added to sum_dev[0]
+cdef inline void _run_dev_sums(const floating *p, Py_ssize_t n, double mean, double *s,
+                               double *t) noexcept nogil:
+    # lanes s += (p[j] - mean)^2, t += p[j] - mean
     if floating is float:
-        return fgn_dev_sums_f32(p, n, mean, sum_dev)
+        fgn_dev_sums_f32(p, n, mean, s, t)
     else:
-        return fgn_dev_sums_f64(p, n, mean, sum_dev)
+        fgn_dev_sums_f64(p, n, mean, s, t)
 
 
-cdef inline double _run_dot_dev(const floating *g, const floating *x, Py_ssize_t n,
-                                double mean) noexcept nogil:
-    # sum of g[j] * (x[j] - mean)
+cdef inline void _run_dot_dev(const floating *g, const floating *x, Py_ssize_t n,
+                              double mean, double *s) noexcept nogil:
+    # lanes s += g[j] * (x[j] - mean)
     if floating is float:
-        return fgn_dot_dev_f32(g, x, n, mean)
+        fgn_dot_dev_f32(g, x, n, mean, s)
     else:
-        return fgn_dot_dev_f64(g, x, n, mean)
+        fgn_dot_dev_f64(g, x, n, mean, s)
 
 
-cdef inline double _run_masked_sums(const floating *g, const floating *y, const floating *x,
-                                    Py_ssize_t n, double mean, double *sum_g) noexcept nogil:
-    # over g masked by a ReLU's output y: its sum, added to sum_g[0]; its dot with x - mean
+cdef inline void _run_masked_sums(const floating *g, const floating *y, const floating *x,
+                                  Py_ssize_t n, double mean, double *s, double *t) noexcept nogil:
+    # over g masked by a ReLU's output y: lanes t += it, s += its product with x - mean
     if floating is float:
-        return fgn_masked_sums_f32(g, y, x, n, mean, sum_g)
+        fgn_masked_sums_f32(g, y, x, n, mean, s, t)
     else:
-        return fgn_masked_sums_f64(g, y, x, n, mean, sum_g)
+        fgn_masked_sums_f64(g, y, x, n, mean, s, t)
 
 
 cdef inline floating _masked(floating g, floating y) noexcept nogil:
@@ -128,13 +134,19 @@ cdef void _train_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssiz
                          double eps, floating *save_mean, floating *save_invstd,
                          bint relu) noexcept nogil:
     cdef Py_ssize_t n, m = N * S
-    cdef double total = 0, mean, var, invstd, w, b, sum_dev = 0, shift_mean
+    cdef double total, mean, var, invstd, w, b, sum_dev, shift_mean
+    cdef double lanes[FGN_LANES]
+    cdef double dev_lanes[FGN_LANES]
+    memset(lanes, 0, sizeof(lanes))
     for n in range(N):
-        total += _run_sum(x + (n * C + c) * S, S)
-    mean = total / m
-    total = 0
+        _run_sum(x + (n * C + c) * S, S, lanes)
+    mean = fgn_fold(lanes) / m
+    memset(lanes, 0, sizeof(lanes))
+    memset(dev_lanes, 0, sizeof(dev_lanes))
     for n in range(N):
-        total += _run_dev_sums(x + (n * C + c) * S, S, mean, &sum_dev)
+        _run_dev_sums(x + (n * C + c) * S, S, mean, lanes, dev_lanes)
+    total = fgn_fold(lanes)
+    sum_dev = fgn_fold(dev_lanes)
     shift_mean = sum_dev / m
     if isfinite(shift_mean):  # not when the channel holds inf or NaN (or d overflowed)
         mean = mean + shift_mean
@@ -180,20 +192,26 @@ cdef void _backward_channel(const floating *g, const floating *x, const floating
     # y: a fused ReLU's output (the gradient is g where y > 0, else 0, as relu_backward
     # makes it), or NULL
     cdef Py_ssize_t n, j, m = N * S, at
-    cdef double sum_g = 0, dot = 0, mean = save_mean[c], invstd = save_invstd[c]
+    cdef double sum_g, dot, mean = save_mean[c], invstd = save_invstd[c]
+    cdef double g_lanes[FGN_LANES]
+    cdef double dot_lanes[FGN_LANES]
     cdef double scale = invstd * (weight[c] if weight != NULL else 1)
     cdef floating fmean = save_mean[c], fscale, mean_g, k, gm
     cdef const floating *gr
     cdef const floating *xr
     cdef const floating *yr
     cdef floating *dr
+    memset(g_lanes, 0, sizeof(g_lanes))
+    memset(dot_lanes, 0, sizeof(dot_lanes))
     for n in range(N):
         at = (n * C + c) * S
         if y != NULL:
-            dot += _run_masked_sums(g + at, y + at, x + at, S, mean, &sum_g)
+            _run_masked_sums(g + at, y + at, x + at, S, mean, dot_lanes, g_lanes)
         else:
-            sum_g += _run_sum(g + at, S)
-            dot += _run_dot_dev(g + at, x + at, S, mean)
+            _run_sum(g + at, S, g_lanes)
+            _run_dot_dev(g + at, x + at, S, mean, dot_lanes)
+    sum_g = fgn_fold(g_lanes)
+    dot = fgn_fold(dot_lanes)
     if grad_bias != NULL:
         grad_bias[c] = <floating>sum_g
     if grad_weight != NULL:
