@@ -549,11 +549,12 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
     cdef bint flat = p.flat_len > 0
     cdef Py_ssize_t group_b = g.Cg * p.pnh * p.pnw * p.Hp * p.Wp  # one group's input planes
     if not p.direct:
-        for n in range(count):
-            for grp in range(g.G):
-                _im2col(g, x + n * xs + grp * g.Cg * g.H * g.W, buf_b, P)
-                _dot(p.level, p.mr, p.nr, g.M, g.K, gout + n * ys + grp * g.M * P, P, 0, buf_b,
-                     off, 0, 1, P, gw + grp * g.M * g.K, g.K)
+        for grp in range(g.G):
+            # the block's im2col matrices one after the other, one dot over all of them
+            for n in range(count):
+                _im2col(g, x + n * xs + grp * g.Cg * g.H * g.W, buf_b + n * p.img_b, P)
+            _dot(p.level, p.mr, p.nr, g.M, g.K, gout + grp * g.M * P, P, 0, buf_b,
+                 off, 0, 1, P, gw + grp * g.M * g.K, g.K, count, ys, p.img_b)
         return
     if p.lanes_dot:
         for n in range(count):

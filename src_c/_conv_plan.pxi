@@ -526,7 +526,14 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             p.size_b = p.images * p.img_b
             p.size_d = p.images * p.img_d
         else:
-            p.size_b = g.K * g.Ho * g.Wo
+            # im2col: each tile's dots run over a block of images' matrices, so that its
+            # lane sums and stores are amortized over ~ROW_DOT_STEPS vector steps (a 1x1
+            # stride-2 shortcut has 8 per image)
+            p.img_b = g.K * g.Ho * g.Wo
+            p.images = _ceil_div(ROW_DOT_STEPS, _ceil_div(g.Ho * g.Wo, 16 if fg_simd_level() >= 2 else 8))
+            p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
+            p.images = max(p.images, <Py_ssize_t>1)
+            p.size_b = p.images * p.img_b
         p.blocks = (g.N + p.images - 1) // p.images
         p.chunks = max(<Py_ssize_t>1, min(p.chunks, p.blocks))
         p.nthreads = <int>min(<Py_ssize_t>p.nthreads, p.chunks)
