@@ -131,9 +131,10 @@ cdef void _im2col(Geom *g, const floating *src, floating *col, Py_ssize_t ld) no
                 k += 1
 
 
-cdef void _col2im(Geom *g, const floating *col, Py_ssize_t ld, floating *dst) noexcept nogil:
+cdef void _col2im(Geom *g, const floating *col, Py_ssize_t ld, floating *dst,
+                  int level) noexcept nogil:
     """The adjoint of _im2col: dst (one group's Cg planes) += every col entry at the
-    input position it was read from."""
+    input position it was read from. level: the SIMD level (stride-2 rows)."""
     cdef Py_ssize_t c, ky, kx, oy, ox, iy, lo, hi, s, k = 0
     cdef const floating *row
     cdef const floating *r
@@ -153,6 +154,11 @@ cdef void _col2im(Geom *g, const floating *col, Py_ssize_t ld, floating *dst) no
                         for ox in range(lo, hi):
                             drow[ox] += r[ox]
                     elif g.sw == 2:
+                        if floating is float:
+                            # past: the row has the place after the last one written
+                            if hi > lo and fgc_add_stride2_f32(level, drow + 2 * lo, r + lo,
+                                                               hi - lo, 2 * hi - 1 + s < g.W):
+                                continue
                         for ox in range(lo, hi):
                             drow[2 * ox] += r[ox]
                     else:
@@ -437,6 +443,7 @@ cdef void _backward_input_image(Geom *g, Plan *p, const floating *gout, const fl
     cdef Py_ssize_t grp, oc
     cdef Py_ssize_t a_group = _round_up(p.rows, p.mr) * p.depth
     cdef Py_ssize_t P = g.Ho * g.Wo
+    cdef const floating *b
     if p.direct:
         _pad_planes(gout, g.Co, g.Ho, g.Wo, buf_b, p.Hp, p.Wp, p.top, p.left, p.slack)
         for grp in range(g.G):
@@ -449,11 +456,14 @@ cdef void _backward_input_image(Geom *g, Plan *p, const floating *gout, const fl
         return
     memset(gx, 0, g.C * g.H * g.W * sizeof(floating))
     for grp in range(g.G):
-        for oc in range(g.M):  # copied so that reads up to the tile edge stay inside
-            memcpy(buf_b + oc * p.ldc, gout + (grp * g.M + oc) * P, P * sizeof(floating))
-            memset(buf_b + oc * p.ldc + P, 0, (p.ldc - P) * sizeof(floating))
-        _gemm(p, tiles, ap + grp * a_group, buf_b, off, buf_c)
-        _col2im(g, buf_c, p.ldc, gx + grp * g.Cg * g.H * g.W)
+        b = gout + grp * g.M * P
+        if p.ldc != P:
+            for oc in range(g.M):  # copied so that reads up to the tile edge stay inside
+                memcpy(buf_b + oc * p.ldc, b + oc * P, P * sizeof(floating))
+                memset(buf_b + oc * p.ldc + P, 0, (p.ldc - P) * sizeof(floating))
+            b = buf_b
+        _gemm(p, tiles, ap + grp * a_group, b, off, buf_c)
+        _col2im(g, buf_c, p.ldc, gx + grp * g.Cg * g.H * g.W, p.level)
 
 
 cdef bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:

@@ -678,6 +678,29 @@ FGC_LANES_VARIANT(avx512, FGC_AVX512, 4, 6)
 
 #endif /* FGC_HAVE_X86 */
 
+/* ------------------------------------------------------------------ stride-2 scatter */
+
+/* d[2i] += r[i] for i < n, the row step of a stride-2 col2im (its strided stores were
+   scalar). The vectors interleave r with zeros, so the odd places between get + 0.0f:
+   an identity on every value such a sum can hold (it starts at +0 and never becomes -0:
+   x + y is -0 only when both are), so the bits are the scalar loop's. d[2i + 1] is
+   touched for i < n - 1, and for i = n - 1 too when `past` (the caller's row has that
+   place). */
+FGC_AVX2 static void fgc_add_stride2_avx2(float *d, const float *r, Py_ssize_t n, int past)
+{
+    Py_ssize_t i = 0, whole = past ? n : n - 1;  /* vectors end at d[2i + 15] <= 2 whole - 1 */
+    __m256 z = _mm256_setzero_ps();
+    for (; i + 8 <= whole; i += 8) {
+        __m256 v = _mm256_loadu_ps(r + i);
+        __m256 lo = _mm256_unpacklo_ps(v, z), hi = _mm256_unpackhi_ps(v, z);
+        __m256 a = _mm256_permute2f128_ps(lo, hi, 0x20), b = _mm256_permute2f128_ps(lo, hi, 0x31);
+        _mm256_storeu_ps(d + 2 * i, _mm256_add_ps(_mm256_loadu_ps(d + 2 * i), a));
+        _mm256_storeu_ps(d + 2 * i + 8, _mm256_add_ps(_mm256_loadu_ps(d + 2 * i + 8), b));
+    }
+    for (; i < n; i++)
+        d[2 * i] += r[i];
+}
+
 /* ------------------------------------------------------------------ entry points */
 
 /* `level` (1: AVX2, 2: AVX-512) and the tile shape (mr x nr: rows x columns for gemm,
@@ -780,6 +803,20 @@ static int fgc_lanes_f32(int level, int mv, int kt, Py_ssize_t M, Py_ssize_t K,
     (void)level; (void)mv; (void)kt; (void)M; (void)K; (void)G; (void)ldg; (void)g_img;
     (void)X; (void)off; (void)x_row; (void)x_img; (void)imgs; (void)rows; (void)cols;
     (void)C; (void)ldc;
+    return 0;
+}
+
+/* d[2i] += r[i] for i < n (fgc_add_stride2_avx2); 0 when the level has no such kernel */
+static inline int fgc_add_stride2_f32(int level, float *d, const float *r, Py_ssize_t n,
+                                      int past)
+{
+#if FGC_HAVE_X86
+    if (level >= 1) {
+        fgc_add_stride2_avx2(d, r, n, past);
+        return 1;
+    }
+#endif
+    (void)level; (void)d; (void)r; (void)n; (void)past;
     return 0;
 }
 
