@@ -15,7 +15,8 @@ Each layer's sgemm rate (1024^3, numpy with threadpoolctl's limit of 1 thread) i
 right before it, alternating, and the share is the layer's median rate over the median of
 all sgemm samples. Targets, printed per row: forward >= 75%, backward >= 60% of sgemm.
 --scaling adds, on the best path, batch 1 and 8 (time per image against batch 64; target
-<= 2x) and 2 threads at batch 64 (target >= 1.7x one thread).
+<= 2x) and 2 threads at batch 64 (target >= 1.7x one thread; calls alternate between the
+two thread counts). OpenBLAS runs on one thread for the whole run.
 
 --clock cpu (the default) times with the calling thread's CPU time: on a machine shared
 with other work it shows what the kernels do while they run. One-thread figures only:
@@ -198,6 +199,15 @@ def main():
         help="also each kernel called directly (forward, input and weight gradients) with the plan it runs",
     )
     args = ap.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    # OpenBLAS on one thread throughout: its idle workers would otherwise spin on the
+    # second core after each sgemm sample, under the 2-thread measurements
+    with threadpool_limits(1):
+        run(args)
+
+
+def run(args):
     global CLOCK
     CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     dtype = np.dtype(args.dtype)
@@ -275,14 +285,35 @@ def scaling(path, layers, dtype, repeat, batch):
         for b in (1, 8):
             r = rates(layer, b, dtype, max(repeat, 15))
             per[b] = (base[0] / r[0], base[1] / r[1])  # time per image ratio = rate ratio
-        one = rates(layer, batch, dtype, repeat, time.perf_counter)
-        fastgrad.set_num_threads(2)
-        two = rates(layer, batch, dtype, repeat, time.perf_counter)
-        fastgrad.set_num_threads(1)
+        speedup = thread_speedups(layer, batch, dtype, max(repeat, 15))
         print(
             f"{layer:<15} {per[1][0]:6.2f}x {per[1][1]:6.2f}x {per[8][0]:6.2f}x "
-            f"{per[8][1]:6.2f}x {two[0] / one[0]:7.2f}x {two[1] / one[1]:7.2f}x"
+            f"{per[8][1]:6.2f}x {speedup[0]:7.2f}x {speedup[1]:7.2f}x"
         )
+
+
+def thread_speedups(layer, batch, dtype, repeat):
+    """(forward, backward) time on one thread over two, wall clock, medians of calls
+    alternating between a 1-thread and a 2-thread problem (each thread count set right
+    before its call, so that a change in the machine's load hits both alike)."""
+    problems = {}
+    for n in (1, 2):
+        fastgrad.set_num_threads(n)  # the graph of a problem's backward is made with n
+        problems[n] = problem(layer, batch, dtype)
+    result = []
+    for which in (0, 1):  # forward, backward
+        times = {1: [], 2: []}
+        for r in range(repeat + 1):
+            for n in (1, 2):
+                fastgrad.set_num_threads(n)
+                call = problems[n][which]
+                t0 = time.perf_counter()
+                call()
+                if r:  # the first round warms up plans and workspaces
+                    times[n].append(time.perf_counter() - t0)
+        result.append(float(np.median(times[1]) / np.median(times[2])))
+    fastgrad.set_num_threads(1)
+    return result
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ cdef int _force_input_direct = -1
 cdef int _force_flat_dot = -1
 cdef int _force_lanes_dot = -1
 cdef int _force_weight_direct = -1
+cdef public double RATE_12X8 = 0.9
 
 
 def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct=None):
@@ -158,6 +159,7 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     _force_weight_direct = -1 if weight_direct is None else int(bool(weight_direct))
 
 include "_conv_plan.pxi"
+
 
 
 # --------------------------------------------------------------------------- validation

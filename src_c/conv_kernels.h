@@ -162,7 +162,7 @@ FGC_AVX2 FGC_INLINE void fgc_gemm_tile_avx2(const int MR, const int NV, Py_ssize
                                             const Py_ssize_t *off, float *c,
                                             Py_ssize_t ldc, int mr)
 {
-    __m256 acc[6][12];
+    __m256 acc[12][12];  /* [MR][NV] used: 12 of them (the compiler keeps them in registers) */
     FGC_GEMM_TILE_BODY(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps,
                        _mm256_fmadd_ps)
     for (int r = 0; r < MR; r++)
@@ -190,9 +190,11 @@ FGC_AVX2 FGC_INLINE void fgc_gemm_avx2(const int MR, const int NV, Py_ssize_t M,
     }
 }
 
-/* Five tile shapes, each 12 accumulators: 6x16, 4x24, 3x32, 2x48, 1x96 (rows x columns).
-   Few-row shapes serve convolutions with few output rows per group (the input gradient
-   of a first layer, depthwise convolutions). */
+/* Six tile shapes, each 12 accumulators: 6x16, 4x24, 3x32, 2x48, 1x96 and 12x8 (rows x
+   columns). Few-row shapes serve convolutions with few output rows per group (the input
+   gradient of a first layer, depthwise convolutions); 12x8, row-wise, the 8-wide planes
+   of ResNet's last stage, where a 16-column tile computes a padded plane's extra
+   columns or a second, dropped, half row. */
 #define FGC_GEMM_VARIANT(MR, NV)                                                          \
     FGC_AVX2 static void fgc_gemm_f32_avx2_##MR##x##NV(                                   \
         Py_ssize_t M, Py_ssize_t n_tiles, const Py_ssize_t *tiles, Py_ssize_t K,          \
@@ -207,6 +209,7 @@ FGC_GEMM_VARIANT(4, 3)
 FGC_GEMM_VARIANT(3, 4)
 FGC_GEMM_VARIANT(2, 6)
 FGC_GEMM_VARIANT(1, 12)
+FGC_GEMM_VARIANT(12, 1)
 #undef FGC_GEMM_VARIANT
 
 /* ------------------------------------------------------------------ AVX2: dot tiles */
@@ -720,7 +723,7 @@ static int fgc_gemm_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t n_ti
         return 1;                                                                         \
     }
     FGC_CASE(1, avx2, 8, 6, 2) FGC_CASE(1, avx2, 8, 4, 3) FGC_CASE(1, avx2, 8, 3, 4)
-    FGC_CASE(1, avx2, 8, 2, 6) FGC_CASE(1, avx2, 8, 1, 12)
+    FGC_CASE(1, avx2, 8, 2, 6) FGC_CASE(1, avx2, 8, 1, 12) FGC_CASE(1, avx2, 8, 12, 1)
     FGC_CASE(2, avx512, 16, 6, 1) FGC_CASE(2, avx512, 16, 8, 3) FGC_CASE(2, avx512, 16, 6, 4) FGC_CASE(2, avx512, 16, 4, 6)
     FGC_CASE(2, avx512, 16, 3, 8) FGC_CASE(2, avx512, 16, 2, 12) FGC_CASE(2, avx512, 16, 1, 24)
 #undef FGC_CASE

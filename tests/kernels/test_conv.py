@@ -250,6 +250,20 @@ def test_paths_are_chosen_as_documented():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_tall_tile_on_narrow_planes_matches_reference(paths, dtype):
+    # 8x8 planes run row-wise 12x8 tiles on AVX2: 20 output (or input) channels make a
+    # full and a partial panel, forward and input gradient alike
+    paths._set_simd(1)
+    case = Case(3, 20, 8, 8, 20, 3, 3, pad=(1, 1))
+    if paths._simd_level() == 1:
+        for kind in ("forward", "backward_input"):
+            info = paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
+            assert info["tile"] == (12, 8) and info["rowwise"], (kind, info)
+    x, w, b, g = case.arrays(dtype)
+    assert_same(run_all(paths, case, x, w, b, g, True), run_all(reference, case, x, w, b, g, True), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_threads_match_reference_and_repeat_exactly(dtype):
     # big enough for a parallel region (the kernels thread only above ~3 MFLOP)
     case = Case(8, 6, 16, 15, 16, 3, 3, pad=(1, 1))
