@@ -141,22 +141,27 @@ cdef int _force_input_direct = -1
 cdef int _force_flat_dot = -1
 cdef int _force_lanes_dot = -1
 cdef int _force_weight_direct = -1
-cdef public double RATE_12X8 = 0.9
+cdef int _force_mr = 0, _force_nr = 0   # 0: the cost model's gemm tile
 
 
-def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct=None):
+def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct=None,
+                 gemm_tile=None):
     """Override the cost model (for tests of every path; None restores it): whether the
     stride-1 input gradient runs direct (True) or as gemm + col2im (False), whether the
     stride-1 weight gradient uses flat dots over a widened output gradient, and whether
     it puts output channels along the lanes (True wins over flat_dot; forcing flat_dot
     alone turns it off), and whether the weight gradient runs direct (True: over padded
     planes at stride 1, over phase planes when strided and undilated; dilated strided
-    ones stay im2col) or as im2col + dots (False)."""
+    ones stay im2col) or as im2col + dots (False), and which gemm register tile the
+    forward and input gradient use ((rows, columns) of the SIMD level running, either
+    layout; a shape the level lacks leaves the choice to the cost model)."""
     global _force_input_direct, _force_flat_dot, _force_lanes_dot, _force_weight_direct
+    global _force_mr, _force_nr
     _force_input_direct = -1 if input_direct is None else int(bool(input_direct))
     _force_flat_dot = -1 if flat_dot is None else int(bool(flat_dot))
     _force_lanes_dot = -1 if lanes_dot is None else int(bool(lanes_dot))
     _force_weight_direct = -1 if weight_direct is None else int(bool(weight_direct))
+    _force_mr, _force_nr = (0, 0) if gemm_tile is None else (int(gemm_tile[0]), int(gemm_tile[1]))
 
 include "_conv_plan.pxi"
 

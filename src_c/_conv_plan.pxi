@@ -281,9 +281,14 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     cdef double best = -1, cost
     cdef Py_ssize_t count, total, ldc, panels
     cdef int i, layout, level, mr, nr
+    cdef int top = max(fg_simd_level(), 1)
+    cdef bint forced = False
+    for i in range(13):  # a forced tile (_force_paths) when this level has it
+        level, mr, nr = <int>shapes[4 * i], <int>shapes[4 * i + 1], <int>shapes[4 * i + 2]
+        forced = forced or (level == top and mr == _force_mr and nr == _force_nr)
     for i in range(13):
         level, mr, nr = <int>shapes[4 * i], <int>shapes[4 * i + 1], <int>shapes[4 * i + 2]
-        if level > max(fg_simd_level(), 1):
+        if level > top or (forced and (level != top or mr != _force_mr or nr != _force_nr)):
             continue
         panels = (p.rows + mr - 1) // mr
         for layout in range(2 if p.direct else 1):
@@ -299,7 +304,7 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     cdef double rates[3]
     rates[:] = [0, 1.2, 1.9]   # per SIMD level, relative to AVX2 6x16
     p.rowblock = 0
-    if (p.direct and p.kgroup > 0 and p.rows == 1 and g.dh == 1
+    if (not forced and p.direct and p.kgroup > 0 and p.rows == 1 and g.dh == 1
             and (g.kh == 3 or g.kh == 5 or g.kh == 7)
             and fg_simd_level() >= 1):
         for i in range(6 if fg_simd_level() >= 2 else 1):
@@ -358,7 +363,7 @@ cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
 # A small table of C structs (compared with memcmp, replaced round-robin): a lookup
 # makes no Python objects. Only touched with the GIL held.
 cdef struct PlanKey:
-    Py_ssize_t v[24]
+    Py_ssize_t v[26]
 
 cdef enum:
     PLAN_SLOTS = 64
@@ -377,7 +382,7 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
     key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
                 g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
-                _force_flat_dot, _force_lanes_dot, _force_weight_direct]
+                _force_flat_dot, _force_lanes_dot, _force_weight_direct, _force_mr, _force_nr]
     for i in range(_plans_used):
         slot = (_plan_last + i) % _plans_used  # the last one found first
         if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:

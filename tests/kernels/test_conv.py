@@ -249,6 +249,28 @@ def test_paths_are_chosen_as_documented():
     assert info["path"] == "im2col"
 
 
+# Every gemm register tile of each SIMD level on a third of the grid (forward and input
+# gradient; the cost model picks some shapes only for rare geometries).
+GEMM_TILES = {
+    1: [(6, 16), (4, 24), (3, 32), (2, 48), (1, 96), (12, 8)],
+    2: [(8, 48), (6, 64), (4, 96), (3, 128), (2, 192), (1, 384), (6, 16)],
+}
+
+
+@pytest.mark.parametrize("level,tile", [(lv, t) for lv, ts in GEMM_TILES.items() for t in ts], ids=str)
+def test_every_gemm_tile_matches_reference(paths, level, tile):
+    paths._set_simd(level)
+    if paths._simd_level() != level:
+        pytest.skip(f"this CPU does not run SIMD level {level}")
+    paths._force_paths(gemm_tile=tile)
+    dtype = np.float32  # the SIMD tiles are float32 only
+    for case in CASES[::3]:
+        x, w, b, g = case.arrays(dtype)
+        info = paths._plan_info("forward", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
+        assert info["tile"] == tile or info["rowblock"], info
+        assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tall_tile_on_narrow_planes_matches_reference(paths, dtype):
     # 8x8 planes run row-wise 12x8 tiles on AVX2: 20 output (or input) channels make a
