@@ -305,9 +305,12 @@ def test_threads_match_reference_and_repeat_exactly(dtype):
     )
 
 
-def test_weight_gradient_in_uneven_chunks_matches_reference():
+def test_weight_gradient_in_uneven_chunks_matches_reference(paths):
     # 7 images in blocks of 2 (the last of 1) and 3 chunks of whole blocks (2, 2 and 3
-    # images), each summed on its own and then added
+    # images), each summed on its own and then added; flat dots on every SIMD path (their
+    # blocks are of 2 images here)
+    paths._force_paths(flat_dot=True)
+    compiled = paths
     case = Case(7, 8, 14, 14, 16, 3, 3, pad=(1, 1))
     info = compiled._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape, *case.params, 2)
     assert (info["images_per_block"], info["blocks"], info["chunks"]) == (2, 4, 3)
