@@ -142,10 +142,11 @@ cdef int _force_flat_dot = -1
 cdef int _force_lanes_dot = -1
 cdef int _force_weight_direct = -1
 cdef int _force_mr = 0, _force_nr = 0   # 0: the cost model's gemm tile
+cdef int _force_input_phases = -1
 
 
 def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct=None,
-                 gemm_tile=None):
+                 gemm_tile=None, input_phases=None):
     """Override the cost model (for tests of every path; None restores it): whether the
     stride-1 input gradient runs direct (True) or as gemm + col2im (False), whether the
     stride-1 weight gradient uses flat dots over a widened output gradient, and whether
@@ -154,14 +155,17 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     planes at stride 1, over phase planes when strided and undilated; dilated strided
     ones stay im2col) or as im2col + dots (False), and which gemm register tile the
     forward and input gradient use ((rows, columns) of the SIMD level running, either
-    layout; a shape the level lacks leaves the choice to the cost model)."""
+    layout; a shape the level lacks leaves the choice to the cost model), and whether a
+    stride-2 undilated input gradient runs by phases (True) or as gemm + col2im (False;
+    one input channel per group always runs col2im)."""
     global _force_input_direct, _force_flat_dot, _force_lanes_dot, _force_weight_direct
-    global _force_mr, _force_nr
+    global _force_mr, _force_nr, _force_input_phases
     _force_input_direct = -1 if input_direct is None else int(bool(input_direct))
     _force_flat_dot = -1 if flat_dot is None else int(bool(flat_dot))
     _force_lanes_dot = -1 if lanes_dot is None else int(bool(lanes_dot))
     _force_weight_direct = -1 if weight_direct is None else int(bool(weight_direct))
     _force_mr, _force_nr = (0, 0) if gemm_tile is None else (int(gemm_tile[0]), int(gemm_tile[1]))
+    _force_input_phases = -1 if input_phases is None else int(bool(input_phases))
 
 include "_conv_plan.pxi"
 
@@ -317,7 +321,8 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
               dil_h, dil_w, groups)
     _plan("_plan_info", &g, kinds[kernel], n_threads, &p)
     general = "col2im" if kernel == "backward_input" else "im2col"
-    info = {"path": "direct" if p.direct else general, "tile": (p.mr, p.nr),
+    info = {"path": "phases" if p.n_phases else ("direct" if p.direct else general),
+            "tile": (p.mr, p.nr),
             "threads": p.nthreads, "workspace": p.total, "simd": p.level}
     if kernel == "backward_weight":
         info.update(flat_dot=p.flat_len > 0, lanes_dot=bool(p.lanes_dot),
@@ -326,6 +331,7 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
     else:
         info.update(rowwise=bool(p.rowwise), tiles=p.n_tiles,
                     rowblock=p.rowblock,  # col2im: the gemm fills columns, not the output
+                    cost=(p.cost, p.other_cost),  # input gradient: chosen path, the other
                     stores_into_output=bool(_stores_into(&p)) and (kernel == "forward" or p.direct))
     return info
 

@@ -234,19 +234,37 @@ cdef void _pack(const floating *w, Geom *g, Plan *p, int order, Py_ssize_t *kidx
                 floating *ap) noexcept nogil:
     """ap[group][panel][k][r] = A[panel*mr + r][k] of each group (0 past the last row),
     the layout the gemm tiles read. kidx: scratch of p.depth entries."""
+    _pack_columns(w, g, p.rows, p.depth, p.mr, kidx, _weight_columns(order, g, kidx), ap)
+
+
+cdef void _pack_columns(const floating *w, Geom *g, Py_ssize_t rows, Py_ssize_t depth,
+                        Py_ssize_t mr, const Py_ssize_t *kidx, Py_ssize_t step,
+                        floating *ap) noexcept nogil:
+    """ap[group][panel][k][r] = w_group[kidx[k] + (panel*mr + r) * step] (0 past `rows`)."""
     cdef Py_ssize_t grp, panel, k, r, row
-    cdef Py_ssize_t panels = (p.rows + p.mr - 1) // p.mr
-    cdef Py_ssize_t step = _weight_columns(order, g, kidx)
+    cdef Py_ssize_t panels = (rows + mr - 1) // mr
     cdef const floating *wg
     cdef floating *dst = ap
     for grp in range(g.G):
         wg = w + grp * g.M * g.K
         for panel in range(panels):
-            for k in range(p.depth):
-                for r in range(p.mr):
-                    row = panel * p.mr + r
-                    dst[r] = wg[kidx[k] + row * step] if row < p.rows else 0
-                dst += p.mr
+            for k in range(depth):
+                for r in range(mr):
+                    row = panel * mr + r
+                    dst[r] = wg[kidx[k] + row * step] if row < rows else 0
+                dst += mr
+
+
+cdef void _phase_columns(Geom *g, Phase *f, Py_ssize_t *kidx) noexcept nogil:
+    """kidx[k], k = (t, oc, u) (the direct input gradient's depth order), of phase f: the
+    weight element (oc, 0, ky0 + 2 (ta-1-t), kx0 + 2 (tb-1-u)) in a group's weight (the
+    kernel flipped, as PACK_INPUT_DIRECT); the input channel steps by kh * kw."""
+    cdef Py_ssize_t t, oc, u
+    for t in range(f.ta):
+        for oc in range(g.M):
+            for u in range(f.tb):
+                kidx[(t * g.M + oc) * f.tb + u] = ((oc * g.Cg * g.kh + f.ky0 + 2 * (f.ta - 1 - t))
+                                                    * g.kw + f.kx0 + 2 * (f.tb - 1 - u))
 
 
 cdef void _window_offsets(Py_ssize_t chans, Py_ssize_t Hp, Py_ssize_t Wp, Geom *g,
@@ -632,6 +650,9 @@ cdef void _forward_run(Geom *g, Plan *p, const floating *x, const floating *w,
 
 cdef void _backward_input_run(Geom *g, Plan *p, const floating *gout, const floating *w,
                               floating *gx, floating *ws, Py_ssize_t *off) noexcept nogil:
+    if p.n_phases:
+        _backward_input_phases_run(g, p, gout, w, gx, ws, off)
+        return
     cdef Py_ssize_t n
     cdef Py_ssize_t *tiles = off + p.n_off
     cdef floating *ap = _aligned(ws)
@@ -655,6 +676,82 @@ cdef void _backward_input_run(Geom *g, Plan *p, const floating *gout, const floa
         for n in range(g.N):
             _backward_input_image(g, p, gout + n * ys, ap, off, tiles, gx + n * xs, base,
                                   base + at_c)
+
+
+cdef void _store_phase(const floating *wide, Py_ssize_t ldc, Py_ssize_t pitch,
+                       Py_ssize_t rows, Phase *f, Py_ssize_t H, Py_ssize_t W,
+                       floating *dst) noexcept nogil:
+    """dst[m][a + 2i][b + 2j] = wide[m*ldc + i*pitch + j] for phase f's places (zeros when
+    wide is NULL)."""
+    cdef Py_ssize_t m, i, j
+    cdef const floating *s
+    cdef floating *d
+    for m in range(rows):
+        for i in range(f.ha):
+            d = dst + (m * H + f.a + 2 * i) * W + f.b
+            if wide == NULL:
+                for j in range(f.wb):
+                    d[2 * j] = 0
+            else:
+                s = wide + m * ldc + i * pitch
+                for j in range(f.wb):
+                    d[2 * j] = s[j]
+
+
+cdef void _backward_input_phases_image(Geom *g, Plan *p, Plan *pp, const floating *gout,
+                                       const floating *ap, const Py_ssize_t *idx,
+                                       floating *gx, floating *buf_b,
+                                       floating *buf_c) noexcept nogil:
+    """One image's input gradient by phases: the output gradient padded once (shared
+    plane), then per phase and group a direct gemm from its shifted start, stored into
+    the phase's places; every input position is written once."""
+    cdef Py_ssize_t i, grp
+    cdef Phase *f
+    cdef const Py_ssize_t *off
+    _pad_planes(gout, g.Co, g.Ho, g.Wo, buf_b, p.Hp, p.Wp, p.top, p.left, p.slack)
+    for i in range(4):
+        f = &p.ph[i]
+        off = idx + f.at_off
+        for grp in range(g.G):
+            if f.n_tiles == 0:  # no kernel element reaches these places (or none exist)
+                _store_phase(<floating *>NULL, 0, 0, g.Cg, f, g.H, g.W,
+                             gx + grp * g.Cg * g.H * g.W)
+                continue
+            _gemm(&pp[i], off + f.depth, ap + f.at_a + grp * _round_up(g.Cg, f.mr) * f.depth,
+                  buf_b + grp * g.M * p.Hp * p.Wp + f.shift, off, buf_c)
+            _store_phase(buf_c, f.ldc, p.Wp, g.Cg, f, g.H, g.W, gx + grp * g.Cg * g.H * g.W)
+
+
+cdef void _backward_input_phases_run(Geom *g, Plan *p, const floating *gout,
+                                     const floating *w, floating *gx, floating *ws,
+                                     Py_ssize_t *idx) noexcept nogil:
+    cdef Py_ssize_t n, i
+    cdef Geom gp
+    cdef Plan pp[4]
+    cdef Phase *f
+    cdef floating *ap = _aligned(ws)
+    cdef floating *base = ap + _round_up(p.size_a, ALIGN)
+    cdef floating *mine
+    cdef Py_ssize_t xs = g.C * g.H * g.W, ys = g.Co * g.Ho * g.Wo
+    cdef Py_ssize_t at_c = _round_up(p.size_b, ALIGN)
+    for i in range(4):
+        f = &p.ph[i]
+        if f.n_tiles == 0:
+            continue
+        _phase_setup(g, p, f, &gp, &pp[i])
+        _phase_columns(g, f, idx + f.at_off)  # the offsets' place holds kidx first
+        _pack_columns(w, g, g.Cg, f.depth, f.mr, idx + f.at_off, g.kh * g.kw, ap + f.at_a)
+        _window_offsets(g.M, p.Hp, p.Wp, &gp, True, idx + f.at_off)
+        _list_tiles(&pp[i], &gp, idx + f.at_off + f.depth)
+    if p.nthreads > 1:
+        for n in prange(g.N, schedule="static", num_threads=p.nthreads):
+            mine = base + threadid() * p.per_thread
+            _backward_input_phases_image(g, p, pp, gout + n * ys, ap, idx, gx + n * xs, mine,
+                                         mine + at_c)
+    else:
+        for n in range(g.N):
+            _backward_input_phases_image(g, p, pp, gout + n * ys, ap, idx, gx + n * xs, base,
+                                         base + at_c)
 
 
 cdef void _backward_weight_chunk(Geom *g, Plan *p, const floating *x, const floating *gout,

@@ -13,7 +13,25 @@ cdef struct Geom:
     Py_ssize_t G, Cg, M, K       # groups, in/out channels per group, Cg*kh*kw
 
 
+cdef struct Phase:
+    # One phase of a stride-2 input gradient: input rows a + 2i, columns b + 2j. They take
+    # the kernel rows ky0 + 2t (t < ta) and columns kx0 + 2u (u < tb), a stride-1
+    # correlation of the output gradient (see _phase_setup); ta or tb 0: all zeros.
+    Py_ssize_t a, b, ky0, kx0, ta, tb
+    Py_ssize_t ha, wb            # its rows and columns of input positions
+    Py_ssize_t top, left         # where the output gradient starts in its own padded plane
+    Py_ssize_t shift             # where its plane starts in the shared one
+    int mr, nr, level
+    bint rowwise
+    Py_ssize_t depth, ldc, n_tiles
+    Py_ssize_t at_a, at_off      # its packed weight (A area) and offsets, then tiles (index)
+
+
 cdef struct Plan:
+    int n_phases                 # input gradient by stride phases (0: not)
+    Phase ph[4]
+    double cost, other_cost      # input gradient: the cost model's estimate of the path
+                                 # chosen and of the other one (0: none)
     bint direct                  # shifted views of padded (phase) planes, no im2col
     bint rowwise                 # gemm column tiles start at output rows (else run flat)
     int rowblock                 # >0: one-row gemm over blocks of this many output rows
@@ -358,12 +376,104 @@ cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
             mr[0], nr[0] = shapes[2 * i], shapes[2 * i + 1]
 
 
+cdef void _phase_setup(Geom *g, Plan *p, Phase *f, Geom *gp, Plan *pp) noexcept nogil:
+    """The stride-1 convolution whose direct input gradient is phase f of a stride-2 one
+    (gp), and the plan its gemm runs with (pp: p's, with f's tile and sizes, reading the
+    shared padded plane of p). Phase rows a + 2i read output rows oy = i + ea - t for the
+    kernel rows ky0 + 2t, ea = (a + pt) // 2: the input gradient of a stride-1
+    convolution of kernel height ta and top padding ea, over ha rows."""
+    memcpy(gp, g, sizeof(Geom))
+    gp.H, gp.W, gp.kh, gp.kw = f.ha, f.wb, f.ta, f.tb
+    gp.sh = gp.sw = 1
+    gp.pt, gp.pl = (f.a + g.pt) // 2, (f.b + g.pl) // 2
+    gp.K = g.Cg * f.ta * f.tb
+    memcpy(pp, p, sizeof(Plan))
+    pp.n_phases = 0
+    _gemm_geometry(pp, gp, BACKWARD_INPUT, True)
+    pp.Hp, pp.Wp, pp.pitch = p.Hp, p.Wp, p.Wp   # the shared plane (f.shift into it)
+    pp.mr, pp.nr, pp.level, pp.rowwise = f.mr, f.nr, f.level, f.rowwise
+    pp.ldc, pp.n_tiles, pp.rowblock = f.ldc, f.n_tiles, 0
+
+
+cdef double _phase_plans(Plan *p, Geom *g) noexcept nogil:
+    """Lay out the four phases of a stride-2, undilated input gradient in p (the shared
+    padded plane, each phase's tile and sizes) and return their estimated time, in the
+    units of _choose_tiles, with the stores costed as col2im's scatter rows (~20 cycles
+    a row plus ~1/4 cycle an element, at 16 multiply-adds a cycle). Returns -1 when a
+    phase would run a one-row gemm (that path is left out)."""
+    cdef Geom gp
+    cdef Plan pp
+    cdef Phase *f
+    cdef Py_ssize_t i, hp = 1, wp = 1
+    cdef double cost = 0
+    p.n_phases = 4
+    p.top = p.left = 0
+    for i in range(4):
+        f = &p.ph[i]
+        f.a, f.b = i // 2, i % 2
+        f.ky0, f.kx0 = (f.a + g.pt) % 2, (f.b + g.pl) % 2
+        f.ta = (g.kh - f.ky0 + 1) // 2 if f.ky0 < g.kh else 0
+        f.tb = (g.kw - f.kx0 + 1) // 2 if f.kx0 < g.kw else 0
+        f.ha, f.wb = (g.H - f.a + 1) // 2, (g.W - f.b + 1) // 2
+        f.top = f.ta - 1 - (f.a + g.pt) // 2
+        f.left = f.tb - 1 - (f.b + g.pl) // 2
+        f.mr = f.nr = f.level = 0
+        f.rowwise = False
+        f.depth = f.ldc = f.n_tiles = f.shift = 0
+        cost += 16.0 * g.C * f.ha * (20.0 + f.wb / 4.0)
+        if f.ta and f.tb and f.ha and f.wb:
+            p.top, p.left = max(p.top, f.top), max(p.left, f.left)
+    for i in range(4):
+        f = &p.ph[i]
+        if f.ta and f.tb and f.ha and f.wb:
+            hp = max(hp, p.top - f.top + f.ha + f.ta - 1)
+            wp = max(wp, p.left - f.left + f.wb + f.tb - 1)
+    p.Hp, p.Wp = hp, wp
+    p.slack = 1
+    for i in range(4):
+        f = &p.ph[i]
+        if not (f.ta and f.tb and f.ha and f.wb):
+            continue
+        f.shift = (p.top - f.top) * p.Wp + (p.left - f.left)
+        _phase_setup(g, p, f, &gp, &pp)
+        if pp.rows == 1:
+            return -1
+        cost += _choose_tiles(&pp, &gp)
+        f.mr, f.nr, f.level, f.rowwise = pp.mr, pp.nr, pp.level, pp.rowwise
+        f.depth, f.ldc, f.n_tiles = pp.depth, pp.ldc, pp.n_tiles
+        # the tiles read up to ldc columns and the window's reach past the shifted start
+        p.slack = max(p.slack, f.shift + (f.ta - 1) * p.Wp + f.tb - 1 + f.ldc
+                      - p.Hp * p.Wp + 1)
+    return cost
+
+
+cdef void _phase_sizes(Plan *p, Geom *g) noexcept nogil:
+    """The workspace of a phase plan: the phases' packed weights one after the other,
+    their offsets and tiles likewise, the shared plane, the largest gemm output."""
+    cdef Phase *f
+    cdef Py_ssize_t i
+    p.direct = True
+    p.rows, p.rowblock = g.Cg, 0
+    p.size_a = p.size_c = p.n_off = p.n_tiles = 0
+    for i in range(4):
+        f = &p.ph[i]
+        f.at_a, f.at_off = p.size_a, p.n_off + 3 * p.n_tiles
+        if f.n_tiles:
+            p.size_a += g.G * _round_up(g.Cg, f.mr) * f.depth
+            p.size_c = max(p.size_c, g.Cg * f.ldc)
+            p.n_off += f.depth
+            p.n_tiles += f.n_tiles
+            if f.depth > p.depth or p.mr == 0:  # reported by _plan_info: the biggest phase's
+                p.mr, p.nr, p.depth = f.mr, f.nr, f.depth
+    p.size_b = g.Co * p.Hp * p.Wp + p.slack
+
+
 # Plans by geometry: choosing a tiling walks every candidate's column tiles, which costs
 # more than a small convolution; a training loop asks for the same few plans each step.
 # A small table of C structs (compared with memcmp, replaced round-robin): a lookup
 # makes no Python objects. Only touched with the GIL held.
 cdef struct PlanKey:
-    Py_ssize_t v[26]
+    Py_ssize_t v[27]
 
 cdef enum:
     PLAN_SLOTS = 64
@@ -382,7 +492,7 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
     key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
                 g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
-                _force_flat_dot, _force_lanes_dot, _force_weight_direct, _force_mr, _force_nr]
+                _force_flat_dot, _force_lanes_dot, _force_weight_direct, _force_mr, _force_nr, _force_input_phases]
     for i in range(_plans_used):
         slot = (_plan_last + i) % _plans_used  # the last one found first
         if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:
@@ -407,6 +517,9 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     cdef bint lanes_pay
     cdef bint stride1 = g.sh == 1 and g.sw == 1
     p.nthreads = 1
+    p.n_phases = 0
+    p.mr = p.nr = 0
+    p.cost = p.other_cost = 0
     if flops >= PARALLEL_MIN_FLOPS and g.N > 1 and n_threads > 1:
         p.nthreads = <int>min(n_threads, g.N)
     p.flat_len = p.n_tiles = p.ldc = p.partial = 0
@@ -447,9 +560,24 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
                 stride1 = _force_input_direct == 1
             else:
                 stride1 = direct_cost <= col_cost
-        _gemm_geometry(p, g, kind, stride1)
-        _choose_tiles(p, g)
-        _gemm_sizes(p, g, kind)
+            p.cost, p.other_cost = (direct_cost, col_cost) if stride1 else (col_cost, direct_cost)
+        elif g.sh == 2 and g.sw == 2 and g.dh == 1 and g.dw == 1 and g.Cg > 1:
+            # Stride 2: gemm + col2im, or four stride-1 direct gemms, one per phase of
+            # the input (rows and columns even or odd), each stored once into its places
+            _gemm_geometry(p, g, kind, False)
+            col_cost = _choose_tiles(p, g) + 16.0 * g.K * g.Ho * (20.0 + g.Wo / 4.0)
+            direct_cost = _phase_plans(p, g)
+            p.cost, p.other_cost = col_cost, direct_cost
+            if direct_cost >= 0 and (_force_input_phases == 1 or (
+                    _force_input_phases < 0 and direct_cost < col_cost)):
+                _phase_sizes(p, g)
+                p.cost, p.other_cost = direct_cost, col_cost
+                stride1 = True  # (the phases are in place; skip the plain layout)
+        if p.n_phases == 0 or not p.direct:
+            p.n_phases = 0
+            _gemm_geometry(p, g, kind, stride1)
+            _choose_tiles(p, g)
+            _gemm_sizes(p, g, kind)
     else:
         # direct: stride 1, or (undilated) any stride over phase planes, as the forward;
         # not a strided 1x1, whose one phase plane is its im2col matrix: the gemm path's

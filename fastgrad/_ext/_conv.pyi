@@ -16,6 +16,8 @@ def _force_paths(
     flat_dot: bool | None = None,
     lanes_dot: bool | None = None,
     weight_direct: bool | None = None,
+    gemm_tile: tuple[int, int] | None = None,
+    input_phases: bool | None = None,
 ) -> None: ...
 def _plan_info(
     kernel: str,

@@ -229,6 +229,35 @@ def test_strided_weight_gradient_paths_match_reference(paths, weight_direct, fla
         assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
 
 
+@pytest.mark.parametrize("simd", [2, 1, 0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_input_gradient_by_phases_matches_reference(paths, simd, dtype):
+    # every stride-2 undilated case of the grid with the input gradient forced onto the
+    # four phase gemms (one input channel per group stays col2im)
+    paths._force_paths(input_phases=True)
+    paths._set_simd(simd)
+    for case in PHASE_CASES:
+        info = paths._plan_info("backward_input", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
+        assert info["path"] == "phases", (case, info)
+        x, w, b, g = case.arrays(dtype)
+        assert_same(run_all(paths, case, x, w, b, g), run_all(reference, case, x, w, b, g), dtype)
+
+
+# Stride-2 undilated geometries for the phase path: even and odd inputs, kernels of 1 to 5
+# (a 1x1 or 2x2 leaves phases without taps: zeros), padding 0 to 2, uneven in height
+# and width, groups, and the output with one more row/column than the floor gives.
+PHASE_CASES = [
+    Case(2, 4, 9, 7, 6, 3, 3, stride=(2, 2), pad=(1, 1)),
+    Case(2, 3, 8, 8, 14, 3, 3, stride=(2, 2), pad=(1, 1)),
+    Case(1, 4, 8, 10, 5, 1, 1, stride=(2, 2)),
+    Case(2, 2, 7, 6, 3, 2, 2, stride=(2, 2)),
+    Case(1, 3, 11, 9, 4, 5, 5, stride=(2, 2), pad=(2, 2)),
+    Case(2, 3, 9, 8, 4, 4, 3, stride=(2, 2), pad=(2, 0)),
+    Case(2, 4, 8, 9, 6, 3, 3, stride=(2, 2), pad=(1, 1), groups=2),
+    Case(1, 2, 8, 8, 3, 3, 3, stride=(2, 2), pad=(1, 1), extra=(1, 1)),
+]
+
+
 def test_paths_are_chosen_as_documented():
     c = Case(8, 6, 14, 14, 16, 5, 5)  # LeNet conv2
     info = compiled._plan_info("forward", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
@@ -239,7 +268,20 @@ def test_paths_are_chosen_as_documented():
     d = Case(8, 6, 14, 14, 16, 3, 3, stride=(2, 2), dil=(2, 2))
     info = compiled._plan_info("forward", d.x_shape, d.w_shape, d.y_shape, *d.params, 1)
     assert info["path"] == "im2col"
-    assert compiled._plan_info("backward_input", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)["path"] == "col2im"
+
+    # the input gradient of a stride-2 undilated one: by phases where the cost model
+    # expects them faster (Zen 3: 16->32 on 32x32 1.32x, 32->64 on 16x16 1.22x), else gemm
+    # + col2im (4x4 outputs: 0.83x; a 1x1: 0.5x); dilated ones always col2im
+    def input_path(c):
+        return compiled._plan_info("backward_input", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)["path"]
+
+    if compiled._simd_level() == 1:  # the choices measured (AVX2 tiles' costs)
+        assert input_path(s) == "phases"
+        assert input_path(Case(64, 16, 32, 32, 32, 3, 3, stride=(2, 2), pad=(1, 1))) == "phases"
+        assert input_path(Case(64, 32, 16, 16, 64, 3, 3, stride=(2, 2), pad=(1, 1))) == "phases"
+        assert input_path(Case(64, 64, 8, 8, 128, 3, 3, stride=(2, 2), pad=(1, 1))) == "col2im"
+        assert input_path(Case(64, 32, 16, 16, 64, 1, 1, stride=(2, 2))) == "col2im"
+    assert input_path(d) == "col2im"
     # the weight gradient: direct over phase planes when strided and undilated, except a
     # strided 1x1 (its one phase plane is its im2col matrix)
     assert compiled._plan_info("backward_weight", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)["path"] == "direct"
