@@ -29,8 +29,16 @@
 # the gradient transposed per image (positions x channels), each tile vectors of
 # channels times window elements broadcast from the padded planes, over exactly the
 # output positions, with no lane sums.
-# General path (any stride): im2col into the workspace for forward and weight gradient,
-# gemm + col2im for the input gradient.
+# Strided, undilated: forward and weight gradient read phase planes instead (plane
+# (c, a, b) holds padded input rows a, a + s, ... and columns b, b + s, ...; window
+# element (ky, kx) of output (oy, ox) is element (oy + ky // s, ox + kx // s) of plane
+# (c, ky % s, kx % s)), through the same gemm and dots. The input gradient at stride 2
+# runs by phases: the input places of one parity (rows a + 2i, columns b + 2j) take the
+# kernel taps of the matching parity only, a stride-1 direct gemm over the output
+# gradient (padded once, shared by the four phases), stored once into those places.
+# General path (dilated strided; other strides' input gradient, and a stride-2 one the
+# cost model expects cheaper so: 1x1, 4x4 outputs): im2col into the workspace for
+# forward and weight gradient, gemm + col2im for the input gradient.
 # Planning (_plan) picks path, tile shape, tiling and thread count from the shapes with a
 # cost model (padded multiply-adds over measured tile rates); _plan_info reports it.
 # Plans are kept in a small table of C structs keyed by the geometry, so that a small
