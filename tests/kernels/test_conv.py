@@ -229,18 +229,27 @@ def test_strided_weight_gradient_paths_match_reference(paths, weight_direct, fla
         assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
 
 
+def forced_path_matches_reference(paths, simd, dtype, cases, kind, runs_it, **force):
+    """Each case on a forced path (``force``: _force_paths arguments) at SIMD level
+    ``simd``: the plan of ``kind`` takes it (``runs_it(plan_info)``) and every kernel
+    matches the reference."""
+    paths._force_paths(**force)
+    paths._set_simd(simd)
+    for case in cases:
+        info = paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
+        assert runs_it(info), (case, info)
+        x, w, b, g = case.arrays(dtype)
+        assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
+
+
 @pytest.mark.parametrize("simd", [2, 1, 0])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_input_gradient_by_phases_matches_reference(paths, simd, dtype):
-    # every stride-2 undilated case of the grid with the input gradient forced onto the
-    # four phase gemms (one input channel per group stays col2im)
-    paths._force_paths(input_phases=True)
-    paths._set_simd(simd)
-    for case in PHASE_CASES:
-        info = paths._plan_info("backward_input", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
-        assert info["path"] == "phases", (case, info)
-        x, w, b, g = case.arrays(dtype)
-        assert_same(run_all(paths, case, x, w, b, g), run_all(reference, case, x, w, b, g), dtype)
+    # the stride-2 geometries below with the input gradient forced onto the four phase
+    # gemms
+    forced_path_matches_reference(
+        paths, simd, dtype, PHASE_CASES, "backward_input", lambda info: info["path"] == "phases", input_phases=True
+    )
 
 
 # Stride-2 undilated geometries for the phase path: even and odd inputs, kernels of 1 to 5
@@ -845,13 +854,15 @@ LANES_CASES = [
 @pytest.mark.parametrize("simd", [2, 1, 0])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_channel_lane_weight_gradient_matches_reference(paths, simd, dtype):
-    paths._force_paths(lanes_dot=True)
-    paths._set_simd(simd)
-    for case in LANES_CASES:
-        info = paths._plan_info("backward_weight", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
-        assert info["lanes_dot"] and not info["flat_dot"]
-        x, w, b, g = case.arrays(dtype)
-        assert_same(run_all(paths, case, x, w, b, g), expected(case, dtype, False), dtype)
+    forced_path_matches_reference(
+        paths,
+        simd,
+        dtype,
+        LANES_CASES,
+        "backward_weight",
+        lambda info: info["lanes_dot"] and not info["flat_dot"],
+        lanes_dot=True,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
