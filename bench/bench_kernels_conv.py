@@ -8,9 +8,10 @@ of one-core numpy float32 matmul (sgemm) measured in the same run.
 For every SIMD path this CPU runs (fastgrad.kernels.simd_paths(), switched in-process
 with kernels.use_simd) and every layer it times, on one thread:
   fwd  F.conv2d under no_grad
-  bwd  y.backward(g, retain_graph=True) of y = F.conv2d(x, w, b): the input and weight
-       gradients (weight only for a first layer, whose input needs no gradient) and the
-       bias gradient; the flops counted are the input and weight gradients' only.
+  bwd  y.backward(g, retain_graph=True) of y = F.conv2d(x, w, b), the gradients set to
+       None first (as zero_grad leaves them): the input and weight gradients (weight only
+       for a first layer, whose input needs no gradient) and the bias gradient; the flops
+       counted are the input and weight gradients' only.
 Each layer's sgemm rate (1024^3, numpy with threadpoolctl's limit of 1 thread) is measured
 right before it, alternating, and the share is the layer's median rate over the median of
 all sgemm samples. Targets, printed per row: forward >= 75%, backward >= 60% of sgemm.
@@ -103,6 +104,10 @@ def problem(layer, batch, dtype):
     y = F.conv2d(x, weight, bias, stride=stride, padding=pad)
 
     def backward():
+        # as a training step after zero_grad() (set_to_none, PyTorch's default): the
+        # gradients are handed over, not added into earlier ones (an extra pass over the
+        # input's size, a third of a 1x1 stride-2 layer's backward)
+        x.grad = weight.grad = bias.grad = None
         y.backward(grad, retain_graph=True)
 
     return forward, backward, flops, flops * (1 if first else 2)
