@@ -26,15 +26,20 @@ cdef void _pad_planes(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssize_
     memset(dst + C * Hp * Wp, 0, slack * sizeof(floating))
 
 
+cdef inline void _x_bounds(Py_ssize_t W, Py_ssize_t n, Py_ssize_t s, Py_ssize_t sw,
+                           Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the j < n with j*sw + s inside [0, W)."""
+    lo[0] = 0 if s >= 0 else (-s + sw - 1) // sw
+    hi[0] = (W - s + sw - 1) // sw if W > s else 0
+    lo[0] = min(lo[0], n)
+    hi[0] = max(lo[0], min(hi[0], n))
+
+
 cdef inline void _x_range(Geom *g, Py_ssize_t kx, Py_ssize_t *lo, Py_ssize_t *hi,
                           Py_ssize_t *shift) noexcept nogil:
     """Output columns ox in [lo, hi) read input column ox*sw + shift inside [0, W)."""
-    cdef Py_ssize_t s = kx * g.dw - g.pl
-    shift[0] = s
-    lo[0] = 0 if s >= 0 else (-s + g.sw - 1) // g.sw
-    hi[0] = (g.W - s + g.sw - 1) // g.sw if g.W > s else 0
-    lo[0] = min(lo[0], g.Wo)
-    hi[0] = max(lo[0], min(hi[0], g.Wo))
+    shift[0] = kx * g.dw - g.pl
+    _x_bounds(g.W, g.Wo, shift[0], g.sw, lo, hi)
 
 
 cdef inline void _gather_row(floating *d, const floating *srow, Py_ssize_t lo,
@@ -58,15 +63,6 @@ cdef inline void _gather_row(floating *d, const floating *srow, Py_ssize_t lo,
             d[ox] = srow[ox * sw + s]
     for ox in range(hi, n):
         d[ox] = 0
-
-
-cdef inline void _x_bounds(Py_ssize_t W, Py_ssize_t n, Py_ssize_t s, Py_ssize_t sw,
-                           Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
-    """[lo, hi): the j < n with j*sw + s inside [0, W)."""
-    lo[0] = 0 if s >= 0 else (-s + sw - 1) // sw
-    hi[0] = (W - s + sw - 1) // sw if W > s else 0
-    lo[0] = min(lo[0], n)
-    hi[0] = max(lo[0], min(hi[0], n))
 
 
 cdef inline void _split_row(floating *d0, floating *d1, const floating *srow, Py_ssize_t lo0,
@@ -133,10 +129,7 @@ cdef void _phase_planes(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssiz
             for b in range(p.pnw):
                 d = dst + ((c * p.pnh + a) * p.pnw + b) * plane
                 s = b - p.left
-                lo = 0 if s >= 0 else (-s + sw - 1) // sw
-                hi = (W - s + sw - 1) // sw if W > s else 0
-                lo = min(lo, p.Wp)
-                hi = max(lo, min(hi, p.Wp))
+                _x_bounds(W, p.Wp, s, sw, &lo, &hi)
                 for i in range(p.Hp):
                     iy = i * sh + a - p.top
                     if iy < 0 or iy >= H:

@@ -376,6 +376,11 @@ cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
             mr[0], nr[0] = shapes[2 * i], shapes[2 * i + 1]
 
 
+cdef inline bint _phase_taps(Phase *f) noexcept nogil:
+    """Whether phase f has places and kernel taps reaching them (else it is all zeros)."""
+    return f.ta > 0 and f.tb > 0 and f.ha > 0 and f.wb > 0
+
+
 cdef void _phase_setup(Geom *g, Plan *p, Phase *f, Geom *gp, Plan *pp) noexcept nogil:
     """The stride-1 convolution whose direct input gradient is phase f of a stride-2 one
     (gp), and the plan its gemm runs with (pp: p's, with f's tile and sizes, reading the
@@ -421,18 +426,18 @@ cdef double _phase_plans(Plan *p, Geom *g) noexcept nogil:
         f.rowwise = False
         f.depth = f.ldc = f.n_tiles = f.shift = 0
         cost += 16.0 * g.C * f.ha * (20.0 + f.wb / 4.0)
-        if f.ta and f.tb and f.ha and f.wb:
+        if _phase_taps(f):
             p.top, p.left = max(p.top, f.top), max(p.left, f.left)
     for i in range(4):
         f = &p.ph[i]
-        if f.ta and f.tb and f.ha and f.wb:
+        if _phase_taps(f):
             hp = max(hp, p.top - f.top + f.ha + f.ta - 1)
             wp = max(wp, p.left - f.left + f.wb + f.tb - 1)
     p.Hp, p.Wp = hp, wp
     p.slack = 1
     for i in range(4):
         f = &p.ph[i]
-        if not (f.ta and f.tb and f.ha and f.wb):
+        if not _phase_taps(f):
             continue
         f.shift = (p.top - f.top) * p.Wp + (p.left - f.left)
         _phase_setup(g, p, f, &gp, &pp)
@@ -516,6 +521,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     cdef Py_ssize_t lanes, chan_planes
     cdef bint lanes_pay
     cdef bint stride1 = g.sh == 1 and g.sw == 1
+    cdef bint phases = False
     p.nthreads = 1
     p.n_phases = 0
     p.mr = p.nr = 0
@@ -568,12 +574,12 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             col_cost = _choose_tiles(p, g) + 16.0 * g.K * g.Ho * (20.0 + g.Wo / 4.0)
             direct_cost = _phase_plans(p, g)
             p.cost, p.other_cost = col_cost, direct_cost
-            if direct_cost >= 0 and (_force_input_phases == 1 or (
-                    _force_input_phases < 0 and direct_cost < col_cost)):
+            phases = direct_cost >= 0 and (_force_input_phases == 1 or (
+                _force_input_phases < 0 and direct_cost < col_cost))
+            if phases:
                 _phase_sizes(p, g)
                 p.cost, p.other_cost = direct_cost, col_cost
-                stride1 = True  # (the phases are in place; skip the plain layout)
-        if p.n_phases == 0 or not p.direct:
+        if not phases:
             p.n_phases = 0
             _gemm_geometry(p, g, kind, stride1)
             _choose_tiles(p, g)
@@ -644,23 +650,19 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
                 p.nr = 8 if p.mr == 1 else 6
                 p.ldg = _round_up(g.M, p.mr * lanes)
                 p.img_d = _round_up(g.G * g.Ho * g.Wo * p.ldg, ALIGN)
-                p.images = _ceil_div(LANES_DOT_POSITIONS, g.Ho * g.Wo)
-                p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
-                p.images = max(p.images, <Py_ssize_t>1)
+                p.images = _block_images(_ceil_div(LANES_DOT_POSITIONS, g.Ho * g.Wo),
+                                         ROW_DOT_IMAGES, g, p)
             elif p.flat_len:
                 # as many images per block as keep one row panel's data (its rows of the
                 # widened gradient and the padded planes) within ~32 KB of L1
-                p.images = 8192 // (p.mr * p.flat_len + g.Cg * chan_planes + p.slack)
-                p.images = max(<Py_ssize_t>1, min(<Py_ssize_t>8, p.images))
-                p.images = min(p.images, (g.N + p.chunks - 1) // p.chunks)
-                p.images = max(p.images, <Py_ssize_t>1)
+                p.images = _block_images(8192 // (p.mr * p.flat_len + g.Cg * chan_planes + p.slack),
+                                         8, g, p)
             else:
                 # row by row: a tile's dots run over every image of the block, so that
                 # its lane sums and stores are amortized over ~ROW_DOT_STEPS vector steps
                 # (small images; large ones have as many in one image)
-                p.images = _ceil_div(ROW_DOT_STEPS, g.Ho * _ceil_div(g.Wo, 16 if fg_simd_level() >= 2 else 8))
-                p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
-                p.images = max(p.images, <Py_ssize_t>1)
+                p.images = _block_images(_ceil_div(ROW_DOT_STEPS, g.Ho * _ceil_div(g.Wo, lanes)),
+                                         ROW_DOT_IMAGES, g, p)
             p.size_b = p.images * p.img_b
             p.size_d = p.images * p.img_d
         else:
@@ -668,9 +670,9 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             # lane sums and stores are amortized over ~ROW_DOT_STEPS vector steps (a 1x1
             # stride-2 shortcut has 8 per image)
             p.img_b = g.K * g.Ho * g.Wo
-            p.images = _ceil_div(ROW_DOT_STEPS, _ceil_div(g.Ho * g.Wo, 16 if fg_simd_level() >= 2 else 8))
-            p.images = min(p.images, ROW_DOT_IMAGES, (g.N + p.chunks - 1) // p.chunks)
-            p.images = max(p.images, <Py_ssize_t>1)
+            p.images = _block_images(
+                _ceil_div(ROW_DOT_STEPS, _ceil_div(g.Ho * g.Wo, 16 if fg_simd_level() >= 2 else 8)),
+                ROW_DOT_IMAGES, g, p)
             p.size_b = p.images * p.img_b
         p.blocks = (g.N + p.images - 1) // p.images
         p.chunks = max(<Py_ssize_t>1, min(p.chunks, p.blocks))
@@ -685,6 +687,13 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     p.at_index = p.at_partial + (p.chunks - 1 if p.nthreads > 1 else 1) * p.partial
     p.total = p.at_index + _round_up(2 * (p.n_off + 3 * p.n_tiles), ALIGN) + ALIGN
     return 0
+
+
+cdef inline Py_ssize_t _block_images(Py_ssize_t wanted, Py_ssize_t most, Geom *g,
+                                     Plan *p) noexcept nogil:
+    """Images per weight-gradient block: `wanted`, at most `most` and a chunk's share of
+    the batch, at least 1."""
+    return max(<Py_ssize_t>1, min(wanted, most, (g.N + p.chunks - 1) // p.chunks))
 
 
 cdef Py_ssize_t _weight_chunks(Geom *g, double flops) noexcept nogil:

@@ -44,7 +44,7 @@ __all__ = ["batch_norm_forward_train", "batch_norm_forward_eval", "batch_norm_ba
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-# --------------------------------------------------------------------------- per-run sums
+# --------------------------------------------------------------------------- lane sums
 
 cdef extern from "norm_sums.h" nogil:
     # lane-parallel double sums that vectorize on every SIMD path, added into the lane
