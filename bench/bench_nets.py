@@ -28,7 +28,11 @@ import numpy as np
 import fastgrad
 import fastgrad.ops.buffer_pool
 
+_NO_TORCH = "FASTGRAD_BENCH_NO_TORCH"  # set for a --memory child that runs fastgrad:
+# its peak resident memory must not include PyTorch's libraries, which it never uses
 try:
+    if os.environ.get(_NO_TORCH):
+        raise ImportError
     import torch
 except ImportError:  # only fastgrad's figures are printed then
     torch = None
@@ -297,11 +301,26 @@ def measure(net, batch, train, threads, modes, rounds, min_seconds):
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
+def _peak_rss_kib():
+    """This process's peak resident memory in KiB. On Linux the high-water mark of its own
+    address space (VmHWM): ru_maxrss keeps the parent's resident size at the fork across
+    exec, so a child of a process that loaded PyTorch would report PyTorch's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _memory_child(argv):
     """In a fresh process: train ``steps`` steps of one net with one contender and print
-    the peak resident memory (ru_maxrss, KiB) as JSON."""
+    the peak resident memory (KiB) as JSON."""
     import json
-    import resource
 
     lib_name, net, batch, steps = argv[0], argv[1], int(argv[2]), int(argv[3])
     if lib_name == "torch":
@@ -310,13 +329,13 @@ def _memory_child(argv):
     else:
         fastgrad.set_num_threads(1)
         c = Contender(fastgrad, net, batch, True, compiled=(lib_name == "fastgrad-compiled"))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_kib()
     if lib_name == "fastgrad-plain":  # nothing pooled: numpy.empty everywhere
         with fastgrad.ops.buffer_pool.disabled():
             c.run(steps)
     else:
         c.run(steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_rss_kib()
     print(json.dumps({"contender": lib_name, "peak_kib": peak, "before_kib": before}))
 
 
@@ -332,11 +351,15 @@ def memory(nets, batches, steps):
         for batch in batches:
             cells = []
             for lib in libs:
+                env = dict(os.environ)
+                if lib != "torch":
+                    env[_NO_TORCH] = "1"
                 out = subprocess.run(
                     [sys.executable, os.path.abspath(__file__), "--memory-child", lib, net, str(batch), str(steps)],
                     capture_output=True,
                     text=True,
                     check=True,
+                    env=env,
                 )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 cells.append(f"{r['peak_kib'] / 1024:.0f} (+{(r['peak_kib'] - r['before_kib']) / 1024:.0f})")
