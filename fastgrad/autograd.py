@@ -118,6 +118,10 @@ class Function:
     grad_hooks = None
     fresh_grads = False
     takes_step = False  # forward accepts step= (its Step object, reused by a replayed plan)
+    # forward and backward write arrays only through fastgrad.kernels and arrays from the
+    # buffer pool, so a compiled plan may replay their traced kernel calls instead
+    # (fastgrad/compile/program.py); numpy writing into an array would escape a trace
+    replays_kernels = False
     grad_owned = False
     freed = False
     parents = ()

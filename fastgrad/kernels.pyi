@@ -34,6 +34,8 @@ from fastgrad._ext._conv import (
 from fastgrad._ext._engine import (
     accumulate as accumulate,
     backward_walk as backward_walk,
+    guard_holds as guard_holds,
+    run_instructions as run_instructions,
 )
 from fastgrad._ext._group_norm import (
     group_norm_backward as group_norm_backward,

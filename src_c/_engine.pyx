@@ -2,9 +2,16 @@
 # fastgrad/reference/engine.py (read that first: same algorithm, same names).
 # backward_walk is Python-level glue typed for speed (each node's backward is a Python
 # method); accumulate is the numeric part: a GIL-free, contiguous `dst += src` loop.
+# run_instructions is the loop of a compiled plan's traced program (one Python call per
+# kernel call and little else: the arguments are filled in without Python bytecode);
+# guard_holds is the identity check a plan makes before each replay.
 # Data layout: flat C-contiguous float32/float64 buffers; no threads (additions are
 # memory-bound and the gradients of small nets are far below the ~50 us that pays
 # for a parallel region).
+
+from cpython.dict cimport PyDict_Next, PyDict_Size
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
 
 import numpy as np
 cimport numpy as cnp
@@ -20,7 +27,7 @@ cnp.import_array()
 SIMD_KERNELS_TOP = 1
 include "_simd.pxi"
 
-__all__ = ["accumulate", "backward_walk"]
+__all__ = ["accumulate", "backward_walk", "guard_holds", "run_instructions"]
 
 
 cdef void _add_into_buffer(floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
@@ -114,3 +121,59 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
                 _add_into(summed, g)
                 node.grad_out = summed
                 node.grad_owned = True
+
+
+def run_instructions(tuple instrs, list vals):
+    """Run a traced program's instructions on the slots ``vals``, in order.
+
+    Same contract as fastgrad.reference.engine.run_instructions.
+    """
+    cdef tuple instr, fills, fill
+    cdef list args
+    cdef Py_ssize_t destination
+    cdef object result
+    for instr in instrs:
+        fills = <tuple>instr[2]
+        if fills:
+            args = list(<list>instr[1])
+            for fill in fills:
+                args[<Py_ssize_t>fill[0]] = vals[<Py_ssize_t>fill[1]]
+            result = instr[0](*args)
+        else:
+            result = instr[0](*<list>instr[1])
+        destination = instr[3]
+        if destination >= 0:
+            vals[destination] = result
+
+
+def guard_holds(list modules, list tensors, list arrays, list flags, list hooks):
+    """Whether a module is as a plan saw it (all by identity).
+
+    Same contract as fastgrad.reference.engine.guard_holds.
+    """
+    cdef tuple entry, values
+    cdef dict d
+    cdef Py_ssize_t pos, i, n = len(tensors)
+    cdef PyObject *key
+    cdef PyObject *value
+    for entry in modules:
+        if type(entry[0]) is not entry[1]:
+            return False
+        d, values = entry[2], entry[3]
+        if PyDict_Size(d) != len(values):
+            return False
+        pos, i = 0, 0
+        while PyDict_Next(d, &pos, &key, &value):
+            if value != PyTuple_GET_ITEM(values, i):
+                return False
+            i += 1
+    if len(arrays) != n or len(flags) != n:
+        return False
+    for i in range(n):
+        t = tensors[i]
+        if t._data is not arrays[i] or t._requires_grad is not flags[i]:
+            return False
+    for h in hooks:
+        if h:
+            return False
+    return True

@@ -13,6 +13,16 @@ Array = NDArray[np.floating[Any]]
 
 def accumulate(dst: Array, src: Array) -> None: ...
 def backward_walk(order: list[Any], tensor_cls: type, retain_graph: bool) -> None: ...
+def guard_holds(
+    modules: list[tuple[Any, type, dict[str, Any], tuple[Any, ...]]],
+    tensors: list[Any],
+    arrays: list[Any],
+    flags: list[bool],
+    hooks: list[Any],
+) -> bool: ...
+def run_instructions(
+    instrs: tuple[tuple[Any, list[Any], tuple[tuple[int, int], ...], int], ...], vals: list[Any]
+) -> None: ...
 
 # the SIMD level this module's kernels dispatch on (0 baseline, 1 AVX2+FMA, 2 AVX-512F);
 # fastgrad.kernels.use_simd / FASTGRAD_SIMD select it in every module

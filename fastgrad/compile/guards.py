@@ -9,9 +9,7 @@ and buffer's array and requires_grad, and whether any hook is registered. Compar
 identity is exact for what it sees and errs only towards re-planning.
 """
 
-from operator import is_
-
-from .. import _config
+from .. import _config, kernels
 from ..autograd import is_grad_enabled
 from ..ops.conv import kernel_home
 from ..tensor import Tensor
@@ -76,16 +74,7 @@ class ModuleGuard:
         self.flags = [r for _, _, r in self.tensors]
 
     def holds(self):
-        for m, cls, d, values in self.modules:
-            if type(m) is not cls or len(d) != len(values) or not all(map(is_, d.values(), values)):
-                return False
-        tensors = self.tensor_objects
-        if not (
-            all(map(is_, [t._data for t in tensors], self.arrays))
-            and all(map(is_, [t._requires_grad for t in tensors], self.flags))
-        ):
-            return False
-        return not any(self.hooks)
+        return kernels.guard_holds(self.modules, self.tensor_objects, self.arrays, self.flags, self.hooks)
 
     def same_as(self, other):
         """Whether two snapshots saw the same state (a forward that assigned a module

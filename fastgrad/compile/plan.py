@@ -15,6 +15,10 @@ topological order of the captured graph), gathering gradients per slot exactly a
 the eager run. Gradients for the boundary tensors go out once per use, in the order the
 eager walk would deliver them, and the engine adds them into ``.grad`` as it always does
 (hooks on those tensors fire there).
+
+The first replays of a plan are also traced (compile/program.py): from then on the ops
+whose kernel calls a trace could place run as those calls (a ``Program``), forward and
+backward, and the others as their Function, in the same order on the same arrays.
 """
 
 import numpy as np
@@ -23,6 +27,7 @@ from .. import kernels
 from ..autograd import Function, _capture
 from ..ops import buffer_pool
 from ..tensor import Tensor
+from .program import Program, Tracer, Untraceable, tracing
 
 # how an input of an entry is gathered in backward: into a slot, out as a boundary use, or not
 SLOT, USE, SKIP = 0, 1, 2
@@ -56,34 +61,131 @@ class Plan:
         boundary_slots = {k for k, _ in boundary}
         for i, e in enumerate(entries):
             e.frees = tuple(k for k in set(e.ins) if last[k] == i and k != out_slot and k not in boundary_slots)
+        # the module arrays ops take as parameters (BatchNorm's running statistics): the
+        # same arrays at every call (ModuleGuard), constants of a traced program
+        self.constants = [v for e in entries for v in e.params.values() if isinstance(v, np.ndarray)]
+        self.arg_slots = [(slot, ref) for slot, (kind, ref) in boundary if kind == "arg"]
+        self.tensor_slots = [(slot, ref) for slot, (kind, ref) in boundary if kind != "arg"]
+        self.program = None  # the traced Program, once a trace succeeded
+        self.traces_left = _TRACES
+        self.run_as_ops = set()  # entries a trace could not follow to the end: run as ops
 
     def run(self, args):
-        vals = [None] * self.n_slots
+        program = self.program
+        if program is not None:
+            return self._run_program(program, args)
+        if self.traces_left > 0:
+            self.traces_left -= 1
+            return self._run_ops(args, self._tracer(args))
+        return self._run_ops(args, None)
+
+    def _tracer(self, args):
+        """A Tracer that knows the boundary arrays of this call, or None when two of them
+        share memory (a later call could give them apart, and a trace could not tell
+        which slot an array came from)."""
+        tracer = Tracer(self.n_slots, self.constants)
+        owners = set()
         for slot, (kind, ref) in self.boundary:
-            vals[slot] = args[ref]._data if kind == "arg" else ref._data
+            a = args[ref]._data if kind == "arg" else ref._data
+            owner = id(a if a.base is None else a.base)
+            if owner in owners:
+                self.traces_left = 0
+                return None
+            owners.add(owner)
+            tracer.know(a, slot)
+        return tracer
+
+    def _boundary_values(self, n_slots, args):
+        vals = [None] * n_slots
+        for slot, i in self.arg_slots:
+            vals[slot] = args[i]._data
+        for slot, t in self.tensor_slots:
+            vals[slot] = t._data
         for t in self.counters:  # a counter buffer the forward increments in Python
             t._data += 1
+        return vals
+
+    def _run_ops(self, args, tracer):
+        """Each entry's op, forward; traced when ``tracer``."""
+        vals = self._boundary_values(self.n_slots, args)
         fns = []
         keep = fns.append if self.wants_grad else _drop  # without a backward, what a Function saved goes at once
-        for e in self.entries:
-            fn = e.cls()
-            fn.needs_input_grad = e.needs
+        codes = []
+        with tracing(tracer) if tracer is not None else _NO_TRACE:
+            for i, e in enumerate(self.entries):
+                fn = e.cls()
+                fn.needs_input_grad = e.needs
+                traced = tracer is not None and e.cls.replays_kernels and i not in self.run_as_ops
+                if traced:
+                    tracer.begin()
+                try:
+                    out = vals[e.out] = fn.forward(*[vals[k] for k in e.ins], **e.params)
+                except Exception as exc:
+                    exc.add_note(f"fastgrad.compile: raised by {e.cls.__name__} replayed from {e.site}")
+                    raise
+                if tracer is not None:
+                    codes.append(_forward_code(tracer, e, out) if traced else None)
+                    if codes[-1] is None and isinstance(out, np.ndarray):
+                        tracer.know(out, e.out)
+                for k in e.frees:
+                    vals[k] = None
+                keep(fn)
+        out = vals[self.out_slot]
+        if not self.wants_grad:
+            if tracer is not None:
+                self._install(tracer, codes, [None] * len(codes))
+            return Tensor._from_op(out, None)
+        node = Replay()
+        node.plan, node.fns = self, fns
+        if tracer is not None:
+            node.tracer, node.codes = tracer, codes
+        node.parents = tuple([args[ref] if kind == "arg" else ref for kind, ref in self.uses])
+        node.needs_input_grad = (True,) * len(self.uses)
+        return Tensor._from_op(out, node)
+
+    def _run_program(self, program, args):
+        """The traced program, forward: instructions for traced entries, ops for the rest."""
+        vals = self._boundary_values(program.n_slots, args)
+        fns = [None] * len(self.entries) if self.wants_grad else None
+        frees = program.forward_frees
+        for i, (e, code) in enumerate(zip(self.entries, program.forward)):
             try:
-                vals[e.out] = fn.forward(*[vals[k] for k in e.ins], **e.params)
+                if code is None:
+                    fn = e.cls()
+                    fn.needs_input_grad = e.needs
+                    vals[e.out] = fn.forward(*[vals[k] for k in e.ins], **e.params)
+                    if fns is not None:
+                        fns[i] = fn
+                else:
+                    kernels.run_instructions(code[0], vals)
+                    vals[e.out] = vals[code[1]]
             except Exception as exc:
                 exc.add_note(f"fastgrad.compile: raised by {e.cls.__name__} replayed from {e.site}")
                 raise
-            for k in e.frees:
+            for k in frees[i]:
                 vals[k] = None
-            keep(fn)
         out = vals[self.out_slot]
         if not self.wants_grad:
             return Tensor._from_op(out, None)
         node = Replay()
-        node.plan, node.fns = self, fns
+        node.plan, node.fns, node.program, node.vals = self, fns, program, vals
         node.parents = tuple([args[ref] if kind == "arg" else ref for kind, ref in self.uses])
         node.needs_input_grad = (True,) * len(self.uses)
         return Tensor._from_op(out, node)
+
+    def _install(self, tracer, forward, backward):
+        """Make the traced program this plan's, or note the entries a trace could not follow
+        to the end (they run as ops in the next trace)."""
+        missing = {
+            i
+            for i in self.back
+            if forward[i] is not None and backward[i] is None and self.wants_grad and self.entries[i].wants_grad
+        }
+        if missing:
+            self.run_as_ops |= missing
+            return
+        if any(code is not None for code in forward):
+            self.program = Program(self, tracer.n_slots, forward, backward)
 
 
 def _drop(fn):
@@ -97,27 +199,49 @@ class Replay(Function):
 
     def backward(self, grad):
         plan, fns = self.plan, self.fns
+        program = self.__dict__.get("program")
+        tracer = self.__dict__.get("tracer")
         entries = plan.entries
         retain = _capture.retain_graph
         grads = [None] * plan.n_slots
         owned = [False] * plan.n_slots
         grads[plan.out_slot] = grad
         out = [None] * len(plan.uses)
+        codes = [None] * len(entries)
+        vals = self.__dict__.get("vals")
         for i in plan.back:
             e = entries[i]
             g = grads[e.out]
             if g is None:
                 continue
             grads[e.out] = None
-            fn = fns[i]
+            code = None if program is None else program.backward[i]
             try:
-                input_grads = fn.backward(g)
+                if code is not None:  # the traced instructions of this entry's backward
+                    g_slot, dtype, instrs, outs = code
+                    if not g.flags.c_contiguous or g.dtype != dtype:
+                        g = np.ascontiguousarray(g, dtype=dtype)
+                    vals[g_slot] = g
+                    kernels.run_instructions(instrs, vals)
+                    input_grads = [None if s < 0 else vals[s] for s in outs]
+                    fresh = e.cls.fresh_grads
+                    for k in program.backward_frees[i]:
+                        vals[k] = None
+                    if not retain:
+                        for k in program.saved_frees[i]:
+                            vals[k] = None
+                else:
+                    fn = fns[i]
+                    if tracer is not None and self.codes[i] is not None:
+                        input_grads, codes[i] = _traced_backward(tracer, fn, g)
+                    else:
+                        input_grads = fn.backward(g)
+                    fresh = fn.fresh_grads
+                    if not retain:
+                        fn.release()
             except Exception as exc:
                 exc.add_note(f"fastgrad.compile: raised by the backward of {e.cls.__name__} replayed from {e.site}")
                 raise
-            fresh = fn.fresh_grads
-            if not retain:
-                fn.release()
             for (kind, k), gi in zip(e.grad_to, input_grads):
                 if gi is None or kind == SKIP:
                     continue
@@ -131,10 +255,63 @@ class Replay(Function):
                     summed = buffer_pool.copy(grads[k])
                     kernels.accumulate(summed, np.ascontiguousarray(gi, dtype=summed.dtype))
                     grads[k], owned[k] = summed, True
+        if tracer is not None:
+            self.tracer = None
+            plan._install(tracer, self.codes, codes)
         return tuple(out)
 
     def release(self):
         fns = self.__dict__.get("fns") or ()
         for fn in fns:
-            fn.release()
+            if fn is not None:
+                fn.release()
         super().release()
+
+
+_TRACES = 3  # replays of a plan traced before it keeps running its ops
+
+
+class _NoTrace:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_TRACE = _NoTrace()
+
+
+def _forward_code(tracer, e, out):
+    """(instructions, output slot) of the entry just run, or None."""
+    if tracer.instrs is not None:
+        try:
+            out_slot = tracer.place(out)
+            if out_slot is None:
+                raise Untraceable("an output that is a module's array")
+        except Untraceable as exc:
+            tracer.fail(str(exc))
+    instrs = tracer.end()
+    return None if instrs is None else (tuple(instrs), out_slot)
+
+
+def _traced_backward(tracer, fn, g):
+    """fn.backward(g), traced: (its gradients, (gradient slot, dtype, instructions,
+    slot of each gradient or -1)) or (its gradients, None)."""
+    with tracing(tracer):
+        tracer.begin()
+        g_slot = tracer.new_slot()
+        tracer.know(g, g_slot)
+        input_grads = fn.backward(g)
+        outs = []
+        if tracer.instrs is not None:
+            try:
+                for gi in input_grads:
+                    slot = -1 if gi is None else tracer.place(gi)
+                    if slot is None:
+                        raise Untraceable("a gradient that is a module's array")
+                    outs.append(slot)
+            except Untraceable as exc:
+                tracer.fail(str(exc))
+        instrs = tracer.end()
+    return input_grads, (None if instrs is None else (g_slot, g.dtype, tuple(instrs), tuple(outs)))

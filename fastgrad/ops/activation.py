@@ -45,6 +45,7 @@ class _SavesOutput(Function):
     """An elementwise op whose derivative is a function of its output."""
 
     forward_kernel = backward_kernel = None
+    replays_kernels = True
 
     def forward(self, x):
         x = contiguous(x)
@@ -69,6 +70,8 @@ class AddReLU(Function):
     join a compiled plan makes of an Add whose output only a ReLU reads
     (fastgrad/compile/fuse.py). The same bits as elementwise.Add then ReLU, forward and
     backward: the ReLU's gradient goes to both inputs, as Add hands its gradient on."""
+
+    replays_kernels = True
 
     def forward(self, a, b):
         a, b = contiguous(a), contiguous(b)
@@ -191,11 +194,12 @@ class _RowsLayout:
 
 class Softmax(Function):
     forward_kernel, backward_kernel = "softmax_forward", "softmax_backward"
+    replays_kernels = True  # the copies numpy makes to move dim last are untraceable: run as the op
 
     def forward(self, x, dim):
         layout = _RowsLayout(x.shape, dim)
         rows = layout.to_rows(x, x.dtype)
-        out = np.empty(rows.shape, x.dtype)
+        out = buffer_pool.empty(rows.shape, x.dtype)
         getattr(kernels, self.forward_kernel)(rows, out, get_num_threads())
         self.out, self.layout = out, layout
         return layout.from_rows(out)
@@ -203,7 +207,7 @@ class Softmax(Function):
     def backward(self, grad):
         out, layout = self.out, self.layout
         grad_rows = layout.to_rows(grad, out.dtype)
-        grad_input = np.empty(out.shape, out.dtype)
+        grad_input = buffer_pool.empty(out.shape, out.dtype)
         getattr(kernels, self.backward_kernel)(out, grad_rows, grad_input, get_num_threads())
         return (layout.from_rows(grad_input),)
 

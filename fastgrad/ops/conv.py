@@ -127,6 +127,7 @@ class Conv2d(Function):
 
     fresh_grads = True  # ConvStep's gradients are new arrays
     takes_step = True
+    replays_kernels = True
 
     def forward(self, x, weight, bias=None, *, params, out_hw, relu, step=None):
         # step: this geometry's ConvStep when the caller has it (a replayed plan passes the

@@ -81,6 +81,7 @@ class Linear(Function):
 
     fresh_grads = True  # LinearStep's weight gradients are new arrays (x's is copied: a view)
     takes_step = True
+    replays_kernels = True
 
     def forward(self, x, weight, bias=None, *, relu, step=None):
         # step: as for Conv2d.forward, the LinearStep a replayed plan already has

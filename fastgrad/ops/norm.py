@@ -26,6 +26,8 @@ class BatchNorm(Function):
     the output forward and the ReLU's mask applied inside the backward kernel).
     Inputs: x[, weight][, bias]."""
 
+    replays_kernels = True
+
     def forward(
         self, x, *affine, has_weight, has_bias, running_mean, running_var, use_batch_stats, momentum, eps, relu=False
     ):
@@ -35,19 +37,20 @@ class BatchNorm(Function):
         weight = np.ascontiguousarray(affine[0]) if has_weight else None
         bias = np.ascontiguousarray(affine[-1]) if has_bias else None
         out = buffer_pool.empty(x3.shape, x3.dtype)
-        save_invstd = np.empty(c, dtype=x.dtype)
+        save_invstd = buffer_pool.empty(c, x.dtype)
         threads = _config.get_num_threads()
         if use_batch_stats and x3.size == 0:
-            # an empty batch: nothing to normalize, no statistics (the running ones stay)
+            # an empty batch: nothing to normalize, no statistics (the running ones stay);
+            # numpy fills these (save_mean made by numpy keeps a trace from replaying it)
             save_mean = np.zeros(c, dtype=x.dtype)
             save_invstd.fill(0)
         elif use_batch_stats:
-            save_mean = np.empty(c, dtype=x.dtype)
+            save_mean = buffer_pool.empty(c, x.dtype)
             kernels.batch_norm_forward_train(
                 x3, weight, bias, running_mean, running_var, momentum, eps, out, save_mean, save_invstd, threads, relu
             )
         else:
-            save_mean = running_mean.copy()  # the buffer may change before backward runs
+            save_mean = buffer_pool.copy(running_mean)  # the buffer may change before backward runs
             kernels.batch_norm_forward_eval(
                 x3, weight, bias, running_mean, running_var, eps, out, save_invstd, threads, relu
             )
@@ -63,8 +66,8 @@ class BatchNorm(Function):
         want_weight = self.has_weight and needs[1]
         want_bias = self.has_bias and needs[-1]
         grad_input = buffer_pool.empty(x3.shape, x3.dtype) if needs[0] else None
-        grad_weight = np.empty(c, dtype=x3.dtype) if want_weight else None
-        grad_bias = np.empty(c, dtype=x3.dtype) if want_bias else None
+        grad_weight = buffer_pool.empty(c, x3.dtype) if want_weight else None
+        grad_bias = buffer_pool.empty(c, x3.dtype) if want_bias else None
         g3 = np.ascontiguousarray(grad, dtype=x3.dtype).reshape(x3.shape)
         kernels.batch_norm_backward(
             g3,

@@ -70,6 +70,7 @@ class MaxPool2d(Function):
     each maximum (the caller may hand them out: return_indices)."""
 
     takes_step = True
+    replays_kernels = True
 
     def forward(self, x, *, params, out_hw, indices=None, step=None):
         # step: as for Conv2d.forward, the MaxPoolStep a replayed plan already has
@@ -92,6 +93,8 @@ class MaxPool2d(Function):
 class AvgPool2d(Function):
     """out = mean over each window (divisor: PyTorch's rule)."""
 
+    replays_kernels = True
+
     def forward(self, x, *, params, out_hw):
         # params: (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
         #          count_include_pad, divisor_override)
@@ -110,6 +113,8 @@ class AvgPool2d(Function):
 
 class AdaptiveAvgPool2d(Function):
     """out = mean over PyTorch's adaptive regions for the output size out_hw."""
+
+    replays_kernels = True
 
     def forward(self, x, *, out_hw):
         x = np.ascontiguousarray(x)

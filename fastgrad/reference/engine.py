@@ -5,14 +5,19 @@ reverse topological order (the order is computed by ``fastgrad.autograd``), call
 node's ``backward`` on the gradient gathered for its output, and adds every returned
 input gradient into the right place: the producing node's pending gradient, or the
 ``.grad`` of a leaf tensor. ``accumulate`` is that addition, in place.
+``run_instructions`` is the loop a compiled plan's traced program runs
+(fastgrad/compile/program.py), and ``guard_holds`` the check a plan's ModuleGuard makes
+before each replay (fastgrad/compile/guards.py).
 """
+
+from operator import is_
 
 import numpy as np
 
 from ..ops import buffer_pool
 from ._checks import check_array, check_like
 
-__all__ = ["accumulate", "backward_walk"]
+__all__ = ["accumulate", "backward_walk", "guard_holds", "run_instructions"]
 
 
 def accumulate(dst, src):
@@ -94,3 +99,37 @@ def backward_walk(order, tensor_cls, retain_graph):
                 _add_into(summed, g)
                 node.grad_out = summed
                 node.grad_owned = True
+
+
+def run_instructions(instrs, vals):
+    """Run a traced program's instructions on the slots ``vals`` (a list), in order.
+
+    instrs: a tuple of (function, arguments, fills, destination): call ``function`` on
+    the list ``arguments`` with each (position, slot) of the tuple ``fills`` taken from
+    ``vals``, and store the result in ``vals[destination]`` when destination >= 0.
+    """
+    for function, args, fills, destination in instrs:
+        if fills:
+            args = args.copy()
+            for i, slot in fills:
+                args[i] = vals[slot]
+        result = function(*args)
+        if destination >= 0:
+            vals[destination] = result
+
+
+def guard_holds(modules, tensors, arrays, flags, hooks):
+    """Whether a module is as a plan saw it (all by identity).
+
+    modules: a list of (module, its class, its __dict__, a tuple of the dict's values
+    then), each checked for the same class and the same values in the same order;
+    tensors, arrays, flags: lists, each tensor's ``_data`` and ``_requires_grad`` checked
+    against arrays[i] and flags[i]; hooks: the modules' hook registries, all empty.
+    """
+    for m, cls, d, values in modules:
+        if type(m) is not cls or len(d) != len(values) or not all(map(is_, d.values(), values)):
+            return False
+    for t, a, r in zip(tensors, arrays, flags):
+        if t._data is not a or t._requires_grad is not r:
+            return False
+    return not any(hooks)

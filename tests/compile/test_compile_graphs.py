@@ -41,8 +41,13 @@ def data(seed, n=3):
 
 
 def warm(compiled, x):
-    while compiled.compile_stats["replays"] == 0:
-        compiled(x)
+    """Call until the plan replays its traced program (compile/program.py): a capture,
+    then a traced replay with its backward."""
+    while compiled.compile_stats["replays"] < 2:
+        y = compiled(x)
+        if y.requires_grad:
+            y.sum().backward()
+    assert all(p.program is not None for entries in compiled._plans.values() for _, p in entries)
 
 
 def grads(model):
