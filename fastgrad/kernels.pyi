@@ -35,6 +35,7 @@ from fastgrad._ext._engine import (
     accumulate as accumulate,
     backward_walk as backward_walk,
     guard_holds as guard_holds,
+    replay_backward as replay_backward,
     run_instructions as run_instructions,
 )
 from fastgrad._ext._group_norm import (

@@ -3,7 +3,8 @@
 # backward_walk is Python-level glue typed for speed (each node's backward is a Python
 # method); accumulate is the numeric part: a GIL-free, contiguous `dst += src` loop.
 # run_instructions is the loop of a compiled plan's traced program (one Python call per
-# kernel call and little else: the arguments are filled in without Python bytecode);
+# kernel call and little else: the arguments are filled in without Python bytecode),
+# replay_backward a plan's backward walk;
 # guard_holds is the identity check a plan makes before each replay.
 # Data layout: flat C-contiguous float32/float64 buffers; no threads (additions are
 # memory-bound and the gradients of small nets are far below the ~50 us that pays
@@ -27,7 +28,7 @@ cnp.import_array()
 SIMD_KERNELS_TOP = 1
 include "_simd.pxi"
 
-__all__ = ["accumulate", "backward_walk", "guard_holds", "run_instructions"]
+__all__ = ["accumulate", "backward_walk", "guard_holds", "replay_backward", "run_instructions"]
 
 
 cdef void _add_into_buffer(floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
@@ -128,22 +129,103 @@ def run_instructions(tuple instrs, list vals):
 
     Same contract as fastgrad.reference.engine.run_instructions.
     """
-    cdef tuple instr, fills, fill
+    cdef tuple instr, fills, fill, clears
     cdef list args
     cdef Py_ssize_t destination
-    cdef object result
+    cdef object result, slot
     for instr in instrs:
         fills = <tuple>instr[2]
-        if fills:
-            args = list(<list>instr[1])
-            for fill in fills:
-                args[<Py_ssize_t>fill[0]] = vals[<Py_ssize_t>fill[1]]
-            result = instr[0](*args)
-        else:
-            result = instr[0](*<list>instr[1])
+        try:
+            if fills:
+                args = list(<list>instr[1])
+                for fill in fills:
+                    args[<Py_ssize_t>fill[0]] = vals[<Py_ssize_t>fill[1]]
+                result = instr[0](*args)
+            else:
+                result = instr[0](*<list>instr[1])
+        except BaseException as exc:
+            if instr[5] is not None:
+                exc.add_note(instr[5])
+            raise
         destination = instr[3]
         if destination >= 0:
             vals[destination] = result
+        clears = <tuple>instr[4]
+        for slot in clears:
+            vals[<Py_ssize_t>slot] = None
+
+
+# how replay_backward hands an input's gradient on (as fastgrad.reference.engine)
+GRAD_TO_SLOT, GRAD_TO_USE, GRAD_TO_NONE = 0, 1, 2
+cdef enum:
+    _TO_USE = 1
+    _TO_NONE = 2
+
+
+def replay_backward(tuple steps, list fns, list vals, object grad, Py_ssize_t n_slots,
+                    Py_ssize_t out_slot, Py_ssize_t n_uses, bint retain, object op_backward):
+    """A compiled plan's backward: the tuple of the gradients it hands to the engine.
+
+    Same contract as fastgrad.reference.engine.replay_backward.
+    """
+    cdef list grads = [None] * n_slots
+    cdef list owned = [False] * n_slots
+    cdef list out = [None] * n_uses
+    cdef tuple step, code, outs, target
+    cdef object g, gi, fn, input_grads, frees, saved_frees, summed, k
+    cdef Py_ssize_t slot, kind, j
+    cdef bint fresh
+    grads[out_slot] = grad
+    for step in steps:
+        slot = step[1]
+        g = grads[slot]
+        if g is None:
+            continue
+        grads[slot] = None
+        try:
+            if step[3] is None:
+                fn = fns[<Py_ssize_t>step[0]]
+                if op_backward is None:
+                    input_grads = fn.backward(g)
+                else:
+                    input_grads = op_backward(step[0], fn, g)
+                fresh = fn.fresh_grads
+                if not retain:
+                    fn.release()
+            else:
+                code = <tuple>step[3]
+                if not g.flags.c_contiguous or g.dtype != code[1]:
+                    g = np.ascontiguousarray(g, dtype=code[1])
+                vals[<Py_ssize_t>code[0]] = g
+                run_instructions(<tuple>code[2], vals)
+                outs = <tuple>code[3]
+                input_grads = [None if <Py_ssize_t>k < 0 else vals[<Py_ssize_t>k] for k in outs]
+                fresh = step[4]
+                for k in <tuple>step[5]:
+                    vals[<Py_ssize_t>k] = None
+                if not retain:
+                    for k in <tuple>step[6]:
+                        vals[<Py_ssize_t>k] = None
+        except BaseException as exc:
+            exc.add_note(step[7])
+            raise
+        for target, gi in zip(<tuple>step[2], input_grads):
+            kind = target[0]
+            if gi is None or kind == _TO_NONE:
+                continue
+            j = target[1]
+            if kind == _TO_USE:
+                out[j] = gi if fresh else np.array(gi, order="C", copy=True)
+            elif grads[j] is None:
+                grads[j] = gi
+            elif owned[j]:
+                _add_into(grads[j], gi)
+            else:
+                summed = buffer_pool.copy(grads[j])
+                _add_into(summed, gi)
+                grads[j] = summed
+                owned[j] = True
+    return tuple(out)
 
 
 def guard_holds(list modules, list tensors, list arrays, list flags, list hooks):

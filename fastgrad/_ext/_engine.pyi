@@ -20,9 +20,26 @@ def guard_holds(
     flags: list[bool],
     hooks: list[Any],
 ) -> bool: ...
+def replay_backward(
+    steps: tuple[tuple[Any, ...], ...],
+    fns: list[Any] | None,
+    vals: list[Any] | None,
+    grad: Array,
+    n_slots: int,
+    out_slot: int,
+    n_uses: int,
+    retain: bool,
+    op_backward: Any,
+) -> tuple[Array | None, ...]: ...
 def run_instructions(
-    instrs: tuple[tuple[Any, list[Any], tuple[tuple[int, int], ...], int], ...], vals: list[Any]
+    instrs: tuple[tuple[Any, list[Any], tuple[tuple[int, int], ...], int, tuple[int, ...], str | None], ...],
+    vals: list[Any],
 ) -> None: ...
+
+# how replay_backward hands an input's gradient on
+GRAD_TO_SLOT: int
+GRAD_TO_USE: int
+GRAD_TO_NONE: int
 
 # the SIMD level this module's kernels dispatch on (0 baseline, 1 AVX2+FMA, 2 AVX-512F);
 # fastgrad.kernels.use_simd / FASTGRAD_SIMD select it in every module

@@ -8,6 +8,10 @@ input is an op's output that nothing else reads runs inside that op.
 - The sum of two arrays of one shape and float dtype (a residual join): one AddReLU
   (ops/activation.py), the sum and its ReLU in one pass.
 
+And a max pooling whose input is such a convolution's output, read by nothing else, takes
+the ReLU's backward over (MaxPoolStep.take_relu_mask, ops/pool.py): the pooled gradient
+is masked, a quarter of the output's size for 2x2 windows, instead of the convolution's.
+
 Each saves a pass over the output and an array. The values and gradients are the unfused
 ops' bit for bit (ReLU is exact, the sums are numpy's, and the fused kernels apply the
 same mask to the same gradient; tests/compile, tests/kernels/test_norm.py and
@@ -19,6 +23,7 @@ from ..ops.conv import Conv2d, ConvStep
 from ..ops.elementwise import Add
 from ..ops.linear import Linear, LinearStep
 from ..ops.norm import BatchNorm
+from ..ops.pool import MaxPool2d, MaxPoolStep
 from .plan import Entry
 
 FUSES_RELU = (Conv2d, Linear, BatchNorm)  # the ops whose kernels take relu=True
@@ -83,4 +88,37 @@ def fuse_relus(entries, out_slot, kept):
             e = Entry(e.cls, e.ins, params, e.needs, relu.out, e.site)
         index[i] = len(out)
         out.append(e)
-    return out, index
+    return _pools_mask_relus(out, out_slot), index
+
+
+def _pools_mask_relus(entries, out_slot):
+    """The entries with each max pooling after a convolution's fused ReLU (whose output
+    only the pooling reads) applying that ReLU's backward: both get Steps of their own."""
+    producer, readers = {}, {}
+    for i, e in enumerate(entries):
+        producer[e.out] = i
+        for k in e.ins:
+            readers[k] = readers.get(k, 0) + 1
+    entries = list(entries)
+    for i, e in enumerate(entries):
+        if e.cls is not MaxPool2d or "step" not in e.params or e.params.get("indices") is not None:
+            continue
+        k = e.ins[0]
+        p = producer.get(k)
+        if p is None or k == out_slot or readers[k] != 1:
+            continue
+        conv = entries[p]
+        step = conv.params.get("step")
+        if conv.cls is not Conv2d or not conv.params.get("relu") or step is None or step.pool_masks:
+            continue
+        if e.needs != (conv.wants_grad,):
+            continue
+        conv_step = ConvStep(
+            step.x_shape, step.w_shape, step.n_weights == 2, step.params, step.out_shape[2:], True, step.n_threads
+        )
+        pool = e.params["step"]
+        pool_step = MaxPoolStep(pool.x_shape, pool.params, pool.out_shape[2:], pool.n_threads)
+        pool_step.take_relu_mask(conv_step)
+        entries[p] = Entry(conv.cls, conv.ins, dict(conv.params, step=conv_step), conv.needs, conv.out, conv.site)
+        entries[i] = Entry(e.cls, e.ins, dict(e.params, step=pool_step), e.needs, e.out, e.site)
+    return entries

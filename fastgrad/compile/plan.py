@@ -25,11 +25,11 @@ import numpy as np
 
 from .. import kernels
 from ..autograd import Function, _capture
-from ..ops import buffer_pool
 from ..tensor import Tensor
-from .program import Program, Tracer, Untraceable, tracing
+from .program import Program, Tracer, Untraceable, backward_note, tracing
 
-# how an input of an entry is gathered in backward: into a slot, out as a boundary use, or not
+# how an input of an entry is gathered in backward: into a slot, out as a boundary use, or
+# not (the engine's GRAD_TO_SLOT, GRAD_TO_USE, GRAD_TO_NONE: kernels.replay_backward)
 SLOT, USE, SKIP = 0, 1, 2
 
 
@@ -66,6 +66,10 @@ class Plan:
         self.constants = [v for e in entries for v in e.params.values() if isinstance(v, np.ndarray)]
         self.arg_slots = [(slot, ref) for slot, (kind, ref) in boundary if kind == "arg"]
         self.tensor_slots = [(slot, ref) for slot, (kind, ref) in boundary if kind != "arg"]
+        # the backward walk when every entry runs as its op (kernels.replay_backward)
+        self.op_steps = tuple(
+            (i, entries[i].out, entries[i].grad_to, None, False, (), (), backward_note(entries[i])) for i in back
+        )
         self.program = None  # the traced Program, once a trace succeeded
         self.traces_left = _TRACES
         self.run_as_ops = set()  # entries a trace could not follow to the end: run as ops
@@ -144,27 +148,11 @@ class Plan:
         return Tensor._from_op(out, node)
 
     def _run_program(self, program, args):
-        """The traced program, forward: instructions for traced entries, ops for the rest."""
+        """The traced program, forward: one run of its instructions."""
         vals = self._boundary_values(program.n_slots, args)
-        fns = [None] * len(self.entries) if self.wants_grad else None
-        frees = program.forward_frees
-        for i, (e, code) in enumerate(zip(self.entries, program.forward)):
-            try:
-                if code is None:
-                    fn = e.cls()
-                    fn.needs_input_grad = e.needs
-                    vals[e.out] = fn.forward(*[vals[k] for k in e.ins], **e.params)
-                    if fns is not None:
-                        fns[i] = fn
-                else:
-                    kernels.run_instructions(code[0], vals)
-                    vals[e.out] = vals[code[1]]
-            except Exception as exc:
-                exc.add_note(f"fastgrad.compile: raised by {e.cls.__name__} replayed from {e.site}")
-                raise
-            for k in frees[i]:
-                vals[k] = None
-        out = vals[self.out_slot]
+        fns = vals[program.fns_slot] = [None] * len(self.entries) if self.wants_grad else None
+        kernels.run_instructions(program.instrs, vals)
+        out = vals[program.out_slot]
         if not self.wants_grad:
             return Tensor._from_op(out, None)
         node = Replay()
@@ -198,67 +186,33 @@ class Replay(Function):
     fresh_grads = True  # a gradient from an op that does not promise fresh arrays is copied
 
     def backward(self, grad):
-        plan, fns = self.plan, self.fns
+        plan = self.plan
         program = self.__dict__.get("program")
         tracer = self.__dict__.get("tracer")
-        entries = plan.entries
         retain = _capture.retain_graph
-        grads = [None] * plan.n_slots
-        owned = [False] * plan.n_slots
-        grads[plan.out_slot] = grad
-        out = [None] * len(plan.uses)
-        codes = [None] * len(entries)
-        vals = self.__dict__.get("vals")
-        for i in plan.back:
-            e = entries[i]
-            g = grads[e.out]
-            if g is None:
-                continue
-            grads[e.out] = None
-            code = None if program is None else program.backward[i]
-            try:
-                if code is not None:  # the traced instructions of this entry's backward
-                    g_slot, dtype, instrs, outs = code
-                    if not g.flags.c_contiguous or g.dtype != dtype:
-                        g = np.ascontiguousarray(g, dtype=dtype)
-                    vals[g_slot] = g
-                    kernels.run_instructions(instrs, vals)
-                    input_grads = [None if s < 0 else vals[s] for s in outs]
-                    fresh = e.cls.fresh_grads
-                    for k in program.backward_frees[i]:
-                        vals[k] = None
-                    if not retain:
-                        for k in program.saved_frees[i]:
-                            vals[k] = None
-                else:
-                    fn = fns[i]
-                    if tracer is not None and self.codes[i] is not None:
-                        input_grads, codes[i] = _traced_backward(tracer, fn, g)
-                    else:
-                        input_grads = fn.backward(g)
-                    fresh = fn.fresh_grads
-                    if not retain:
-                        fn.release()
-            except Exception as exc:
-                exc.add_note(f"fastgrad.compile: raised by the backward of {e.cls.__name__} replayed from {e.site}")
-                raise
-            for (kind, k), gi in zip(e.grad_to, input_grads):
-                if gi is None or kind == SKIP:
-                    continue
-                if kind == USE:
-                    out[k] = gi if fresh else np.array(gi, order="C", copy=True)
-                elif grads[k] is None:  # the engine's rule, per slot instead of per node
-                    grads[k] = gi
-                elif owned[k]:
-                    kernels.accumulate(grads[k], np.ascontiguousarray(gi, dtype=grads[k].dtype))
-                else:
-                    summed = buffer_pool.copy(grads[k])
-                    kernels.accumulate(summed, np.ascontiguousarray(gi, dtype=summed.dtype))
-                    grads[k], owned[k] = summed, True
-        if tracer is not None:
-            self.tracer = None
-            plan._install(tracer, self.codes, codes)
-        return tuple(out)
+        n_uses = len(plan.uses)
+        if program is not None:
+            return kernels.replay_backward(
+                program.steps, self.fns, self.vals, grad, plan.n_slots, plan.out_slot, n_uses, retain, None
+            )
+        if tracer is None:
+            return kernels.replay_backward(
+                plan.op_steps, self.fns, None, grad, plan.n_slots, plan.out_slot, n_uses, retain, None
+            )
+        forward, backward = self.codes, [None] * len(plan.entries)
+
+        def traced(i, fn, g):  # an entry whose forward was traced: trace its backward
+            if forward[i] is None:
+                return fn.backward(g)
+            input_grads, backward[i] = _traced_backward(tracer, fn, g)
+            return input_grads
+
+        out = kernels.replay_backward(
+            plan.op_steps, self.fns, None, grad, plan.n_slots, plan.out_slot, n_uses, retain, traced
+        )
+        self.tracer = None
+        plan._install(tracer, forward, backward)
+        return out
 
     def release(self):
         fns = self.__dict__.get("fns") or ()

@@ -126,18 +126,25 @@ class Tracer:
             return slot
         owner = a if a.base is None else a.base
         start = a.__array_interface__["data"][0]
-        for b, source in self.by_owner.get(id(owner), ()):
-            if (
-                b.__array_interface__["data"][0] == start
-                and b.nbytes == a.nbytes
-                and b.dtype == a.dtype
-                and a.flags.c_contiguous
-                and b.flags.c_contiguous
-            ):
-                slot = self.new_slot()
-                self.instrs.append((_reshape, [None, a.shape], ((0, source),), slot))
-                self.know(a, slot)
-                return slot
+        same = [
+            (b, source)
+            for b, source in self.by_owner.get(id(owner), ())
+            if b.__array_interface__["data"][0] == start
+            and b.nbytes == a.nbytes
+            and b.dtype == a.dtype
+            and a.flags.c_contiguous
+            and b.flags.c_contiguous
+        ]
+        for b, source in same:
+            if b.shape == a.shape:  # a view that is its source over again: the source serves
+                self.slot_of[id(a)] = source
+                self.seen.append(a)
+                return source
+        if same:
+            slot = self.new_slot()
+            self.instrs.append((_reshape, [None, a.shape], ((0, same[0][1]),), slot))
+            self.know(a, slot)
+            return slot
         raise Untraceable(f"an array of shape {a.shape} of unknown origin")
 
     def record(self, function, args, destination=-1):
@@ -262,58 +269,100 @@ class tracing:
         return False
 
 
+def backward_note(e):
+    """The note an error in entry ``e``'s replayed backward carries."""
+    return f"fastgrad.compile: raised by the backward of {e.cls.__name__} replayed from {e.site}"
+
+
+def _run_op(cls, needs, params, index, fns, *ins):
+    """An entry that runs as its op: its Function's forward (kept in ``fns`` for backward)."""
+    fn = cls()
+    fn.needs_input_grad = needs
+    out = fn.forward(*ins, **params)
+    if fns is not None:
+        fns[index] = fn
+    return out
+
+
 class Program:
-    """Per entry of a plan, its traced forward (instructions, the slot of its output) and
-    backward (the slot its gradient goes in, the dtype the trace saw it in, instructions,
-    the slot of each input's gradient or -1), or None for an entry that runs as its op;
-    and the slots each step lets go of (``forward_frees[i]`` after entry i's forward;
-    ``backward_frees[i]`` after its backward, and ``saved_frees[i]`` the forward's arrays
-    its backward read last, kept when the graph is retained)."""
+    """A plan's traced program.
+
+    ``forward[i]``: entry i's traced forward (instructions, the slot of its output), or
+    None when it runs as its op; ``backward[i]``: its traced backward (the slot its
+    gradient goes in, the dtype the trace saw it in, instructions, the slot of each
+    input's gradient or -1), or None. From these, what runs: ``instrs``, the whole
+    forward as one list of instructions (``kernels.run_instructions``; an op's entry is
+    one instruction calling its Function, which goes in the run's list ``fns``, slot
+    ``fns_slot``), whose output is slot ``out_slot``; and ``steps``, the backward walk
+    (``kernels.replay_backward``). Each instruction lets go of the slots nothing later
+    reads; the arrays the backward reads go after their last reader there (kept when the
+    graph is retained)."""
 
     def __init__(self, plan, n_slots, forward, backward):
-        self.n_slots, self.forward, self.backward = n_slots, forward, backward
-        self.forward_frees, self.backward_frees, self.saved_frees = _lifetimes(plan, forward, backward)
-
-
-def _lifetimes(plan, forward, backward):
-    entries = plan.entries
-    keep = {k for k, _ in plan.boundary} | {plan.out_slot}
-    last, made_in_backward = {}, set()
-    for i, e in enumerate(entries):
-        code = forward[i]
-        reads = e.ins if code is None else [s for _, _, fills, _ in code[0] for _, s in fills] + [code[1]]
-        for s in reads:
-            last[s] = ("f", i)
-        last[e.out] = last.get(e.out, ("f", i))
-        if code is not None:
-            for _, _, _, d in code[0]:
-                if d >= 0:
-                    last.setdefault(d, ("f", i))
-    for i in plan.back:
-        code = backward[i]
-        if code is None:
-            continue
-        g_slot, _, instrs, outs = code
-        made_in_backward.add(g_slot)
-        for _, _, fills, d in instrs:
-            for _, s in fills:
-                last[s] = ("b", i)
+        self.forward, self.backward = forward, backward
+        self.fns_slot = n_slots
+        self.n_slots = n_slots + 1
+        where = {}  # a traced entry's plan slot -> the slot that holds its output
+        instrs = []  # [function, arguments, fills, destination, note]
+        for i, e in enumerate(plan.entries):
+            note = f"fastgrad.compile: raised by {e.cls.__name__} replayed from {e.site}"
+            code = forward[i]
+            if code is None:
+                ins = [where.get(k, k) for k in e.ins]
+                args = [e.cls, e.needs, e.params, i, None] + [None] * len(ins)
+                fills = ((4, self.fns_slot),) + tuple((5 + j, k) for j, k in enumerate(ins))
+                instrs.append([_run_op, args, fills, e.out, note])
+            else:
+                instrs += [[f, args, fills, d, note] for f, args, fills, d in code[0]]
+                where[e.out] = code[1]
+        self.out_slot = where.get(plan.out_slot, plan.out_slot)
+        steps = []
+        for i in plan.back:
+            e = plan.entries[i]
+            code = backward[i] if forward[i] is not None else None
+            steps.append([i, e.out, e.grad_to, code, e.cls.fresh_grads, backward_note(e)])
+        keep = {k for k, _ in plan.boundary} | {self.out_slot, self.fns_slot}
+        last = {}  # slot -> ("f", instruction index) or ("b", step index)
+        for j, (_, _, fills, d, _) in enumerate(instrs):
+            for _, k in fills:
+                last[k] = ("f", j)
             if d >= 0:
-                made_in_backward.add(d)
-                last[d] = ("b", i)
-        for s in (g_slot, *outs):
-            if s >= 0:
-                last[s] = ("b", i)
-    forward_frees = [[] for _ in entries]
-    backward_frees = [[] for _ in entries]
-    saved_frees = [[] for _ in entries]
-    for s, (where, i) in last.items():
-        if s in keep:
-            continue
-        if where == "f":
-            forward_frees[i].append(s)
-        elif s in made_in_backward:
-            backward_frees[i].append(s)
-        else:
-            saved_frees[i].append(s)
-    return [tuple(f) for f in forward_frees], [tuple(f) for f in backward_frees], [tuple(f) for f in saved_frees]
+                last.setdefault(d, ("f", j))
+        made_in_backward = set()
+        for j, step in enumerate(steps):
+            code = step[3]
+            if code is None:
+                continue
+            g_slot, _, b_instrs, outs = code
+            made_in_backward.add(g_slot)
+            for _, _, fills, d in b_instrs:
+                for _, k in fills:
+                    last[k] = ("b", j)
+                if d >= 0:
+                    made_in_backward.add(d)
+                    last[d] = ("b", j)
+            for k in (g_slot, *outs):
+                if k >= 0:
+                    last[k] = ("b", j)
+        clears = [[] for _ in instrs]
+        frees = [[] for _ in steps]
+        saved = [[] for _ in steps]
+        for k, (phase, j) in last.items():
+            if k in keep:
+                continue
+            if phase == "f":
+                clears[j].append(k)
+            else:
+                (frees if k in made_in_backward else saved)[j].append(k)
+        self.instrs = tuple((f, args, fills, d, tuple(c), note) for (f, args, fills, d, note), c in zip(instrs, clears))
+        self.steps = tuple(
+            (i, out, grad_to, None if code is None else _with_clears(code), fresh, tuple(f), tuple(sv), note)
+            for (i, out, grad_to, code, fresh, note), f, sv in zip(steps, frees, saved)
+        )
+
+
+def _with_clears(code):
+    """A traced backward's instructions in run_instructions' form (nothing cleared inside:
+    the walk lets go of the op's slots once its gradients are handed on)."""
+    g_slot, dtype, instrs, outs = code
+    return g_slot, dtype, tuple((f, args, fills, d, (), None) for f, args, fills, d in instrs), outs

@@ -6,8 +6,9 @@ node's ``backward`` on the gradient gathered for its output, and adds every retu
 input gradient into the right place: the producing node's pending gradient, or the
 ``.grad`` of a leaf tensor. ``accumulate`` is that addition, in place.
 ``run_instructions`` is the loop a compiled plan's traced program runs
-(fastgrad/compile/program.py), and ``guard_holds`` the check a plan's ModuleGuard makes
-before each replay (fastgrad/compile/guards.py).
+(fastgrad/compile/program.py), ``replay_backward`` a plan's backward (compile/plan.py)
+and ``guard_holds`` the check a plan's ModuleGuard makes before each replay
+(compile/guards.py).
 """
 
 from operator import is_
@@ -17,7 +18,7 @@ import numpy as np
 from ..ops import buffer_pool
 from ._checks import check_array, check_like
 
-__all__ = ["accumulate", "backward_walk", "guard_holds", "run_instructions"]
+__all__ = ["accumulate", "backward_walk", "guard_holds", "replay_backward", "run_instructions"]
 
 
 def accumulate(dst, src):
@@ -104,18 +105,94 @@ def backward_walk(order, tensor_cls, retain_graph):
 def run_instructions(instrs, vals):
     """Run a traced program's instructions on the slots ``vals`` (a list), in order.
 
-    instrs: a tuple of (function, arguments, fills, destination): call ``function`` on
-    the list ``arguments`` with each (position, slot) of the tuple ``fills`` taken from
-    ``vals``, and store the result in ``vals[destination]`` when destination >= 0.
+    instrs: a tuple of (function, arguments, fills, destination, clears, note): call
+    ``function`` on the list ``arguments`` with each (position, slot) of the tuple
+    ``fills`` taken from ``vals``; store the result in ``vals[destination]`` when
+    destination >= 0; then set the slots of the tuple ``clears`` to None. An exception
+    gets ``note`` (a string, or None for none) added.
     """
-    for function, args, fills, destination in instrs:
+    for function, args, fills, destination, clears, note in instrs:
         if fills:
             args = args.copy()
             for i, slot in fills:
                 args[i] = vals[slot]
-        result = function(*args)
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            if note is not None:
+                exc.add_note(note)
+            raise
         if destination >= 0:
             vals[destination] = result
+        for slot in clears:
+            vals[slot] = None
+
+
+# how replay_backward hands an input's gradient on: into a slot, out as a boundary use, or not
+GRAD_TO_SLOT, GRAD_TO_USE, GRAD_TO_NONE = 0, 1, 2
+
+
+def replay_backward(steps, fns, vals, grad, n_slots, out_slot, n_uses, retain, op_backward):
+    """A compiled plan's backward: the tuple of the gradients it hands to the engine.
+
+    steps: per op in backward order, (index, output slot, grad_to, code, fresh, frees,
+    saved_frees, note). ``grad_to`` says per input where its gradient goes: (GRAD_TO_SLOT,
+    slot), (GRAD_TO_USE, index into the result) or (GRAD_TO_NONE, None). ``code`` is None
+    for an op that runs as its Function ``fns[index]`` (``op_backward(index, fn, g)``
+    when op_backward is not None, else ``fn.backward(g)``, then ``fn.release()`` unless
+    ``retain``), or the traced (gradient slot, dtype, instructions, slot of each input's
+    gradient or -1) run on ``vals`` by run_instructions; then the slots ``frees`` are
+    let go, and ``saved_frees`` too unless ``retain``. ``fresh``: the op's gradients are
+    new arrays (others are copied before they leave). Gradients meeting in a slot are
+    summed by the engine's rule: the first is kept, the second is added into a copy from
+    the pool, later ones into that copy. ``grad`` is the output's gradient (slot
+    ``out_slot``).
+    """
+    grads = [None] * n_slots
+    owned = [False] * n_slots
+    grads[out_slot] = grad
+    out = [None] * n_uses
+    for index, slot, grad_to, code, fresh, frees, saved_frees, note in steps:
+        g = grads[slot]
+        if g is None:
+            continue
+        grads[slot] = None
+        try:
+            if code is None:
+                fn = fns[index]
+                input_grads = fn.backward(g) if op_backward is None else op_backward(index, fn, g)
+                fresh = fn.fresh_grads
+                if not retain:
+                    fn.release()
+            else:
+                g_slot, dtype, instrs, outs = code
+                if not g.flags.c_contiguous or g.dtype != dtype:
+                    g = np.ascontiguousarray(g, dtype=dtype)
+                vals[g_slot] = g
+                run_instructions(instrs, vals)
+                input_grads = [None if k < 0 else vals[k] for k in outs]
+                for k in frees:
+                    vals[k] = None
+                if not retain:
+                    for k in saved_frees:
+                        vals[k] = None
+        except BaseException as exc:
+            exc.add_note(note)
+            raise
+        for (kind, k), gi in zip(grad_to, input_grads):
+            if gi is None or kind == GRAD_TO_NONE:
+                continue
+            if kind == GRAD_TO_USE:
+                out[k] = gi if fresh else np.array(gi, order="C", copy=True)
+            elif grads[k] is None:
+                grads[k] = gi
+            elif owned[k]:
+                _add_into(grads[k], gi)
+            else:
+                summed = buffer_pool.copy(grads[k])
+                _add_into(summed, gi)
+                grads[k], owned[k] = summed, True
+    return tuple(out)
 
 
 def guard_holds(modules, tensors, arrays, flags, hooks):

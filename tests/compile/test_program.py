@@ -181,14 +181,33 @@ def test_run_instructions_fills_calls_and_stores(engine):
 
     vals = ["a", "b", None, None]
     instrs = (
-        (record, [None, 7, None], ((0, 1), (2, 0)), 2),  # record("b", 7, "a") -> vals[2]
-        (record, ["k"], (), -1),  # no fills, result dropped
-        (record, [None], ((0, 2),), 3),  # reads what the first call stored
+        (record, [None, 7, None], ((0, 1), (2, 0)), 2, (0,), None),  # record("b", 7, "a") -> vals[2]
+        (record, ["k"], (), -1, (), None),  # no fills, result dropped
+        (record, [None], ((0, 2),), 3, (), None),  # reads what the first call stored
     )
     engine.run_instructions(instrs, vals)
     assert calls == [("b", 7, "a"), ("k",), (1,)]
-    assert vals == ["a", "b", 1, 3]
+    assert vals == [None, "b", 1, 3]  # slot 0 cleared after the first call
     assert instrs[0][1] == [None, 7, None]  # the argument template is not written
+
+    def refuse(*args):
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused") as info:
+        engine.run_instructions(((refuse, [], (), -1, (), "raised by X replayed from here"),), vals)
+    assert "raised by X replayed from here" in info.value.__notes__
+
+
+def test_the_pure_python_engine_replays_bit_for_bit():
+    """The reference kernels and engine loops (replay_backward, run_instructions,
+    guard_holds) through the same compiled-module machinery."""
+    previous = kernels.backend
+    kernels.use_backend("reference")
+    try:
+        compiled = _eager_and_compiled(Residual, (2, 3, 8, 8), np.float64, steps=4)
+    finally:
+        kernels.use_backend(previous)
+    assert _plan(compiled).program is not None
 
 
 @pytest.mark.parametrize("engine", _engines(), ids=lambda m: m.__name__)
