@@ -151,12 +151,14 @@ class Plan:
         """The traced program, forward: one run of its instructions."""
         vals = self._boundary_values(program.n_slots, args)
         fns = vals[program.fns_slot] = [None] * len(self.entries) if self.wants_grad else None
+        arena = vals[program.arena_slot] = program.take_arena()
         kernels.run_instructions(program.instrs, vals)
         out = vals[program.out_slot]
         if not self.wants_grad:
+            program.give_back(arena)  # nothing of the run outlives it but its output
             return Tensor._from_op(out, None)
         node = Replay()
-        node.plan, node.fns, node.program, node.vals = self, fns, program, vals
+        node.plan, node.fns, node.program, node.vals, node.arena = self, fns, program, vals, arena
         node.parents = tuple([args[ref] if kind == "arg" else ref for kind, ref in self.uses])
         node.needs_input_grad = (True,) * len(self.uses)
         return Tensor._from_op(out, node)
@@ -191,6 +193,15 @@ class Replay(Function):
         tracer = self.__dict__.get("tracer")
         retain = _capture.retain_graph
         n_uses = len(plan.uses)
+        if not grad.flags.c_contiguous:  # (a broadcast from a sum) every op would copy it: once here
+            grad = np.ascontiguousarray(grad)
+        if program is not None and program.backward_instrs is not None:  # a fixed walk
+            vals = self.vals
+            if not grad.flags.c_contiguous or grad.dtype != program.root_dtype:
+                grad = np.ascontiguousarray(grad, dtype=program.root_dtype)
+            vals[program.root_slot] = grad
+            kernels.run_instructions(program.backward_instrs_retained if retain else program.backward_instrs, vals)
+            return tuple([None if k is None else vals[k] for k in program.use_slots])
         if program is not None:
             return kernels.replay_backward(
                 program.steps, self.fns, self.vals, grad, plan.n_slots, plan.out_slot, n_uses, retain, None
@@ -219,7 +230,16 @@ class Replay(Function):
         for fn in fns:
             if fn is not None:
                 fn.release()
+        program, arena = self.__dict__.get("program"), self.__dict__.get("arena")
         super().release()
+        if arena is not None:  # nothing refers to its arrays any more
+            program.give_back(arena)
+
+    def __del__(self):
+        # a graph dropped without a backward: nothing else refers to its arena's arrays
+        arena = self.__dict__.get("arena")
+        if arena is not None:
+            self.__dict__["program"].give_back(arena)
 
 
 _TRACES = 3  # replays of a plan traced before it keeps running its ops

@@ -32,6 +32,7 @@ Tensor's value reads.
 """
 
 import importlib
+import operator
 import threading
 
 import numpy as np
@@ -359,6 +360,193 @@ class Program:
             (i, out, grad_to, None if code is None else _with_clears(code), fresh, tuple(f), tuple(sv), note)
             for (i, out, grad_to, code, fresh, note), f, sv in zip(steps, frees, saved)
         )
+        self._arena_in_place(plan)
+        self._static_backward(plan)
+
+    # ----------------------------------------------------------------- static backward
+    def _static_backward(self, plan):
+        """When every op of the backward walk was traced, the walk itself is fixed: which
+        gradients meet in which slot, which go out. It is then one list of instructions
+        (``backward_instrs``; ``backward_instrs_retained`` keeps the forward's arrays for
+        another backward), started from slot ``root_slot`` (the output's gradient, of
+        dtype ``root_dtype``), the gradients handed out being ``use_slots``."""
+        self.backward_instrs = None
+        if not self.steps or any(step[3] is None for step in self.steps):
+            return
+        self.root_slot = self.n_slots
+        self.n_slots += 1
+        gradient_of = {plan.out_slot: self.root_slot}  # plan slot -> the slot holding its gradient
+        owned, uses, instrs = set(), [None] * len(plan.uses), []
+        made_here = set()
+        self.root_dtype = None
+        for _, out, grad_to, code, fresh, _, _, note in self.steps:
+            source = gradient_of.pop(out, None)
+            if source is None:
+                continue  # no gradient reaches this op
+            g_slot, dtype, b_instrs, outs = code
+            if source == self.root_slot:
+                self.root_dtype = dtype
+            instrs.append((_same, [None], ((0, source),), g_slot, note))
+            instrs += [(f, args, fills, d, note) for f, args, fills, d, _, _ in b_instrs]
+            made_here.add(g_slot)
+            made_here.update(d for _, _, _, d, _, _ in b_instrs if d >= 0)
+            for (kind, k), slot in zip(grad_to, outs):
+                if slot < 0 or kind == 2:
+                    continue
+                if kind == 1:
+                    if not fresh:  # a gradient that is not a new array is copied before it leaves
+                        copy = self._new_slot(made_here)
+                        instrs.append((_fresh_copy, [None], ((0, slot),), copy, note))
+                        slot = copy
+                    uses[k] = slot
+                elif k not in gradient_of:
+                    gradient_of[k] = slot
+                elif k in owned:
+                    instrs.append((_accumulate, [None, None], ((0, gradient_of[k]), (1, slot)), -1, note))
+                else:  # the engine's rule: the second gradient goes into a copy from the pool
+                    summed = self._new_slot(made_here)
+                    instrs.append((_copy, [None], ((0, gradient_of[k]),), summed, note))
+                    instrs.append((_accumulate, [None, None], ((0, summed), (1, slot)), -1, note))
+                    gradient_of[k] = summed
+                    owned.add(k)
+        if self.root_dtype is None:
+            return
+        self.use_slots = tuple(uses)
+        keep = set(uses) | {self.root_slot}
+        self.backward_instrs = _cleared(instrs, keep, made_here, forward_too=True)
+        self.backward_instrs_retained = _cleared(instrs, keep, made_here, forward_too=False)
+
+    def _new_slot(self, made_here):
+        self.n_slots += 1
+        made_here.add(self.n_slots - 1)
+        return self.n_slots - 1
+
+    # ----------------------------------------------------------------- arena
+    def _arena_in_place(self, plan):
+        """Small arrays nothing outside the step ever sees come from an arena the run takes
+        and its graph gives back, as a Sequential's chain arena does: no allocation."""
+        self.arena_slot = self.n_slots
+        self.n_slots += 1
+        self.arena_specs, self.spare = [], []
+        escapes = _escaping_slots(plan, self)
+
+        def in_arena(instr):
+            f, args, fills, d = instr[:4]
+            if f is not np.empty or d in escapes:
+                return instr
+            self.arena_specs.append((args[0], args[1]))
+            return (operator.getitem, [None, len(self.arena_specs) - 1], ((0, self.arena_slot),), d) + tuple(instr[4:])
+
+        self.instrs = tuple(in_arena(instr) for instr in self.instrs)
+        steps = []
+        for step in self.steps:
+            code = step[3]
+            if code is not None:
+                code = (code[0], code[1], tuple(in_arena(instr) for instr in code[2]), code[3])
+            steps.append(step[:3] + (code,) + step[4:])
+        self.steps = tuple(steps)
+
+    def take_arena(self):
+        try:
+            return self.spare.pop()
+        except IndexError:
+            return [np.empty(shape, dtype) for shape, dtype in self.arena_specs]
+
+    def give_back(self, arena):
+        if len(self.spare) < _SPARE_ARENAS:
+            self.spare.append(arena)
+
+
+_SPARE_ARENAS = 2  # more only matter when graphs pile up
+
+
+class _Classes:
+    """Union-find over slots: the arrays that may be one another's (views, gradients
+    handed on)."""
+
+    def __init__(self):
+        self.parent = {}
+
+    def find(self, k):
+        while self.parent.get(k, k) != k:
+            k = self.parent[k]
+        return k
+
+    def union(self, a, b):
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _escaping_slots(plan, program):
+    """The slots whose arrays may be seen outside the run or outlive it: the output, the
+    gradients handed to the engine, what an op running as its Function receives (it may
+    keep or return it), and every view or gradient flow of those."""
+    classes, outside = _Classes(), {program.out_slot}
+    for f, _, fills, d, _, _ in program.instrs:
+        if f is _reshape:
+            classes.union(d, fills[0][1])
+        elif f is _run_op:
+            outside.update(k for pos, k in fills if pos > 4)  # its inputs
+            outside.add(d)
+    producer = {e.out: i for i, e in enumerate(plan.entries)}
+    step_of = {step[0]: step for step in program.steps}
+    contributions = {}  # plan slot -> [(entry index, input position)], traced steps only
+    from_ops = set()  # plan slots an op running as its Function also hands a gradient to
+    made = {d for f, _, _, d, _, _ in program.instrs if d >= 0}
+    for step in program.steps:
+        i, _, grad_to, code = step[:4]
+        if code is not None:
+            for f, _, fills, d, _, _ in code[2]:
+                made.add(d)
+                if f is _reshape:
+                    classes.union(d, fills[0][1])
+        for pos, (kind, k) in enumerate(grad_to):
+            if code is None:
+                if kind == 0:
+                    from_ops.add(k)
+            elif kind == 1:  # handed to the engine
+                outside.add(code[3][pos])
+            elif kind == 0:
+                contributions.setdefault(k, []).append((i, pos))
+    for k, contributors in contributions.items():
+        if len(contributors) > 1 and k not in from_ops:
+            continue  # summed into a copy from the pool: each contribution is only read
+        receiver = step_of.get(producer.get(k))
+        for i, pos in contributors:
+            out_slot = step_of[i][3][3][pos]
+            if receiver is None or receiver[3] is None:
+                outside.add(out_slot)  # an op running as its Function receives it
+            else:
+                classes.union(out_slot, receiver[3][0])  # it is that step's gradient
+    roots = {classes.find(k) for k in outside if k >= 0}
+    return {k for k in made | set(classes.parent) if classes.find(k) in roots}
+
+
+def _same(a):
+    return a
+
+
+def _fresh_copy(a):
+    return np.array(a, order="C", copy=True)
+
+
+def _accumulate(dst, src):
+    kernels.accumulate(dst, np.ascontiguousarray(src, dtype=dst.dtype))
+
+
+def _cleared(instrs, keep, made_here, forward_too):
+    """``instrs`` in run_instructions' form, each letting go of the slots no later one
+    reads (the forward's arrays too when ``forward_too``; never those in ``keep``)."""
+    last = {}
+    for j, (_, _, fills, d, _) in enumerate(instrs):
+        for _, k in fills:
+            last[k] = j
+        if d >= 0:
+            last.setdefault(d, j)
+    clears = [[] for _ in instrs]
+    for k, j in last.items():
+        if k not in keep and (forward_too or k in made_here):
+            clears[j].append(k)
+    return tuple((f, args, fills, d, tuple(c), note) for (f, args, fills, d, note), c in zip(instrs, clears))
 
 
 def _with_clears(code):

@@ -237,3 +237,32 @@ def test_guard_holds_sees_each_kind_of_change(engine):
     assert not engine.guard_holds(*args)
     handle.remove()
     assert engine.guard_holds(*args)
+
+
+def test_a_fixed_backward_walk_with_retain_graph_and_two_graphs_matches_eager():
+    """Every op of Residual's backward is traced: its walk is one list of instructions.
+    Backward twice through a retained graph, and two graphs alive at once."""
+    fastgrad.manual_seed(0)
+    eager, model = Residual(), Residual()
+    model.load_state_dict(eager.state_dict())
+    compiled = fastgrad.compile(model)
+    rng = np.random.default_rng(6)
+    x1, x2 = (fastgrad.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32)) for _ in range(2))
+    for _ in range(3):
+        compiled(x1).sum().backward()
+    assert _plan(compiled).program.backward_instrs is not None
+    for m in (eager, model):
+        m.zero_grad()
+    got = {}
+    for name, call in (("eager", eager), ("compiled", compiled)):
+        y = call(x1).sum()
+        y.backward(retain_graph=True)
+        y.backward()
+        a, b = call(x1), call(x2)
+        (b * 2.0).sum().backward()
+        a.sum().backward()
+        got[name] = [a.data.copy(), b.data.copy()]
+    for u, v in zip(got["eager"], got["compiled"]):
+        np.testing.assert_array_equal(u, v)
+    for p, q in zip(eager.parameters(), model.parameters()):
+        np.testing.assert_array_equal(p.grad.data, q.grad.data)
