@@ -25,7 +25,11 @@ def call_key(args):
     ]
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
-            first = next(j for j, b in enumerate(args) if b is a)
+            first = i
+            for j in range(i):
+                if args[j] is a:
+                    first = j
+                    break
             d = a._data
             sig.append((d.shape, d.dtype, a._requires_grad, first))
         else:
