@@ -151,7 +151,8 @@ class Plan:
         """The traced program, forward: one run of its instructions."""
         vals = self._boundary_values(program.n_slots, args)
         fns = vals[program.fns_slot] = [None] * len(self.entries) if self.wants_grad else None
-        arena = vals[program.arena_slot] = program.take_arena()
+        arena = program.take_arena()
+        vals[program.arena_base : program.arena_base + len(arena)] = arena
         kernels.run_instructions(program.instrs, vals)
         out = vals[program.out_slot]
         if not self.wants_grad:

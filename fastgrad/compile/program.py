@@ -32,7 +32,6 @@ Tensor's value reads.
 """
 
 import importlib
-import operator
 import threading
 
 import numpy as np
@@ -376,7 +375,7 @@ class Program:
         self.root_slot = self.n_slots
         self.n_slots += 1
         gradient_of = {plan.out_slot: self.root_slot}  # plan slot -> the slot holding its gradient
-        owned, uses, instrs = set(), [None] * len(plan.uses), []
+        owned, uses, instrs, renamed = set(), [None] * len(plan.uses), [], {}
         made_here = set()
         self.root_dtype = None
         for _, out, grad_to, code, fresh, _, _, note in self.steps:
@@ -386,11 +385,14 @@ class Program:
             g_slot, dtype, b_instrs, outs = code
             if source == self.root_slot:
                 self.root_dtype = dtype
-            instrs.append((_same, [None], ((0, source),), g_slot, note))
-            instrs += [(f, args, fills, d, note) for f, args, fills, d, _, _ in b_instrs]
-            made_here.add(g_slot)
+
+            renamed[g_slot] = renamed.get(source, source)  # the gradient is its source's slot
+            named = renamed.get
+            instrs += [
+                (f, args, tuple((i, named(k, k)) for i, k in fills), d, note) for f, args, fills, d, _, _ in b_instrs
+            ]
             made_here.update(d for _, _, _, d, _, _ in b_instrs if d >= 0)
-            for (kind, k), slot in zip(grad_to, outs):
+            for (kind, k), slot in zip(grad_to, (named(k, k) for k in outs)):
                 if slot < 0 or kind == 2:
                     continue
                 if kind == 1:
@@ -424,26 +426,41 @@ class Program:
     # ----------------------------------------------------------------- arena
     def _arena_in_place(self, plan):
         """Small arrays nothing outside the step ever sees come from an arena the run takes
-        and its graph gives back, as a Sequential's chain arena does: no allocation."""
-        self.arena_slot = self.n_slots
-        self.n_slots += 1
-        self.arena_specs, self.spare = [], []
+        and its graph gives back, as a Sequential's chain arena does: no allocation. The
+        arena's arrays go into slots ``arena_base`` on, in one assignment at the start of
+        a run; the instructions that made them are dropped."""
         escapes = _escaping_slots(plan, self)
+        self.arena_specs, self.spare, rename = [], [], {}
+        code_instrs = [step[3][2] for step in self.steps if step[3] is not None]
+        for instrs in (self.instrs, *code_instrs):
+            for f, args, _, d, _, _ in instrs:
+                if f is np.empty and d not in escapes:
+                    rename[d] = self.n_slots + len(self.arena_specs)
+                    self.arena_specs.append((args[0], args[1]))
+        self.arena_base = self.n_slots
+        self.n_slots += len(self.arena_specs)
+        arena = set(rename.values())
 
-        def in_arena(instr):
-            f, args, fills, d = instr[:4]
-            if f is not np.empty or d in escapes:
-                return instr
-            self.arena_specs.append((args[0], args[1]))
-            return (operator.getitem, [None, len(self.arena_specs) - 1], ((0, self.arena_slot),), d) + tuple(instr[4:])
+        def rewrite(instrs):
+            out = []
+            for f, args, fills, d, clears, note in instrs:
+                if d in rename and f is np.empty:
+                    continue
+                fills = tuple((i, rename.get(k, k)) for i, k in fills)
+                clears = tuple(k for k in (rename.get(k, k) for k in clears) if k not in arena)
+                out.append((f, args, fills, rename.get(d, d), clears, note))
+            return tuple(out)
 
-        self.instrs = tuple(in_arena(instr) for instr in self.instrs)
+        self.instrs = rewrite(self.instrs)
         steps = []
         for step in self.steps:
             code = step[3]
             if code is not None:
-                code = (code[0], code[1], tuple(in_arena(instr) for instr in code[2]), code[3])
-            steps.append(step[:3] + (code,) + step[4:])
+                g_slot, dtype, instrs, outs = code
+                code = (g_slot, dtype, rewrite(instrs), tuple(rename.get(k, k) for k in outs))
+            frees = tuple(k for k in step[5] if k not in rename)
+            saved = tuple(k for k in step[6] if k not in rename)
+            steps.append(step[:3] + (code, step[4], frees, saved, step[7]))
         self.steps = tuple(steps)
 
     def take_arena(self):
@@ -519,10 +536,6 @@ def _escaping_slots(plan, program):
                 classes.union(out_slot, receiver[3][0])  # it is that step's gradient
     roots = {classes.find(k) for k in outside if k >= 0}
     return {k for k in made | set(classes.parent) if classes.find(k) in roots}
-
-
-def _same(a):
-    return a
 
 
 def _fresh_copy(a):
