@@ -44,23 +44,34 @@ def _same_float_arrays(kept, a, b):
     return x.shape == y.shape and x.dtype == y.dtype and x.dtype.kind == "f"
 
 
-def fuse_relus(entries, out_slot, kept):
-    """(entries with each fusable producer + ReLU pair made one entry, a map from old
-    entry index to new index, None for a ReLU folded into its producer). ``kept``: the
-    captured tensor of each slot (their shapes decide whether an Add may fuse)."""
+def _sole_producer(entries, out_slot):
+    """A function of a slot: the index of the entry that wrote it when exactly one entry
+    reads it and it is not the plan's output (its producer may then fuse with that
+    reader), else None."""
     producer, readers = {}, {}
     for i, e in enumerate(entries):
         producer[e.out] = i
         for k in e.ins:
             readers[k] = readers.get(k, 0) + 1
+
+    def sole(k):
+        return producer.get(k) if k != out_slot and readers.get(k) == 1 else None
+
+    return sole
+
+
+def fuse_relus(entries, out_slot, kept):
+    """(entries with each fusable producer + ReLU pair made one entry, a map from old
+    entry index to new index, None for a ReLU folded into its producer). ``kept``: the
+    captured tensor of each slot (their shapes decide whether an Add may fuse)."""
+    sole_producer = _sole_producer(entries, out_slot)
     fused = {}  # producer index -> the ReLU entry folded into it
     folded = set()
     for i, e in enumerate(entries):
         if e.cls is not ReLU or len(e.ins) != 1:
             continue
-        k = e.ins[0]
-        p = producer.get(k)
-        if p is None or k == out_slot or readers[k] != 1:
+        p = sole_producer(e.ins[0])
+        if p is None:
             continue
         prod = entries[p]
         if prod.cls is Add:
@@ -94,18 +105,13 @@ def fuse_relus(entries, out_slot, kept):
 def _pools_mask_relus(entries, out_slot):
     """The entries with each max pooling after a convolution's fused ReLU (whose output
     only the pooling reads) applying that ReLU's backward: both get Steps of their own."""
-    producer, readers = {}, {}
-    for i, e in enumerate(entries):
-        producer[e.out] = i
-        for k in e.ins:
-            readers[k] = readers.get(k, 0) + 1
+    sole_producer = _sole_producer(entries, out_slot)
     entries = list(entries)
     for i, e in enumerate(entries):
         if e.cls is not MaxPool2d or "step" not in e.params or e.params.get("indices") is not None:
             continue
-        k = e.ins[0]
-        p = producer.get(k)
-        if p is None or k == out_slot or readers[k] != 1:
+        p = sole_producer(e.ins[0])
+        if p is None:
             continue
         conv = entries[p]
         step = conv.params.get("step")
