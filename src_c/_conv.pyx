@@ -71,6 +71,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uintptr_t
+from libc.stdlib cimport free, malloc
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from _checks cimport check_array, check_disjoint, check_elements, check_threads
 

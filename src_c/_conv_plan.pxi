@@ -279,39 +279,131 @@ cdef void _gemm_geometry(Plan *p, Geom *g, int kind, bint direct) noexcept nogil
         p.pitch = g.Wo
 
 
+# The gemm register tiles: (level, rows, columns) and the rate a CPU that cannot time
+# them is planned with (relative to AVX2 6x16; measured on an AVX-512 Xeon). Few-row
+# tiles load more per multiply-add (the B loads are unaligned); AVX-512 6x16 (one vector
+# per row) serves row-wise tiles of narrow images, whose kernel rows over padding it
+# skips row by row; AVX2 12x8 (13 loads per 12 multiply-adds) the 7-8 wide ones.
+cdef enum:
+    GEMM_TILES = 13
+cdef double _GEMM_TILE[GEMM_TILES][4]
+_GEMM_TILE[:] = [[1, 6, 16, 1.0], [1, 4, 24, 0.96], [1, 3, 32, 0.95], [1, 2, 48, 0.68],
+                 [1, 1, 96, 0.61], [1, 12, 8, 0.9],
+                 [2, 8, 48, 1.64], [2, 6, 64, 1.62], [2, 4, 96, 1.47], [2, 3, 128, 0.82],
+                 [2, 2, 192, 0.77], [2, 1, 384, 0.55], [2, 6, 16, 1.25]]
+
+# Each tile's rate on this CPU, timed at the first plan that can use it (_tile_rate) and
+# kept for the process: how fast a tile runs depends on the core (an AVX-512 Xeon's two
+# 512-bit FMA units against a Zen 4 running 512-bit FMAs on 256-bit halves, the load
+# ports, unaligned-load penalties), which no CPUID bit tells. 0: not timed yet.
+cdef double _tile_rate_seen[GEMM_TILES]
+_tile_rate_seen[:] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+
+# The timed problem: a direct convolution's gemm in miniature, 24 rows (a whole number
+# of panels of every tile height) by 768 columns (of every tile width) by 72 depth
+# entries, each B row a shifted run of one buffer as the padded planes' rows are (so
+# most loads are unaligned); the B slice of a column tile stays in L1 across the row
+# panels, as in a convolution's. About 2.7 MFLOP, ~30 us a run.
+cdef enum:
+    RATE_ROWS = 24
+    RATE_COLS = 768
+    RATE_DEPTH = 72
+    RATE_RUNS = 7
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + 1e-9 * t.tv_nsec
+
+
+cdef void _time_tiles(int top) noexcept nogil:
+    """Time every gemm tile of levels 1..top not timed yet on the same problem, the
+    shapes interleaved run by run so a disturbance hits them alike; a tile's rate is the
+    AVX2 6x16 tile's best time over its own."""
+    cdef float *A = <float *>malloc(RATE_ROWS * RATE_DEPTH * sizeof(float))
+    cdef float *B = <float *>malloc((RATE_DEPTH * (RATE_COLS + 3) + 8) * sizeof(float))
+    cdef float *C = <float *>malloc(RATE_ROWS * RATE_COLS * sizeof(float))
+    cdef Py_ssize_t *off = <Py_ssize_t *>malloc(RATE_DEPTH * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *tiles = <Py_ssize_t *>malloc(3 * RATE_COLS * sizeof(Py_ssize_t))
+    cdef double best[GEMM_TILES]
+    cdef double t0, t
+    cdef Py_ssize_t i, k, n
+    cdef int run, s, mr, nr, level
+    if A == NULL or B == NULL or C == NULL or off == NULL or tiles == NULL:
+        free(A); free(B); free(C); free(off); free(tiles)
+        return  # planned with the fallback rates
+    for i in range(RATE_ROWS * RATE_DEPTH):
+        A[i] = 0.25 + 0.001 * (i % 97)
+    for i in range(RATE_DEPTH * (RATE_COLS + 3) + 8):
+        B[i] = 0.5 - 0.001 * (i % 89)
+    for k in range(RATE_DEPTH):
+        off[k] = k * (RATE_COLS + 3) + k % 3
+    for s in range(GEMM_TILES):
+        best[s] = -1
+    for run in range(RATE_RUNS):
+        for s in range(GEMM_TILES):
+            level, mr, nr = <int>_GEMM_TILE[s][0], <int>_GEMM_TILE[s][1], <int>_GEMM_TILE[s][2]
+            if level > top or (_tile_rate_seen[s] > 0 and s != 0):
+                continue
+            n = RATE_COLS // nr
+            for i in range(n):
+                tiles[3 * i], tiles[3 * i + 1], tiles[3 * i + 2] = i * nr, 0, RATE_DEPTH
+            t0 = _now()
+            if not fgc_gemm_f32(level, mr, nr, RATE_ROWS, n, tiles, RATE_DEPTH, A, B, off, C,
+                                RATE_COLS, NULL):
+                continue
+            t = _now() - t0
+            if run > 0 and (best[s] < 0 or t < best[s]):  # run 0 warms caches and clocks
+                best[s] = t
+    for s in range(GEMM_TILES):
+        if best[s] > 0 and best[0] > 0 and _tile_rate_seen[s] == 0:
+            _tile_rate_seen[s] = best[0] / best[s]
+    free(A); free(B); free(C); free(off); free(tiles)
+
+
+cdef double _tile_rate(int s) noexcept nogil:
+    """Tile s's rate relative to AVX2 6x16 on this CPU (timed once), or the fallback
+    rate where its level cannot run here (the portable loops plan with those)."""
+    cdef int level = <int>_GEMM_TILE[s][0]
+    if level > fg_simd_level():
+        return _GEMM_TILE[s][3]
+    if _tile_rate_seen[s] == 0:
+        _time_tiles(fg_simd_level())
+    return _tile_rate_seen[s] if _tile_rate_seen[s] > 0 else _GEMM_TILE[s][3]
+
+
+def _tile_rates():
+    """{(level, rows, columns): (rate, fallback rate)} for the gemm tiles the cost model
+    plans with at the SIMD level running now: the rate relative to AVX2 6x16 it plans
+    with (timed on this CPU where it can run the tile) and the one it would use if the
+    tile could not be timed."""
+    return {(int(_GEMM_TILE[s][0]), int(_GEMM_TILE[s][1]), int(_GEMM_TILE[s][2])):
+            (_tile_rate(s), _GEMM_TILE[s][3])
+            for s in range(GEMM_TILES) if _GEMM_TILE[s][0] <= max(fg_simd_level(), 1)}
+
+
 cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     """Pick the register tile and tiling (flat or row-wise) that takes the least time:
     padded multiply-adds (padded rows, padded columns, and the depth of each column tile)
-    over the tile's measured rate, plus a per-tile overhead. Returns that time, in units
-    of one multiply-add of the AVX2 6x16 tile."""
-    # (level, rows, columns, rate): rates measured on an AVX-512 Xeon relative to AVX2
-    # 6x16; few-row tiles load more per multiply-add (the B loads are unaligned), and
-    # AVX-512 pays twice for that. AVX-512 6x16 (one vector per row) serves row-wise
-    # tiles of narrow images, whose kernel rows over padding it skips row by row; AVX2
-    # 12x8 (13 loads per 12 multiply-adds) the 7-8 wide ones (Zen 3, each forced: 8x8
-    # planes 1.06-1.19x faster than 6x16 or 4x24, 4x4 and 12x12 ones 0.83-0.89x, which
-    # the model also picks at this rate).
-    cdef double shapes[52]
-    shapes[:] = [1, 6, 16, 1.0, 1, 4, 24, 0.96, 1, 3, 32, 0.95, 1, 2, 48, 0.68,
-                 1, 1, 96, 0.61, 1, 12, 8, 0.9,
-                 2, 8, 48, 1.64, 2, 6, 64, 1.62, 2, 4, 96, 1.47, 2, 3, 128, 0.82,
-                 2, 2, 192, 0.77, 2, 1, 384, 0.55, 2, 6, 16, 1.25]
+    over the tile's rate on this CPU (_tile_rate), plus a per-tile overhead. Returns that
+    time, in units of one multiply-add of the AVX2 6x16 tile."""
     cdef double best = -1, cost
     cdef Py_ssize_t count, total, ldc, panels
     cdef int i, layout, level, mr, nr
     cdef int top = max(fg_simd_level(), 1)
     cdef bint forced = False
-    for i in range(13):  # a forced tile (_force_paths) when this level has it
-        level, mr, nr = <int>shapes[4 * i], <int>shapes[4 * i + 1], <int>shapes[4 * i + 2]
+    for i in range(GEMM_TILES):  # a forced tile (_force_paths) when this level has it
+        level, mr, nr = <int>_GEMM_TILE[i][0], <int>_GEMM_TILE[i][1], <int>_GEMM_TILE[i][2]
         forced = forced or (level == top and mr == _force_mr and nr == _force_nr)
-    for i in range(13):
-        level, mr, nr = <int>shapes[4 * i], <int>shapes[4 * i + 1], <int>shapes[4 * i + 2]
+    for i in range(GEMM_TILES):
+        level, mr, nr = <int>_GEMM_TILE[i][0], <int>_GEMM_TILE[i][1], <int>_GEMM_TILE[i][2]
         if level > top or (forced and (level != top or mr != _force_mr or nr != _force_nr)):
             continue
         panels = (p.rows + mr - 1) // mr
         for layout in range(2 if p.direct else 1):
             count = _tiles(p, g, nr, layout == 1, NULL, &total, &ldc)
-            cost = panels * (mr * nr * total / shapes[4 * i + 3] + 400.0 * count)
+            cost = panels * (mr * nr * total / _tile_rate(i) + 400.0 * count)
             if best < 0 or cost < best:
                 best = cost
                 p.level = level if fg_simd_level() >= 1 else 0

@@ -3,6 +3,7 @@ every internal path (direct and general, SIMD and portable), with threads (the s
 for every thread count), and with bad arrays (which must raise, naming the kernel)."""
 
 import importlib
+import itertools
 import sys
 
 import numpy as np
@@ -322,11 +323,30 @@ def test_every_gemm_tile_matches_reference(paths, level, tile):
         assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
 
 
+@pytest.mark.parametrize("simd", [2, 1, 0])
+def test_gemm_tiles_are_planned_with_rates_timed_on_this_cpu(paths, simd):
+    # The cost model weighs each register tile by its rate relative to AVX2 6x16, timed
+    # once on this CPU for every level it runs; the portable loops plan with fixed ones.
+    paths._set_simd(simd)
+    level = paths._simd_level()
+    rates = paths._tile_rates()
+    assert {lv for lv, _, _ in rates} == set(range(1, max(level, 1) + 1))
+    if level == 0:
+        assert all(rate == fallback for rate, fallback in rates.values())
+        return
+    assert rates[(1, 6, 16)][0] == 1.0
+    assert all(0.05 < rate < 20 for rate, _ in rates.values()), rates
+    assert any(rate != fallback for rate, fallback in rates.values()), rates  # timed, not the fallback
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tall_tile_on_narrow_planes_matches_reference(paths, dtype):
-    # 8x8 planes run row-wise 12x8 tiles on AVX2: 20 output (or input) channels make a
-    # full and a partial panel, forward and input gradient alike
+    # 8x8 planes on AVX2's 12x8 tile, which the cost model runs row-wise (one tile per
+    # output row, no dropped columns): 20 output (or input) channels make a full and a
+    # partial panel, forward and input gradient alike. The tile is forced: whether the
+    # model picks it on its own depends on the rates this CPU's tiles were timed at.
     paths._set_simd(1)
+    paths._force_paths(gemm_tile=(12, 8))
     case = Case(3, 20, 8, 8, 20, 3, 3, pad=(1, 1))
     if paths._simd_level() == 1:
         for kind in ("forward", "backward_input"):
@@ -735,7 +755,9 @@ def test_gemm_stores_into_large_outputs_only_inside_them(paths):
     # The AVX-512 gemm writes its tiles straight into the output with masked stores when
     # an image's output is larger than L1 (a vector may span several output rows when
     # they are narrow): every element is written, nothing around the array is; the
-    # values are those of the portable loops.
+    # values are those of the portable loops. Each case on AVX-512 tiles of one, a few
+    # and six vectors a row (forced: which tile the cost model picks depends on the
+    # rates this CPU's tiles were timed at).
     cases = [
         Case(1, 2, 40, 41, 9, 3, 3, pad=(1, 1)),  # flat tiles
         Case(2, 1, 300, 5, 40, 3, 3, pad=(1, 1)),  # 5-wide rows: 3 per vector
@@ -744,26 +766,27 @@ def test_gemm_stores_into_large_outputs_only_inside_them(paths):
         Case(1, 12, 40, 41, 3, 3, 3, pad=(1, 1)),  # input gradient: 12 rows
         Case(1, 1, 130, 130, 24, 2, 2, stride=(2, 2)),
     ]  # im2col path
-    for dtype in DTYPES:
-        for case in cases:
-            x, w, b, g = case.arrays(dtype)
-            paths._set_simd(0)
-            want = run_all(paths, case, x, w, b, g, True)
-            paths._set_simd(2)
-            stored = False
-            for kind in ("forward", "backward_input"):
-                stored |= paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1)[
-                    "stores_into_output"
-                ]
-            assert stored or paths._simd_level() < 2
-            buf, out = _guarded(case.y_shape, dtype)
-            paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size :] == 12345.0).all()
-            assert_same((out,), want[:1], dtype, names=("out",))
-            buf, gx = _guarded(case.x_shape, dtype)
-            paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size :] == 12345.0).all()
-            assert_same((gx,), want[1:2], dtype, names=("grad_x",))
+    for dtype, case, tile in itertools.product(DTYPES, cases, ((6, 16), (8, 48), (2, 192))):
+        x, w, b, g = case.arrays(dtype)
+        paths._force_paths()
+        paths._set_simd(0)
+        want = run_all(paths, case, x, w, b, g, True)
+        paths._set_simd(2)
+        paths._force_paths(gemm_tile=tile)
+        stored = False
+        for kind in ("forward", "backward_input"):
+            stored |= paths._plan_info(kind, case.x_shape, case.w_shape, case.y_shape, *case.params, 1)[
+                "stores_into_output"
+            ]
+        assert stored or paths._simd_level() < 2
+        buf, out = _guarded(case.y_shape, dtype)
+        paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
+        assert (buf[:32] == 12345.0).all() and (buf[32 + out.size :] == 12345.0).all()
+        assert_same((out,), want[:1], dtype, names=("out",))
+        buf, gx = _guarded(case.x_shape, dtype)
+        paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
+        assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size :] == 12345.0).all()
+        assert_same((gx,), want[1:2], dtype, names=("grad_x",))
 
 
 @pytest.mark.parametrize("simd", [2, 1])
@@ -914,7 +937,9 @@ def test_channel_lane_weight_gradient_with_non_finite_input(paths):
 
 def test_narrow_row_wise_tiles_match_reference(paths):
     # AVX-512 6x16 tiles, one output row each, serve the input gradient of LeNet's second
-    # layer (14-wide rows, kernel rows over padding skipped row by row).
+    # layer (14-wide rows, kernel rows over padding skipped row by row); the tile is
+    # forced, the model picks the row-wise layout for it.
+    paths._force_paths(gemm_tile=(6, 16))
     c = Case(64, 6, 14, 14, 16, 5, 5)
     info = paths._plan_info("backward_input", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
     if paths._simd_level() >= 2:
