@@ -283,21 +283,23 @@ cdef void _gemm_geometry(Plan *p, Geom *g, int kind, bint direct) noexcept nogil
 # them is planned with (relative to AVX2 6x16; measured on an AVX-512 Xeon). Few-row
 # tiles load more per multiply-add (the B loads are unaligned); AVX-512 6x16 (one vector
 # per row) serves row-wise tiles of narrow images, whose kernel rows over padding it
-# skips row by row; AVX2 12x8 (13 loads per 12 multiply-adds) the 7-8 wide ones.
+# skips row by row, and 8x16 the same for 8k output channels (a stride-2 layer's
+# 16-wide rows: each row one vector, no dropped columns); AVX2 12x8 (13 loads per 12
+# multiply-adds) the 7-8 wide ones.
 cdef enum:
-    GEMM_TILES = 13
+    GEMM_TILES = 14
 cdef double _GEMM_TILE[GEMM_TILES][4]
 _GEMM_TILE[:] = [[1, 6, 16, 1.0], [1, 4, 24, 0.96], [1, 3, 32, 0.95], [1, 2, 48, 0.68],
                  [1, 1, 96, 0.61], [1, 12, 8, 0.9],
                  [2, 8, 48, 1.64], [2, 6, 64, 1.62], [2, 4, 96, 1.47], [2, 3, 128, 0.82],
-                 [2, 2, 192, 0.77], [2, 1, 384, 0.55], [2, 6, 16, 1.25]]
+                 [2, 2, 192, 0.77], [2, 1, 384, 0.55], [2, 6, 16, 1.25], [2, 8, 16, 1.3]]
 
 # Each tile's rate on this CPU, timed at the first plan that can use it (_tile_rate) and
 # kept for the process: how fast a tile runs depends on the core (an AVX-512 Xeon's two
 # 512-bit FMA units against a Zen 4 running 512-bit FMAs on 256-bit halves, the load
 # ports, unaligned-load penalties), which no CPUID bit tells. 0: not timed yet.
 cdef double _tile_rate_seen[GEMM_TILES]
-_tile_rate_seen[:] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+_tile_rate_seen[:] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 
 # The timed problem: a direct convolution's gemm in miniature, 24 rows (a whole number
 # of panels of every tile height) by 768 columns (of every tile width) by 72 depth

@@ -327,8 +327,9 @@ FGC_DOT_VARIANT(2, 6)
 
 /* ------------------------------------------------------------------ AVX-512 */
 
-/* The same two loops on 16-float vectors and 32 registers: 24 accumulators per tile (the
-   gemm tile from the shared body, the dot tile with masked loads and a transposed sum). */
+/* The same two loops on 16-float vectors and 32 registers: 24 accumulators per tile (8x16:
+   8, for 16-wide rows; the gemm tile from the shared body, the dot tile with masked loads
+   and a transposed sum). */
 
 FGC_AVX512 FGC_INLINE void fgc_gemm_tile_avx512(const int MR, const int NV, Py_ssize_t K,
                                                 const float *a, const float *b,
@@ -383,6 +384,7 @@ FGC_AVX512 FGC_INLINE void fgc_gemm_avx512(const fgc_out *o, const int MR, const
             fgc_gemm_avx512(NULL, MR, NV, M, n_tiles, tiles, K, Ap, B, off, C, ldc);      \
     }
 FGC_GEMM512_VARIANT(6, 1)
+FGC_GEMM512_VARIANT(8, 1)
 FGC_GEMM512_VARIANT(8, 3)
 FGC_GEMM512_VARIANT(6, 4)
 FGC_GEMM512_VARIANT(4, 6)
@@ -724,7 +726,7 @@ static int fgc_gemm_f32(int level, int mr, int nr, Py_ssize_t M, Py_ssize_t n_ti
     }
     FGC_CASE(1, avx2, 8, 6, 2) FGC_CASE(1, avx2, 8, 4, 3) FGC_CASE(1, avx2, 8, 3, 4)
     FGC_CASE(1, avx2, 8, 2, 6) FGC_CASE(1, avx2, 8, 1, 12) FGC_CASE(1, avx2, 8, 12, 1)
-    FGC_CASE(2, avx512, 16, 6, 1) FGC_CASE(2, avx512, 16, 8, 3) FGC_CASE(2, avx512, 16, 6, 4) FGC_CASE(2, avx512, 16, 4, 6)
+    FGC_CASE(2, avx512, 16, 6, 1) FGC_CASE(2, avx512, 16, 8, 1) FGC_CASE(2, avx512, 16, 8, 3) FGC_CASE(2, avx512, 16, 6, 4) FGC_CASE(2, avx512, 16, 4, 6)
     FGC_CASE(2, avx512, 16, 3, 8) FGC_CASE(2, avx512, 16, 2, 12) FGC_CASE(2, avx512, 16, 1, 24)
 #undef FGC_CASE
 #endif
@@ -806,6 +808,51 @@ static int fgc_lanes_f32(int level, int mv, int kt, Py_ssize_t M, Py_ssize_t K,
     (void)level; (void)mv; (void)kt; (void)M; (void)K; (void)G; (void)ldg; (void)g_img;
     (void)X; (void)off; (void)x_row; (void)x_img; (void)imgs; (void)rows; (void)cols;
     (void)C; (void)ldc;
+    return 0;
+}
+
+/* d0[j] = s[2j] and d1[j] = s[2j + 1] for j < n: a source row's two column phases, the
+   row step of a stride-2 forward's phase planes (its stride-2 reads were scalar). Reads
+   s[0 .. 2n), writes d0[0 .. n) and d1[0 .. n) only. */
+FGC_AVX2 static void fgc_split_stride2_avx2(float *d0, float *d1, const float *s, Py_ssize_t n)
+{
+    if (n < 8) {
+        for (Py_ssize_t j = 0; j < n; j++) {
+            d0[j] = s[2 * j];
+            d1[j] = s[2 * j + 1];
+        }
+        return;
+    }
+    for (Py_ssize_t j = 0;; j += 8) {
+        /* the last vector ends at n, overlapping the one before (the same values stored
+           twice) instead of a scalar tail */
+        if (j + 8 > n)
+            j = n - 8;
+        __m256 a = _mm256_loadu_ps(s + 2 * j), b = _mm256_loadu_ps(s + 2 * j + 8);
+        /* per 128-bit half: a's evens then b's evens; the 64-bit chunks 0, 2, 1, 3 put
+           a's four before b's four */
+        __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        __m256 odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(d0 + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even),
+                                                                        _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(d1 + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd),
+                                                                        _MM_SHUFFLE(3, 1, 2, 0))));
+        if (j + 8 >= n)
+            return;
+    }
+}
+
+/* fgc_split_stride2_avx2 at `level`; 0 when the level has no such kernel */
+static inline int fgc_split_stride2_f32(int level, float *d0, float *d1, const float *s,
+                                        Py_ssize_t n)
+{
+#if FGC_HAVE_X86
+    if (level >= 1) {
+        fgc_split_stride2_avx2(d0, d1, s, n);
+        return 1;
+    }
+#endif
+    (void)level; (void)d0; (void)d1; (void)s; (void)n;
     return 0;
 }
 

@@ -45,18 +45,29 @@ def test_the_bound_path_is_the_requested_one_in_every_family():
     level = kernels.SIMD_LEVELS[expect]
     for family, mod in _bound_modules().items():
         if hasattr(mod, "_simd_level"):
-            assert mod._simd_level() == level, family
+            assert mod._simd_level() == min(level, mod.SIMD_KERNELS_TOP), family
         # the baseline path never runs the x86-64-v3 build (its portable loops are AVX2)
         assert (".v3." in mod.__name__) == (kernels.simd_variant == "v3"), family
     assert (kernels.simd_variant == "v3") <= (level >= 1)
 
 
 def test_the_conv_planner_uses_the_selected_level():
-    # LeNet conv2: a stride-1 gemm whose tiles come from the selected level
+    # LeNet conv2: a stride-1 gemm whose tiles come from the selected level or one below
+    # it (an AVX-512 CPU may run AVX2 tiles faster: the planner times them), never above;
+    # a forced tile of the selected level is that level's
     x, w, y = (8, 6, 14, 14), (16, 6, 5, 5), (8, 16, 10, 10)
     mod = _bound_modules()["conv"]
+    level = kernels.SIMD_LEVELS[kernels.simd_path]
     info = mod._plan_info("forward", x, w, y, 1, 1, 0, 0, 1, 1, 1, 1)
-    assert info["simd"] == kernels.SIMD_LEVELS[kernels.simd_path]
+    assert min(level, 1) <= info["simd"] <= level
+    forced = {2: (8, 48), 1: (4, 24)}.get(level)
+    if forced is not None:
+        mod._force_paths(gemm_tile=forced)
+        try:
+            info = mod._plan_info("forward", x, w, y, 1, 1, 0, 0, 1, 1, 1, 1)
+        finally:
+            mod._force_paths()
+        assert (info["simd"], info["tile"]) == (level, forced)
 
 
 def _small_run():
@@ -103,7 +114,7 @@ def test_use_simd_switches_every_family_and_matches_reference(path):
         assert kernels.simd_path == path
         for family, mod in _bound_modules().items():
             if hasattr(mod, "_simd_level"):
-                assert mod._simd_level() == kernels.SIMD_LEVELS[path], family
+                assert mod._simd_level() == min(kernels.SIMD_LEVELS[path], mod.SIMD_KERNELS_TOP), family
         _small_run()
     finally:
         kernels.use_simd(before)
