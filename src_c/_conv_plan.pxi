@@ -294,23 +294,31 @@ _GEMM_TILE[:] = [[1, 6, 16, 1.0], [1, 4, 24, 0.96], [1, 3, 32, 0.95], [1, 2, 48,
                  [2, 8, 48, 1.64], [2, 6, 64, 1.62], [2, 4, 96, 1.47], [2, 3, 128, 0.82],
                  [2, 2, 192, 0.77], [2, 1, 384, 0.55], [2, 6, 16, 1.25], [2, 8, 16, 1.3]]
 
-# Each tile's rate on this CPU, timed at the first plan that can use it (_tile_rate) and
+# Each tile's cost on this CPU, timed at the first plan that can use it (_tile_cost) and
 # kept for the process: how fast a tile runs depends on the core (an AVX-512 Xeon's two
 # 512-bit FMA units against a Zen 4 running 512-bit FMAs on 256-bit halves, the load
-# ports, unaligned-load penalties), which no CPUID bit tells. 0: not timed yet.
+# ports, unaligned-load penalties, the cost of storing a tile), which no CPUID bit tells.
+# A call of tile s over depth d costs mr*nr*d / rate[s] + over[s], in units of one
+# multiply-add of the AVX2 6x16 tile's depth loop; 0: not timed yet.
 cdef double _tile_rate_seen[GEMM_TILES]
+cdef double _tile_over_seen[GEMM_TILES]
 _tile_rate_seen[:] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+_tile_over_seen[:] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+cdef double TILE_OVER_FALLBACK = 400.0
 
 # The timed problem: a direct convolution's gemm in miniature, 24 rows (a whole number
-# of panels of every tile height) by 768 columns (of every tile width) by 72 depth
-# entries, each B row a shifted run of one buffer as the padded planes' rows are (so
-# most loads are unaligned); the B slice of a column tile stays in L1 across the row
-# panels, as in a convolution's. About 2.7 MFLOP, ~30 us a run.
+# of panels of every tile height) by 768 columns (of every tile width), at two depths
+# (a first layer's 16 and 64: the difference is the depth loop's rate, the rest the
+# tile's fixed cost, its stores above all), each B row a shifted run of one buffer as
+# the padded planes' rows are (so most loads are unaligned); the B slice of a column
+# tile stays in L1 across the row panels (at both depths, so that the difference is not
+# a cache's), as in a convolution's. About 3 MFLOP per shape and run.
 cdef enum:
     RATE_ROWS = 24
     RATE_COLS = 768
-    RATE_DEPTH = 72
-    RATE_RUNS = 7
+    RATE_SHALLOW = 16
+    RATE_DEEP = 64
+    RATE_RUNS = 6
 
 
 cdef double _now() noexcept nogil:
@@ -320,76 +328,104 @@ cdef double _now() noexcept nogil:
 
 
 cdef void _time_tiles(int top) noexcept nogil:
-    """Time every gemm tile of levels 1..top not timed yet on the same problem, the
-    shapes interleaved run by run so a disturbance hits them alike; a tile's rate is the
-    AVX2 6x16 tile's best time over its own."""
-    cdef float *A = <float *>malloc(RATE_ROWS * RATE_DEPTH * sizeof(float))
-    cdef float *B = <float *>malloc((RATE_DEPTH * (RATE_COLS + 3) + 8) * sizeof(float))
+    """Time every gemm tile of levels 1..top not timed yet at both depths, the shapes
+    interleaved run by run so a disturbance hits them alike; keep each one's best time
+    and turn the pair into its rate and fixed cost against the AVX2 6x16 tile's."""
+    cdef float *A = <float *>malloc(RATE_ROWS * RATE_DEEP * sizeof(float))
+    cdef float *B = <float *>malloc((RATE_DEEP * (RATE_COLS + 3) + 8) * sizeof(float))
     cdef float *C = <float *>malloc(RATE_ROWS * RATE_COLS * sizeof(float))
-    cdef Py_ssize_t *off = <Py_ssize_t *>malloc(RATE_DEPTH * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *off = <Py_ssize_t *>malloc(RATE_DEEP * sizeof(Py_ssize_t))
     cdef Py_ssize_t *tiles = <Py_ssize_t *>malloc(3 * RATE_COLS * sizeof(Py_ssize_t))
-    cdef double best[GEMM_TILES]
-    cdef double t0, t
-    cdef Py_ssize_t i, k, n
-    cdef int run, s, mr, nr, level
+    cdef double best[GEMM_TILES][2]
+    cdef double per_k[GEMM_TILES]
+    cdef double fixed[GEMM_TILES]
+    cdef double t0, t, calls, unit
+    cdef Py_ssize_t i, k, n, depth
+    cdef int run, s, d, mr, nr, level
     if A == NULL or B == NULL or C == NULL or off == NULL or tiles == NULL:
         free(A); free(B); free(C); free(off); free(tiles)
-        return  # planned with the fallback rates
-    for i in range(RATE_ROWS * RATE_DEPTH):
+        return  # planned with the fallback costs
+    for i in range(RATE_ROWS * RATE_DEEP):
         A[i] = 0.25 + 0.001 * (i % 97)
-    for i in range(RATE_DEPTH * (RATE_COLS + 3) + 8):
+    for i in range(RATE_DEEP * (RATE_COLS + 3) + 8):
         B[i] = 0.5 - 0.001 * (i % 89)
-    for k in range(RATE_DEPTH):
+    for k in range(RATE_DEEP):
         off[k] = k * (RATE_COLS + 3) + k % 3
     for s in range(GEMM_TILES):
-        best[s] = -1
+        best[s][0] = best[s][1] = -1
     for run in range(RATE_RUNS):
         for s in range(GEMM_TILES):
             level, mr, nr = <int>_GEMM_TILE[s][0], <int>_GEMM_TILE[s][1], <int>_GEMM_TILE[s][2]
             if level > top or (_tile_rate_seen[s] > 0 and s != 0):
                 continue
             n = RATE_COLS // nr
-            for i in range(n):
-                tiles[3 * i], tiles[3 * i + 1], tiles[3 * i + 2] = i * nr, 0, RATE_DEPTH
-            t0 = _now()
-            if not fgc_gemm_f32(level, mr, nr, RATE_ROWS, n, tiles, RATE_DEPTH, A, B, off, C,
-                                RATE_COLS, NULL):
-                continue
-            t = _now() - t0
-            if run > 0 and (best[s] < 0 or t < best[s]):  # run 0 warms caches and clocks
-                best[s] = t
+            for d in range(2):
+                depth = RATE_SHALLOW if d == 0 else RATE_DEEP
+                for i in range(n):
+                    tiles[3 * i], tiles[3 * i + 1], tiles[3 * i + 2] = i * nr, 0, depth
+                t0 = _now()
+                if not fgc_gemm_f32(level, mr, nr, RATE_ROWS, n, tiles, depth, A, B, off, C,
+                                    RATE_COLS, NULL):
+                    break
+                t = _now() - t0
+                if run > 0 and (best[s][d] < 0 or t < best[s][d]):  # run 0 warms up
+                    best[s][d] = t
     for s in range(GEMM_TILES):
-        if best[s] > 0 and best[0] > 0 and _tile_rate_seen[s] == 0:
-            _tile_rate_seen[s] = best[0] / best[s]
+        per_k[s] = fixed[s] = -1
+        if best[s][0] > 0 and best[s][1] > best[s][0]:
+            mr, nr = <int>_GEMM_TILE[s][1], <int>_GEMM_TILE[s][2]
+            calls = (RATE_ROWS // mr) * (RATE_COLS // nr)
+            per_k[s] = (best[s][1] - best[s][0]) / (calls * (RATE_DEEP - RATE_SHALLOW))
+            fixed[s] = max(0.0, best[s][0] / calls - per_k[s] * RATE_SHALLOW)
+    if per_k[0] > 0:
+        unit = per_k[0] / 96.0  # one multiply-add of AVX2 6x16's depth loop
+        for s in range(GEMM_TILES):
+            if per_k[s] > 0 and _tile_rate_seen[s] == 0:
+                _tile_rate_seen[s] = _GEMM_TILE[s][1] * _GEMM_TILE[s][2] * unit / per_k[s]
+                _tile_over_seen[s] = fixed[s] / unit
     free(A); free(B); free(C); free(off); free(tiles)
 
 
-cdef double _tile_rate(int s) noexcept nogil:
-    """Tile s's rate relative to AVX2 6x16 on this CPU (timed once), or the fallback
-    rate where its level cannot run here (the portable loops plan with those)."""
-    cdef int level = <int>_GEMM_TILE[s][0]
-    if level > fg_simd_level():
-        return _GEMM_TILE[s][3]
-    if _tile_rate_seen[s] == 0:
-        _time_tiles(fg_simd_level())
-    return _tile_rate_seen[s] if _tile_rate_seen[s] > 0 else _GEMM_TILE[s][3]
+cdef void _tile_model(int s, double *rate, double *over) noexcept nogil:
+    """Tile s's rate and fixed cost per call on this CPU (timed once), or the fallback
+    ones where its level cannot run here (the portable loops plan with those)."""
+    if <int>_GEMM_TILE[s][0] <= fg_simd_level():
+        if _tile_rate_seen[s] == 0:
+            _time_tiles(fg_simd_level())
+        if _tile_rate_seen[s] > 0:
+            rate[0], over[0] = _tile_rate_seen[s], _tile_over_seen[s]
+            return
+    rate[0], over[0] = _GEMM_TILE[s][3], TILE_OVER_FALLBACK
+
+
+cdef inline double _tile_cost(int s, double mac, double calls) noexcept nogil:
+    """The cost of `calls` calls of tile s doing `mac` multiply-adds in all."""
+    cdef double rate, over
+    _tile_model(s, &rate, &over)
+    return mac / rate + over * calls
 
 
 def _tile_rates():
-    """{(level, rows, columns): (rate, fallback rate)} for the gemm tiles the cost model
-    plans with at the SIMD level running now: the rate relative to AVX2 6x16 it plans
-    with (timed on this CPU where it can run the tile) and the one it would use if the
-    tile could not be timed."""
-    return {(int(_GEMM_TILE[s][0]), int(_GEMM_TILE[s][1]), int(_GEMM_TILE[s][2])):
-            (_tile_rate(s), _GEMM_TILE[s][3])
-            for s in range(GEMM_TILES) if _GEMM_TILE[s][0] <= max(fg_simd_level(), 1)}
+    """{(level, rows, columns): (rate, fixed cost, fallback rate, fallback fixed cost)}
+    for the gemm tiles the cost model plans with at the SIMD level running now: the rate
+    (relative to AVX2 6x16's depth loop) and the fixed cost of a call (in multiply-adds
+    of that loop) it plans with, timed on this CPU where it can run the tile, and the ones
+    it would use if the tile could not be timed."""
+    cdef double rate, over
+    out = {}
+    for s in range(GEMM_TILES):
+        if _GEMM_TILE[s][0] <= max(fg_simd_level(), 1):
+            _tile_model(s, &rate, &over)
+            out[(int(_GEMM_TILE[s][0]), int(_GEMM_TILE[s][1]), int(_GEMM_TILE[s][2]))] = (
+                rate, over, _GEMM_TILE[s][3], TILE_OVER_FALLBACK)
+    return out
 
 
 cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     """Pick the register tile and tiling (flat or row-wise) that takes the least time:
     padded multiply-adds (padded rows, padded columns, and the depth of each column tile)
-    over the tile's rate on this CPU (_tile_rate), plus a per-tile overhead. Returns that
-    time, in units of one multiply-add of the AVX2 6x16 tile."""
+    over the tile's rate on this CPU, plus its fixed cost per call (_tile_cost). Returns
+    that time, in units of one multiply-add of the AVX2 6x16 tile."""
     cdef double best = -1, cost
     cdef Py_ssize_t count, total, ldc, panels
     cdef int i, layout, level, mr, nr
@@ -405,7 +441,7 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
         panels = (p.rows + mr - 1) // mr
         for layout in range(2 if p.direct else 1):
             count = _tiles(p, g, nr, layout == 1, NULL, &total, &ldc)
-            cost = panels * (mr * nr * total / _tile_rate(i) + 400.0 * count)
+            cost = panels * _tile_cost(i, <double>mr * nr * total, <double>count)
             if best < 0 or cost < best:
                 best = cost
                 p.level = level if fg_simd_level() >= 1 else 0

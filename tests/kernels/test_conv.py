@@ -325,18 +325,19 @@ def test_every_gemm_tile_matches_reference(paths, level, tile):
 
 @pytest.mark.parametrize("simd", [2, 1, 0])
 def test_gemm_tiles_are_planned_with_rates_timed_on_this_cpu(paths, simd):
-    # The cost model weighs each register tile by its rate relative to AVX2 6x16, timed
-    # once on this CPU for every level it runs; the portable loops plan with fixed ones.
+    # The cost model weighs each register tile by its rate relative to AVX2 6x16's depth
+    # loop and its fixed cost per call, timed once on this CPU for every level it runs;
+    # the portable loops plan with fixed ones.
     paths._set_simd(simd)
     level = paths._simd_level()
     rates = paths._tile_rates()
     assert set(rates) == {(lv, *tile) for lv, tiles in GEMM_TILES.items() if lv <= max(level, 1) for tile in tiles}
     if level == 0:
-        assert all(rate == fallback for rate, fallback in rates.values())
+        assert all(rate == fallback and over == over_fallback for rate, over, fallback, over_fallback in rates.values())
         return
-    assert rates[(1, 6, 16)][0] == 1.0
-    assert all(0.05 < rate < 20 for rate, _ in rates.values()), rates
-    assert any(rate != fallback for rate, fallback in rates.values()), rates  # timed, not the fallback
+    assert rates[(1, 6, 16)][0] == pytest.approx(1.0)
+    assert all(0.05 < rate < 20 and 0 <= over < 1e5 for rate, over, _, _ in rates.values()), rates
+    assert any(rate != fallback for rate, _, fallback, _ in rates.values()), rates  # timed, not the fallback
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
