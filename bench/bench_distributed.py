@@ -261,7 +261,8 @@ def main(argv=None):
                     entry["allreduce"].append({int(k): v for k, v in r["allreduce"].items()})
     load_after = os.getloadavg()
     print(
-        f"bench_distributed: {cpu_name()}, {os.cpu_count()} cores; SIMD path {kernels.simd_variant or 'baseline'}; "
+        f"bench_distributed: {cpu_name()}, {os.cpu_count()} cores; SIMD path {kernels.simd_path} "
+        f"(build {kernels.simd_variant or 'baseline'}); "
         f"1 thread per process; float32; global batch {args.global_batch}; fastgrad {fastgrad.__version__}"
     )
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (the machine is shared)")

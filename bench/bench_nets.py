@@ -402,7 +402,10 @@ def main(argv=None):
         return 0
     args = p.parse_args(argv)
     if args.memory:
-        print(f"CPU: {cpu_model()}; dtype float32; 1 thread; fastgrad SIMD path {fastgrad.kernels.simd_variant}")
+        print(
+            f"CPU: {cpu_model()}; dtype float32; 1 thread; fastgrad SIMD path {fastgrad.kernels.simd_path} "
+            f"(build {fastgrad.kernels.simd_variant})"
+        )
         memory(args.nets, args.batches, args.steps)
         return 0
     if not hasattr(fastgrad, "compile"):
@@ -413,7 +416,8 @@ def main(argv=None):
         return 0
     print(
         f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); dtype float32; "
-        f"fastgrad backend {fastgrad.kernels.backend}, SIMD path {fastgrad.kernels.simd_variant}; "
+        f"fastgrad backend {fastgrad.kernels.backend}, SIMD path {fastgrad.kernels.simd_path} "
+        f"(build {fastgrad.kernels.simd_variant}); "
         + (f"torch {torch.__version__} eager" if torch is not None else "torch not installed")
     )
     cols = (
