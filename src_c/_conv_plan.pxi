@@ -299,7 +299,8 @@ _GEMM_TILE[:] = [[1, 6, 16, 1.0], [1, 4, 24, 0.96], [1, 3, 32, 0.95], [1, 2, 48,
 # 512-bit FMA units against a Zen 4 running 512-bit FMAs on 256-bit halves, the load
 # ports, unaligned-load penalties, the cost of storing a tile), which no CPUID bit tells.
 # A call of tile s over depth d costs mr*nr*d / rate[s] + over[s], in units of one
-# multiply-add of the AVX2 6x16 tile's depth loop; 0: not timed yet.
+# multiply-add of the AVX2 6x16 tile's depth loop; 0: not timed yet, -1: its timing
+# failed (no memory, or a disturbance made the deeper run no slower): the fallback.
 cdef double _tile_rate_seen[GEMM_TILES]
 cdef double _tile_over_seen[GEMM_TILES]
 _tile_rate_seen[:] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
@@ -344,7 +345,10 @@ cdef void _time_tiles(int top) noexcept nogil:
     cdef int run, s, d, mr, nr, level
     if A == NULL or B == NULL or C == NULL or off == NULL or tiles == NULL:
         free(A); free(B); free(C); free(off); free(tiles)
-        return  # planned with the fallback costs
+        for s in range(GEMM_TILES):  # planned with the fallback costs
+            if _GEMM_TILE[s][0] <= top and _tile_rate_seen[s] == 0:
+                _tile_rate_seen[s] = -1
+        return
     for i in range(RATE_ROWS * RATE_DEEP):
         A[i] = 0.25 + 0.001 * (i % 97)
     for i in range(RATE_DEEP * (RATE_COLS + 3) + 8):
@@ -356,7 +360,7 @@ cdef void _time_tiles(int top) noexcept nogil:
     for run in range(RATE_RUNS):
         for s in range(GEMM_TILES):
             level, mr, nr = <int>_GEMM_TILE[s][0], <int>_GEMM_TILE[s][1], <int>_GEMM_TILE[s][2]
-            if level > top or (_tile_rate_seen[s] > 0 and s != 0):
+            if level > top or (_tile_rate_seen[s] != 0 and s != 0):
                 continue
             n = RATE_COLS // nr
             for d in range(2):
@@ -377,12 +381,14 @@ cdef void _time_tiles(int top) noexcept nogil:
             calls = (RATE_ROWS // mr) * (RATE_COLS // nr)
             per_k[s] = (best[s][1] - best[s][0]) / (calls * (RATE_DEEP - RATE_SHALLOW))
             fixed[s] = max(0.0, best[s][0] / calls - per_k[s] * RATE_SHALLOW)
-    if per_k[0] > 0:
-        unit = per_k[0] / 96.0  # one multiply-add of AVX2 6x16's depth loop
-        for s in range(GEMM_TILES):
-            if per_k[s] > 0 and _tile_rate_seen[s] == 0:
+    unit = per_k[0] / 96.0  # one multiply-add of AVX2 6x16's depth loop
+    for s in range(GEMM_TILES):
+        if _GEMM_TILE[s][0] <= top and _tile_rate_seen[s] == 0:
+            if unit > 0 and per_k[s] > 0:
                 _tile_rate_seen[s] = _GEMM_TILE[s][1] * _GEMM_TILE[s][2] * unit / per_k[s]
                 _tile_over_seen[s] = fixed[s] / unit
+            else:
+                _tile_rate_seen[s] = -1  # never timed again: the fallback
     free(A); free(B); free(C); free(off); free(tiles)
 
 
@@ -391,7 +397,7 @@ cdef void _tile_model(int s, double *rate, double *over) noexcept nogil:
     ones where its level cannot run here (the portable loops plan with those)."""
     if <int>_GEMM_TILE[s][0] <= fg_simd_level():
         if _tile_rate_seen[s] == 0:
-            _time_tiles(fg_simd_level())
+            _time_tiles(fg_simd_level())  # marks every tile it could not time
         if _tile_rate_seen[s] > 0:
             rate[0], over[0] = _tile_rate_seen[s], _tile_over_seen[s]
             return
