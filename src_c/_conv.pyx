@@ -106,6 +106,7 @@ cdef extern from "conv_kernels.h" nogil:
                       Py_ssize_t cols, float *C, Py_ssize_t ldc)
     int fgc_add_stride2_f32(int level, float *d, const float *r, Py_ssize_t n, int past)
     int fgc_split_stride2_f32(int level, float *d0, float *d1, const float *s, Py_ssize_t n)
+    int fgc_gather_stride2_f32(int level, float *d, const float *s, Py_ssize_t n)
     int fgc_rows_f32(int level, int rows, int nr, int kh, Py_ssize_t n_tiles,
                      const Py_ssize_t *tiles, Py_ssize_t J, const float *a, const float *B,
                      const Py_ssize_t *off, Py_ssize_t wp, float *C)

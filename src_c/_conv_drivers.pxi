@@ -65,6 +65,22 @@ cdef inline void _gather_row(floating *d, const floating *srow, Py_ssize_t lo,
         d[ox] = 0
 
 
+cdef inline void _gather_row_simd(floating *d, const floating *srow, Py_ssize_t lo,
+                                  Py_ssize_t hi, Py_ssize_t n, Py_ssize_t sw, Py_ssize_t s,
+                                  int level) noexcept nogil:
+    """_gather_row, with float32 stride-2 rows gathered by vectors where SIMD runs."""
+    cdef Py_ssize_t ox
+    if floating is float:
+        if sw == 2 and hi > lo and fgc_gather_stride2_f32(level, d + lo, srow + 2 * lo + s,
+                                                          hi - lo):
+            for ox in range(lo):
+                d[ox] = 0
+            for ox in range(hi, n):
+                d[ox] = 0
+            return
+    _gather_row(d, srow, lo, hi, n, sw, s)
+
+
 cdef inline void _split_row(floating *d0, floating *d1, const floating *srow, Py_ssize_t lo0,
                             Py_ssize_t hi0, Py_ssize_t lo1, Py_ssize_t hi1, Py_ssize_t n,
                             Py_ssize_t s, int level) noexcept nogil:
@@ -149,7 +165,8 @@ cdef void _phase_planes(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssiz
                     if iy < 0 or iy >= H:
                         _gather_row(d + i * p.Wp, src, 0, 0, p.Wp, 1, 0)
                     else:
-                        _gather_row(d + i * p.Wp, src + (c * H + iy) * W, lo, hi, p.Wp, sw, s)
+                        _gather_row_simd(d + i * p.Wp, src + (c * H + iy) * W, lo, hi, p.Wp,
+                                         sw, s, p.level)
     _gather_row(dst + C * p.pnh * p.pnw * plane, src, 0, 0, p.slack, 1, 0)
 
 
@@ -175,7 +192,8 @@ cdef inline void _input_planes(Geom *g, Plan *p, const floating *x, floating *ds
         _pad_planes(x, g.C, g.H, g.W, dst, p.Hp, p.Wp, p.top, p.left, p.slack)
 
 
-cdef void _im2col(Geom *g, const floating *src, floating *col, Py_ssize_t ld) noexcept nogil:
+cdef void _im2col(Geom *g, const floating *src, floating *col, Py_ssize_t ld,
+                  int level) noexcept nogil:
     """col[k*ld + oy*Wo + ox] = input of window (oy, ox) at weight element k=(c, ky, kx)
     of one group (src: its Cg planes), zero outside the image; zeros from Ho*Wo to ld."""
     cdef Py_ssize_t c, ky, kx, oy, iy, lo, hi, s, k = 0
@@ -191,8 +209,8 @@ cdef void _im2col(Geom *g, const floating *src, floating *col, Py_ssize_t ld) no
                     if iy < 0 or iy >= g.H:  # a row of padding
                         _gather_row(row + oy * g.Wo, src, 0, 0, g.Wo, 1, 0)
                     else:
-                        _gather_row(row + oy * g.Wo, src + (c * g.H + iy) * g.W, lo, hi,
-                                    g.Wo, g.sw, s)
+                        _gather_row_simd(row + oy * g.Wo, src + (c * g.H + iy) * g.W, lo,
+                                         hi, g.Wo, g.sw, s, level)
                 _gather_row(row + P, src, 0, 0, ld - P, 1, 0)
                 k += 1
 
@@ -512,7 +530,7 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
         if p.direct:
             b = buf_b + grp * g.Cg * p.pnh * p.pnw * p.Hp * p.Wp
         else:
-            _im2col(g, x + grp * g.Cg * g.H * g.W, buf_b, p.ldc)
+            _im2col(g, x + grp * g.Cg * g.H * g.W, buf_b, p.ldc, p.level)
         if _gemm_into(p, tiles, ap + grp * a_group, b, off, out + grp * g.M * g.Ho * g.Wo,
                       g.Ho, g.Wo, bias + grp * g.M if bias != NULL else NULL, relu):
             continue
@@ -646,7 +664,8 @@ cdef void _backward_weight_block(Geom *g, Plan *p, const floating *x, const floa
         for grp in range(g.G):
             # the block's im2col matrices one after the other, one dot over all of them
             for n in range(count):
-                _im2col(g, x + n * xs + grp * g.Cg * g.H * g.W, buf_b + n * p.img_b, P)
+                _im2col(g, x + n * xs + grp * g.Cg * g.H * g.W, buf_b + n * p.img_b, P,
+                        p.level)
             _dot(p.level, p.mr, p.nr, g.M, g.K, gout + grp * g.M * P, P, 0, buf_b,
                  off, 0, 1, P, gw + grp * g.M * g.K, g.K, count, ys, p.img_b)
         return

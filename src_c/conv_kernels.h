@@ -842,6 +842,42 @@ FGC_AVX2 static void fgc_split_stride2_avx2(float *d0, float *d1, const float *s
     }
 }
 
+/* d[j] = s[2j] for j < n: the even places of a row (a stride-2 phase plane of a kernel
+   one wide, a 1x1 stride-2 shortcut's input). Reads s[0 .. 2n - 1) only: the second
+   vector of each step starts one place early, so that its odd lanes hold the evens. */
+FGC_AVX2 static void fgc_gather_stride2_avx2(float *d, const float *s, Py_ssize_t n)
+{
+    if (n < 8) {
+        for (Py_ssize_t j = 0; j < n; j++)
+            d[j] = s[2 * j];
+        return;
+    }
+    for (Py_ssize_t j = 0;; j += 8) {
+        if (j + 8 > n)  /* the last vector ends at n, overlapping the one before */
+            j = n - 8;
+        __m256 a = _mm256_loadu_ps(s + 2 * j), b = _mm256_loadu_ps(s + 2 * j + 7);
+        /* per 128-bit half: a's lanes 0, 2 and b's lanes 1, 3; chunks 0, 2, 1, 3 */
+        __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 2, 0));
+        _mm256_storeu_ps(d + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even),
+                                                                       _MM_SHUFFLE(3, 1, 2, 0))));
+        if (j + 8 >= n)
+            return;
+    }
+}
+
+/* fgc_gather_stride2_avx2 at `level`; 0 when the level has no such kernel */
+static inline int fgc_gather_stride2_f32(int level, float *d, const float *s, Py_ssize_t n)
+{
+#if FGC_HAVE_X86
+    if (level >= 1) {
+        fgc_gather_stride2_avx2(d, s, n);
+        return 1;
+    }
+#endif
+    (void)level; (void)d; (void)s; (void)n;
+    return 0;
+}
+
 /* fgc_split_stride2_avx2 at `level`; 0 when the level has no such kernel */
 static inline int fgc_split_stride2_f32(int level, float *d0, float *d1, const float *s,
                                         Py_ssize_t n)
