@@ -155,10 +155,11 @@ cdef int _force_lanes_dot = -1
 cdef int _force_weight_direct = -1
 cdef int _force_mr = 0, _force_nr = 0   # 0: the cost model's gemm tile
 cdef int _force_input_phases = -1
+cdef int _force_rowblock = -1
 
 
 def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct=None,
-                 gemm_tile=None, input_phases=None):
+                 gemm_tile=None, input_phases=None, rowblock=None):
     """Override the cost model (for tests of every path; None restores it): whether the
     stride-1 input gradient runs direct (True) or as gemm + col2im (False), whether the
     stride-1 weight gradient uses flat dots over a widened output gradient, and whether
@@ -169,15 +170,17 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     forward and input gradient use ((rows, columns) of the SIMD level running, either
     layout; a shape the level lacks leaves the choice to the cost model), and whether a
     stride-2 undilated input gradient runs by phases (True) or as gemm + col2im (False;
-    one input channel per group always runs col2im)."""
+    one input channel per group always runs col2im), and whether a one-row gemm of the
+    direct path runs row-blocked wherever that kernel applies (True) or never (False)."""
     global _force_input_direct, _force_flat_dot, _force_lanes_dot, _force_weight_direct
-    global _force_mr, _force_nr, _force_input_phases
+    global _force_mr, _force_nr, _force_input_phases, _force_rowblock
     _force_input_direct = -1 if input_direct is None else int(bool(input_direct))
     _force_flat_dot = -1 if flat_dot is None else int(bool(flat_dot))
     _force_lanes_dot = -1 if lanes_dot is None else int(bool(lanes_dot))
     _force_weight_direct = -1 if weight_direct is None else int(bool(weight_direct))
     _force_mr, _force_nr = (0, 0) if gemm_tile is None else (int(gemm_tile[0]), int(gemm_tile[1]))
     _force_input_phases = -1 if input_phases is None else int(bool(input_phases))
+    _force_rowblock = -1 if rowblock is None else int(bool(rowblock))
 
 include "_conv_plan.pxi"
 

@@ -456,11 +456,14 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     # row-blocked gemm (R output rows x nr columns per tile, every depth entry) loads each
     # plane row once for up to min(R, kh) kernel rows.
     cdef double rates[3]
-    rates[:] = [0, 1.2, 1.9]   # per SIMD level, relative to AVX2 6x16
+    cdef double gemm_best
+    rates[:] = [0, 1.2, 1.9]   # per SIMD level, relative to AVX2 6x16 (fixed, not timed)
     p.rowblock = 0
-    if (not forced and p.direct and p.kgroup > 0 and p.rows == 1 and g.dh == 1
-            and (g.kh == 3 or g.kh == 5 or g.kh == 7)
-            and fg_simd_level() >= 1):
+    if (not forced and _force_rowblock != 0 and p.direct and p.kgroup > 0 and p.rows == 1
+            and g.dh == 1 and (g.kh == 3 or g.kh == 5 or g.kh == 7) and fg_simd_level() >= 1):
+        gemm_best = best
+        if _force_rowblock == 1:
+            best = -1  # forced: the best row-blocked tile, whatever the gemm's cost
         for i in range(6 if fg_simd_level() >= 2 else 1):
             mr = 8 - i // 2 if fg_simd_level() >= 2 else 4
             nr = (16 if fg_simd_level() >= 2 else 8) * (2 - i % 2)
@@ -468,11 +471,13 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
                 continue
             count = _block_tiles(p, mr, nr, NULL, &ldc)
             cost = mr * nr * count * p.depth / rates[min(fg_simd_level(), 2)] + 400.0 * count
-            if cost < best:
+            if best < 0 or cost < best:
                 best = cost
                 p.level = min(fg_simd_level(), 2)
                 p.mr, p.nr, p.rowwise, p.n_tiles, p.ldc = 1, nr, True, count, ldc
                 p.rowblock = mr
+        if p.rowblock == 0:  # no block fits: the gemm's choice stands
+            best = gemm_best
     return best
 
 
@@ -614,7 +619,7 @@ cdef void _phase_sizes(Plan *p, Geom *g) noexcept nogil:
 # A small table of C structs (compared with memcmp, replaced round-robin): a lookup
 # makes no Python objects. Only touched with the GIL held.
 cdef struct PlanKey:
-    Py_ssize_t v[27]
+    Py_ssize_t v[28]
 
 cdef enum:
     PLAN_SLOTS = 64
@@ -633,7 +638,8 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
         raise ValueError(f"{kernel}: n_threads must be >= 1, got {n_threads}")
     key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
                 g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
-                _force_flat_dot, _force_lanes_dot, _force_weight_direct, _force_mr, _force_nr, _force_input_phases]
+                _force_flat_dot, _force_lanes_dot, _force_weight_direct, _force_mr, _force_nr,
+                _force_input_phases, _force_rowblock]
     for i in range(_plans_used):
         slot = (_plan_last + i) % _plans_used  # the last one found first
         if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:

@@ -18,6 +18,7 @@ def _force_paths(
     weight_direct: bool | None = None,
     gemm_tile: tuple[int, int] | None = None,
     input_phases: bool | None = None,
+    rowblock: bool | None = None,
 ) -> None: ...
 def _plan_info(
     kernel: str,
