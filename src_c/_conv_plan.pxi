@@ -496,25 +496,110 @@ cdef void _gemm_sizes(Plan *p, Geom *g, int kind) noexcept nogil:
     p.n_off = p.depth
 
 
+# The dot (weight gradient) tiles of each SIMD level: (rows, depth entries) pairs, 12
+# accumulators with AVX2, 24 with AVX-512.
+cdef int _DOT_TILE[2][8]
+_DOT_TILE[:] = [[4, 3, 6, 2, 3, 4, 2, 6], [4, 6, 6, 4, 8, 3, 3, 8]]
+
+# Each dot tile's speed on this CPU relative to its level's first shape, timed once per
+# process at the first weight gradient planned at that level (0: not timed, -1: its timing
+# failed; then every shape counts alike). The shapes differ in loads per multiply-add and
+# in how many tiles, each a pass over the rows, a layer needs: on a Zen 4 AVX2's 3x4 ran
+# LeNet conv1's weight gradient 14% faster than the 6x2 that computes fewest entries.
+cdef double _dot_rate_seen[2][4]
+_dot_rate_seen[:] = [[0, 0, 0, 0], [0, 0, 0, 0]]
+
+# The timed problem: 24 rows x 24 depth entries (whole tiles of every shape) over 8 rows
+# of 60 positions (row tails on both levels) of shifted views of one small plane, as a
+# direct weight gradient reads; about 0.55 MFLOP a run.
+cdef enum:
+    DOT_ROWS = 24
+    DOT_DEPTH = 24
+    DOT_Y = 8
+    DOT_X = 60
+    DOT_PITCH = 64
+    DOT_B = 1024
+    DOT_RUNS = 6
+
+
+cdef void _time_dots(int level) noexcept nogil:
+    """Time the four dot tiles of `level` (1 or 2) on the same problem, interleaved run
+    by run; keep each one's best time, as a rate relative to the first shape's."""
+    cdef float *A = <float *>malloc(DOT_ROWS * DOT_Y * DOT_PITCH * sizeof(float))
+    cdef float *B = <float *>malloc(DOT_B * sizeof(float))
+    cdef float *C = <float *>malloc(DOT_ROWS * DOT_DEPTH * sizeof(float))
+    cdef Py_ssize_t off[DOT_DEPTH]
+    cdef double best[4]
+    cdef double t0, t
+    cdef Py_ssize_t i
+    cdef int run, s, L = level - 1
+    if A == NULL or B == NULL or C == NULL:
+        free(A); free(B); free(C)
+        for s in range(4):
+            _dot_rate_seen[L][s] = -1
+        return
+    for i in range(DOT_ROWS * DOT_Y * DOT_PITCH):
+        A[i] = 0.25 + 0.001 * (i % 97)
+    for i in range(DOT_B):
+        B[i] = 0.5 - 0.001 * (i % 89)
+    for i in range(DOT_ROWS * DOT_DEPTH):
+        C[i] = 0
+    for i in range(DOT_DEPTH):  # window-like shifts: up to 4 columns and 4 rows
+        off[i] = i % 5 + (i // 5) * DOT_PITCH
+    for s in range(4):
+        best[s] = -1
+    for run in range(DOT_RUNS):
+        for s in range(4):
+            t0 = _now()
+            if not fgc_dot_f32(level, _DOT_TILE[L][2 * s], _DOT_TILE[L][2 * s + 1], DOT_ROWS,
+                               DOT_DEPTH, A, DOT_Y * DOT_PITCH, DOT_PITCH, B, off, DOT_PITCH,
+                               DOT_Y, DOT_X, C, DOT_DEPTH, 1, 0, 0):
+                best[s] = -1
+                break
+            t = _now() - t0
+            if run > 0 and (best[s] < 0 or t < best[s]):  # run 0 warms up
+                best[s] = t
+    for s in range(4):
+        _dot_rate_seen[L][s] = best[0] / best[s] if best[0] > 0 and best[s] > 0 else -1
+    free(A); free(B); free(C)
+
+
+cdef double _dot_rate(int level, int s) noexcept nogil:
+    """Dot tile s of `level`'s rate on this CPU (1 where it could not be timed)."""
+    if level < 1:
+        return 1.0
+    if _dot_rate_seen[level - 1][s] == 0:
+        _time_dots(level)
+    return _dot_rate_seen[level - 1][s] if _dot_rate_seen[level - 1][s] > 0 else 1.0
+
+
+def _dot_rates():
+    """{(level, rows, depth entries): rate} for the dot tiles the weight gradient plans
+    with at the SIMD level running now, relative to that level's first shape (timed on
+    this CPU; 1.0 for all where they cannot run, the portable loops)."""
+    cdef int level = min(fg_simd_level(), 2)
+    cdef int L = max(level, 1) - 1
+    return {(max(level, 1), _DOT_TILE[L][2 * s], _DOT_TILE[L][2 * s + 1]): _dot_rate(level, s)
+            for s in range(4)}
+
+
 cdef void _dot_tile(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t a_row_len,
                     Py_ssize_t b_len, int *mr, int *nr) noexcept nogil:
-    """The dot tile computing the fewest padded entries (12 accumulators with AVX2, 24
-    with AVX-512), among the shapes whose row panel (mr rows of a_row_len) fits in L1
-    next to the b_len elements every tile reads, when those fit at all."""
-    cdef int shapes[8]
-    if fg_simd_level() >= 2:
-        shapes[:] = [4, 6, 6, 4, 8, 3, 3, 8]
-    else:
-        shapes[:] = [4, 3, 6, 2, 3, 4, 2, 6]
+    """The dot tile taking the least time: padded entries over its rate on this CPU
+    (_dot_rate), among the shapes whose row panel (mr rows of a_row_len) fits in L1 next
+    to the b_len elements every tile reads, when those fit at all."""
+    cdef int level = min(fg_simd_level(), 2)
+    cdef int L = max(level, 1) - 1
     cdef double best = -1, cost
-    cdef int i
+    cdef int i, r, n
     for i in range(4):
-        cost = <double>_round_up(rows, shapes[2 * i]) * _round_up(depth, shapes[2 * i + 1])
-        if shapes[2 * i] * a_row_len + b_len > L1_FLOATS and b_len <= L1_FLOATS:
-            cost = cost * 4 + shapes[2 * i]  # spills L1: only when nothing else fits
+        r, n = _DOT_TILE[L][2 * i], _DOT_TILE[L][2 * i + 1]
+        cost = <double>_round_up(rows, r) * _round_up(depth, n) / _dot_rate(level, i)
+        if r * a_row_len + b_len > L1_FLOATS and b_len <= L1_FLOATS:
+            cost = cost * 4 + r  # spills L1: only when nothing else fits
         if best < 0 or cost < best:
             best = cost
-            mr[0], nr[0] = shapes[2 * i], shapes[2 * i + 1]
+            mr[0], nr[0] = r, n
 
 
 cdef inline bint _phase_taps(Phase *f) noexcept nogil:

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 # float32 or float64 (one dtype per call), C-contiguous
 Array = NDArray[np.floating[Any]]
 
+def _dot_rates() -> dict[tuple[int, int, int], float]: ...
 def _force_paths(
     input_direct: bool | None = None,
     flat_dot: bool | None = None,

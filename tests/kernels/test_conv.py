@@ -340,6 +340,26 @@ def test_gemm_tiles_are_planned_with_rates_timed_on_this_cpu(paths, simd):
     assert any(rate != fallback for rate, _, fallback, _ in rates.values()), rates  # timed, not the fallback
 
 
+@pytest.mark.parametrize("simd", [2, 1, 0])
+def test_dot_tiles_are_planned_with_rates_timed_on_this_cpu(paths, simd):
+    # The weight gradient's dot tiles, four per level, weighed by their speed on this
+    # CPU relative to the level's first shape; all alike for the portable loops. The
+    # plan runs one of the level's shapes.
+    paths._set_simd(simd)
+    level = paths._simd_level()
+    rates = paths._dot_rates()
+    assert len(rates) == 4 and {lv for lv, _, _ in rates} == {max(level, 1)}
+    if level == 0:
+        assert set(rates.values()) == {1.0}
+    else:
+        assert rates[next(iter(rates))] == 1.0
+        assert all(0.05 < rate < 20 for rate in rates.values()), rates
+        assert len(set(rates.values())) > 1, rates  # timed: shapes differ
+    c = Case(8, 1, 28, 28, 6, 5, 5, pad=(2, 2))  # LeNet conv1
+    info = paths._plan_info("backward_weight", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
+    assert (max(level, 1), *info["tile"]) in rates
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tall_tile_on_narrow_planes_matches_reference(paths, dtype):
     # 8x8 planes on AVX2's 12x8 tile, which the cost model runs row-wise (one tile per
