@@ -40,13 +40,15 @@
 # cost model expects cheaper so: 1x1, 4x4 outputs): im2col into the workspace for
 # forward and weight gradient, gemm + col2im for the input gradient.
 # Planning (_plan) picks path, tile shape, tiling and thread count from the shapes with a
-# cost model (padded multiply-adds over measured tile rates); _plan_info reports it.
+# cost model (padded multiply-adds over each tile's rate, plus its fixed cost per call,
+# both timed on this CPU once per process: _tile_rates, _dot_rates); _plan_info reports it.
 # Plans are kept in a small table of C structs keyed by the geometry, so that a small
 # call's fixed cost is the argument checks, not the planning.
 #
 # Files, by concern: this one holds the declarations, the argument checks and the def
-# wrappers; _conv_plan.pxi the geometry, cost model and plan table; _conv_drivers.pxi
-# the data movement, loops and batch drivers (both included here: one extension).
+# wrappers; _conv_rates.pxi the register tiles' speeds, timed on the CPU;
+# _conv_plan.pxi the geometry, cost model and plan table; _conv_drivers.pxi the data
+# movement, loops and batch drivers (all included here: one extension).
 # Workspace: each kernel takes `workspace` (a 1-D array of the dtype, or None to allocate
 # one per call) of at least conv2d_workspace_size(...) elements: the packed weight; per
 # thread a padded-image / im2col buffer and a gemm output buffer or a widened (or
@@ -182,6 +184,7 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     _force_input_phases = -1 if input_phases is None else int(bool(input_phases))
     _force_rowblock = -1 if rowblock is None else int(bool(rowblock))
 
+include "_conv_rates.pxi"
 include "_conv_plan.pxi"
 
 
