@@ -69,14 +69,11 @@ cdef inline void _gather_row_simd(floating *d, const floating *srow, Py_ssize_t 
                                   Py_ssize_t hi, Py_ssize_t n, Py_ssize_t sw, Py_ssize_t s,
                                   int level) noexcept nogil:
     """_gather_row, with float32 stride-2 rows gathered by vectors where SIMD runs."""
-    cdef Py_ssize_t ox
     if floating is float:
         if sw == 2 and hi > lo and fgc_gather_stride2_f32(level, d + lo, srow + 2 * lo + s,
                                                           hi - lo):
-            for ox in range(lo):
-                d[ox] = 0
-            for ox in range(hi, n):
-                d[ox] = 0
+            _gather_row(d, srow, 0, 0, lo, 1, 0)  # the zeros before and after
+            _gather_row(d + hi, srow, 0, 0, n - hi, 1, 0)
             return
     _gather_row(d, srow, lo, hi, n, sw, s)
 
@@ -88,6 +85,7 @@ cdef inline void _split_row(floating *d0, floating *d1, const floating *srow, Py
     [lo1, hi1), zeros elsewhere in [0, n): a row's two column phases, the common range in
     one loop (float32 with SIMD: one vector deinterleave per 16 source floats)."""
     cdef Py_ssize_t j, lo = max(lo0, lo1), hi = min(hi0, hi1)
+    cdef bint split = False
     if hi <= lo:
         _gather_row(d0, srow, lo0, hi0, n, 2, s)
         _gather_row(d1, srow, lo1, hi1, n, 2, s + 1)
@@ -101,11 +99,8 @@ cdef inline void _split_row(floating *d0, floating *d1, const floating *srow, Py
     for j in range(lo1, lo):
         d1[j] = srow[2 * j + 1 + s]
     if floating is float:
-        if not fgc_split_stride2_f32(level, d0 + lo, d1 + lo, srow + 2 * lo + s, hi - lo):
-            for j in range(lo, hi):
-                d0[j] = srow[2 * j + s]
-                d1[j] = srow[2 * j + 1 + s]
-    else:
+        split = fgc_split_stride2_f32(level, d0 + lo, d1 + lo, srow + 2 * lo + s, hi - lo) != 0
+    if not split:
         for j in range(lo, hi):
             d0[j] = srow[2 * j + s]
             d1[j] = srow[2 * j + 1 + s]

@@ -11,6 +11,15 @@ cdef double _now() noexcept nogil:
     return t.tv_sec + 1e-9 * t.tv_nsec
 
 
+cdef void _timing_values(float *p, Py_ssize_t n, float start, float step,
+                         int period) noexcept nogil:
+    """p[i] = start + step * (i % period): a timed problem's operands (moderate values, no
+    denormals, nothing a kernel could skip)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        p[i] = start + step * (i % period)
+
+
 # The gemm register tiles: (level, rows, columns) and the rate a CPU that cannot time
 # them is planned with (relative to AVX2 6x16; measured on an AVX-512 Xeon). Few-row
 # tiles load more per multiply-add (the B loads are unaligned); AVX-512 6x16 (one vector
@@ -75,10 +84,8 @@ cdef void _time_tiles(int top) noexcept nogil:
             if _GEMM_TILE[s][0] <= top and _tile_rate_seen[s] == 0:
                 _tile_rate_seen[s] = -1
         return
-    for i in range(RATE_ROWS * RATE_DEEP):
-        A[i] = 0.25 + 0.001 * (i % 97)
-    for i in range(RATE_DEEP * (RATE_COLS + 3) + 8):
-        B[i] = 0.5 - 0.001 * (i % 89)
+    _timing_values(A, RATE_ROWS * RATE_DEEP, 0.25, 0.001, 97)
+    _timing_values(B, RATE_DEEP * (RATE_COLS + 3) + 8, 0.5, -0.001, 89)
     for k in range(RATE_DEEP):
         off[k] = k * (RATE_COLS + 3) + k % 3
     for s in range(GEMM_TILES):
@@ -195,12 +202,9 @@ cdef void _time_dots(int level) noexcept nogil:
         for s in range(4):
             _dot_rate_seen[L][s] = -1
         return
-    for i in range(DOT_ROWS * DOT_Y * DOT_PITCH):
-        A[i] = 0.25 + 0.001 * (i % 97)
-    for i in range(DOT_B):
-        B[i] = 0.5 - 0.001 * (i % 89)
-    for i in range(DOT_ROWS * DOT_DEPTH):
-        C[i] = 0
+    _timing_values(A, DOT_ROWS * DOT_Y * DOT_PITCH, 0.25, 0.001, 97)
+    _timing_values(B, DOT_B, 0.5, -0.001, 89)
+    _timing_values(C, DOT_ROWS * DOT_DEPTH, 0, 0, 1)
     for i in range(DOT_DEPTH):  # window-like shifts: up to 4 columns and 4 rows
         off[i] = i % 5 + (i // 5) * DOT_PITCH
     for s in range(4):

@@ -775,6 +775,19 @@ def _guarded(shape, dtype):
     return buf, buf[32 : 32 + size].reshape(shape)
 
 
+def _assert_written_inside(paths, case, x, w, b, g, want, dtype):
+    """Forward (bias, ReLU) and input gradient into guarded arrays: the values of `want`
+    (out, grad_x), and nothing around either array touched."""
+    buf, out = _guarded(case.y_shape, dtype)
+    paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
+    assert (buf[:32] == 12345.0).all() and (buf[32 + out.size :] == 12345.0).all()
+    assert_same((out,), want[:1], dtype, names=("out",))
+    buf, gx = _guarded(case.x_shape, dtype)
+    paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
+    assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size :] == 12345.0).all()
+    assert_same((gx,), want[1:2], dtype, names=("grad_x",))
+
+
 def test_gemm_stores_into_large_outputs_only_inside_them(paths):
     # The AVX-512 gemm writes its tiles straight into the output with masked stores when
     # an image's output is larger than L1 (a vector may span several output rows when
@@ -803,14 +816,7 @@ def test_gemm_stores_into_large_outputs_only_inside_them(paths):
                 "stores_into_output"
             ]
         assert stored or paths._simd_level() < 2
-        buf, out = _guarded(case.y_shape, dtype)
-        paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
-        assert (buf[:32] == 12345.0).all() and (buf[32 + out.size :] == 12345.0).all()
-        assert_same((out,), want[:1], dtype, names=("out",))
-        buf, gx = _guarded(case.x_shape, dtype)
-        paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
-        assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size :] == 12345.0).all()
-        assert_same((gx,), want[1:2], dtype, names=("grad_x",))
+        _assert_written_inside(paths, case, x, w, b, g, want, dtype)
 
 
 @pytest.mark.parametrize("simd", [2, 1])
@@ -827,15 +833,7 @@ def test_gemm_stores_only_inside_the_output(paths, simd):
     for dtype in DTYPES:
         for case in cases:
             x, w, b, g = case.arrays(dtype)
-            want = expected(case, dtype, True)
-            buf, out = _guarded(case.y_shape, dtype)
-            paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + out.size :] == 12345.0).all()
-            assert_same((out,), want[:1], dtype, names=("out",))
-            buf, gx = _guarded(case.x_shape, dtype)
-            paths.conv2d_backward_input(g, w, gx, *case.params, None, 1)
-            assert (buf[:32] == 12345.0).all() and (buf[32 + gx.size :] == 12345.0).all()
-            assert_same((gx,), want[1:2], dtype, names=("grad_x",))
+            _assert_written_inside(paths, case, x, w, b, g, expected(case, dtype, True), dtype)
 
 
 # --------------------------------------------------------------------------- blocks of rows
