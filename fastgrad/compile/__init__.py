@@ -14,17 +14,15 @@ set the attribute on a compiled module); the least recently used one is dropped 
 See docs/fast-path.md.
 """
 
-from collections import OrderedDict
-
-from ..autograd import _anomaly, _capture
 from ..nn.module import Module
-from .capture import CaptureError, Recorder, watch_value_reads
-from .guards import ModuleGuard, call_key, has_hooks
+from .cache import PlanCache
+from .capture import CaptureError
 
 __all__ = ["CaptureError", "CompiledModule", "compile"]
 
-_EAGER = None  # a cached "this signature runs eagerly" (after a graph break)
-_STATE_RETRIES = 2
+
+def _call_module(model, args, kwargs):
+    return model(*args, **kwargs)
 
 
 class CompiledModule(Module):
@@ -33,11 +31,8 @@ class CompiledModule(Module):
     def __init__(self, model, fullgraph=False, cache_size_limit=None):
         super().__init__()
         self._orig_mod = model
-        d = self.__dict__
-        d["fullgraph"] = bool(fullgraph)
-        d["cache_size_limit"] = compile.cache_size_limit if cache_size_limit is None else int(cache_size_limit)
-        d["_plans"] = OrderedDict()  # call key -> [(ModuleGuard, Plan or _EAGER)]
-        d["compile_stats"] = {"captures": 0, "replays": 0, "eager_calls": 0, "graph_breaks": []}
+        limit = compile.cache_size_limit if cache_size_limit is None else cache_size_limit
+        self.__dict__["_cache"] = PlanCache(model, _call_module, fullgraph, limit)
 
     def __getattr__(self, name):  # everything else is the original module's
         orig = self.__dict__.get("_orig_mod")
@@ -46,94 +41,31 @@ class CompiledModule(Module):
         return getattr(orig, name)
 
     def forward(self, *args, **kwargs):
-        model = self._orig_mod
-        stats = self.compile_stats
-        key = None if (kwargs or _anomaly.enabled or _capture.recorder is not None) else call_key(args)
-        if key is None:
-            stats["eager_calls"] += 1
-            return model(*args, **kwargs)
-        cached = self._plans.get(key)
-        if cached is not None:
-            self._plans.move_to_end(key)
-            for guard, plan in cached:
-                if guard.holds():
-                    if plan is _EAGER:
-                        stats["eager_calls"] += 1
-                        return model(*args)
-                    stats["replays"] += 1
-                    return plan.run(args)
-        return self._capture(key, args)
+        return self._cache.call(args, kwargs)
 
-    def _capture(self, key, args):
-        model, stats = self._orig_mod, self.compile_stats
-        guard = ModuleGuard(model)
-        recorder = Recorder(model, args, self.fullgraph)
-        if has_hooks(model):
-            recorder.graph_break("a module has hooks registered")
-            output = model(*args)
-            counters = []
-        else:
-            counters_before = _counter_values(model)
-            _capture.recorder = recorder
-            try:
-                with watch_value_reads():
-                    output = model(*args)
-            finally:
-                _capture.recorder = None
-            counters = _changed_counters(model, counters_before, recorder)
-        plan = recorder.plan(output, guard, counters)
-        retries = self.__dict__.setdefault("_retries", {})
-        if plan is None and recorder.changed_state and retries.get(key, 0) < _STATE_RETRIES:
-            # a forward that set module state on its first call (a cache) is captured
-            # again on the next; one that does so on every call stays eager
-            retries[key] = retries.get(key, 0) + 1
-            stats["eager_calls"] += 1
-            return output
-        if plan is None:
-            stats["eager_calls"] += 1
-            if recorder.broken not in stats["graph_breaks"]:
-                stats["graph_breaks"].append(recorder.broken)
-        else:
-            stats["captures"] += 1
-        # plans whose guards fail now stay (train() and eval() take turns); the bound on
-        # the cache drops the least recently used
-        entries = self._plans.setdefault(key, [])
-        entries.append((ModuleGuard(model) if plan is None else guard, plan if plan is not None else _EAGER))
-        self._plans.move_to_end(key)
-        while sum(len(v) for v in self._plans.values()) > max(1, self.cache_size_limit):
-            oldest = next(iter(self._plans))
-            self._plans[oldest].pop(0)
-            if not self._plans[oldest]:
-                del self._plans[oldest]
-        return output
+    @property
+    def fullgraph(self):
+        return self._cache.fullgraph
+
+    @property
+    def cache_size_limit(self):
+        return self._cache.cache_size_limit
+
+    @cache_size_limit.setter
+    def cache_size_limit(self, value):
+        self._cache.cache_size_limit = int(value)
+
+    @property
+    def compile_stats(self):
+        """captures, replays, eager calls and the reasons of graph breaks, so far."""
+        return self._cache.stats
+
+    @property
+    def _plans(self):
+        return self._cache.plans
 
     def extra_repr(self):
         return f"fullgraph={self.fullgraph}, cache_size_limit={self.cache_size_limit}"
-
-
-def _counter_values(model):
-    """Every buffer's value before a capture, to see what the forward changed in Python."""
-    return [(t, t._data.copy()) for t in model.buffers()]
-
-
-def _changed_counters(model, before, recorder):
-    """The integer counters the forward incremented by one in Python; any other buffer
-    changed outside an op is a graph break."""
-    kernel_written = {id(v) for e in recorder.entries for v in e.params.values()}
-    counters = []
-    for t, old in before:
-        if id(t._data) in kernel_written or (t._data.shape == old.shape and (t._data == old).all()):
-            continue
-        if t._data.ndim == 0 and t._data.dtype.kind == "i" and t._data == old + 1:
-            if any(
-                getattr(m, "momentum", 0) is None and t is getattr(m, "num_batches_tracked", None)
-                for m in model.modules()
-            ):
-                recorder.graph_break("a BatchNorm with momentum=None computes its factor in Python")
-            counters.append(t)
-        else:
-            recorder.graph_break(f"the forward changed a buffer of shape {tuple(t.shape)} in Python")
-    return counters
 
 
 def compile(

@@ -164,10 +164,12 @@ def _recording():
 
 
 def _traced_kernel(kernel):
-    def call(*args):
+    def call(*args, **kwargs):
         tracer = _recording()
-        if tracer is None:
-            return kernel(*args)
+        if tracer is None or kwargs:
+            if tracer is not None:  # instructions pass arguments by position only
+                tracer.fail(f"{kernel.__name__} called with keyword arguments")
+            return kernel(*args, **kwargs)
         instrs = tracer.instrs
         try:
             tracer.record(kernel, args)

@@ -11,8 +11,9 @@ input requires grad, once the outputs have theirs) each backward hook is called 
 ``hook(module, grad_input, grad_output)`` and may return a replacement ``grad_input``.
 Entries for arguments that are not Tensors requiring grad are None.
 
-A module with hooks always runs through ``Module.__call__``: ``Sequential`` never puts it
-in a chained run (nn/layers/chained.chainable), so its hooks fire on every call.
+A module with hooks always runs through ``Module.__call__``: a plan (a compiled module's,
+or a Sequential's own) is never replayed while any module inside has hooks, so they fire
+on every call.
 """
 
 from __future__ import annotations
@@ -34,13 +35,6 @@ if TYPE_CHECKING:
 HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks")
 
 
-class _Version:
-    """Bumped whenever any module gains or loses a hook: Sequential's cached plan of
-    which layers run chained is rebuilt then."""
-
-    count = 0
-
-
 def hook_dicts(module: Module) -> dict[str, Any]:
     """The module's three hook dicts (made on first use, for modules that skipped __init__)."""
     d = module.__dict__
@@ -55,12 +49,6 @@ def has_hooks(module: Module) -> bool:
     return bool(d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks"))
 
 
-class _ModuleHandle(RemovableHandle):
-    def remove(self) -> None:
-        super().remove()
-        _Version.count += 1
-
-
 def add_hook(
     module: Module,
     kind: str,
@@ -73,7 +61,7 @@ def add_hook(
         raise TypeError(f"register hook: expected a callable, got {type(hook).__name__}")
     d = hook_dicts(module)
     hooks = d[kind]
-    handle = _ModuleHandle(hooks, d["_hooks_with_kwargs"], d["_hooks_always_called"])
+    handle = RemovableHandle(hooks, d["_hooks_with_kwargs"], d["_hooks_always_called"])
     hooks[handle.id] = hook
     if prepend:
         for key in [k for k in hooks if k != handle.id]:
@@ -82,7 +70,6 @@ def add_hook(
         d["_hooks_with_kwargs"][handle.id] = True
     if always_call:
         d["_hooks_always_called"][handle.id] = True
-    _Version.count += 1
     return handle
 
 

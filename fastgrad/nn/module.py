@@ -84,29 +84,9 @@ def _check_name(kind: str, owner: Module, name: str, registry: dict[str, Any]) -
         raise KeyError(f"attribute '{name}' already exists")
 
 
-class _Edits:
-    """How many times an attribute of a watched Module was assigned or deleted. Plans
-    cached from modules' settings (Sequential's chains) mark those modules watched and
-    compare the count to know a layer may have changed; nothing in a forward or backward
-    pass assigns module attributes. Modules nobody planned from are not counted, so
-    making a module (say, a loss inside a training loop) leaves every plan in place."""
-
-    count = 0
-
-    @staticmethod
-    def watch(module: Module) -> None:
-        object.__setattr__(module, "_watched", True)
-
-    @staticmethod
-    def note(module: Module) -> None:
-        if "_watched" in module.__dict__:
-            _Edits.count += 1
-
-
 # Functions called as ``observe(module, args, output)`` after each Module call returns, while
-# registered: how fastgrad.onnx learns which module made each op of a forward pass. The
-# layers a Sequential runs as one chain (and a Conv2d's or Linear's fused ReLU) are not
-# called one by one, so their ops are reported with the module that runs the chain.
+# registered: how fastgrad.onnx learns which module made each op of a forward pass. While
+# any is registered, plans are not replayed (compile/cache.py): every module is called.
 _forward_observers = []
 
 
@@ -168,7 +148,6 @@ class Module:
         return d["_parameters"], d["_buffers"], d["_modules"]
 
     def _unregister(self, name: str) -> None:
-        _Edits.note(self)
         params, buffers, modules = self._registries()
         params.pop(name, None)
         buffers.pop(name, None)
@@ -177,7 +156,6 @@ class Module:
         self.__dict__.pop(name, None)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        _Edits.note(self)
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
@@ -219,7 +197,6 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        _Edits.note(self)
         d = self.__dict__
         if any(name in d.get(reg, ()) for reg in ("_parameters", "_buffers", "_modules")):
             self._unregister(name)

@@ -27,7 +27,7 @@ ReLU adds Relu), Linear -> Gemm (2-d input) or MatMul + Add, MaxPool2d -> MaxPoo
 AvgPool2d -> AveragePool (ceil_mode, count_include_pad; divisor_override as a window sum
 and Div), AdaptiveAvgPool2d -> GlobalAveragePool / AveragePool / two MatMuls (uneven
 regions), BatchNorm (eval) -> BatchNormalization, ReLU/Sigmoid/Tanh/LeakyReLU,
-Softmax/LogSoftmax, and a Sequential's chain (one form per layer). Dropout in eval mode
+Softmax/LogSoftmax. Dropout in eval mode
 makes no node (it is the identity).
 ``tensor_ops.py``: Add/Sub/Mul/Div/Pow/MatMul, Neg/Exp/Log/Sqrt/Abs/Clamp/Clone/Cast (the
 float casts: float, double, half), reshape/flatten/squeeze/unsqueeze/Unflatten -> Flatten

@@ -144,8 +144,8 @@ def _record_in_eval_mode(model, inputs):
     others = [Tensor(_other_values(t.data, rng)) for t in inputs]
     model.eval()
     try:
-        # a first call plans a Sequential's chains for this shape, so that both recordings
-        # run the same ops (a chain, not the layers one by one)
+        # a first call makes whatever the model caches per input shape, so that both
+        # recordings run the same ops
         # other values may leave an op's domain (the log of a negated input): its NaNs
         # are compared as they are, without numpy's warnings
         with no_grad(), np.errstate(all="ignore"):

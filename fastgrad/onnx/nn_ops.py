@@ -1,5 +1,5 @@
 """ONNX forms of the layer ops: convolution, linear, pooling, batch norm, activations,
-dropout, and the chains a Sequential runs its layers as (fastgrad.ops.chain).
+and dropout.
 
 Each mapped function takes the builder ``g``, the recorded Function ``node``, the value
 names of its inputs ``x`` and its output Tensor ``out``, and returns the name of its
@@ -10,10 +10,9 @@ bottom and right ('same' with an even kernel, ceil_mode) is written out explicit
 
 import numpy as np
 
-from ..ops import activation, chain, conv, dropout, linear, norm, pool
+from ..ops import activation, conv, dropout, linear, norm, pool
 from .errors import Unsupported
 from .table import maps
-from .tensor_ops import reshape
 
 
 def _end_pad(size, out, span, stride, begin):
@@ -228,36 +227,3 @@ def softmax_dim(node):
 def softmax(g, node, x, out):
     op_type = "LogSoftmax" if isinstance(node, activation.LogSoftmax) else "Softmax"
     return g.op(op_type, x, axis=softmax_dim(node))
-
-
-# --------------------------------------------------------------------------- chains
-
-
-def chain_steps(node):
-    """The steps of a Chain node, in order (each with n_weights, out_shape and its own
-    geometry: params, relu)."""
-    return node.plan.steps
-
-
-@maps(chain.Chain)
-def chain_op(g, node, x, out):
-    """The layers a Sequential ran as one chain, one ONNX form per step."""
-    h, weights = x[0], x[1:]
-    for step in chain_steps(node):
-        shape, dyn = g.shapes[h], g.dyn[h]
-        w, weights = weights[: step.n_weights], weights[step.n_weights :]
-        if isinstance(step, conv.ConvStep):
-            h = conv2d(g, h, w, step.params, shape, step.out_shape, step.relu)
-        elif isinstance(step, linear.LinearStep):
-            h = linear_(g, h, w, step.relu)
-        elif isinstance(step, pool.MaxPoolStep):
-            h = max_pool2d(g, h, step.params, shape, step.out_shape)
-        elif isinstance(step, activation.ReluStep):
-            h = g.op("Relu", [h])
-        elif isinstance(step, chain.ReshapeStep):
-            h = reshape(g, h, step.out_shape)
-        else:
-            raise Unsupported(f"a chain step {type(step).__name__}")
-        if h not in g.shapes:  # convolution, linear, pooling, ReLU: the rank and dynamic axes stay
-            g.note(h, step.out_shape, dyn)
-    return h

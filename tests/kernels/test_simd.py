@@ -130,7 +130,7 @@ def _lenet_step(model, call, x, y):
 
 @pytest.mark.skipif(len(kernels.simd_paths()) < 2, reason="this CPU runs one SIMD path")
 def test_switching_paths_between_steps_replans_every_convolution():
-    # the convolutions' workspaces differ per path: a Step, a Sequential's chain or a
+    # the convolutions' workspaces differ per path: a Step, a Sequential's plan or a
     # compiled plan made on one path must not run the next path with its sizes
     nn = fastgrad.nn
     fastgrad.manual_seed(0)
@@ -139,18 +139,18 @@ def test_switching_paths_between_steps_replans_every_convolution():
     y = fastgrad.tensor(rng.integers(0, 10, 64))
     layers = [nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 64, 3, padding=1)]
     layers += [nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.Flatten(), nn.Linear(64 * 7 * 7, 10)]
-    model = nn.Sequential(*layers)  # runs as a chain
+    model = nn.Sequential(*layers)  # replays a plan of itself
     compiled = fastgrad.compile(model)
     before = kernels.simd_path
     try:
         runs = {}
         for path in kernels.simd_paths() * 2:
             kernels.use_simd(path)
-            for name, call in (("chain", model), ("layers", lambda t: _by_layer(model, t)), ("compiled", compiled)):
+            for name, call in (("planned", model), ("layers", lambda t: _by_layer(model, t)), ("compiled", compiled)):
                 runs.setdefault(name, []).append(_lenet_step(model, call, x, y))
     finally:
         kernels.use_simd(before)
-    first = runs["chain"][0]
+    first = runs["planned"][0]
     for name, results in runs.items():
         for got in results:
             for a, b in zip(got, first):

@@ -97,14 +97,17 @@ def test_lenet5(tmp_path):
     assert {i.name for i in proto.graph.initializer} == set(models.lenet5().state_dict())
 
 
-def test_lenet5_run_as_a_chain(tmp_path):
-    """A Sequential already called at this shape runs its layers as one chained op: the
-    export maps the chain's steps."""
+def test_lenet5_replaying_its_plan_is_recorded_layer_by_layer(tmp_path):
+    """A Sequential already called at this shape replays a plan of its ops; while the
+    export records, it calls its layers, so that each op is known with its module."""
     model = models.lenet5().eval()
     x1 = fastgrad.randn(1, 1, 28, 28)
     with fastgrad.no_grad():
-        model(x1), model(x1)
-    assert [type(n).__name__ for n in record(model, [x1]).nodes] == ["Chain"]
+        for _ in range(4):
+            model(x1)
+    assert model._plan_cache.stats["replays"] == 3
+    names = [type(n).__name__ for n in record(model, [x1]).nodes]
+    assert names.count("Conv2d") == 2 and names.count("Linear") == 3 and "Replay" not in names
     proto = export_and_compare(model, (1, 28, 28), tmp_path)
     assert op_types(proto).count("Conv") == 2 and op_types(proto).count("Gemm") == 3
 
@@ -217,7 +220,7 @@ def test_the_every_op_model_runs_every_mapped_function():
 
     model, x = EveryOp().eval(), fastgrad.randn(1, 4, 12, 12)
     with fastgrad.no_grad():
-        model(x)  # as export does first: the Sequential plans its chain
+        model(x)  # as export does first
     recorded = {type(n) for n in record(model, [x]).nodes}
     missing = set(MAPPINGS) - recorded - {dropout.Dropout}
     assert not missing, sorted(f"{c.__module__}.{c.__name__}" for c in missing)

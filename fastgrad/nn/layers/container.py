@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ...compile.cache import PlanCache
 from ...tensor import Tensor
-from ..hooks import _Version as hooks_version
 from ..module import Module, _indent_after_first_line
-from .chained import ChainedRun, chainable
 
 _M = TypeVar("_M", bound="_IndexedModules")
 
@@ -69,7 +68,18 @@ class _IndexedModules(Module):
 
 class Sequential(_IndexedModules):
     """``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=module, ...))``;
-    calling it feeds the input through each module in turn."""
+    calling it feeds the input through each module in turn.
+
+    A Sequential of fastgrad's own layers (nested Sequentials included) has no Python of
+    the user's to run: its calls replay a plan of its ops, as ``fastgrad.compile`` would
+    make (compile/cache.PlanCache; docs/fast-path.md), with the same values and
+    gradients. The first call for each input signature runs the layers one by one (and
+    raises their errors); a changed layer, hook, parameter or mode is seen by the plan's
+    guard. A Sequential holding any other module (a subclass with its own forward, a
+    forward set on an instance) runs its modules one by one. At most
+    ``fastgrad.compile.cache_size_limit`` plans are kept (read when the first call is
+    made).
+    """
 
     def __init__(self, *args: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
@@ -86,33 +96,39 @@ class Sequential(_IndexedModules):
         return self._modules[self._key(idx)]
 
     def forward(self, input: Tensor) -> Tensor:
-        for call in self._calls():
-            input = call(input)
-        return input
+        cache = self.__dict__.get("_plan_cache")
+        if cache is None:
+            from ... import compile as compile_
 
-    def _calls(self) -> list[Any]:
-        """What forward runs, in order: each run of two or more consecutive chainable
-        layers (Conv2d, Linear, ReLU, MaxPool2d, Flatten) as one ChainedRun, which takes
-        the whole run as a single op; any other module as itself. Cached until the
-        modules change."""
-        modules = tuple(self._modules.values())
-        cached = self.__dict__.get("_plan")
-        if cached is not None and cached[0] == modules and cached[2] == hooks_version.count:
-            return cached[1]
-        calls, run = [], []
-        for module in modules + (None,):
-            if module is not None and chainable(module):
-                run.append(module)
-                continue
-            if len(run) >= 2:
-                calls.append(ChainedRun(run))
-            elif run:
-                calls.append(run[0])
-            if module is not None:
-                calls.append(module)
-            run = []
-        object.__setattr__(self, "_plan", (modules, calls, hooks_version.count))
-        return calls
+            cache = PlanCache(self, _run_layers, cache_size_limit=compile_.cache_size_limit, may_capture=_layers_only)
+            object.__setattr__(self, "_plan_cache", cache)
+        return cache.call((input,))
+
+
+def _run_layers(seq: Sequential, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The Sequential's modules one after another: its forward, eagerly."""
+    (input,) = args
+    for module in seq._modules.values():
+        if module is not None:
+            input = module(input)
+    return input
+
+
+def _layers_only(seq: Sequential) -> str | None:
+    """None when every module in ``seq`` is one of fastgrad's layers running its own
+    forward (so a plan of ``seq`` captures no user code), else why its calls stay eager."""
+    for name, module in seq.named_modules():
+        if module is seq:
+            continue
+        cls = type(module)
+        if not cls.__module__.startswith(_LAYERS) or getattr(cls, "_eager_only", False):
+            return f"{name} is a {cls.__name__}, not one of fastgrad's layers that a Sequential plans"
+        if "forward" in module.__dict__:
+            return f"{name} has a forward set on the instance"
+    return None
+
+
+_LAYERS = __name__.rsplit(".", 1)[0] + "."  # fastgrad.nn.layers.
 
 
 class ModuleList(_IndexedModules):

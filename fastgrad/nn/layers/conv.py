@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -103,16 +102,9 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input: Tensor) -> Tensor:
-        return self._run(F.conv2d, input)
-
-    def _forward_relu(self, input: Tensor) -> Tensor:
-        """relu(self(input)) in one fused call; Sequential uses it for Conv2d + ReLU."""
-        return self._run(F.conv2d_relu, input)
-
-    def _run(self, conv: Callable[..., Tensor], input: Tensor) -> Tensor:
         shape = input.shape
         if (len(shape) == 4 and shape[1] == self.in_channels) or (len(shape) == 3 and shape[0] == self.in_channels):
-            return conv(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         raise self._input_error(shape, f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)")
 
     def extra_repr(self) -> str:

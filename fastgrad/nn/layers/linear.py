@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,21 +69,14 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input: Tensor) -> Tensor:
-        return self._run(F.linear, input)
-
-    def _forward_relu(self, input: Tensor) -> Tensor:
-        """relu(self(input)) in one fused call; Sequential uses it for Linear + ReLU."""
-        return self._run(F.linear_relu, input)
-
-    def _run(self, linear: Callable[..., Tensor], input: Tensor) -> Tensor:
         shape = input.shape
         if len(shape) == 2 and shape[1] == self.in_features:
-            return linear(input, self.weight, self.bias)
+            return F.linear(input, self.weight, self.bias)
         if not shape or shape[-1] != self.in_features:
             raise self._input_error(shape, f"(*, {self.in_features})")
         # (*, in) -> (prod(*), in) -> (*, out): the op works on matrices
         # explicit row count: reshape(-1, 0) is ambiguous when there are no input features
-        out = linear(input.reshape(math.prod(shape[:-1]), self.in_features), self.weight, self.bias)
+        out = F.linear(input.reshape(math.prod(shape[:-1]), self.in_features), self.weight, self.bias)
         return out.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -106,6 +106,9 @@ class SyncBatchNorm(_BatchNorm):
 
     _ndims = (2, 3, 4, 5)
     _expected = "(N, {C}, ...)"
+    # its forward branches on the process group's state, which no plan guard sees: a
+    # Sequential holding it runs its layers one by one (nn/layers/container.py)
+    _eager_only = True
 
     def __init__(
         self,
