@@ -428,9 +428,9 @@ class Program:
     # ----------------------------------------------------------------- arena
     def _arena_in_place(self, plan):
         """Small arrays nothing outside the step ever sees come from an arena the run takes
-        and its graph gives back, as a Sequential's chain arena does: no allocation. The
-        arena's arrays go into slots ``arena_base`` on, in one assignment at the start of
-        a run; the instructions that made them are dropped."""
+        and its graph gives back: no allocation. The arena's arrays go into slots
+        ``arena_base`` on, in one assignment at the start of a run; the instructions that
+        made them are dropped."""
         escapes = _escaping_slots(plan, self)
         self.arena_specs, self.spare, rename = [], [], {}
         code_instrs = [step[3][2] for step in self.steps if step[3] is not None]

@@ -5,9 +5,6 @@ import os
 
 import numpy as np
 
-from .. import kernels
-from . import buffer_pool
-
 _FLOAT_KINDS = "f"
 
 
@@ -198,23 +195,6 @@ def check_size(op, name, shape, dtype, max_elements=None):
         )
 
 
-class StepBuffers(dict):
-    """The arrays one call of a step may write, by name (a chain's arena gives one per
-    step, see ops/chain.ChainPlan), and the kernels the step calls: ``fastgrad.kernels``,
-    or a recorder while a chain's calls are traced (ops/replay.py). Arrays a step hands
-    out (gradients, a chain's output) come from ``new``, so that a trace knows them."""
-
-    kernels = kernels
-
-    def new(self, shape, dtype):
-        """A new array for this call to hand out."""
-        a = buffer_pool.empty(shape, dtype)
-        recorder = self.__dict__.get("kernels")
-        if recorder is not None:  # tracing: every replay makes this array anew
-            recorder.made.append(a)
-        return a
-
-
 @functools.lru_cache(maxsize=1024)
 def shared_step(step_cls, home, *args):
     """``step_cls(*args)``, made once per set of arguments: Steps keep no state between
@@ -222,10 +202,3 @@ def shared_step(step_cls, home, *args):
     cache: what else the Step's construction read (the kernels bound, for a ConvStep's
     workspace sizes), or None."""
     return step_cls(*args)
-
-
-def arena_array(bufs, name, shape, dtype):
-    """``bufs[name]`` (an array a chain reuses from call to call), or a new array when
-    ``bufs`` has none: outside a chain, and for what a chain hands out."""
-    a = bufs.get(name)
-    return bufs.new(shape, dtype) if a is None else a

@@ -24,7 +24,7 @@ from .. import kernels
 from .._config import get_num_threads
 from ..autograd import Function
 from . import buffer_pool
-from ._util import arena_array, check_float, check_size, normalize_dims, tensor_cls
+from ._util import check_float, check_size, normalize_dims, tensor_cls
 
 if TYPE_CHECKING:
     from ..tensor import Tensor
@@ -88,30 +88,12 @@ class AddReLU(Function):
         return (grad_input if needs[0] else None, grad_input if needs[1] else None)
 
 
-def relu_backward_step(out, grad, bufs, name, n_threads):
-    """``grad`` where ``out`` (a ReLU's output) is positive, else 0, written into the arena
-    array ``name`` (or a new one): the ReLU backward every step shares."""
-    masked = arena_array(bufs, name, out.shape, out.dtype)
-    bufs.kernels.relu_backward(out, grad, masked, n_threads)
+def relu_backward_step(out, grad, n_threads):
+    """``grad`` where ``out`` (a ReLU's output) is positive, else 0, in a new array: the
+    ReLU backward that the convolution's, linear layer's and max pooling's Steps share."""
+    masked = buffer_pool.empty(out.shape, out.dtype)
+    kernels.relu_backward(out, grad, masked, n_threads)
     return masked
-
-
-class ReluStep:
-    """max(x, 0) on its own (a ReLU that follows no convolution or linear layer)."""
-
-    n_weights = 0
-
-    def __init__(self, x_shape, n_threads):
-        self.out_shape, self.n_threads = x_shape, n_threads
-        self.buffers = {"out": x_shape, "gx": x_shape}
-
-    def forward(self, x, weights, keep, bufs):
-        out = arena_array(bufs, "out", self.out_shape, x.dtype)
-        bufs.kernels.relu_forward(x, out, self.n_threads)
-        return out, (out if keep else None)
-
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
-        return relu_backward_step(saved, grad, bufs, "gx", self.n_threads), []
 
 
 class Sigmoid(_SavesOutput):

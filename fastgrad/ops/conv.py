@@ -6,7 +6,7 @@ arrays allocated here; their scratch memory (a workspace array) is cached per Py
 thread and per dtype, grown when a larger convolution needs more, so a training loop
 allocates it once and two threads running two models never share one.
 
-Two other paths run this ConvStep: a Sequential's chain (ops/chain.py), and a plan of
+Another path runs this ConvStep: a plan of
 ``fastgrad.compile``, which replays ``Conv2d.forward``/``backward`` (and so this Step) on
 its slots' arrays (fastgrad/compile/plan.py, docs/fast-path.md).
 """
@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import _config, kernels
 from ..autograd import Function
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, shared_step, tensor_cls
+from . import buffer_pool
+from ._util import MAX_INDEXED_ELEMENTS, check_size, remembered, shared_step, tensor_cls
 from .activation import relu_backward_step
 
 if TYPE_CHECKING:
@@ -66,7 +67,9 @@ def kernel_home():
 
 class ConvStep:
     """conv2d (+ bias) (then ReLU) of one geometry, forward and backward; weights:
-    (weight[, bias]). The arithmetic of the Conv2d op and of a chain's convolution."""
+    (weight[, bias]). The arithmetic of the Conv2d op, kept apart from it so that one
+    Step serves every call of a geometry (and a replayed plan) without remaking its
+    workspace sizes."""
 
     def __init__(self, x_shape, w_shape, has_bias, params, out_hw, relu, n_threads):
         # params: (stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups), checked
@@ -74,9 +77,6 @@ class ConvStep:
         self.n_weights = 2 if has_bias else 1
         self.x_shape, self.w_shape = x_shape, w_shape
         self.out_shape = (x_shape[0], w_shape[0]) + out_hw
-        self.buffers = {"out": self.out_shape, "gx": x_shape}
-        if relu:
-            self.buffers["masked"] = self.out_shape
         self.pool_masks = False  # set when a max pool after it applies the ReLU's mask
         backend = kernel_home()
         self.ws_sizes = {
@@ -84,10 +84,10 @@ class ConvStep:
             for kind in ("forward", "backward_input", "backward_weight")
         }
 
-    def forward(self, x, weights, keep, bufs):
+    def forward(self, x, weights, keep):
         bias = weights[1] if self.n_weights == 2 else None
-        out = arena_array(bufs, "out", self.out_shape, x.dtype)
-        bufs.kernels.conv2d_forward(
+        out = buffer_pool.empty(self.out_shape, x.dtype)
+        kernels.conv2d_forward(
             x,
             weights[0],
             bias,
@@ -99,26 +99,26 @@ class ConvStep:
         )
         return out, ((x, out) if keep else None)
 
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+    def backward(self, grad, weights, saved, need_x, need_weights):
         x, out = saved
         dtype, params, n_threads = x.dtype, self.params, self.n_threads
         if self.relu and not self.pool_masks:  # gradient flows where the output is positive
-            grad = relu_backward_step(out, grad, bufs, "masked", n_threads)
+            grad = relu_backward_step(out, grad, n_threads)
         gx = None
         if need_x:
-            gx = arena_array(bufs, "gx", self.x_shape, dtype)
-            bufs.kernels.conv2d_backward_input(
+            gx = buffer_pool.empty(self.x_shape, dtype)
+            kernels.conv2d_backward_input(
                 grad, weights[0], gx, *params, workspace(self.ws_sizes["backward_input"], dtype), n_threads
             )
         grads = [None] * self.n_weights
         if need_weights[0]:
-            gw = grads[0] = bufs.new(self.w_shape, dtype)
-            bufs.kernels.conv2d_backward_weight(
+            gw = grads[0] = buffer_pool.empty(self.w_shape, dtype)
+            kernels.conv2d_backward_weight(
                 x, grad, gw, *params, workspace(self.ws_sizes["backward_weight"], dtype), n_threads
             )
         if self.n_weights == 2 and need_weights[1]:
-            gb = grads[1] = bufs.new(self.w_shape[0], dtype)
-            bufs.kernels.conv2d_backward_bias(grad, gb, n_threads)
+            gb = grads[1] = buffer_pool.empty(self.w_shape[0], dtype)
+            kernels.conv2d_backward_bias(grad, gb, n_threads)
         return gx, grads
 
 
@@ -137,14 +137,14 @@ class Conv2d(Function):
         if step is None:
             geometry = (x.shape, weight.shape, bias is not None, params, out_hw, relu, _config.get_num_threads())
             step = shared_step(ConvStep, kernel_home(), *geometry)
-        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
+        out, self.saved = step.forward(x, weights, True in self.needs_input_grad)
         self.step, self.weights = step, weights
         return out
 
     def backward(self, grad):
         needs = self.needs_input_grad
         grad = np.ascontiguousarray(grad, dtype=self.weights[0].dtype)
-        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], StepBuffers())
+        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:])
         return (gx, *grads)
 
 

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import _config
+from .. import _config, kernels
 from ..autograd import Function
-from ._util import StepBuffers, arena_array, check_size, remembered, shared_step, tensor_cls
+from . import buffer_pool
+from ._util import check_size, remembered, shared_step, tensor_cls
 from .activation import relu_backward_step
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ FUSED_BACKWARD_MAX_ROWS = 4
 
 class LinearStep:
     """x @ weight.T (+ bias) (then ReLU) over the last dimension, forward and backward;
-    weights: (weight[, bias]). The arithmetic of the Linear op and of a chain's linear layer."""
+    weights: (weight[, bias]). The arithmetic of the Linear op, one per geometry (see
+    ConvStep)."""
 
     def __init__(self, x_shape, w_shape, has_bias, relu, n_threads):
         self.rows = math.prod(x_shape[:-1])
@@ -40,33 +42,30 @@ class LinearStep:
         self.relu, self.n_threads = relu, n_threads
         self.n_weights = 2 if has_bias else 1
         self.fused_backward = self.rows <= FUSED_BACKWARD_MAX_ROWS
-        self.buffers = {"out": self.out_rows_shape, "gx": self.rows_shape}
-        if relu and not self.fused_backward:
-            self.buffers["masked"] = self.out_rows_shape
 
-    def forward(self, x, weights, keep, bufs):
+    def forward(self, x, weights, keep):
         x2 = x.reshape(self.rows_shape)
         bias = weights[1] if self.n_weights == 2 else None
-        out = arena_array(bufs, "out", self.out_rows_shape, x.dtype)
-        bufs.kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
+        out = buffer_pool.empty(self.out_rows_shape, x.dtype)
+        kernels.linear_forward(x2, weights[0], bias, out, self.relu, self.n_threads)
         return out.reshape(self.out_shape), ((x2, out) if keep else None)
 
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+    def backward(self, grad, weights, saved, need_x, need_weights):
         x2, out = saved
-        dtype, n_threads, kernels = x2.dtype, self.n_threads, bufs.kernels
+        dtype, n_threads = x2.dtype, self.n_threads
         grad = grad.reshape(self.out_rows_shape)
-        gx = arena_array(bufs, "gx", self.rows_shape, dtype) if need_x else None
+        gx = buffer_pool.empty(self.rows_shape, dtype) if need_x else None
         grads = [None] * self.n_weights
         if need_weights[0]:
-            grads[0] = bufs.new(self.w_shape, dtype)
+            grads[0] = buffer_pool.empty(self.w_shape, dtype)
         if self.n_weights == 2 and need_weights[1]:
-            grads[1] = bufs.new(self.w_shape[0], dtype)
+            grads[1] = buffer_pool.empty(self.w_shape[0], dtype)
         gw, gb = grads[0], grads[1] if self.n_weights == 2 else None
         if self.fused_backward:  # the ReLU's mask and all three products in one pass
             kernels.linear_backward(x2, grad, out if self.relu else None, weights[0], gx, gw, gb, n_threads)
         else:
             if self.relu:
-                grad = relu_backward_step(out, grad, bufs, "masked", n_threads)
+                grad = relu_backward_step(out, grad, n_threads)
             if gx is not None:
                 kernels.linear_backward_input(grad, weights[0], gx, n_threads)
             if gw is not None:
@@ -91,14 +90,14 @@ class Linear(Function):
             step = shared_step(
                 LinearStep, None, x.shape, weight.shape, bias is not None, relu, _config.get_num_threads()
             )
-        out, self.saved = step.forward(x, weights, True in self.needs_input_grad, StepBuffers())
+        out, self.saved = step.forward(x, weights, True in self.needs_input_grad)
         self.step, self.weights = step, weights
         return out
 
     def backward(self, grad):
         needs = self.needs_input_grad
         grad = np.ascontiguousarray(grad, dtype=self.weights[0].dtype)
-        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:], StepBuffers())
+        gx, grads = self.step.backward(grad, self.weights, self.saved, needs[0], needs[1:])
         return (gx, *grads)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from .. import _config, kernels
 from ..autograd import Function
 from . import buffer_pool
-from ._util import MAX_INDEXED_ELEMENTS, StepBuffers, arena_array, check_size, remembered, shared_step, tensor_cls
+from ._util import MAX_INDEXED_ELEMENTS, check_size, remembered, shared_step, tensor_cls
 from .activation import relu_backward_step
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 class MaxPoolStep:
     """2-d max pooling of one geometry, forward and backward; saves the index of each
-    maximum. The arithmetic of the MaxPool2d op and of a chain's max pooling.
+    maximum. The arithmetic of the MaxPool2d op, one per geometry (see ConvStep).
 
     After a convolution with a fused ReLU it also takes over that ReLU's backward
     (``mask_relu``): every pooled value is one of the ReLU's outputs, so "the output at
@@ -35,34 +35,30 @@ class MaxPoolStep:
     element is kept or zeroed whole) in a pass a quarter of the size, for 2x2 windows.
     """
 
-    n_weights = 0
-
     def __init__(self, x_shape, params, out_hw, n_threads):
         # params: (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w), checked
         self.params = params
         self.x_shape, self.out_shape = x_shape, tuple(x_shape[:2]) + out_hw
         self.n_threads = n_threads
-        self.buffers = {"out": self.out_shape, "gx": x_shape, "indices": (self.out_shape, np.int64)}
         self.mask_relu = False
 
     def take_relu_mask(self, conv):
         """Apply the preceding ConvStep's ReLU backward here instead of there."""
         conv.pool_masks = self.mask_relu = True
-        self.buffers["masked"] = self.out_shape
 
-    def forward(self, x, weights, keep, bufs):
-        out = arena_array(bufs, "out", self.out_shape, x.dtype)
-        indices = arena_array(bufs, "indices", self.out_shape, np.int64)
-        bufs.kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
-        return out, ((indices, out) if keep else None)
+    def forward(self, x, indices):
+        """(out, saved); ``indices`` (out's shape, int64) receives each maximum's index."""
+        out = buffer_pool.empty(self.out_shape, x.dtype)
+        kernels.max_pool2d_forward(x, out, indices, *self.params, self.n_threads)
+        return out, (indices, out)
 
-    def backward(self, grad, weights, saved, need_x, need_weights, bufs):
+    def backward(self, grad, saved):
         indices, out = saved
         if self.mask_relu:
-            grad = relu_backward_step(out, grad, bufs, "masked", self.n_threads)
-        gx = arena_array(bufs, "gx", self.x_shape, grad.dtype)
-        bufs.kernels.max_pool2d_backward(grad, indices, gx, self.n_threads)
-        return gx, []
+            grad = relu_backward_step(out, grad, self.n_threads)
+        gx = buffer_pool.empty(self.x_shape, grad.dtype)
+        kernels.max_pool2d_backward(grad, indices, gx, self.n_threads)
+        return gx
 
 
 class MaxPool2d(Function):
@@ -82,12 +78,12 @@ class MaxPool2d(Function):
         )
         if indices is None:  # made here, so that a replayed plan makes them anew too
             indices = buffer_pool.empty(x.shape[:2] + out_hw, np.int64)
-        out, self.saved = self.step.forward(x, (), True, StepBuffers(indices=indices))
+        out, self.saved = self.step.forward(x, indices)
         return out
 
     def backward(self, grad):
         grad = np.ascontiguousarray(grad, dtype=self.saved[1].dtype)
-        return (self.step.backward(grad, (), self.saved, True, (), StepBuffers())[0],)
+        return (self.step.backward(grad, self.saved),)
 
 
 class AvgPool2d(Function):
