@@ -16,16 +16,18 @@ user's line):
 - an output that is not one tensor made by an op.
 """
 
+import functools
 import os
 import sys
 import threading
+import weakref
 
 import numpy as np
 
 from ..autograd import _capture, topological_order
 from ..tensor import Tensor
 from .fuse import fuse_relus
-from .guards import ModuleGuard, tensor_has_hooks
+from .guards import ModuleGuard, node_has_hooks
 from .plan import SKIP, SLOT, USE, Entry, Plan
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,8 +59,13 @@ def _from_user_code():
 class Recorder:
     def __init__(self, module, args, fullgraph):
         self.module, self.args, self.fullgraph = module, args, fullgraph
-        self.slots = {}  # id(tensor) -> slot, for tensors kept alive in self.kept
-        self.kept = []
+        # the recorder holds no tensor the forward made: the forward lets go of them as
+        # it would uncaptured (a weak reference's callback forgets a tensor's id when it
+        # goes), so a capture's peak memory is the eager run's
+        self.slots = {}  # id(tensor) -> slot, for the tensors alive now
+        self.refs = {}  # id(tensor) -> its weak reference
+        self.meta = []  # per slot: (shape, dtype) of its array
+        self.nodes = []  # the graph nodes the ops made (their ids stay unique meanwhile)
         self.boundary = []  # (slot, ("arg", i) | ("tensor", t))
         self.entries = []
         self.fns = {}  # id(Function node) -> entry index
@@ -100,10 +107,16 @@ class Recorder:
                     "neither an input, a parameter or buffer of the module, nor made inside it"
                 )
                 return None
-        k = len(self.kept)
-        self.kept.append(t)
-        self.slots[id(t)] = k
+        k = self._new_slot(t)
         self.boundary.append((k, source))
+        return k
+
+    def _new_slot(self, t):
+        k = len(self.meta)
+        self.meta.append((t._data.shape, t._data.dtype))
+        key = id(t)
+        self.slots[key] = k
+        self.refs[key] = weakref.ref(t, functools.partial(_forget, weakref.ref(self), key))
         return k
 
     def op(self, fn, tensors, params, needs, result):
@@ -120,11 +133,10 @@ class Recorder:
                     f"{name} at {user_site()} takes an array parameter {key!r} that is not a module buffer"
                 )
                 return
-        out = len(self.kept)
-        self.kept.append(result)
-        self.slots[id(result)] = out
+        out = self._new_slot(result)
         if result._ctx is not None:
             self.fns[id(result._ctx)] = len(self.entries)
+            self.nodes.append(result._ctx)
         params = dict(params)
         step = fn.__dict__.get("step") if cls.takes_step else None
         if step is not None:  # its Step, made once, is replayed
@@ -139,7 +151,7 @@ class Recorder:
             or self.slots[id(output)] in {k for k, _ in self.boundary}
         ):
             self.graph_break("the forward's output is not one tensor made by an op inside it")
-        if self.broken is None and any(tensor_has_hooks(t) for t in self.kept):
+        if self.broken is None and any(node_has_hooks(n) for n in self.nodes):
             self.graph_break("a tensor made inside the forward has a hook or retains its gradient")
         if self.broken is None and not before.same_as(ModuleGuard(self.module)):
             self.changed_state = True  # perhaps a cache made on a first call: tried again
@@ -150,7 +162,7 @@ class Recorder:
         boundary_slots = {k for k, _ in self.boundary}
         source = dict(self.boundary)
         out_slot = self.slots[id(output)]
-        entries, index = fuse_relus(self.entries, out_slot, self.kept) if self.fuse else (self.entries, None)
+        entries, index = fuse_relus(self.entries, out_slot, self.meta) if self.fuse else (self.entries, None)
         if output._ctx is not None:
             for fn in topological_order(output._ctx):
                 i = self.fns.get(id(fn))
@@ -170,7 +182,14 @@ class Recorder:
                 else:
                     grad_to.append((SLOT, k))
             e.grad_to = tuple(grad_to)
-        return Plan(len(self.kept), self.boundary, entries, out_slot, back, uses, counters)
+        return Plan(len(self.meta), self.boundary, entries, out_slot, back, uses, counters)
+
+
+def _forget(recorder_ref, key, tensor_ref):
+    recorder = recorder_ref()
+    if recorder is not None:  # the tensor is being freed: its id may be another's next
+        recorder.slots.pop(key, None)
+        recorder.refs.pop(key, None)
 
 
 # --------------------------------------------------------------------------- value reads

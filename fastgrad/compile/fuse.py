@@ -38,10 +38,11 @@ def _relu_step(step):
     return LinearStep(step.x_shape, step.w_shape, step.n_weights == 2, True, step.n_threads)
 
 
-def _same_float_arrays(kept, a, b):
-    """Whether slots a and b hold arrays of one shape and float dtype (no broadcast)."""
-    x, y = kept[a]._data, kept[b]._data
-    return x.shape == y.shape and x.dtype == y.dtype and x.dtype.kind == "f"
+def _same_float_arrays(meta, a, b):
+    """Whether slots a and b hold arrays of one shape and float dtype (no broadcast);
+    ``meta``: (shape, dtype) per slot."""
+    (x_shape, x_dtype), (y_shape, y_dtype) = meta[a], meta[b]
+    return x_shape == y_shape and x_dtype == y_dtype and x_dtype.kind == "f"
 
 
 def _sole_producer(entries, out_slot):
@@ -60,10 +61,10 @@ def _sole_producer(entries, out_slot):
     return sole
 
 
-def fuse_relus(entries, out_slot, kept):
+def fuse_relus(entries, out_slot, meta):
     """(entries with each fusable producer + ReLU pair made one entry, a map from old
-    entry index to new index, None for a ReLU folded into its producer). ``kept``: the
-    captured tensor of each slot (their shapes decide whether an Add may fuse)."""
+    entry index to new index, None for a ReLU folded into its producer). ``meta``: the
+    (shape, dtype) of each slot's array (they decide whether an Add may fuse)."""
     sole_producer = _sole_producer(entries, out_slot)
     fused = {}  # producer index -> the ReLU entry folded into it
     folded = set()
@@ -75,7 +76,7 @@ def fuse_relus(entries, out_slot, kept):
             continue
         prod = entries[p]
         if prod.cls is Add:
-            if not _same_float_arrays(kept, *prod.ins):
+            if not _same_float_arrays(meta, *prod.ins):
                 continue
         elif prod.cls not in FUSES_RELU or prod.params.get("relu"):
             continue

@@ -55,12 +55,11 @@ def has_hooks(module):
     )
 
 
-def tensor_has_hooks(t):
-    """Whether a tensor carries backward hooks or asked to retain its gradient."""
-    for name in getattr(type(t), "__slots__", ()):
-        if ("hook" in name or "retain" in name) and getattr(t, name, None):
-            return True
-    return False
+def node_has_hooks(node):
+    """Whether the tensor a graph node made carries gradient hooks or retains its gradient
+    (a non-leaf's hooks are kept on the node that made it: fastgrad/hooks.py)."""
+    hooks = node.grad_hooks
+    return hooks is not None and (bool(hooks.hooks) or hooks.retained is not None)
 
 
 class ModuleGuard:

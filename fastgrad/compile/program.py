@@ -31,8 +31,10 @@ go straight through: the stand-ins check a thread-local), as capture.py watches
 Tensor's value reads.
 """
 
+import functools
 import importlib
 import threading
+import weakref
 
 import numpy as np
 
@@ -62,13 +64,20 @@ _empty, _copy, _workspace = buffer_pool.empty, buffer_pool.copy, _conv.workspace
 
 class Tracer:
     """The slots of one traced replay (the plan's slots, then one per array the ops made)
-    and the instructions of the op being traced (``instrs``; None while not recording)."""
+    and the instructions of the op being traced (``instrs``; None while not recording).
+
+    The tracer holds no array of the run: an array is known by its id while it lives (a
+    weak reference's callback forgets the id when the array goes, before the id can be
+    reused), so the run lets go of its arrays as an untraced run does and the pool hands
+    them out again; an array the pool hands out anew is a new slot (``know`` again).
+    Holding every array until the trace ends would make a traced step's peak memory the
+    sum of all its arrays."""
 
     def __init__(self, n_slots, constants):
         self.n_slots = n_slots
-        self.slot_of = {}  # id(array) -> slot
-        self.seen = []  # every placed array, alive so that ids stay unique during the trace
-        self.by_owner = {}  # id(owning array) -> [(array, slot)]: where a reshape is looked up
+        self.slot_of = {}  # id(array) -> slot, for the arrays alive now
+        self.refs = {}  # id(array) -> its weak reference (the callback forgets the id)
+        self.by_owner = {}  # id(owning array) -> {id(array): (weak reference, slot)}: for reshapes
         self.constants = {id(a) for a in constants}
         self.instrs = None
         self.failure = None
@@ -78,11 +87,26 @@ class Tracer:
         self.n_slots += 1
         return self.n_slots - 1
 
+    def _remember(self, a, slot):
+        key = id(a)
+        self.slot_of[key] = slot
+        if key not in self.refs:
+            # the callback holds the tracer weakly: no cycle keeps a finished tracer (and
+            # the arrays of its last op) alive until the garbage collector runs
+            self.refs[key] = weakref.ref(a, functools.partial(_forget, weakref.ref(self), key))
+
+    def _forget(self, key):
+        # the array is being freed: its id may belong to another array next
+        self.slot_of.pop(key, None)
+        self.refs.pop(key, None)
+        owned = self.by_owner.pop(key, None)  # no view outlives its owner
+        for entries in self.by_owner.values() if owned is None else ():
+            entries.pop(key, None)
+
     def know(self, a, slot):
-        self.slot_of[id(a)] = slot
-        self.seen.append(a)
+        self._remember(a, slot)
         owner = a if a.base is None else a.base
-        self.by_owner.setdefault(id(owner), []).append((a, slot))
+        self.by_owner.setdefault(id(owner), {})[id(a)] = (self.refs[id(a)], slot)
         if self.failure is None and self.instrs is not None:
             self.known_now.append((a, owner, slot))
 
@@ -93,12 +117,15 @@ class Tracer:
         """The open op's instructions, or None when it could not be traced: then the
         arrays it made are forgotten (they are the op's own when it runs as itself)."""
         instrs, self.instrs = self.instrs, None
+        known_now, self.known_now = self.known_now, []
         if self.failure is None:
             return instrs
-        for a, owner, slot in self.known_now:
+        for a, owner, slot in known_now:
             if self.slot_of.get(id(a)) == slot:
                 del self.slot_of[id(a)]
-            self.by_owner[id(owner)] = [(b, k) for b, k in self.by_owner[id(owner)] if k != slot]
+            entries = self.by_owner.get(id(owner), {})
+            if entries.get(id(a), (None, None))[1] == slot:
+                del entries[id(a)]
         return None
 
     def fail(self, reason):
@@ -126,19 +153,22 @@ class Tracer:
             return slot
         owner = a if a.base is None else a.base
         start = a.__array_interface__["data"][0]
-        same = [
-            (b, source)
-            for b, source in self.by_owner.get(id(owner), ())
-            if b.__array_interface__["data"][0] == start
-            and b.nbytes == a.nbytes
-            and b.dtype == a.dtype
-            and a.flags.c_contiguous
-            and b.flags.c_contiguous
-        ]
+        same = []
+        for ref, source in list(self.by_owner.get(id(owner), {}).values()):
+            b = ref()
+            if (
+                b is not None
+                and self.slot_of.get(id(b)) == source
+                and b.__array_interface__["data"][0] == start
+                and b.nbytes == a.nbytes
+                and b.dtype == a.dtype
+                and a.flags.c_contiguous
+                and b.flags.c_contiguous
+            ):
+                same.append((b, source))
         for b, source in same:
             if b.shape == a.shape:  # a view that is its source over again: the source serves
-                self.slot_of[id(a)] = source
-                self.seen.append(a)
+                self._remember(a, source)
                 return source
         if same:
             slot = self.new_slot()
@@ -156,6 +186,12 @@ class Tracer:
                 template[i] = None
                 fills.append((i, slot))
         self.instrs.append((function, template, tuple(fills), destination))
+
+
+def _forget(tracer_ref, key, array_ref):
+    tracer = tracer_ref()
+    if tracer is not None:
+        tracer._forget(key)
 
 
 def _recording():

@@ -396,3 +396,24 @@ def test_a_relu_after_a_residual_add_is_fused_bit_for_bit(broadcast):
         assert "Add" in names and "ReLU" in names and "AddReLU" not in names
     else:
         assert "AddReLU" in names and "Add" not in names and "ReLU" not in names
+
+
+def test_a_hook_on_a_tensor_made_inside_the_forward_fires_on_every_call():
+    class Hooked(fastgrad.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = fastgrad.nn.Linear(3, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            h.register_hook(lambda g: calls.append(g.shape))
+            return (h * 2).sum()
+
+    calls = []
+    compiled = fastgrad.compile(Hooked())
+    x = fastgrad.randn(2, 3)
+    for _ in range(4):
+        compiled(x).backward()
+    assert calls == [(2, 3)] * 4
+    assert compiled.compile_stats["replays"] == 0
+    assert any("hook" in b for b in compiled.compile_stats["graph_breaks"])
