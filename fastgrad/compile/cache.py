@@ -49,7 +49,10 @@ class PlanCache:
             return self.run(model, args, kwargs or {})
         cached = self.plans.get(key)
         if cached is not None:
-            self.plans.move_to_end(key)
+            try:
+                self.plans.move_to_end(key)
+            except KeyError:  # dropped by another thread's capture just now
+                pass
             for guard, plan in cached:
                 if guard.holds():
                     if plan is _EAGER:
@@ -96,14 +99,17 @@ class PlanCache:
             stats["captures"] += 1
         # plans whose guards fail now stay (train() and eval() take turns); the bound on
         # the cache drops the least recently used
-        entries = self.plans.setdefault(key, [])
+        entries = self.plans.pop(key, [])
         entries.append((ModuleGuard(model) if plan is None else guard, plan if plan is not None else _EAGER))
-        self.plans.move_to_end(key)
-        while sum(len(v) for v in self.plans.values()) > max(1, self.cache_size_limit):
-            oldest = next(iter(self.plans))
-            self.plans[oldest].pop(0)
-            if not self.plans[oldest]:
-                del self.plans[oldest]
+        self.plans[key] = entries  # the most recently used
+        # (snapshots taken in one C call each: another thread's call may move a key meanwhile)
+        while sum(map(len, list(self.plans.values()))) > max(1, self.cache_size_limit):
+            oldest = next(iter(list(self.plans)))
+            entries = self.plans.get(oldest)
+            if entries:
+                entries.pop(0)
+            if not entries:
+                self.plans.pop(oldest, None)
         return output
 
     def _note_break(self, recorder):
