@@ -118,9 +118,7 @@ def backward_walk(list order, object tensor_cls, bint retain_graph):
                 _add_into(node.grad_out, g)
             else:
                 # an array from the pool: a fresh one would fault on every page
-                summed = buffer_pool.copy(node.grad_out)
-                _add_into(summed, g)
-                node.grad_out = summed
+                node.grad_out = buffer_pool.add(node.grad_out, g)
                 node.grad_owned = True
 
 
@@ -221,9 +219,7 @@ def replay_backward(tuple steps, list fns, list vals, object grad, Py_ssize_t n_
             elif owned[j]:
                 _add_into(grads[j], gi)
             else:
-                summed = buffer_pool.copy(grads[j])
-                _add_into(summed, gi)
-                grads[j] = summed
+                grads[j] = buffer_pool.add(grads[j], gi)
                 owned[j] = True
     return tuple(out)
 

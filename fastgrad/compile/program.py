@@ -59,7 +59,7 @@ def _reshape(a, shape):
 
 
 # the functions instructions call: the pool's own, never the tracing stand-ins
-_empty, _copy, _workspace = buffer_pool.empty, buffer_pool.copy, _conv.workspace
+_empty, _copy, _add, _workspace = buffer_pool.empty, buffer_pool.copy, buffer_pool.add, _conv.workspace
 
 
 class Tracer:
@@ -443,10 +443,9 @@ class Program:
                     gradient_of[k] = slot
                 elif k in owned:
                     instrs.append((_accumulate, [None, None], ((0, gradient_of[k]), (1, slot)), -1, note))
-                else:  # the engine's rule: the second gradient goes into a copy from the pool
+                else:  # the engine's rule: the first two gradients summed into an array from the pool
                     summed = self._new_slot(made_here)
-                    instrs.append((_copy, [None], ((0, gradient_of[k]),), summed, note))
-                    instrs.append((_accumulate, [None, None], ((0, summed), (1, slot)), -1, note))
+                    instrs.append((_add, [None, None], ((0, gradient_of[k]), (1, slot)), summed, note))
                     gradient_of[k] = summed
                     owned.add(k)
         if self.root_dtype is None:
@@ -564,7 +563,7 @@ def _escaping_slots(plan, program):
                 contributions.setdefault(k, []).append((i, pos))
     for k, contributors in contributions.items():
         if len(contributors) > 1 and k not in from_ops:
-            continue  # summed into a copy from the pool: each contribution is only read
+            continue  # summed into an array from the pool: each contribution is only read
         receiver = step_of.get(producer.get(k))
         for i, pos in contributors:
             out_slot = step_of[i][3][3][pos]

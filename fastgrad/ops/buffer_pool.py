@@ -128,6 +128,17 @@ def copy(a):
     return out
 
 
+def add(a, b):
+    """``a + b`` in an array from the pool, ``b`` first cast to ``a``'s dtype (the same bits
+    as a copy of ``a`` with ``b`` added into it, in one pass instead of two): how the
+    backward engines sum the second gradient a node receives."""
+    if a.shape != b.shape:  # numpy would broadcast: a gradient of another shape is a fault
+        raise ValueError(f"accumulate: src has shape {b.shape}, but dst has {a.shape}; they must match")
+    out = empty(a.shape, a.dtype)
+    np.add(a, b if b.dtype == a.dtype else b.astype(a.dtype), out=out)
+    return out
+
+
 def clear():
     """Forget every pooled array of this thread (arrays in use stay valid: they are
     ordinary numpy arrays)."""

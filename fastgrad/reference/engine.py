@@ -96,9 +96,7 @@ def backward_walk(order, tensor_cls, retain_graph):
             elif node.grad_owned:
                 _add_into(node.grad_out, g)
             else:
-                summed = buffer_pool.copy(node.grad_out)  # from the pool: fresh pages would fault
-                _add_into(summed, g)
-                node.grad_out = summed
+                node.grad_out = buffer_pool.add(node.grad_out, g)  # from the pool: fresh pages would fault
                 node.grad_owned = True
 
 
@@ -144,8 +142,8 @@ def replay_backward(steps, fns, vals, grad, n_slots, out_slot, n_uses, retain, o
     gradient or -1) run on ``vals`` by run_instructions; then the slots ``frees`` are
     let go, and ``saved_frees`` too unless ``retain``. ``fresh``: the op's gradients are
     new arrays (others are copied before they leave). Gradients meeting in a slot are
-    summed by the engine's rule: the first is kept, the second is added into a copy from
-    the pool, later ones into that copy. ``grad`` is the output's gradient (slot
+    summed by the engine's rule: the first is kept, the second is added to it into a new
+    array from the pool (buffer_pool.add), later ones into that array. ``grad`` is the output's gradient (slot
     ``out_slot``).
     """
     grads = [None] * n_slots
@@ -189,9 +187,7 @@ def replay_backward(steps, fns, vals, grad, n_slots, out_slot, n_uses, retain, o
             elif owned[k]:
                 _add_into(grads[k], gi)
             else:
-                summed = buffer_pool.copy(grads[k])
-                _add_into(summed, gi)
-                grads[k], owned[k] = summed, True
+                grads[k], owned[k] = buffer_pool.add(grads[k], gi), True
     return tuple(out)
 
 
