@@ -3,6 +3,7 @@ nobody refers to it; a training step in steady state makes no new large array; r
 are bit-identical to the plain path's (numpy.empty everywhere)."""
 
 import numpy as np
+import pytest
 
 import fastgrad
 import fastgrad.nn.functional as F
@@ -116,3 +117,17 @@ def test_one_array_serves_every_shape_of_its_size():
     del b
     c = buffer_pool.empty((64, 16 * 1024), np.float32)
     assert c.shape == (64, 16 * 1024) and buffer_pool.arrays_made() == made
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float64, np.float64), (np.float32, np.float64)])
+def test_add_is_a_copy_with_the_second_added_into_it(dtypes):
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((64, 300)).astype(dtypes[0])  # 75 KiB in float32: pooled
+    b = rng.standard_normal((64, 300)).astype(dtypes[1])
+    want = buffer_pool.copy(a)
+    fastgrad.kernels.accumulate(want, np.ascontiguousarray(b, dtype=a.dtype))
+    got = buffer_pool.add(a, b)
+    assert got.dtype == a.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"accumulate: src has shape \(300,\), but dst has \(64, 300\)"):
+        buffer_pool.add(a, b[0])  # numpy would broadcast it
