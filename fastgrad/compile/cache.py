@@ -3,13 +3,14 @@ what a ``Sequential`` of fastgrad's own layers keeps for itself (nn/layers/conta
 
 ``PlanCache.call(args)`` picks the plan of the call's key (compile/guards.call_key) whose
 guard holds and replays it; a call with no such plan is captured (compile/capture.py):
-run eagerly through ``run(model, args)`` while its ops are recorded, its result the
-call's result, so a first call raises every error the eager module raises. A capture
+run eagerly through ``run(model, args, kwargs)`` while its ops are recorded, its result
+the call's result, so a first call raises every error the eager module raises. A capture
 that meets something it cannot follow leaves an "eager" entry for that key and guard:
-later such calls run eagerly without trying again. Calls under anomaly mode, inside
-another capture or while forward observers are registered always run eagerly.
-``may_capture(model)``, when given,
-is asked first and returns None or the reason the call stays eager.
+later such calls run eagerly without trying again (hooks leave none: they are checked at
+every capture, and a guard holds only while no hook is registered). Calls under anomaly
+mode, inside another capture or while forward observers are registered always run
+eagerly. ``may_capture(model)``, when given, is asked first and returns None or the
+reason the call stays eager.
 
 At most ``cache_size_limit`` entries are kept; the least recently used key goes first.
 Copies of a module (``copy.deepcopy``, pickling) start with an empty cache: a plan's
