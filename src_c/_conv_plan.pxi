@@ -619,9 +619,14 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             p.img_d = _round_up(g.Co * p.flat_len, ALIGN)
             lanes = 16 if fg_simd_level() >= 2 else 8
             if fg_simd_level() >= 2:
-                # AVX-512 (measured on a Xeon): when every position serves many window
-                # elements
-                lanes_pay = g.K >= LANES_DOT_MIN_K
+                # AVX-512: when every position serves many window elements (a Xeon) and
+                # a row dot would not run whole 16-lane vectors over many positions
+                # (Zen 4, batch 64, each way forced, alternating: rows win 16->16 on
+                # 32x32 95 against 71 GF/s, 32->32 on 16x16 93 / 84, 64->64 on 16x16
+                # 100 / 92, 16->32 stride 2 71 / 59; lanes win 24-wide rows 90 / 78,
+                # LeNet conv2's 10-wide 80 / 64, 64->64 on 8x8 90 / 51)
+                lanes_pay = g.K >= LANES_DOT_MIN_K and (
+                    g.Ho * g.Wo < LANES_DOT_POSITIONS or g.Wo % 16 != 0)
             else:
                 # AVX2 (measured on Zen 3, batch 64): when an image has fewer than
                 # LANES_DOT_POSITIONS output positions, whatever the channels: a row or
