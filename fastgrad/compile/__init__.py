@@ -10,8 +10,9 @@ counted in ``compile_stats``; ``fullgraph=True`` raises ``CaptureError`` instead
 
 Plans are cached per compiled module, at most ``cache_size_limit`` of them (the default,
 8, is ``fastgrad.compile.cache_size_limit``, settable; or pass ``cache_size_limit=`` or
-set the attribute on a compiled module); the least recently used one is dropped first.
-See docs/fast-path.md.
+set the attribute on a compiled module); the least recently used one is dropped first
+(compile/cache.PlanCache, which a Sequential of fastgrad's layers also keeps for itself:
+nn/layers/container.py). See docs/fast-path.md.
 """
 
 from ..nn.module import Module
