@@ -29,11 +29,11 @@ def _call_module(model, args, kwargs):
 class CompiledModule(Module):
     """A module whose calls replay captured plans (see the package docstring)."""
 
-    def __init__(self, model, fullgraph=False, cache_size_limit=None):
+    def __init__(self, model, fullgraph=False, cache_size_limit=None, freezing=False):
         super().__init__()
         self._orig_mod = model
         limit = compile.cache_size_limit if cache_size_limit is None else cache_size_limit
-        self.__dict__["_cache"] = PlanCache(model, _call_module, fullgraph, limit)
+        self.__dict__["_cache"] = PlanCache(model, _call_module, fullgraph, limit, freezing=freezing)
 
     def __getattr__(self, name):  # everything else is the original module's
         orig = self.__dict__.get("_orig_mod")
@@ -81,8 +81,13 @@ def compile(
     cache_size_limit=None,
 ):
     """As torch.compile for a Module: returns a CompiledModule (or ``model`` itself when
-    ``disable``). ``dynamic``, ``backend``, ``mode`` and ``options`` are accepted for
-    compatibility and change nothing. Used as a decorator without a model, returns one."""
+    ``disable``). ``options={"freezing": True}`` (PyTorch's inductor option of that name)
+    takes the parameters as constants where a call computes no gradient: an eval-mode
+    BatchNorm after a convolution is folded into it (compile/fuse.fold_batchnorms), which
+    changes values by rounding, and a parameter changed in place afterwards is not seen
+    (assigning a new array is). ``dynamic``, ``backend``, ``mode`` and other ``options``
+    are accepted for compatibility and change nothing. Used as a decorator without a
+    model, returns one."""
     if model is None:
         return lambda m: compile(
             m,
@@ -98,7 +103,8 @@ def compile(
         raise TypeError(f"fastgrad.compile: expected a fastgrad.nn.Module, got {type(model).__name__}")
     if disable:
         return model
-    return CompiledModule(model, fullgraph=fullgraph, cache_size_limit=cache_size_limit)
+    freezing = bool(options.get("freezing", False)) if isinstance(options, dict) else False
+    return CompiledModule(model, fullgraph=fullgraph, cache_size_limit=cache_size_limit, freezing=freezing)
 
 
 compile.cache_size_limit = 8  # plans kept per compiled module unless it is given its own

@@ -29,15 +29,22 @@ _STATE_RETRIES = 2
 
 
 class PlanCache:
-    def __init__(self, model, run, fullgraph=False, cache_size_limit=8, may_capture=None):
-        self.model, self.run, self.may_capture = model, run, may_capture
+    def __init__(self, model, run, fullgraph=False, cache_size_limit=8, may_capture=None, freezing=False):
+        self.model, self.run, self.may_capture, self.freezing = model, run, may_capture, bool(freezing)
         self.fullgraph, self.cache_size_limit = bool(fullgraph), int(cache_size_limit)
         self.plans = OrderedDict()  # call key -> [(ModuleGuard, Plan or _EAGER)]
         self.stats = {"captures": 0, "replays": 0, "eager_calls": 0, "graph_breaks": []}
         self.retries = {}
 
     def __reduce__(self):  # a copy starts empty (see the module docstring)
-        return _empty_cache, (self.model, self.run, self.fullgraph, self.cache_size_limit, self.may_capture)
+        return _empty_cache, (
+            self.model,
+            self.run,
+            self.fullgraph,
+            self.cache_size_limit,
+            self.may_capture,
+            self.freezing,
+        )
 
     def call(self, args, kwargs=None):
         model, stats = self.model, self.stats
@@ -66,6 +73,7 @@ class PlanCache:
     def _capture(self, key, args):
         model, stats = self.model, self.stats
         recorder = Recorder(model, args, self.fullgraph)
+        recorder.freeze = self.freezing
         if has_hooks(model):
             # hooks must see every call; no entry is kept, since a guard holds only while
             # no hook is registered and so would let an eager entry outlive the hooks
@@ -119,8 +127,8 @@ class PlanCache:
             self.stats["graph_breaks"].append(recorder.broken)
 
 
-def _empty_cache(model, run, fullgraph, cache_size_limit, may_capture):
-    return PlanCache(model, run, fullgraph, cache_size_limit, may_capture)
+def _empty_cache(model, run, fullgraph, cache_size_limit, may_capture, freezing):
+    return PlanCache(model, run, fullgraph, cache_size_limit, may_capture, freezing)
 
 
 def _counter_values(model):

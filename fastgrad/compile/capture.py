@@ -26,7 +26,7 @@ import numpy as np
 
 from ..autograd import _capture, topological_order
 from ..tensor import Tensor
-from .fuse import fuse_relus
+from .fuse import fold_batchnorms, fuse_relus
 from .guards import ModuleGuard, node_has_hooks
 from .plan import SKIP, SLOT, USE, Entry, Plan
 
@@ -72,6 +72,7 @@ class Recorder:
         self.broken = None  # the first reason the call cannot be captured
         self.changed_state = False
         self.fuse = True  # fuse_relus on the finished capture (off to compare against)
+        self.freeze = False  # parameters are constants: fold_batchnorms where no gradient is made
         self.module_tensors = {}
         self.buffer_arrays = {}
         for m in module.modules():
@@ -119,6 +120,21 @@ class Recorder:
         self.refs[key] = weakref.ref(t, functools.partial(_forget, weakref.ref(self), key))
         return k
 
+    def _parameter_array(self, k):
+        """The array of boundary slot ``k`` when it holds a parameter or buffer of the module."""
+        for slot, (kind, ref) in self.boundary:
+            if slot == k and kind == "tensor" and id(ref) in self.module_tensors:
+                return ref._data
+        return None
+
+    def _new_constant(self, a):
+        """A new boundary slot holding ``a`` (a folded weight) at every call."""
+        t = Tensor._from_op(a, None)
+        k = len(self.meta)
+        self.meta.append((a.shape, a.dtype))
+        self.boundary.append((k, ("tensor", t)))
+        return k
+
     def op(self, fn, tensors, params, needs, result):
         if self.broken is not None:
             return
@@ -163,6 +179,8 @@ class Recorder:
         source = dict(self.boundary)
         out_slot = self.slots[id(output)]
         entries, index = fuse_relus(self.entries, out_slot, self.meta) if self.fuse else (self.entries, None)
+        if self.freeze and output._ctx is None:
+            entries = fold_batchnorms(entries, out_slot, self._parameter_array, self._new_constant)
         if output._ctx is not None:
             for fn in topological_order(output._ctx):
                 i = self.fns.get(id(fn))

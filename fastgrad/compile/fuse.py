@@ -18,6 +18,8 @@ same mask to the same gradient; tests/compile, tests/kernels/test_norm.py and
 tests/kernels/test_activation.py check it).
 """
 
+import numpy as np
+
 from ..ops.activation import AddReLU, ReLU
 from ..ops.conv import Conv2d, ConvStep
 from ..ops.elementwise import Add
@@ -129,3 +131,54 @@ def _pools_mask_relus(entries, out_slot):
         entries[p] = Entry(conv.cls, conv.ins, dict(conv.params, step=conv_step), conv.needs, conv.out, conv.site)
         entries[i] = Entry(e.cls, e.ins, dict(e.params, step=pool_step), e.needs, e.out, e.site)
     return entries
+
+
+def fold_batchnorms(entries, out_slot, constant_of, new_constant):
+    """With ``freezing`` (parameters taken as constants, as torch.compile's
+    ``options={"freezing": True}``), in a plan that computes no gradient: each eval-mode
+    BatchNorm whose input is a convolution's output that nothing else reads is folded
+    into that convolution, whose weights become w * g / sqrt(var + eps) per output channel
+    and whose bias (b - mean) * g / sqrt(var + eps) + beta (in float64, then the weights'
+    dtype): one convolution instead of a convolution and a pass over its output. The
+    values change by rounding only (tests/compile/test_compile.py bounds the change).
+
+    ``constant_of(slot)``: the array a boundary slot holds (a parameter's), or None when
+    the slot is not one; ``new_constant(array)``: the slot of a new constant."""
+    sole_producer = _sole_producer(entries, out_slot)
+    folded, replaced = set(), {}
+    for i, e in enumerate(entries):
+        if e.cls is not BatchNorm or e.params["use_batch_stats"] or e.wants_grad:
+            continue
+        p = sole_producer(e.ins[0])
+        if p is None:
+            continue
+        conv = entries[p]
+        step = conv.params.get("step")
+        if conv.cls is not Conv2d or step is None or conv.params.get("relu") or conv.wants_grad:
+            continue
+        arrays = [constant_of(k) for k in conv.ins[1:] + e.ins[1:]]
+        if any(a is None for a in arrays):
+            continue  # a weight computed in the forward: not a constant
+        w, b = arrays[0], (arrays[1] if len(conv.ins) == 3 else None)
+        affine = arrays[len(conv.ins) - 1 :]
+        gamma = affine[0] if e.params["has_weight"] else None
+        beta = affine[-1] if e.params["has_bias"] else None
+        p64 = np.float64
+        scale = 1.0 / np.sqrt(e.params["running_var"].astype(p64) + e.params["eps"])
+        if gamma is not None:
+            scale = scale * gamma.astype(p64)
+        shift = -e.params["running_mean"].astype(p64) * scale
+        if b is not None:
+            shift = shift + b.astype(p64) * scale
+        if beta is not None:
+            shift = shift + beta.astype(p64)
+        w_slot = new_constant((w.astype(p64) * scale.reshape(-1, 1, 1, 1)).astype(w.dtype))
+        b_slot = new_constant(shift.astype(w.dtype))
+        relu = bool(e.params.get("relu"))
+        new_step = ConvStep(step.x_shape, step.w_shape, True, step.params, step.out_shape[2:], relu, step.n_threads)
+        params = dict(conv.params, relu=relu, step=new_step)
+        replaced[p] = Entry(Conv2d, [conv.ins[0], w_slot, b_slot], params, (False,) * 3, e.out, conv.site)
+        folded.add(i)
+    if not folded:
+        return entries
+    return [replaced.get(i, e) for i, e in enumerate(entries) if i not in folded]

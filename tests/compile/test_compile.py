@@ -417,3 +417,83 @@ def test_a_hook_on_a_tensor_made_inside_the_forward_fires_on_every_call():
     assert calls == [(2, 3)] * 4
     assert compiled.compile_stats["replays"] == 0
     assert any("hook" in b for b in compiled.compile_stats["graph_breaks"])
+
+
+class _ConvBN(fastgrad.nn.Module):
+    """conv-BN-ReLU, conv (no bias)-BN (affine off) + a shortcut read twice, and a
+    convolution whose output a BatchNorm and the join both read (not foldable)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = fastgrad.nn
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, affine=False)
+        self.c3, self.b3 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        F = fastgrad.nn.functional
+        h = F.relu(self.b1(self.c1(x)))
+        h = self.b2(self.c2(h)) + h
+        k = self.c3(h)
+        return self.b3(k) + k
+
+
+def _conv_bn_model():
+    fastgrad.manual_seed(3)
+    model = _ConvBN()
+    x = fastgrad.randn(6, 3, 8, 8)
+    for _ in range(3):  # running statistics away from 0 and 1
+        model(x * 2 + 1)
+    for bn in (model.b1, model.b3):
+        bn.weight.data = np.linspace(0.5, 2, 8).astype(np.float32)
+        bn.bias.data = np.linspace(-1, 1, 8).astype(np.float32)
+    return model.eval(), x
+
+
+def _entry_names(compiled):
+    """The ops of the plan captured last for the call signature used last."""
+    entries = list(compiled._plans.values())[-1]
+    return [e.cls.__name__ for e in entries[-1][1].entries]
+
+
+def test_freezing_folds_eval_batchnorms_into_their_convolutions():
+    model, x = _conv_bn_model()
+    frozen = fastgrad.compile(model, options={"freezing": True})
+    with fastgrad.no_grad():
+        want = model(x).data
+        got = [frozen(x).data for _ in range(5)]  # capture, traced replays, program
+    names = _entry_names(frozen)
+    assert names.count("BatchNorm") == 1  # b3: its convolution's output is read twice
+    assert names.count("Conv2d") == 3 and frozen.compile_stats["replays"] == 4
+    for out in got:
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(got[-1], want)  # folded: rounding differs
+    plain = fastgrad.compile(model)
+    with fastgrad.no_grad():
+        for _ in range(4):
+            np.testing.assert_array_equal(plain(x).data, want)  # no freezing: bit for bit
+    assert _entry_names(plain).count("BatchNorm") == 3
+
+
+def test_freezing_leaves_training_and_gradients_alone():
+    model, x = _conv_bn_model()
+    frozen = fastgrad.compile(model, options={"freezing": True})
+    for _ in range(4):  # eval mode, but gradients wanted: nothing folds
+        out = frozen(x)
+        out.sum().backward()
+    assert _entry_names(frozen).count("BatchNorm") == 3
+    model.train()
+    with fastgrad.no_grad():
+        for _ in range(4):  # batch statistics: nothing folds
+            frozen(x)
+    assert _entry_names(frozen).count("BatchNorm") == 3
+
+
+def test_freezing_sees_a_new_parameter_array():
+    model, x = _conv_bn_model()
+    frozen = fastgrad.compile(model, options={"freezing": True})
+    with fastgrad.no_grad():
+        for _ in range(3):
+            frozen(x)
+        model.c1.weight.data = model.c1.weight.data * 0.5  # a new array: the guard sees it
+        np.testing.assert_allclose(frozen(x).data, model(x).data, rtol=1e-5, atol=1e-5)
