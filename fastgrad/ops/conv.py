@@ -6,9 +6,9 @@ arrays allocated here; their scratch memory (a workspace array) is cached per Py
 thread and per dtype, grown when a larger convolution needs more, so a training loop
 allocates it once and two threads running two models never share one.
 
-Another path runs this ConvStep: a plan of
-``fastgrad.compile``, which replays ``Conv2d.forward``/``backward`` (and so this Step) on
-its slots' arrays (fastgrad/compile/plan.py, docs/fast-path.md).
+A plan (``fastgrad.compile``'s, or a Sequential's own) replays ``Conv2d.forward`` and
+``backward``, and so their ConvStep, on its slots' arrays (fastgrad/compile/plan.py,
+docs/fast-path.md).
 """
 
 from __future__ import annotations
