@@ -122,10 +122,8 @@ class Recorder:
 
     def _parameter_array(self, k):
         """The array of boundary slot ``k`` when it holds a parameter or buffer of the module."""
-        for slot, (kind, ref) in self.boundary:
-            if slot == k and kind == "tensor" and id(ref) in self.module_tensors:
-                return ref._data
-        return None
+        kind, ref = self._sources.get(k, (None, None))
+        return ref._data if kind == "tensor" and id(ref) in self.module_tensors else None
 
     def _new_constant(self, a):
         """A new boundary slot holding ``a`` (a folded weight) at every call."""
@@ -180,6 +178,7 @@ class Recorder:
         out_slot = self.slots[id(output)]
         entries, index = fuse_relus(self.entries, out_slot, self.meta) if self.fuse else (self.entries, None)
         if self.freeze and output._ctx is None:
+            self._sources = source  # the boundary before folding adds constants to it
             entries = fold_batchnorms(entries, out_slot, self._parameter_array, self._new_constant)
         if output._ctx is not None:
             for fn in topological_order(output._ctx):

@@ -31,13 +31,29 @@ from .plan import Entry
 FUSES_RELU = (Conv2d, Linear, BatchNorm)  # the ops whose kernels take relu=True
 
 
+def _conv_step(step, relu, has_bias=None):
+    """A new ConvStep of ``step``'s geometry with its ReLU on or off (and a bias or not)."""
+    has_bias = step.n_weights == 2 if has_bias is None else has_bias
+    return ConvStep(step.x_shape, step.w_shape, has_bias, step.params, step.out_shape[2:], relu, step.n_threads)
+
+
 def _relu_step(step):
     """The Step of the same geometry with its ReLU on."""
     if isinstance(step, ConvStep):
-        return ConvStep(
-            step.x_shape, step.w_shape, step.n_weights == 2, step.params, step.out_shape[2:], True, step.n_threads
-        )
+        return _conv_step(step, True)
     return LinearStep(step.x_shape, step.w_shape, step.n_weights == 2, True, step.n_threads)
+
+
+def _producers(entries, out_slot, cls):
+    """(index, entry, producer index, producer) for each entry of class ``cls`` whose first
+    input only it reads, written by one entry (the pairs a fusion may join)."""
+    sole_producer = _sole_producer(entries, out_slot)
+    for i, e in enumerate(entries):
+        if e.cls is not cls or not e.ins:
+            continue
+        p = sole_producer(e.ins[0])
+        if p is not None:
+            yield i, e, p, entries[p]
 
 
 def _same_float_arrays(meta, a, b):
@@ -67,16 +83,11 @@ def fuse_relus(entries, out_slot, meta):
     """(entries with each fusable producer + ReLU pair made one entry, a map from old
     entry index to new index, None for a ReLU folded into its producer). ``meta``: the
     (shape, dtype) of each slot's array (they decide whether an Add may fuse)."""
-    sole_producer = _sole_producer(entries, out_slot)
     fused = {}  # producer index -> the ReLU entry folded into it
     folded = set()
-    for i, e in enumerate(entries):
-        if e.cls is not ReLU or len(e.ins) != 1:
+    for i, e, p, prod in _producers(entries, out_slot, ReLU):
+        if len(e.ins) != 1:
             continue
-        p = sole_producer(e.ins[0])
-        if p is None:
-            continue
-        prod = entries[p]
         if prod.cls is Add:
             if not _same_float_arrays(meta, *prod.ins):
                 continue
@@ -108,23 +119,16 @@ def fuse_relus(entries, out_slot, meta):
 def _pools_mask_relus(entries, out_slot):
     """The entries with each max pooling after a convolution's fused ReLU (whose output
     only the pooling reads) applying that ReLU's backward: both get Steps of their own."""
-    sole_producer = _sole_producer(entries, out_slot)
     entries = list(entries)
-    for i, e in enumerate(entries):
-        if e.cls is not MaxPool2d or "step" not in e.params or e.params.get("indices") is not None:
+    for i, e, p, conv in _producers(entries, out_slot, MaxPool2d):
+        if "step" not in e.params or e.params.get("indices") is not None:
             continue
-        p = sole_producer(e.ins[0])
-        if p is None:
-            continue
-        conv = entries[p]
         step = conv.params.get("step")
         if conv.cls is not Conv2d or not conv.params.get("relu") or step is None or step.pool_masks:
             continue
         if e.needs != (conv.wants_grad,):
             continue
-        conv_step = ConvStep(
-            step.x_shape, step.w_shape, step.n_weights == 2, step.params, step.out_shape[2:], True, step.n_threads
-        )
+        conv_step = _conv_step(step, True)
         pool = e.params["step"]
         pool_step = MaxPoolStep(pool.x_shape, pool.params, pool.out_shape[2:], pool.n_threads)
         pool_step.take_relu_mask(conv_step)
@@ -144,15 +148,10 @@ def fold_batchnorms(entries, out_slot, constant_of, new_constant):
 
     ``constant_of(slot)``: the array a boundary slot holds (a parameter's), or None when
     the slot is not one; ``new_constant(array)``: the slot of a new constant."""
-    sole_producer = _sole_producer(entries, out_slot)
     folded, replaced = set(), {}
-    for i, e in enumerate(entries):
-        if e.cls is not BatchNorm or e.params["use_batch_stats"] or e.wants_grad:
+    for i, e, p, conv in _producers(entries, out_slot, BatchNorm):
+        if e.params["use_batch_stats"] or e.wants_grad:
             continue
-        p = sole_producer(e.ins[0])
-        if p is None:
-            continue
-        conv = entries[p]
         step = conv.params.get("step")
         if conv.cls is not Conv2d or step is None or conv.params.get("relu") or conv.wants_grad:
             continue
@@ -175,8 +174,7 @@ def fold_batchnorms(entries, out_slot, constant_of, new_constant):
         w_slot = new_constant((w.astype(p64) * scale.reshape(-1, 1, 1, 1)).astype(w.dtype))
         b_slot = new_constant(shift.astype(w.dtype))
         relu = bool(e.params.get("relu"))
-        new_step = ConvStep(step.x_shape, step.w_shape, True, step.params, step.out_shape[2:], relu, step.n_threads)
-        params = dict(conv.params, relu=relu, step=new_step)
+        params = dict(conv.params, relu=relu, step=_conv_step(step, relu, has_bias=True))
         replaced[p] = Entry(Conv2d, [conv.ins[0], w_slot, b_slot], params, (False,) * 3, e.out, conv.site)
         folded.add(i)
     if not folded:
