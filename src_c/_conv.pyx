@@ -109,6 +109,10 @@ cdef extern from "conv_kernels.h" nogil:
     int fgc_add_stride2_f32(int level, float *d, const float *r, Py_ssize_t n, int past)
     int fgc_split_stride2_f32(int level, float *d0, float *d1, const float *s, Py_ssize_t n)
     int fgc_gather_stride2_f32(int level, float *d, const float *s, Py_ssize_t n)
+    int fgc_flanes_f32(int level, int mv, int p, int sw, Py_ssize_t rows, Py_ssize_t cols,
+                       const Py_ssize_t *tiles, const float *A, const float *X,
+                       const Py_ssize_t *off, Py_ssize_t x_row, float *T)
+    int fgc_flanes_has(int level, int mv, int p, int sw)
     int fgc_rows_f32(int level, int rows, int nr, int kh, Py_ssize_t n_tiles,
                      const Py_ssize_t *tiles, Py_ssize_t J, const float *a, const float *B,
                      const Py_ssize_t *off, Py_ssize_t wp, float *C)
@@ -140,6 +144,9 @@ cdef Py_ssize_t ROW_DOT_STEPS = 64
 # Weight gradient with channels along the lanes: output positions per block (at least).
 cdef Py_ssize_t LANES_DOT_POSITIONS = 256
 cdef Py_ssize_t LANES_DOT_MIN_K = 96   # window elements (C_in/groups * kH * kW) at least
+# Forward with channels along the lanes: taken when its padded multiply-adds, times this,
+# are fewer than the gemm's (its transposed store and broadcast loads cost the rest).
+cdef double FORWARD_LANES_OVER = 1.15
 # Scalar arguments and dimensions above this are rejected before any size arithmetic
 # (products of two of them cannot overflow).
 cdef Py_ssize_t MAX_PARAM = 1 << 31
@@ -158,10 +165,13 @@ cdef int _force_weight_direct = -1
 cdef int _force_mr = 0, _force_nr = 0   # 0: the cost model's gemm tile
 cdef int _force_input_phases = -1
 cdef int _force_rowblock = -1
+cdef int _force_forward_direct = -1
+cdef int _force_forward_lanes = -1
 
 
 def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct=None,
-                 gemm_tile=None, input_phases=None, rowblock=None):
+                 gemm_tile=None, input_phases=None, rowblock=None, forward_direct=None,
+                 forward_lanes=None):
     """Override the cost model (for tests of every path; None restores it): whether the
     stride-1 input gradient runs direct (True) or as gemm + col2im (False), whether the
     stride-1 weight gradient uses flat dots over a widened output gradient, and whether
@@ -175,7 +185,8 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     one input channel per group always runs col2im), and whether a one-row gemm of the
     direct path runs row-blocked wherever that kernel applies (True) or never (False)."""
     global _force_input_direct, _force_flat_dot, _force_lanes_dot, _force_weight_direct
-    global _force_mr, _force_nr, _force_input_phases, _force_rowblock
+    global _force_mr, _force_nr, _force_input_phases, _force_rowblock, _force_forward_direct
+    global _force_forward_lanes
     _force_input_direct = -1 if input_direct is None else int(bool(input_direct))
     _force_flat_dot = -1 if flat_dot is None else int(bool(flat_dot))
     _force_lanes_dot = -1 if lanes_dot is None else int(bool(lanes_dot))
@@ -183,6 +194,8 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     _force_mr, _force_nr = (0, 0) if gemm_tile is None else (int(gemm_tile[0]), int(gemm_tile[1]))
     _force_input_phases = -1 if input_phases is None else int(bool(input_phases))
     _force_rowblock = -1 if rowblock is None else int(bool(rowblock))
+    _force_forward_direct = -1 if forward_direct is None else int(bool(forward_direct))
+    _force_forward_lanes = -1 if forward_lanes is None else int(bool(forward_lanes))
 
 include "_conv_rates.pxi"
 include "_conv_plan.pxi"
@@ -326,7 +339,8 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
                Py_ssize_t pad_left, Py_ssize_t dil_h, Py_ssize_t dil_w, Py_ssize_t groups,
                Py_ssize_t n_threads):
     """How conv2d_<kernel> would run these shapes (for tests and benchmarks): a dict with
-    the path ("direct" or "im2col"/"col2im"), the register tile and the thread count."""
+    the path ("direct", "lanes": the direct forward with output channels along the lanes,
+    or "im2col"/"col2im"), the register tile and the thread count."""
     cdef Geom g
     cdef Plan p
     cdef dict kinds = {"forward": FORWARD, "backward_input": BACKWARD_INPUT,
@@ -339,7 +353,8 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
               dil_h, dil_w, groups)
     _plan("_plan_info", &g, kinds[kernel], n_threads, &p)
     general = "col2im" if kernel == "backward_input" else "im2col"
-    info = {"path": "phases" if p.n_phases else ("direct" if p.direct else general),
+    info = {"path": "phases" if p.n_phases else (
+                "lanes" if p.lanes_fwd else ("direct" if p.direct else general)),
             "tile": (p.mr, p.nr),
             "threads": p.nthreads, "workspace": p.total, "simd": p.level}
     if kernel == "backward_weight":
@@ -348,6 +363,7 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
                     chunks=p.chunks)
     else:
         info.update(rowwise=bool(p.rowwise), tiles=p.n_tiles,
+                    in_place=bool(p.lanes_in_place),  # lanes: the input read as it is
                     rowblock=p.rowblock,  # col2im: the gemm fills columns, not the output
                     cost=(p.cost, p.other_cost),  # input gradient: chosen path, the other
                     stores_into_output=bool(_stores_into(&p)) and (kernel == "forward" or p.direct))

@@ -512,6 +512,60 @@ cdef bint _gemm_into(Plan *p, const Py_ssize_t *tiles, const floating *ap,
     return False
 
 
+cdef void _flanes_portable(Py_ssize_t mw, Py_ssize_t sw, Py_ssize_t rows, Py_ssize_t cols,
+                           const Py_ssize_t *tiles, const floating *A, const floating *X,
+                           const Py_ssize_t *off, Py_ssize_t x_row, floating *T) noexcept nogil:
+    """T[(y*cols + x)*mw + l] = sum over tiles[3y+1] <= k < tiles[3y+2] of
+    A[k*mw + l] * X[off[k] + y*x_row + x*sw] (fgc_flanes_f32's sums, position by
+    position)."""
+    cdef Py_ssize_t y, x, k, l
+    cdef floating *t
+    cdef const floating *a
+    cdef floating xv
+    for y in range(rows):
+        for x in range(cols):
+            t = T + (y * cols + x) * mw
+            for l in range(mw):
+                t[l] = 0
+            for k in range(tiles[3 * y + 1], tiles[3 * y + 2]):
+                xv = X[off[k] + y * x_row + x * sw]
+                a = A + k * mw
+                for l in range(mw):
+                    t[l] += a[l] * xv
+
+
+cdef inline void _flanes(Plan *p, Geom *g, const Py_ssize_t *tiles, const floating *A,
+                         const floating *X, const Py_ssize_t *off, floating *T) noexcept nogil:
+    """One panel of the channel-lane forward of one image (see fgc_flanes_f32)."""
+    if floating is float:
+        if fgc_flanes_f32(p.level, p.lanes_fwd, p.nr, <int>g.sw, g.Ho, g.Wo, tiles, A, X, off,
+                          p.Wp * g.sh, T):
+            return
+    _flanes_portable(p.mr, g.sw, g.Ho, g.Wo, tiles, A, X, off, p.Wp * g.sh, T)
+
+
+cdef void _store_lanes(const floating *T, Py_ssize_t mw, Py_ssize_t rows, Py_ssize_t P,
+                       floating *dst, const floating *bias, bint relu) noexcept nogil:
+    """dst[m][q] = T[q*mw + m] (+ bias[m]) (then max(0, .)) for m < rows, q < P: a panel
+    of the channel-lane forward into its output planes."""
+    cdef Py_ssize_t m, q
+    cdef floating b, v
+    cdef floating *d
+    for m in range(rows):
+        b = bias[m] if bias != NULL else 0
+        d = dst + m * P
+        if relu:
+            for q in range(P):
+                v = T[q * mw + m] + b
+                d[q] = 0 if v < 0 else v  # NaN stays NaN
+        elif bias != NULL:
+            for q in range(P):
+                d[q] = T[q * mw + m] + b
+        else:
+            for q in range(P):
+                d[q] = T[q * mw + m]
+
+
 cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap,
                          const Py_ssize_t *off, const Py_ssize_t *tiles,
                          const floating *bias, bint relu, floating *out, floating *buf_b,
@@ -519,13 +573,24 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
     cdef Py_ssize_t grp
     cdef Py_ssize_t a_group = _round_up(p.rows, p.mr) * p.depth
     cdef const floating *b = buf_b
-    if p.direct:
+    cdef Py_ssize_t panel, m0, P = g.Ho * g.Wo
+    if p.lanes_in_place:
+        b = x
+    elif p.direct:
         _input_planes(g, p, x, buf_b)
     for grp in range(g.G):
         if p.direct:
-            b = buf_b + grp * g.Cg * p.pnh * p.pnw * p.Hp * p.Wp
+            b = (x if p.lanes_in_place else buf_b) + grp * g.Cg * p.pnh * p.pnw * p.Hp * p.Wp
         else:
             _im2col(g, x + grp * g.Cg * g.H * g.W, buf_b, p.ldc, p.level)
+        if p.lanes_fwd:
+            for panel in range((g.M + p.mr - 1) // p.mr):
+                m0 = panel * p.mr
+                _flanes(p, g, tiles, ap + grp * a_group + m0 * p.depth, b, off, buf_c)
+                _store_lanes(buf_c, p.mr, min(<Py_ssize_t>p.mr, g.M - m0), P,
+                             out + (grp * g.M + m0) * P,
+                             bias + grp * g.M + m0 if bias != NULL else NULL, relu)
+            continue
         if _gemm_into(p, tiles, ap + grp * a_group, b, off, out + grp * g.M * g.Ho * g.Wo,
                       g.Ho, g.Wo, bias + grp * g.M if bias != NULL else NULL, relu):
             continue

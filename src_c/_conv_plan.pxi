@@ -49,6 +49,9 @@ cdef struct Plan:
     Py_ssize_t slack             # zeros after the padded planes (reads past the last row)
     Py_ssize_t flat_len          # weight gradient: widened output-gradient plane length
     bint lanes_dot               # weight gradient: output channels along the lanes
+    int lanes_fwd                # forward: output channels along the lanes, this many
+                                 # vectors of them per tile (nr positions), mr a panel
+    bint lanes_in_place          # ... reading the input itself (no padding to add)
     Py_ssize_t ldg               # lanes_dot: channels per position of the transposed gradient
     Py_ssize_t images            # weight gradient: images per block
     Py_ssize_t blocks            # weight gradient: blocks in the batch
@@ -234,7 +237,9 @@ cdef Py_ssize_t _block_tiles(Plan *p, Py_ssize_t R, Py_ssize_t nr, Py_ssize_t *o
 
 cdef void _list_tiles(Plan *p, Geom *g, Py_ssize_t *out) noexcept nogil:
     cdef Py_ssize_t depth_sum, ldc
-    if p.rowblock:
+    if p.lanes_fwd:  # one per output row: its depth range
+        _tiles(p, g, p.out_cols, True, out, &depth_sum, &ldc)
+    elif p.rowblock:
         _block_tiles(p, p.rowblock, p.nr, out, &ldc)
     else:
         _tiles(p, g, p.nr, p.rowwise, out, &depth_sum, &ldc)
@@ -333,14 +338,81 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     return best
 
 
+cdef void _choose_forward_lanes(Plan *p, Geom *g) noexcept nogil:
+    """The direct forward with output channels along the lanes (fgc_flanes_f32) instead
+    of the gemm chosen, where that computes fewer padded multiply-adds: the gemm over
+    planes wider than the output computes their extra columns as well (LeNet conv2, 10
+    of 14: 69% of its columns kept), the lanes waste only a panel's channels past the
+    last and a row's positions past the last tile. The tile: the fewest vectors of
+    channels that hold a panel of them, then the widest row tile among those with the
+    fewest positions computed. A strided layer (column stride 1 or 2, undilated) reads
+    padded planes at its stride rather than phase planes, and the input itself when
+    there is no padding to add and the row tiles divide the rows (a 1x1 stride-2
+    shortcut: no copy at all)."""
+    cdef int level = min(fg_simd_level(), 2)
+    cdef Py_ssize_t lanes = 16 if level >= 2 else 8
+    cdef int i, mv, mv_best = 0, q, q_best = 0
+    cdef int sw = <int>g.sw
+    cdef Py_ssize_t wasted, best = -1, rows_done
+    cdef bint strided = g.sh > 1 or g.sw > 1
+    cdef double over
+    if (level < 1 or p.rowblock or _force_forward_lanes == 0
+            or (_force_mr != 0 and _force_forward_lanes < 0)):  # a gemm tile forced
+        return
+    if strided and (g.dh != 1 or g.dw != 1 or g.sw > 2):
+        return
+    for i in range(3):
+        mv = 4 >> i
+        for q in range(16, 2, -1):
+            if not fgc_flanes_has(level, mv, q, sw):
+                continue
+            # padded multiply-adds per output row: panels of mv vectors, tiles of q
+            wasted = _round_up(g.M, mv * lanes) * _round_up(g.Wo, q)
+            if best < 0 or wasted < best:
+                best, mv_best, q_best = wasted, mv, q
+    if mv_best == 0:
+        return
+    rows_done = _round_up(p.rows, p.mr) * p.n_tiles * p.nr  # the gemm's, as it tiles
+    # strided, the gemm's phase planes cost a gather pass that reads at the stride skip
+    # (Zen 4, batch 64: 16->32 stride 2 89 against 81 GF/s, the 1x1 shortcut 66 / 48)
+    over = 1.0 if strided else FORWARD_LANES_OVER
+    if _force_forward_lanes < 0 and <double>best * g.Ho * over > rows_done:
+        return
+    p.lanes_fwd = mv_best
+    p.mr, p.nr = <int>(mv_best * lanes), q_best
+    p.level = level
+    p.rowwise = True
+    p.n_tiles = g.Ho
+    p.ldc = 0
+    if strided:  # padded planes read at the stride; every depth entry for every row
+        p.psh = p.psw = p.pnh = p.pnw = 1
+        p.Hp, p.Wp = (g.Ho - 1) * g.sh + g.kh, (g.Wo - 1) * g.sw + g.kw
+        p.top, p.left = g.pt, g.pl
+        p.kgroup = 0
+    if (g.pt == 0 and g.pl == 0 and g.Wo % q_best == 0
+            and (g.Ho - 1) * g.sh + g.dh * (g.kh - 1) < g.H
+            and (g.Wo - 1) * g.sw + g.dw * (g.kw - 1) < g.W):
+        # every window inside the input, no tile past a row's end: read it in place
+        p.lanes_in_place = True
+        p.Hp, p.Wp = g.H, g.W
+
+
 cdef void _gemm_sizes(Plan *p, Geom *g, int kind) noexcept nogil:
     p.size_a = g.G * _round_up(p.rows, p.mr) * p.depth
     p.size_c = p.rows * p.ldc
     p.slack = 0
     if p.direct:
-        # tiles read up to ldc columns past each shifted plane start
-        p.slack = max(<Py_ssize_t>0, p.ldc - p.out_rows * p.Wp) + g.dw * (g.kw - 1) + 1
+        if p.lanes_fwd:
+            # one panel's positions x channels, and the last row's tile past its end;
+            # tiles read up to nr - 1 columns past the planes
+            p.size_c = p.mr * (p.out_rows * p.out_cols + p.nr)
+            p.slack = p.nr * g.sw
+        else:
+            # tiles read up to ldc columns past each shifted plane start
+            p.slack = max(<Py_ssize_t>0, p.ldc - p.out_rows * p.Wp) + g.dw * (g.kw - 1) + 1
         p.size_b = (g.C if kind == FORWARD else g.Co) * p.pnh * p.pnw * p.Hp * p.Wp + p.slack
+        if p.lanes_in_place:
+            p.size_b = p.slack = 0
     elif kind == FORWARD:
         p.size_b = p.depth * p.ldc          # im2col rows
     else:
@@ -469,7 +541,7 @@ cdef void _phase_sizes(Plan *p, Geom *g) noexcept nogil:
 # A small table of C structs (compared with memcmp, replaced round-robin): a lookup
 # makes no Python objects. Only touched with the GIL held.
 cdef struct PlanKey:
-    Py_ssize_t v[28]
+    Py_ssize_t v[30]
 
 cdef enum:
     PLAN_SLOTS = 64
@@ -489,7 +561,8 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
     key.v[:] = [kind, g.N, g.C, g.H, g.W, g.Co, g.Cg, g.kh, g.kw, g.Ho, g.Wo, g.sh, g.sw,
                 g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
                 _force_flat_dot, _force_lanes_dot, _force_weight_direct, _force_mr, _force_nr,
-                _force_input_phases, _force_rowblock]
+                _force_input_phases, _force_rowblock, _force_forward_direct,
+                _force_forward_lanes]
     for i in range(_plans_used):
         slot = (_plan_last + i) % _plans_used  # the last one found first
         if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:
@@ -514,6 +587,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     cdef bint lanes_pay
     cdef bint stride1 = g.sh == 1 and g.sw == 1
     cdef bint phases = False
+    cdef bint direct
     p.nthreads = 1
     p.n_phases = 0
     p.mr = p.nr = 0
@@ -523,8 +597,8 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     p.flat_len = p.n_tiles = p.ldc = p.partial = 0
     p.images, p.img_b, p.img_d, p.blocks, p.chunks = 1, 0, 0, 0, 1
     p.size_a = p.size_b = p.size_c = p.size_d = 0
-    p.rowwise = p.lanes_dot = False
-    p.rowblock = 0
+    p.rowwise = p.lanes_dot = p.lanes_in_place = False
+    p.lanes_fwd = p.rowblock = 0
     p.ldg = 0
     # Estimate every buffer in floating point first: the integer sizes below are only
     # computed once they are known to be far from overflow.
@@ -539,8 +613,13 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
                          f"{dsize:.3g} elements)")
     if kind == FORWARD:
         # direct: stride 1, or any stride over phase planes when undilated
-        _gemm_geometry(p, g, kind, stride1 or (g.dh == 1 and g.dw == 1))
+        direct = stride1 or (g.dh == 1 and g.dw == 1)
+        if _force_forward_direct == 0:
+            direct = False
+        _gemm_geometry(p, g, kind, direct)
         _choose_tiles(p, g)
+        if direct:
+            _choose_forward_lanes(p, g)
         _gemm_sizes(p, g, kind)
     elif kind == BACKWARD_INPUT:
         if stride1:

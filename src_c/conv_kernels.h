@@ -681,6 +681,95 @@ FGC_LANES_VARIANT(avx512, FGC_AVX512, 1, 8) FGC_LANES_VARIANT(avx512, FGC_AVX512
 FGC_LANES_VARIANT(avx512, FGC_AVX512, 4, 6)
 #undef FGC_LANES_VARIANT
 
+/* ------------------------------------------------------------------ channel-lane forward */
+
+/* The forward with output channels along the lanes (no extra columns: a direct gemm over
+   planes wider than the output computes their padding columns too, a third of LeNet
+   conv2's): for output row y < rows (its depth entries tiles[3y+1] <= k < tiles[3y+2], the
+   direct gemm's row-wise range) and column x < cols,
+     T[(y*cols + x)*MW + l] = sum_k A[k*MW + l] * X[off[k] + y*x_row + x]
+   (X[... + x*SW] for a column stride SW of 2) for one panel of MW = MV*W channels (A as
+   _pack lays out a panel of MW rows). A tile is
+   P positions of one row times MV channel vectors; the X values are broadcast from the
+   plane. The last tile of a row runs past its end: it reads the plane's next columns
+   (padding, or the next row) and writes positions the next row's tiles write again, or,
+   after the last row, the P - 1 spare positions T has. The sum over k runs in the order
+   of the gemm's (one FMA per depth entry from +0), so the bits are the same. */
+#define FGC_FLANES_BODY(VEC, W, ZERO, SET1, LOAD, FMA, STORE)                             \
+    for (Py_ssize_t y = 0; y < rows; y++) {                                               \
+        Py_ssize_t k0 = tiles[3 * y + 1], k1 = tiles[3 * y + 2];                          \
+        for (Py_ssize_t x0 = 0; x0 < cols; x0 += P) {                                     \
+            VEC acc[16][4];  /* P x MV used: fixed bounds, so no VLA */              \
+            _Pragma("GCC unroll 32") for (int q = 0; q < P; q++)                          \
+                _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)                     \
+                    acc[q][v] = ZERO();                                                   \
+            const float *xb = X + y * x_row + x0 * SW;                                    \
+            const float *a = A + k0 * (MV * W);                                           \
+            for (Py_ssize_t k = k0; k < k1; k++, a += MV * W) {                           \
+                const float *xk = xb + off[k];                                            \
+                VEC av[4];                                                                \
+                _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)                     \
+                    av[v] = LOAD(a + W * v);                                              \
+                _Pragma("GCC unroll 32") for (int q = 0; q < P; q++) {                    \
+                    VEC b = SET1(xk[q * SW]);                                             \
+                    _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)                 \
+                        acc[q][v] = FMA(av[v], b, acc[q][v]);                             \
+                }                                                                         \
+            }                                                                             \
+            float *t = T + (y * cols + x0) * (MV * W);                                    \
+            _Pragma("GCC unroll 32") for (int q = 0; q < P; q++)                          \
+                _Pragma("GCC unroll 32") for (int v = 0; v < MV; v++)                     \
+                    STORE(t + q * (MV * W) + v * W, acc[q][v]);                           \
+        }                                                                                 \
+    }
+
+#define FGC_FLANES_ARGS                                                                   \
+    Py_ssize_t rows, Py_ssize_t cols, const Py_ssize_t *tiles, const float *A,            \
+    const float *X, const Py_ssize_t *off, Py_ssize_t x_row, float *T
+
+FGC_AVX2 FGC_INLINE void fgc_flanes_avx2(const int MV, const int P, const int SW,
+                                          FGC_FLANES_ARGS)
+{
+    FGC_FLANES_BODY(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_load_ps,
+                    _mm256_fmadd_ps, _mm256_store_ps)
+}
+
+FGC_AVX512 FGC_INLINE void fgc_flanes_avx512(const int MV, const int P, const int SW,
+                                              FGC_FLANES_ARGS)
+{
+    FGC_FLANES_BODY(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_load_ps,
+                    _mm512_fmadd_ps, _mm512_store_ps)
+}
+#undef FGC_FLANES_BODY
+
+/* MV channel vectors x P positions, P accumulator vectors per channel vector: AVX2 (16
+   registers) up to 12 with one vector of channels, 12 with two; AVX-512 (32) up to 16,
+   24 and 24 with one, two and four. */
+#define FGC_FLANES_VARIANT(ISA, ATTR, MV, P, SW)                                          \
+    ATTR static void fgc_flanes_f32_##ISA##_##MV##x##P##s##SW(FGC_FLANES_ARGS)            \
+    {                                                                                     \
+        fgc_flanes_##ISA(MV, P, SW, rows, cols, tiles, A, X, off, x_row, T);              \
+    }
+/* (level, MV, P, SW): column stride 2 for the row tiles that divide the even widths of
+   stride-2 layers' outputs (4, 8, 16, ...), so that they need no tile past a row's end */
+#define FGC_FLANES_AVX2(F)                                                                \
+    F(1, 1, 4, 1) F(1, 1, 5, 1) F(1, 1, 6, 1) F(1, 1, 7, 1) F(1, 1, 8, 1) F(1, 1, 10, 1)    \
+    F(1, 1, 12, 1) F(1, 2, 4, 1) F(1, 2, 5, 1) F(1, 2, 6, 1)                              \
+    F(1, 1, 4, 2) F(1, 1, 8, 2) F(1, 2, 4, 2)
+#define FGC_FLANES_AVX512(F)                                                              \
+    F(2, 1, 4, 1) F(2, 1, 5, 1) F(2, 1, 6, 1) F(2, 1, 7, 1) F(2, 1, 8, 1) F(2, 1, 10, 1)    \
+    F(2, 1, 12, 1) F(2, 1, 14, 1) F(2, 1, 16, 1)                                          \
+    F(2, 2, 4, 1) F(2, 2, 5, 1) F(2, 2, 6, 1) F(2, 2, 7, 1) F(2, 2, 8, 1) F(2, 2, 10, 1)    \
+    F(2, 2, 12, 1) F(2, 4, 3, 1) F(2, 4, 4, 1) F(2, 4, 5, 1) F(2, 4, 6, 1)                \
+    F(2, 1, 8, 2) F(2, 1, 16, 2) F(2, 2, 4, 2) F(2, 2, 8, 2) F(2, 4, 4, 2)
+#define FGC_FLANES_V2(L, MV, P, SW) FGC_FLANES_VARIANT(avx2, FGC_AVX2, MV, P, SW)
+#define FGC_FLANES_V512(L, MV, P, SW) FGC_FLANES_VARIANT(avx512, FGC_AVX512, MV, P, SW)
+FGC_FLANES_AVX2(FGC_FLANES_V2)
+FGC_FLANES_AVX512(FGC_FLANES_V512)
+#undef FGC_FLANES_V2
+#undef FGC_FLANES_V512
+#undef FGC_FLANES_VARIANT
+
 #endif /* FGC_HAVE_X86 */
 
 /* ------------------------------------------------------------------ stride-2 scatter */
@@ -808,6 +897,46 @@ static int fgc_lanes_f32(int level, int mv, int kt, Py_ssize_t M, Py_ssize_t K,
     (void)level; (void)mv; (void)kt; (void)M; (void)K; (void)G; (void)ldg; (void)g_img;
     (void)X; (void)off; (void)x_row; (void)x_img; (void)imgs; (void)rows; (void)cols;
     (void)C; (void)ldc;
+    return 0;
+}
+
+/* The channel-lane forward (see FGC_FLANES_BODY) with tiles of mv channel vectors x p
+   positions, column stride sw; returns 0 when there is no such variant. */
+static int fgc_flanes_f32(int level, int mv, int p, int sw, Py_ssize_t rows, Py_ssize_t cols,
+                          const Py_ssize_t *tiles, const float *A, const float *X,
+                          const Py_ssize_t *off, Py_ssize_t x_row, float *T)
+{
+#if FGC_HAVE_X86
+#define FGC_CASE(ISA, L, MV, P, SW)                                                       \
+    if (level == L && mv == MV && p == P && sw == SW) {                                   \
+        fgc_flanes_f32_##ISA##_##MV##x##P##s##SW(rows, cols, tiles, A, X, off, x_row, T); \
+        return 1;                                                                         \
+    }
+#define FGC_CASE2(L, MV, P, SW) FGC_CASE(avx2, L, MV, P, SW)
+#define FGC_CASE512(L, MV, P, SW) FGC_CASE(avx512, L, MV, P, SW)
+    FGC_FLANES_AVX2(FGC_CASE2)
+    FGC_FLANES_AVX512(FGC_CASE512)
+#undef FGC_CASE2
+#undef FGC_CASE512
+#undef FGC_CASE
+#endif
+    (void)level; (void)mv; (void)p; (void)sw; (void)rows; (void)cols; (void)tiles; (void)A;
+    (void)X; (void)off; (void)x_row; (void)T;
+    return 0;
+}
+
+/* Whether fgc_flanes_f32 has the variant (level, mv, p, sw): the planner's question. */
+static int fgc_flanes_has(int level, int mv, int p, int sw)
+{
+#if FGC_HAVE_X86
+#define FGC_CASE(L, MV, P, SW)                                                            \
+    if (level == L && mv == MV && p == P && sw == SW)                                     \
+        return 1;
+    FGC_FLANES_AVX2(FGC_CASE)
+    FGC_FLANES_AVX512(FGC_CASE)
+#undef FGC_CASE
+#endif
+    (void)level; (void)mv; (void)p; (void)sw;
     return 0;
 }
 

@@ -253,6 +253,59 @@ def test_strided_input_gradient_by_phases_matches_reference(paths, simd, dtype):
     )
 
 
+@pytest.mark.parametrize("simd", [2, 1, 0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_with_channels_along_lanes_matches_reference(paths, simd, dtype):
+    # every geometry the direct forward runs (stride 1, or undilated over phase planes),
+    # with the output channels along the lanes: panels of one, two or four vectors of
+    # channels, row tiles past the row's end, groups, the fused ReLU; the portable twin
+    # at level 0 and for float64
+    paths._set_simd(simd)
+    paths._force_paths(forward_lanes=True)
+    level = paths._simd_level()
+    direct = [c for c in CASES + PHASE_CASES + LANE_CASES if c.params[:2] == (1, 1) or c.params[4:6] == (1, 1)]
+    for case in direct:
+        info = paths._plan_info("forward", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
+        # (one output channel per group runs the row-blocked gemm: a lane of sixteen)
+        lanes = level >= 1 and not info["rowblock"] and case.params[1] <= 2  # column stride 1 or 2
+        assert info["path"] == ("lanes" if lanes else "direct"), (case, info)
+        if case is LANE_CASES[4] or case is LANE_CASES[5]:
+            assert info["in_place"] == lanes, (case, info)
+        x, w, b, g = case.arrays(dtype)
+        assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
+
+
+@pytest.mark.parametrize("simd", [2, 1])
+def test_forward_lanes_and_gemm_give_the_same_bits(paths, simd):
+    # both sum each output's depth entries in the same order from +0 (padding adds exact
+    # zeros), so which one the planner takes never changes a result
+    paths._set_simd(simd)
+    for case in LANE_CASES + [Case(3, 6, 14, 14, 16, 5, 5), Case(2, 8, 8, 8, 64, 3, 3, pad=(1, 1))]:
+        x, w, b, _ = case.arrays(np.float32)
+        outs = []
+        for lanes in (False, True):
+            paths._force_paths(forward_lanes=lanes)
+            out = np.full(case.y_shape, np.nan, np.float32)
+            paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
+            outs.append(out)
+        np.testing.assert_array_equal(outs[0], outs[1], err_msg=repr(case))
+
+
+# More output channels than one vector holds (panels of 2 and 4 vectors, and a partial
+# one), and rows wider than one tile.
+LANE_CASES = [
+    Case(2, 3, 9, 21, 20, 3, 3, pad=(1, 1)),
+    Case(1, 5, 8, 12, 40, 3, 3, stride=(2, 2), pad=(1, 1)),
+    Case(2, 4, 6, 9, 70, 1, 1),
+    Case(1, 2, 17, 17, 33, 5, 5, pad=(2, 2), groups=1),
+    Case(2, 8, 16, 16, 32, 1, 1, stride=(2, 2)),  # read in place
+    Case(2, 6, 10, 10, 16, 5, 5),  # read in place, stride 1
+    Case(1, 3, 9, 13, 20, 3, 3, stride=(2, 2)),  # 6 wide: not in place with AVX2's tiles
+    Case(1, 4, 11, 12, 16, 3, 3, stride=(2, 1), pad=(1, 0)),
+    Case(2, 4, 9, 9, 24, 2, 2, stride=(2, 2), extra=(1, 1)),  # 'same'-like extra row: padded
+]
+
+
 # Stride-2 undilated geometries for the phase path: even and odd inputs, kernels of 1 to 5
 # (a 1x1 or 2x2 leaves phases without taps: zeros), padding 0 to 2, uneven in height
 # and width, groups, and the output with one more row/column than the floor gives.
@@ -269,12 +322,16 @@ PHASE_CASES = [
 
 
 def test_paths_are_chosen_as_documented():
-    c = Case(8, 6, 14, 14, 16, 5, 5)  # LeNet conv2
+    c = Case(8, 6, 14, 14, 16, 5, 5)  # LeNet conv2: 10 of a plane row's 14 columns kept
     info = compiled._plan_info("forward", c.x_shape, c.w_shape, c.y_shape, *c.params, 1)
-    assert info["path"] == "direct"
-    s = Case(8, 6, 14, 14, 16, 5, 5, stride=(2, 2))  # undilated: direct over phase planes
+    assert info["path"] == ("lanes" if compiled._simd_level() >= 1 else "direct")
+    wide = Case(8, 16, 32, 32, 16, 3, 3, pad=(1, 1))  # 32 of 34 kept: the gemm
+    assert compiled._plan_info("forward", wide.x_shape, wide.w_shape, wide.y_shape, *wide.params, 1)["path"] == "direct"
+    few = Case(8, 1, 28, 28, 6, 5, 5, pad=(2, 2))  # 6 channels: most of a lane vector idle
+    assert compiled._plan_info("forward", few.x_shape, few.w_shape, few.y_shape, *few.params, 1)["path"] == "direct"
+    s = Case(8, 6, 14, 14, 16, 5, 5, stride=(2, 2))  # undilated: over phase planes
     info = compiled._plan_info("forward", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)
-    assert info["path"] == "direct"
+    assert info["path"] in ("direct", "lanes")  # 5 of 7 columns kept: lanes where SIMD
     d = Case(8, 6, 14, 14, 16, 3, 3, stride=(2, 2), dil=(2, 2))
     info = compiled._plan_info("forward", d.x_shape, d.w_shape, d.y_shape, *d.params, 1)
     assert info["path"] == "im2col"
