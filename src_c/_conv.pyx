@@ -7,6 +7,7 @@
 #   gemm  C[m][n] = sum_k A[m][k] * B[off[k] + n]   output positions n along SIMD lanes
 #   dot   C[m][k] += sum_p A[m][p] * B[off[k] + p]  weight gradient, a reduction over p
 #         (or the same sums with m along the lanes: fgc_lanes_f32)
+# and the gemm's sums with m along the lanes for the forward (fgc_flanes_f32, below).
 # Direct path (stride 1): B is never an explicit matrix. The image is copied once into a
 # zero-padded plane of width Wp = W_out + dil_w*(kW-1); the row of B for window element
 # k = (ky, c, kx) is that plane shifted by c*Hp*Wp + ky*dil_h*Wp + kx*dil_w, so output
@@ -29,6 +30,15 @@
 # the gradient transposed per image (positions x channels), each tile vectors of
 # channels times window elements broadcast from the padded planes, over exactly the
 # output positions, with no lane sums.
+# The forward also runs with the output channels along the lanes where that computes
+# fewer padded multiply-adds (rows much wider than the output's: LeNet conv2's 10 of 14;
+# ResNet's 8 of 10 and its strided layers): a tile is a run of one output row's positions
+# times vectors of channels, each window element's weights one vector load and each
+# input value a broadcast, into a positions x channels buffer transposed into the output
+# (with bias and ReLU). It reads the same planes through the same offsets and depth
+# ranges, and sums in the same order as the gemm: the same bits. Strided (column stride 2)
+# it reads padded planes at the stride, and the input itself when there is no padding and
+# its tiles divide the rows (a 1x1 stride-2 shortcut copies nothing).
 # Strided, undilated: forward and weight gradient read phase planes instead (plane
 # (c, a, b) holds padded input rows a, a + s, ... and columns b, b + s, ...; window
 # element (ky, kx) of output (oy, ox) is element (oy + ky // s, ox + kx // s) of plane
@@ -183,7 +193,11 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     layout; a shape the level lacks leaves the choice to the cost model), and whether a
     stride-2 undilated input gradient runs by phases (True) or as gemm + col2im (False;
     one input channel per group always runs col2im), and whether a one-row gemm of the
-    direct path runs row-blocked wherever that kernel applies (True) or never (False)."""
+    direct path runs row-blocked wherever that kernel applies (True) or never (False),
+    whether the forward may run direct (False: im2col + gemm everywhere), and whether it
+    runs with the output channels along the lanes wherever that kernel applies (True:
+    SIMD levels, stride-1 or undilated with a column stride of 1 or 2, no row-blocked
+    gemm) or never (False)."""
     global _force_input_direct, _force_flat_dot, _force_lanes_dot, _force_weight_direct
     global _force_mr, _force_nr, _force_input_phases, _force_rowblock, _force_forward_direct
     global _force_forward_lanes

@@ -20,6 +20,8 @@ def _force_paths(
     gemm_tile: tuple[int, int] | None = None,
     input_phases: bool | None = None,
     rowblock: bool | None = None,
+    forward_direct: bool | None = None,
+    forward_lanes: bool | None = None,
 ) -> None: ...
 def _plan_info(
     kernel: str,

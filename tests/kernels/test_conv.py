@@ -275,6 +275,15 @@ def test_forward_with_channels_along_lanes_matches_reference(paths, simd, dtype)
         assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
 
 
+@pytest.mark.parametrize("simd", [2, 1, 0])
+def test_forward_by_im2col_everywhere_matches_reference(paths, simd):
+    # the general forward (im2col + gemm) on every geometry, not only the dilated
+    # strided ones the planner sends there
+    forced_path_matches_reference(
+        paths, simd, np.float32, CASES, "forward", lambda info: info["path"] == "im2col", forward_direct=False
+    )
+
+
 @pytest.mark.parametrize("simd", [2, 1])
 def test_forward_lanes_and_gemm_give_the_same_bits(paths, simd):
     # both sum each output's depth entries in the same order from +0 (padding adds exact
