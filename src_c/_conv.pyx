@@ -123,6 +123,8 @@ cdef extern from "conv_kernels.h" nogil:
                        const Py_ssize_t *tiles, const float *A, const float *X,
                        const Py_ssize_t *off, Py_ssize_t x_row, float *T)
     int fgc_flanes_has(int level, int mv, int p, int sw)
+    int fgc_store_lanes_f32(int level, const float *T, Py_ssize_t mw, Py_ssize_t rows,
+                            Py_ssize_t P, float *dst, const float *bias, int relu)
     int fgc_rows_f32(int level, int rows, int nr, int kh, Py_ssize_t n_tiles,
                      const Py_ssize_t *tiles, Py_ssize_t J, const float *a, const float *B,
                      const Py_ssize_t *off, Py_ssize_t wp, float *C)

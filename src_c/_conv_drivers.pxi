@@ -544,23 +544,30 @@ cdef inline void _flanes(Plan *p, Geom *g, const Py_ssize_t *tiles, const floati
     _flanes_portable(p.mr, g.sw, g.Ho, g.Wo, tiles, A, X, off, p.Wp * g.sh, T)
 
 
-cdef void _store_lanes(const floating *T, Py_ssize_t mw, Py_ssize_t rows, Py_ssize_t P,
+cdef void _store_lanes(Plan *p, const floating *T, Py_ssize_t rows, Py_ssize_t P,
                        floating *dst, const floating *bias, bint relu) noexcept nogil:
-    """dst[m][q] = T[q*mw + m] (+ bias[m]) (then max(0, .)) for m < rows, q < P: a panel
-    of the channel-lane forward into its output planes."""
-    cdef Py_ssize_t m, q
+    """dst[m][q] = T[q*mr + m] (+ bias[m]) (then max(0, .)) for m < rows, q < P: a panel
+    of the channel-lane forward into its output planes (as _store_rows stores the gemm's)."""
+    cdef Py_ssize_t m, q, mw = p.mr
     cdef floating b, v
     cdef floating *d
+    if floating is float:
+        if fgc_store_lanes_f32(p.level, T, mw, rows, P, dst, bias, relu):
+            return
     for m in range(rows):
         b = bias[m] if bias != NULL else 0
         d = dst + m * P
-        if relu:
+        if bias != NULL and relu:
             for q in range(P):
                 v = T[q * mw + m] + b
                 d[q] = 0 if v < 0 else v  # NaN stays NaN
         elif bias != NULL:
             for q in range(P):
                 d[q] = T[q * mw + m] + b
+        elif relu:
+            for q in range(P):
+                v = T[q * mw + m]
+                d[q] = 0 if v < 0 else v
         else:
             for q in range(P):
                 d[q] = T[q * mw + m]
@@ -587,7 +594,7 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
             for panel in range((g.M + p.mr - 1) // p.mr):
                 m0 = panel * p.mr
                 _flanes(p, g, tiles, ap + grp * a_group + m0 * p.depth, b, off, buf_c)
-                _store_lanes(buf_c, p.mr, min(<Py_ssize_t>p.mr, g.M - m0), P,
+                _store_lanes(p, buf_c, min(<Py_ssize_t>p.mr, g.M - m0), P,
                              out + (grp * g.M + m0) * P,
                              bias + grp * g.M + m0 if bias != NULL else NULL, relu)
             continue

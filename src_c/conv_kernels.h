@@ -770,6 +770,96 @@ FGC_FLANES_AVX512(FGC_FLANES_V512)
 #undef FGC_FLANES_V512
 #undef FGC_FLANES_VARIANT
 
+/* The channel-lane forward's store: dst[m*P + q] = T[q*mw + m] (+ bias[m]) (then
+   max(0, .): NaN stays NaN, -0 stays -0, as the gemm's stores) for m < rows, q < P, by
+   blocks of W positions x W channels transposed in registers. T is 64-byte aligned with
+   rows of mw floats, a multiple of W; positions past P are not read. */
+FGC_AVX512 static void fgc_store_lanes_avx512(const float *T, Py_ssize_t mw, Py_ssize_t rows,
+                                              Py_ssize_t P, float *dst, const float *bias,
+                                              int relu)
+{
+    for (Py_ssize_t m0 = 0; m0 < rows; m0 += 16)
+        for (Py_ssize_t q0 = 0; q0 < P; q0 += 16) {
+            int nq = P - q0 < 16 ? (int)(P - q0) : 16;
+            int nm = rows - m0 < 16 ? (int)(rows - m0) : 16;
+            __m512 r[16], t[16], u[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < nq ? _mm512_load_ps(T + (q0 + i) * mw + m0) : _mm512_setzero_ps();
+            for (int k = 0; k < 8; k++) {  /* pairs of positions, within 128-bit lanes */
+                t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+                t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+            }
+            for (int k = 0; k < 4; k++) {  /* u[4k + j], lane L: positions 4k.. of channel 4L + j */
+                u[4 * k] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                u[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                u[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                u[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            for (int j = 0; j < 4; j++) {  /* channel 4L + j: lane L of u[j], u[4+j], u[8+j], u[12+j] */
+                __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+                __m512 x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+                __m512 y0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+                __m512 y1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+                r[j] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+                r[4 + j] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+                r[8 + j] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+                r[12 + j] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
+            }
+            __mmask16 keep = (__mmask16)((1u << nq) - 1u);
+            for (int m = 0; m < nm; m++) {
+                __m512 v = r[m];
+                if (bias)
+                    v = _mm512_add_ps(v, _mm512_set1_ps(bias[m0 + m]));
+                if (relu)
+                    v = _mm512_max_ps(_mm512_setzero_ps(), v);
+                _mm512_mask_storeu_ps(dst + (m0 + m) * P + q0, keep, v);
+            }
+        }
+}
+
+FGC_AVX2 static void fgc_store_lanes_avx2(const float *T, Py_ssize_t mw, Py_ssize_t rows,
+                                          Py_ssize_t P, float *dst, const float *bias, int relu)
+{
+    for (Py_ssize_t m0 = 0; m0 < rows; m0 += 8)
+        for (Py_ssize_t q0 = 0; q0 < P; q0 += 8) {
+            int nq = P - q0 < 8 ? (int)(P - q0) : 8;
+            int nm = rows - m0 < 8 ? (int)(rows - m0) : 8;
+            __m256 r[8], t[8], u[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = i < nq ? _mm256_load_ps(T + (q0 + i) * mw + m0) : _mm256_setzero_ps();
+            for (int k = 0; k < 4; k++) {
+                t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+                t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+            }
+            for (int k = 0; k < 2; k++) {
+                u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            for (int j = 0; j < 4; j++) {
+                r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+                r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+            }
+            for (int m = 0; m < nm; m++) {
+                __m256 v = r[m];
+                if (bias)
+                    v = _mm256_add_ps(v, _mm256_set1_ps(bias[m0 + m]));
+                if (relu)
+                    v = _mm256_max_ps(_mm256_setzero_ps(), v);
+                float *d = dst + (m0 + m) * P + q0;
+                if (nq == 8) {
+                    _mm256_storeu_ps(d, v);
+                } else {  /* a row's last block: no masked store (slow on some AVX2 CPUs) */
+                    float lanes[8];
+                    _mm256_storeu_ps(lanes, v);
+                    for (int i = 0; i < nq; i++)
+                        d[i] = lanes[i];
+                }
+            }
+        }
+}
+
 #endif /* FGC_HAVE_X86 */
 
 /* ------------------------------------------------------------------ stride-2 scatter */
@@ -922,6 +1012,25 @@ static int fgc_flanes_f32(int level, int mv, int p, int sw, Py_ssize_t rows, Py_
 #endif
     (void)level; (void)mv; (void)p; (void)sw; (void)rows; (void)cols; (void)tiles; (void)A;
     (void)X; (void)off; (void)x_row; (void)T;
+    return 0;
+}
+
+/* fgc_store_lanes_<isa> at `level`; 0 when the level has none (mw not a multiple of
+   its vectors). */
+static int fgc_store_lanes_f32(int level, const float *T, Py_ssize_t mw, Py_ssize_t rows,
+                               Py_ssize_t P, float *dst, const float *bias, int relu)
+{
+#if FGC_HAVE_X86
+    if (level == 2 && mw % 16 == 0) {
+        fgc_store_lanes_avx512(T, mw, rows, P, dst, bias, relu);
+        return 1;
+    }
+    if (level == 1 && mw % 8 == 0) {
+        fgc_store_lanes_avx2(T, mw, rows, P, dst, bias, relu);
+        return 1;
+    }
+#endif
+    (void)level; (void)T; (void)mw; (void)rows; (void)P; (void)dst; (void)bias; (void)relu;
     return 0;
 }
 

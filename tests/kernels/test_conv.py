@@ -291,13 +291,16 @@ def test_forward_lanes_and_gemm_give_the_same_bits(paths, simd):
     paths._set_simd(simd)
     for case in LANE_CASES + [Case(3, 6, 14, 14, 16, 5, 5), Case(2, 8, 8, 8, 64, 3, 3, pad=(1, 1))]:
         x, w, b, _ = case.arrays(np.float32)
-        outs = []
-        for lanes in (False, True):
-            paths._force_paths(forward_lanes=lanes)
-            out = np.full(case.y_shape, np.nan, np.float32)
-            paths.conv2d_forward(x, w, b, out, *case.params, True, None, 1)
-            outs.append(out)
-        np.testing.assert_array_equal(outs[0], outs[1], err_msg=repr(case))
+        x[0, 0, 1, 1] = np.nan  # NaN stays NaN through the ReLU either way
+        for bias, relu in ((b, True), (None, True), (b, False), (None, False)):
+            outs = []
+            for lanes in (False, True):
+                paths._force_paths(forward_lanes=lanes)
+                out = np.full(case.y_shape, np.nan, np.float32)
+                paths.conv2d_forward(x, w, bias, out, *case.params, relu, None, 1)
+                outs.append(out)
+            # the same bits, signed zeros included (a view as integers tells -0 from +0)
+            np.testing.assert_array_equal(outs[0].view(np.int32), outs[1].view(np.int32), err_msg=repr(case))
 
 
 # More output channels than one vector holds (panels of 2 and 4 vectors, and a partial
