@@ -156,9 +156,10 @@ cdef Py_ssize_t ROW_DOT_STEPS = 64
 # Weight gradient with channels along the lanes: output positions per block (at least).
 cdef Py_ssize_t LANES_DOT_POSITIONS = 256
 cdef Py_ssize_t LANES_DOT_MIN_K = 96   # window elements (C_in/groups * kH * kW) at least
-# Forward with channels along the lanes: taken when its padded multiply-adds, times this,
-# are fewer than the gemm's (its transposed store and broadcast loads cost the rest).
-cdef double FORWARD_LANES_OVER = 1.15
+# The direct gemm with channels along the lanes: taken when its padded multiply-adds,
+# times this, are fewer than the register tile's (its transposed store and broadcast
+# loads cost the rest).
+cdef double CHANNEL_LANES_OVER = 1.15
 # Scalar arguments and dimensions above this are rejected before any size arithmetic
 # (products of two of them cannot overflow).
 cdef Py_ssize_t MAX_PARAM = 1 << 31
@@ -178,12 +179,12 @@ cdef int _force_mr = 0, _force_nr = 0   # 0: the cost model's gemm tile
 cdef int _force_input_phases = -1
 cdef int _force_rowblock = -1
 cdef int _force_forward_direct = -1
-cdef int _force_forward_lanes = -1
+cdef int _force_channel_lanes = -1
 
 
 def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct=None,
                  gemm_tile=None, input_phases=None, rowblock=None, forward_direct=None,
-                 forward_lanes=None):
+                 channel_lanes=None):
     """Override the cost model (for tests of every path; None restores it): whether the
     stride-1 input gradient runs direct (True) or as gemm + col2im (False), whether the
     stride-1 weight gradient uses flat dots over a widened output gradient, and whether
@@ -196,13 +197,13 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     stride-2 undilated input gradient runs by phases (True) or as gemm + col2im (False;
     one input channel per group always runs col2im), and whether a one-row gemm of the
     direct path runs row-blocked wherever that kernel applies (True) or never (False),
-    whether the forward may run direct (False: im2col + gemm everywhere), and whether it
-    runs with the output channels along the lanes wherever that kernel applies (True:
-    SIMD levels, stride-1 or undilated with a column stride of 1 or 2, no row-blocked
-    gemm) or never (False)."""
+    whether the forward may run direct (False: im2col + gemm everywhere), and whether the
+    direct gemm (forward, stride-1 input gradient) runs with its output channels along
+    the lanes wherever that kernel applies (True: SIMD levels; a forward at stride 1, or
+    undilated with a column stride of 1 or 2; no row-blocked gemm) or never (False)."""
     global _force_input_direct, _force_flat_dot, _force_lanes_dot, _force_weight_direct
     global _force_mr, _force_nr, _force_input_phases, _force_rowblock, _force_forward_direct
-    global _force_forward_lanes
+    global _force_channel_lanes
     _force_input_direct = -1 if input_direct is None else int(bool(input_direct))
     _force_flat_dot = -1 if flat_dot is None else int(bool(flat_dot))
     _force_lanes_dot = -1 if lanes_dot is None else int(bool(lanes_dot))
@@ -211,7 +212,7 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     _force_input_phases = -1 if input_phases is None else int(bool(input_phases))
     _force_rowblock = -1 if rowblock is None else int(bool(rowblock))
     _force_forward_direct = -1 if forward_direct is None else int(bool(forward_direct))
-    _force_forward_lanes = -1 if forward_lanes is None else int(bool(forward_lanes))
+    _force_channel_lanes = -1 if channel_lanes is None else int(bool(channel_lanes))
 
 include "_conv_rates.pxi"
 include "_conv_plan.pxi"
@@ -370,7 +371,7 @@ def _plan_info(str kernel, tuple x_shape, tuple weight_shape, tuple out_shape,
     _plan("_plan_info", &g, kinds[kernel], n_threads, &p)
     general = "col2im" if kernel == "backward_input" else "im2col"
     info = {"path": "phases" if p.n_phases else (
-                "lanes" if p.lanes_fwd else ("direct" if p.direct else general)),
+                "lanes" if p.lanes_mv else ("direct" if p.direct else general)),
             "tile": (p.mr, p.nr),
             "threads": p.nthreads, "workspace": p.total, "simd": p.level}
     if kernel == "backward_weight":

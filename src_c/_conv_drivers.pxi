@@ -536,12 +536,13 @@ cdef void _flanes_portable(Py_ssize_t mw, Py_ssize_t sw, Py_ssize_t rows, Py_ssi
 
 cdef inline void _flanes(Plan *p, Geom *g, const Py_ssize_t *tiles, const floating *A,
                          const floating *X, const Py_ssize_t *off, floating *T) noexcept nogil:
-    """One panel of the channel-lane forward of one image (see fgc_flanes_f32)."""
+    """One panel of one image's direct gemm with channels along the lanes (see
+    fgc_flanes_f32): the forward's, at its stride, or the stride-1 input gradient's."""
     if floating is float:
-        if fgc_flanes_f32(p.level, p.lanes_fwd, p.nr, <int>g.sw, g.Ho, g.Wo, tiles, A, X, off,
-                          p.Wp * g.sh, T):
+        if fgc_flanes_f32(p.level, p.lanes_mv, p.nr, <int>g.sw, p.out_rows, p.out_cols, tiles,
+                          A, X, off, p.Wp * g.sh, T):
             return
-    _flanes_portable(p.mr, g.sw, g.Ho, g.Wo, tiles, A, X, off, p.Wp * g.sh, T)
+    _flanes_portable(p.mr, g.sw, p.out_rows, p.out_cols, tiles, A, X, off, p.Wp * g.sh, T)
 
 
 cdef void _store_lanes(Plan *p, const floating *T, Py_ssize_t rows, Py_ssize_t P,
@@ -590,7 +591,7 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
             b = (x if p.lanes_in_place else buf_b) + grp * g.Cg * p.pnh * p.pnw * p.Hp * p.Wp
         else:
             _im2col(g, x + grp * g.Cg * g.H * g.W, buf_b, p.ldc, p.level)
-        if p.lanes_fwd:
+        if p.lanes_mv:
             for panel in range((g.M + p.mr - 1) // p.mr):
                 m0 = panel * p.mr
                 _flanes(p, g, tiles, ap + grp * a_group + m0 * p.depth, b, off, buf_c)
@@ -613,9 +614,18 @@ cdef void _backward_input_image(Geom *g, Plan *p, const floating *gout, const fl
     cdef Py_ssize_t a_group = _round_up(p.rows, p.mr) * p.depth
     cdef Py_ssize_t P = g.Ho * g.Wo
     cdef const floating *b
+    cdef Py_ssize_t panel, c0
     if p.direct:
         _pad_planes(gout, g.Co, g.Ho, g.Wo, buf_b, p.Hp, p.Wp, p.top, p.left, p.slack)
         for grp in range(g.G):
+            if p.lanes_mv:
+                for panel in range((g.Cg + p.mr - 1) // p.mr):
+                    c0 = panel * p.mr
+                    _flanes(p, g, tiles, ap + grp * a_group + c0 * p.depth,
+                            buf_b + grp * g.M * p.Hp * p.Wp, off, buf_c)
+                    _store_lanes(p, buf_c, min(<Py_ssize_t>p.mr, g.Cg - c0), g.H * g.W,
+                                 gx + (grp * g.Cg + c0) * g.H * g.W, NULL, False)
+                continue
             if _gemm_into(p, tiles, ap + grp * a_group, buf_b + grp * g.M * p.Hp * p.Wp, off,
                           gx + grp * g.Cg * g.H * g.W, g.H, g.W, NULL, False):
                 continue

@@ -49,8 +49,9 @@ cdef struct Plan:
     Py_ssize_t slack             # zeros after the padded planes (reads past the last row)
     Py_ssize_t flat_len          # weight gradient: widened output-gradient plane length
     bint lanes_dot               # weight gradient: output channels along the lanes
-    int lanes_fwd                # forward: output channels along the lanes, this many
-                                 # vectors of them per tile (nr positions), mr a panel
+    int lanes_mv                 # direct gemm: its rows (the output's channels) along the
+                                 # lanes, this many vectors of them per tile (nr positions
+                                 # of an output row), mr a panel
     bint lanes_in_place          # ... reading the input itself (no padding to add)
     Py_ssize_t ldg               # lanes_dot: channels per position of the transposed gradient
     Py_ssize_t images            # weight gradient: images per block
@@ -237,7 +238,7 @@ cdef Py_ssize_t _block_tiles(Plan *p, Py_ssize_t R, Py_ssize_t nr, Py_ssize_t *o
 
 cdef void _list_tiles(Plan *p, Geom *g, Py_ssize_t *out) noexcept nogil:
     cdef Py_ssize_t depth_sum, ldc
-    if p.lanes_fwd:  # one per output row: its depth range
+    if p.lanes_mv:  # one per output row: its depth range
         _tiles(p, g, p.out_cols, True, out, &depth_sum, &ldc)
     elif p.rowblock:
         _block_tiles(p, p.rowblock, p.nr, out, &ldc)
@@ -338,26 +339,27 @@ cdef double _choose_tiles(Plan *p, Geom *g) noexcept nogil:
     return best
 
 
-cdef void _choose_forward_lanes(Plan *p, Geom *g) noexcept nogil:
-    """The direct forward with output channels along the lanes (fgc_flanes_f32) instead
-    of the gemm chosen, where that computes fewer padded multiply-adds: the gemm over
-    planes wider than the output computes their extra columns as well (LeNet conv2, 10
-    of 14: 69% of its columns kept), the lanes waste only a panel's channels past the
-    last and a row's positions past the last tile. The tile: the fewest vectors of
-    channels that hold a panel of them, then the widest row tile among those with the
-    fewest positions computed. A strided layer (column stride 1 or 2, undilated) reads
-    padded planes at its stride rather than phase planes, and the input itself when
-    there is no padding to add and the row tiles divide the rows (a 1x1 stride-2
-    shortcut: no copy at all)."""
+cdef void _choose_channel_lanes(Plan *p, Geom *g, int kind) noexcept nogil:
+    """The direct gemm (forward, or the stride-1 input gradient: the correlation of the
+    padded output gradient with the flipped weight) with its rows, the output's channels,
+    along the lanes (fgc_flanes_f32) instead of the register tile chosen, where that
+    computes fewer padded multiply-adds: the gemm over planes wider than the output
+    computes their extra columns as well (LeNet conv2, 10 of 14: 69% of its columns
+    kept), the lanes waste only a panel's channels past the last and a row's positions
+    past the last tile. The tile: the fewest vectors of channels that hold a panel of
+    them, then the widest row tile among those with the fewest positions computed. A
+    strided forward (column stride 1 or 2, undilated) reads padded planes at its stride
+    rather than phase planes, and the input itself when there is no padding to add and
+    the row tiles divide the rows (a 1x1 stride-2 shortcut: no copy at all)."""
     cdef int level = min(fg_simd_level(), 2)
     cdef Py_ssize_t lanes = 16 if level >= 2 else 8
     cdef int i, mv, mv_best = 0, q, q_best = 0
-    cdef int sw = <int>g.sw
+    cdef bint strided = kind == FORWARD and (g.sh > 1 or g.sw > 1)
+    cdef int sw = <int>g.sw if strided else 1
     cdef Py_ssize_t wasted, best = -1, rows_done
-    cdef bint strided = g.sh > 1 or g.sw > 1
     cdef double over
-    if (level < 1 or p.rowblock or _force_forward_lanes == 0
-            or (_force_mr != 0 and _force_forward_lanes < 0)):  # a gemm tile forced
+    if (level < 1 or p.rowblock or _force_channel_lanes == 0
+            or (_force_mr != 0 and _force_channel_lanes < 0)):  # a gemm tile forced
         return
     if strided and (g.dh != 1 or g.dw != 1 or g.sw > 2):
         return
@@ -367,7 +369,7 @@ cdef void _choose_forward_lanes(Plan *p, Geom *g) noexcept nogil:
             if not fgc_flanes_has(level, mv, q, sw):
                 continue
             # padded multiply-adds per output row: panels of mv vectors, tiles of q
-            wasted = _round_up(g.M, mv * lanes) * _round_up(g.Wo, q)
+            wasted = _round_up(p.rows, mv * lanes) * _round_up(p.out_cols, q)
             if best < 0 or wasted < best:
                 best, mv_best, q_best = wasted, mv, q
     if mv_best == 0:
@@ -375,15 +377,17 @@ cdef void _choose_forward_lanes(Plan *p, Geom *g) noexcept nogil:
     rows_done = _round_up(p.rows, p.mr) * p.n_tiles * p.nr  # the gemm's, as it tiles
     # strided, the gemm's phase planes cost a gather pass that reads at the stride skip
     # (Zen 4, batch 64: 16->32 stride 2 89 against 81 GF/s, the 1x1 shortcut 66 / 48)
-    over = 1.0 if strided else FORWARD_LANES_OVER
-    if _force_forward_lanes < 0 and <double>best * g.Ho * over > rows_done:
+    over = 1.0 if strided else CHANNEL_LANES_OVER
+    if _force_channel_lanes < 0 and <double>best * p.out_rows * over > rows_done:
         return
-    p.lanes_fwd = mv_best
+    p.lanes_mv = mv_best
     p.mr, p.nr = <int>(mv_best * lanes), q_best
     p.level = level
     p.rowwise = True
-    p.n_tiles = g.Ho
+    p.n_tiles = p.out_rows
     p.ldc = 0
+    if kind != FORWARD:
+        return
     if strided:  # padded planes read at the stride; every depth entry for every row
         p.psh = p.psw = p.pnh = p.pnw = 1
         p.Hp, p.Wp = (g.Ho - 1) * g.sh + g.kh, (g.Wo - 1) * g.sw + g.kw
@@ -402,11 +406,11 @@ cdef void _gemm_sizes(Plan *p, Geom *g, int kind) noexcept nogil:
     p.size_c = p.rows * p.ldc
     p.slack = 0
     if p.direct:
-        if p.lanes_fwd:
+        if p.lanes_mv:
             # one panel's positions x channels, and the last row's tile past its end;
             # tiles read up to nr - 1 columns past the planes
             p.size_c = p.mr * (p.out_rows * p.out_cols + p.nr)
-            p.slack = p.nr * g.sw
+            p.slack = p.nr * (g.sw if kind == FORWARD else 1)
         else:
             # tiles read up to ldc columns past each shifted plane start
             p.slack = max(<Py_ssize_t>0, p.ldc - p.out_rows * p.Wp) + g.dw * (g.kw - 1) + 1
@@ -562,7 +566,7 @@ cdef int _plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p) exc
                 g.pt, g.pl, g.dh, g.dw, g.G, n_threads, fg_simd_level(), _force_input_direct,
                 _force_flat_dot, _force_lanes_dot, _force_weight_direct, _force_mr, _force_nr,
                 _force_input_phases, _force_rowblock, _force_forward_direct,
-                _force_forward_lanes]
+                _force_channel_lanes]
     for i in range(_plans_used):
         slot = (_plan_last + i) % _plans_used  # the last one found first
         if memcmp(&_plan_keys[slot], &key, sizeof(PlanKey)) == 0:
@@ -598,7 +602,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
     p.images, p.img_b, p.img_d, p.blocks, p.chunks = 1, 0, 0, 0, 1
     p.size_a = p.size_b = p.size_c = p.size_d = 0
     p.rowwise = p.lanes_dot = p.lanes_in_place = False
-    p.lanes_fwd = p.rowblock = 0
+    p.lanes_mv = p.rowblock = 0
     p.ldg = 0
     # Estimate every buffer in floating point first: the integer sizes below are only
     # computed once they are known to be far from overflow.
@@ -619,7 +623,7 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
         _gemm_geometry(p, g, kind, direct)
         _choose_tiles(p, g)
         if direct:
-            _choose_forward_lanes(p, g)
+            _choose_channel_lanes(p, g, kind)
         _gemm_sizes(p, g, kind)
     elif kind == BACKWARD_INPUT:
         if stride1:
@@ -654,6 +658,8 @@ cdef int _make_plan(str kernel, Geom *g, int kind, Py_ssize_t n_threads, Plan *p
             p.n_phases = 0
             _gemm_geometry(p, g, kind, stride1)
             _choose_tiles(p, g)
+            if stride1:
+                _choose_channel_lanes(p, g, kind)
             _gemm_sizes(p, g, kind)
     else:
         # direct: stride 1, or (undilated) any stride over phase planes, as the forward;

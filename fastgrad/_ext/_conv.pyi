@@ -21,7 +21,7 @@ def _force_paths(
     input_phases: bool | None = None,
     rowblock: bool | None = None,
     forward_direct: bool | None = None,
-    forward_lanes: bool | None = None,
+    channel_lanes: bool | None = None,
 ) -> None: ...
 def _plan_info(
     kernel: str,

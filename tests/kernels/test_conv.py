@@ -255,13 +255,13 @@ def test_strided_input_gradient_by_phases_matches_reference(paths, simd, dtype):
 
 @pytest.mark.parametrize("simd", [2, 1, 0])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_with_channels_along_lanes_matches_reference(paths, simd, dtype):
+def test_channels_along_lanes_match_reference(paths, simd, dtype):
     # every geometry the direct forward runs (stride 1, or undilated over phase planes),
-    # with the output channels along the lanes: panels of one, two or four vectors of
-    # channels, row tiles past the row's end, groups, the fused ReLU; the portable twin
-    # at level 0 and for float64
+    # and the direct stride-1 input gradient, with the output channels along the lanes:
+    # panels of one, two or four vectors of channels, row tiles past the row's end,
+    # groups, the fused ReLU; the portable twin at level 0 and for float64
     paths._set_simd(simd)
-    paths._force_paths(forward_lanes=True)
+    paths._force_paths(channel_lanes=True, input_direct=True)
     level = paths._simd_level()
     direct = [c for c in CASES + PHASE_CASES + LANE_CASES if c.params[:2] == (1, 1) or c.params[4:6] == (1, 1)]
     for case in direct:
@@ -271,6 +271,9 @@ def test_forward_with_channels_along_lanes_matches_reference(paths, simd, dtype)
         assert info["path"] == ("lanes" if lanes else "direct"), (case, info)
         if case is LANE_CASES[4] or case is LANE_CASES[5]:
             assert info["in_place"] == lanes, (case, info)
+        if case.params[:2] == (1, 1):  # the direct input gradient: the same kernel
+            info = paths._plan_info("backward_input", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
+            assert info["path"] == ("lanes" if level >= 1 and not info["rowblock"] else "direct"), (case, info)
         x, w, b, g = case.arrays(dtype)
         assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
 
@@ -295,7 +298,7 @@ def test_forward_lanes_and_gemm_give_the_same_bits(paths, simd):
         for bias, relu in ((b, True), (None, True), (b, False), (None, False)):
             outs = []
             for lanes in (False, True):
-                paths._force_paths(forward_lanes=lanes)
+                paths._force_paths(channel_lanes=lanes)
                 out = np.full(case.y_shape, np.nan, np.float32)
                 paths.conv2d_forward(x, w, bias, out, *case.params, relu, None, 1)
                 outs.append(out)
