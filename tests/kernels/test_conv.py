@@ -344,6 +344,11 @@ def test_paths_are_chosen_as_documented():
     assert compiled._plan_info("forward", wide.x_shape, wide.w_shape, wide.y_shape, *wide.params, 1)["path"] == "direct"
     few = Case(8, 1, 28, 28, 6, 5, 5, pad=(2, 2))  # 6 channels: most of a lane vector idle
     assert compiled._plan_info("forward", few.x_shape, few.w_shape, few.y_shape, *few.params, 1)["path"] == "direct"
+    # ResNet's 1x1 stride-2 shortcut: no padded multiply-add by lanes, none of the phase
+    # planes' gather, its input read in place
+    short = Case(8, 32, 16, 16, 64, 1, 1, stride=(2, 2))
+    info = compiled._plan_info("forward", short.x_shape, short.w_shape, short.y_shape, *short.params, 1)
+    assert (info["path"], info["in_place"]) == (("lanes", True) if compiled._simd_level() >= 1 else ("direct", False))
     s = Case(8, 6, 14, 14, 16, 5, 5, stride=(2, 2))  # undilated: over phase planes
     info = compiled._plan_info("forward", s.x_shape, s.w_shape, s.y_shape, *s.params, 1)
     assert info["path"] in ("direct", "lanes")  # 5 of 7 columns kept: lanes where SIMD
