@@ -193,7 +193,8 @@ def _force_paths(input_direct=None, flat_dot=None, lanes_dot=None, weight_direct
     planes at stride 1, over phase planes when strided and undilated; dilated strided
     ones stay im2col) or as im2col + dots (False), and which gemm register tile the
     forward and input gradient use ((rows, columns) of the SIMD level running, either
-    layout; a shape the level lacks leaves the choice to the cost model), and whether a
+    layout; a shape the level lacks leaves the choice to the cost model; with
+    channel_lanes=True, the channel-lane tile: (channels, positions)), and whether a
     stride-2 undilated input gradient runs by phases (True) or as gemm + col2im (False;
     one input channel per group always runs col2im), and whether a one-row gemm of the
     direct path runs row-blocked wherever that kernel applies (True) or never (False),

@@ -346,8 +346,8 @@ cdef void _choose_channel_lanes(Plan *p, Geom *g, int kind) noexcept nogil:
     computes fewer padded multiply-adds: the gemm over planes wider than the output
     computes their extra columns as well (LeNet conv2, 10 of 14: 69% of its columns
     kept), the lanes waste only a panel's channels past the last and a row's positions
-    past the last tile. The tile: the fewest vectors of channels that hold a panel of
-    them, then the widest row tile among those with the fewest positions computed. A
+    past the last tile. The tile: the fewest padded multiply-adds, then the most
+    vectors of channels, then the longest run of positions. A
     strided forward (column stride 1 or 2, undilated) reads padded planes at its stride
     rather than phase planes, and the input itself when there is no padding to add and
     the row tiles divide the rows (a 1x1 stride-2 shortcut: no copy at all)."""
@@ -366,9 +366,14 @@ cdef void _choose_channel_lanes(Plan *p, Geom *g, int kind) noexcept nogil:
     for i in range(3):
         mv = 4 >> i
         for q in range(16, 2, -1):
-            if not fgc_flanes_has(level, mv, q, sw):
-                continue
-            # padded multiply-adds per output row: panels of mv vectors, tiles of q
+            if not fgc_flanes_has(level, mv, q, sw) or (
+                    _force_mr != 0 and (mv * lanes != _force_mr or q != _force_nr)):
+                continue  # (a forced tile: gemm_tile=(channels, positions) with lanes)
+            # padded multiply-adds per output row: panels of mv vectors, tiles of q; at
+            # equal counts the most vectors of channels (each panel reads the planes and
+            # stores its buffer again: AVX2, batch 64, each forced, alternating: the 1x1
+            # shortcut 16 channels x 4 positions 60 GFLOP/s, 8 x 8 50; LeNet conv2
+            # 16 x 5 102, 8 x 10 90), then the longest row tile
             wasted = _round_up(p.rows, mv * lanes) * _round_up(p.out_cols, q)
             if best < 0 or wasted < best:
                 best, mv_best, q_best = wasted, mv, q

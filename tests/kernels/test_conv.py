@@ -278,6 +278,32 @@ def test_channels_along_lanes_match_reference(paths, simd, dtype):
         assert_same(run_all(paths, case, x, w, b, g, True), expected(case, dtype, True), dtype)
 
 
+# Every channel-lane tile of each SIMD level, (channels, positions, column stride), as
+# conv_kernels.h compiles them.
+LANE_TILES = {
+    1: [(8, 4, 1), (8, 5, 1), (8, 6, 1), (8, 7, 1), (8, 8, 1), (8, 10, 1), (8, 12, 1), (16, 4, 1), (16, 5, 1)]
+    + [(16, 6, 1), (8, 4, 2), (8, 8, 2), (16, 4, 2)],
+    2: [(16, 4, 1), (16, 5, 1), (16, 6, 1), (16, 7, 1), (16, 8, 1), (16, 10, 1), (16, 12, 1), (16, 14, 1)]
+    + [(16, 16, 1), (32, 4, 1), (32, 5, 1), (32, 6, 1), (32, 7, 1), (32, 8, 1), (32, 10, 1), (32, 12, 1)]
+    + [(64, 3, 1), (64, 4, 1), (64, 5, 1), (64, 6, 1), (16, 8, 2), (16, 16, 2), (32, 4, 2), (32, 8, 2), (64, 4, 2)],
+}
+
+
+@pytest.mark.parametrize("level,tile", [(lv, t) for lv, ts in LANE_TILES.items() for t in ts], ids=str)
+def test_every_channel_lane_tile_matches_reference(paths, level, tile):
+    paths._set_simd(level)
+    if paths._simd_level() != level:
+        pytest.skip(f"this CPU does not run SIMD level {level}")
+    channels, positions, stride = tile
+    paths._force_paths(channel_lanes=True, gemm_tile=(channels, positions), input_direct=True)
+    cases = [c for c in CASES + LANE_CASES if c.params[1] == stride and (stride == 1 or c.params[4:6] == (1, 1))]
+    for case in cases[::2]:
+        info = paths._plan_info("forward", case.x_shape, case.w_shape, case.y_shape, *case.params, 1)
+        assert (info["path"], info["tile"]) == ("lanes", (channels, positions)) or info["rowblock"], (case, info)
+        x, w, b, g = case.arrays(np.float32)
+        assert_same(run_all(paths, case, x, w, b, g, True), expected(case, np.float32, True), np.float32)
+
+
 @pytest.mark.parametrize("simd", [2, 1, 0])
 def test_forward_by_im2col_everywhere_matches_reference(paths, simd):
     # the general forward (im2col + gemm) on every geometry, not only the dilated
