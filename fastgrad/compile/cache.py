@@ -10,7 +10,9 @@ later such calls run eagerly without trying again (hooks leave none: they are ch
 every capture, and a guard holds only while no hook is registered). Calls under anomaly
 mode, inside another capture or while forward observers are registered always run
 eagerly. ``may_capture(model)``, when given, is asked first and returns None or the
-reason the call stays eager.
+reason the call stays eager. ``root_hooks_outside``: ``run`` is the model's forward, whose
+own hooks ``Module.__call__`` runs around it (a Sequential's), so only the hooks of the
+modules inside it keep a call eager and enter its guard.
 
 At most ``cache_size_limit`` entries are kept; the least recently used key goes first.
 Copies of a module (``copy.deepcopy``, pickling) start with an empty cache: a plan's
@@ -29,8 +31,11 @@ _STATE_RETRIES = 2
 
 
 class PlanCache:
-    def __init__(self, model, run, fullgraph=False, cache_size_limit=8, may_capture=None, freezing=False):
+    def __init__(
+        self, model, run, fullgraph=False, cache_size_limit=8, may_capture=None, freezing=False, root_hooks_outside=False
+    ):
         self.model, self.run, self.may_capture, self.freezing = model, run, may_capture, bool(freezing)
+        self.root_hooks_outside = bool(root_hooks_outside)
         self.fullgraph, self.cache_size_limit = bool(fullgraph), int(cache_size_limit)
         self.plans = OrderedDict()  # call key -> [(ModuleGuard, Plan or _EAGER)]
         self.stats = {"captures": 0, "replays": 0, "eager_calls": 0, "graph_breaks": []}
@@ -44,6 +49,7 @@ class PlanCache:
             self.cache_size_limit,
             self.may_capture,
             self.freezing,
+            self.root_hooks_outside,
         )
 
     def call(self, args, kwargs=None):
@@ -74,13 +80,14 @@ class PlanCache:
         model, stats = self.model, self.stats
         recorder = Recorder(model, args, self.fullgraph)
         recorder.freeze = self.freezing
-        if has_hooks(model):
+        skip_root = self.root_hooks_outside
+        if has_hooks(model, skip_root):
             # hooks must see every call; no entry is kept, since a guard holds only while
             # no hook is registered and so would let an eager entry outlive the hooks
             recorder.graph_break("a module has hooks registered")
             self._note_break(recorder)
             return self.run(model, args, {})
-        guard = ModuleGuard(model)
+        guard = ModuleGuard(model, skip_root)
         reason = self.may_capture(model) if self.may_capture is not None else None
         if reason is not None:
             recorder.graph_break(reason)
@@ -109,7 +116,7 @@ class PlanCache:
         # plans whose guards fail now stay (train() and eval() take turns); the bound on
         # the cache drops the least recently used
         entries = self.plans.pop(key, [])
-        entries.append((ModuleGuard(model) if plan is None else guard, plan if plan is not None else _EAGER))
+        entries.append((ModuleGuard(model, skip_root) if plan is None else guard, plan if plan is not None else _EAGER))
         self.plans[key] = entries  # the most recently used
         # (snapshots taken in one C call each: another thread's call may move a key meanwhile)
         while sum(map(len, list(self.plans.values()))) > max(1, self.cache_size_limit):
@@ -127,8 +134,8 @@ class PlanCache:
             self.stats["graph_breaks"].append(recorder.broken)
 
 
-def _empty_cache(model, run, fullgraph, cache_size_limit, may_capture, freezing):
-    return PlanCache(model, run, fullgraph, cache_size_limit, may_capture, freezing)
+def _empty_cache(model, run, fullgraph, cache_size_limit, may_capture, freezing, root_hooks_outside):
+    return PlanCache(model, run, fullgraph, cache_size_limit, may_capture, freezing, root_hooks_outside)
 
 
 def _counter_values(model):

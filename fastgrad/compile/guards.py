@@ -46,10 +46,12 @@ def _hook_containers(module):
     return [v for k, v in module.__dict__.items() if "hook" in k and isinstance(v, (dict, list))]
 
 
-def has_hooks(module):
+def has_hooks(module, skip_root=False):
+    """Whether ``module`` or a module inside it (only those when ``skip_root``) has hooks."""
     return any(
         bool(v)
         for m in module.modules()
+        if not (skip_root and m is module)
         for k, v in m.__dict__.items()
         if "hook" in k and v is not None and not isinstance(v, (bool, int, str))
     )
@@ -63,10 +65,12 @@ def node_has_hooks(node):
 
 
 class ModuleGuard:
-    def __init__(self, root):
+    def __init__(self, root, skip_root_hooks=False):
         mods = list(root.modules())
         self.modules = [(m, type(m), m.__dict__, tuple(m.__dict__.values())) for m in mods]
-        self.hooks = [c for m in mods for c in _hook_containers(m)]
+        # the hook registries that must stay empty (the root's not, when its own hooks
+        # run outside the plan: PlanCache's root_hooks_outside)
+        self.hooks = [c for m in mods if not (skip_root_hooks and m is root) for c in _hook_containers(m)]
         self.tensors = []
         for m in mods:
             for t in list(m._parameters.values()) + list(m._buffers.values()):

@@ -663,3 +663,36 @@ def test_a_dropped_graph_gives_its_arena_back():
     del out
     assert sorted(map(id, plan.program.spare)) == sorted(map(id, arenas))
     np.testing.assert_array_equal(model(x).data, kept)
+
+
+def test_hooks_on_the_sequential_itself_run_every_call_while_its_plan_replays():
+    # Module.__call__ runs the Sequential's own hooks around its forward, so they neither
+    # keep it eager nor miss a call; hooks on a module inside it must see every call of
+    # that module, so those keep it eager while registered
+    model = lenet()
+    x = fastgrad.randn(2, 1, 28, 28, requires_grad=True)
+    seen = []
+    pre = model.register_forward_pre_hook(lambda m, args: seen.append("pre"))
+    post = model.register_forward_hook(lambda m, args, out: out * 2)
+    grads = []
+    back = model.register_full_backward_hook(lambda m, gin, gout: grads.append(gout[0].data.copy()))
+    expected = one_by_one(model, x).data * 2
+    for _ in range(4):
+        out = model(x)
+        np.testing.assert_array_equal(out.data, expected)
+        out.sum().backward()
+    assert seen == ["pre"] * 4 and len(grads) == 4
+    assert model._plan_cache.stats["replays"] == 3 and len(plans(model)) == 1
+    for h in (pre, post, back):
+        h.remove()
+    np.testing.assert_array_equal(model(x).data, expected / 2)
+    inner = []
+    h = model[0].register_forward_hook(lambda m, args, out: inner.append(1))
+    replays = model._plan_cache.stats["replays"]
+    for _ in range(3):
+        model(x)
+    assert len(inner) == 3 and model._plan_cache.stats["replays"] == replays
+    h.remove()  # planned again (the hook registry it made is new module state), then replayed
+    model(x)
+    model(x)
+    assert model._plan_cache.stats["replays"] == replays + 1

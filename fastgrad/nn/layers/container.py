@@ -100,7 +100,14 @@ class Sequential(_IndexedModules):
         if cache is None:
             from ... import compile as compile_
 
-            cache = PlanCache(self, _run_layers, cache_size_limit=compile_.cache_size_limit, may_capture=_layers_only)
+            # its own hooks run in Module.__call__, around this forward
+            cache = PlanCache(
+                self,
+                _run_layers,
+                cache_size_limit=compile_.cache_size_limit,
+                may_capture=_layers_only,
+                root_hooks_outside=True,
+            )
             object.__setattr__(self, "_plan_cache", cache)
         return cache.call((input,))
 
