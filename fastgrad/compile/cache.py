@@ -32,7 +32,14 @@ _STATE_RETRIES = 2
 
 class PlanCache:
     def __init__(
-        self, model, run, fullgraph=False, cache_size_limit=8, may_capture=None, freezing=False, root_hooks_outside=False
+        self,
+        model,
+        run,
+        fullgraph=False,
+        cache_size_limit=8,
+        may_capture=None,
+        freezing=False,
+        root_hooks_outside=False,
     ):
         self.model, self.run, self.may_capture, self.freezing = model, run, may_capture, bool(freezing)
         self.root_hooks_outside = bool(root_hooks_outside)
