@@ -6,20 +6,25 @@
 # - Sums accumulate in double, in sixteen independent partial sums per channel that each
 #   of its runs adds into, folded once (src_c/norm_sums.h), so the loops vectorize, are
 #   not one serial dependency chain, and a short run costs no fold of its own;
-#   the variance is two-pass, corrected: with m values,
-#   mean0 = sum(x) / m first, then d = x - mean0 summed and squared in one pass, and
-#   mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0) (when sum(d) is
-#   finite; a channel holding inf or NaN keeps mean0 and its NaN variance). The correction
-#   removes the rounding error of mean0 (which depends on the summation order): a constant
-#   channel gets its value as mean and a variance of exactly 0, whatever the order.
+#   the variance is shifted, corrected: with m values, a shift mean0 (the first sample's
+#   mean: one run in N), then d = x - mean0 summed and squared in one pass, and
+#   mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0). Where sum(d) is
+#   not finite (a channel holding inf or NaN) the shift is the whole channel's mean, which
+#   such a channel keeps with its NaN variance. The correction removes the shift's offset
+#   in double; its rounding error grows with (mean0 - mean)^2 / var, which a mean of the
+#   channel's own values keeps below m (Samuelson's inequality): within m units of double
+#   rounding, far below float's. A constant channel gets its value as mean and a variance
+#   of exactly 0.
+# - Passes run over chunks of channels in memory order (see _train_chunk).
 # - Elementwise passes are axpy-shaped per run: out = (x - mean) * scale + shift with
 #   per-channel constants, which gcc vectorizes.
 # - Per-channel optional arrays (weight, bias, running statistics) arrive as NULL when
 #   absent: weight 1, bias 0, no running update.
-# - Threads: channels are split with a static prange when the input is big enough to pay
-#   for a parallel region (~50 us); each thread writes only its own channels' outputs.
+# - Threads: chunks of channels are split with a static prange when the input is big enough
+#   to pay for a parallel region (~50 us); each thread writes only its own channels' outputs.
 # - Outputs may be the matching input array itself (out = x, grad_input = grad_out or x):
-#   a channel's values are all read before any of them is written; any other overlap
+#   a chunk's values are all read before any of them is written (and the elementwise pass
+#   reads each element before writing it); any other overlap
 #   between an output and another argument is refused.
 
 import numpy as np
@@ -126,133 +131,199 @@ cdef inline void _run_affine(const floating *x, floating *y, Py_ssize_t n, float
         fgn_affine_relu_f64(x, y, n, mean, scale, shift)
 
 
-# --------------------------------------------------------------------------- one channel
+# --------------------------------------------------------------------------- chunks of channels
 
-cdef void _train_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
-                         Py_ssize_t S, Py_ssize_t c, const floating *weight, const floating *bias,
-                         floating *running_mean, floating *running_var, double momentum,
-                         double eps, floating *save_mean, floating *save_invstd,
-                         bint relu) noexcept nogil:
-    cdef Py_ssize_t n, m = N * S
-    cdef double total, mean, var, invstd, w, b, sum_dev, shift_mean
-    cdef double lanes[FGN_LANES]
-    cdef double dev_lanes[FGN_LANES]
-    memset(lanes, 0, sizeof(lanes))
+# Channels are processed CHUNK at a time, each pass over the chunk in memory order
+# (sample by sample, its runs one after the other) with the chunk's lanes side by side:
+# channel by channel, every run of a channel started a new page (a 32x32 plane is one
+# page), and the prefetchers, which do not cross pages, left each run's start to wait
+# for memory (the eval affine pass took 1.4x a copy; in memory order it takes a copy's
+# time). Every channel's sums still take its runs in sample order: the same bits.
+cdef enum:
+    CHUNK = 64
+
+
+cdef inline Py_ssize_t _chunk(Py_ssize_t C, int team) noexcept nogil:
+    """Channels per chunk: CHUNK, or fewer so that each thread of the team gets one."""
+    return max(<Py_ssize_t>1, min(<Py_ssize_t>CHUNK, (C + team - 1) // team))
+
+
+cdef void _train_chunk(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
+                       Py_ssize_t S, Py_ssize_t c0, Py_ssize_t c1, const floating *weight,
+                       const floating *bias, floating *running_mean, floating *running_var,
+                       double momentum, double eps, floating *save_mean,
+                       floating *save_invstd, bint relu) noexcept nogil:
+    cdef Py_ssize_t n, c, i, m = N * S
+    cdef double total, mean, var, invstd, sum_dev, shift_mean
+    cdef double lanes[CHUNK][FGN_LANES]
+    cdef double dev_lanes[CHUNK][FGN_LANES]
+    cdef double shift[CHUNK]
+    cdef floating fmean[CHUNK]
+    cdef floating fscale[CHUNK]
+    cdef floating fshift[CHUNK]
+    # The deviations are summed from a shift near the mean, the first sample's mean (one
+    # run in N: a pass over the data fewer than the mean itself), and corrected by their
+    # own mean (in double, see the module's notes)
+    for c in range(c0, c1):
+        i = c - c0
+        memset(lanes[i], 0, sizeof(lanes[i]))
+        _run_sum(x + c * S, S, lanes[i])
+        shift[i] = fgn_fold(lanes[i]) / S
+        memset(lanes[i], 0, sizeof(lanes[i]))
+        memset(dev_lanes[i], 0, sizeof(dev_lanes[i]))
     for n in range(N):
-        _run_sum(x + (n * C + c) * S, S, lanes)
-    mean = fgn_fold(lanes) / m
-    memset(lanes, 0, sizeof(lanes))
-    memset(dev_lanes, 0, sizeof(dev_lanes))
+        for c in range(c0, c1):
+            i = c - c0
+            _run_dev_sums(x + (n * C + c) * S, S, shift[i], lanes[i], dev_lanes[i])
+    for c in range(c0, c1):
+        i = c - c0
+        mean = shift[i]
+        total = fgn_fold(lanes[i])
+        sum_dev = fgn_fold(dev_lanes[i])
+        shift_mean = sum_dev / m
+        if not isfinite(shift_mean):
+            # the channel holds inf or NaN (or a deviation overflowed): from its whole
+            # mean, as before such a channel's mean is that and its variance NaN
+            memset(lanes[i], 0, sizeof(lanes[i]))
+            for n in range(N):
+                _run_sum(x + (n * C + c) * S, S, lanes[i])
+            mean = fgn_fold(lanes[i]) / m
+            memset(lanes[i], 0, sizeof(lanes[i]))
+            memset(dev_lanes[i], 0, sizeof(dev_lanes[i]))
+            for n in range(N):
+                _run_dev_sums(x + (n * C + c) * S, S, mean, lanes[i], dev_lanes[i])
+            total = fgn_fold(lanes[i])
+            sum_dev = fgn_fold(dev_lanes[i])
+            shift_mean = sum_dev / m
+        if isfinite(shift_mean):
+            mean = mean + shift_mean
+            # squared deviations from the corrected mean: never below 0, whatever the rounding
+            total = total - sum_dev * shift_mean
+            if total < 0:
+                total = 0
+        var = total / m  # biased: what normalizes the batch
+        invstd = 1 / sqrt(var + eps)
+        save_mean[c] = <floating>mean
+        save_invstd[c] = <floating>invstd
+        if running_mean != NULL:
+            # PyTorch's update: the running variance takes the unbiased estimate
+            running_mean[c] = <floating>((1 - momentum) * running_mean[c] + momentum * mean)
+            running_var[c] = <floating>((1 - momentum) * running_var[c] + momentum * (total / (m - 1)))
+        fmean[i] = <floating>mean
+        fscale[i] = <floating>((weight[c] if weight != NULL else 1) * invstd)
+        fshift[i] = <floating>(bias[c] if bias != NULL else 0)
     for n in range(N):
-        _run_dev_sums(x + (n * C + c) * S, S, mean, lanes, dev_lanes)
-    total = fgn_fold(lanes)
-    sum_dev = fgn_fold(dev_lanes)
-    shift_mean = sum_dev / m
-    if isfinite(shift_mean):  # not when the channel holds inf or NaN (or d overflowed)
-        mean = mean + shift_mean
-        # squared deviations from the corrected mean: never below 0, whatever the rounding
-        total = total - sum_dev * shift_mean
-        if total < 0:
-            total = 0
-    var = total / m  # biased: what normalizes the batch
-    invstd = 1 / sqrt(var + eps)
-    save_mean[c] = <floating>mean
-    save_invstd[c] = <floating>invstd
-    if running_mean != NULL:
-        # PyTorch's update: the running variance takes the unbiased estimate
-        running_mean[c] = <floating>((1 - momentum) * running_mean[c] + momentum * mean)
-        running_var[c] = <floating>((1 - momentum) * running_var[c] + momentum * (total / (m - 1)))
-    w = weight[c] if weight != NULL else 1
-    b = bias[c] if bias != NULL else 0
+        for c in range(c0, c1):
+            i = c - c0
+            _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, fmean[i], fscale[i],
+                        fshift[i], relu)
+
+
+cdef void _eval_chunk(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
+                      Py_ssize_t S, Py_ssize_t c0, Py_ssize_t c1, const floating *weight,
+                      const floating *bias, const floating *running_mean,
+                      const floating *running_var, double eps, floating *save_invstd,
+                      bint relu) noexcept nogil:
+    cdef Py_ssize_t n, c, i
+    cdef double invstd
+    cdef floating fscale[CHUNK]
+    cdef floating fshift[CHUNK]
+    for c in range(c0, c1):
+        i = c - c0
+        invstd = 1 / sqrt(<double>running_var[c] + eps)
+        save_invstd[c] = <floating>invstd
+        fscale[i] = <floating>((weight[c] if weight != NULL else 1) * invstd)
+        fshift[i] = <floating>(bias[c] if bias != NULL else 0)
     for n in range(N):
-        _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, <floating>mean,
-                    <floating>(w * invstd), <floating>b, relu)
+        for c in range(c0, c1):
+            i = c - c0
+            _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, running_mean[c],
+                        fscale[i], fshift[i], relu)
 
 
-cdef void _eval_channel(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C,
-                        Py_ssize_t S, Py_ssize_t c, const floating *weight, const floating *bias,
-                        const floating *running_mean, const floating *running_var, double eps,
-                        floating *save_invstd, bint relu) noexcept nogil:
-    cdef Py_ssize_t n
-    cdef double invstd = 1 / sqrt(<double>running_var[c] + eps)
-    cdef double w = weight[c] if weight != NULL else 1
-    cdef double b = bias[c] if bias != NULL else 0
-    save_invstd[c] = <floating>invstd
-    for n in range(N):
-        _run_affine(x + (n * C + c) * S, out + (n * C + c) * S, S, running_mean[c],
-                    <floating>(w * invstd), <floating>b, relu)
-
-
-cdef void _backward_channel(const floating *g, const floating *x, const floating *y,
-                            Py_ssize_t N, Py_ssize_t C,
-                            Py_ssize_t S, Py_ssize_t c, const floating *weight,
-                            const floating *save_mean, const floating *save_invstd,
-                            bint batch_stats, floating *grad_input, floating *grad_weight,
-                            floating *grad_bias) noexcept nogil:
+cdef void _backward_chunk(const floating *g, const floating *x, const floating *y,
+                          Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, Py_ssize_t c0,
+                          Py_ssize_t c1, const floating *weight, const floating *save_mean,
+                          const floating *save_invstd, bint batch_stats,
+                          floating *grad_input, floating *grad_weight,
+                          floating *grad_bias) noexcept nogil:
     # y: a fused ReLU's output (the gradient is g where y > 0, else 0, as relu_backward
     # makes it), or NULL
-    cdef Py_ssize_t n, j, m = N * S, at
-    cdef double sum_g, dot, mean = save_mean[c], invstd = save_invstd[c]
-    cdef double g_lanes[FGN_LANES]
-    cdef double dot_lanes[FGN_LANES]
-    cdef double scale = invstd * (weight[c] if weight != NULL else 1)
-    cdef floating fmean = save_mean[c], fscale, mean_g, k, gm
+    cdef Py_ssize_t n, c, i, j, m = N * S, at
+    cdef double sum_g, dot, invstd
+    cdef double g_lanes[CHUNK][FGN_LANES]
+    cdef double dot_lanes[CHUNK][FGN_LANES]
+    cdef floating fmean[CHUNK]
+    cdef floating fscale[CHUNK]
+    cdef floating mean_g[CHUNK]
+    cdef floating kx[CHUNK]
+    cdef floating gm, fm, sc, mg, k
+    cdef bint stats = batch_stats and m > 0
     cdef const floating *gr
     cdef const floating *xr
     cdef const floating *yr
     cdef floating *dr
-    memset(g_lanes, 0, sizeof(g_lanes))
-    memset(dot_lanes, 0, sizeof(dot_lanes))
+    for c in range(c0, c1):
+        i = c - c0
+        memset(g_lanes[i], 0, sizeof(g_lanes[i]))
+        memset(dot_lanes[i], 0, sizeof(dot_lanes[i]))
     for n in range(N):
-        at = (n * C + c) * S
-        if y != NULL:
-            _run_masked_sums(g + at, y + at, x + at, S, mean, dot_lanes, g_lanes)
-        else:
-            _run_sum(g + at, S, g_lanes)
-            _run_dot_dev(g + at, x + at, S, mean, dot_lanes)
-    sum_g = fgn_fold(g_lanes)
-    dot = fgn_fold(dot_lanes)
-    if grad_bias != NULL:
-        grad_bias[c] = <floating>sum_g
-    if grad_weight != NULL:
-        grad_weight[c] = <floating>(dot * invstd)
+        for c in range(c0, c1):
+            i = c - c0
+            at = (n * C + c) * S
+            if y != NULL:
+                _run_masked_sums(g + at, y + at, x + at, S, save_mean[c], dot_lanes[i], g_lanes[i])
+            else:
+                _run_sum(g + at, S, g_lanes[i])
+                _run_dot_dev(g + at, x + at, S, save_mean[c], dot_lanes[i])
+    for c in range(c0, c1):
+        i = c - c0
+        invstd = save_invstd[c]
+        sum_g = fgn_fold(g_lanes[i])
+        dot = fgn_fold(dot_lanes[i])
+        if grad_bias != NULL:
+            grad_bias[c] = <floating>sum_g
+        if grad_weight != NULL:
+            grad_weight[c] = <floating>(dot * invstd)
+        fmean[i] = save_mean[c]
+        fscale[i] = <floating>(invstd * (weight[c] if weight != NULL else 1))
+        if stats:
+            mean_g[i] = <floating>(sum_g / m)
+            kx[i] = <floating>(dot * invstd * invstd / m)
     if grad_input == NULL:
         return
-    fscale = <floating>scale
-    if not batch_stats or m == 0:  # mean and invstd are constants: a per-channel scale
-        for n in range(N):
+    for n in range(N):
+        for c in range(c0, c1):
+            i = c - c0
             at = (n * C + c) * S
             gr = g + at
+            xr = x + at
             dr = grad_input + at
+            sc = fscale[i]
+            if not stats:  # mean and invstd are constants: a per-channel scale
+                if y != NULL:
+                    yr = y + at
+                    for j in range(S):
+                        gm = _masked(gr[j], yr[j])
+                        dr[j] = gm * sc
+                else:
+                    for j in range(S):
+                        dr[j] = gr[j] * sc
+                continue
+            # The batch statistics depend on every x of the channel:
+            # dx = scale * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean)))
+            fm, mg, k = fmean[i], mean_g[i], kx[i]
             if y != NULL:
                 yr = y + at
                 for j in range(S):
                     gm = _masked(gr[j], yr[j])
-                    dr[j] = gm * fscale
+                    dr[j] = (gm - mg - (xr[j] - fm) * k) * sc
             else:
                 for j in range(S):
-                    dr[j] = gr[j] * fscale
-        return
-    # The batch statistics depend on every x of the channel:
-    # dx = scale * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean)))
-    mean_g = <floating>(sum_g / m)
-    k = <floating>(dot * invstd * invstd / m)
-    for n in range(N):
-        at = (n * C + c) * S
-        gr = g + at
-        xr = x + at
-        dr = grad_input + at
-        if y != NULL:
-            yr = y + at
-            for j in range(S):
-                gm = _masked(gr[j], yr[j])
-                dr[j] = (gm - mean_g - (xr[j] - fmean) * k) * fscale
-        else:
-            for j in range(S):
-                dr[j] = (gr[j] - mean_g - (xr[j] - fmean) * k) * fscale
+                    dr[j] = (gr[j] - mg - (xr[j] - fm) * k) * sc
 
 
-# --------------------------------------------------------------------------- channel loops
+# --------------------------------------------------------------------------- chunk loops
 
 cdef inline int _team(Py_ssize_t elements, Py_ssize_t C, int n_threads) noexcept nogil:
     return n_threads if n_threads > 1 and C > 1 and elements >= PARALLEL_MIN_ELEMENTS else 1
@@ -262,48 +333,52 @@ cdef void _train(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C, P
                  const floating *weight, const floating *bias, floating *running_mean,
                  floating *running_var, double momentum, double eps, floating *save_mean,
                  floating *save_invstd, bint relu, int n_threads) noexcept nogil:
-    cdef Py_ssize_t c
+    cdef Py_ssize_t t
     cdef int team = _team(N * C * S, C, n_threads)
-    if team == 1:
-        for c in range(C):
-            _train_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, momentum,
-                           eps, save_mean, save_invstd, relu)
+    cdef Py_ssize_t step = _chunk(C, team)
+    if team == 1:  # no parallel region (it costs microseconds)
+        for t in range((C + step - 1) // step):
+            _train_chunk(x, out, N, C, S, t * step, min(C, (t + 1) * step), weight, bias,
+                         running_mean, running_var, momentum, eps, save_mean, save_invstd, relu)
         return
-    for c in prange(C, schedule="static", num_threads=team):
-        _train_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, momentum,
-                       eps, save_mean, save_invstd, relu)
+    for t in prange((C + step - 1) // step, schedule="static", num_threads=team):
+        _train_chunk(x, out, N, C, S, t * step, min(C, (t + 1) * step), weight, bias,
+                     running_mean, running_var, momentum, eps, save_mean, save_invstd, relu)
 
 
 cdef void _eval(const floating *x, floating *out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                 const floating *weight, const floating *bias, const floating *running_mean,
                 const floating *running_var, double eps, floating *save_invstd, bint relu,
                 int n_threads) noexcept nogil:
-    cdef Py_ssize_t c
+    cdef Py_ssize_t t
     cdef int team = _team(N * C * S, C, n_threads)
+    cdef Py_ssize_t step = _chunk(C, team)
     if team == 1:
-        for c in range(C):
-            _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps,
-                          save_invstd, relu)
+        for t in range((C + step - 1) // step):
+            _eval_chunk(x, out, N, C, S, t * step, min(C, (t + 1) * step), weight, bias,
+                        running_mean, running_var, eps, save_invstd, relu)
         return
-    for c in prange(C, schedule="static", num_threads=team):
-        _eval_channel(x, out, N, C, S, c, weight, bias, running_mean, running_var, eps,
-                      save_invstd, relu)
+    for t in prange((C + step - 1) // step, schedule="static", num_threads=team):
+        _eval_chunk(x, out, N, C, S, t * step, min(C, (t + 1) * step), weight, bias,
+                    running_mean, running_var, eps, save_invstd, relu)
 
 
 cdef void _backward(const floating *g, const floating *x, const floating *y, Py_ssize_t N, Py_ssize_t C,
                     Py_ssize_t S, const floating *weight, const floating *save_mean,
                     const floating *save_invstd, bint batch_stats, floating *grad_input,
                     floating *grad_weight, floating *grad_bias, int n_threads) noexcept nogil:
-    cdef Py_ssize_t c
+    cdef Py_ssize_t t
     cdef int team = _team(N * C * S, C, n_threads)
+    cdef Py_ssize_t step = _chunk(C, team)
     if team == 1:
-        for c in range(C):
-            _backward_channel(g, x, y, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
-                              grad_input, grad_weight, grad_bias)
+        for t in range((C + step - 1) // step):
+            _backward_chunk(g, x, y, N, C, S, t * step, min(C, (t + 1) * step), weight,
+                            save_mean, save_invstd, batch_stats, grad_input, grad_weight,
+                            grad_bias)
         return
-    for c in prange(C, schedule="static", num_threads=team):
-        _backward_channel(g, x, y, N, C, S, c, weight, save_mean, save_invstd, batch_stats,
-                          grad_input, grad_weight, grad_bias)
+    for t in prange((C + step - 1) // step, schedule="static", num_threads=team):
+        _backward_chunk(g, x, y, N, C, S, t * step, min(C, (t + 1) * step), weight, save_mean,
+                        save_invstd, batch_stats, grad_input, grad_weight, grad_bias)
 
 
 # --------------------------------------------------------------------------- validation

@@ -2,10 +2,10 @@
 
 The input is seen as (N, C, S): N samples, C channels, S values per channel and sample.
 Each channel is normalized over its N * S values. Statistics are sums of Python floats
-(doubles); the variance is two-pass, corrected: mean0 = sum(x) / m, then over
-d = x - mean0: mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0)
-(a constant channel gets its value as mean and a variance of exactly 0, whatever the
-order of the sums; see src_c/_norm.pyx).
+(doubles); the variance is shifted, corrected: mean0 = the first sample's mean (the
+whole channel's where the sums below are not finite), then over d = x - mean0:
+mean = mean0 + sum(d) / m, var = max(sum(d^2) / m - (sum(d) / m)^2, 0) (a constant channel
+gets its value as mean and a variance of exactly 0; see src_c/_norm.pyx).
 """
 
 import math
@@ -51,6 +51,18 @@ def _values(a):
 def _store(dst, values):
     if dst is not None:
         dst.reshape(-1)[:] = values
+
+
+def _dev_sums(xs, N, C, S, c, mean):
+    """sum((x - mean)^2) and sum(x - mean) over channel c."""
+    total = sum_dev = 0.0
+    for n in range(N):
+        base = (n * C + c) * S
+        for s in range(base, base + S):
+            d = xs[s] - mean
+            sum_dev += d
+            total += d * d
+    return total, sum_dev
 
 
 def _affine(xs, out, N, C, S, c, mean, scale, shift, relu):
@@ -111,19 +123,18 @@ def batch_norm_forward_train(
     means, invstds = [0.0] * C, [0.0] * C
     ys = [0.0] * len(xs)
     for c in range(C):
-        total = 0.0
-        for n in range(N):
-            base = (n * C + c) * S
-            for s in range(base, base + S):
-                total += xs[s]
-        mean = total / m
-        total = sum_dev = 0.0
-        for n in range(N):
-            base = (n * C + c) * S
-            for s in range(base, base + S):
-                d = xs[s] - mean
-                sum_dev += d
-                total += d * d
+        # the shift: the first sample's mean; the whole channel's where that leaves the
+        # deviations' sum not finite (inf or NaN in the channel)
+        mean = sum(xs[c * S : (c + 1) * S]) / S
+        total, sum_dev = _dev_sums(xs, N, C, S, c, mean)
+        if not math.isfinite(sum_dev / m):
+            total = 0.0
+            for n in range(N):
+                base = (n * C + c) * S
+                for s in range(base, base + S):
+                    total += xs[s]
+            mean = total / m
+            total, sum_dev = _dev_sums(xs, N, C, S, c, mean)
         shift_mean = sum_dev / m
         if math.isfinite(shift_mean):  # not when the channel holds inf or NaN
             mean = mean + shift_mean
