@@ -969,37 +969,51 @@ cdef void _backward_weight_run(Geom *g, Plan *p, const floating *x, const floati
             gw[i] += part[i]
 
 
-cdef void _bias_channel(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_t P,
-                        Py_ssize_t c, floating *gb) noexcept nogil:
-    """gb[c] = the sum of channel c over the batch, in LANES partial sums."""
-    cdef floating acc[LANES]
+cdef enum:
+    BIAS_CHUNK = 64   # channels summed side by side, in memory order
+
+
+cdef void _bias_chunk(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_t P,
+                      Py_ssize_t c0, Py_ssize_t c1, floating *gb) noexcept nogil:
+    """gb[c] = the sum of channel c over the batch, in LANES partial sums, for c0 <= c < c1
+    (at most BIAS_CHUNK), the runs read in memory order: channel by channel, each run
+    started on a new page (a 32x32 plane is one), which the prefetchers do not cross."""
+    cdef floating acc[BIAS_CHUNK][LANES]
     cdef floating total
-    cdef Py_ssize_t n, x, l
+    cdef Py_ssize_t n, x, l, c, i
     cdef Py_ssize_t full = P - P % LANES
     cdef const floating *s
-    for l in range(LANES):
-        acc[l] = 0
+    for i in range(c1 - c0):
+        for l in range(LANES):
+            acc[i][l] = 0
     for n in range(N):
-        s = gout + (n * Co + c) * P
-        for x in range(0, full // LANES):
-            for l in range(LANES):
-                acc[l] += s[x * LANES + l]
-        for x in range(full, P):
-            acc[x - full] += s[x]
-    total = 0
-    for l in range(LANES):
-        total += acc[l]
-    gb[c] = total
+        for c in range(c0, c1):
+            i = c - c0
+            s = gout + (n * Co + c) * P
+            for x in range(0, full // LANES):
+                for l in range(LANES):
+                    acc[i][l] += s[x * LANES + l]
+            for x in range(full, P):
+                acc[i][x - full] += s[x]
+    for c in range(c0, c1):
+        total = 0
+        for l in range(LANES):
+            total += acc[c - c0][l]
+        gb[c] = total
 
 
 cdef void _bias_run(const floating *gout, Py_ssize_t N, Py_ssize_t Co, Py_ssize_t P,
                     floating *gb, int n_threads) noexcept nogil:
-    """Channels in parallel when the pass is long enough (a memory-bound read of the
-    whole gradient); each channel is summed in the same order either way."""
-    cdef Py_ssize_t c
+    """Chunks of channels in parallel when the pass is long enough (a memory-bound read of
+    the whole gradient); each channel is summed in the same order either way."""
+    cdef Py_ssize_t t, step
+    cdef int team = 1
     if n_threads > 1 and Co > 1 and N * Co * P >= BIAS_PARALLEL_MIN:
-        for c in prange(Co, schedule="static", num_threads=min(<Py_ssize_t>n_threads, Co)):
-            _bias_channel(gout, N, Co, P, c, gb)
+        team = <int>min(<Py_ssize_t>n_threads, Co)
+    step = max(<Py_ssize_t>1, min(<Py_ssize_t>BIAS_CHUNK, (Co + team - 1) // team))
+    if team > 1:
+        for t in prange((Co + step - 1) // step, schedule="static", num_threads=team):
+            _bias_chunk(gout, N, Co, P, t * step, min(Co, (t + 1) * step), gb)
     else:
-        for c in range(Co):
-            _bias_channel(gout, N, Co, P, c, gb)
+        for t in range((Co + step - 1) // step):
+            _bias_chunk(gout, N, Co, P, t * step, min(Co, (t + 1) * step), gb)
