@@ -582,9 +582,7 @@ cdef void _forward_image(Geom *g, Plan *p, const floating *x, const floating *ap
     cdef Py_ssize_t a_group = _round_up(p.rows, p.mr) * p.depth
     cdef const floating *b = buf_b
     cdef Py_ssize_t panel, m0, P = g.Ho * g.Wo
-    if p.lanes_in_place:
-        b = x
-    elif p.direct:
+    if p.direct and not p.lanes_in_place:  # (in place: the input is the plane)
         _input_planes(g, p, x, buf_b)
     for grp in range(g.G):
         if p.direct:
