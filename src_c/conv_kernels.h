@@ -770,6 +770,23 @@ FGC_FLANES_AVX512(FGC_FLANES_V512)
 #undef FGC_FLANES_V512
 #undef FGC_FLANES_VARIANT
 
+/* The in-lane stages of a W x W transpose (W = 8 or 16): r[0..W) rows (positions) of
+   channels; after them u[4k + j] holds, in each 128-bit lane L, positions 4k .. 4k + 3 of
+   channel 4L + j (t: scratch). The ISA's own step gathers the lanes. */
+#define FGC_TRANSPOSE_IN_LANES(W, r, t, u, UNPACKLO, UNPACKHI, SHUFFLE)                    \
+    do {                                                                                  \
+        for (int k = 0; k < (W) / 2; k++) { /* pairs of positions */                      \
+            t[2 * k] = UNPACKLO(r[2 * k], r[2 * k + 1]);                                  \
+            t[2 * k + 1] = UNPACKHI(r[2 * k], r[2 * k + 1]);                              \
+        }                                                                                 \
+        for (int k = 0; k < (W) / 4; k++) {                                               \
+            u[4 * k] = SHUFFLE(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));          \
+            u[4 * k + 1] = SHUFFLE(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));      \
+            u[4 * k + 2] = SHUFFLE(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));  \
+            u[4 * k + 3] = SHUFFLE(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));  \
+        }                                                                                 \
+    } while (0)
+
 /* The channel-lane forward's store: dst[m*P + q] = T[q*mw + m] (+ bias[m]) (then
    max(0, .): NaN stays NaN, -0 stays -0, as the gemm's stores) for m < rows, q < P, by
    blocks of W positions x W channels transposed in registers. T is 64-byte aligned with
@@ -785,16 +802,8 @@ FGC_AVX512 static void fgc_store_lanes_avx512(const float *T, Py_ssize_t mw, Py_
             __m512 r[16], t[16], u[16];
             for (int i = 0; i < 16; i++)
                 r[i] = i < nq ? _mm512_load_ps(T + (q0 + i) * mw + m0) : _mm512_setzero_ps();
-            for (int k = 0; k < 8; k++) {  /* pairs of positions, within 128-bit lanes */
-                t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-                t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-            }
-            for (int k = 0; k < 4; k++) {  /* u[4k + j], lane L: positions 4k.. of channel 4L + j */
-                u[4 * k] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));
-                u[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));
-                u[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));
-                u[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));
-            }
+            FGC_TRANSPOSE_IN_LANES(16, r, t, u, _mm512_unpacklo_ps, _mm512_unpackhi_ps,
+                                   _mm512_shuffle_ps);
             for (int j = 0; j < 4; j++) {  /* channel 4L + j: lane L of u[j], u[4+j], u[8+j], u[12+j] */
                 __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
                 __m512 x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
@@ -827,16 +836,8 @@ FGC_AVX2 static void fgc_store_lanes_avx2(const float *T, Py_ssize_t mw, Py_ssiz
             __m256 r[8], t[8], u[8];
             for (int i = 0; i < 8; i++)
                 r[i] = i < nq ? _mm256_load_ps(T + (q0 + i) * mw + m0) : _mm256_setzero_ps();
-            for (int k = 0; k < 4; k++) {
-                t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-                t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-            }
-            for (int k = 0; k < 2; k++) {
-                u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));
-                u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));
-                u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));
-                u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));
-            }
+            FGC_TRANSPOSE_IN_LANES(8, r, t, u, _mm256_unpacklo_ps, _mm256_unpackhi_ps,
+                                   _mm256_shuffle_ps);
             for (int j = 0; j < 4; j++) {
                 r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
                 r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
@@ -859,6 +860,7 @@ FGC_AVX2 static void fgc_store_lanes_avx2(const float *T, Py_ssize_t mw, Py_ssiz
             }
         }
 }
+#undef FGC_TRANSPOSE_IN_LANES
 
 #endif /* FGC_HAVE_X86 */
 
